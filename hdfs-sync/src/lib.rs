@@ -1,0 +1,1 @@
+//! Storage access, checkpoint discovery and replication between the two sites.

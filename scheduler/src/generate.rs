@@ -1,0 +1,1 @@
+//! Synthetic clusters, jobs and policies in the real input formats (`twinsite generate`).

@@ -1,0 +1,1 @@
+//! The twinsite controller: CLI, wiring and the I/O adapters around the pure crates.
