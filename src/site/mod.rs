@@ -1,0 +1,1 @@
+//! The site interface (nodes, pods, job launches, health, checkpoints) and its kinds.

@@ -1,0 +1,1 @@
+//! Durable controller state: one interface, an etcd and an embedded implementation.
