@@ -6,3 +6,4 @@ pub mod input;
 pub mod k8s;
 pub mod model;
 pub mod placement;
+pub mod rightsize;
