@@ -56,8 +56,8 @@ pub struct RightsizeConfig {
     pub memory_granularity_bytes: i64,
     /// CPU recommendations are rounded up to a multiple of this.
     pub cpu_granularity_milli: i64,
-    /// Memory/CPU change only when the recommendation differs from the spec by more than
-    /// this fraction, so that noise does not churn pods.
+    /// Memory/CPU shrink only when the recommendation is below the spec by more than this
+    /// fraction, so that noise does not churn pods; growth always applies.
     pub resource_change_threshold: f64,
 }
 

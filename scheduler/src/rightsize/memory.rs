@@ -10,17 +10,20 @@ use super::recommendation::{
 };
 use super::window::{CoverageRules, Window, clean};
 
-/// Rounds `x` up to a multiple of `granularity` (> 0), saturating.
+/// Rounds `x` up to a multiple of `granularity` (> 0), saturating. Float noise just above
+/// a multiple (1000.0000000001) does not add a whole step.
 pub fn round_up(x: f64, granularity: i64) -> i64 {
     if !x.is_finite() || x <= 0.0 {
         return 0;
     }
-    let units = (x / granularity as f64).ceil();
+    let units = (x / granularity as f64 - 1e-9).ceil();
     (units as i64).saturating_mul(granularity)
 }
 
+/// Growth always applies (too little memory kills the job, too little CPU throttles it);
+/// shrinking only beyond the threshold, so that noise does not churn pods.
 fn differs(recommended: i64, current: i64, threshold: f64) -> bool {
-    (recommended - current).unsigned_abs() as f64 > threshold * current as f64
+    recommended > current || (current - recommended) as f64 > threshold * current as f64
 }
 
 pub struct ProcessAssessment {

@@ -34,8 +34,8 @@
 //! **Memory**: heap = peak heap used over the lookback × (1 + overhead), rounded up to
 //! 64 MiB; pod memory = configured memory − heap max + that heap. **CPU**: busiest window's
 //! mean load in cores / target utilisation, rounded up to 100 m. A need above the spec's
-//! limit is kept and flagged ([`Finding::ExceedsSpecLimit`]). Resources change only when the
-//! recommendation differs by more than 10 %.
+//! limit is kept and flagged ([`Finding::ExceedsSpecLimit`]). Resources grow whenever the
+//! need is above the spec, and shrink only when it is more than 10 % below.
 //!
 //! **Slots**: the plan's slot need (computed elsewhere) counts when code sets parallelism
 //! above the configured one; such a job would not start with fewer slots.
@@ -46,7 +46,7 @@
 //! scale-down factor 0.6, catch-up 30 min, restart 5 min, backlog threshold 5 min, vertex
 //! parallelism 1..=200, evenly-spread alignment, 15 min metrics window. Ours: 24 h
 //! lookback, 15 s scrape interval, 80 % coverage, gaps ≤ 3 intervals, 20 % memory overhead,
-//! 64 MiB / 100 m granularity, 10 % change threshold.
+//! 64 MiB / 100 m granularity, 10 % shrink threshold.
 
 pub mod config;
 pub mod input;
