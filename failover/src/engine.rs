@@ -1,0 +1,2613 @@
+//! The failover engine: one `step(event, now, placer)` that updates explicit state and returns
+//! the commands a driver must execute, in order (openraft's engine/driver split). No I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use scheduler::model::{JobDemand, JobId, JobPlacement, Resources, SiteId};
+use serde::{Deserialize, Serialize};
+
+use crate::health::{
+    DEFAULT_NODE_GRACE, NodeVerdict, SiteSigns, SiteThresholds, SiteVerdict, judge_node, judge_site,
+};
+use crate::operation::{
+    FailoverPlan, MoveMode, MoveStep, OpJob, OpKind, OpState, Operation, PlannedMove,
+};
+use crate::types::{
+    CheckpointKind, CheckpointPointer, FailoverMode, JobSpec, NotFitting, Placer, RelaunchReason,
+    RunState, SiteObservation, Timestamp, elapsed,
+};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineConfig {
+    /// The sites, in the order used to pick a survivor.
+    pub sites: Vec<SiteId>,
+    pub node_grace: Duration,
+    pub site: SiteThresholds,
+    /// How long Flink gets to recover from lost TaskManager nodes before the engine relaunches.
+    pub task_manager_recovery_bound: Duration,
+    /// Restarts of one generation that count as a crash loop.
+    pub crash_loop_restarts: u32,
+    /// Failed relaunches in the job's site before the next one goes to the other site.
+    pub relaunches_before_other_site: u32,
+    /// Jobs of one operation moving at once.
+    pub max_in_flight: usize,
+    /// A fence not confirmed after this long is issued again.
+    pub fence_retry: Duration,
+    /// Launches of one job within one operation before it is given up.
+    pub max_launches_per_move: u32,
+    /// Start a failback on its own once a lost site is healthy again. Off unless policy says.
+    pub auto_failback: bool,
+}
+
+impl EngineConfig {
+    pub fn new(sites: Vec<SiteId>) -> Self {
+        EngineConfig {
+            sites,
+            node_grace: DEFAULT_NODE_GRACE,
+            site: SiteThresholds::default(),
+            task_manager_recovery_bound: Duration::from_secs(180),
+            crash_loop_restarts: 10,
+            relaunches_before_other_site: 3,
+            max_in_flight: 16,
+            fence_retry: Duration::from_secs(15),
+            max_launches_per_move: 3,
+            auto_failback: false,
+        }
+    }
+}
+
+/// What the engine believes about one job's run-time state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "phase")]
+pub enum JobPhase {
+    Running,
+    /// The current generation is being fenced; once confirmed, relaunch in `target`.
+    Fencing {
+        reason: RelaunchReason,
+        target: SiteId,
+        detected_at: Timestamp,
+        last_heartbeat: Option<Timestamp>,
+    },
+    /// `Relaunch` of the current generation issued.
+    Launching {
+        since: Timestamp,
+        placement: JobPlacement,
+        restore_from: Option<CheckpointPointer>,
+    },
+    /// An operation owns the job until it finishes moving it.
+    InOperation {
+        op: u64,
+    },
+    /// Not running anywhere; `reason` says why.
+    Down {
+        reason: String,
+    },
+}
+
+/// A generation that must be stopped and deleted, but whose stop is not yet confirmed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StaleGeneration {
+    pub site: SiteId,
+    pub generation: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub spec: JobSpec,
+    /// The latest generation issued; the only one allowed to run.
+    pub generation: u64,
+    pub site: SiteId,
+    pub phase: JobPhase,
+    /// Latest complete checkpoint of the live lineage, per site where it was written.
+    pub latest_complete: BTreeMap<SiteId, CheckpointPointer>,
+    /// Latest checkpoint fully replicated to (readable in) each site.
+    pub latest_replicated: BTreeMap<SiteId, CheckpointPointer>,
+    /// Relaunches for failure in the current site since the last checkpoint (progress).
+    pub failures_in_site: u32,
+    pub stale: BTreeSet<StaleGeneration>,
+    /// When lost TaskManager nodes were first seen with a healthy JobManager.
+    pub task_managers_lost_since: Option<Timestamp>,
+}
+
+impl JobRecord {
+    pub fn id(&self) -> &JobId {
+        &self.spec.demand.id
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "status")]
+pub enum SiteStatus {
+    Up,
+    Lost {
+        since: Timestamp,
+        detected_at: Timestamp,
+    },
+    /// Reachable again after a loss; nothing but fences runs there until it is clean.
+    Returning,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteRecord {
+    pub id: SiteId,
+    pub epoch: u64,
+    pub status: SiteStatus,
+}
+
+/// One unit of durable state, written by `Command::Persist`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "record")]
+pub enum Record {
+    Job(Box<JobRecord>),
+    Site(SiteRecord),
+    Operation(Box<Operation>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub at: Timestamp,
+    pub op: Option<u64>,
+    pub job: Option<JobId>,
+    pub site: Option<SiteId>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryReport {
+    pub job: JobId,
+    pub generation: u64,
+    pub site: SiteId,
+    pub reason: RelaunchReason,
+    pub op: Option<u64>,
+    pub restore_from: Option<CheckpointPointer>,
+    /// From the moment the engine judged the failure to the relaunch command.
+    pub rto_from_detection: Duration,
+    /// From the last sign of life (heartbeat) to the relaunch command, when known.
+    pub rto_from_last_heartbeat: Option<Duration>,
+    /// Age of the restored checkpoint; zero for a stop-with-savepoint; `None` when the job
+    /// started without state.
+    pub rpo: Option<Duration>,
+}
+
+/// Ops requests. `dry_run` returns the plan and changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "request")]
+pub enum OpsRequest {
+    Failover {
+        from: SiteId,
+        to: SiteId,
+        mode: MoveMode,
+        dry_run: bool,
+    },
+    /// Jobs whose preferred site is `to` and that run in `from` go home.
+    Failback {
+        from: SiteId,
+        to: SiteId,
+        mode: MoveMode,
+        dry_run: bool,
+    },
+    Cancel {
+        op: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum RequestError {
+    #[error("site {site} is not one of the configured sites")]
+    UnknownSite { site: SiteId },
+    #[error("failover from site {site} to itself")]
+    SameSite { site: SiteId },
+    #[error("target site {site} is not healthy (status {status})")]
+    TargetNotHealthy { site: SiteId, status: String },
+    #[error("planned mode needs the source site {site} reachable; use forced")]
+    SourceUnreachable { site: SiteId },
+    #[error("operation {op} does not exist")]
+    UnknownOperation { op: u64 },
+    #[error("operation {op} already finished")]
+    OperationFinished { op: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "event")]
+pub enum Event {
+    /// Adopts a job (or updates its spec) already running as `generation` in `site`.
+    JobRegistered {
+        spec: Box<JobSpec>,
+        site: SiteId,
+        generation: u64,
+    },
+    SnapshotObserved(SiteObservation),
+    /// Another observer (the peer site, the witness) heard from `site` at `last_contact`.
+    PeerReport {
+        site: SiteId,
+        last_contact: Timestamp,
+    },
+    CheckpointCompleted {
+        job: JobId,
+        checkpoint: CheckpointPointer,
+    },
+    /// `replica.site` is the site the checkpoint is now fully readable in.
+    CheckpointReplicated {
+        job: JobId,
+        replica: CheckpointPointer,
+    },
+    LaunchSucceeded {
+        job: JobId,
+        generation: u64,
+        site: SiteId,
+    },
+    LaunchFailed {
+        job: JobId,
+        generation: u64,
+        site: SiteId,
+        reason: String,
+    },
+    Fenced {
+        job: JobId,
+        generation: u64,
+        site: SiteId,
+    },
+    SavepointCompleted {
+        op: u64,
+        job: JobId,
+        savepoint: CheckpointPointer,
+    },
+    SavepointFailed {
+        op: u64,
+        job: JobId,
+        reason: String,
+    },
+    /// The savepoint of `job` is readable at the target as `replica`.
+    ReplicationCompleted {
+        op: u64,
+        job: JobId,
+        replica: CheckpointPointer,
+    },
+    OpsRequest(OpsRequest),
+    QuorumChanged(bool),
+    Tick,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "command")]
+pub enum Command {
+    /// Write this record durably before executing any later command.
+    Persist(Record),
+    Audit(AuditEntry),
+    Relaunch {
+        job: JobId,
+        generation: u64,
+        site: SiteId,
+        placement: JobPlacement,
+        /// `None`: start without state (only for `FreshStartAllowed` jobs).
+        restore_from: Option<CheckpointPointer>,
+        reason: RelaunchReason,
+    },
+    /// Stop and delete `generation` of `job` in `site`; never restart it. Answer: `Fenced`.
+    Fence {
+        job: JobId,
+        generation: u64,
+        site: SiteId,
+    },
+    /// Stop-with-savepoint. Answer: `SavepointCompleted`/`SavepointFailed`.
+    TriggerSavepoint {
+        op: u64,
+        job: JobId,
+        generation: u64,
+        site: SiteId,
+    },
+    /// Copy the savepoint to `to`. Answer: `ReplicationCompleted`.
+    ReplicateSavepoint {
+        op: u64,
+        job: JobId,
+        savepoint: CheckpointPointer,
+        to: SiteId,
+    },
+    MarkSiteLost {
+        site: SiteId,
+        epoch: u64,
+    },
+    MarkSiteRecovered {
+        site: SiteId,
+        epoch: u64,
+    },
+    ReportRecovery(RecoveryReport),
+    ReportNotRelaunched {
+        job: JobId,
+        reason: String,
+        missing: Resources,
+    },
+    ReportPlan(FailoverPlan),
+    Rejected {
+        request: OpsRequest,
+        error: RequestError,
+    },
+}
+
+/// Volatile knowledge of one site, rebuilt from observations after a restart.
+#[derive(Debug, Clone)]
+struct SiteView {
+    last_api_contact: Option<Timestamp>,
+    peer_last_contact: Option<Timestamp>,
+    watching_since: Timestamp,
+    nodes: BTreeMap<String, Timestamp>,
+    jobs: Vec<crate::types::JobObserved>,
+    no_quorum_reported: bool,
+}
+
+impl SiteView {
+    fn new(now: Timestamp) -> Self {
+        SiteView {
+            last_api_contact: None,
+            peer_last_contact: None,
+            watching_since: now,
+            nodes: BTreeMap::new(),
+            jobs: Vec::new(),
+            no_quorum_reported: false,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Dirty {
+    jobs: BTreeSet<JobId>,
+    sites: BTreeSet<SiteId>,
+    ops: BTreeSet<u64>,
+}
+
+/// The engine. Durable state is `jobs`, `sites`, `operations`; everything else is rebuilt
+/// from observations.
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    jobs: BTreeMap<JobId, JobRecord>,
+    sites: BTreeMap<SiteId, SiteRecord>,
+    operations: BTreeMap<u64, Operation>,
+    views: BTreeMap<SiteId, SiteView>,
+    quorum: bool,
+    dirty: Dirty,
+    fence_sent: BTreeMap<(JobId, SiteId, u64), Timestamp>,
+}
+
+/// Collects commands; an action first flushes pending `Persist`s so the state that led to an
+/// action is durable before the action runs.
+struct Out(Vec<Command>);
+
+impl Engine {
+    pub fn new(config: EngineConfig, now: Timestamp) -> Self {
+        let mut engine = Engine {
+            jobs: BTreeMap::new(),
+            sites: BTreeMap::new(),
+            operations: BTreeMap::new(),
+            views: BTreeMap::new(),
+            quorum: false,
+            dirty: Dirty::default(),
+            fence_sent: BTreeMap::new(),
+            config,
+        };
+        for site in engine.config.sites.clone() {
+            engine.sites.insert(
+                site.clone(),
+                SiteRecord {
+                    id: site.clone(),
+                    epoch: 0,
+                    status: SiteStatus::Up,
+                },
+            );
+            engine.views.insert(site, SiteView::new(now));
+        }
+        engine
+    }
+
+    /// Rebuilds an engine from persisted records (a new leader) and returns the commands that
+    /// re-issue every in-flight step. Re-issued commands carry the same generations and
+    /// savepoint targets, so executing them again starts nothing twice. Quorum starts unknown
+    /// (false) until the driver reports it.
+    pub fn resume(
+        config: EngineConfig,
+        records: impl IntoIterator<Item = Record>,
+        now: Timestamp,
+    ) -> (Self, Vec<Command>) {
+        let mut engine = Engine::new(config, now);
+        for record in records {
+            match record {
+                Record::Job(j) => {
+                    engine.jobs.insert(j.id().clone(), *j);
+                }
+                Record::Site(s) => {
+                    engine
+                        .views
+                        .entry(s.id.clone())
+                        .or_insert(SiteView::new(now));
+                    engine.sites.insert(s.id.clone(), s);
+                }
+                Record::Operation(o) => {
+                    engine.operations.insert(o.id, *o);
+                }
+            }
+        }
+        let mut out = Out(Vec::new());
+        for record in engine.jobs.values() {
+            match &record.phase {
+                JobPhase::Fencing { .. } => out.0.push(Command::Fence {
+                    job: record.id().clone(),
+                    generation: record.generation,
+                    site: record.site.clone(),
+                }),
+                JobPhase::Launching {
+                    placement,
+                    restore_from,
+                    ..
+                } => out.0.push(Command::Relaunch {
+                    job: record.id().clone(),
+                    generation: record.generation,
+                    site: record.site.clone(),
+                    placement: placement.clone(),
+                    restore_from: restore_from.clone(),
+                    reason: RelaunchReason::LaunchFailed {
+                        reason: "re-issued by a new leader".into(),
+                    },
+                }),
+                _ => {}
+            }
+        }
+        for op in engine.operations.values().filter(|o| o.is_active()) {
+            for j in &op.jobs {
+                let cmd = match &j.step {
+                    MoveStep::Savepointing => Command::TriggerSavepoint {
+                        op: op.id,
+                        job: j.job.clone(),
+                        generation: j.from_generation,
+                        site: op.from.clone(),
+                    },
+                    MoveStep::Fencing { generation, site } => Command::Fence {
+                        job: j.job.clone(),
+                        generation: *generation,
+                        site: site.clone(),
+                    },
+                    MoveStep::Replicating => match &j.savepoint_at_source {
+                        Some(sp) => Command::ReplicateSavepoint {
+                            op: op.id,
+                            job: j.job.clone(),
+                            savepoint: sp.clone(),
+                            to: op.to.clone(),
+                        },
+                        None => continue,
+                    },
+                    MoveStep::Launching {
+                        generation,
+                        site,
+                        restore_from,
+                    } => Command::Relaunch {
+                        job: j.job.clone(),
+                        generation: *generation,
+                        site: site.clone(),
+                        placement: j.placement.clone(),
+                        restore_from: restore_from.clone(),
+                        reason: RelaunchReason::Operation { op: op.id },
+                    },
+                    _ => continue,
+                };
+                out.0.push(cmd);
+            }
+        }
+        let ops: Vec<u64> = engine.operations.keys().copied().collect();
+        out.0.push(Command::Audit(AuditEntry {
+            at: now,
+            op: None,
+            job: None,
+            site: None,
+            message: format!(
+                "resumed with {} jobs, {} operations ({} active)",
+                engine.jobs.len(),
+                ops.len(),
+                engine.operations.values().filter(|o| o.is_active()).count()
+            ),
+        }));
+        (engine, out.0)
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn job(&self, job: &JobId) -> Option<&JobRecord> {
+        self.jobs.get(job)
+    }
+
+    pub fn jobs(&self) -> impl Iterator<Item = &JobRecord> {
+        self.jobs.values()
+    }
+
+    pub fn site(&self, site: &SiteId) -> Option<&SiteRecord> {
+        self.sites.get(site)
+    }
+
+    pub fn operation(&self, op: u64) -> Option<&Operation> {
+        self.operations.get(&op)
+    }
+
+    pub fn operations(&self) -> impl Iterator<Item = &Operation> {
+        self.operations.values()
+    }
+
+    /// Every durable record, as `resume` takes them.
+    pub fn records(&self) -> Vec<Record> {
+        let mut v: Vec<Record> = self.sites.values().cloned().map(Record::Site).collect();
+        v.extend(
+            self.jobs
+                .values()
+                .cloned()
+                .map(|j| Record::Job(Box::new(j))),
+        );
+        v.extend(
+            self.operations
+                .values()
+                .cloned()
+                .map(|o| Record::Operation(Box::new(o))),
+        );
+        v
+    }
+
+    /// Advances the engine by one event at `now`; returns the commands to execute in order.
+    pub fn step(&mut self, event: Event, now: Timestamp, placer: &dyn Placer) -> Vec<Command> {
+        let mut out = Out(Vec::new());
+        match event {
+            Event::JobRegistered {
+                spec,
+                site,
+                generation,
+            } => self.on_job_registered(*spec, site, generation, now, &mut out),
+            Event::SnapshotObserved(o) => self.on_snapshot(o, now, placer, &mut out),
+            Event::PeerReport { site, last_contact } => {
+                if let Some(v) = self.views.get_mut(&site) {
+                    v.peer_last_contact = v.peer_last_contact.max(Some(last_contact));
+                }
+            }
+            Event::CheckpointCompleted { job, checkpoint } => {
+                self.on_checkpoint_completed(&job, checkpoint)
+            }
+            Event::CheckpointReplicated { job, replica } => {
+                self.on_checkpoint_replicated(&job, replica)
+            }
+            Event::LaunchSucceeded {
+                job,
+                generation,
+                site,
+            } => self.on_launch_succeeded(&job, generation, &site, now, &mut out),
+            Event::LaunchFailed {
+                job,
+                generation,
+                site,
+                reason,
+            } => self.on_launch_failed(&job, generation, &site, reason, now, placer, &mut out),
+            Event::Fenced {
+                job,
+                generation,
+                site,
+            } => self.on_fenced(&job, generation, &site, now, placer, &mut out),
+            Event::SavepointCompleted { op, job, savepoint } => {
+                self.on_savepoint(op, &job, Ok(savepoint), now, &mut out)
+            }
+            Event::SavepointFailed { op, job, reason } => {
+                self.on_savepoint(op, &job, Err(reason), now, &mut out)
+            }
+            Event::ReplicationCompleted { op, job, replica } => {
+                self.on_replication(op, &job, replica, now, placer, &mut out)
+            }
+            Event::OpsRequest(request) => self.on_request(request, now, placer, &mut out),
+            Event::QuorumChanged(q) => {
+                if self.quorum != q {
+                    self.quorum = q;
+                    self.audit(
+                        &mut out,
+                        now,
+                        None,
+                        None,
+                        None,
+                        format!("quorum with witness: {q}"),
+                    );
+                }
+            }
+            Event::Tick => {}
+        }
+        self.evaluate(now, placer, &mut out);
+        self.flush(&mut out);
+        out.0
+    }
+
+    /// The plan an operation would follow, without changing anything.
+    pub fn plan(
+        &self,
+        from: &SiteId,
+        to: &SiteId,
+        mode: MoveMode,
+        failback: bool,
+        now: Timestamp,
+        placer: &dyn Placer,
+    ) -> FailoverPlan {
+        let (jobs, not_fitting, preempt) = self.plan_moves(from, to, mode, failback, placer);
+        let moves = jobs
+            .iter()
+            .map(|j| {
+                let restore_from = match mode {
+                    MoveMode::Planned => None,
+                    MoveMode::Forced => self
+                        .jobs
+                        .get(&j.job)
+                        .and_then(|r| r.latest_replicated.get(to).cloned()),
+                };
+                let expected_rpo = match mode {
+                    MoveMode::Planned => Some(Duration::ZERO),
+                    MoveMode::Forced => restore_from.as_ref().map(|c| elapsed(c.completed_at, now)),
+                };
+                PlannedMove {
+                    job: j.job.clone(),
+                    from: from.clone(),
+                    to: to.clone(),
+                    placement: j.placement.clone(),
+                    expected_rpo,
+                    restore_from,
+                }
+            })
+            .collect();
+        FailoverPlan {
+            from: from.clone(),
+            to: to.clone(),
+            mode,
+            moves,
+            not_fitting,
+            preempt,
+        }
+    }
+
+    // ---- events -------------------------------------------------------------------------
+
+    fn on_job_registered(
+        &mut self,
+        spec: JobSpec,
+        site: SiteId,
+        generation: u64,
+        now: Timestamp,
+        out: &mut Out,
+    ) {
+        let id = spec.demand.id.clone();
+        if let Some(existing) = self.jobs.get_mut(&id) {
+            existing.spec = spec;
+        } else {
+            self.jobs.insert(
+                id.clone(),
+                JobRecord {
+                    spec,
+                    generation,
+                    site: site.clone(),
+                    phase: JobPhase::Running,
+                    latest_complete: BTreeMap::new(),
+                    latest_replicated: BTreeMap::new(),
+                    failures_in_site: 0,
+                    stale: BTreeSet::new(),
+                    task_managers_lost_since: None,
+                },
+            );
+            self.audit(
+                out,
+                now,
+                None,
+                Some(&id),
+                Some(&site),
+                format!("registered at generation {generation}"),
+            );
+        }
+        self.dirty.jobs.insert(id);
+    }
+
+    fn on_snapshot(
+        &mut self,
+        o: SiteObservation,
+        now: Timestamp,
+        placer: &dyn Placer,
+        out: &mut Out,
+    ) {
+        let site = o.site.clone();
+        let Some(view) = self.views.get_mut(&site) else {
+            return;
+        };
+        view.last_api_contact = view.last_api_contact.max(Some(o.observed_at));
+        view.nodes = o
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.last_heartbeat))
+            .collect();
+        view.jobs = o.jobs;
+        let was_lost = matches!(
+            self.sites.get(&site).map(|s| &s.status),
+            Some(SiteStatus::Lost { .. })
+        );
+        if was_lost {
+            if let Some(s) = self.sites.get_mut(&site) {
+                s.status = SiteStatus::Returning;
+                self.dirty.sites.insert(site.clone());
+            }
+            self.audit(
+                out,
+                now,
+                None,
+                None,
+                Some(&site),
+                "site reachable again: fencing stale generations before anything runs there".into(),
+            );
+        }
+        self.record_stale_observations(&site);
+        self.issue_stale_fences(&site, now, out);
+        self.judge_jobs(&site, now, placer, out);
+    }
+
+    fn on_checkpoint_completed(&mut self, job: &JobId, c: CheckpointPointer) {
+        let Some(r) = self.jobs.get_mut(job) else {
+            return;
+        };
+        if c.generation != r.generation || c.site != r.site {
+            return;
+        }
+        let newer = r
+            .latest_complete
+            .get(&c.site)
+            .is_none_or(|old| old.generation < c.generation || old.id < c.id);
+        if newer {
+            r.latest_complete.insert(c.site.clone(), c);
+            r.failures_in_site = 0;
+            self.dirty.jobs.insert(job.clone());
+        }
+    }
+
+    fn on_checkpoint_replicated(&mut self, job: &JobId, c: CheckpointPointer) {
+        let Some(r) = self.jobs.get_mut(job) else {
+            return;
+        };
+        // Only the live lineage: a zombie generation's checkpoint must never be restored.
+        if c.generation != r.generation {
+            return;
+        }
+        let newer = r
+            .latest_replicated
+            .get(&c.site)
+            .is_none_or(|old| old.generation < c.generation || old.id < c.id);
+        if newer {
+            r.latest_replicated.insert(c.site.clone(), c);
+            self.dirty.jobs.insert(job.clone());
+        }
+    }
+
+    fn on_launch_succeeded(
+        &mut self,
+        job: &JobId,
+        generation: u64,
+        site: &SiteId,
+        now: Timestamp,
+        out: &mut Out,
+    ) {
+        let Some(r) = self.jobs.get_mut(job) else {
+            return;
+        };
+        if r.generation != generation || &r.site != site {
+            return;
+        }
+        match r.phase.clone() {
+            JobPhase::Launching { .. } => {
+                r.phase = JobPhase::Running;
+                self.dirty.jobs.insert(job.clone());
+                self.audit(
+                    out,
+                    now,
+                    None,
+                    Some(job),
+                    Some(site),
+                    format!("generation {generation} running"),
+                );
+            }
+            JobPhase::InOperation { op } => {
+                let Some(o) = self.operations.get_mut(&op) else {
+                    return;
+                };
+                let Some(j) = o.job_mut(job) else {
+                    return;
+                };
+                if matches!(&j.step, MoveStep::Launching { generation: g, .. } if *g == generation)
+                {
+                    j.step = MoveStep::Done {
+                        generation,
+                        site: site.clone(),
+                    };
+                    r.phase = JobPhase::Running;
+                    self.dirty.jobs.insert(job.clone());
+                    self.dirty.ops.insert(op);
+                    self.audit(
+                        out,
+                        now,
+                        Some(op),
+                        Some(job),
+                        Some(site),
+                        format!("moved: generation {generation} running"),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_launch_failed(
+        &mut self,
+        job: &JobId,
+        generation: u64,
+        site: &SiteId,
+        reason: String,
+        now: Timestamp,
+        placer: &dyn Placer,
+        out: &mut Out,
+    ) {
+        let Some(r) = self.jobs.get(job) else {
+            return;
+        };
+        if r.generation != generation || &r.site != site {
+            return;
+        }
+        self.audit(
+            out,
+            now,
+            None,
+            Some(job),
+            Some(site),
+            format!("launch of generation {generation} failed: {reason}"),
+        );
+        match r.phase.clone() {
+            JobPhase::Launching { .. } => {
+                let target = self.failure_target(job);
+                if let Some(r) = self.jobs.get_mut(job) {
+                    r.failures_in_site += 1;
+                }
+                self.start_fencing(
+                    job,
+                    RelaunchReason::LaunchFailed { reason },
+                    target,
+                    now,
+                    None,
+                    out,
+                );
+            }
+            JobPhase::InOperation { op } => {
+                let Some(o) = self.operations.get_mut(&op) else {
+                    return;
+                };
+                let Some(j) = o.job_mut(job) else {
+                    return;
+                };
+                if matches!(&j.step, MoveStep::Launching { generation: g, .. } if *g == generation)
+                {
+                    // The failed generation may be half-started: fence it before any retry.
+                    j.step = MoveStep::Fencing {
+                        generation,
+                        site: site.clone(),
+                    };
+                    self.dirty.ops.insert(op);
+                    self.act(
+                        out,
+                        Command::Fence {
+                            job: job.clone(),
+                            generation,
+                            site: site.clone(),
+                        },
+                    );
+                    self.fence_sent
+                        .insert((job.clone(), site.clone(), generation), now);
+                }
+                self.drive_operation(op, now, placer, out);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_fenced(
+        &mut self,
+        job: &JobId,
+        generation: u64,
+        site: &SiteId,
+        now: Timestamp,
+        placer: &dyn Placer,
+        out: &mut Out,
+    ) {
+        self.fence_sent
+            .remove(&(job.clone(), site.clone(), generation));
+        let Some(r) = self.jobs.get_mut(job) else {
+            return;
+        };
+        let stale = StaleGeneration {
+            site: site.clone(),
+            generation,
+        };
+        if r.stale.remove(&stale) {
+            self.dirty.jobs.insert(job.clone());
+            self.audit(
+                out,
+                now,
+                None,
+                Some(job),
+                Some(site),
+                format!("stale generation {generation} fenced"),
+            );
+        }
+        let Some(r) = self.jobs.get(job) else {
+            return;
+        };
+        match r.phase.clone() {
+            JobPhase::Fencing {
+                reason,
+                target,
+                detected_at,
+                last_heartbeat,
+            } if r.generation == generation && &r.site == site => {
+                self.audit(
+                    out,
+                    now,
+                    None,
+                    Some(job),
+                    Some(site),
+                    format!("generation {generation} fenced"),
+                );
+                self.relaunch_job(
+                    job,
+                    &target,
+                    reason,
+                    detected_at,
+                    last_heartbeat,
+                    now,
+                    placer,
+                    out,
+                );
+            }
+            JobPhase::InOperation { op } => {
+                if let Some(j) = self.operations.get_mut(&op).and_then(|o| o.job_mut(job))
+                    && matches!(&j.step, MoveStep::Fencing { generation: g, site: s } if *g == generation && s == site)
+                {
+                    self.audit(
+                        out,
+                        now,
+                        Some(op),
+                        Some(job),
+                        Some(site),
+                        format!("generation {generation} fenced"),
+                    );
+                    self.after_move_fence(op, job, now, out);
+                    self.drive_operation(op, now, placer, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_savepoint(
+        &mut self,
+        op: u64,
+        job: &JobId,
+        result: Result<CheckpointPointer, String>,
+        now: Timestamp,
+        out: &mut Out,
+    ) {
+        let Some(o) = self.operations.get_mut(&op) else {
+            return;
+        };
+        let from = o.from.clone();
+        let Some(j) = o.job_mut(job) else {
+            return;
+        };
+        if j.step != MoveStep::Savepointing {
+            return;
+        }
+        match result {
+            Ok(sp) => {
+                let message = format!("stopped with savepoint {}", sp.path);
+                j.savepoint_at_source = Some(sp);
+                // Stopped, but its deployment still exists: delete it so it never restarts.
+                j.step = MoveStep::Fencing {
+                    generation: j.from_generation,
+                    site: from.clone(),
+                };
+                let generation = j.from_generation;
+                self.dirty.ops.insert(op);
+                self.audit(out, now, Some(op), Some(job), Some(&from), message);
+                self.act(
+                    out,
+                    Command::Fence {
+                        job: job.clone(),
+                        generation,
+                        site: from.clone(),
+                    },
+                );
+                self.fence_sent.insert((job.clone(), from, generation), now);
+            }
+            Err(reason) => {
+                j.step = MoveStep::Failed {
+                    reason: format!("savepoint failed: {reason}"),
+                    running: true,
+                };
+                self.dirty.ops.insert(op);
+                if let Some(r) = self.jobs.get_mut(job) {
+                    r.phase = JobPhase::Running;
+                    self.dirty.jobs.insert(job.clone());
+                }
+                self.audit(
+                    out,
+                    now,
+                    Some(op),
+                    Some(job),
+                    Some(&from),
+                    format!("savepoint failed, job keeps running at the source: {reason}"),
+                );
+            }
+        }
+    }
+
+    fn on_replication(
+        &mut self,
+        op: u64,
+        job: &JobId,
+        replica: CheckpointPointer,
+        now: Timestamp,
+        placer: &dyn Placer,
+        out: &mut Out,
+    ) {
+        let Some(j) = self.operations.get_mut(&op).and_then(|o| o.job_mut(job)) else {
+            return;
+        };
+        if j.step != MoveStep::Replicating {
+            return;
+        }
+        let message = format!("savepoint replicated as {}", replica.path);
+        j.savepoint_at_target = Some(replica);
+        self.dirty.ops.insert(op);
+        self.audit(out, now, Some(op), Some(job), None, message);
+        self.launch_move(op, job, now, out);
+        self.drive_operation(op, now, placer, out);
+    }
+
+    fn on_request(
+        &mut self,
+        request: OpsRequest,
+        now: Timestamp,
+        placer: &dyn Placer,
+        out: &mut Out,
+    ) {
+        match &request {
+            OpsRequest::Failover {
+                from,
+                to,
+                mode,
+                dry_run,
+            }
+            | OpsRequest::Failback {
+                from,
+                to,
+                mode,
+                dry_run,
+            } => {
+                let failback = matches!(request, OpsRequest::Failback { .. });
+                if let Err(error) = self.check_move_request(from, to, *mode) {
+                    if !dry_run {
+                        self.audit(
+                            out,
+                            now,
+                            None,
+                            None,
+                            Some(from),
+                            format!("request rejected: {error}"),
+                        );
+                    }
+                    out.0.push(Command::Rejected {
+                        request: request.clone(),
+                        error,
+                    });
+                    return;
+                }
+                if *dry_run {
+                    out.0.push(Command::ReportPlan(
+                        self.plan(from, to, *mode, failback, now, placer),
+                    ));
+                    return;
+                }
+                let kind = if failback {
+                    OpKind::Failback
+                } else {
+                    OpKind::Failover
+                };
+                self.start_operation(
+                    kind,
+                    from.clone(),
+                    to.clone(),
+                    *mode,
+                    failback,
+                    None,
+                    now,
+                    placer,
+                    out,
+                );
+            }
+            OpsRequest::Cancel { op } => self.cancel(*op, &request, now, placer, out),
+        }
+    }
+
+    // ---- judgement ----------------------------------------------------------------------
+
+    fn evaluate(&mut self, now: Timestamp, placer: &dyn Placer, out: &mut Out) {
+        let sites: Vec<SiteId> = self.sites.keys().cloned().collect();
+        for site in &sites {
+            self.judge_site(site, now, placer, out);
+        }
+        for site in &sites {
+            let fresh = self.view_is_fresh(site, now);
+            if fresh {
+                self.issue_stale_fences(site, now, out);
+                self.judge_jobs(site, now, placer, out);
+            }
+            self.retry_pending_fences(site, now, out);
+            self.check_returning(site, now, placer, out);
+        }
+        let active: Vec<u64> = self
+            .operations
+            .values()
+            .filter(|o| o.is_active())
+            .map(|o| o.id)
+            .collect();
+        for op in active {
+            self.drive_operation(op, now, placer, out);
+        }
+    }
+
+    fn view_is_fresh(&self, site: &SiteId, now: Timestamp) -> bool {
+        self.views
+            .get(site)
+            .and_then(|v| v.last_api_contact)
+            .is_some_and(|t| elapsed(t, now) <= self.config.site.suspect_after)
+    }
+
+    fn reachable(&self, site: &SiteId) -> bool {
+        self.sites
+            .get(site)
+            .is_some_and(|s| !matches!(s.status, SiteStatus::Lost { .. }))
+    }
+
+    fn is_up(&self, site: &SiteId) -> bool {
+        self.sites
+            .get(site)
+            .is_some_and(|s| s.status == SiteStatus::Up)
+    }
+
+    fn signs(&self, site: &SiteId) -> Option<SiteSigns> {
+        let v = self.views.get(site)?;
+        Some(SiteSigns {
+            api_last_contact: v.last_api_contact,
+            newest_node_heartbeat: v.nodes.values().max().copied(),
+            peer_last_contact: v.peer_last_contact,
+            watching_since: v.watching_since,
+        })
+    }
+
+    fn judge_site(&mut self, site: &SiteId, now: Timestamp, placer: &dyn Placer, out: &mut Out) {
+        let Some(status) = self.sites.get(site).map(|s| s.status.clone()) else {
+            return;
+        };
+        if matches!(status, SiteStatus::Lost { .. }) {
+            return;
+        }
+        let Some(signs) = self.signs(site) else {
+            return;
+        };
+        match judge_site(&signs, self.quorum, now, &self.config.site) {
+            SiteVerdict::Lost { since } => {
+                if let Some(v) = self.views.get_mut(site) {
+                    v.no_quorum_reported = false;
+                }
+                if status == SiteStatus::Up {
+                    self.site_lost(site, since, now, placer, out);
+                } else if let Some(s) = self.sites.get_mut(site) {
+                    // Went dark again while returning: still lost, same epoch.
+                    s.status = SiteStatus::Lost {
+                        since,
+                        detected_at: now,
+                    };
+                    self.dirty.sites.insert(site.clone());
+                    self.audit(
+                        out,
+                        now,
+                        None,
+                        None,
+                        Some(site),
+                        "site lost again before it was clean".into(),
+                    );
+                }
+            }
+            SiteVerdict::UnreachableWithoutQuorum { since } => {
+                let first = self
+                    .views
+                    .get_mut(site)
+                    .map(|v| !std::mem::replace(&mut v.no_quorum_reported, true))
+                    .unwrap_or(false);
+                if first {
+                    self.audit(out, now, None, None, Some(site), format!("unreachable since {since} but no quorum with the witness: not failing over"));
+                }
+            }
+            SiteVerdict::Healthy | SiteVerdict::Suspect { .. } => {
+                if let Some(v) = self.views.get_mut(site) {
+                    v.no_quorum_reported = false;
+                }
+            }
+        }
+    }
+
+    fn site_lost(
+        &mut self,
+        site: &SiteId,
+        since: Timestamp,
+        now: Timestamp,
+        placer: &dyn Placer,
+        out: &mut Out,
+    ) {
+        let epoch = {
+            let Some(s) = self.sites.get_mut(site) else {
+                return;
+            };
+            s.epoch += 1;
+            s.status = SiteStatus::Lost {
+                since,
+                detected_at: now,
+            };
+            s.epoch
+        };
+        self.dirty.sites.insert(site.clone());
+        self.audit(
+            out,
+            now,
+            None,
+            None,
+            Some(site),
+            format!("site lost (silent since {since}, quorum with witness held): epoch {epoch}"),
+        );
+        self.act(
+            out,
+            Command::MarkSiteLost {
+                site: site.clone(),
+                epoch,
+            },
+        );
+        // Operations moving jobs into the lost site stop starting new moves.
+        let doomed: Vec<u64> = self
+            .operations
+            .values()
+            .filter(|o| o.is_active() && &o.to == site)
+            .map(|o| o.id)
+            .collect();
+        for op in doomed {
+            self.cancel_pending(op, &format!("target site {site} lost"), now, out);
+        }
+        let Some(survivor) = self
+            .config
+            .sites
+            .iter()
+            .find(|s| *s != site && self.is_up(s))
+            .cloned()
+        else {
+            self.audit(
+                out,
+                now,
+                None,
+                None,
+                Some(site),
+                "no healthy site to fail over to".into(),
+            );
+            self.displace_without_survivor(site, now, out);
+            return;
+        };
+        self.start_operation(
+            OpKind::SiteLoss { epoch },
+            site.clone(),
+            survivor,
+            MoveMode::Forced,
+            false,
+            Some(since),
+            now,
+            placer,
+            out,
+        );
+    }
+
+    fn displace_without_survivor(&mut self, site: &SiteId, now: Timestamp, out: &mut Out) {
+        let ids: Vec<JobId> = self
+            .jobs
+            .values()
+            .filter(|r| &r.site == site && !matches!(r.phase, JobPhase::InOperation { .. }))
+            .map(|r| r.id().clone())
+            .collect();
+        for id in ids {
+            self.mark_down(
+                &id,
+                format!("site {site} lost and no healthy site left"),
+                Resources::ZERO,
+                now,
+                out,
+            );
+        }
+    }
+
+    /// Marks the job down and remembers its generation in its (lost or live) site as stale.
+    fn mark_down(
+        &mut self,
+        job: &JobId,
+        reason: String,
+        missing: Resources,
+        now: Timestamp,
+        out: &mut Out,
+    ) {
+        let Some(r) = self.jobs.get_mut(job) else {
+            return;
+        };
+        r.stale.insert(StaleGeneration {
+            site: r.site.clone(),
+            generation: r.generation,
+        });
+        r.phase = JobPhase::Down {
+            reason: reason.clone(),
+        };
+        let site = r.site.clone();
+        self.dirty.jobs.insert(job.clone());
+        self.audit(
+            out,
+            now,
+            None,
+            Some(job),
+            Some(&site),
+            format!("not relaunched: {reason}"),
+        );
+        self.act(
+            out,
+            Command::ReportNotRelaunched {
+                job: job.clone(),
+                reason,
+                missing,
+            },
+        );
+    }
+
+    /// Generations observed in `site` that are not the job's current one become stale.
+    fn record_stale_observations(&mut self, site: &SiteId) {
+        let Some(view) = self.views.get(site) else {
+            return;
+        };
+        for o in &view.jobs {
+            let Some(r) = self.jobs.get_mut(&o.job) else {
+                continue;
+            };
+            let current = r.generation == o.generation && &r.site == site;
+            let down = matches!(r.phase, JobPhase::Down { .. });
+            if !current || down {
+                let stale = StaleGeneration {
+                    site: site.clone(),
+                    generation: o.generation,
+                };
+                if r.stale.insert(stale) {
+                    self.dirty.jobs.insert(o.job.clone());
+                }
+            }
+        }
+    }
+
+    fn issue_stale_fences(&mut self, site: &SiteId, now: Timestamp, out: &mut Out) {
+        if !self.reachable(site) {
+            return;
+        }
+        let wanted: Vec<(JobId, u64)> = self
+            .jobs
+            .values()
+            .flat_map(|r| {
+                r.stale
+                    .iter()
+                    .filter(|s| &s.site == site)
+                    .map(|s| (r.id().clone(), s.generation))
+            })
+            .collect();
+        for (job, generation) in wanted {
+            let key = (job.clone(), site.clone(), generation);
+            if self.fence_sent.contains_key(&key) {
+                continue;
+            }
+            self.fence_sent.insert(key, now);
+            self.act(
+                out,
+                Command::Fence {
+                    job,
+                    generation,
+                    site: site.clone(),
+                },
+            );
+        }
+    }
+
+    /// Re-issues fences that were not confirmed within `fence_retry` (the driver may have
+    /// failed to reach the site).
+    fn retry_pending_fences(&mut self, site: &SiteId, now: Timestamp, out: &mut Out) {
+        if !self.reachable(site) {
+            return;
+        }
+        let due: Vec<(JobId, SiteId, u64)> = self
+            .fence_sent
+            .iter()
+            .filter(|((_, s, _), at)| s == site && elapsed(**at, now) >= self.config.fence_retry)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.fence_sent.insert(key.clone(), now);
+            let (job, site, generation) = key;
+            self.act(
+                out,
+                Command::Fence {
+                    job,
+                    generation,
+                    site,
+                },
+            );
+        }
+    }
+
+    /// A returning site becomes Up once no stale generation is left there.
+    fn check_returning(
+        &mut self,
+        site: &SiteId,
+        now: Timestamp,
+        placer: &dyn Placer,
+        out: &mut Out,
+    ) {
+        if self.sites.get(site).map(|s| &s.status) != Some(&SiteStatus::Returning) {
+            return;
+        }
+        let stale_left = self
+            .jobs
+            .values()
+            .any(|r| r.stale.iter().any(|s| &s.site == site));
+        if stale_left {
+            return;
+        }
+        let epoch = match self.sites.get_mut(site) {
+            Some(s) => {
+                s.status = SiteStatus::Up;
+                s.epoch
+            }
+            None => return,
+        };
+        self.dirty.sites.insert(site.clone());
+        self.audit(
+            out,
+            now,
+            None,
+            None,
+            Some(site),
+            format!("every stale generation fenced: site recovered (epoch {epoch})"),
+        );
+        self.act(
+            out,
+            Command::MarkSiteRecovered {
+                site: site.clone(),
+                epoch,
+            },
+        );
+        // Jobs that could not go anywhere come back home first.
+        let down: Vec<JobId> = self
+            .jobs
+            .values()
+            .filter(|r| &r.site == site && matches!(r.phase, JobPhase::Down { .. }))
+            .map(|r| r.id().clone())
+            .collect();
+        for job in down {
+            self.relaunch_job(
+                &job,
+                site,
+                RelaunchReason::SiteReturned { site: site.clone() },
+                now,
+                None,
+                now,
+                placer,
+                out,
+            );
+        }
+        if self.config.auto_failback
+            && let Some(from) = self
+                .config
+                .sites
+                .iter()
+                .find(|s| *s != site && self.is_up(s))
+                .cloned()
+        {
+            self.audit(
+                out,
+                now,
+                None,
+                None,
+                Some(site),
+                "policy allows automatic failback".into(),
+            );
+            self.start_operation(
+                OpKind::Failback,
+                from,
+                site.clone(),
+                MoveMode::Planned,
+                true,
+                None,
+                now,
+                placer,
+                out,
+            );
+        }
+    }
+
+    /// Node loss, TaskManager loss, crash loops: the first two recovery tiers.
+    fn judge_jobs(&mut self, site: &SiteId, now: Timestamp, placer: &dyn Placer, out: &mut Out) {
+        if !self.is_up(site) {
+            return;
+        }
+        let Some(view) = self.views.get(site) else {
+            return;
+        };
+        let grace = self.config.node_grace;
+        let node_lost = |name: &str| match judge_node(view.nodes.get(name).copied(), now, grace) {
+            NodeVerdict::Healthy => None,
+            NodeVerdict::Lost { last_heartbeat } => Some(last_heartbeat),
+        };
+        enum Finding {
+            JobManagerLost(String, Option<Timestamp>),
+            TaskManagersLost(Vec<String>),
+            TaskManagersFine,
+            Failed(u32),
+        }
+        let mut findings = Vec::new();
+        for o in &view.jobs {
+            let Some(r) = self.jobs.get(&o.job) else {
+                continue;
+            };
+            if r.generation != o.generation
+                || &r.site != site
+                || !matches!(r.phase, JobPhase::Running | JobPhase::Launching { .. })
+            {
+                continue;
+            }
+            if let Some(jm) = &o.job_manager_node
+                && let Some(hb) = node_lost(jm)
+            {
+                findings.push((o.job.clone(), Finding::JobManagerLost(jm.clone(), hb)));
+                continue;
+            }
+            if o.state == RunState::Failed || o.restarts >= self.config.crash_loop_restarts {
+                findings.push((o.job.clone(), Finding::Failed(o.restarts)));
+                continue;
+            }
+            let lost_tms: Vec<String> = o
+                .task_manager_nodes
+                .iter()
+                .filter(|n| node_lost(n).is_some())
+                .cloned()
+                .collect();
+            if lost_tms.is_empty() {
+                if o.state == RunState::Running {
+                    findings.push((o.job.clone(), Finding::TaskManagersFine));
+                }
+            } else {
+                findings.push((o.job.clone(), Finding::TaskManagersLost(lost_tms)));
+            }
+        }
+        for (job, finding) in findings {
+            match finding {
+                Finding::JobManagerLost(node, hb) => {
+                    self.audit(
+                        out,
+                        now,
+                        None,
+                        Some(&job),
+                        Some(site),
+                        format!("JobManager node {node} lost"),
+                    );
+                    self.start_fencing(
+                        &job,
+                        RelaunchReason::JobManagerNodeLost { node },
+                        site.clone(),
+                        now,
+                        hb,
+                        out,
+                    );
+                }
+                Finding::Failed(restarts) => {
+                    let target = self.failure_target(&job);
+                    if let Some(r) = self.jobs.get_mut(&job) {
+                        r.failures_in_site += 1;
+                    }
+                    self.audit(
+                        out,
+                        now,
+                        None,
+                        Some(&job),
+                        Some(site),
+                        format!("job failed after {restarts} restarts; relaunching in {target}"),
+                    );
+                    self.start_fencing(
+                        &job,
+                        RelaunchReason::JobFailed { restarts },
+                        target,
+                        now,
+                        None,
+                        out,
+                    );
+                }
+                Finding::TaskManagersLost(nodes) => {
+                    let Some(r) = self.jobs.get_mut(&job) else {
+                        continue;
+                    };
+                    match r.task_managers_lost_since {
+                        None => {
+                            r.task_managers_lost_since = Some(now);
+                            self.dirty.jobs.insert(job.clone());
+                            self.audit(
+                                out,
+                                now,
+                                None,
+                                Some(&job),
+                                Some(site),
+                                format!(
+                                    "TaskManager nodes {} lost: leaving recovery to Flink",
+                                    nodes.join(",")
+                                ),
+                            );
+                        }
+                        Some(since)
+                            if elapsed(since, now) >= self.config.task_manager_recovery_bound =>
+                        {
+                            r.task_managers_lost_since = None;
+                            self.audit(
+                                out,
+                                now,
+                                None,
+                                Some(&job),
+                                Some(site),
+                                "Flink did not recover within the bound".into(),
+                            );
+                            self.start_fencing_detected(
+                                &job,
+                                RelaunchReason::TaskManagersNotRecovered { nodes },
+                                site.clone(),
+                                since,
+                                now,
+                                None,
+                                out,
+                            );
+                        }
+                        Some(_) => {}
+                    }
+                }
+                Finding::TaskManagersFine => {
+                    if let Some(r) = self.jobs.get_mut(&job)
+                        && r.task_managers_lost_since.take().is_some()
+                    {
+                        self.dirty.jobs.insert(job.clone());
+                        self.audit(
+                            out,
+                            now,
+                            None,
+                            Some(&job),
+                            Some(site),
+                            "Flink recovered from the TaskManager loss".into(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tier 2 relaunches stay in the job's site; after `relaunches_before_other_site` failed
+    /// ones they go to another healthy site that holds a replicated checkpoint (or any other
+    /// healthy site for jobs allowed to start fresh).
+    fn failure_target(&self, job: &JobId) -> SiteId {
+        let Some(r) = self.jobs.get(job) else {
+            return SiteId(String::new());
+        };
+        if r.failures_in_site < self.config.relaunches_before_other_site {
+            return r.site.clone();
+        }
+        self.config
+            .sites
+            .iter()
+            .find(|s| {
+                **s != r.site
+                    && self.is_up(s)
+                    && r.spec.demand.sites.allows(s)
+                    && (r.latest_replicated.contains_key(*s)
+                        || r.spec.mode == FailoverMode::FreshStartAllowed)
+            })
+            .cloned()
+            .unwrap_or_else(|| r.site.clone())
+    }
+
+    fn start_fencing(
+        &mut self,
+        job: &JobId,
+        reason: RelaunchReason,
+        target: SiteId,
+        now: Timestamp,
+        last_heartbeat: Option<Timestamp>,
+        out: &mut Out,
+    ) {
+        self.start_fencing_detected(job, reason, target, now, now, last_heartbeat, out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_fencing_detected(
+        &mut self,
+        job: &JobId,
+        reason: RelaunchReason,
+        target: SiteId,
+        detected_at: Timestamp,
+        now: Timestamp,
+        last_heartbeat: Option<Timestamp>,
+        out: &mut Out,
+    ) {
+        let Some(r) = self.jobs.get_mut(job) else {
+            return;
+        };
+        r.phase = JobPhase::Fencing {
+            reason,
+            target,
+            detected_at,
+            last_heartbeat,
+        };
+        r.task_managers_lost_since = None;
+        let (generation, site) = (r.generation, r.site.clone());
+        self.dirty.jobs.insert(job.clone());
+        self.fence_sent
+            .insert((job.clone(), site.clone(), generation), now);
+        self.act(
+            out,
+            Command::Fence {
+                job: job.clone(),
+                generation,
+                site,
+            },
+        );
+    }
+
+    /// Issues a new generation of `job` in `target` (its old generation is already fenced or
+    /// unreachable-and-stale). In-site: the latest complete checkpoint; cross-site: only the
+    /// latest checkpoint replicated to `target`.
+    #[allow(clippy::too_many_arguments)]
+    fn relaunch_job(
+        &mut self,
+        job: &JobId,
+        target: &SiteId,
+        reason: RelaunchReason,
+        detected_at: Timestamp,
+        last_heartbeat: Option<Timestamp>,
+        now: Timestamp,
+        placer: &dyn Placer,
+        out: &mut Out,
+    ) {
+        let Some(r) = self.jobs.get(job) else {
+            return;
+        };
+        if !self.is_up(target) {
+            self.mark_down(
+                job,
+                format!("relaunch target {target} is not healthy"),
+                Resources::ZERO,
+                now,
+                out,
+            );
+            return;
+        }
+        let restore = match self.restore_point(r, target) {
+            Ok(p) => p,
+            Err(reason) => {
+                self.mark_down(job, reason, Resources::ZERO, now, out);
+                return;
+            }
+        };
+        let avoid = self.lost_nodes(target, now);
+        let outcome = placer.place(target, std::slice::from_ref(&r.spec.demand), &avoid);
+        let Some(placement) = outcome.placed.into_iter().find(|p| &p.job == job) else {
+            let (reason, missing) = outcome
+                .not_fitting
+                .into_iter()
+                .find(|n| &n.job == job)
+                .map(|n| (n.reason, n.missing))
+                .unwrap_or_else(|| (format!("no placement in {target}"), Resources::ZERO));
+            self.mark_down(
+                job,
+                format!("does not fit in {target}: {reason}"),
+                missing,
+                now,
+                out,
+            );
+            return;
+        };
+        let generation = self.adopt_new_generation(
+            job,
+            target,
+            restore.clone(),
+            JobPhase::Launching {
+                since: now,
+                placement: placement.clone(),
+                restore_from: restore.clone(),
+            },
+        );
+        self.audit(
+            out,
+            now,
+            None,
+            Some(job),
+            Some(target),
+            format!("relaunching as generation {generation}: {reason}"),
+        );
+        self.act(
+            out,
+            Command::Relaunch {
+                job: job.clone(),
+                generation,
+                site: target.clone(),
+                placement,
+                restore_from: restore.clone(),
+                reason: reason.clone(),
+            },
+        );
+        self.report_recovery(
+            job,
+            generation,
+            target,
+            reason,
+            None,
+            restore,
+            detected_at,
+            last_heartbeat,
+            now,
+            out,
+        );
+    }
+
+    /// The checkpoint a relaunch of `r` in `target` must restore from (`Ok(None)`: fresh start).
+    fn restore_point(
+        &self,
+        r: &JobRecord,
+        target: &SiteId,
+    ) -> Result<Option<CheckpointPointer>, String> {
+        let pointer = if target == &r.site {
+            r.latest_complete.get(target)
+        } else {
+            r.latest_replicated.get(target)
+        };
+        match (pointer, r.spec.mode) {
+            (Some(p), _) => Ok(Some(p.clone())),
+            (None, FailoverMode::FreshStartAllowed) => Ok(None),
+            (None, FailoverMode::RestoreRequired) => Err(if target == &r.site {
+                format!("no complete checkpoint in {target} and the job must restore from one")
+            } else {
+                format!("no checkpoint replicated to {target} and the job must restore from one")
+            }),
+        }
+    }
+
+    /// Bumps the generation, moves the job to `target`, and resets its checkpoint lineage to
+    /// the restore point: checkpoints of other lineages must never be restored again.
+    fn adopt_new_generation(
+        &mut self,
+        job: &JobId,
+        target: &SiteId,
+        restore: Option<CheckpointPointer>,
+        phase: JobPhase,
+    ) -> u64 {
+        let Some(r) = self.jobs.get_mut(job) else {
+            return 0;
+        };
+        let in_site = &r.site == target;
+        if !in_site {
+            r.failures_in_site = 0;
+        }
+        r.generation += 1;
+        r.site = target.clone();
+        r.phase = phase;
+        r.task_managers_lost_since = None;
+        r.latest_complete.clear();
+        match (&restore, in_site) {
+            // In-site from the newest checkpoint: copies of it or of older ones in the peer
+            // are its ancestors, still valid restore points of the same lineage.
+            (Some(p), true) => r
+                .latest_replicated
+                .retain(|_, c| c.generation <= p.generation && c.id <= p.id),
+            _ => r.latest_replicated.clear(),
+        }
+        if let Some(p) = restore {
+            r.latest_complete.insert(target.clone(), p.clone());
+            r.latest_replicated.insert(target.clone(), p);
+        }
+        self.dirty.jobs.insert(job.clone());
+        r.generation
+    }
+
+    fn lost_nodes(&self, site: &SiteId, now: Timestamp) -> BTreeSet<String> {
+        self.views
+            .get(site)
+            .map(|v| {
+                v.nodes
+                    .iter()
+                    .filter(|(_, hb)| elapsed(**hb, now) > self.config.node_grace)
+                    .map(|(n, _)| n.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn report_recovery(
+        &mut self,
+        job: &JobId,
+        generation: u64,
+        site: &SiteId,
+        reason: RelaunchReason,
+        op: Option<u64>,
+        restore_from: Option<CheckpointPointer>,
+        detected_at: Timestamp,
+        last_heartbeat: Option<Timestamp>,
+        now: Timestamp,
+        out: &mut Out,
+    ) {
+        let rpo = restore_from.as_ref().map(|c| match c.kind {
+            // A stop-with-savepoint loses nothing: the source stopped at the savepoint.
+            CheckpointKind::Savepoint => Duration::ZERO,
+            CheckpointKind::Checkpoint => elapsed(c.completed_at, now),
+        });
+        self.act(
+            out,
+            Command::ReportRecovery(RecoveryReport {
+                job: job.clone(),
+                generation,
+                site: site.clone(),
+                reason,
+                op,
+                restore_from,
+                rto_from_detection: elapsed(detected_at, now),
+                rto_from_last_heartbeat: last_heartbeat.map(|h| elapsed(h, now)),
+                rpo,
+            }),
+        );
+    }
+
+    // ---- operations ---------------------------------------------------------------------
+
+    fn check_move_request(
+        &self,
+        from: &SiteId,
+        to: &SiteId,
+        mode: MoveMode,
+    ) -> Result<(), RequestError> {
+        for s in [from, to] {
+            if !self.sites.contains_key(s) {
+                return Err(RequestError::UnknownSite { site: s.clone() });
+            }
+        }
+        if from == to {
+            return Err(RequestError::SameSite { site: from.clone() });
+        }
+        if let Some(s) = self.sites.get(to)
+            && s.status != SiteStatus::Up
+        {
+            return Err(RequestError::TargetNotHealthy {
+                site: to.clone(),
+                status: format!("{:?}", s.status),
+            });
+        }
+        if mode == MoveMode::Planned && !self.is_up(from) {
+            return Err(RequestError::SourceUnreachable { site: from.clone() });
+        }
+        Ok(())
+    }
+
+    /// Which jobs move, in priority order, and where; which do not fit and why.
+    fn plan_moves(
+        &self,
+        from: &SiteId,
+        to: &SiteId,
+        mode: MoveMode,
+        failback: bool,
+        placer: &dyn Placer,
+    ) -> (Vec<OpJob>, Vec<NotFitting>, Vec<JobId>) {
+        let mut candidates: Vec<&JobRecord> = self
+            .jobs
+            .values()
+            .filter(|r| &r.site == from)
+            .filter(|r| !matches!(r.phase, JobPhase::InOperation { .. }))
+            .filter(|r| !failback || r.spec.demand.sites.preferred.as_ref() == Some(to))
+            .filter(|r| {
+                // Jobs already down are not running at the source: a planned move has no
+                // savepoint to take, and a forced move of a live source leaves them be.
+                !matches!(r.phase, JobPhase::Down { .. }) || !self.reachable(from)
+            })
+            .collect();
+        candidates.sort_by(|a, b| {
+            b.spec
+                .demand
+                .priority
+                .cmp(&a.spec.demand.priority)
+                .then_with(|| a.id().cmp(b.id()))
+        });
+        let mut not_fitting = Vec::new();
+        let mut demands: Vec<JobDemand> = Vec::new();
+        for r in candidates {
+            if !r.spec.demand.sites.allows(to) {
+                not_fitting.push(NotFitting {
+                    job: r.id().clone(),
+                    reason: format!("job may not run in site {to}"),
+                    missing: Resources::ZERO,
+                });
+            } else if mode == MoveMode::Forced
+                && r.spec.mode == FailoverMode::RestoreRequired
+                && !r.latest_replicated.contains_key(to)
+            {
+                not_fitting.push(NotFitting {
+                    job: r.id().clone(),
+                    reason: format!(
+                        "no checkpoint replicated to {to} and the job must restore from one"
+                    ),
+                    missing: Resources::ZERO,
+                });
+            } else {
+                demands.push(r.spec.demand.clone());
+            }
+        }
+        // The placer's answer fixes where each job goes; the order stays priority order.
+        let outcome = placer.place(to, &demands, &BTreeSet::new());
+        let mut placed: BTreeMap<JobId, JobPlacement> = outcome
+            .placed
+            .into_iter()
+            .map(|p| (p.job.clone(), p))
+            .collect();
+        let mut jobs = Vec::new();
+        for d in &demands {
+            match placed.remove(&d.id) {
+                Some(placement) => jobs.push(OpJob {
+                    job: d.id.clone(),
+                    from_generation: self.jobs.get(&d.id).map_or(0, |r| r.generation),
+                    placement,
+                    step: MoveStep::Pending,
+                    savepoint_at_source: None,
+                    savepoint_at_target: None,
+                    launches: 0,
+                }),
+                None => not_fitting.push(
+                    outcome
+                        .not_fitting
+                        .iter()
+                        .find(|n| n.job == d.id)
+                        .cloned()
+                        .unwrap_or_else(|| NotFitting {
+                            job: d.id.clone(),
+                            reason: format!("the placer returned no placement in {to}"),
+                            missing: Resources::ZERO,
+                        }),
+                ),
+            }
+        }
+        let preempt = outcome
+            .preempt
+            .into_iter()
+            .filter(|j| self.jobs.get(j).is_some_and(|r| &r.site == to))
+            .collect();
+        (jobs, not_fitting, preempt)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_operation(
+        &mut self,
+        kind: OpKind,
+        from: SiteId,
+        to: SiteId,
+        mode: MoveMode,
+        failback: bool,
+        last_sign_of_life: Option<Timestamp>,
+        now: Timestamp,
+        placer: &dyn Placer,
+        out: &mut Out,
+    ) {
+        let (jobs, not_fitting, preempt) = self.plan_moves(&from, &to, mode, failback, placer);
+        let id = self.operations.keys().next_back().map_or(1, |k| k + 1);
+        let source_reachable = self.reachable(&from);
+        for j in &jobs {
+            if let Some(r) = self.jobs.get_mut(&j.job) {
+                r.phase = JobPhase::InOperation { op: id };
+                self.dirty.jobs.insert(j.job.clone());
+            }
+        }
+        let op = Operation {
+            id,
+            kind: kind.clone(),
+            mode,
+            from: from.clone(),
+            to: to.clone(),
+            requested_at: now,
+            last_sign_of_life,
+            max_in_flight: self.config.max_in_flight.max(1),
+            state: OpState::Running,
+            jobs,
+            not_fitting: not_fitting.clone(),
+        };
+        self.audit(out, now, Some(id), None, Some(&from), format!(
+            "operation {id} ({kind:?}, {mode:?}) {from} -> {to}: {} jobs to move, {} do not fit",
+            op.jobs.len(),
+            not_fitting.len()
+        ));
+        self.operations.insert(id, op);
+        self.dirty.ops.insert(id);
+        for n in not_fitting {
+            if source_reachable {
+                self.audit(
+                    out,
+                    now,
+                    Some(id),
+                    Some(&n.job),
+                    Some(&to),
+                    format!("stays in {from}: {}", n.reason),
+                );
+                self.act(
+                    out,
+                    Command::ReportNotRelaunched {
+                        job: n.job,
+                        reason: n.reason,
+                        missing: n.missing,
+                    },
+                );
+            } else {
+                self.mark_down(&n.job, n.reason, n.missing, now, out);
+            }
+        }
+        for victim in preempt {
+            self.audit(
+                out,
+                now,
+                Some(id),
+                Some(&victim),
+                Some(&to),
+                "preempted to make room".into(),
+            );
+            self.start_fencing_preempted(&victim, now, out);
+        }
+        self.drive_operation(id, now, placer, out);
+    }
+
+    fn start_fencing_preempted(&mut self, job: &JobId, now: Timestamp, out: &mut Out) {
+        let Some(r) = self.jobs.get_mut(job) else {
+            return;
+        };
+        let (site, generation) = (r.site.clone(), r.generation);
+        r.stale.insert(StaleGeneration {
+            site: site.clone(),
+            generation,
+        });
+        r.phase = JobPhase::Down {
+            reason: "preempted by a failover".into(),
+        };
+        self.dirty.jobs.insert(job.clone());
+        self.fence_sent
+            .insert((job.clone(), site.clone(), generation), now);
+        self.act(
+            out,
+            Command::Fence {
+                job: job.clone(),
+                generation,
+                site,
+            },
+        );
+        self.act(
+            out,
+            Command::ReportNotRelaunched {
+                job: job.clone(),
+                reason: "preempted by a failover".into(),
+                missing: Resources::ZERO,
+            },
+        );
+    }
+
+    /// Starts pending jobs up to the concurrency bound and closes the operation when done.
+    fn drive_operation(&mut self, op: u64, now: Timestamp, placer: &dyn Placer, out: &mut Out) {
+        let _ = placer;
+        loop {
+            let Some(o) = self.operations.get(&op) else {
+                return;
+            };
+            if o.state != OpState::Running || o.in_flight() >= o.max_in_flight {
+                break;
+            }
+            let Some(next) = o
+                .jobs
+                .iter()
+                .find(|j| j.step == MoveStep::Pending)
+                .map(|j| j.job.clone())
+            else {
+                break;
+            };
+            self.start_move(op, &next, now, out);
+        }
+        let Some(o) = self.operations.get_mut(&op) else {
+            return;
+        };
+        if o.is_active()
+            && o.jobs.iter().all(|j| {
+                j.step.is_finished()
+                    || j.step == MoveStep::Pending && o.state == OpState::Cancelling
+            })
+        {
+            let progress = o.progress();
+            o.state = if o.state == OpState::Cancelling {
+                OpState::Cancelled
+            } else {
+                OpState::Done
+            };
+            let state = o.state.clone();
+            self.dirty.ops.insert(op);
+            self.audit(
+                out,
+                now,
+                Some(op),
+                None,
+                None,
+                format!("operation {op} {state:?}: {progress:?}"),
+            );
+        }
+    }
+
+    fn start_move(&mut self, op: u64, job: &JobId, now: Timestamp, out: &mut Out) {
+        let source_reachable;
+        let (mode, from, generation) = {
+            let Some(o) = self.operations.get(&op) else {
+                return;
+            };
+            source_reachable = self.reachable(&o.from);
+            let g = o
+                .jobs
+                .iter()
+                .find(|j| &j.job == job)
+                .map_or(0, |j| j.from_generation);
+            (o.mode, o.from.clone(), g)
+        };
+        let Some(j) = self.operations.get_mut(&op).and_then(|o| o.job_mut(job)) else {
+            return;
+        };
+        self.dirty.ops.insert(op);
+        match (mode, source_reachable) {
+            (MoveMode::Planned, _) => {
+                j.step = MoveStep::Savepointing;
+                self.audit(
+                    out,
+                    now,
+                    Some(op),
+                    Some(job),
+                    Some(&from),
+                    "stop-with-savepoint".into(),
+                );
+                self.act(
+                    out,
+                    Command::TriggerSavepoint {
+                        op,
+                        job: job.clone(),
+                        generation,
+                        site: from,
+                    },
+                );
+            }
+            (MoveMode::Forced, true) => {
+                j.step = MoveStep::Fencing {
+                    generation,
+                    site: from.clone(),
+                };
+                self.fence_sent
+                    .insert((job.clone(), from.clone(), generation), now);
+                self.act(
+                    out,
+                    Command::Fence {
+                        job: job.clone(),
+                        generation,
+                        site: from,
+                    },
+                );
+            }
+            (MoveMode::Forced, false) => {
+                // The source is lost: its generation is fenced when (if) it returns.
+                if let Some(r) = self.jobs.get_mut(job) {
+                    r.stale.insert(StaleGeneration {
+                        site: from,
+                        generation,
+                    });
+                    self.dirty.jobs.insert(job.clone());
+                }
+                self.launch_move(op, job, now, out);
+            }
+        }
+    }
+
+    /// After a fence inside an operation: replicate the savepoint (planned) or launch.
+    fn after_move_fence(&mut self, op: u64, job: &JobId, now: Timestamp, out: &mut Out) {
+        let Some(o) = self.operations.get_mut(&op) else {
+            return;
+        };
+        let to = o.to.clone();
+        let Some(j) = o.job_mut(job) else {
+            return;
+        };
+        if o.mode == MoveMode::Planned
+            && j.savepoint_at_target.is_none()
+            && let Some(sp) = j.savepoint_at_source.clone()
+        {
+            j.step = MoveStep::Replicating;
+            self.dirty.ops.insert(op);
+            self.act(
+                out,
+                Command::ReplicateSavepoint {
+                    op,
+                    job: job.clone(),
+                    savepoint: sp,
+                    to,
+                },
+            );
+            return;
+        }
+        self.launch_move(op, job, now, out);
+    }
+
+    fn launch_move(&mut self, op: u64, job: &JobId, now: Timestamp, out: &mut Out) {
+        let Some(o) = self.operations.get(&op) else {
+            return;
+        };
+        let (mode, from, to, kind, last_sign) = (
+            o.mode,
+            o.from.clone(),
+            o.to.clone(),
+            o.kind.clone(),
+            o.last_sign_of_life,
+        );
+        let Some(j) = o.jobs.iter().find(|j| &j.job == job).cloned() else {
+            return;
+        };
+        let Some(r) = self.jobs.get(job) else {
+            return;
+        };
+        let fail = |engine: &mut Engine, out: &mut Out, reason: String| {
+            if let Some(j) = engine.operations.get_mut(&op).and_then(|o| o.job_mut(job)) {
+                j.step = MoveStep::Failed {
+                    reason: reason.clone(),
+                    running: false,
+                };
+                engine.dirty.ops.insert(op);
+            }
+            engine.mark_down(job, reason, Resources::ZERO, now, out);
+        };
+        if j.launches >= self.config.max_launches_per_move {
+            fail(self, out, format!("{} launches failed", j.launches));
+            return;
+        }
+        // A target lost mid-move sends the job back to its source when that is healthy, from
+        // the savepoint taken there (planned) or its latest complete checkpoint (forced).
+        let (target, restore) = if self.is_up(&to) {
+            let restore = match mode {
+                MoveMode::Planned => j
+                    .savepoint_at_target
+                    .clone()
+                    .map(Ok)
+                    .unwrap_or_else(|| Err("savepoint not replicated".to_string()))
+                    .map(Some),
+                MoveMode::Forced => self.restore_point(r, &to),
+            };
+            (to.clone(), restore)
+        } else if self.is_up(&from) {
+            let restore = match (&j.savepoint_at_source, mode) {
+                (Some(sp), _) => Ok(Some(sp.clone())),
+                (None, _) => r
+                    .latest_complete
+                    .get(&from)
+                    .cloned()
+                    .map(Some)
+                    .ok_or_else(|| format!("no complete checkpoint in {from}")),
+            };
+            (from.clone(), restore)
+        } else {
+            fail(self, out, format!("neither {to} nor {from} is healthy"));
+            return;
+        };
+        let restore = match restore {
+            Ok(p) => p,
+            Err(reason) => {
+                fail(self, out, reason);
+                return;
+            }
+        };
+        let placement = if target == to {
+            j.placement.clone()
+        } else {
+            JobPlacement {
+                job: job.clone(),
+                site: target.clone(),
+                pods: Vec::new(),
+            }
+        };
+        let generation =
+            self.adopt_new_generation(job, &target, restore.clone(), JobPhase::InOperation { op });
+        if let Some(j) = self.operations.get_mut(&op).and_then(|o| o.job_mut(job)) {
+            j.step = MoveStep::Launching {
+                generation,
+                site: target.clone(),
+                restore_from: restore.clone(),
+            };
+            j.launches += 1;
+            j.placement = placement.clone();
+        }
+        self.dirty.ops.insert(op);
+        let reason = match kind {
+            OpKind::SiteLoss { epoch } => RelaunchReason::SiteLost { site: from, epoch },
+            _ => RelaunchReason::Operation { op },
+        };
+        self.audit(
+            out,
+            now,
+            Some(op),
+            Some(job),
+            Some(&target),
+            format!("relaunching as generation {generation}"),
+        );
+        self.act(
+            out,
+            Command::Relaunch {
+                job: job.clone(),
+                generation,
+                site: target.clone(),
+                placement,
+                restore_from: restore.clone(),
+                reason: reason.clone(),
+            },
+        );
+        let detected_at = self.operations.get(&op).map_or(now, |o| o.requested_at);
+        self.report_recovery(
+            job,
+            generation,
+            &target,
+            reason,
+            Some(op),
+            restore,
+            detected_at,
+            last_sign,
+            now,
+            out,
+        );
+    }
+
+    fn cancel(
+        &mut self,
+        op: u64,
+        request: &OpsRequest,
+        now: Timestamp,
+        placer: &dyn Placer,
+        out: &mut Out,
+    ) {
+        let error = match self.operations.get(&op) {
+            None => Some(RequestError::UnknownOperation { op }),
+            Some(o) if !o.is_active() => Some(RequestError::OperationFinished { op }),
+            Some(_) => None,
+        };
+        if let Some(error) = error {
+            self.audit(
+                out,
+                now,
+                Some(op),
+                None,
+                None,
+                format!("cancel rejected: {error}"),
+            );
+            out.0.push(Command::Rejected {
+                request: request.clone(),
+                error,
+            });
+            return;
+        }
+        self.cancel_pending(op, "cancelled by ops", now, out);
+        self.drive_operation(op, now, placer, out);
+    }
+
+    /// Jobs not yet started stay where they run; jobs whose source is lost keep moving (a
+    /// cancel must not leave them down), as do jobs already past their point of no return.
+    fn cancel_pending(&mut self, op: u64, why: &str, now: Timestamp, out: &mut Out) {
+        let source_reachable = match self.operations.get(&op) {
+            Some(o) => self.reachable(&o.from),
+            None => return,
+        };
+        let mut left = Vec::new();
+        if let Some(o) = self.operations.get_mut(&op) {
+            if !source_reachable {
+                self.audit(
+                    out,
+                    now,
+                    Some(op),
+                    None,
+                    None,
+                    format!("{why}: source lost, every job keeps moving"),
+                );
+                return;
+            }
+            o.state = OpState::Cancelling;
+            for j in o.jobs.iter_mut().filter(|j| j.step == MoveStep::Pending) {
+                j.step = MoveStep::Left {
+                    reason: why.to_string(),
+                };
+                left.push(j.job.clone());
+            }
+            self.dirty.ops.insert(op);
+        }
+        for job in &left {
+            if let Some(r) = self.jobs.get_mut(job) {
+                r.phase = JobPhase::Running;
+                self.dirty.jobs.insert(job.clone());
+            }
+        }
+        self.audit(
+            out,
+            now,
+            Some(op),
+            None,
+            None,
+            format!(
+                "{why}: {} jobs left in place, in-flight ones finish",
+                left.len()
+            ),
+        );
+    }
+
+    // ---- output -------------------------------------------------------------------------
+
+    fn flush(&mut self, out: &mut Out) {
+        for id in std::mem::take(&mut self.dirty.sites) {
+            if let Some(s) = self.sites.get(&id) {
+                out.0.push(Command::Persist(Record::Site(s.clone())));
+            }
+        }
+        for id in std::mem::take(&mut self.dirty.jobs) {
+            if let Some(j) = self.jobs.get(&id) {
+                out.0
+                    .push(Command::Persist(Record::Job(Box::new(j.clone()))));
+            }
+        }
+        for id in std::mem::take(&mut self.dirty.ops) {
+            if let Some(o) = self.operations.get(&id) {
+                out.0
+                    .push(Command::Persist(Record::Operation(Box::new(o.clone()))));
+            }
+        }
+    }
+
+    fn act(&mut self, out: &mut Out, command: Command) {
+        self.flush(out);
+        out.0.push(command);
+    }
+
+    fn audit(
+        &self,
+        out: &mut Out,
+        at: Timestamp,
+        op: Option<u64>,
+        job: Option<&JobId>,
+        site: Option<&SiteId>,
+        message: String,
+    ) {
+        out.0.push(Command::Audit(AuditEntry {
+            at,
+            op,
+            job: job.cloned(),
+            site: site.cloned(),
+            message,
+        }));
+    }
+}

@@ -1,0 +1,174 @@
+//! The vocabulary the engine shares with its driver: time, checkpoint pointers, job specs,
+//! site observations, and the placer seam through which the scheduler plans relaunches.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration;
+
+use scheduler::model::{JobDemand, JobId, JobPlacement, Resources, SiteId};
+use serde::{Deserialize, Serialize};
+
+/// Wall-clock instants arrive as values (the engine never reads a clock).
+pub type Timestamp = chrono::DateTime<chrono::Utc>;
+
+/// Time from `from` to `to`; zero when `to` is not after `from` (clocks of two sites may
+/// disagree slightly, and a negative age must never read as "very old").
+pub fn elapsed(from: Timestamp, to: Timestamp) -> Duration {
+    (to - from).to_std().unwrap_or(Duration::ZERO)
+}
+
+/// Whether a job may start from empty state when no usable checkpoint exists at the target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailoverMode {
+    /// Only ever restore from a checkpoint or savepoint; without one the job stays down and
+    /// is reported (the default: silently dropping state is worse than a visible outage).
+    #[default]
+    RestoreRequired,
+    /// Start without state when nothing usable was replicated (stateless or replayable jobs).
+    FreshStartAllowed,
+}
+
+/// What the engine needs to know about one job besides its run-time record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub demand: JobDemand,
+    pub mode: FailoverMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckpointKind {
+    Checkpoint,
+    Savepoint,
+}
+
+/// A complete checkpoint or savepoint readable in `site`: `path` is the directory holding
+/// `_metadata`. `generation` is the job generation that wrote it, so a zombie generation's
+/// late checkpoints can be told apart from the live lineage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointPointer {
+    pub site: SiteId,
+    pub generation: u64,
+    pub id: u64,
+    pub path: String,
+    pub completed_at: Timestamp,
+    pub kind: CheckpointKind,
+}
+
+/// Flink's view of one job generation, as the site reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunState {
+    Running,
+    /// Flink's restart strategy is at work, or pods wait for a node.
+    Restarting,
+    /// Terminal: Flink gave up. Only a relaunch helps.
+    Failed,
+    Finished,
+    Unknown,
+}
+
+/// One generation of one job seen in a site snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobObserved {
+    pub job: JobId,
+    pub generation: u64,
+    pub state: RunState,
+    /// Restarts since this generation was launched.
+    pub restarts: u32,
+    pub job_manager_node: Option<String>,
+    pub task_manager_nodes: Vec<String>,
+}
+
+/// A node's last heartbeat (Ready condition / node lease renewal time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeHeartbeat {
+    pub name: String,
+    pub last_heartbeat: Timestamp,
+}
+
+/// Everything the driver read from one site's API at `observed_at`. Only sent when the API
+/// answered: its arrival is itself the proof of contact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteObservation {
+    pub site: SiteId,
+    pub observed_at: Timestamp,
+    pub nodes: Vec<NodeHeartbeat>,
+    pub jobs: Vec<JobObserved>,
+}
+
+/// Why a job got a new generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum RelaunchReason {
+    /// The node running the JobManager stopped heart-beating past the node grace.
+    JobManagerNodeLost { node: String },
+    /// TaskManager nodes were lost and Flink had not recovered within the bound.
+    TaskManagersNotRecovered { nodes: Vec<String> },
+    /// Flink reported the generation terminally failed, or it restarted too often.
+    JobFailed { restarts: u32 },
+    /// The previous launch failed.
+    LaunchFailed { reason: String },
+    /// The job's site was lost; relaunched in the survivor.
+    SiteLost { site: SiteId, epoch: u64 },
+    /// Moved by an ops-requested (or policy-automatic) operation.
+    Operation { op: u64 },
+    /// Its site came back after a loss during which the job could not be placed elsewhere.
+    SiteReturned { site: SiteId },
+}
+
+impl fmt::Display for RelaunchReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RelaunchReason::JobManagerNodeLost { node } => write!(f, "JobManager node {node} lost"),
+            RelaunchReason::TaskManagersNotRecovered { nodes } => {
+                write!(
+                    f,
+                    "TaskManager nodes {} lost and not recovered",
+                    nodes.join(",")
+                )
+            }
+            RelaunchReason::JobFailed { restarts } => {
+                write!(f, "job failed (restarts {restarts})")
+            }
+            RelaunchReason::LaunchFailed { reason } => write!(f, "launch failed: {reason}"),
+            RelaunchReason::SiteLost { site, epoch } => {
+                write!(f, "site {site} lost (epoch {epoch})")
+            }
+            RelaunchReason::Operation { op } => write!(f, "operation {op}"),
+            RelaunchReason::SiteReturned { site } => write!(f, "site {site} returned"),
+        }
+    }
+}
+
+/// A job the placer could not fit, with a reason a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotFitting {
+    pub job: JobId,
+    pub reason: String,
+    /// Capacity that would have to be freed or added; zero when capacity is not the reason.
+    pub missing: Resources,
+}
+
+/// What the placer answers for one site.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlacementOutcome {
+    pub placed: Vec<JobPlacement>,
+    pub not_fitting: Vec<NotFitting>,
+    /// Jobs already running in the site that must stop to make room (best-effort ones).
+    pub preempt: Vec<JobId>,
+}
+
+/// The seam to the scheduler. The driver implements it over its latest snapshot (and the
+/// scheduler's planner), simulations over their fake world. Must be deterministic for equal
+/// inputs and must not change anything: the engine decides what happens with the answer.
+pub trait Placer {
+    /// Places `jobs` (already in priority order) into `site`, keeping off `avoid_nodes`.
+    fn place(
+        &self,
+        site: &SiteId,
+        jobs: &[JobDemand],
+        avoid_nodes: &BTreeSet<String>,
+    ) -> PlacementOutcome;
+}
