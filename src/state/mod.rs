@@ -1,1 +1,116 @@
 //! Durable controller state: one interface, an etcd and an embedded implementation.
+//!
+//! [`StateStore`] is the typed interface; [`KvStateStore`] implements it once over a small
+//! [`KvBackend`] seam, with two backends: [`EtcdKv`] (every write a transaction guarded by the
+//! leader key, so a deposed leader's writes fail) and [`EmbeddedKv`] (one process, a local
+//! directory). Key layout and file format: see `src/state/README.md` and [`keys`].
+
+mod embedded;
+mod error;
+mod etcd;
+pub mod keys;
+mod kv;
+mod record;
+mod store;
+
+use async_trait::async_trait;
+
+pub use embedded::{EmbeddedKv, EmbeddedStateStore};
+pub use error::StateError;
+pub use etcd::{EtcdConfig, EtcdKv, EtcdStateStore, EtcdTls, connect_etcd};
+pub use keys::KeyLayout;
+pub use kv::{KvBackend, KvEntry};
+pub use record::{
+    AuditEntry, AuditRecord, CheckpointEntry, CheckpointKind, CheckpointPointer, Expected,
+    JobPlacement, JobRecord, OperationRecord, SiteRecord, Versioned,
+};
+pub use store::KvStateStore;
+
+/// The controller's durable state. Writes fail with [`StateError::NotLeader`] or
+/// [`StateError::Fenced`] when this controller does not lead; the caller must then stop acting.
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    async fn get_job(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Versioned<JobRecord>>, StateError>;
+
+    /// All jobs, ordered by namespace then name.
+    async fn list_jobs(&self) -> Result<Vec<Versioned<JobRecord>>, StateError>;
+
+    /// Creates or replaces a job under `expected`; returns the new revision.
+    async fn put_job(&self, job: &JobRecord, expected: Expected) -> Result<i64, StateError>;
+
+    /// Returns whether the job existed.
+    async fn delete_job(
+        &self,
+        namespace: &str,
+        name: &str,
+        expected: Expected,
+    ) -> Result<bool, StateError>;
+
+    /// Atomically increments the job's generation (even under concurrent bumps) and returns
+    /// the record as written.
+    async fn bump_generation(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Versioned<JobRecord>, StateError>;
+
+    async fn get_checkpoint(
+        &self,
+        namespace: &str,
+        name: &str,
+        kind: CheckpointKind,
+        site: &str,
+    ) -> Result<Option<Versioned<CheckpointPointer>>, StateError>;
+
+    async fn put_checkpoint(
+        &self,
+        namespace: &str,
+        name: &str,
+        kind: CheckpointKind,
+        site: &str,
+        pointer: &CheckpointPointer,
+    ) -> Result<i64, StateError>;
+
+    /// Every pointer of one job, ordered by kind then site.
+    async fn list_checkpoints(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Vec<CheckpointEntry>, StateError>;
+
+    async fn get_site(&self, site: &str) -> Result<Option<Versioned<SiteRecord>>, StateError>;
+
+    async fn list_sites(&self) -> Result<Vec<Versioned<SiteRecord>>, StateError>;
+
+    /// Stores the site's state; fails with [`StateError::EpochRegression`] when the stored
+    /// epoch is higher than the record's (an equal epoch updates the state within it).
+    async fn put_site(&self, record: &SiteRecord) -> Result<i64, StateError>;
+
+    async fn get_operation(
+        &self,
+        id: &str,
+    ) -> Result<Option<Versioned<OperationRecord>>, StateError>;
+
+    /// All operations, ordered by id.
+    async fn list_operations(&self) -> Result<Vec<Versioned<OperationRecord>>, StateError>;
+
+    async fn put_operation(
+        &self,
+        operation: &OperationRecord,
+        expected: Expected,
+    ) -> Result<i64, StateError>;
+
+    async fn delete_operation(&self, id: &str, expected: Expected) -> Result<bool, StateError>;
+
+    /// Appends to the audit log; returns the entry's sequence number (the first is 1; each
+    /// is greater than every earlier one).
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<u64, StateError>;
+
+    /// Entries with `seq >= from_seq`, oldest first, at most `limit` (0: no limit).
+    async fn list_audit(&self, from_seq: u64, limit: usize)
+    -> Result<Vec<AuditRecord>, StateError>;
+}

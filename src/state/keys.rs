@@ -1,0 +1,185 @@
+//! The key layout, in one place so etcd, the embedded store and the README agree.
+//!
+//! ```text
+//! <prefix>/jobs/<namespace>/<name>                              JobRecord
+//! <prefix>/checkpoints/<namespace>/<name>/completed/<site>      CheckpointPointer (latest complete in <site>)
+//! <prefix>/checkpoints/<namespace>/<name>/replicated/<site>     CheckpointPointer (latest verified copy at peer <site>)
+//! <prefix>/sites/<site>                                         SiteRecord (state + epoch)
+//! <prefix>/ops/<id>                                             OperationRecord (failover state machine)
+//! <prefix>/audit/<seq, 20 digits, zero-padded>                  AuditEntry
+//! <prefix>/election/<name>                                      etcd election (leader keys live below it)
+//! ```
+//!
+//! The default prefix is `/twinsite/v1`. Segments are restricted to `[A-Za-z0-9._-]`, never
+//! start with `.` and are at most 200 bytes, so every key is also a safe relative file path.
+
+use super::StateError;
+use super::record::CheckpointKind;
+
+/// The prefix every key starts with unless configured otherwise.
+pub const DEFAULT_PREFIX: &str = "/twinsite/v1";
+
+/// Longest accepted segment: leaves room for the embedded store's suffixes under NAME_MAX.
+const MAX_SEGMENT_BYTES: usize = 200;
+
+/// Builds every key the state store uses under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLayout {
+    prefix: String,
+}
+
+impl Default for KeyLayout {
+    fn default() -> Self {
+        Self {
+            prefix: DEFAULT_PREFIX.to_owned(),
+        }
+    }
+}
+
+impl KeyLayout {
+    /// `prefix` is absolute (`/a/b`), without a trailing slash, made of valid segments.
+    pub fn new(prefix: &str) -> Result<Self, StateError> {
+        let invalid = |reason| StateError::InvalidName {
+            what: "key prefix",
+            value: prefix.to_owned(),
+            reason,
+        };
+        let Some(rest) = prefix.strip_prefix('/') else {
+            return Err(invalid("must start with '/'"));
+        };
+        if rest.is_empty() {
+            return Err(invalid("must name at least one segment"));
+        }
+        for segment in rest.split('/') {
+            validate_segment("key prefix segment", segment)?;
+        }
+        Ok(Self {
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn job(&self, namespace: &str, name: &str) -> Result<String, StateError> {
+        validate_segment("job namespace", namespace)?;
+        validate_segment("job name", name)?;
+        Ok(format!("{}/jobs/{namespace}/{name}", self.prefix))
+    }
+
+    pub fn jobs(&self) -> String {
+        format!("{}/jobs/", self.prefix)
+    }
+
+    pub fn checkpoint(
+        &self,
+        namespace: &str,
+        name: &str,
+        kind: CheckpointKind,
+        site: &str,
+    ) -> Result<String, StateError> {
+        validate_segment("site name", site)?;
+        Ok(format!(
+            "{}{}/{site}",
+            self.checkpoints_of_job(namespace, name)?,
+            kind.as_str()
+        ))
+    }
+
+    pub fn checkpoints_of_job(&self, namespace: &str, name: &str) -> Result<String, StateError> {
+        validate_segment("job namespace", namespace)?;
+        validate_segment("job name", name)?;
+        Ok(format!("{}/checkpoints/{namespace}/{name}/", self.prefix))
+    }
+
+    pub fn site(&self, site: &str) -> Result<String, StateError> {
+        validate_segment("site name", site)?;
+        Ok(format!("{}/sites/{site}", self.prefix))
+    }
+
+    pub fn sites(&self) -> String {
+        format!("{}/sites/", self.prefix)
+    }
+
+    pub fn operation(&self, id: &str) -> Result<String, StateError> {
+        validate_segment("operation id", id)?;
+        Ok(format!("{}/ops/{id}", self.prefix))
+    }
+
+    pub fn operations(&self) -> String {
+        format!("{}/ops/", self.prefix)
+    }
+
+    /// Zero-padded so that key order is sequence order.
+    pub fn audit(&self, seq: u64) -> String {
+        format!("{}/audit/{seq:020}", self.prefix)
+    }
+
+    pub fn audits(&self) -> String {
+        format!("{}/audit/", self.prefix)
+    }
+
+    pub fn election(&self, name: &str) -> Result<String, StateError> {
+        validate_segment("election name", name)?;
+        Ok(format!("{}/election/{name}", self.prefix))
+    }
+}
+
+/// Checks one path segment: `[A-Za-z0-9._-]`, 1..=200 bytes, not starting with `.`.
+pub fn validate_segment(what: &'static str, value: &str) -> Result<(), StateError> {
+    let invalid = |reason| StateError::InvalidName {
+        what,
+        value: value.to_owned(),
+        reason,
+    };
+    if value.is_empty() {
+        return Err(invalid("must not be empty"));
+    }
+    if value.len() > MAX_SEGMENT_BYTES {
+        return Err(invalid("must be at most 200 bytes"));
+    }
+    if value.starts_with('.') {
+        return Err(invalid("must not start with '.'"));
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(invalid(
+            "may contain only ASCII letters, digits, '.', '_' and '-'",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_keys_sort_in_sequence_order() {
+        let layout = KeyLayout::default();
+        assert!(layout.audit(9) < layout.audit(10));
+        assert!(layout.audit(99_999) < layout.audit(100_000));
+    }
+
+    #[test]
+    fn a_name_with_a_slash_is_rejected_and_named() {
+        let err = KeyLayout::default().job("team-a", "etl/x").unwrap_err();
+        assert!(err.to_string().contains("etl/x"), "{err}");
+    }
+
+    #[test]
+    fn dot_segments_cannot_escape_the_store() {
+        assert!(KeyLayout::default().site("..").is_err());
+        assert!(KeyLayout::default().operation(".hidden").is_err());
+    }
+
+    #[test]
+    fn a_relative_prefix_is_rejected() {
+        assert!(KeyLayout::new("twinsite").is_err());
+        assert!(KeyLayout::new("/twinsite/").is_err());
+        assert!(KeyLayout::new("/tenant-a/twinsite").is_ok());
+    }
+}

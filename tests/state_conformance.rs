@@ -1,0 +1,567 @@
+//! One conformance suite for every `StateStore` implementation (openraft's `testing/log/suite`
+//! pattern): each case below runs against the embedded store and against a real etcd.
+//! Store-specific behaviour (durability across reopen, the directory lock, fencing without
+//! leadership) follows the suite.
+
+mod support;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::json;
+use twinsite::leader::{LeaderElector, Leadership};
+use twinsite::state::{
+    AuditEntry, CheckpointKind, CheckpointPointer, EmbeddedStateStore, EtcdStateStore, Expected,
+    JobPlacement, JobRecord, KeyLayout, OperationRecord, SiteRecord, StateError, StateStore,
+};
+
+fn job(name: &str) -> JobRecord {
+    JobRecord {
+        namespace: "team-a".to_owned(),
+        name: name.to_owned(),
+        spec: json!({"parallelism": 4, "jarURI": format!("hdfs:///jars/{name}.jar")}),
+        generation: 0,
+        placement: None,
+        status: json!({"phase": "Pending"}),
+    }
+}
+
+fn audit(action: &str) -> AuditEntry {
+    AuditEntry {
+        actor: "ops@example".to_owned(),
+        action: action.to_owned(),
+        target: "site/east".to_owned(),
+        at_unix_ms: 1_700_000_000_000,
+        result: "ok".to_owned(),
+    }
+}
+
+/// The cases, each a plain async fn over `&dyn StateStore`.
+mod suite {
+    use super::*;
+
+    pub async fn jobs_are_created_read_listed_and_deleted(store: &dyn StateStore) {
+        assert!(store.get_job("team-a", "etl").await.unwrap().is_none());
+        let created = store.put_job(&job("etl"), Expected::Absent).await.unwrap();
+        let mut placed = job("billing");
+        placed.placement = Some(JobPlacement {
+            site: "east".to_owned(),
+            detail: json!({"jobmanager": "node-1"}),
+        });
+        store.put_job(&placed, Expected::Any).await.unwrap();
+
+        let read = store.get_job("team-a", "etl").await.unwrap().unwrap();
+        assert_eq!(read.value, job("etl"));
+        assert_eq!(read.revision, created);
+        let names: Vec<String> = store
+            .list_jobs()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.value.name)
+            .collect();
+        assert_eq!(names, ["billing", "etl"]);
+        let listed_placement = store.get_job("team-a", "billing").await.unwrap().unwrap();
+        assert_eq!(listed_placement.value.placement, placed.placement);
+
+        assert!(
+            store
+                .delete_job("team-a", "etl", Expected::Any)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .delete_job("team-a", "etl", Expected::Any)
+                .await
+                .unwrap()
+        );
+        assert!(store.get_job("team-a", "etl").await.unwrap().is_none());
+    }
+
+    pub async fn a_write_with_a_stale_revision_conflicts_and_names_the_key(store: &dyn StateStore) {
+        let first = store.put_job(&job("etl"), Expected::Absent).await.unwrap();
+        let mut update = job("etl");
+        update.status = json!({"phase": "Running"});
+        let second = store
+            .put_job(&update, Expected::Revision(first))
+            .await
+            .unwrap();
+        assert!(second > first, "revisions increase: {first} then {second}");
+
+        let err = store
+            .put_job(&job("etl"), Expected::Revision(first))
+            .await
+            .unwrap_err();
+        match &err {
+            StateError::Conflict {
+                key,
+                expected,
+                actual,
+            } => {
+                assert!(key.ends_with("/jobs/team-a/etl"), "{key}");
+                assert_eq!(*expected, Some(first));
+                assert_eq!(*actual, Some(second));
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        assert!(err.to_string().contains("team-a/etl"), "{err}");
+        let stored = store.get_job("team-a", "etl").await.unwrap().unwrap();
+        assert_eq!(stored.value.status, json!({"phase": "Running"}));
+
+        let create_again = store.put_job(&job("etl"), Expected::Absent).await;
+        assert!(matches!(
+            create_again,
+            Err(StateError::Conflict { expected: None, .. })
+        ));
+        let delete_stale = store
+            .delete_job("team-a", "etl", Expected::Revision(first))
+            .await;
+        assert!(matches!(delete_stale, Err(StateError::Conflict { .. })));
+    }
+
+    pub async fn concurrent_generation_bumps_are_never_lost(store: &dyn StateStore) {
+        store.put_job(&job("etl"), Expected::Absent).await.unwrap();
+        let bumps = 12;
+        let generations: Vec<u64> = futures::future::join_all(
+            (0..bumps).map(|_| async { store.bump_generation("team-a", "etl").await }),
+        )
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().value.generation)
+        .collect();
+        let mut sorted = generations.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (1..=bumps).collect::<Vec<u64>>(), "{generations:?}");
+        let stored = store.get_job("team-a", "etl").await.unwrap().unwrap();
+        assert_eq!(stored.value.generation, bumps);
+
+        let missing = store.bump_generation("team-a", "nope").await.unwrap_err();
+        assert!(
+            matches!(missing, StateError::NotFound { ref key } if key.ends_with("/team-a/nope"))
+        );
+    }
+
+    pub async fn a_site_epoch_never_decreases(store: &dyn StateStore) {
+        let site = |epoch, state: &str| SiteRecord {
+            site: "east".to_owned(),
+            epoch,
+            state: state.to_owned(),
+            detail: json!({}),
+        };
+        store.put_site(&site(3, "active")).await.unwrap();
+        store.put_site(&site(3, "degraded")).await.unwrap();
+        let err = store.put_site(&site(2, "active")).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StateError::EpochRegression {
+                    stored: 3,
+                    offered: 2,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("/sites/east"), "{err}");
+        store.put_site(&site(4, "lost")).await.unwrap();
+        store
+            .put_site(&SiteRecord {
+                site: "west".to_owned(),
+                epoch: 1,
+                state: "active".to_owned(),
+                detail: json!(null),
+            })
+            .await
+            .unwrap();
+
+        let east = store.get_site("east").await.unwrap().unwrap().value;
+        assert_eq!((east.epoch, east.state.as_str()), (4, "lost"));
+        let sites: Vec<String> = store
+            .list_sites()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.value.site)
+            .collect();
+        assert_eq!(sites, ["east", "west"]);
+    }
+
+    pub async fn audit_sequence_numbers_increase_in_append_order(store: &dyn StateStore) {
+        let mut seqs = Vec::new();
+        for action in ["switchover", "failback", "cordon"] {
+            seqs.push(store.append_audit(&audit(action)).await.unwrap());
+        }
+        assert_eq!(seqs, [1, 2, 3]);
+        let concurrent: Vec<u64> = futures::future::join_all(
+            (0..8).map(|i| async move { (i, store.append_audit(&audit("relaunch")).await) }),
+        )
+        .await
+        .into_iter()
+        .map(|(_, r)| r.unwrap())
+        .collect();
+        let mut sorted = concurrent.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (4..=11).collect::<Vec<u64>>(), "{concurrent:?}");
+
+        let all = store.list_audit(1, 0).await.unwrap();
+        assert_eq!(
+            all.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            (1..=11).collect::<Vec<u64>>()
+        );
+        assert_eq!(all[1].entry, audit("failback"));
+        let page = store.list_audit(3, 2).await.unwrap();
+        assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(page[0].entry.action, "cordon");
+    }
+
+    pub async fn checkpoint_pointers_are_kept_per_kind_and_site(store: &dyn StateStore) {
+        let pointer = |id: u64, site: &str| CheckpointPointer {
+            checkpoint_id: id,
+            uri: format!("hdfs://{site}/flink/checkpoints/etl/chk-{id}"),
+            recorded_at_unix_ms: 1_700_000_000_000 + id as i64,
+        };
+        let (completed, replicated) = (CheckpointKind::Completed, CheckpointKind::Replicated);
+        store
+            .put_checkpoint("team-a", "etl", completed, "east", &pointer(41, "east"))
+            .await
+            .unwrap();
+        store
+            .put_checkpoint("team-a", "etl", completed, "east", &pointer(42, "east"))
+            .await
+            .unwrap();
+        store
+            .put_checkpoint("team-a", "etl", replicated, "west", &pointer(40, "west"))
+            .await
+            .unwrap();
+
+        let latest = store
+            .get_checkpoint("team-a", "etl", completed, "east")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(latest.value.checkpoint_id, 42);
+        assert!(
+            store
+                .get_checkpoint("team-a", "etl", replicated, "east")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let entries = store.list_checkpoints("team-a", "etl").await.unwrap();
+        let summary: Vec<(CheckpointKind, &str, u64)> = entries
+            .iter()
+            .map(|e| (e.kind, e.site.as_str(), e.pointer.value.checkpoint_id))
+            .collect();
+        assert_eq!(summary, [(completed, "east", 42), (replicated, "west", 40)]);
+        assert!(
+            store
+                .list_checkpoints("team-a", "other")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    pub async fn operations_persist_as_resumable_state_machines(store: &dyn StateStore) {
+        let op = |state: &str| OperationRecord {
+            id: "failover-east-0001".to_owned(),
+            kind: "site-failover".to_owned(),
+            state: state.to_owned(),
+            data: json!({"from": "east", "to": "west", "jobs_done": 17}),
+        };
+        let created = store
+            .put_operation(&op("FencingSource"), Expected::Absent)
+            .await
+            .unwrap();
+        store
+            .put_operation(&op("RelaunchingJobs"), Expected::Revision(created))
+            .await
+            .unwrap();
+        let stale = store
+            .put_operation(&op("Done"), Expected::Revision(created))
+            .await;
+        assert!(matches!(stale, Err(StateError::Conflict { .. })));
+        let mut second = op("Planned");
+        second.id = "switchover-west-0002".to_owned();
+        store
+            .put_operation(&second, Expected::Absent)
+            .await
+            .unwrap();
+
+        let read = store
+            .get_operation("failover-east-0001")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.value, op("RelaunchingJobs"));
+        let ids: Vec<String> = store
+            .list_operations()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.value.id)
+            .collect();
+        assert_eq!(ids, ["failover-east-0001", "switchover-west-0002"]);
+        assert!(
+            store
+                .delete_operation("switchover-west-0002", Expected::Any)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.list_operations().await.unwrap().len(), 1);
+    }
+
+    pub async fn listing_returns_every_job_across_pages(store: &dyn StateStore) {
+        let count = 300; // more than one listing page
+        futures::stream::iter(0..count)
+            .map(|i| async move {
+                store
+                    .put_job(&job(&format!("job-{i:04}")), Expected::Absent)
+                    .await
+            })
+            .buffer_unordered(32)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .for_each(|r| {
+                r.unwrap();
+            });
+        let names: Vec<String> = store
+            .list_jobs()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.value.name)
+            .collect();
+        let expected: Vec<String> = (0..count).map(|i| format!("job-{i:04}")).collect();
+        assert_eq!(names, expected);
+    }
+
+    pub async fn names_that_are_not_safe_key_segments_are_rejected(store: &dyn StateStore) {
+        let mut bad = job("etl");
+        bad.name = "../escape".to_owned();
+        let err = store.put_job(&bad, Expected::Any).await.unwrap_err();
+        assert!(matches!(err, StateError::InvalidName { .. }), "{err:?}");
+        assert!(err.to_string().contains("../escape"), "{err}");
+        assert!(store.get_site("east/west").await.is_err());
+    }
+}
+
+/// A store on a fresh etcd that this test leads; keeps the server and leadership alive.
+struct EtcdFixture {
+    store: EtcdStateStore,
+    _leadership: Leadership,
+    _server: support::etcd::EtcdServer,
+}
+
+async fn etcd_fixture() -> EtcdFixture {
+    let server = support::etcd::EtcdServer::start().await;
+    let layout = KeyLayout::default();
+    let elector = LeaderElector::new(
+        server.client().await,
+        layout.election("controller").unwrap(),
+        "conformance",
+        Duration::from_secs(5),
+    );
+    let leadership = elector.campaign().await.unwrap();
+    let store = EtcdStateStore::on_etcd(server.client().await, layout.prefix()).unwrap();
+    store.set_leader(Some(leadership.leader_key.clone()));
+    EtcdFixture {
+        store,
+        _leadership: leadership,
+        _server: server,
+    }
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = super::EmbeddedStateStore::open(dir.path()).unwrap();
+                    super::suite::$case(&store).await;
+                }
+            )*
+        }
+        mod etcd {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let fixture = super::etcd_fixture().await;
+                    super::suite::$case(&fixture.store).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    jobs_are_created_read_listed_and_deleted,
+    a_write_with_a_stale_revision_conflicts_and_names_the_key,
+    concurrent_generation_bumps_are_never_lost,
+    a_site_epoch_never_decreases,
+    audit_sequence_numbers_increase_in_append_order,
+    checkpoint_pointers_are_kept_per_kind_and_site,
+    operations_persist_as_resumable_state_machines,
+    listing_returns_every_job_across_pages,
+    names_that_are_not_safe_key_segments_are_rejected,
+);
+
+/// The embedded store must survive a restart with every record and revision intact.
+#[tokio::test]
+async fn an_embedded_store_reopened_after_drop_has_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (job_revision, gone_revision, audit_seq);
+    {
+        let store = EmbeddedStateStore::open(dir.path()).unwrap();
+        job_revision = store.put_job(&job("etl"), Expected::Absent).await.unwrap();
+        store.bump_generation("team-a", "etl").await.unwrap();
+        store
+            .put_site(&SiteRecord {
+                site: "east".to_owned(),
+                epoch: 7,
+                state: "active".to_owned(),
+                detail: json!({}),
+            })
+            .await
+            .unwrap();
+        store.append_audit(&audit("switchover")).await.unwrap();
+        audit_seq = store.append_audit(&audit("failback")).await.unwrap();
+        // Deleted last, this record held the highest revision: it must not be reused.
+        gone_revision = store.put_job(&job("gone"), Expected::Absent).await.unwrap();
+        store
+            .delete_job("team-a", "gone", Expected::Any)
+            .await
+            .unwrap();
+    }
+    let store = EmbeddedStateStore::open(dir.path()).unwrap();
+    assert!(store.get_job("team-a", "gone").await.unwrap().is_none());
+    let recreated = store.put_job(&job("gone"), Expected::Absent).await.unwrap();
+    assert!(
+        recreated > gone_revision,
+        "a re-created record must not reuse revision {gone_revision}: got {recreated}"
+    );
+    let etl = store.get_job("team-a", "etl").await.unwrap().unwrap();
+    assert_eq!(etl.value.generation, 1);
+    assert!(etl.revision > job_revision);
+    assert_eq!(
+        store.get_site("east").await.unwrap().unwrap().value.epoch,
+        7
+    );
+    let next_seq = store.append_audit(&audit("cordon")).await.unwrap();
+    assert_eq!(next_seq, audit_seq + 1);
+    let before = store.list_audit(1, 0).await.unwrap();
+    assert_eq!(before.len(), 3);
+}
+
+/// A damaged record must stop the open with the file's name, never panic or load garbage.
+#[tokio::test]
+async fn a_damaged_record_file_fails_the_open_and_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = EmbeddedStateStore::open(dir.path()).unwrap();
+        store.put_job(&job("etl"), Expected::Absent).await.unwrap();
+    }
+    let file = dir.path().join("data/twinsite/v1/jobs/team-a/etl.rec");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x01;
+    std::fs::write(&file, &bytes).unwrap();
+
+    let err = EmbeddedStateStore::open(dir.path())
+        .err()
+        .expect("open must fail");
+    assert!(matches!(err, StateError::Corrupt { .. }), "{err:?}");
+    assert!(!err.is_retryable());
+    assert!(
+        err.to_string().contains(&file.display().to_string()),
+        "{err}"
+    );
+
+    std::fs::write(&file, b"not a record at all").unwrap();
+    let err = EmbeddedStateStore::open(dir.path())
+        .err()
+        .expect("open must fail");
+    assert!(err.to_string().contains("etl.rec"), "{err}");
+}
+
+/// A write interrupted before its rename leaves a temporary file; it must not count.
+#[tokio::test]
+async fn a_leftover_temporary_file_is_discarded_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = EmbeddedStateStore::open(dir.path()).unwrap();
+        store.put_job(&job("etl"), Expected::Absent).await.unwrap();
+    }
+    let temp = dir.path().join("data/twinsite/v1/jobs/team-a/.etl.rec.tmp");
+    std::fs::write(&temp, b"half a reco").unwrap();
+    let store = EmbeddedStateStore::open(dir.path()).unwrap();
+    assert_eq!(
+        store.get_job("team-a", "etl").await.unwrap().unwrap().value,
+        job("etl")
+    );
+    assert!(!temp.exists());
+}
+
+#[tokio::test]
+async fn a_second_instance_cannot_open_the_same_embedded_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = EmbeddedStateStore::open(dir.path()).unwrap();
+    let err = EmbeddedStateStore::open(dir.path())
+        .err()
+        .expect("second open must fail");
+    assert!(matches!(err, StateError::Locked { .. }), "{err:?}");
+    assert!(err.to_string().contains("LOCK"), "{err}");
+    drop(first);
+    EmbeddedStateStore::open(dir.path()).expect("the lock is released on drop");
+}
+
+/// The lock holds across processes: `flock(1)` stands in for another controller.
+#[tokio::test]
+async fn another_process_holding_the_lock_keeps_the_embedded_store_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(EmbeddedStateStore::open(dir.path()).unwrap());
+    let lock_file = dir.path().join("LOCK");
+    let mut holder = std::process::Command::new("flock")
+        .args(["--exclusive", "--no-fork"])
+        .arg(&lock_file)
+        .args(["sleep", "30"])
+        .spawn()
+        .expect("flock(1) from util-linux");
+    // `--no-fork` makes the killed process the lock holder (no orphaned `sleep` keeps it).
+    // Wait until that process really holds the lock.
+    let mut held = false;
+    for _ in 0..100 {
+        match EmbeddedStateStore::open(dir.path()) {
+            Err(StateError::Locked { .. }) => {
+                held = true;
+                break;
+            }
+            Ok(store) => drop(store),
+            Err(other) => panic!("unexpected error {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert!(held, "the store opened while another process held its lock");
+    EmbeddedStateStore::open(dir.path()).expect("opens once the other process is gone");
+}
+
+/// Without leadership an etcd store reads but never writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_store_without_leadership_refuses_writes() {
+    let server = support::etcd::EtcdServer::start().await;
+    let store = EtcdStateStore::on_etcd(server.client().await, "/twinsite/v1").unwrap();
+    assert!(store.get_job("team-a", "etl").await.unwrap().is_none());
+    let err = store.put_job(&job("etl"), Expected::Any).await.unwrap_err();
+    assert!(matches!(err, StateError::NotLeader { .. }), "{err:?}");
+    assert!(err.is_leadership_lost());
+    assert!(
+        err.to_string().contains("/twinsite/v1/jobs/team-a/etl"),
+        "{err}"
+    );
+}

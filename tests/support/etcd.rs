@@ -1,0 +1,131 @@
+//! A real etcd server for a test: free loopback ports, a temporary data directory, killed and
+//! removed on drop. Missing etcd is a test failure that says how to install it.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, ConnectOptions};
+
+/// How long a fresh etcd may take to answer (it usually needs well under a second).
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct EtcdServer {
+    child: Child,
+    endpoint: String,
+    log_path: PathBuf,
+    // Dropped after the process is killed (fields drop after Drop::drop runs).
+    _dir: tempfile::TempDir,
+}
+
+fn etcd_binary() -> PathBuf {
+    let installed = PathBuf::from("/usr/bin/etcd");
+    if installed.exists() {
+        return installed;
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join("etcd");
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    panic!(
+        "etcd is not installed (looked for /usr/bin/etcd and etcd on PATH); \
+         run tests/setup.sh to install Debian's etcd-server"
+    );
+}
+
+/// A port nobody listens on right now. Another process could take it before etcd binds it;
+/// startup then fails loudly rather than silently talking to the wrong server.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    listener.local_addr().expect("local address").port()
+}
+
+impl EtcdServer {
+    /// Starts a single-member etcd and waits until it answers.
+    pub async fn start() -> EtcdServer {
+        let binary = etcd_binary();
+        let dir = tempfile::tempdir().expect("temporary directory for etcd");
+        let client_url = format!("http://127.0.0.1:{}", free_port());
+        let peer_url = format!("http://127.0.0.1:{}", free_port());
+        let log_path = dir.path().join("etcd.log");
+        let log = std::fs::File::create(&log_path).expect("etcd log file");
+        let child = Command::new(&binary)
+            .arg("--name=default")
+            .arg(format!("--data-dir={}", dir.path().join("data").display()))
+            .arg(format!("--listen-client-urls={client_url}"))
+            .arg(format!("--advertise-client-urls={client_url}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=default={peer_url}"))
+            .arg("--log-level=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} ({e}); run tests/setup.sh",
+                    binary.display()
+                )
+            });
+        let mut server = EtcdServer {
+            child,
+            endpoint: client_url,
+            log_path,
+            _dir: dir,
+        };
+        server.wait_until_ready().await;
+        server
+    }
+
+    async fn wait_until_ready(&mut self) {
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("etcd exited early with {status}; log:\n{}", self.log());
+            }
+            if let Ok(mut client) = self.try_client().await
+                && client.status().await.is_ok()
+            {
+                return;
+            }
+            if started.elapsed() > READY_TIMEOUT {
+                panic!(
+                    "etcd not ready after {READY_TIMEOUT:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn try_client(&self) -> Result<Client, etcd_client::Error> {
+        let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(1));
+        Client::connect([self.endpoint.as_str()], Some(options)).await
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// A fresh client (its own connection) to this server.
+    pub async fn client(&self) -> Client {
+        self.try_client().await.expect("connect to test etcd")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

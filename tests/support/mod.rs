@@ -1,0 +1,4 @@
+//! Shared helpers of the root package's integration tests. Each test binary uses a part.
+#![allow(dead_code)]
+
+pub mod etcd;
