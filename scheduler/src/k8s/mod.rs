@@ -3,12 +3,18 @@
 //! the same structs parse `kubectl ... -o json` and the `placement` block of a StreamJob.
 
 pub mod affinity;
+pub mod names;
 pub mod quantity;
 pub mod taints;
 
 pub use affinity::{
-    NodeAffinity, NodeSelector, NodeSelectorOperator, NodeSelectorRequirement, NodeSelectorTerm,
-    PreferredSchedulingTerm,
+    AffinityError, NodeAffinity, NodeSelector, NodeSelectorOperator, NodeSelectorRequirement,
+    NodeSelectorTerm, PreferredSchedulingTerm, node_selector_map_matches,
+    normalized_node_affinity_scores, preferred_affinity_score, required_node_affinity_matches,
 };
 pub use quantity::{Quantity, QuantityError};
-pub use taints::{Taint, TaintEffect, Toleration, TolerationOperator};
+pub use taints::{
+    MAX_NODE_SCORE, Taint, TaintEffect, Toleration, TolerationError, TolerationOperator,
+    count_intolerable_prefer_no_schedule, find_untolerated_blocking_taint,
+    normalized_taint_toleration_scores, tolerations_tolerate_taint,
+};
