@@ -1,1 +1,31 @@
 //! Storage access, checkpoint discovery and replication between the two sites.
+//!
+//! - [`storage`]: the [`Storage`] trait, the local backend; [`hdfs`]: the HDFS backend.
+//! - [`metadata`]: Flink `_metadata` parsing and URI rewriting.
+//! - [`discovery`]: complete checkpoints under a checkpoint root.
+//! - [`replicate`]: the [`Replicator`], its options, outcomes and metrics.
+//! - [`ledger`]: where replicated checkpoints are recorded; [`jars`]: content-addressed jars.
+//! - [`fault`]: a fault-injecting storage wrapper for tests of failure handling.
+
+pub mod bandwidth;
+pub mod discovery;
+pub mod error;
+pub mod fault;
+pub mod hdfs;
+pub mod jars;
+pub mod ledger;
+pub mod metadata;
+pub mod replicate;
+pub mod storage;
+pub mod url;
+
+pub use bandwidth::parse_bandwidth;
+pub use error::{MetadataError, StorageError, StorageErrorKind, SyncError};
+pub use ledger::{FileLedger, MemoryLedger, ReplicatedCheckpoint, ReplicationLedger};
+pub use metadata::CheckpointMetadata;
+pub use replicate::{
+    JobMetrics, JobOutcome, ProgressEvent, ReplicationMetrics, Replicator, RoundReport,
+    SyncOptions, UriMode, VerifyMode,
+};
+pub use storage::{LocalStorage, Storage, storage_for};
+pub use url::StorageUrl;

@@ -1,0 +1,148 @@
+//! Typed errors of the crate. Every message names the URL, file or field at fault.
+
+/// What went wrong with a storage call, in the categories replication decides on
+/// (a missing source file is skipped, a full disk or a refusal is not retried at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageErrorKind {
+    NotFound,
+    PermissionDenied,
+    NoSpace,
+    Other,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {url}: {kind_text}{message}", kind_text = kind_text(*kind))]
+pub struct StorageError {
+    pub op: &'static str,
+    pub url: String,
+    pub kind: StorageErrorKind,
+    pub message: String,
+}
+
+fn kind_text(kind: StorageErrorKind) -> &'static str {
+    match kind {
+        StorageErrorKind::NotFound => "not found: ",
+        StorageErrorKind::PermissionDenied => "permission denied: ",
+        StorageErrorKind::NoSpace => "no space left: ",
+        StorageErrorKind::Other => "",
+    }
+}
+
+impl StorageError {
+    pub fn new(
+        op: &'static str,
+        url: impl ToString,
+        kind: StorageErrorKind,
+        message: impl ToString,
+    ) -> Self {
+        Self {
+            op,
+            url: url.to_string(),
+            kind,
+            message: message.to_string(),
+        }
+    }
+
+    /// Maps an OS error, keeping ENOSPC/EACCES/ENOENT distinguishable.
+    pub fn from_io(op: &'static str, url: impl ToString, err: &std::io::Error) -> Self {
+        use std::io::ErrorKind;
+        let kind = match err.kind() {
+            ErrorKind::NotFound => StorageErrorKind::NotFound,
+            ErrorKind::PermissionDenied => StorageErrorKind::PermissionDenied,
+            ErrorKind::StorageFull | ErrorKind::QuotaExceeded => StorageErrorKind::NoSpace,
+            _ if err.raw_os_error() == Some(28) => StorageErrorKind::NoSpace,
+            _ => StorageErrorKind::Other,
+        };
+        Self::new(op, url, kind, err)
+    }
+}
+
+/// A `_metadata` file that does not parse: where, and what the parser expected there.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{file}: at byte {offset}: expected {expected}")]
+pub struct MetadataError {
+    pub file: String,
+    pub offset: usize,
+    pub expected: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("invalid storage URL `{url}`: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("checkpoint metadata {0}")]
+    Metadata(#[from] MetadataError),
+    #[error(
+        "verification failed for {url}: expected {expected_len} bytes sha256 {expected_sha256}, \
+         found {actual_len} bytes sha256 {actual_sha256}"
+    )]
+    VerifyFailed {
+        url: String,
+        expected_len: u64,
+        expected_sha256: String,
+        actual_len: u64,
+        actual_sha256: String,
+    },
+    #[error(
+        "checkpoint {checkpoint} references {reference}, which lies outside the source root {root}"
+    )]
+    ReferenceOutsideRoot {
+        checkpoint: String,
+        reference: String,
+        root: String,
+    },
+    #[error("{what} {url} took longer than {seconds} s")]
+    Timeout {
+        what: &'static str,
+        url: String,
+        seconds: u64,
+    },
+    #[error("ledger {path}: {message}")]
+    Ledger { path: String, message: String },
+    #[error("invalid option {field} = `{value}`: {reason}")]
+    InvalidOption {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+impl SyncError {
+    /// Errors worth retrying right away with backoff (a bad copy, a flaky connection);
+    /// a missing file, a refusal or a full disk will not fix themselves in milliseconds.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SyncError::Storage(e) => e.kind == StorageErrorKind::Other,
+            SyncError::VerifyFailed { .. } | SyncError::Timeout { .. } => true,
+            _ => false,
+        }
+    }
+
+    pub fn storage_kind(&self) -> Option<StorageErrorKind> {
+        match self {
+            SyncError::Storage(e) => Some(e.kind),
+            _ => None,
+        }
+    }
+
+    /// Short label for metrics and log fields.
+    pub fn label(&self) -> &'static str {
+        match self {
+            SyncError::InvalidUrl { .. } => "invalid_url",
+            SyncError::Storage(e) => match e.kind {
+                StorageErrorKind::NotFound => "not_found",
+                StorageErrorKind::PermissionDenied => "permission_denied",
+                StorageErrorKind::NoSpace => "no_space",
+                StorageErrorKind::Other => "storage",
+            },
+            SyncError::Metadata(_) => "metadata",
+            SyncError::VerifyFailed { .. } => "verify_failed",
+            SyncError::ReferenceOutsideRoot { .. } => "reference_outside_root",
+            SyncError::Timeout { .. } => "timeout",
+            SyncError::Ledger { .. } => "ledger",
+            SyncError::InvalidOption { .. } => "invalid_option",
+        }
+    }
+}

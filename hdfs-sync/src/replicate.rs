@@ -1,0 +1,934 @@
+//! Replication of complete checkpoints from the source site to the peer: copy what the peer
+//! lacks (temporary name, then rename), verify every file, rewrite `_metadata` for the peer,
+//! record the checkpoint in the ledger only then, and apply retention.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinSet;
+
+use crate::bandwidth::BandwidthLimiter;
+use crate::discovery::{self, CompleteCheckpoint};
+use crate::error::{StorageErrorKind, SyncError};
+use crate::ledger::{ReplicatedCheckpoint, ReplicationLedger};
+use crate::metadata::{CheckpointMetadata, HandleKind};
+use crate::storage::{Storage, TEMP_SUFFIX};
+use crate::url::StorageUrl;
+
+/// How the peer's copy of `_metadata` names the files it references.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UriMode {
+    /// Absolute URIs are rewritten from the source root to the peer root.
+    Rewrite,
+    /// Both sites resolve one logical nameservice (same URI, each site's own NameNodes), so
+    /// `_metadata` is copied byte for byte.
+    SharedNameservice,
+}
+
+/// How a copied file is verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VerifyMode {
+    /// Re-read the peer's file and compare length and SHA-256 with the source stream's.
+    ReadBack,
+    /// Compare the peer's length with the source's and trust the checksum of the bytes
+    /// handed to the writer (cheaper; does not catch corruption at rest on the peer).
+    LengthOnly,
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Bytes per second for all jobs together; `None` is unlimited.
+    pub bandwidth: Option<u64>,
+    /// Only these jobs (`None`: every job under the source root).
+    pub jobs: Option<Vec<String>>,
+    /// `run()` does one round and returns.
+    pub once: bool,
+    /// Pause between rounds of `run()`.
+    pub interval: Duration,
+    /// Replicated checkpoints kept at the peer per job.
+    pub retain: usize,
+    pub uri_mode: UriMode,
+    pub verify: VerifyMode,
+    pub job_parallelism: usize,
+    pub file_parallelism: usize,
+    /// Attempts per file for retryable failures (bad copy, flaky storage, timeout).
+    pub attempts: u32,
+    pub retry_backoff: Duration,
+    /// Longest any single storage call may take before the file is retried.
+    pub io_timeout: Duration,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        Self {
+            bandwidth: None,
+            jobs: None,
+            once: false,
+            interval: Duration::from_secs(10),
+            retain: 3,
+            uri_mode: UriMode::Rewrite,
+            verify: VerifyMode::ReadBack,
+            job_parallelism: 8,
+            file_parallelism: 4,
+            attempts: 4,
+            retry_backoff: Duration::from_millis(100),
+            io_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What happened to one job in one round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Nothing new at the source.
+    UpToDate { latest_replicated: Option<u64> },
+    Replicated {
+        checkpoint_id: u64,
+        bytes_copied: u64,
+        files_copied: u64,
+        files_reused: u64,
+    },
+    /// The source checkpoint disappeared while being copied (Flink subsumed it); nothing was
+    /// recorded and the next round picks a newer one.
+    SourceVanished { checkpoint_id: u64 },
+    Failed {
+        checkpoint_id: Option<u64>,
+        error: String,
+        label: &'static str,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct RoundReport {
+    pub jobs: BTreeMap<String, JobOutcome>,
+}
+
+impl RoundReport {
+    pub fn failed(&self) -> usize {
+        self.jobs
+            .values()
+            .filter(|o| matches!(o, JobOutcome::Failed { .. }))
+            .count()
+    }
+}
+
+/// Events for a progress bar or log lines.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProgressEvent {
+    CheckpointStarted {
+        job: String,
+        checkpoint_id: u64,
+        files: usize,
+        bytes: u64,
+    },
+    FileCopied {
+        job: String,
+        path: String,
+        bytes: u64,
+    },
+    BytesCopied {
+        job: String,
+        bytes: u64,
+    },
+    CheckpointReplicated {
+        job: String,
+        checkpoint_id: u64,
+    },
+    CheckpointSkipped {
+        job: String,
+        checkpoint_id: u64,
+        reason: String,
+    },
+    JobFailed {
+        job: String,
+        error: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct JobMetrics {
+    pub latest_source_checkpoint: Option<u64>,
+    pub latest_replicated_checkpoint: Option<u64>,
+    /// Seconds since the source completed the newest checkpoint replicated to the peer: the
+    /// state a failover to the peer would lose (RPO). `None` until one is replicated.
+    pub lag_seconds: Option<f64>,
+    pub bytes_copied: u64,
+    pub files_copied: u64,
+    pub files_reused: u64,
+    pub checkpoints_replicated: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
+    #[serde(skip)]
+    latest_replicated_completed_at: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ReplicationMetrics {
+    pub jobs: BTreeMap<String, JobMetrics>,
+}
+
+impl ReplicationMetrics {
+    pub fn total_bytes_copied(&self) -> u64 {
+        self.jobs.values().map(|j| j.bytes_copied).sum()
+    }
+    pub fn total_failures(&self) -> u64 {
+        self.jobs.values().map(|j| j.failures).sum()
+    }
+}
+
+/// Length and SHA-256 of a file verified at the peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifiedFile {
+    pub len: u64,
+    pub sha256: String,
+}
+
+/// Files of a job verified at the peer, keyed by path relative to the peer root. Kept at
+/// `<peer job dir>/.twinsite/verified.json` so a restarted sync skips them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Manifest {
+    files: BTreeMap<String, VerifiedFile>,
+}
+
+pub const MANIFEST_DIR: &str = ".twinsite";
+const MANIFEST_FLUSH_EVERY: usize = 32;
+
+/// Copies checkpoints of every (selected) job from one root to another. Cheap to clone.
+#[derive(Clone)]
+pub struct Replicator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    source: Arc<dyn Storage>,
+    source_root: StorageUrl,
+    peer: Arc<dyn Storage>,
+    peer_root: StorageUrl,
+    ledger: Arc<dyn ReplicationLedger>,
+    options: SyncOptions,
+    limiter: BandwidthLimiter,
+    metrics: Mutex<BTreeMap<String, JobMetrics>>,
+    progress: Option<UnboundedSender<ProgressEvent>>,
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn secs(t: Option<SystemTime>) -> Option<f64> {
+    t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Replicator {
+    pub fn new(
+        source: Arc<dyn Storage>,
+        source_root: StorageUrl,
+        peer: Arc<dyn Storage>,
+        peer_root: StorageUrl,
+        ledger: Arc<dyn ReplicationLedger>,
+        options: SyncOptions,
+    ) -> Self {
+        let limiter = BandwidthLimiter::new(options.bandwidth);
+        Self {
+            inner: Arc::new(Inner {
+                source,
+                source_root,
+                peer,
+                peer_root,
+                ledger,
+                options,
+                limiter,
+                metrics: Mutex::new(BTreeMap::new()),
+                progress: None,
+            }),
+        }
+    }
+
+    /// Opens both backends from their URLs (`--from`, `--to`).
+    pub fn from_urls(
+        from: &str,
+        to: &str,
+        ledger: Arc<dyn ReplicationLedger>,
+        options: SyncOptions,
+    ) -> Result<Self, SyncError> {
+        let source_root = StorageUrl::parse(from)?;
+        let peer_root = StorageUrl::parse(to)?;
+        let source = crate::storage::storage_for(&source_root)?;
+        let peer = crate::storage::storage_for(&peer_root)?;
+        Ok(Self::new(
+            source,
+            source_root,
+            peer,
+            peer_root,
+            ledger,
+            options,
+        ))
+    }
+
+    /// Sends progress events to `tx` (must be called before the replicator is cloned).
+    pub fn with_progress(mut self, tx: UnboundedSender<ProgressEvent>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.progress = Some(tx);
+        }
+        self
+    }
+
+    pub fn options(&self) -> &SyncOptions {
+        &self.inner.options
+    }
+
+    /// A snapshot of per-job metrics; lag is computed at the time of the call.
+    pub fn metrics(&self) -> ReplicationMetrics {
+        let now = now_secs();
+        let map = self.inner.metrics.lock().unwrap_or_else(|p| p.into_inner());
+        let mut jobs = map.clone();
+        for m in jobs.values_mut() {
+            m.lag_seconds = m.latest_replicated_completed_at.map(|t| (now - t).max(0.0));
+        }
+        ReplicationMetrics { jobs }
+    }
+
+    /// One round over every selected job, `job_parallelism` at a time. A job's failure is
+    /// reported in its outcome and metrics; it never stops the other jobs.
+    pub async fn run_once(&self) -> Result<RoundReport, SyncError> {
+        let jobs = match &self.inner.options.jobs {
+            Some(jobs) => jobs.clone(),
+            None => {
+                discovery::list_jobs(self.inner.source.as_ref(), &self.inner.source_root).await?
+            }
+        };
+        let mut report = RoundReport {
+            jobs: BTreeMap::new(),
+        };
+        let mut pending = jobs.into_iter();
+        let mut running: JoinSet<(String, JobOutcome)> = JoinSet::new();
+        loop {
+            while running.len() < self.inner.options.job_parallelism.max(1) {
+                let Some(job) = pending.next() else { break };
+                let this = self.clone();
+                running.spawn(async move {
+                    let outcome = this.replicate_job(&job).await;
+                    (job, outcome)
+                });
+            }
+            match running.join_next().await {
+                Some(Ok((job, outcome))) => {
+                    report.jobs.insert(job, outcome);
+                }
+                Some(Err(join_error)) => {
+                    tracing::error!(error = %join_error, "replication task ended abnormally");
+                }
+                None => break,
+            }
+        }
+        Ok(report)
+    }
+
+    /// Rounds every `interval` until `shutdown` resolves (or one round with `once`). Each
+    /// round is bounded by its slowest job; `io_timeout` bounds how slow that can be.
+    pub async fn run(
+        &self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), SyncError> {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                round = self.run_once() => {
+                    if let Err(e) = round {
+                        tracing::warn!(error = %e, "replication round failed");
+                    }
+                }
+            }
+            if self.inner.options.once {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = tokio::time::sleep(self.inner.options.interval) => {}
+            }
+        }
+    }
+
+    fn emit(&self, event: ProgressEvent) {
+        if let Some(tx) = &self.inner.progress {
+            let _ = tx.send(event);
+        }
+    }
+
+    fn update(&self, job: &str, f: impl FnOnce(&mut JobMetrics)) {
+        let mut map = self.inner.metrics.lock().unwrap_or_else(|p| p.into_inner());
+        f(map.entry(job.to_string()).or_default());
+    }
+
+    /// Brings one job's newest complete checkpoint to the peer.
+    pub async fn replicate_job(&self, job: &str) -> JobOutcome {
+        let mut attempted = None;
+        let result = self.replicate_job_inner(job, &mut attempted).await;
+        match result {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                let text = error.to_string();
+                tracing::warn!(job, error = %text, "replication failed");
+                self.update(job, |m| {
+                    m.failures += 1;
+                    m.last_error = Some(text.clone());
+                });
+                self.emit(ProgressEvent::JobFailed {
+                    job: job.to_string(),
+                    error: text.clone(),
+                });
+                JobOutcome::Failed {
+                    checkpoint_id: attempted,
+                    error: text,
+                    label: error.label(),
+                }
+            }
+        }
+    }
+
+    async fn replicate_job_inner(
+        &self,
+        job: &str,
+        attempted: &mut Option<u64>,
+    ) -> Result<JobOutcome, SyncError> {
+        let inner = &self.inner;
+        let found = discovery::discover_job(inner.source.as_ref(), &inner.source_root, job).await?;
+        let replicated = inner.ledger.replicated(job).await?;
+        let latest_replicated = replicated.iter().max_by_key(|c| c.checkpoint_id).cloned();
+        self.update(job, |m| {
+            m.latest_source_checkpoint = found.latest().map(|c| c.id);
+            m.latest_replicated_checkpoint = latest_replicated.as_ref().map(|c| c.checkpoint_id);
+            m.latest_replicated_completed_at = latest_replicated
+                .as_ref()
+                .and_then(|c| c.source_completed_at);
+        });
+        let Some(newest) = found.latest() else {
+            return Ok(JobOutcome::UpToDate {
+                latest_replicated: None,
+            });
+        };
+        if latest_replicated
+            .as_ref()
+            .is_some_and(|r| r.checkpoint_id >= newest.id)
+        {
+            return Ok(JobOutcome::UpToDate {
+                latest_replicated: latest_replicated.map(|r| r.checkpoint_id),
+            });
+        }
+        *attempted = Some(newest.id);
+        let outcome = self.replicate_checkpoint(job, newest).await;
+        if !matches!(outcome, Ok(JobOutcome::Replicated { .. })) {
+            // Nothing of an unrecorded checkpoint directory may look restorable at the peer.
+            if let Ok(dir) = self.peer_url(&newest.dir) {
+                let _ = inner.peer.delete(&dir).await;
+            }
+        }
+        let outcome = outcome?;
+        if matches!(outcome, JobOutcome::Replicated { .. }) {
+            self.apply_retention(job).await?;
+        }
+        Ok(outcome)
+    }
+
+    fn peer_url(&self, source: &StorageUrl) -> Result<StorageUrl, SyncError> {
+        let rel = self.relative(source)?;
+        self.inner.peer_root.join(&rel)
+    }
+
+    fn relative(&self, source: &StorageUrl) -> Result<String, SyncError> {
+        source
+            .relative_to(&self.inner.source_root)
+            .ok_or_else(|| SyncError::ReferenceOutsideRoot {
+                checkpoint: String::new(),
+                reference: source.to_string(),
+                root: self.inner.source_root.to_string(),
+            })
+    }
+
+    async fn load_manifest(&self, job: &str) -> Result<(StorageUrl, Manifest), SyncError> {
+        let url = self
+            .inner
+            .peer_root
+            .join(&format!("{job}/{MANIFEST_DIR}/verified.json"))?;
+        let manifest = match self.inner.peer.read_all(&url).await {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                // Losing the manifest only costs re-copying; never trust a damaged one.
+                tracing::warn!(manifest = %url, error = %e, "ignoring unreadable manifest");
+                Manifest::default()
+            }),
+            Err(e) if e.kind == StorageErrorKind::NotFound => Manifest::default(),
+            Err(e) => return Err(e.into()),
+        };
+        Ok((url, manifest))
+    }
+
+    async fn save_manifest(&self, url: &StorageUrl, manifest: &Manifest) -> Result<(), SyncError> {
+        let bytes = serde_json::to_vec(manifest).map_err(|e| SyncError::Ledger {
+            path: url.to_string(),
+            message: e.to_string(),
+        })?;
+        self.inner.peer.write_all(url, Bytes::from(bytes)).await?;
+        Ok(())
+    }
+
+    async fn replicate_checkpoint(
+        &self,
+        job: &str,
+        checkpoint: &CompleteCheckpoint,
+    ) -> Result<JobOutcome, SyncError> {
+        let inner = &self.inner;
+        let vanished = || JobOutcome::SourceVanished {
+            checkpoint_id: checkpoint.id,
+        };
+        let metadata_url = checkpoint.dir.join("_metadata")?;
+        let metadata_bytes = match inner.source.read_all(&metadata_url).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind == StorageErrorKind::NotFound => {
+                return Ok(self.skipped(job, checkpoint.id, "source _metadata vanished"));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let metadata = CheckpointMetadata::parse(&metadata_bytes, &metadata_url.to_string())?;
+        let references = metadata.referenced_files(&checkpoint.dir)?;
+        let mut files: Vec<(String, StorageUrl)> = Vec::with_capacity(references.len());
+        for reference in &references {
+            let rel = reference
+                .url
+                .relative_to(&inner.source_root)
+                .ok_or_else(|| SyncError::ReferenceOutsideRoot {
+                    checkpoint: checkpoint.dir.to_string(),
+                    reference: reference.url.to_string(),
+                    root: inner.source_root.to_string(),
+                })?;
+            files.push((rel, reference.url.clone()));
+        }
+        let total_bytes: u64 = references.iter().map(|r| r.state_size).sum();
+        self.emit(ProgressEvent::CheckpointStarted {
+            job: job.to_string(),
+            checkpoint_id: checkpoint.id,
+            files: files.len(),
+            bytes: total_bytes,
+        });
+
+        let (manifest_url, mut manifest) = self.load_manifest(job).await?;
+        // Reuse files verified earlier (shared/ files of older checkpoints, or a crashed run).
+        let mut to_copy = Vec::new();
+        let mut reused = 0u64;
+        for (rel, src) in files {
+            let peer = inner.peer_root.join(&rel)?;
+            let known = manifest.files.get(&rel).cloned();
+            let present = match &known {
+                Some(v) => inner
+                    .peer
+                    .stat(&peer)
+                    .await?
+                    .is_some_and(|m| m.len == v.len),
+                None => false,
+            };
+            if present {
+                reused += 1;
+            } else {
+                manifest.files.remove(&rel);
+                to_copy.push((rel, src, peer));
+            }
+        }
+
+        let mut copied_files = 0u64;
+        let mut copied_bytes = 0u64;
+        let mut since_flush = 0usize;
+        let mut queue = to_copy.into_iter();
+        let mut running: JoinSet<(String, Result<VerifiedFile, SyncError>)> = JoinSet::new();
+        let mut first_error: Option<SyncError> = None;
+        loop {
+            while first_error.is_none() && running.len() < inner.options.file_parallelism.max(1) {
+                let Some((rel, src, peer)) = queue.next() else {
+                    break;
+                };
+                let this = self.clone();
+                let job = job.to_string();
+                running.spawn(async move {
+                    let result = this.copy_with_retries(&job, &src, &peer).await;
+                    (rel, result)
+                });
+            }
+            let Some(joined) = running.join_next().await else {
+                break;
+            };
+            match joined {
+                Ok((rel, Ok(verified))) => {
+                    copied_files += 1;
+                    copied_bytes += verified.len;
+                    self.emit(ProgressEvent::FileCopied {
+                        job: job.to_string(),
+                        path: rel.clone(),
+                        bytes: verified.len,
+                    });
+                    manifest.files.insert(rel, verified);
+                    since_flush += 1;
+                    if since_flush >= MANIFEST_FLUSH_EVERY {
+                        self.save_manifest(&manifest_url, &manifest).await?;
+                        since_flush = 0;
+                    }
+                }
+                Ok((_, Err(e))) => {
+                    if first_error.is_none() {
+                        first_error = Some(e);
+                    }
+                }
+                Err(join_error) => {
+                    if first_error.is_none() {
+                        first_error = Some(SyncError::Storage(crate::error::StorageError::new(
+                            "copy",
+                            &checkpoint.dir,
+                            StorageErrorKind::Other,
+                            join_error,
+                        )));
+                    }
+                }
+            }
+        }
+        // Keep what was verified, whatever happens next: a retry starts from there.
+        self.save_manifest(&manifest_url, &manifest).await?;
+        if let Some(error) = first_error {
+            if error.storage_kind() == Some(StorageErrorKind::NotFound)
+                && self.source_gone(checkpoint).await
+            {
+                return Ok(self.skipped_with(job, checkpoint.id, &error.to_string(), vanished()));
+            }
+            return Err(error);
+        }
+
+        // Directories named in file-merging handles must exist at the peer.
+        for handle in metadata
+            .handles
+            .iter()
+            .filter(|h| h.kind == HandleKind::Directory)
+        {
+            if let Ok(url) = StorageUrl::parse(&handle.path)
+                && let Ok(peer) = self.peer_url(&url) {
+                    inner.peer.mkdirs(&peer).await?;
+                }
+        }
+
+        // `_metadata` goes last: the peer's chk-N is complete only when everything is there.
+        let peer_metadata = match inner.options.uri_mode {
+            UriMode::SharedNameservice => metadata_bytes.clone(),
+            UriMode::Rewrite => {
+                let source_root = inner.source_root.clone();
+                let peer_root = inner.peer_root.clone();
+                let checkpoint_dir = checkpoint.dir.clone();
+                metadata.rewrite_uris(&metadata_bytes, |path| {
+                    let url = if path.starts_with('/') {
+                        StorageUrl::parse(&format!(
+                            "{}://{}{}",
+                            checkpoint_dir.scheme().as_str(),
+                            checkpoint_dir.authority(),
+                            path
+                        ))
+                        .ok()?
+                    } else {
+                        StorageUrl::parse(path).ok()?
+                    };
+                    let rel = url.relative_to(&source_root)?;
+                    Some(peer_root.join(&rel).ok()?.to_flink_string())
+                })?
+            }
+        };
+        let peer_metadata_url = self.peer_url(&metadata_url)?;
+        let expected = VerifiedFile {
+            len: peer_metadata.len() as u64,
+            sha256: hex(&Sha256::digest(&peer_metadata)),
+        };
+        inner
+            .peer
+            .write_all(&peer_metadata_url, Bytes::from(peer_metadata))
+            .await?;
+        let written = inner.peer.read_all(&peer_metadata_url).await?;
+        let actual = VerifiedFile {
+            len: written.len() as u64,
+            sha256: hex(&Sha256::digest(&written)),
+        };
+        if actual != expected {
+            return Err(SyncError::VerifyFailed {
+                url: peer_metadata_url.to_string(),
+                expected_len: expected.len,
+                expected_sha256: expected.sha256,
+                actual_len: actual.len,
+                actual_sha256: actual.sha256,
+            });
+        }
+
+        let peer_dir = self.peer_url(&checkpoint.dir)?;
+        inner
+            .ledger
+            .record_replicated(
+                job,
+                ReplicatedCheckpoint {
+                    checkpoint_id: checkpoint.id,
+                    peer_pointer: peer_dir.to_string(),
+                    source_completed_at: secs(checkpoint.completed_at),
+                    recorded_at: now_secs(),
+                    bytes: total_bytes,
+                    files: references.len() as u64,
+                },
+            )
+            .await?;
+        self.update(job, |m| {
+            m.latest_replicated_checkpoint = Some(checkpoint.id);
+            m.latest_replicated_completed_at = secs(checkpoint.completed_at);
+            m.checkpoints_replicated += 1;
+            m.files_reused += reused;
+            m.last_error = None;
+        });
+        self.emit(ProgressEvent::CheckpointReplicated {
+            job: job.to_string(),
+            checkpoint_id: checkpoint.id,
+        });
+        Ok(JobOutcome::Replicated {
+            checkpoint_id: checkpoint.id,
+            bytes_copied: copied_bytes,
+            files_copied: copied_files,
+            files_reused: reused,
+        })
+    }
+
+    async fn source_gone(&self, checkpoint: &CompleteCheckpoint) -> bool {
+        match checkpoint.dir.join("_metadata") {
+            Ok(url) => matches!(self.inner.source.stat(&url).await, Ok(None)),
+            Err(_) => false,
+        }
+    }
+
+    fn skipped(&self, job: &str, checkpoint_id: u64, reason: &str) -> JobOutcome {
+        self.skipped_with(
+            job,
+            checkpoint_id,
+            reason,
+            JobOutcome::SourceVanished { checkpoint_id },
+        )
+    }
+
+    fn skipped_with(
+        &self,
+        job: &str,
+        checkpoint_id: u64,
+        reason: &str,
+        outcome: JobOutcome,
+    ) -> JobOutcome {
+        tracing::info!(
+            job,
+            checkpoint_id,
+            reason,
+            "source checkpoint vanished during copy; skipped"
+        );
+        self.emit(ProgressEvent::CheckpointSkipped {
+            job: job.to_string(),
+            checkpoint_id,
+            reason: reason.to_string(),
+        });
+        outcome
+    }
+
+    async fn copy_with_retries(
+        &self,
+        job: &str,
+        src: &StorageUrl,
+        peer: &StorageUrl,
+    ) -> Result<VerifiedFile, SyncError> {
+        let options = &self.inner.options;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.copy_once(job, src, peer).await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_retryable() && attempt < options.attempts.max(1) => {
+                    let backoff = options
+                        .retry_backoff
+                        .saturating_mul(1 << (attempt - 1).min(6));
+                    tracing::debug!(job, file = %src, attempt, error = %e, "retrying copy");
+                    let _ = self.inner.peer.delete(peer).await;
+                    tokio::time::sleep(backoff).await;
+                }
+                Err(e) => {
+                    let _ = self.inner.peer.delete(peer).await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    async fn timed<T>(
+        &self,
+        what: &'static str,
+        url: &StorageUrl,
+        f: impl std::future::Future<Output = Result<T, crate::error::StorageError>>,
+    ) -> Result<T, SyncError> {
+        let limit = self.inner.options.io_timeout;
+        match tokio::time::timeout(limit, f).await {
+            Ok(r) => r.map_err(SyncError::from),
+            Err(_) => Err(SyncError::Timeout {
+                what,
+                url: url.to_string(),
+                seconds: limit.as_secs(),
+            }),
+        }
+    }
+
+    /// Streams one file through a temporary name, hashing as it goes, then verifies the peer.
+    async fn copy_once(
+        &self,
+        job: &str,
+        src: &StorageUrl,
+        peer: &StorageUrl,
+    ) -> Result<VerifiedFile, SyncError> {
+        let inner = &self.inner;
+        let mut reader = self.timed("open", src, inner.source.open_read(src)).await?;
+        let mut writer = self.timed("create", peer, inner.peer.create(peer)).await?;
+        let mut hasher = Sha256::new();
+        let mut len = 0u64;
+        let streamed: Result<(), SyncError> = async {
+            while let Some(chunk) = self.timed("read", src, reader.next_chunk()).await? {
+                inner.limiter.acquire(job, chunk.len() as u64).await;
+                hasher.update(&chunk);
+                let n = chunk.len() as u64;
+                len += n;
+                self.timed("write", peer, writer.write(chunk)).await?;
+                self.update(job, |m| m.bytes_copied += n);
+                self.emit(ProgressEvent::BytesCopied {
+                    job: job.to_string(),
+                    bytes: n,
+                });
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = streamed {
+            writer.abort().await;
+            return Err(e);
+        }
+        self.timed("commit", peer, writer.commit()).await?;
+        let expected = VerifiedFile {
+            len,
+            sha256: hex(&hasher.finalize()),
+        };
+        let actual = match inner.options.verify {
+            VerifyMode::ReadBack => {
+                let mut reader = self.timed("open", peer, inner.peer.open_read(peer)).await?;
+                let mut hasher = Sha256::new();
+                let mut len = 0u64;
+                while let Some(chunk) = self.timed("read", peer, reader.next_chunk()).await? {
+                    len += chunk.len() as u64;
+                    hasher.update(&chunk);
+                }
+                VerifiedFile {
+                    len,
+                    sha256: hex(&hasher.finalize()),
+                }
+            }
+            VerifyMode::LengthOnly => {
+                let len = self
+                    .timed("stat", peer, inner.peer.stat(peer))
+                    .await?
+                    .map(|m| m.len)
+                    .unwrap_or(0);
+                VerifiedFile {
+                    len,
+                    sha256: expected.sha256.clone(),
+                }
+            }
+        };
+        if actual != expected {
+            return Err(SyncError::VerifyFailed {
+                url: peer.to_string(),
+                expected_len: expected.len,
+                expected_sha256: expected.sha256,
+                actual_len: actual.len,
+                actual_sha256: actual.sha256,
+            });
+        }
+        self.update(job, |m| m.files_copied += 1);
+        Ok(expected)
+    }
+
+    /// Keeps the newest `retain` replicated checkpoints of a job at the peer. A `shared/` file
+    /// is deleted only when no retained checkpoint references it (their peer `_metadata` is
+    /// parsed to know).
+    pub async fn apply_retention(&self, job: &str) -> Result<(), SyncError> {
+        let inner = &self.inner;
+        let mut kept = inner.ledger.replicated(job).await?;
+        kept.sort_by_key(|c| c.checkpoint_id);
+        let excess = kept.len().saturating_sub(inner.options.retain.max(1));
+        let dropped: Vec<ReplicatedCheckpoint> = kept.drain(..excess).collect();
+        if !dropped.is_empty() {
+            // Forget first: a record must never point at a deleted copy.
+            let ids: Vec<u64> = dropped.iter().map(|c| c.checkpoint_id).collect();
+            inner.ledger.forget(job, &ids).await?;
+            for c in &dropped {
+                inner
+                    .peer
+                    .delete(&StorageUrl::parse(&c.peer_pointer)?)
+                    .await?;
+            }
+        }
+        let mut referenced: HashSet<StorageUrl> = HashSet::new();
+        for c in &kept {
+            let dir = StorageUrl::parse(&c.peer_pointer)?;
+            let meta_url = dir.join("_metadata")?;
+            let bytes = inner.peer.read_all(&meta_url).await?;
+            let meta = CheckpointMetadata::parse(&bytes, &meta_url.to_string())?;
+            for r in meta.referenced_files(&dir)? {
+                // In shared-nameservice mode references name the source root's paths.
+                let url = match r.url.relative_to(&inner.source_root) {
+                    Some(rel) if inner.options.uri_mode == UriMode::SharedNameservice => {
+                        inner.peer_root.join(&rel)?
+                    }
+                    _ => r.url,
+                };
+                referenced.insert(url);
+            }
+        }
+        let shared = inner.peer_root.join(&format!("{job}/shared"))?;
+        let entries = match inner.peer.list(&shared).await {
+            Ok(e) => e,
+            Err(e) if e.kind == StorageErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let mut deleted = Vec::new();
+        for entry in entries
+            .iter()
+            .filter(|e| !e.is_dir && !e.name.ends_with(TEMP_SUFFIX))
+        {
+            let url = shared.join(&entry.name)?;
+            if !referenced.contains(&url) {
+                inner.peer.delete(&url).await?;
+                deleted.push(format!("{job}/shared/{}", entry.name));
+            }
+        }
+        if !deleted.is_empty() || !dropped.is_empty() {
+            let (manifest_url, mut manifest) = self.load_manifest(job).await?;
+            let dropped_prefixes: Vec<String> = dropped
+                .iter()
+                .map(|c| format!("{job}/chk-{}/", c.checkpoint_id))
+                .collect();
+            manifest.files.retain(|k, _| {
+                !deleted.contains(k) && !dropped_prefixes.iter().any(|p| k.starts_with(p))
+            });
+            self.save_manifest(&manifest_url, &manifest).await?;
+        }
+        Ok(())
+    }
+}
