@@ -20,6 +20,8 @@ fn flink_test_config() -> RightsizeConfig {
 }
 
 /// `scale(vertex, current, inputs, numSourcePartitions, maxParallelism, factor, lower, upper)`.
+// Mirrors the Java signature so that each case reads like the line it was ported from.
+#[allow(clippy::too_many_arguments)]
 fn scale_java(
     current: u32,
     keyed: bool,

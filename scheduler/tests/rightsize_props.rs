@@ -54,7 +54,7 @@ fn config() -> impl Strategy<Value = RightsizeConfig> {
 }
 
 fn divides(n: u32, d: u32) -> bool {
-    d > 0 && n % d == 0
+    d > 0 && n.is_multiple_of(d)
 }
 
 proptest! {

@@ -13,6 +13,11 @@ pub mod metric_names {
     pub const BUSY_TIME_MS_PER_SECOND: &str = "flink_taskmanager_job_task_busyTimeMsPerSecond";
     /// Meter, records per second into a subtask. Aggregate: `sum` over subtasks.
     pub const RECORDS_IN_PER_SECOND: &str = "flink_taskmanager_job_task_numRecordsInPerSecond";
+    /// Source vertices take no records from the network, so their task-level rate is 0;
+    /// use the source operator's rate (`operator_name` starting with `Source`), as Flink's
+    /// autoscaler does (`Source__*.numRecordsInPerSecond`). Aggregate: `sum` over subtasks.
+    pub const SOURCE_OPERATOR_RECORDS_IN_PER_SECOND: &str =
+        "flink_taskmanager_job_task_operator_numRecordsInPerSecond";
     /// Counter alternative to the meter above. Aggregate: `sum` over subtasks.
     pub const RECORDS_IN: &str = "flink_taskmanager_job_task_numRecordsIn";
     /// Gauge, records not yet read by a FLIP-27 source. Aggregate: `sum` over subtasks.
@@ -108,7 +113,8 @@ pub struct VertexMetrics {
     pub info: VertexInfo,
     /// `busyTimeMsPerSecond`, max over subtasks.
     pub busy_time_ms_per_second: Series,
-    /// `numRecordsInPerSecond` (gauge) or `numRecordsIn` (counter), summed over subtasks.
+    /// `numRecordsInPerSecond` (gauge) or `numRecordsIn` (counter), summed over subtasks;
+    /// for sources, the source operator's (see [`metric_names::SOURCE_OPERATOR_RECORDS_IN_PER_SECOND`]).
     pub records_in: Series,
     /// Sources only: `pendingRecords` (or Kafka lag), summed over subtasks. `None` when the
     /// source reports no backlog metric; its lag then counts as zero, as in Flink.

@@ -176,7 +176,10 @@ fn evaluate_window(
             info.parallelism,
             info.max_parallelism,
             info.keyed_input,
-            info.source_partitions.unwrap_or(0),
+            // Partitions matter only where they are read: at the source.
+            info.source_partitions
+                .filter(|_| info.is_source)
+                .unwrap_or(0),
             &rates,
             processing_backlog,
             config,

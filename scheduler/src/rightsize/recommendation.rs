@@ -142,6 +142,8 @@ impl fmt::Display for InsufficientData {
                 match gap {
                     ScalingGap::TrueProcessingRateUnknown => "true processing rate unknown",
                     ScalingGap::TargetRateUnknown => "target data rate unknown",
+                    ScalingGap::ParallelismLimitsInverted =>
+                        "min parallelism is above max parallelism",
                 }
             ),
             HeapMaxUnknown { process } => write!(

@@ -294,6 +294,8 @@ pub struct VertexScaling {
 pub enum ScalingGap {
     TrueProcessingRateUnknown,
     TargetRateUnknown,
+    /// Min parallelism above max: cannot happen with a validated config.
+    ParallelismLimitsInverted,
 }
 
 /// `JobVertexScaler.computeScaleTargetParallelism` without history: scale factor from target
@@ -341,9 +343,7 @@ pub fn compute_vertex_scaling(
         parallelism_upper_limit: upper,
         mode: config.alignment_mode,
     })
-    // lower ≤ current ≤ upper by construction, so this cannot fail; report it as unknown
-    // rather than panic should that ever change.
-    .map_err(|_| ScalingGap::TargetRateUnknown)?;
+    .map_err(|_| ScalingGap::ParallelismLimitsInverted)?;
     let band = UtilizationBand::compute(rates, config, processing_backlog);
     Ok(VertexScaling {
         target_capacity,
