@@ -1,0 +1,677 @@
+//! The `StreamJob` resource (`twinsite.io/v1alpha1`): one Flink streaming job as users write
+//! it, read from multi-document YAML, validated field by field, and resolved into the
+//! [`JobDemand`] placement works with. `StreamJobSpec` is also the spec of the StreamJob CRD.
+//!
+//! ```yaml
+//! apiVersion: twinsite.io/v1alpha1
+//! kind: StreamJob
+//! metadata: {name: orders-enrich, namespace: trade}
+//! spec:
+//!   priority: critical
+//!   image: flink:2.0.0
+//!   flinkVersion: v2_0
+//!   jarURI: hdfs:///jars/orders-enrich-1.4.jar
+//!   parallelism: 8
+//!   jobManager: {resources: {cpu: "1", memory: 2Gi}}
+//!   taskManager: {resources: {cpu: "2", memory: 4Gi}, slots: 2}
+//!   checkpoints: {dir: hdfs:///flink/checkpoints/orders-enrich, interval: 60s}
+//! ```
+//!
+//! A file may also hold a `List` (`kubectl get streamjobs -o yaml`) whose `items` are
+//! StreamJobs. Unknown fields anywhere, including inside the Kubernetes-shaped `affinity`
+//! and `tolerations`, are errors.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::common::{
+    self, check_labels, check_name, check_type_meta, check_uri, cpu_milli, decode, integer_value,
+    positive_duration, str_at,
+};
+use super::error::{InputError, Problems};
+use super::flink_plan::{FlinkPlan, plan_from_value};
+use crate::k8s::names::qualified_name_errors;
+use crate::k8s::{NodeAffinity, Quantity, Toleration};
+use crate::model::{JobDemand, JobId, Priority, Resources, SiteConstraint, SiteId, TenantId};
+
+pub use super::common::API_VERSION;
+pub const STREAM_JOB_KIND: &str = "StreamJob";
+
+/// Flink's upper bound on max parallelism (`KeyGroupRangeAssignment.UPPER_BOUND_MAX_PARALLELISM`).
+pub const FLINK_MAX_PARALLELISM: u32 = 1 << 15;
+
+/// Jar locations a site can launch from: `local://` (inside the image), `file://` and
+/// `hdfs://` (replicated to the peer site by twinsite).
+pub const JAR_SCHEMES: [&str; 3] = ["hdfs", "file", "local"];
+
+/// Checkpoint locations twinsite can replicate between sites.
+pub const CHECKPOINT_SCHEMES: [&str; 2] = ["hdfs", "file"];
+
+/// Flink options that the spec sets itself; writing them in `flinkConfiguration` as well
+/// would let the two disagree, so each is refused with the field to use instead.
+const OPTIONS_OWNED_BY_SPEC: [(&str, &str); 11] = [
+    ("taskmanager.numberOfTaskSlots", "spec.taskManager.slots"),
+    ("parallelism.default", "spec.parallelism"),
+    ("pipeline.max-parallelism", "spec.maxParallelism"),
+    ("state.checkpoints.dir", "spec.checkpoints.dir"),
+    ("execution.checkpointing.dir", "spec.checkpoints.dir"),
+    (
+        "execution.checkpointing.interval",
+        "spec.checkpoints.interval",
+    ),
+    (
+        "state.checkpoints.num-retained",
+        "spec.checkpoints.retained",
+    ),
+    (
+        "execution.checkpointing.num-retained",
+        "spec.checkpoints.retained",
+    ),
+    ("state.backend.incremental", "spec.checkpoints.incremental"),
+    (
+        "execution.checkpointing.incremental",
+        "spec.checkpoints.incremental",
+    ),
+    (
+        "kubernetes.jobmanager.tolerations",
+        "spec.placement.tolerations",
+    ),
+];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StreamJob {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    pub spec: StreamJobSpec,
+}
+
+/// The part of Kubernetes' `ObjectMeta` a StreamJob file may carry. `name` and `namespace`
+/// are required; server-set fields that `kubectl get -o yaml` prints are tolerated.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectMeta {
+    pub name: String,
+    pub namespace: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_timestamp: Option<String>,
+}
+
+/// What a StreamJob asks for: the Flink job to run, its size, where it may run, how it
+/// checkpoints and how twinsite relaunches it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StreamJobSpec {
+    /// Quota owner; defaults to `metadata.namespace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// `critical`, `high`, `normal` or `best-effort`.
+    pub priority: Priority,
+    /// Flink container image, e.g. `flink:2.0.0`.
+    pub image: String,
+    /// The Flink Kubernetes Operator's version name, e.g. `v1_20`, `v2_0`.
+    pub flink_version: String,
+    /// The job jar: `hdfs://`, `file://` or `local://` (inside the image).
+    #[serde(rename = "jarURI")]
+    pub jar_uri: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry_class: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Default parallelism of the job's operators, at least 1.
+    pub parallelism: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallelism: Option<u32>,
+    /// Flink's JSON execution plan (an object, or a string holding the JSON). When its slot
+    /// need is larger than `parallelism`, the plan's need sizes the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Value>,
+    pub job_manager: JobManagerSpec,
+    pub task_manager: TaskManagerSpec,
+    #[serde(default, skip_serializing_if = "PlacementSpec::is_default")]
+    pub placement: PlacementSpec,
+    /// Required unless `failover.mode` is `none`: relaunching restores from a checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<CheckpointSpec>,
+    #[serde(default, skip_serializing_if = "FailoverSpec::is_default")]
+    pub failover: FailoverSpec,
+    /// Extra Flink options (`flink-conf`), values as strings (numbers are accepted).
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "common::scalar_string_map"
+    )]
+    pub flink_configuration: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobManagerSpec {
+    pub resources: ResourceSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskManagerSpec {
+    /// Request of each TaskManager pod.
+    pub resources: ResourceSpec,
+    /// Task slots per TaskManager (`taskmanager.numberOfTaskSlots`), at least 1.
+    #[serde(default = "one")]
+    pub slots: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Kubernetes quantities (`"500m"`, `2`, `4Gi`), requested by each pod of the role.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceSpec {
+    #[serde(deserialize_with = "common::quantity")]
+    pub cpu: Quantity,
+    #[serde(deserialize_with = "common::quantity")]
+    pub memory: Quantity,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlacementSpec {
+    #[serde(default, skip_serializing_if = "SitesSpec::is_default")]
+    pub sites: SitesSpec,
+    /// Kubernetes `nodeSelector`: every label must match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<AffinitySpec>,
+    /// Kubernetes tolerations, applied to every pod of the job.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// May use capacity borrowed from offline (HDFS/batch) pools; the job still needs
+    /// tolerations for those pools' taints.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_offline: bool,
+}
+
+impl PlacementSpec {
+    fn is_default(&self) -> bool {
+        self == &PlacementSpec::default()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SitesSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred: Option<String>,
+    /// Empty: every site.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed: Vec<String>,
+}
+
+impl SitesSpec {
+    fn is_default(&self) -> bool {
+        self == &SitesSpec::default()
+    }
+}
+
+/// Kubernetes' `Affinity`, of which only `nodeAffinity` applies to placement; pod
+/// (anti-)affinity is refused rather than silently ignored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AffinitySpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_affinity: Option<NodeAffinity>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CheckpointSpec {
+    /// Where completed checkpoints go (`hdfs://` or `file://`); replicated to the peer site.
+    pub dir: String,
+    /// Checkpoint interval, e.g. `60s`, `5m`.
+    #[serde(default = "default_checkpoint_interval")]
+    pub interval: String,
+    #[serde(default)]
+    pub incremental: bool,
+    /// Completed checkpoints Flink keeps, at least 1.
+    #[serde(default = "one")]
+    pub retained: u32,
+}
+
+fn default_checkpoint_interval() -> String {
+    "60s".to_string()
+}
+
+/// How twinsite relaunches the job when Flink cannot recover by itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FailoverSpec {
+    #[serde(default)]
+    pub mode: FailoverMode,
+    /// Relaunches in one site, in a row, before twinsite stops relaunching the job there
+    /// (and, in `auto` mode, moves it to the other site).
+    #[serde(default = "default_max_relaunches_per_site")]
+    pub max_relaunches_per_site: u32,
+}
+
+fn default_max_relaunches_per_site() -> u32 {
+    3
+}
+
+impl Default for FailoverSpec {
+    fn default() -> Self {
+        FailoverSpec {
+            mode: FailoverMode::default(),
+            max_relaunches_per_site: default_max_relaunches_per_site(),
+        }
+    }
+}
+
+impl FailoverSpec {
+    fn is_default(&self) -> bool {
+        self == &FailoverSpec::default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailoverMode {
+    /// Relaunched in its site after a lost node, and in the surviving site after a lost site.
+    #[default]
+    Auto,
+    /// Relaunched in its site automatically; moved to the other site only by an operator's
+    /// failover command.
+    Manual,
+    /// Never relaunched by twinsite (Flink's own restart strategy only), and left out of
+    /// site failover and failover reserves.
+    None,
+}
+
+impl StreamJob {
+    pub fn id(&self) -> JobId {
+        JobId::new(&self.metadata.namespace, &self.metadata.name)
+    }
+
+    /// `spec.tenant`, or the namespace when it is not set.
+    pub fn tenant(&self) -> TenantId {
+        TenantId(
+            self.spec
+                .tenant
+                .clone()
+                .unwrap_or_else(|| self.metadata.namespace.clone()),
+        )
+    }
+
+    /// Slots the job needs: `parallelism`, or the plan's slot need when that is larger.
+    pub fn slot_need(&self) -> Result<u64, InputError> {
+        let mut problems = self.own_problems();
+        let need = slot_need(&self.spec, &mut problems);
+        problems.finish(need.unwrap_or(0))
+    }
+
+    /// The job as placement sees it: resources resolved to integers and the TaskManager
+    /// count `ceil(slot need / slots)`.
+    pub fn demand(&self) -> Result<JobDemand, InputError> {
+        let mut problems = self.own_problems();
+        let demand = demand(self, &mut problems);
+        match demand {
+            Some(demand) => problems.finish(demand),
+            None => Err(problems.into_error("could not be resolved")),
+        }
+    }
+
+    fn own_problems(&self) -> Problems {
+        let mut problems = Problems::new("StreamJob");
+        problems.set_object(Some(self.id().to_string()));
+        problems
+    }
+}
+
+/// Reads every StreamJob in `yaml` (from `source`, named in errors). All problems in all
+/// documents are reported together; each names the document, the job and the field.
+pub fn parse_stream_jobs(source: &str, yaml: &str) -> Result<Vec<StreamJob>, InputError> {
+    let documents = common::yaml_documents(source, yaml)?;
+    let mut problems = Problems::new(source);
+    let mut jobs: Vec<StreamJob> = Vec::new();
+    let mut first_seen: HashMap<JobId, String> = HashMap::new();
+    for (index, document) in documents.into_iter().enumerate() {
+        let document_label = format!("document {}", index + 1);
+        for (label, item) in list_items(document, &document_label, &mut problems) {
+            let object = describe(&label, &item);
+            problems.set_object(Some(object.clone()));
+            if let Some(job) = read_job(item, &mut problems) {
+                let id = job.id();
+                if let Some(first) = first_seen.get(&id) {
+                    problems.whole(format!(
+                        "duplicate StreamJob {id}: already defined in {first}"
+                    ));
+                    continue;
+                }
+                first_seen.insert(id, object);
+                jobs.push(job);
+            }
+        }
+    }
+    problems.set_object(None);
+    problems.finish(jobs)
+}
+
+/// The documents of a `List` (as `kubectl get -o yaml` prints), or the document itself.
+fn list_items(document: Value, label: &str, problems: &mut Problems) -> Vec<(String, Value)> {
+    let is_list = matches!(str_at(&document, "/kind"), Some("List" | "StreamJobList"));
+    if !is_list {
+        return vec![(label.to_string(), document)];
+    }
+    match document {
+        Value::Object(mut map) => match map.remove("items") {
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| (format!("{label}, items[{i}]"), item))
+                .collect(),
+            Some(Value::Null) | None => Vec::new(),
+            Some(_) => {
+                problems.set_object(Some(label.to_string()));
+                problems.field("items", "expected a list of StreamJobs");
+                Vec::new()
+            }
+        },
+        _ => Vec::new(),
+    }
+}
+
+fn describe(label: &str, item: &Value) -> String {
+    match (
+        str_at(item, "/metadata/namespace"),
+        str_at(item, "/metadata/name"),
+    ) {
+        (Some(namespace), Some(name)) => format!("{label} ({namespace}/{name})"),
+        (None, Some(name)) => format!("{label} ({name})"),
+        _ => label.to_string(),
+    }
+}
+
+fn read_job(document: Value, problems: &mut Problems) -> Option<StreamJob> {
+    if !document.is_object() {
+        problems.whole("expected a StreamJob (a YAML mapping)");
+        return None;
+    }
+    if !check_type_meta(&document, STREAM_JOB_KIND, problems) {
+        return None;
+    }
+    let job: StreamJob = decode(document, problems)?;
+    let before = problems.len();
+    validate(&job, problems);
+    if problems.len() > before {
+        return None;
+    }
+    Some(job)
+}
+
+fn validate(job: &StreamJob, problems: &mut Problems) {
+    let meta = &job.metadata;
+    check_name(problems, "metadata.name", &meta.name);
+    check_name(problems, "metadata.namespace", &meta.namespace);
+    check_labels(problems, "metadata.labels", &meta.labels, true);
+    check_labels(problems, "metadata.annotations", &meta.annotations, false);
+
+    let spec = &job.spec;
+    if let Some(tenant) = &spec.tenant {
+        check_name(problems, "spec.tenant", tenant);
+    }
+    if spec.image.trim().is_empty() || spec.image.chars().any(char::is_whitespace) {
+        problems.field(
+            "spec.image",
+            format!("{:?} is not a container image reference", spec.image),
+        );
+    }
+    if !is_flink_version(&spec.flink_version) {
+        problems.field(
+            "spec.flinkVersion",
+            format!(
+                "{:?} is not a Flink version name: expected v<major>_<minor>, e.g. \"v1_20\" or \"v2_0\"",
+                spec.flink_version
+            ),
+        );
+    }
+    check_uri(
+        problems,
+        "spec.jarURI",
+        &spec.jar_uri,
+        &JAR_SCHEMES,
+        "the jar must be in the image or on storage twinsite replicates",
+        true,
+    );
+    if let Some(class) = &spec.entry_class
+        && !is_java_class_name(class)
+    {
+        problems.field(
+            "spec.entryClass",
+            format!("{class:?} is not a Java class name (e.g. \"com.example.OrdersEnrich\")"),
+        );
+    }
+    if spec.parallelism == 0 {
+        problems.field("spec.parallelism", "must be at least 1, found 0");
+    }
+    if let Some(max) = spec.max_parallelism
+        && (max < spec.parallelism || max > FLINK_MAX_PARALLELISM)
+    {
+        problems.field(
+            "spec.maxParallelism",
+            format!(
+                "must be between parallelism ({}) and {FLINK_MAX_PARALLELISM}, found {max}",
+                spec.parallelism
+            ),
+        );
+    }
+    if spec.task_manager.slots == 0 {
+        problems.field("spec.taskManager.slots", "must be at least 1, found 0");
+    }
+    validate_placement(&spec.placement, problems);
+    match &spec.checkpoints {
+        Some(checkpoints) => {
+            check_uri(
+                problems,
+                "spec.checkpoints.dir",
+                &checkpoints.dir,
+                &CHECKPOINT_SCHEMES,
+                "twinsite replicates checkpoints between the sites' storage",
+                true,
+            );
+            positive_duration(problems, "spec.checkpoints.interval", &checkpoints.interval);
+            if checkpoints.retained == 0 {
+                problems.field("spec.checkpoints.retained", "must be at least 1, found 0");
+            }
+        }
+        None if spec.failover.mode != FailoverMode::None => problems.field(
+            "spec.checkpoints",
+            "required unless spec.failover.mode is none: a relaunch restores from the latest checkpoint",
+        ),
+        None => {}
+    }
+    for key in spec.flink_configuration.keys() {
+        let at = format!("spec.flinkConfiguration[{key:?}]");
+        if key.trim().is_empty() {
+            problems.field(at, "empty option name");
+        } else if let Some((_, field)) = OPTIONS_OWNED_BY_SPEC.iter().find(|(k, _)| k == key) {
+            problems.field(
+                at,
+                format!("set by twinsite from {field}; write it there instead"),
+            );
+        }
+    }
+    // Resources, plan and the TaskManager count, exactly as `demand()` computes them.
+    let _ = demand(job, problems);
+}
+
+fn validate_placement(placement: &PlacementSpec, problems: &mut Problems) {
+    let sites = &placement.sites;
+    for (i, site) in sites.allowed.iter().enumerate() {
+        check_name(
+            problems,
+            &format!("spec.placement.sites.allowed[{i}]"),
+            site,
+        );
+        if sites.allowed[..i].contains(site) {
+            problems.field(
+                format!("spec.placement.sites.allowed[{i}]"),
+                format!("site {site:?} is listed twice"),
+            );
+        }
+    }
+    if let Some(preferred) = &sites.preferred {
+        check_name(problems, "spec.placement.sites.preferred", preferred);
+        if !sites.allowed.is_empty() && !sites.allowed.contains(preferred) {
+            problems.field(
+                "spec.placement.sites.preferred",
+                format!("site {preferred:?} is not in spec.placement.sites.allowed"),
+            );
+        }
+    }
+    check_labels(
+        problems,
+        "spec.placement.nodeSelector",
+        &placement.node_selector,
+        true,
+    );
+    if let Some(affinity) = placement
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        && let Err(error) = affinity.validate()
+    {
+        problems.field(
+            format!("spec.placement.affinity.nodeAffinity.{}", error.field),
+            error.message,
+        );
+    }
+    for (i, toleration) in placement.tolerations.iter().enumerate() {
+        let at = format!("spec.placement.tolerations[{i}]");
+        if !toleration.key.is_empty() {
+            for error in qualified_name_errors(&toleration.key) {
+                problems.field(
+                    format!("{at}.key"),
+                    format!("{:?}: {error}", toleration.key),
+                );
+            }
+        }
+        if let Err(error) = toleration.validate() {
+            problems.field(format!("{at}.{}", error.field), error.message);
+        }
+    }
+}
+
+fn slot_need(spec: &StreamJobSpec, problems: &mut Problems) -> Option<u64> {
+    let plan: Option<FlinkPlan> = match &spec.plan {
+        Some(value) => Some(plan_from_value(value, "spec.plan", problems)?),
+        None => None,
+    };
+    let parallelism = u64::from(spec.parallelism);
+    Some(plan.map_or(parallelism, |plan| {
+        plan.slot_need(spec.parallelism).max(parallelism)
+    }))
+}
+
+fn demand(job: &StreamJob, problems: &mut Problems) -> Option<JobDemand> {
+    let spec = &job.spec;
+    let jm = &spec.job_manager.resources;
+    let tm = &spec.task_manager.resources;
+    let jm_cpu = cpu_milli(problems, "spec.jobManager.resources.cpu", &jm.cpu, false);
+    let jm_memory = integer_value(
+        problems,
+        "spec.jobManager.resources.memory",
+        &jm.memory,
+        false,
+    );
+    let tm_cpu = cpu_milli(problems, "spec.taskManager.resources.cpu", &tm.cpu, false);
+    let tm_memory = integer_value(
+        problems,
+        "spec.taskManager.resources.memory",
+        &tm.memory,
+        false,
+    );
+    let need = slot_need(spec, problems);
+    let (jm_cpu, jm_memory, tm_cpu, tm_memory, need) =
+        (jm_cpu?, jm_memory?, tm_cpu?, tm_memory?, need?);
+    if spec.task_manager.slots == 0 {
+        return None;
+    }
+    let task_managers = need.div_ceil(u64::from(spec.task_manager.slots));
+    let Ok(task_managers) = u32::try_from(task_managers) else {
+        problems.field("spec.parallelism", format!("{need} slots is too many"));
+        return None;
+    };
+    Some(JobDemand {
+        id: job.id(),
+        tenant: job.tenant(),
+        priority: spec.priority,
+        job_manager: Resources::new(jm_cpu, jm_memory, 1),
+        task_manager: Resources::new(tm_cpu, tm_memory, 1),
+        task_managers,
+        sites: SiteConstraint {
+            preferred: spec.placement.sites.preferred.clone().map(SiteId),
+            allowed: spec
+                .placement
+                .sites
+                .allowed
+                .iter()
+                .cloned()
+                .map(SiteId)
+                .collect(),
+        },
+        node_selector: spec.placement.node_selector.clone(),
+        node_affinity: spec
+            .placement
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.clone()),
+        tolerations: spec.placement.tolerations.clone(),
+        allow_offline: spec.placement.allow_offline,
+    })
+}
+
+fn is_flink_version(text: &str) -> bool {
+    let Some(rest) = text.strip_prefix('v') else {
+        return false;
+    };
+    let Some((major, minor)) = rest.split_once('_') else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    digits(major) && digits(minor)
+}
+
+fn is_java_class_name(text: &str) -> bool {
+    !text.is_empty()
+        && text.split('.').all(|part| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .is_some_and(|c| c.is_alphabetic() || c == '_' || c == '$')
+                && chars.all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+        })
+}
+
+/// Serializes jobs back to multi-document YAML that [`parse_stream_jobs`] reads.
+pub fn stream_jobs_to_yaml(jobs: &[StreamJob]) -> Result<String, serde_saphyr::SerializeError> {
+    let mut out = String::new();
+    for job in jobs {
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(job)?);
+    }
+    Ok(out)
+}
