@@ -33,6 +33,10 @@ const CLEANUP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause before re-issuing a campaign whose request timed out while waiting for the leader.
 const CAMPAIGN_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
+/// Backoff between campaign attempts while etcd is unreachable.
+const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum LeaderError {
     #[error("etcd {operation} for election {election} failed: {source}")]
@@ -119,14 +123,28 @@ impl LeaderElector {
         i64::try_from(whole.max(1)).unwrap_or(i64::MAX)
     }
 
-    /// Waits until this candidate leads. A lease that dies while waiting is replaced.
+    /// Waits until this candidate leads. A lease that dies while waiting is replaced, and
+    /// etcd being unreachable is waited out (with backoff): wrap the call in a timeout to
+    /// bound it. Only errors that retrying cannot fix are returned.
     pub async fn campaign(&self) -> Result<Leadership, LeaderError> {
+        let mut backoff = RETRY_BACKOFF_MIN;
         loop {
-            if let Some(leadership) = self.campaign_once().await? {
-                return Ok(leadership);
+            match self.campaign_once().await {
+                Ok(Some(leadership)) => return Ok(leadership),
+                Ok(None) => {
+                    tracing::warn!(election = %self.election, candidate = %self.candidate,
+                        "lease lost while campaigning; campaigning again with a new lease");
+                }
+                Err(LeaderError::Etcd {
+                    operation, source, ..
+                }) if is_transient(&source) => {
+                    tracing::warn!(election = %self.election, operation, error = %source,
+                        "etcd unreachable while campaigning; retrying");
+                    sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+                }
+                Err(err) => return Err(err),
             }
-            tracing::warn!(election = %self.election, candidate = %self.candidate,
-                "lease lost while campaigning; campaigning again with a new lease");
         }
     }
 
@@ -255,9 +273,25 @@ impl LeaderElector {
 }
 
 /// gRPC status codes (as numbers: tonic is not a direct dependency) of a request that
-/// timed out on our side or was cut short, as opposed to one etcd refused.
+/// timed out, was cut short or found no server, as opposed to one etcd refused.
 const GRPC_CANCELLED: i32 = 1;
 const GRPC_DEADLINE_EXCEEDED: i32 = 4;
+const GRPC_UNAVAILABLE: i32 = 14;
+
+/// Whether retrying the same call later may succeed.
+fn is_transient(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => matches!(
+            i32::from(status.code()),
+            GRPC_CANCELLED | GRPC_DEADLINE_EXCEEDED | GRPC_UNAVAILABLE
+        ),
+        etcd_client::Error::TransportError(_)
+        | etcd_client::Error::IoError(_)
+        | etcd_client::Error::LeaseKeepAliveError(_)
+        | etcd_client::Error::WatchError(_) => true,
+        _ => false,
+    }
+}
 
 impl Leadership {
     pub fn lease_id(&self) -> i64 {
@@ -359,7 +393,8 @@ async fn renew_until_failure(task: &mut KeepAlive) -> Option<String> {
 }
 
 /// Fires `lost` when our leader key is deleted (resigned, expired, revoked by an operator)
-/// or when we can no longer observe it.
+/// or when we can no longer observe it, and then ends the lease too: a key we no longer
+/// trust must not stay in line ahead of our own next campaign.
 async fn watch_leader_key(
     mut client: Client,
     leader_key: LeaderKey,
@@ -374,6 +409,7 @@ async fn watch_leader_key(
         Err(e) => {
             tracing::warn!(error = %e, "cannot watch our leader key; stepping down");
             lost.cancel();
+            shutdown.cancel();
             return;
         }
     };
@@ -393,12 +429,14 @@ async fn watch_leader_key(
                     tracing::warn!(key = %String::from_utf8_lossy(leader_key.key()),
                         deleted, "leader key gone or unobservable; stepping down");
                     lost.cancel();
+                    shutdown.cancel();
                     return;
                 }
             }
             Ok(None) | Err(_) => {
                 tracing::warn!("leader key watch ended; stepping down");
                 lost.cancel();
+                shutdown.cancel();
                 return;
             }
         }

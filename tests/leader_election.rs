@@ -9,7 +9,10 @@ use serde_json::json;
 use support::etcd::EtcdServer;
 use tokio::time::timeout;
 use twinsite::leader::{LeaderElector, Leadership};
-use twinsite::state::{EtcdStateStore, Expected, JobRecord, KeyLayout, StateError, StateStore};
+use twinsite::state::{
+    EtcdConfig, EtcdStateStore, Expected, JobRecord, KeyLayout, StateError, StateStore,
+    connect_etcd,
+};
 
 const ELECTION: &str = "/twinsite/v1/election/controller";
 
@@ -205,4 +208,49 @@ async fn a_leader_that_stops_renewing_its_lease_loses_it_when_the_ttl_expires() 
         .put_job(&job("Relaunched"), Expected::Any)
         .await
         .unwrap();
+}
+
+/// With three etcd members the controller keeps writing after one dies (re-campaigning if
+/// its own streams went through that member) and gets retryable errors once quorum is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_member_etcd_keeps_writes_going_after_one_loss_and_refuses_them_without_quorum() {
+    let mut cluster = support::etcd::EtcdCluster::start(3).await;
+    let mut config = EtcdConfig::new(cluster.endpoints().to_vec());
+    config.request_timeout = Duration::from_secs(1);
+    let client = connect_etcd(&config).await.unwrap();
+    // A 1 s lease (these members run fast raft timings) keeps a re-election after the loss short.
+    let elector = LeaderElector::new(client.clone(), ELECTION, "a", Duration::from_secs(1));
+    let store = EtcdStateStore::on_etcd(client, &config.key_prefix).unwrap();
+    let mut leadership = elector.campaign().await.unwrap();
+    store.set_leader(Some(leadership.leader_key.clone()));
+    store.put_job(&job("Running"), Expected::Any).await.unwrap();
+
+    tracing::info!("--- kill one member of three: quorum remains");
+    cluster.kill(0);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        if leadership.is_lost() {
+            leadership = timeout(Duration::from_secs(6), elector.campaign())
+                .await
+                .expect("re-elected on the surviving members")
+                .unwrap();
+            store.set_leader(Some(leadership.leader_key.clone()));
+        }
+        match store.put_job(&job("StillRunning"), Expected::Any).await {
+            Ok(_) => break,
+            Err(err) if err.is_retryable() || err.is_leadership_lost() => {
+                assert!(Instant::now() < deadline, "no write succeeded: {err}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => panic!("unexpected error with quorum intact: {err:?}"),
+        }
+    }
+
+    tracing::info!("--- kill a second member: no quorum, no writes");
+    cluster.kill(1);
+    let err = store
+        .put_job(&job("Orphaned"), Expected::Any)
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
 }

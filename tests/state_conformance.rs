@@ -11,8 +11,9 @@ use futures::StreamExt;
 use serde_json::json;
 use twinsite::leader::{LeaderElector, Leadership};
 use twinsite::state::{
-    AuditEntry, CheckpointKind, CheckpointPointer, EmbeddedStateStore, EtcdStateStore, Expected,
-    JobPlacement, JobRecord, KeyLayout, OperationRecord, SiteRecord, StateError, StateStore,
+    AuditEntry, CheckpointKind, CheckpointPointer, EmbeddedStateStore, EtcdConfig, EtcdStateStore,
+    EtcdTls, Expected, JobPlacement, JobRecord, KeyLayout, OperationRecord, SiteRecord, StateError,
+    StateStore, connect_etcd,
 };
 
 fn job(name: &str) -> JobRecord {
@@ -365,7 +366,9 @@ async fn etcd_fixture() -> EtcdFixture {
         Duration::from_secs(5),
     );
     let leadership = elector.campaign().await.unwrap();
-    let store = EtcdStateStore::on_etcd(server.client().await, layout.prefix()).unwrap();
+    let config = EtcdConfig::new(vec![server.endpoint().to_owned()]);
+    let client = connect_etcd(&config).await.unwrap();
+    let store = EtcdStateStore::on_etcd(client, &config.key_prefix).unwrap();
     store.set_leader(Some(leadership.leader_key.clone()));
     EtcdFixture {
         store,
@@ -562,6 +565,54 @@ async fn an_etcd_store_without_leadership_refuses_writes() {
     assert!(err.is_leadership_lost());
     assert!(
         err.to_string().contains("/twinsite/v1/jobs/team-a/etl"),
+        "{err}"
+    );
+}
+
+/// A controller that cannot reach etcd must see a retryable error naming what it tried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_etcd_is_reported_as_unavailable_and_retryable() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = EtcdConfig::new(vec![format!("http://127.0.0.1:{port}")]);
+    config.connect_timeout = Duration::from_millis(300);
+    config.request_timeout = Duration::from_millis(300);
+    let err = match connect_etcd(&config).await {
+        Err(err) => err,
+        // The client may connect lazily: then the first request fails instead.
+        Ok(client) => EtcdStateStore::on_etcd(client, &config.key_prefix)
+            .unwrap()
+            .get_job("team-a", "etl")
+            .await
+            .unwrap_err(),
+    };
+    assert!(matches!(err, StateError::Unavailable { .. }), "{err:?}");
+    assert!(err.is_retryable());
+    let message = err.to_string();
+    assert!(
+        message.contains(&port.to_string()) || message.contains("/jobs/team-a/etl"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_etcd_ca_file_is_named_in_the_error() {
+    let mut config = EtcdConfig::new(vec!["https://127.0.0.1:1".to_owned()]);
+    config.tls = Some(EtcdTls {
+        ca: "/nonexistent/etcd-ca.pem".into(),
+        client_cert: None,
+        client_key: None,
+        domain: None,
+    });
+    let err = connect_etcd(&config)
+        .await
+        .err()
+        .expect("no CA file, no client");
+    assert!(
+        err.to_string().contains("/nonexistent/etcd-ca.pem"),
         "{err}"
     );
 }

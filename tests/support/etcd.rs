@@ -123,6 +123,108 @@ impl EtcdServer {
     }
 }
 
+/// A multi-member etcd cluster on loopback (for quorum and witness tests). Members can be
+/// killed one by one; all are killed on drop.
+pub struct EtcdCluster {
+    members: Vec<Option<Child>>,
+    endpoints: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl EtcdCluster {
+    /// Starts `size` members with fast raft timings and waits until every one answers.
+    pub async fn start(size: usize) -> EtcdCluster {
+        let binary = etcd_binary();
+        let dir = tempfile::tempdir().expect("temporary directory for etcd");
+        let names: Vec<String> = (0..size).map(|i| format!("m{i}")).collect();
+        let client_urls: Vec<String> = (0..size)
+            .map(|_| format!("http://127.0.0.1:{}", free_port()))
+            .collect();
+        let peer_urls: Vec<String> = (0..size)
+            .map(|_| format!("http://127.0.0.1:{}", free_port()))
+            .collect();
+        let initial_cluster = names
+            .iter()
+            .zip(&peer_urls)
+            .map(|(name, url)| format!("{name}={url}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members = Vec::new();
+        for i in 0..size {
+            let log = std::fs::File::create(dir.path().join(format!("{}.log", names[i])))
+                .expect("etcd log file");
+            let child = Command::new(&binary)
+                .arg(format!("--name={}", names[i]))
+                .arg(format!(
+                    "--data-dir={}",
+                    dir.path().join(&names[i]).display()
+                ))
+                .arg(format!("--listen-client-urls={}", client_urls[i]))
+                .arg(format!("--advertise-client-urls={}", client_urls[i]))
+                .arg(format!("--listen-peer-urls={}", peer_urls[i]))
+                .arg(format!("--initial-advertise-peer-urls={}", peer_urls[i]))
+                .arg(format!("--initial-cluster={initial_cluster}"))
+                .arg("--initial-cluster-state=new")
+                .arg("--heartbeat-interval=50")
+                .arg("--election-timeout=500")
+                .arg("--log-level=warn")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("clone log handle"))
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "cannot start {} ({e}); run tests/setup.sh",
+                        binary.display()
+                    )
+                });
+            members.push(Some(child));
+        }
+        let cluster = EtcdCluster {
+            members,
+            endpoints: client_urls,
+            _dir: dir,
+        };
+        let started = Instant::now();
+        for endpoint in &cluster.endpoints {
+            loop {
+                let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(1));
+                if let Ok(mut client) = Client::connect([endpoint.as_str()], Some(options)).await
+                    && client.status().await.is_ok_and(|s| s.leader() != 0)
+                {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < READY_TIMEOUT,
+                    "etcd member {endpoint} not ready after {READY_TIMEOUT:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        cluster
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// Kills member `index` (SIGKILL) and waits for it to exit.
+    pub fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self.members[index].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for index in 0..self.members.len() {
+            self.kill(index);
+        }
+    }
+}
+
 impl Drop for EtcdServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
