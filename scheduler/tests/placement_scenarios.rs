@@ -634,3 +634,40 @@ fn the_plan_serialises_to_the_cli_shape_and_placements_read_back() {
     let back: Vec<JobPlacement> = serde_json::from_value(v["placements"].clone()).unwrap();
     assert_eq!(back, p.placements);
 }
+
+#[test]
+fn the_milp_places_what_first_fit_strands_and_reports_a_bound() {
+    // First fit puts the big job in dc-a (tried first), stranding the dc-a-only job; the
+    // MILP sends the big one to dc-b instead.
+    let sites = [
+        site("dc-a", vec![NodeBuilder::new("a1").cpu(10_000).obj()]),
+        site("dc-b", vec![NodeBuilder::new("b1").cpu(8_000).obj()]),
+    ];
+    let jobs = [
+        JobBuilder::new("ns/big").jm(7_000, 1).tms(0).obj(),
+        JobBuilder::new("ns/a-only")
+            .jm(6_000, 1)
+            .tms(0)
+            .allowed(&["dc-a"])
+            .obj(),
+    ];
+    let policy = PlacementPolicy::default();
+    let mut req = request(&sites, &jobs, &policy, &[]);
+    let first_fit = plan(&req);
+    assert_eq!(first_fit.unplaced.len(), 1);
+    req.options.solver = scheduler::placement::SolverChoice::Milp {
+        budget: std::time::Duration::from_secs(5),
+    };
+    let p = plan(&req);
+    assert_eq!(
+        p.solver.solver,
+        scheduler::placement::SolverKind::Milp,
+        "{:?}",
+        p.solver
+    );
+    assert!(p.unplaced.is_empty());
+    assert_eq!(placement(&p, "ns/big").unwrap().site, SiteId("dc-b".into()));
+    assert!(p.solver.objective > first_fit.solver.objective);
+    assert!(p.solver.bound.unwrap() >= p.solver.objective - 1e-6);
+    assert!(validate_plan(&req, &p).is_empty());
+}

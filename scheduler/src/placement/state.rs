@@ -40,11 +40,9 @@ pub(crate) struct NodeClass<'a> {
     /// Any member: every member has the same labels (as far as anyone looks), taints,
     /// pool and schedulability.
     pub representative: &'a Node,
-    pub site: usize,
     pub offline: bool,
     pub lending_open: bool,
     pub accepts_new_pods: bool,
-    pub pool: Option<usize>,
 }
 
 pub(crate) struct SiteInfo<'a> {
@@ -176,11 +174,9 @@ impl<'a> Cluster<'a> {
                 let class = *class_index.entry(key).or_insert_with(|| {
                     classes.push(NodeClass {
                         representative: node,
-                        site: si,
                         offline,
                         lending_open,
                         accepts_new_pods: accepts,
-                        pool,
                     });
                     classes.len() - 1
                 });
