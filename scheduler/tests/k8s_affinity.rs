@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use scheduler::k8s::{
     NodeAffinity, NodeSelector, NodeSelectorOperator, NodeSelectorRequirement, NodeSelectorTerm,
     PreferredSchedulingTerm, node_selector_map_matches, normalized_node_affinity_scores,
-    preferred_affinity_score, required_node_affinity_matches,
+    preferred_affinity_score, required_node_affinity_matches, validate_node_selector_map,
 };
 use scheduler::model::{Node, Resources};
 
@@ -625,6 +625,36 @@ fn a_well_formed_affinity_validates() {
         &n
     ));
     assert_eq!(preferred_affinity_score(Some(&affinity), &n), 100);
+}
+
+#[test]
+fn a_node_selector_map_needs_label_syntax_in_keys_and_values() {
+    let good = map(&[
+        ("twinsite.io/pool", "flink"),
+        ("kubernetes.io/os", "linux"),
+        ("ssd", ""),
+    ]);
+    assert_eq!(
+        validate_node_selector_map(&good, "spec.nodeSelector"),
+        Ok(())
+    );
+
+    let bad_key = map(&[("Pool/flink", "x")]);
+    let error = validate_node_selector_map(&bad_key, "spec.nodeSelector").unwrap_err();
+    assert_eq!(error.field, "spec.nodeSelector");
+    assert!(error.message.contains("prefix part"), "{error}");
+
+    let bad_value = map(&[("pool", "flink online")]);
+    let error = validate_node_selector_map(&bad_value, "spec.nodeSelector").unwrap_err();
+    assert_eq!(error.field, "spec.nodeSelector.pool");
+
+    let too_long = "v".repeat(64);
+    let long_value = map(&[("pool", too_long.as_str())]);
+    let error = validate_node_selector_map(&long_value, "spec.nodeSelector").unwrap_err();
+    assert!(
+        error.message.contains("must be no more than 63 characters"),
+        "{error}"
+    );
 }
 
 #[test]

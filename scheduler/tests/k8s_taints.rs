@@ -301,6 +301,29 @@ fn validation_rejects_what_the_api_server_rejects() {
         "effect"
     );
 
+    let bad_key = toleration("dedicated pool", Exists, "", None);
+    let error = bad_key.validate().unwrap_err();
+    assert_eq!(error.field, "key");
+    assert!(
+        error
+            .message
+            .contains("name part must consist of alphanumeric characters")
+    );
+
+    let bad_value = toleration("dedicated", Equal, "flink/online", None);
+    let error = bad_value.validate().unwrap_err();
+    assert_eq!(error.field, "value");
+    assert!(
+        error
+            .message
+            .contains("a valid label must be an empty string"),
+        "{error}"
+    );
+
+    assert_eq!(
+        toleration("twinsite.io/offline", Equal, "hdfs", Some(PreferNoSchedule)).validate(),
+        Ok(())
+    );
     assert_eq!(toleration("", Exists, "", None).validate(), Ok(()));
     assert_eq!(toleration("foo", Equal, "", None).validate(), Ok(()));
     let mut evict_later = toleration("node.kubernetes.io/not-ready", Exists, "", Some(NoExecute));

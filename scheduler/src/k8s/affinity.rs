@@ -362,6 +362,29 @@ pub fn node_selector_map_matches(selector: &BTreeMap<String, String>, node: &Nod
         .all(|(key, value)| node.labels.get(key) == Some(value))
 }
 
+/// apiserver's check of `pod.spec.nodeSelector`: keys are qualified names, values label
+/// values. `path` is the map's field path, e.g. `spec.nodeSelector`.
+pub fn validate_node_selector_map(
+    selector: &BTreeMap<String, String>,
+    path: &str,
+) -> Result<(), AffinityError> {
+    for (key, value) in selector {
+        if let Some(message) = qualified_name_errors(key).into_iter().next() {
+            return Err(AffinityError {
+                field: path.to_owned(),
+                message: format!("Invalid value: {key:?}: {message}"),
+            });
+        }
+        if let Some(message) = label_value_errors(value).into_iter().next() {
+            return Err(AffinityError {
+                field: format!("{path}.{key}"),
+                message: format!("Invalid value: {value:?}: {message}"),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// `RequiredNodeAffinity.Match`: the nodeSelector map AND the required node affinity (when
 /// present). This is the NodeAffinity filter plugin's test.
 pub fn required_node_affinity_matches(

@@ -11,6 +11,7 @@ pub use affinity::{
     AffinityError, NodeAffinity, NodeSelector, NodeSelectorOperator, NodeSelectorRequirement,
     NodeSelectorTerm, PreferredSchedulingTerm, node_selector_map_matches,
     normalized_node_affinity_scores, preferred_affinity_score, required_node_affinity_matches,
+    validate_node_selector_map,
 };
 pub use quantity::{Quantity, QuantityError};
 pub use taints::{

@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::names::{label_value_errors, qualified_name_errors};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TaintEffect {
     NoSchedule,
@@ -95,10 +97,18 @@ impl Toleration {
         }
     }
 
-    /// The checks of apiserver's `ValidateTolerations` that concern one toleration's own
-    /// fields (key syntax aside): an empty key needs `Exists`; `Exists` takes no value;
-    /// `tolerationSeconds` only with `NoExecute`.
+    /// apiserver's `ValidateTolerations` for one toleration: a non-empty key is a qualified
+    /// name; an empty key needs `Exists`; `tolerationSeconds` only with `NoExecute`; `Equal`
+    /// takes a valid label value, `Exists` no value. The first problem is returned.
     pub fn validate(&self) -> Result<(), TolerationError> {
+        if let Some(message) = qualified_name_errors(&self.key).into_iter().next()
+            && !self.key.is_empty()
+        {
+            return Err(TolerationError {
+                field: "key".to_owned(),
+                message: format!("Invalid value: {:?}: {message}", self.key),
+            });
+        }
         if self.key.is_empty() && self.operator != TolerationOperator::Exists {
             return Err(TolerationError {
                 field: "operator".to_owned(),
@@ -106,6 +116,14 @@ impl Toleration {
                     "Invalid value: {:?}: operator must be Exists when `key` is empty, which means \"match all values and all keys\"",
                     operator_name(self.operator)
                 ),
+            });
+        }
+        if self.operator == TolerationOperator::Equal
+            && let Some(message) = label_value_errors(&self.value).into_iter().next()
+        {
+            return Err(TolerationError {
+                field: "value".to_owned(),
+                message: format!("Invalid value: {:?}: {message}", self.value),
             });
         }
         if self.operator == TolerationOperator::Exists && !self.value.is_empty() {
