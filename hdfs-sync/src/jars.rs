@@ -45,9 +45,10 @@ pub async fn publish_jar(
     for (storage, root) in sites {
         let target = jar_ref.url_at(root)?;
         if let Ok(existing) = storage.read_all(&target).await
-            && Sha256::digest(&existing).as_slice() == Sha256::digest(&bytes).as_slice() {
-                continue;
-            }
+            && Sha256::digest(&existing).as_slice() == Sha256::digest(&bytes).as_slice()
+        {
+            continue;
+        }
         storage
             .write_all(&target, Bytes::from(bytes.clone()))
             .await?;

@@ -619,9 +619,10 @@ impl Replicator {
             .filter(|h| h.kind == HandleKind::Directory)
         {
             if let Ok(url) = StorageUrl::parse(&handle.path)
-                && let Ok(peer) = self.peer_url(&url) {
-                    inner.peer.mkdirs(&peer).await?;
-                }
+                && let Ok(peer) = self.peer_url(&url)
+            {
+                inner.peer.mkdirs(&peer).await?;
+            }
         }
 
         // `_metadata` goes last: the peer's chk-N is complete only when everything is there.

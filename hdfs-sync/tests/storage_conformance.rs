@@ -1,0 +1,94 @@
+//! One behavioural suite for the `Storage` trait, run against every backend that can run
+//! here: the local filesystem, and the fault wrapper with no faults armed. (`HdfsStorage` needs
+//! a NameNode; see the README for its untested surface.)
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hdfs_sync::fault::FaultyStorage;
+use hdfs_sync::{LocalStorage, Storage, StorageErrorKind, StorageUrl};
+
+async fn conformance(storage: &dyn Storage, root: &StorageUrl) {
+    let file = root.join("a/b/file.bin").unwrap();
+    // Missing things: stat says None, open and list say NotFound, delete is a no-op.
+    assert_eq!(storage.stat(&file).await.unwrap(), None);
+    let err = storage.open_read(&file).await.err().unwrap();
+    assert_eq!(err.kind, StorageErrorKind::NotFound);
+    assert!(err.to_string().contains("file.bin"), "{err}");
+    assert_eq!(
+        storage
+            .list(&root.join("nope").unwrap())
+            .await
+            .unwrap_err()
+            .kind,
+        StorageErrorKind::NotFound
+    );
+    storage.delete(&file).await.unwrap();
+
+    // A write is invisible until committed, then visible whole; parents are created.
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    let mut writer = storage.create(&file).await.unwrap();
+    writer
+        .write(Bytes::from(data[..1_000_000].to_vec()))
+        .await
+        .unwrap();
+    writer
+        .write(Bytes::from(data[1_000_000..].to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(
+        storage.stat(&file).await.unwrap(),
+        None,
+        "visible before commit"
+    );
+    writer.commit().await.unwrap();
+    let meta = storage.stat(&file).await.unwrap().unwrap();
+    assert_eq!((meta.len, meta.is_dir), (data.len() as u64, false));
+    assert!(meta.modified.is_some());
+    assert_eq!(storage.read_all(&file).await.unwrap(), data);
+
+    // The directory lists the file and no temporary leftovers.
+    let dir = root.join("a/b").unwrap();
+    let names: Vec<String> = storage
+        .list(&dir)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["file.bin"]);
+
+    // An aborted write leaves the old content and no temporary file.
+    let mut writer = storage.create(&file).await.unwrap();
+    writer.write(Bytes::from_static(b"partial")).await.unwrap();
+    writer.abort().await;
+    assert_eq!(storage.read_all(&file).await.unwrap().len(), data.len());
+    assert_eq!(storage.list(&dir).await.unwrap().len(), 1);
+
+    // Commit replaces an existing file.
+    storage
+        .write_all(&file, Bytes::from_static(b"new"))
+        .await
+        .unwrap();
+    assert_eq!(storage.read_all(&file).await.unwrap(), b"new");
+
+    // mkdirs, then recursive delete.
+    let empty = root.join("a/empty/deeper").unwrap();
+    storage.mkdirs(&empty).await.unwrap();
+    assert!(storage.stat(&empty).await.unwrap().unwrap().is_dir);
+    storage.delete(&root.join("a").unwrap()).await.unwrap();
+    assert_eq!(storage.stat(&file).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn the_local_backend_conforms() {
+    let tmp = tempfile::tempdir().unwrap();
+    conformance(&LocalStorage, &StorageUrl::local(tmp.path()).unwrap()).await;
+}
+
+#[tokio::test]
+async fn the_fault_wrapper_without_faults_conforms() {
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = FaultyStorage::new(Arc::new(LocalStorage));
+    conformance(&storage, &StorageUrl::local(tmp.path()).unwrap()).await;
+}
