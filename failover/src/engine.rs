@@ -208,7 +208,7 @@ pub enum RequestError {
     OperationFinished { op: u64 },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "event")]
 pub enum Event {
     /// Adopts a job (or updates its spec) already running as `generation` in `site`.
@@ -269,7 +269,7 @@ pub enum Event {
     Tick,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "command")]
 pub enum Command {
     /// Write this record durably before executing any later command.
@@ -559,7 +559,7 @@ impl Engine {
                 site,
                 generation,
             } => self.on_job_registered(*spec, site, generation, now, &mut out),
-            Event::SnapshotObserved(o) => self.on_snapshot(o, now, placer, &mut out),
+            Event::SnapshotObserved(o) => self.on_snapshot(o, now, &mut out),
             Event::PeerReport { site, last_contact } => {
                 if let Some(v) = self.views.get_mut(&site) {
                     v.peer_last_contact = v.peer_last_contact.max(Some(last_contact));
@@ -702,13 +702,7 @@ impl Engine {
         self.dirty.jobs.insert(id);
     }
 
-    fn on_snapshot(
-        &mut self,
-        o: SiteObservation,
-        now: Timestamp,
-        placer: &dyn Placer,
-        out: &mut Out,
-    ) {
+    fn on_snapshot(&mut self, o: SiteObservation, now: Timestamp, out: &mut Out) {
         let site = o.site.clone();
         let Some(view) = self.views.get_mut(&site) else {
             return;
@@ -740,7 +734,7 @@ impl Engine {
         }
         self.record_stale_observations(&site);
         self.issue_stale_fences(&site, now, out);
-        self.judge_jobs(&site, now, placer, out);
+        self.judge_jobs(&site, now, out);
     }
 
     fn on_checkpoint_completed(&mut self, job: &JobId, c: CheckpointPointer) {
@@ -1147,7 +1141,7 @@ impl Engine {
             let fresh = self.view_is_fresh(site, now);
             if fresh {
                 self.issue_stale_fences(site, now, out);
-                self.judge_jobs(site, now, placer, out);
+                self.judge_jobs(site, now, out);
             }
             self.retry_pending_fences(site, now, out);
             self.check_returning(site, now, placer, out);
@@ -1548,7 +1542,7 @@ impl Engine {
     }
 
     /// Node loss, TaskManager loss, crash loops: the first two recovery tiers.
-    fn judge_jobs(&mut self, site: &SiteId, now: Timestamp, placer: &dyn Placer, out: &mut Out) {
+    fn judge_jobs(&mut self, site: &SiteId, now: Timestamp, out: &mut Out) {
         if !self.is_up(site) {
             return;
         }
@@ -2338,10 +2332,11 @@ impl Engine {
             return;
         };
         let to = o.to.clone();
+        let mode = o.mode;
         let Some(j) = o.job_mut(job) else {
             return;
         };
-        if o.mode == MoveMode::Planned
+        if mode == MoveMode::Planned
             && j.savepoint_at_target.is_none()
             && let Some(sp) = j.savepoint_at_source.clone()
         {

@@ -214,7 +214,7 @@ mod tests {
             now in 0i64..20_000,
         ) {
             let v = judge_site(&signs(api, peer), false, t(now), &SiteThresholds::default());
-            proptest::prop_assert!(!matches!(v, SiteVerdict::Lost { .. }));
+            proptest::prop_assert!(!matches!(v, SiteVerdict::Lost { .. }), "judged lost: {:?}", v);
         }
 
         #[test]
@@ -222,7 +222,7 @@ mod tests {
             last in 0i64..10_000, gap in 0i64..=30,
         ) {
             let v = judge_site(&signs(Some(last), None), true, t(last + gap), &SiteThresholds::default());
-            proptest::prop_assert!(!matches!(v, SiteVerdict::Lost { .. }));
+            proptest::prop_assert!(!matches!(v, SiteVerdict::Lost { .. }), "judged lost: {:?}", v);
         }
     }
 }
