@@ -1,0 +1,223 @@
+//! Policy YAML: the shipped files parse; every documented mistake is reported with the file
+//! and the field path.
+
+use scheduler::input::policy::LaunchMode;
+use scheduler::input::{Policy, parse_policy};
+use scheduler::model::{Priority, SiteId};
+
+const MINIMAL: &str = include_str!("../../policies/minimal.yaml");
+const TWO_SITES: &str = include_str!("../../policies/example-two-sites.yaml");
+
+fn error_of(yaml: &str) -> String {
+    parse_policy("policy.yaml", yaml).unwrap_err().to_string()
+}
+
+#[test]
+fn every_shipped_policy_parses() {
+    for (name, text) in [
+        ("minimal.yaml", MINIMAL),
+        ("example-two-sites.yaml", TWO_SITES),
+    ] {
+        let policy = parse_policy(name, text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            policy.site_ids(),
+            vec![SiteId("dc-a".into()), SiteId("dc-b".into())]
+        );
+    }
+}
+
+#[test]
+fn the_minimal_policy_is_the_default_policy() {
+    assert_eq!(
+        parse_policy("minimal.yaml", MINIMAL).unwrap(),
+        Policy::default_two_sites()
+    );
+}
+
+#[test]
+fn the_two_site_example_resolves_pools_quotas_and_reserves() {
+    let policy = parse_policy("example-two-sites.yaml", TWO_SITES).unwrap();
+    let placement = policy.placement_policy();
+    assert_eq!(placement.pools.len(), 3);
+    let offline = placement.pools[2].offline.as_ref().unwrap();
+    assert_eq!(offline.windows.len(), 2);
+    assert_eq!(offline.windows[0].start_minute, 60);
+    assert_eq!(offline.windows[0].end_minute, 7 * 60);
+    assert_eq!(offline.windows[0].timezone, chrono_tz::Asia::Shanghai);
+    assert_eq!(offline.safety_margin.cpu_milli, 2000);
+    assert_eq!(offline.safety_margin.memory_bytes, 8 << 30);
+    assert_eq!(placement.quotas[0].limit.cpu_milli, 400_000);
+    assert_eq!(
+        placement.quotas[2].limit.pods,
+        i64::MAX,
+        "no pod limit given"
+    );
+    assert_eq!(placement.reserves[1].min_priority, Priority::High);
+    assert_eq!(placement.pools[1].site, Some(SiteId("dc-a".into())));
+    assert_eq!(
+        policy.file().sites[1]
+            .kubernetes
+            .as_ref()
+            .unwrap()
+            .launch_mode,
+        LaunchMode::Standalone
+    );
+    assert_eq!(
+        policy.replication().bandwidth_bytes_per_second,
+        Some(200 << 20)
+    );
+    assert_eq!(policy.detection().site_grace.as_secs(), 30);
+    assert!(policy.tier(Priority::Critical).preempts);
+    assert!(!policy.tier(Priority::BestEffort).preempts);
+}
+
+#[test]
+fn a_policy_written_back_parses_to_the_same_policy() {
+    let policy = parse_policy("example-two-sites.yaml", TWO_SITES).unwrap();
+    let again = parse_policy("again.yaml", &policy.to_yaml().unwrap()).unwrap();
+    assert_eq!(again, policy);
+}
+
+#[test]
+fn a_misspelt_timezone_names_the_window() {
+    let message = error_of(&TWO_SITES.replace(
+        "timezone: Asia/Shanghai}\n        - {days: [Sat",
+        "timezone: Asia/Shangai}\n        - {days: [Sat",
+    ));
+    assert!(
+        message.contains(
+            "policy.yaml: pools[2].offline.windows[0].timezone: unknown timezone \"Asia/Shangai\""
+        ),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_bad_window_names_day_and_time_fields() {
+    let message = error_of(&TWO_SITES.replace(
+        "[Mon, Tue, Wed, Thu, Fri], start: \"01:00\"",
+        "[Mon, Tuesday, Fry], start: \"25:00\"",
+    ));
+    assert!(
+        message.contains("pools[2].offline.windows[0].days[2]: unknown day \"Fry\""),
+        "{message}"
+    );
+    assert!(
+        message.contains("pools[2].offline.windows[0].start: \"25:00\" is not a time of day"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("days[1]"),
+        "full day names are accepted: {message}"
+    );
+}
+
+#[test]
+fn an_empty_window_is_refused() {
+    let message = error_of(&TWO_SITES.replace("end: \"07:00\"", "end: \"01:00\""));
+    assert!(
+        message.contains("pools[2].offline.windows[0].end: the window 01:00–01:00 is empty"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_borrow_fraction_above_one_is_refused() {
+    let message = error_of(&TWO_SITES.replace("maxBorrowFraction: 0.5", "maxBorrowFraction: 1.5"));
+    assert!(
+        message.contains(
+            "policy.yaml: pools[2].offline.maxBorrowFraction: must be between 0 and 1, found 1.5"
+        ),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_quota_for_an_unknown_site_names_the_quota() {
+    let message =
+        error_of(&TWO_SITES.replace("{tenant: growth, site: dc-b", "{tenant: growth, site: dc-c"));
+    assert!(
+        message.contains(
+            "policy.yaml: quotas[3].site: unknown site \"dc-c\"; sites are \"dc-a\", \"dc-b\""
+        ),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_quota_with_a_bad_quantity_names_the_quota_field() {
+    let message = error_of(&TWO_SITES.replace(
+        "memory: 800Gi}\n  - {tenant: growth, site: dc-b",
+        "memory: lots}\n  - {tenant: growth, site: dc-b",
+    ));
+    assert!(
+        message.contains("policy.yaml: quotas[2].memory: quantities must match"),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_unknown_field_is_refused_with_its_path() {
+    let message = error_of(&TWO_SITES.replace(
+        "maxBorrowFraction: 0.5",
+        "maxBorrowFraction: 0.5\n      maxBorowFraction: 0.5",
+    ));
+    assert!(
+        message.contains(
+            "policy.yaml: pools[2].offline.maxBorowFraction: unknown field `maxBorowFraction`"
+        ),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_unknown_priority_tier_is_refused() {
+    let message = error_of(&TWO_SITES.replace(
+        "  normal: {preemptible: true}",
+        "  urgent: {preemptible: true}",
+    ));
+    assert!(
+        message.contains("priorities.urgent: unknown field `urgent`"),
+        "{message}"
+    );
+}
+
+#[test]
+fn duplicate_sites_and_self_reserves_are_refused() {
+    let yaml = "apiVersion: twinsite.io/v1alpha1\nkind: Policy\nsites: [{name: dc-a}, {name: dc-a}]\nfailoverReserve: [{site: dc-a, protects: dc-a}]\n";
+    let message = error_of(yaml);
+    assert!(
+        message.contains("policy.yaml: sites[1].name: site \"dc-a\" is defined twice"),
+        "{message}"
+    );
+    assert!(message.contains("policy.yaml: failoverReserve[0].protects: a site cannot keep a reserve for its own loss"), "{message}");
+}
+
+#[test]
+fn hdfs_storage_must_name_its_nameservice() {
+    let message = error_of(&TWO_SITES.replace("hdfs://nameservice-a/", "hdfs:///"));
+    assert!(
+        message.contains("sites[0].storage: \"hdfs:///\" names no NameNode or nameservice"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_site_grace_shorter_than_two_probes_is_refused() {
+    let message = error_of(&TWO_SITES.replace("siteGrace: 30s", "siteGrace: 8s"));
+    assert!(
+        message
+            .contains("detection.siteGrace: \"8s\" must be at least twice detection.probeInterval"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_job_file_given_as_policy_is_named_by_kind() {
+    let message =
+        error_of("apiVersion: twinsite.io/v1alpha1\nkind: StreamJob\nmetadata: {name: x}\n");
+    assert_eq!(
+        message,
+        "policy.yaml: kind: expected \"Policy\", found \"StreamJob\""
+    );
+}
