@@ -1,0 +1,860 @@
+//! An in-process site: jobs "run" on simulated nodes and write checkpoints into a local
+//! directory standing in for the site's HDFS; faults are injected through a handle.
+//!
+//! Time only moves through `tick()`, which reads the site's `Clock`: with a `ManualClock` a
+//! test decides exactly when checkpoints happen. `spawn_ticker` drives it in real time.
+//!
+//! Fault semantics (what a controller must cope with):
+//! - `NodeDown`: a job whose JobManager node is down is `Failed`; one that lost only a
+//!   TaskManager node is `Restarting` (pods are pinned to their planned node, so Flink cannot
+//!   recover elsewhere). Neither checkpoints. When the node returns the job runs again.
+//! - `SiteDown`: API unreachable and every job dead. When it is cleared the cluster comes
+//!   back with its Deployments, so the jobs resume from their last checkpoint, as a real
+//!   cluster would: a controller that relaunched them elsewhere must stop (fence) them.
+//! - `Partition`: API unreachable from the controller, but jobs keep running and
+//!   checkpointing.
+//! - `SlowStorage`: each checkpoint completes `delay_ms` after it was triggered; at most one
+//!   is in flight per job, as with Flink's default `max-concurrent-checkpoints: 1`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use scheduler::model::{JobId, Node, RunningPod, SiteId, SiteSnapshot};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use super::sim_metadata::{self, SimMetadata};
+use super::{
+    CheckpointRef, Clock, JobObservation, JobState, LaunchSpec, Site, SiteError, SiteHealth,
+    flink_job_id,
+};
+
+/// Flink's key for how many completed checkpoints to keep.
+pub const NUM_RETAINED_KEY: &str = "state.checkpoints.num-retained";
+
+/// A fault to inject into (or clear from) a simulated site. JSON: `{"kind":"node-down",
+/// "node":"n1"}`, `{"kind":"site-down"}`, `{"kind":"partition"}`,
+/// `{"kind":"slow-storage","delay_ms":5000}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Fault {
+    NodeDown {
+        node: String,
+    },
+    SiteDown,
+    Partition,
+    /// Clearing a `SlowStorage` fault ignores its delay: storage is fast again.
+    SlowStorage {
+        delay_ms: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimulatedSiteConfig {
+    /// Completed checkpoints kept per job when the job's Flink configuration does not set
+    /// `state.checkpoints.num-retained`. Flink's own default is 1.
+    pub default_retained_checkpoints: usize,
+    /// How many consecutive checkpoints' `shared/` files each checkpoint references, as an
+    /// incremental RocksDB checkpoint keeps referencing SST files until compaction.
+    pub shared_file_window: u64,
+}
+
+impl Default for SimulatedSiteConfig {
+    fn default() -> Self {
+        SimulatedSiteConfig {
+            default_retained_checkpoints: 1,
+            shared_file_window: 3,
+        }
+    }
+}
+
+/// What one `tick` did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TickReport {
+    pub completed: Vec<(JobId, u64, CheckpointRef)>,
+    /// Checkpoint writes that failed; the job keeps running, as Flink tolerates failed
+    /// checkpoints.
+    pub failed_writes: Vec<SiteError>,
+}
+
+/// A simulated site. Clones share the same site.
+#[derive(Debug, Clone)]
+pub struct SimulatedSite {
+    inner: Arc<Inner>,
+}
+
+/// The control surface tests and the admin endpoint use: faults and time.
+#[derive(Debug, Clone)]
+pub struct SimulatedSiteHandle {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    id: SiteId,
+    storage_root: PathBuf,
+    clock: Arc<dyn Clock>,
+    config: SimulatedSiteConfig,
+    state: Mutex<SimState>,
+    changes: watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct SimState {
+    nodes: Vec<Node>,
+    foreign_pods: Vec<RunningPod>,
+    faults: Faults,
+    jobs: BTreeMap<JobId, SimJob>,
+    /// Highest generation of each job ever stopped here; older launches are stale.
+    stopped: BTreeMap<JobId, u64>,
+    last_contact: Option<DateTime<Utc>>,
+    version: u64,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Faults {
+    nodes_down: BTreeSet<String>,
+    site_down: bool,
+    partition: bool,
+    slow_storage: Option<Duration>,
+}
+
+impl Faults {
+    fn api_reachable(&self) -> bool {
+        !self.site_down && !self.partition
+    }
+}
+
+#[derive(Debug)]
+struct SimJob {
+    spec: LaunchSpec,
+    flink_job_id: String,
+    state: JobState,
+    ever_running: bool,
+    restarts: u32,
+    next_checkpoint_id: u64,
+    next_checkpoint_due: DateTime<Utc>,
+    pending: Option<PendingCheckpoint>,
+    /// Completed checkpoints still on storage, oldest first.
+    retained: VecDeque<RetainedCheckpoint>,
+    /// `shared/` files written by recent checkpoints of this generation, oldest first.
+    shared_by_checkpoint: VecDeque<(u64, Vec<String>)>,
+    latest: Option<CheckpointRef>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PendingCheckpoint {
+    id: u64,
+    completes_at: DateTime<Utc>,
+}
+
+#[derive(Debug)]
+struct RetainedCheckpoint {
+    dir: PathBuf,
+    /// Absolute URIs of the `shared/` files it references.
+    shared: Vec<String>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `base` + `/` + `rest`, without doubling slashes.
+fn join_uri(base: &str, rest: &str) -> String {
+    format!("{}/{}", base.trim_end_matches('/'), rest)
+}
+
+impl SimulatedSite {
+    /// A site with the nodes and foreign pods of `snapshot`; `storage_root` is its "HDFS":
+    /// a URI `hdfs://nn/flink/x` or `/flink/x` maps to `<storage_root>/flink/x`.
+    pub fn new(
+        snapshot: SiteSnapshot,
+        storage_root: impl Into<PathBuf>,
+        clock: Arc<dyn Clock>,
+        config: SimulatedSiteConfig,
+    ) -> Self {
+        let (changes, _) = watch::channel(0);
+        let now = clock.now();
+        SimulatedSite {
+            inner: Arc::new(Inner {
+                id: snapshot.id,
+                storage_root: storage_root.into(),
+                clock,
+                config,
+                state: Mutex::new(SimState {
+                    nodes: snapshot.nodes,
+                    foreign_pods: snapshot.running_pods,
+                    last_contact: Some(now),
+                    ..SimState::default()
+                }),
+                changes,
+            }),
+        }
+    }
+
+    pub fn handle(&self) -> SimulatedSiteHandle {
+        SimulatedSiteHandle {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+
+    pub fn storage_root(&self) -> &Path {
+        &self.inner.storage_root
+    }
+
+    /// Local path of a storage URI (see `new`); rejects `..` so nothing escapes the root.
+    pub fn resolve(&self, uri: &str) -> Result<PathBuf, SiteError> {
+        self.inner.resolve(uri)
+    }
+
+    /// Advances every job to the clock's current time: completes and triggers checkpoints.
+    pub fn tick(&self) -> TickReport {
+        self.inner.tick()
+    }
+}
+
+impl SimulatedSiteHandle {
+    pub fn site(&self) -> SiteId {
+        self.inner.id.clone()
+    }
+
+    pub fn inject(&self, fault: Fault) -> Result<(), SiteError> {
+        self.inner.set_fault(fault, true)
+    }
+
+    pub fn clear(&self, fault: Fault) -> Result<(), SiteError> {
+        self.inner.set_fault(fault, false)
+    }
+
+    pub fn active_faults(&self) -> Vec<Fault> {
+        let state = self.inner.lock();
+        let mut faults: Vec<Fault> = state
+            .faults
+            .nodes_down
+            .iter()
+            .map(|node| Fault::NodeDown { node: node.clone() })
+            .collect();
+        if state.faults.site_down {
+            faults.push(Fault::SiteDown);
+        }
+        if state.faults.partition {
+            faults.push(Fault::Partition);
+        }
+        if let Some(delay) = state.faults.slow_storage {
+            faults.push(Fault::SlowStorage {
+                delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            });
+        }
+        faults
+    }
+
+    pub fn tick(&self) -> TickReport {
+        self.inner.tick()
+    }
+}
+
+/// Ticks `site` every `period` of real time until the returned task is aborted. The file
+/// writes run on the blocking pool.
+pub fn spawn_ticker(site: SimulatedSite, period: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let site = site.clone();
+            let report = tokio::task::spawn_blocking(move || site.tick()).await;
+            if let Ok(report) = report {
+                for error in report.failed_writes {
+                    tracing::warn!(%error, "simulated checkpoint write failed");
+                }
+            }
+        }
+    })
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, SimState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn bump(&self, state: &mut SimState) {
+        state.version += 1;
+        self.changes.send_replace(state.version);
+    }
+
+    /// The guard, or `Unreachable` when the controller cannot talk to the site.
+    fn reachable(&self) -> Result<MutexGuard<'_, SimState>, SiteError> {
+        let mut state = self.lock();
+        if state.faults.site_down {
+            return Err(self.unreachable("site is down"));
+        }
+        if state.faults.partition {
+            return Err(self.unreachable("network partition between controller and site"));
+        }
+        state.last_contact = Some(self.clock.now());
+        Ok(state)
+    }
+
+    fn unreachable(&self, reason: &str) -> SiteError {
+        SiteError::Unreachable {
+            site: self.id.clone(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    fn invalid(&self, object: impl Into<String>, reason: impl Into<String>) -> SiteError {
+        SiteError::Invalid {
+            site: self.id.clone(),
+            object: object.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn storage_error(&self, path: &Path, error: impl std::fmt::Display) -> SiteError {
+        SiteError::Storage {
+            site: self.id.clone(),
+            path: path.display().to_string(),
+            reason: error.to_string(),
+        }
+    }
+
+    fn resolve(&self, uri: &str) -> Result<PathBuf, SiteError> {
+        let path = match uri.split_once("://") {
+            // `hdfs://authority/path`: drop the authority (may be empty, as in `hdfs:///x`).
+            Some((_scheme, rest)) => rest.split_once('/').map_or("", |(_, path)| path),
+            None => uri,
+        };
+        let path = Path::new(path);
+        if path.components().any(|c| matches!(c, Component::ParentDir)) {
+            return Err(self.invalid(format!("storage path {uri:?}"), "contains `..`"));
+        }
+        if path.starts_with(&self.storage_root) {
+            return Ok(path.to_path_buf());
+        }
+        let relative: PathBuf = path
+            .components()
+            .filter(|c| matches!(c, Component::Normal(_)))
+            .collect();
+        Ok(self.storage_root.join(relative))
+    }
+
+    fn set_fault(&self, fault: Fault, active: bool) -> Result<(), SiteError> {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        match &fault {
+            Fault::NodeDown { node } => {
+                if !state.nodes.iter().any(|n| &n.name == node) {
+                    return Err(self.invalid(format!("fault {fault:?}"), "no such node"));
+                }
+                if active {
+                    state.faults.nodes_down.insert(node.clone());
+                } else {
+                    state.faults.nodes_down.remove(node);
+                }
+            }
+            Fault::SiteDown => state.faults.site_down = active,
+            Fault::Partition => state.faults.partition = active,
+            Fault::SlowStorage { delay_ms } => {
+                state.faults.slow_storage = active.then(|| Duration::from_millis(*delay_ms));
+            }
+        }
+        tracing::info!(site = %self.id, ?fault, active, "simulated fault changed");
+        let faults = state.faults.clone();
+        for job in state.jobs.values_mut() {
+            job.update_state(&faults, now);
+        }
+        self.bump(&mut state);
+        Ok(())
+    }
+
+    fn tick(&self) -> TickReport {
+        let now = self.clock.now();
+        let mut report = TickReport::default();
+        let mut state = self.lock();
+        if state.faults.api_reachable() {
+            state.last_contact = Some(now);
+        }
+        let faults = state.faults.clone();
+        let mut changed = false;
+        let jobs: Vec<JobId> = state.jobs.keys().cloned().collect();
+        for job_id in jobs {
+            let Some(job) = state.jobs.get_mut(&job_id) else {
+                continue;
+            };
+            changed |= job.update_state(&faults, now);
+            if job.state != JobState::Running {
+                continue;
+            }
+            if let Some(pending) = job.pending
+                && pending.completes_at <= now
+            {
+                job.pending = None;
+                match self.complete_checkpoint(job, pending.id, now) {
+                    Ok(checkpoint) => {
+                        report
+                            .completed
+                            .push((job_id.clone(), job.spec.generation, checkpoint));
+                        changed = true;
+                    }
+                    Err(error) => report.failed_writes.push(error),
+                }
+            }
+            if job.pending.is_none() && job.next_checkpoint_due <= now {
+                let id = job.next_checkpoint_id;
+                job.next_checkpoint_id += 1;
+                job.next_checkpoint_due = now + to_chrono(job.spec.checkpoint_interval());
+                let delay = faults.slow_storage.unwrap_or_default();
+                if delay.is_zero() {
+                    match self.complete_checkpoint(job, id, now) {
+                        Ok(checkpoint) => {
+                            report.completed.push((
+                                job_id.clone(),
+                                job.spec.generation,
+                                checkpoint,
+                            ));
+                            changed = true;
+                        }
+                        Err(error) => report.failed_writes.push(error),
+                    }
+                } else {
+                    job.pending = Some(PendingCheckpoint {
+                        id,
+                        completes_at: now + to_chrono(delay),
+                    });
+                }
+            }
+        }
+        if changed {
+            self.bump(&mut state);
+        }
+        report
+    }
+
+    /// Writes checkpoint `id` of `job`: new `shared/` files, then `chk-id/_metadata`
+    /// referencing the recent shared files, then drops checkpoints beyond retention and the
+    /// shared files no retained checkpoint references.
+    fn complete_checkpoint(
+        &self,
+        job: &mut SimJob,
+        id: u64,
+        now: DateTime<Utc>,
+    ) -> Result<CheckpointRef, SiteError> {
+        let job_uri = join_uri(&job.spec.checkpoint_dir, &job.flink_job_id);
+        let job_dir = self.resolve(&job_uri)?;
+        let shared_dir = job_dir.join("shared");
+        std::fs::create_dir_all(&shared_dir).map_err(|e| self.storage_error(&shared_dir, e))?;
+
+        // Alternate one and two new files per checkpoint: enough to exercise "copy only
+        // what is new" without making tests slow.
+        let new_files = 1 + (id % 2) as usize;
+        let mut created = Vec::with_capacity(new_files);
+        for index in 0..new_files {
+            let name = shared_file_name(&job.flink_job_id, id, index);
+            let path = shared_dir.join(&name);
+            let content = format!(
+                "simulated state of {} generation {} checkpoint {id} file {index}\n",
+                job.spec.job, job.spec.generation
+            );
+            std::fs::write(&path, content).map_err(|e| self.storage_error(&path, e))?;
+            created.push(join_uri(&job_uri, &format!("shared/{name}")));
+        }
+        job.shared_by_checkpoint.push_back((id, created));
+        let window = self.config.shared_file_window.max(1);
+        while job
+            .shared_by_checkpoint
+            .front()
+            .is_some_and(|(first, _)| first + window <= id)
+        {
+            job.shared_by_checkpoint.pop_front();
+        }
+        let referenced: Vec<String> = job
+            .shared_by_checkpoint
+            .iter()
+            .flat_map(|(_, files)| files.iter().cloned())
+            .collect();
+
+        let chk_uri = join_uri(&job_uri, &format!("chk-{id}"));
+        let chk_dir = job_dir.join(format!("chk-{id}"));
+        std::fs::create_dir_all(&chk_dir).map_err(|e| self.storage_error(&chk_dir, e))?;
+        let metadata = SimMetadata {
+            flink_job_id: job.flink_job_id.clone(),
+            checkpoint_id: id,
+            files: referenced.clone(),
+        };
+        sim_metadata::write(&chk_dir, &metadata).map_err(|e| self.storage_error(&chk_dir, e))?;
+
+        job.retained.push_back(RetainedCheckpoint {
+            dir: chk_dir,
+            shared: referenced,
+        });
+        let keep = job
+            .spec
+            .flink_configuration
+            .get(NUM_RETAINED_KEY)
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(self.config.default_retained_checkpoints)
+            .max(1);
+        let mut dropped = Vec::new();
+        while job.retained.len() > keep {
+            if let Some(old) = job.retained.pop_front() {
+                dropped.push(old);
+            }
+        }
+        if !dropped.is_empty() {
+            let still_referenced: BTreeSet<&String> =
+                job.retained.iter().flat_map(|c| c.shared.iter()).collect();
+            for old in &dropped {
+                std::fs::remove_dir_all(&old.dir).map_err(|e| self.storage_error(&old.dir, e))?;
+                for file in old.shared.iter().filter(|f| !still_referenced.contains(f)) {
+                    let path = self.resolve(file)?;
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(self.storage_error(&path, e)),
+                    }
+                }
+            }
+        }
+
+        let checkpoint = CheckpointRef {
+            id,
+            path: chk_uri,
+            completed_at: now,
+        };
+        job.latest = Some(checkpoint.clone());
+        Ok(checkpoint)
+    }
+
+    /// Reads the checkpoint a launch restores from and checks that every file it references
+    /// exists; returns its checkpoint id.
+    fn check_restorable(&self, restore_from: &str) -> Result<u64, SiteError> {
+        let dir = self.resolve(restore_from)?;
+        let metadata_path = dir.join("_metadata");
+        let text = std::fs::read_to_string(&metadata_path).map_err(|e| {
+            self.invalid(
+                format!("restore path {restore_from}"),
+                format!("cannot read {}: {e}", metadata_path.display()),
+            )
+        })?;
+        let metadata = sim_metadata::parse(&metadata_path.display().to_string(), &text)
+            .map_err(|e| self.invalid(format!("restore path {restore_from}"), e.to_string()))?;
+        for file in &metadata.files {
+            let path = self.resolve(file)?;
+            if !path.is_file() {
+                return Err(self.invalid(
+                    format!("restore path {restore_from}"),
+                    format!("checkpoint references {file}, which does not exist in this site"),
+                ));
+            }
+        }
+        Ok(metadata.checkpoint_id)
+    }
+
+    fn launch(&self, spec: &LaunchSpec) -> Result<(), SiteError> {
+        spec.validate_for(&self.id)?;
+        let now = self.clock.now();
+        let mut state = self.reachable()?;
+        if let Some(running) = state.jobs.get(&spec.job) {
+            if running.spec.generation == spec.generation {
+                return Ok(());
+            }
+            return Err(SiteError::GenerationConflict {
+                site: self.id.clone(),
+                job: spec.job.clone(),
+                running: running.spec.generation,
+                requested: spec.generation,
+            });
+        }
+        if let Some(&stopped) = state.stopped.get(&spec.job)
+            && spec.generation <= stopped
+        {
+            return Err(SiteError::StaleGeneration {
+                site: self.id.clone(),
+                job: spec.job.clone(),
+                requested: spec.generation,
+                stopped,
+            });
+        }
+        for pod in &spec.placement.pods {
+            if !state.nodes.iter().any(|n| n.name == pod.node) {
+                return Err(self.invalid(
+                    format!("launch of job {} generation {}", spec.job, spec.generation),
+                    format!(
+                        "{:?} {} is placed on node {:?}, which this site does not have",
+                        pod.role, pod.index, pod.node
+                    ),
+                ));
+            }
+        }
+        let restored_id = match &spec.restore_from {
+            Some(path) => Some(self.check_restorable(path)?),
+            None => None,
+        };
+        let mut job = SimJob {
+            spec: spec.clone(),
+            flink_job_id: flink_job_id(&spec.job, spec.generation),
+            state: JobState::Restarting,
+            ever_running: false,
+            restarts: 0,
+            // Flink continues the checkpoint counter of the checkpoint it restored.
+            next_checkpoint_id: restored_id.map_or(1, |id| id + 1),
+            next_checkpoint_due: now + to_chrono(spec.checkpoint_interval()),
+            pending: None,
+            retained: VecDeque::new(),
+            shared_by_checkpoint: VecDeque::new(),
+            latest: None,
+        };
+        let faults = state.faults.clone();
+        job.update_state(&faults, now);
+        tracing::info!(site = %self.id, job = %spec.job, generation = spec.generation,
+            restore_from = ?spec.restore_from, "simulated launch");
+        state.jobs.insert(spec.job.clone(), job);
+        self.bump(&mut state);
+        Ok(())
+    }
+
+    fn stop(&self, job: &JobId, generation: u64) -> Result<(), SiteError> {
+        let mut state = self.reachable()?;
+        self.stop_locked(&mut state, job, generation);
+        Ok(())
+    }
+
+    fn stop_locked(&self, state: &mut SimState, job: &JobId, generation: u64) {
+        if state
+            .jobs
+            .get(job)
+            .is_some_and(|j| j.spec.generation == generation)
+        {
+            state.jobs.remove(job);
+            tracing::info!(site = %self.id, %job, generation, "simulated stop");
+        }
+        let stopped = state.stopped.entry(job.clone()).or_insert(generation);
+        *stopped = (*stopped).max(generation);
+        self.bump(state);
+    }
+
+    fn stop_with_savepoint(
+        &self,
+        job_id: &JobId,
+        generation: u64,
+        target_dir: &str,
+    ) -> Result<String, SiteError> {
+        let now = self.clock.now();
+        let mut state = self.reachable()?;
+        let not_running = || SiteError::NotRunning {
+            site: self.id.clone(),
+            job: job_id.clone(),
+            generation,
+        };
+        let job = state
+            .jobs
+            .get(job_id)
+            .filter(|j| j.spec.generation == generation)
+            .ok_or_else(not_running)?;
+        if job.state != JobState::Running {
+            return Err(not_running());
+        }
+        // Flink names savepoints `savepoint-<first 6 of job id>-<12 random hex>`; the
+        // suffix here is derived, so runs stay reproducible.
+        let suffix = hex(&Sha256::digest(format!("{}@{now}", job.flink_job_id).as_bytes())[..6]);
+        let name = format!("savepoint-{}-{suffix}", &job.flink_job_id[..6]);
+        let savepoint_uri = join_uri(target_dir, &name);
+        let dir = self.resolve(&savepoint_uri)?;
+        std::fs::create_dir_all(&dir).map_err(|e| self.storage_error(&dir, e))?;
+        // Savepoints are self-contained: their state lives inside their own directory.
+        let state_file = dir.join("state");
+        std::fs::write(
+            &state_file,
+            format!("simulated savepoint of {job_id} generation {generation}\n"),
+        )
+        .map_err(|e| self.storage_error(&state_file, e))?;
+        let metadata = SimMetadata {
+            flink_job_id: job.flink_job_id.clone(),
+            checkpoint_id: job.next_checkpoint_id,
+            files: vec![join_uri(&savepoint_uri, "state")],
+        };
+        sim_metadata::write(&dir, &metadata).map_err(|e| self.storage_error(&dir, e))?;
+        self.stop_locked(&mut state, job_id, generation);
+        Ok(savepoint_uri)
+    }
+
+    fn snapshot(&self) -> Result<SiteSnapshot, SiteError> {
+        let state = self.reachable()?;
+        let nodes = state
+            .nodes
+            .iter()
+            .map(|node| {
+                let mut node = node.clone();
+                if state.faults.nodes_down.contains(&node.name) {
+                    node.ready = false;
+                }
+                node
+            })
+            .collect();
+        Ok(SiteSnapshot {
+            id: self.id.clone(),
+            nodes,
+            running_pods: state.foreign_pods.clone(),
+        })
+    }
+
+    fn jobs(&self) -> Result<Vec<JobObservation>, SiteError> {
+        let state = self.reachable()?;
+        Ok(state
+            .jobs
+            .values()
+            .map(|job| {
+                let nodes: BTreeSet<String> = job
+                    .spec
+                    .placement
+                    .pods
+                    .iter()
+                    .map(|p| p.node.clone())
+                    .collect();
+                JobObservation {
+                    job: job.spec.job.clone(),
+                    generation: job.spec.generation,
+                    state: job.state,
+                    nodes: nodes.into_iter().collect(),
+                    restarts: job.restarts,
+                    latest_completed_checkpoint: job.latest.clone(),
+                }
+            })
+            .collect())
+    }
+
+    fn health(&self) -> SiteHealth {
+        let state = self.lock();
+        let detail = if state.faults.site_down {
+            Some("site is down".to_owned())
+        } else if state.faults.partition {
+            Some("network partition between controller and site".to_owned())
+        } else {
+            None
+        };
+        SiteHealth {
+            site: self.id.clone(),
+            api_reachable: state.faults.api_reachable(),
+            last_contact: state.last_contact,
+            detail,
+        }
+    }
+}
+
+impl SimJob {
+    /// Re-derives the job's state from the faults; returns true when it changed.
+    fn update_state(&mut self, faults: &Faults, now: DateTime<Utc>) -> bool {
+        let jm_down = self
+            .spec
+            .job_manager_node()
+            .is_some_and(|n| faults.nodes_down.contains(n));
+        let tm_down = self
+            .spec
+            .task_manager_nodes()
+            .iter()
+            .any(|n| faults.nodes_down.contains(*n));
+        let next = if faults.site_down || jm_down {
+            JobState::Failed
+        } else if tm_down {
+            JobState::Restarting
+        } else {
+            JobState::Running
+        };
+        if next == self.state {
+            return false;
+        }
+        if next == JobState::Running {
+            if self.ever_running {
+                self.restarts += 1;
+            }
+            self.ever_running = true;
+            self.next_checkpoint_due = now + to_chrono(self.spec.checkpoint_interval());
+        } else {
+            // A checkpoint in flight is aborted when the job goes down.
+            self.pending = None;
+        }
+        self.state = next;
+        true
+    }
+}
+
+fn shared_file_name(flink_job_id: &str, checkpoint: u64, index: usize) -> String {
+    let digest = Sha256::digest(format!("{flink_job_id}/{checkpoint}/{index}").as_bytes());
+    let h = hex(&digest[..16]);
+    // UUID-shaped, like the SST file names RocksDB checkpoints upload.
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn to_chrono(duration: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
+}
+
+#[async_trait]
+impl Site for SimulatedSite {
+    fn id(&self) -> SiteId {
+        self.inner.id.clone()
+    }
+
+    async fn snapshot(&self) -> Result<SiteSnapshot, SiteError> {
+        self.inner.snapshot()
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
+    async fn launch(&self, spec: &LaunchSpec) -> Result<(), SiteError> {
+        self.inner.launch(spec)
+    }
+
+    async fn stop(&self, job: &JobId, generation: u64) -> Result<(), SiteError> {
+        self.inner.stop(job, generation)
+    }
+
+    async fn stop_with_savepoint(
+        &self,
+        job: &JobId,
+        generation: u64,
+        target_dir: &str,
+    ) -> Result<String, SiteError> {
+        self.inner.stop_with_savepoint(job, generation, target_dir)
+    }
+
+    async fn jobs(&self) -> Result<Vec<JobObservation>, SiteError> {
+        self.inner.jobs()
+    }
+
+    async fn health(&self) -> SiteHealth {
+        self.inner.health()
+    }
+}
+
+/// Reads a simulated checkpoint's `_metadata`: the files it references, by URI.
+pub fn read_checkpoint_metadata(
+    site: &SimulatedSite,
+    checkpoint_uri: &str,
+) -> Result<SimMetadata, SiteError> {
+    let path = site.resolve(checkpoint_uri)?.join("_metadata");
+    let text = std::fs::read_to_string(&path).map_err(|e| SiteError::Storage {
+        site: site.inner.id.clone(),
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    sim_metadata::parse(&path.display().to_string(), &text).map_err(|e| SiteError::Invalid {
+        site: site.inner.id.clone(),
+        object: format!("checkpoint {checkpoint_uri}"),
+        reason: e.to_string(),
+    })
+}
