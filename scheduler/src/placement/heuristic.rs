@@ -55,6 +55,9 @@ pub(crate) struct Engine<'r, 'a> {
     shadow: Vec<(usize, Resources)>,
     shadow_sites: BTreeSet<usize>,
     reserves_installed: Vec<bool>,
+    /// Per installed reserve, the protected jobs its shadow holds room for and those it
+    /// could not: the shadow stays intact until the end, so these are final.
+    reserve_outcome: BTreeMap<usize, (Vec<usize>, Vec<usize>)>,
     unplaced: BTreeMap<usize, String>,
     preemptions: Vec<Preemption>,
     preempted_by: BTreeMap<usize, usize>,
@@ -184,6 +187,7 @@ impl<'r, 'a> Engine<'r, 'a> {
             shadow: Vec::new(),
             shadow_sites: BTreeSet::new(),
             reserves_installed: vec![false; req.policy.reserves.len()],
+            reserve_outcome: BTreeMap::new(),
             unplaced: BTreeMap::new(),
             preemptions: Vec::new(),
             preempted_by: BTreeMap::new(),
@@ -281,7 +285,7 @@ impl<'r, 'a> Engine<'r, 'a> {
     fn quota_remove(&mut self, j: usize, site: usize) {
         let job = self.jobs[j];
         if let Some(u) = self.quota_used.get_mut(&(&job.tenant, site)) {
-            *u = *u - job.total();
+            *u -= job.total();
         }
     }
 
@@ -345,7 +349,7 @@ impl<'r, 'a> Engine<'r, 'a> {
                     (-c.score, leftover(c.room, jm, alloc), c.node)
                 })
                 .map(|(i, _)| i)?;
-            cands[best].room = cands[best].room - jm;
+            cands[best].room -= jm;
             out.push((PodRole::Jobmanager, idx, cands[best].node));
         }
         let tm_need: Vec<u32> = need
@@ -377,7 +381,7 @@ impl<'r, 'a> Engine<'r, 'a> {
                 let Some(idx) = pending else { break };
                 let c = &mut cands[i];
                 if c.tms <= level && tm.fits_in(&c.room) {
-                    c.room = c.room - tm;
+                    c.room -= tm;
                     c.tms += 1;
                     out.push((PodRole::Taskmanager, idx, c.node));
                     pending = next.next();
@@ -515,7 +519,7 @@ impl<'r, 'a> Engine<'r, 'a> {
                 }
                 let job = self.jobs[v];
                 if let Some(u) = used.get_mut(&(&job.tenant, site)) {
-                    *u = *u - job.total();
+                    *u -= job.total();
                 }
             }
             chosen.push(v);
@@ -897,10 +901,13 @@ impl<'r, 'a> Engine<'r, 'a> {
 
     // ---- failover reserves -----------------------------------------------------------------
 
-    fn protected_jobs(&self, protects: usize, min: Priority) -> Vec<usize> {
+    /// Jobs placed in `protects` with at least `min` priority that may run in `site` (a job
+    /// pinned to its own site cannot fail over, so no reserve can be kept for it).
+    fn protected_jobs(&self, site: &SiteId, protects: usize, min: Priority) -> Vec<usize> {
         let mut v: Vec<usize> = (0..self.jobs.len())
             .filter(|&j| {
                 self.jobs[j].priority >= min
+                    && self.jobs[j].sites.allows(site)
                     && self.placed[j].as_ref().is_some_and(|p| p.site == protects)
             })
             .collect();
@@ -925,7 +932,7 @@ impl<'r, 'a> Engine<'r, 'a> {
     ) -> (Vec<(usize, Vec<Pod>)>, Vec<usize>) {
         let mut fit = Vec::new();
         let mut not = Vec::new();
-        for j in self.protected_jobs(protects, min) {
+        for j in self.protected_jobs(self.cluster.sites[site].id, protects, min) {
             if !self.jobs[j].sites.allows(self.cluster.sites[site].id) {
                 not.push(j);
                 continue;
@@ -968,8 +975,10 @@ impl<'r, 'a> Engine<'r, 'a> {
                     borrowed: Vec::new(),
                 },
             );
-            let (fit, _) = self.reserve_trial(&mut cap, s, p, r.min_priority);
+            let (fit, not) = self.reserve_trial(&mut cap, s, p, r.min_priority);
             self.cap = cap;
+            self.reserve_outcome
+                .insert(ri, (fit.iter().map(|(j, _)| *j).collect(), not));
             for (j, pods) in fit {
                 for (role, _, n) in pods {
                     self.shadow.push((n, pod_request(self.jobs[j], role)));
@@ -992,46 +1001,59 @@ impl<'r, 'a> Engine<'r, 'a> {
         self.shadow_sites.contains(&site)
     }
 
+    /// Installed reserves report what their shadow held; protected jobs that arrived later
+    /// and reserves never installed are trial-packed on the final capacity (shadows still
+    /// taken, so reserves sharing a site do not count the same room twice).
     fn reserve_reports(&mut self) -> BTreeMap<SiteId, ReserveReport> {
-        let mut cap = self.capacity_without_shadow();
+        let mut cap = self.cap.clone();
         let mut reports: BTreeMap<SiteId, ReserveReport> = BTreeMap::new();
         let reserves = self.req.policy.reserves.clone();
-        for r in &reserves {
-            let report = reports
-                .entry(r.site.clone())
-                .or_insert_with(|| ReserveReport {
-                    protects: Vec::new(),
-                    holds: true,
-                    needed: Resources::ZERO,
-                    missing: Resources::ZERO,
-                    jobs_not_fitting: Vec::new(),
-                });
+        for (ri, r) in reserves.iter().enumerate() {
+            let mut report = reports.remove(&r.site).unwrap_or_else(empty_report);
             report.protects.push(ReserveScope {
                 site: r.protects.clone(),
                 min_priority: r.min_priority,
             });
-            let Some(&p) = self.cluster.site_index.get(&r.protects) else {
-                continue;
-            };
-            let (fit, not) = match self.cluster.site_index.get(&r.site) {
-                Some(&s) => self.reserve_trial(&mut cap, s, p, r.min_priority),
-                None => (Vec::new(), self.protected_jobs(p, r.min_priority)),
-            };
-            let report = reports
-                .entry(r.site.clone())
-                .or_insert_with(|| unreachable_report());
-            for (j, _) in &fit {
-                report.needed += self.jobs[*j].total();
+            if let Some(&p) = self.cluster.site_index.get(&r.protects) {
+                let protected = self.protected_jobs(&r.site, p, r.min_priority);
+                let (mut fit, mut not) = self.reserve_outcome.get(&ri).cloned().unwrap_or_default();
+                fit.retain(|j| protected.contains(j));
+                not.retain(|j| protected.contains(j));
+                let covered = self.reserve_outcome.contains_key(&ri);
+                for j in protected {
+                    if covered && (fit.contains(&j) || not.contains(&j)) {
+                        continue;
+                    }
+                    let site = self.cluster.site_index.get(&r.site).copied();
+                    let packed = match site {
+                        Some(s) if self.jobs[j].sites.allows(&r.site) => {
+                            let need = expected_pods(self.jobs[j]);
+                            self.pack(&cap, j, s, &[], &need)
+                        }
+                        _ => None,
+                    };
+                    match packed {
+                        Some(pods) => {
+                            for &(role, _, n) in &pods {
+                                cap.take(&self.cluster, n, pod_request(self.jobs[j], role));
+                            }
+                            fit.push(j);
+                        }
+                        None => not.push(j),
+                    }
+                }
+                for &j in &fit {
+                    report.needed += self.jobs[j].total();
+                }
+                for &j in &not {
+                    report.needed += self.jobs[j].total();
+                    report.missing += self.jobs[j].total();
+                    report.jobs_not_fitting.push(self.jobs[j].id.clone());
+                    report.holds = false;
+                }
             }
-            for &j in &not {
-                report.needed += self.jobs[j].total();
-                report.missing += self.jobs[j].total();
-                report.jobs_not_fitting.push(self.jobs[j].id.clone());
-                report.holds = false;
-            }
-        }
-        for r in reports.values_mut() {
-            r.jobs_not_fitting.sort();
+            report.jobs_not_fitting.sort();
+            reports.insert(r.site.clone(), report);
         }
         reports
     }
@@ -1164,7 +1186,7 @@ impl<'r, 'a> Engine<'r, 'a> {
     }
 }
 
-fn unreachable_report() -> ReserveReport {
+fn empty_report() -> ReserveReport {
     ReserveReport {
         protects: Vec::new(),
         holds: true,

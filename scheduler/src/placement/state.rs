@@ -62,6 +62,15 @@ pub(crate) enum Filtered {
     Affinity,
 }
 
+/// Site, pool, accepts new pods, sorted taints, the labels anyone selects on.
+type ClassKey<'n> = (
+    usize,
+    Option<usize>,
+    bool,
+    Vec<Taint>,
+    Vec<(&'n str, &'n str)>,
+);
+
 pub(crate) struct Cluster<'a> {
     pub sites: Vec<SiteInfo<'a>>,
     pub nodes: Vec<NodeInfo<'a>>,
@@ -121,10 +130,7 @@ impl<'a> Cluster<'a> {
         let mut sites = Vec::new();
         let mut nodes = Vec::new();
         let mut classes: Vec<NodeClass<'a>> = Vec::new();
-        let mut class_index: HashMap<
-            (usize, Option<usize>, bool, Vec<Taint>, Vec<(&str, &str)>),
-            usize,
-        > = HashMap::new();
+        let mut class_index: HashMap<ClassKey, usize> = HashMap::new();
         let mut site_index = BTreeMap::new();
         let mut largest = Resources::ZERO;
         for (si, snap) in req.sites.iter().enumerate() {
@@ -298,7 +304,7 @@ impl Capacity {
     pub fn give_back(&mut self, cluster: &Cluster, node: usize, r: Resources) {
         self.free[node] += r;
         if cluster.nodes[node].offline {
-            self.borrowed[node] = self.borrowed[node] - r;
+            self.borrowed[node] -= r;
         }
     }
 }

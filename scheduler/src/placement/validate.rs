@@ -178,7 +178,7 @@ pub fn validate_plan(req: &PlacementRequest, plan: &PlacementPlan) -> Vec<Violat
                 continue;
             };
             let kept = running.contains(&(&p.job, &p.site, pod.role, pod.index, pod.node.as_str()));
-            if !(node.ready && !node.unschedulable) {
+            if !node.ready || node.unschedulable {
                 out.push(violation(
                     NodeNotAccepting,
                     Some(&p.job),

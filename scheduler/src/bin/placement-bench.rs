@@ -1,0 +1,323 @@
+//! Placement benchmark: prints figures, asserts nothing.
+//!
+//! `cargo run -p twinsite-scheduler --release --bin placement-bench -- [seed] [milp-budget-secs] [max-tms]`
+//!
+//! A synthetic 2-site × 1000-node cluster with 1000 jobs (≈20k pods) near capacity: heuristic
+//! wall time, MILP improvement under a budget, nodes used against a lower bound, one extra
+//! job placed incrementally (p50/p99), and peak memory.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use chrono::TimeZone;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use scheduler::k8s::{Taint, TaintEffect, Toleration, TolerationOperator};
+use scheduler::model::{
+    FailoverReserve, JobDemand, JobId, LendingWindow, Node, NodePool, OfflineLending,
+    PlacementPolicy, Priority, Resources, RunningPod, SiteConstraint, SiteId, SiteSnapshot,
+    TenantId, TenantQuota,
+};
+use scheduler::placement::{
+    IncrementalPlacer, PlacementOptions, PlacementRequest, SolverChoice, plan, validate_plan,
+};
+
+const GI: i64 = 1024 * 1024 * 1024;
+
+fn cluster(rng: &mut ChaCha8Rng, sites: &[&str], nodes_per_site: usize) -> Vec<SiteSnapshot> {
+    sites
+        .iter()
+        .map(|s| {
+            let mut nodes = Vec::new();
+            let mut pods = Vec::new();
+            for i in 0..nodes_per_site {
+                let name = format!("{s}-node-{i:04}");
+                let roll = rng.random_range(0..100);
+                let (cpu, mem, offline) = match roll {
+                    0..60 => (32_000, 128, false),
+                    60..90 => (64_000, 256, false),
+                    _ => (48_000, 192, true),
+                };
+                let mut labels = BTreeMap::new();
+                labels.insert("kubernetes.io/hostname".to_string(), name.clone());
+                labels.insert("zone".to_string(), format!("{s}-z{}", i % 3));
+                labels.insert(
+                    "disk".to_string(),
+                    if rng.random_bool(0.3) { "ssd" } else { "hdd" }.to_string(),
+                );
+                if offline {
+                    labels.insert("pool".to_string(), "hdfs".to_string());
+                }
+                let mut taints = Vec::new();
+                let t = rng.random_range(0..100);
+                if t < 5 {
+                    taints.push(Taint {
+                        key: "dedicated".into(),
+                        value: "gpu".into(),
+                        effect: TaintEffect::NoSchedule,
+                    });
+                } else if t < 8 {
+                    taints.push(Taint {
+                        key: "spot".into(),
+                        value: "true".into(),
+                        effect: TaintEffect::PreferNoSchedule,
+                    });
+                }
+                if rng.random_bool(0.3) {
+                    pods.push(RunningPod {
+                        namespace: "kube-system".into(),
+                        name: format!("daemon-{name}"),
+                        node: name.clone(),
+                        request: Resources::new(
+                            rng.random_range(1..=8) * 1_000,
+                            rng.random_range(2..=32) * GI,
+                            1,
+                        ),
+                    });
+                }
+                nodes.push(Node {
+                    name,
+                    labels,
+                    taints,
+                    unschedulable: rng.random_bool(0.01),
+                    ready: !rng.random_bool(0.005),
+                    allocatable: Resources::new(cpu, mem * GI, 110),
+                });
+            }
+            SiteSnapshot {
+                id: SiteId(s.to_string()),
+                nodes,
+                running_pods: pods,
+            }
+        })
+        .collect()
+}
+
+fn job(rng: &mut ChaCha8Rng, i: usize, prefix: &str, tm_max: u32) -> JobDemand {
+    let sites = ["dc-a", "dc-b"];
+    let priority = match rng.random_range(0..100) {
+        0..10 => Priority::Critical,
+        10..35 => Priority::High,
+        35..80 => Priority::Normal,
+        _ => Priority::BestEffort,
+    };
+    let mut tolerations = Vec::new();
+    if rng.random_bool(0.05) {
+        tolerations.push(Toleration {
+            key: "dedicated".into(),
+            operator: TolerationOperator::Equal,
+            value: "gpu".into(),
+            effect: Some(TaintEffect::NoSchedule),
+            toleration_seconds: None,
+        });
+    }
+    let mut node_selector = BTreeMap::new();
+    if rng.random_bool(0.1) {
+        node_selector.insert("disk".to_string(), "ssd".to_string());
+    }
+    let allowed = match rng.random_range(0..10) {
+        0 => vec![SiteId("dc-a".into())],
+        1 => vec![SiteId("dc-b".into())],
+        _ => Vec::new(),
+    };
+    JobDemand {
+        id: JobId(format!("{prefix}-{:02}/job-{i:04}", i % 20)),
+        tenant: TenantId(format!("tenant-{}", i % 8)),
+        priority,
+        job_manager: Resources::new(1_000, rng.random_range(2..=4) * GI, 1),
+        task_manager: Resources::new(
+            rng.random_range(1..=4) * 1_000,
+            rng.random_range(2..=8) * 2 * GI,
+            1,
+        ),
+        task_managers: rng.random_range(5..=tm_max.max(5)),
+        sites: SiteConstraint {
+            preferred: Some(SiteId(sites[rng.random_range(0..2)].into())),
+            allowed,
+        },
+        node_selector,
+        node_affinity: None,
+        tolerations,
+        allow_offline: rng.random_bool(0.3),
+    }
+}
+
+fn policy() -> PlacementPolicy {
+    PlacementPolicy {
+        pools: vec![NodePool {
+            name: "hdfs".into(),
+            site: None,
+            selector: [("pool".to_string(), "hdfs".to_string())].into(),
+            offline: Some(OfflineLending {
+                windows: vec![LendingWindow {
+                    days: vec![
+                        chrono::Weekday::Mon,
+                        chrono::Weekday::Tue,
+                        chrono::Weekday::Wed,
+                        chrono::Weekday::Thu,
+                        chrono::Weekday::Fri,
+                    ],
+                    start_minute: 60,
+                    end_minute: 420,
+                    timezone: chrono_tz::Asia::Shanghai,
+                }],
+                max_borrow_fraction: 0.5,
+                safety_margin: Resources::new(2_000, 8 * GI, 0),
+            }),
+        }],
+        quotas: (0..2)
+            .map(|t| TenantQuota {
+                tenant: TenantId(format!("tenant-{t}")),
+                site: SiteId("dc-a".into()),
+                limit: Resources::new(6_000_000, 20_000 * GI, i64::MAX),
+            })
+            .collect(),
+        reserves: vec![FailoverReserve {
+            site: SiteId("dc-b".into()),
+            protects: SiteId("dc-a".into()),
+            min_priority: Priority::Critical,
+        }],
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn peak_memory_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let seed: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(7);
+    let budget: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    // Most TaskManagers per job: 35 fits the cluster (~21k pods); 60 overloads it.
+    let tm_max: u32 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(35);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let sites = cluster(&mut rng, &["dc-a", "dc-b"], 1000);
+    let jobs: Vec<JobDemand> = (0..1000).map(|i| job(&mut rng, i, "ns", tm_max)).collect();
+    let extra: Vec<JobDemand> = (0..1000).map(|i| job(&mut rng, i, "extra", 35)).collect();
+    let policy = policy();
+    // Wednesday 02:00 Asia/Shanghai: the offline window is open.
+    let at = chrono::Utc
+        .with_ymd_and_hms(2026, 11, 17, 18, 0, 0)
+        .single()
+        .unwrap_or_default();
+    let pods: u64 = jobs.iter().map(|j| 1 + u64::from(j.task_managers)).sum();
+    let mut req = PlacementRequest {
+        sites: &sites,
+        jobs: &jobs,
+        policy: &policy,
+        running: &[],
+        at,
+        options: PlacementOptions::default(),
+    };
+    println!(
+        "cluster: 2 sites × 1000 nodes, {} jobs, {pods} pods, seed {seed}",
+        jobs.len()
+    );
+
+    let mut times = Vec::new();
+    let mut heuristic = plan(&req);
+    for _ in 0..5 {
+        let t = Instant::now();
+        heuristic = plan(&req);
+        times.push(t.elapsed());
+    }
+    times.sort();
+    println!(
+        "heuristic full plan: median {:?}, min {:?} (5 runs); placed {} / unplaced {}; objective {:.1}; violations {}",
+        times[2],
+        times[0],
+        heuristic.placements.len(),
+        heuristic.unplaced.len(),
+        heuristic.solver.objective,
+        validate_plan(&req, &heuristic).len()
+    );
+    for u in heuristic.unplaced.iter().take(3) {
+        println!("  e.g. unplaced {}: {}", u.job, u.reason);
+    }
+    for (site, r) in &heuristic.reserve {
+        println!(
+            "  reserve {site}: holds {}, needed {}, missing {}, {} jobs not fitting",
+            r.holds,
+            r.needed,
+            r.missing,
+            r.jobs_not_fitting.len()
+        );
+    }
+
+    // Nodes used against a lower bound (placed demand / largest node, per dimension).
+    let by_id: BTreeMap<&JobId, &JobDemand> = jobs.iter().map(|j| (&j.id, j)).collect();
+    let used: BTreeSet<(&SiteId, &str)> = heuristic
+        .placements
+        .iter()
+        .flat_map(|p| p.pods.iter().map(move |x| (&p.site, x.node.as_str())))
+        .collect();
+    let demand = heuristic
+        .placements
+        .iter()
+        .filter_map(|p| by_id.get(&p.job))
+        .fold(Resources::ZERO, |a, j| a + j.total());
+    let largest = Resources::new(64_000, 256 * GI, 110);
+    let lb_cpu = (demand.cpu_milli + largest.cpu_milli - 1) / largest.cpu_milli;
+    let lb_mem = (demand.memory_bytes + largest.memory_bytes - 1) / largest.memory_bytes;
+    let lb_pods = (demand.pods + largest.pods - 1) / largest.pods;
+    println!(
+        "nodes used: {} (lower bound cpu {lb_cpu}, memory {lb_mem}, pods {lb_pods}; TaskManager spreading trades packing for blast radius)",
+        used.len()
+    );
+
+    req.options.solver = SolverChoice::Milp {
+        budget: Duration::from_secs_f64(budget),
+    };
+    let t = Instant::now();
+    let milp = plan(&req);
+    let milp_time = t.elapsed();
+    println!(
+        "milp (budget {budget}s): {:?}; solver {:?}, status {}, objective {:.1} (heuristic {:.1}, {:+.2}%), bound {}, placed {}, violations {}",
+        milp_time,
+        milp.solver.solver,
+        milp.solver.status,
+        milp.solver.objective,
+        heuristic.solver.objective,
+        100.0 * (milp.solver.objective - heuristic.solver.objective)
+            / heuristic.solver.objective.max(1e-9),
+        milp.solver.bound.map_or("unknown".to_string(), |b| format!(
+            "{b:.1} (heuristic gap {:.2}%)",
+            100.0 * (b - heuristic.solver.objective) / b.max(1e-9)
+        )),
+        milp.placements.len(),
+        validate_plan(&req, &milp).len()
+    );
+
+    req.options.solver = SolverChoice::Heuristic;
+    let mut placer = IncrementalPlacer::new(&req, &heuristic.placements);
+    let mut samples = Vec::with_capacity(extra.len());
+    let mut placed = 0;
+    for j in &extra {
+        let t = Instant::now();
+        let r = placer.place_one(j);
+        samples.push(t.elapsed());
+        if r.is_ok() {
+            placed += 1;
+            placer.remove(&j.id);
+        }
+    }
+    samples.sort();
+    println!(
+        "place_one over {} trials: p50 {:?}, p99 {:?}, max {:?} ({placed} placed)",
+        samples.len(),
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.99),
+        samples[samples.len() - 1]
+    );
+    match peak_memory_kib() {
+        Some(k) => println!("peak memory (VmHWM): {:.1} MiB", k as f64 / 1024.0),
+        None => println!("peak memory: unavailable"),
+    }
+}
