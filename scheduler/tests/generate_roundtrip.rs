@@ -55,7 +55,7 @@ fn the_same_seed_gives_the_same_output_and_another_seed_does_not() {
 fn generated_nodes_look_like_kubectl_output() {
     let generated = small(3);
     let list: serde_json::Value =
-        serde_json::from_str(&generated.nodes_json.values().next().unwrap()).unwrap();
+        serde_json::from_str(generated.nodes_json.values().next().unwrap()).unwrap();
     assert_eq!(list["apiVersion"], "v1");
     assert_eq!(list["kind"], "List");
     let node = &list["items"][0];
