@@ -304,12 +304,7 @@ impl Replicator {
     /// One round over every selected job, `job_parallelism` at a time. A job's failure is
     /// reported in its outcome and metrics; it never stops the other jobs.
     pub async fn run_once(&self) -> Result<RoundReport, SyncError> {
-        let jobs = match &self.inner.options.jobs {
-            Some(jobs) => jobs.clone(),
-            None => {
-                discovery::list_jobs(self.inner.source.as_ref(), &self.inner.source_root).await?
-            }
-        };
+        let jobs = self.selected_jobs().await?;
         let mut report = RoundReport {
             jobs: BTreeMap::new(),
         };
@@ -337,29 +332,71 @@ impl Replicator {
         Ok(report)
     }
 
-    /// Rounds every `interval` until `shutdown` resolves (or one round with `once`). Each
-    /// round is bounded by its slowest job; `io_timeout` bounds how slow that can be.
+    /// Replicates continuously until `shutdown` resolves (or one `run_once` round with
+    /// `once`). Every `interval` each job that is not still busy is started again, so a slow
+    /// or stuck job never holds back the others' next checkpoints.
     pub async fn run(
         &self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), SyncError> {
         tokio::pin!(shutdown);
+        if self.inner.options.once {
+            tokio::select! {
+                _ = &mut shutdown => {}
+                round = self.run_once() => { round?; }
+            }
+            return Ok(());
+        }
+        let mut running: JoinSet<()> = JoinSet::new();
+        let mut busy: std::collections::HashMap<tokio::task::Id, String> =
+            std::collections::HashMap::new();
+        let mut ticker = tokio::time::interval(self.inner.options.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                // Dropping the JoinSet on return aborts whatever is still copying.
                 _ = &mut shutdown => return Ok(()),
-                round = self.run_once() => {
-                    if let Err(e) = round {
-                        tracing::warn!(error = %e, "replication round failed");
+                Some(done) = running.join_next_with_id(), if !running.is_empty() => {
+                    let id = match done {
+                        Ok((id, ())) => id,
+                        Err(e) => {
+                            tracing::error!(error = %e, "replication task ended abnormally");
+                            e.id()
+                        }
+                    };
+                    busy.remove(&id);
+                }
+                _ = ticker.tick() => {
+                    let jobs = match self.selected_jobs().await {
+                        Ok(jobs) => jobs,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot list source jobs");
+                            continue;
+                        }
+                    };
+                    for job in jobs {
+                        if running.len() >= self.inner.options.job_parallelism.max(1) {
+                            break;
+                        }
+                        if busy.values().any(|b| *b == job) {
+                            continue;
+                        }
+                        let this = self.clone();
+                        let name = job.clone();
+                        let handle = running.spawn(async move {
+                            this.replicate_job(&name).await;
+                        });
+                        busy.insert(handle.id(), job);
                     }
                 }
             }
-            if self.inner.options.once {
-                return Ok(());
-            }
-            tokio::select! {
-                _ = &mut shutdown => return Ok(()),
-                _ = tokio::time::sleep(self.inner.options.interval) => {}
-            }
+        }
+    }
+
+    async fn selected_jobs(&self) -> Result<Vec<String>, SyncError> {
+        match &self.inner.options.jobs {
+            Some(jobs) => Ok(jobs.clone()),
+            None => discovery::list_jobs(self.inner.source.as_ref(), &self.inner.source_root).await,
         }
     }
 

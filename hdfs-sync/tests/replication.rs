@@ -547,3 +547,53 @@ async fn a_hung_job_times_out_without_stalling_the_others() {
     );
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn in_continuous_mode_a_stuck_job_does_not_hold_back_the_others() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    write_checkpoint(&src, "fast", 1, &[], 1, 100);
+    write_checkpoint(&src, "stuck", 1, &[], 1, 100);
+    let source = Arc::new(FaultyStorage::new(Arc::new(LocalStorage)));
+    source.add(Fault {
+        op: FaultOp::Open,
+        url_contains: "/stuck/shared/".into(),
+        action: FaultAction::Delay(Duration::from_secs(60)),
+        times: None,
+    });
+    let ledger = Arc::new(MemoryLedger::default());
+    let options = SyncOptions {
+        interval: Duration::from_millis(50),
+        ..fast_options()
+    };
+    let r = replicator(source, &src, local(), &dst, ledger.clone(), options);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn({
+        let r = r.clone();
+        async move {
+            r.run(async {
+                let _ = stop_rx.await;
+            })
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    write_checkpoint(&src, "fast", 2, &[], 1, 100);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ledger
+        .latest_replicated("fast")
+        .await
+        .unwrap()
+        .map(|c| c.checkpoint_id)
+        != Some(2)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fast job's second checkpoint never replicated"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ledger.replicated("stuck").await.unwrap().is_empty());
+    let _ = stop_tx.send(());
+    running.await.unwrap().unwrap();
+}
