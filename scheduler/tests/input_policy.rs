@@ -221,3 +221,22 @@ fn a_job_file_given_as_policy_is_named_by_kind() {
         "policy.yaml: kind: expected \"Policy\", found \"StreamJob\""
     );
 }
+
+#[test]
+fn a_job_naming_a_site_the_policy_lacks_is_reported_against_the_job_file() {
+    let jobs =
+        scheduler::input::parse_stream_jobs("jobs.yaml", include_str!("fixtures/input/jobs.yaml"))
+            .unwrap();
+    let policy = Policy::default_two_sites();
+    assert!(policy.check_jobs("jobs.yaml", &jobs).is_ok());
+    let mut moved = jobs.clone();
+    moved[0].spec.placement.sites.allowed[1] = "dc-c".to_string();
+    let message = policy
+        .check_jobs("jobs.yaml", &moved)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        message,
+        "jobs.yaml: trade/orders-enrich: spec.placement.sites.allowed[1]: unknown site \"dc-c\"; the policy's sites are \"dc-a\", \"dc-b\""
+    );
+}

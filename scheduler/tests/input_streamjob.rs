@@ -298,3 +298,26 @@ fn a_plan_without_nodes_is_refused() {
         "plan.json: nodes: required field is missing (the plan's list of operators)"
     );
 }
+
+#[test]
+fn server_set_metadata_is_tolerated_but_other_metadata_is_not() {
+    let tolerated = job("").replace(
+        "metadata: {name: orders-enrich, namespace: trade}",
+        "metadata: {name: orders-enrich, namespace: trade, uid: 1c2d, generation: 3, resourceVersion: '981', creationTimestamp: '2026-01-05T03:12:40Z'}",
+    );
+    assert!(parse_stream_jobs("jobs.yaml", &tolerated).is_ok());
+    let message = error_of(&job("").replace(
+        "metadata: {name: orders-enrich, namespace: trade}",
+        "metadata: {name: orders-enrich, namespace: trade, finalizers: [x]}",
+    ));
+    assert!(
+        message.contains("(trade/orders-enrich): metadata.finalizers: unknown field `finalizers`"),
+        "{message}"
+    );
+}
+
+#[test]
+fn pod_affinity_is_refused_rather_than_ignored() {
+    let message = error_of(&job("  placement: {affinity: {podAntiAffinity: {}}}\n"));
+    assert!(message.contains("spec.placement.affinity.podAntiAffinity: unknown field `podAntiAffinity`, expected `nodeAffinity`"), "{message}");
+}

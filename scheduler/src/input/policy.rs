@@ -13,6 +13,7 @@ use super::common::{
     positive_duration,
 };
 use super::error::{InputError, Problems};
+use super::streamjob::StreamJob;
 use crate::k8s::Quantity;
 use crate::model::{
     FailoverReserve, LendingWindow, NodePool, OfflineLending, PlacementPolicy, Priority, Resources,
@@ -455,6 +456,44 @@ impl Policy {
 
     pub fn replication(&self) -> Replication {
         self.replication
+    }
+
+    /// Checks what a job file can only be checked against the policy: every site a job
+    /// prefers or allows is one of the policy's sites. `source` names the job file.
+    pub fn check_jobs(&self, source: &str, jobs: &[StreamJob]) -> Result<(), InputError> {
+        let sites: BTreeSet<&str> = self.file.sites.iter().map(|s| s.name.as_str()).collect();
+        let mut problems = Problems::new(source);
+        for job in jobs {
+            problems.set_object(Some(job.id().to_string()));
+            let wanted = &job.spec.placement.sites;
+            let named = wanted
+                .preferred
+                .iter()
+                .map(|s| ("spec.placement.sites.preferred".to_string(), s))
+                .chain(
+                    wanted
+                        .allowed
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| (format!("spec.placement.sites.allowed[{i}]"), s)),
+                );
+            for (field, site) in named {
+                if !sites.contains(site.as_str()) {
+                    problems.field(
+                        field,
+                        format!(
+                            "unknown site {site:?}; the policy's sites are {}",
+                            sites
+                                .iter()
+                                .map(|s| format!("{s:?}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        problems.finish(())
     }
 
     /// The policy as YAML that [`parse_policy`] reads back.
