@@ -708,3 +708,19 @@ fn object_names_are_short_valid_and_distinct_per_job_and_generation() {
     let distinct: std::collections::BTreeSet<_> = names.iter().collect();
     assert_eq!(distinct.len(), names.len(), "{names:?}");
 }
+
+#[tokio::test]
+async fn a_flink_deployment_whose_task_manager_count_differs_from_the_plan_is_refused() {
+    let (site, api) = mock_site(LaunchMode::FlinkDeployment);
+    let mut launch = spec(None);
+    launch.parallelism = 8; // 8 / 2 slots = 4 TaskManagers, the plan has 3
+    let error = site.launch(&launch).await.unwrap_err();
+    assert!(matches!(error, SiteError::Invalid { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains("starts 4 TaskManagers"),
+        "{error}"
+    );
+    drop(site);
+    let mut api = api;
+    assert!(api.next_request().await.is_none(), "nothing sent");
+}

@@ -596,3 +596,59 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test]
+async fn a_site_can_be_built_from_kubectl_json() {
+    let storage = tempfile::tempdir().unwrap();
+    let site = SimulatedSite::from_kubectl_json(
+        SiteId("dc-a".into()),
+        &std::fs::read_to_string("tests/fixtures/kube/nodes.json").unwrap(),
+        Some(&std::fs::read_to_string("tests/fixtures/kube/pods.json").unwrap()),
+        storage.path(),
+        Arc::new(ManualClock::new(
+            Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+        )),
+        SimulatedSiteConfig::default(),
+    )
+    .unwrap();
+    let snapshot = site.snapshot().await.unwrap();
+    assert_eq!(snapshot.nodes.len(), 3);
+    assert!(snapshot.running_pods.iter().any(|p| p.name == "batch-7f9c"));
+
+    let error = SimulatedSite::from_kubectl_json(
+        SiteId("dc-a".into()),
+        r#"{"kind":"NodeList","apiVersion":"v1","items":[{"metadata":{"name":"x"},"status":{"allocatable":{"cpu":"lots"}}}]}"#,
+        None,
+        storage.path(),
+        Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap())),
+        SimulatedSiteConfig::default(),
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("lots"), "{error}");
+}
+
+/// Prints how long one tick takes with a thousand running jobs (a figure, not a pass/fail):
+/// `cargo test -p twinsite --release --test site_simulated -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore]
+async fn print_tick_cost_for_a_thousand_jobs() {
+    let f = fixture();
+    for i in 0..1000 {
+        let mut s = spec(1);
+        s.job = JobId::new("team-a", &format!("job-{i}"));
+        s.placement.job = s.job.clone();
+        s.checkpoint_dir = format!("hdfs:///flink/checkpoints/team-a/job-{i}");
+        f.site.launch(&s).await.unwrap();
+    }
+    for round in 0..5 {
+        f.clock.advance(INTERVAL);
+        let started = std::time::Instant::now();
+        let report = f.site.tick();
+        println!(
+            "tick {round}: {} checkpoints in {:?}",
+            report.completed.len(),
+            started.elapsed()
+        );
+        assert_eq!(report.completed.len(), 1000);
+    }
+}

@@ -295,6 +295,20 @@ impl KubeInner {
 
     async fn launch(&self, spec: &LaunchSpec) -> Result<(), SiteError> {
         spec.validate_for(&self.config.site)?;
+        if self.config.mode == LaunchMode::FlinkDeployment {
+            // The operator starts ceil(parallelism / slots) TaskManagers: it must match the plan.
+            let started = spec.parallelism.div_ceil(spec.task_slots) as usize;
+            let planned = spec.task_manager_nodes().len();
+            if started != planned {
+                return Err(self.invalid(
+                    &format!("launch of job {} generation {}", spec.job, spec.generation),
+                    format!(
+                        "parallelism {} with {} slots starts {started} TaskManagers, but the placement has {planned}",
+                        spec.parallelism, spec.task_slots
+                    ),
+                ));
+            }
+        }
         self.check_generations(spec).await?;
         let (namespace, _) = split_job(&self.config.site, &spec.job)?;
         let apply = PatchParams::apply(FIELD_MANAGER).force();

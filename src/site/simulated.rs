@@ -197,6 +197,36 @@ impl SimulatedSite {
         }
     }
 
+    /// A site from `kubectl get nodes -o json` and (optionally) `kubectl get pods -A -o json`
+    /// text, as `twinsite generate` writes them.
+    pub fn from_kubectl_json(
+        site: SiteId,
+        nodes_json: &str,
+        pods_json: Option<&str>,
+        storage_root: impl Into<PathBuf>,
+        clock: Arc<dyn Clock>,
+        config: SimulatedSiteConfig,
+    ) -> Result<Self, SiteError> {
+        let invalid = |what: &str, e: scheduler::input::InputError| SiteError::Invalid {
+            site: site.clone(),
+            object: what.to_owned(),
+            reason: e.to_string(),
+        };
+        let nodes = scheduler::input::kube_objects::parse_node_list("nodes", nodes_json)
+            .map_err(|e| invalid("nodes JSON", e))?;
+        let running_pods = match pods_json {
+            Some(json) => scheduler::input::kube_objects::parse_pod_list("pods", json)
+                .map_err(|e| invalid("pods JSON", e))?,
+            None => Vec::new(),
+        };
+        let snapshot = SiteSnapshot {
+            id: site.clone(),
+            nodes,
+            running_pods,
+        };
+        Ok(SimulatedSite::new(snapshot, storage_root, clock, config))
+    }
+
     pub fn handle(&self) -> SimulatedSiteHandle {
         SimulatedSiteHandle {
             inner: Arc::clone(&self.inner),
