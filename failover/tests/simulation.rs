@@ -75,6 +75,33 @@ struct World {
     /// Highest generation ever issued per job, and where.
     issued: BTreeMap<JobId, (u64, SiteId)>,
     trace: Vec<String>,
+    stats: Stats,
+}
+
+/// What a run exercised, so a degenerate simulation cannot pass unnoticed.
+#[derive(Debug, Default, Clone, Copy)]
+struct Stats {
+    site_losses: u64,
+    site_recoveries: u64,
+    in_site_relaunches: u64,
+    cross_site_relaunches: u64,
+    fresh_starts: u64,
+    fences: u64,
+    savepoints: u64,
+    leader_crashes: u64,
+}
+
+impl Stats {
+    fn add(&mut self, o: Stats) {
+        self.site_losses += o.site_losses;
+        self.site_recoveries += o.site_recoveries;
+        self.in_site_relaunches += o.in_site_relaunches;
+        self.cross_site_relaunches += o.cross_site_relaunches;
+        self.fresh_starts += o.fresh_starts;
+        self.fences += o.fences;
+        self.savepoints += o.savepoints;
+        self.leader_crashes += o.leader_crashes;
+    }
 }
 
 fn record_key(r: &Record) -> String {
@@ -123,6 +150,7 @@ impl World {
             next_checkpoint: BTreeMap::new(),
             issued: BTreeMap::new(),
             trace: Vec::new(),
+            stats: Stats::default(),
         };
         w.deliver(Event::QuorumChanged(true)).ok();
         for i in 0..4 {
@@ -191,6 +219,7 @@ impl World {
     }
 
     fn crash_leader(&mut self) -> Result<(), String> {
+        self.stats.leader_crashes += 1;
         self.trace.push(format!(
             "t={} LEADER CRASH: resuming from {} records",
             self.now,
@@ -217,7 +246,9 @@ impl World {
             Command::Persist(r) => {
                 self.store.insert(record_key(&r), r);
             }
+            Command::MarkSiteRecovered { .. } => self.stats.site_recoveries += 1,
             Command::MarkSiteLost { site, .. } => {
+                self.stats.site_losses += 1;
                 if !self.quorum {
                     return Err(format!("site {site} marked lost without quorum"));
                 }
@@ -255,6 +286,13 @@ impl World {
                         ));
                     }
                 }
+                match &restore_from {
+                    None => self.stats.fresh_starts += 1,
+                    Some(_) if self.issued.get(&job).is_some_and(|(_, s)| s == &site) => {
+                        self.stats.in_site_relaunches += 1
+                    }
+                    Some(_) => self.stats.cross_site_relaunches += 1,
+                }
                 let (max, max_site) = self.issued.get(&job).cloned().unwrap_or((0, site.clone()));
                 if generation < max || (generation == max && max_site != site) {
                     return Err(format!(
@@ -275,24 +313,24 @@ impl World {
                     .instances
                     .keys()
                     .any(|(j, g)| j == &job && *g != generation);
-                let result = if !reachable {
-                    Err("site unreachable".to_string())
-                } else if s.instances.contains_key(&(job.clone(), generation)) {
-                    Ok(())
-                } else if conflict {
-                    Err("another generation still runs here".to_string())
-                } else {
-                    s.instances.insert(
-                        (job.clone(), generation),
-                        Instance {
+                let key = (job.clone(), generation);
+                let result = match s.instances.entry(key) {
+                    _ if !reachable => Err("site unreachable".to_string()),
+                    // Idempotent: launching a running generation starts nothing new.
+                    std::collections::btree_map::Entry::Occupied(_) => Ok(()),
+                    std::collections::btree_map::Entry::Vacant(_) if conflict => {
+                        Err("another generation still runs here".to_string())
+                    }
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(Instance {
                             state: InstanceState::Running,
                             node,
                             restarts: 0,
                             savepoint: None,
                             starting: false,
-                        },
-                    );
-                    Ok(())
+                        });
+                        Ok(())
+                    }
                 };
                 self.inbox.push_back(match result {
                     Ok(()) => Event::LaunchSucceeded {
@@ -312,18 +350,17 @@ impl World {
                 job,
                 generation,
                 site,
-            } => {
-                if self.reachable(&site) {
-                    if let Some(s) = self.sites.get_mut(&site) {
-                        s.instances.remove(&(job.clone(), generation));
-                        s.dormant.remove(&(job.clone(), generation));
-                    }
-                    self.inbox.push_back(Event::Fenced {
-                        job,
-                        generation,
-                        site,
-                    });
+            } if self.reachable(&site) => {
+                self.stats.fences += 1;
+                if let Some(s) = self.sites.get_mut(&site) {
+                    s.instances.remove(&(job.clone(), generation));
+                    s.dormant.remove(&(job.clone(), generation));
                 }
+                self.inbox.push_back(Event::Fenced {
+                    job,
+                    generation,
+                    site,
+                });
             }
             Command::TriggerSavepoint {
                 op,
@@ -354,6 +391,7 @@ impl World {
                         let sp = sp.clone();
                         self.readable
                             .insert((job.clone(), site.clone(), sp.generation, sp.id));
+                        self.stats.savepoints += 1;
                         self.inbox.push_back(Event::SavepointCompleted {
                             op,
                             job,
@@ -683,7 +721,7 @@ fn short(c: &Command) -> String {
     }
 }
 
-fn run_seed(seed: u64, steps: usize) -> Result<(), String> {
+fn run_seed(seed: u64, steps: usize) -> Result<Stats, String> {
     let mut w = World::new(seed);
     for step in 0..steps {
         let result = w
@@ -712,27 +750,40 @@ fn run_seed(seed: u64, steps: usize) -> Result<(), String> {
             ));
         }
     }
-    Ok(())
+    Ok(w.stats)
 }
 
-fn run_seeds(seeds: std::ops::Range<u64>) {
-    if let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
-        if let Err(e) = run_seed(seed, STEPS) {
-            panic!("{e}");
-        }
-        return;
-    }
+fn run_seeds(seeds: std::ops::Range<u64>) -> Stats {
+    let seeds = match std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+        Some(seed) => seed..seed + 1,
+        None => seeds,
+    };
+    let mut total = Stats::default();
     for seed in seeds {
-        if let Err(e) = run_seed(seed, STEPS) {
-            panic!("{e}");
+        match run_seed(seed, STEPS) {
+            Ok(stats) => total.add(stats),
+            Err(e) => panic!("{e}"),
         }
     }
+    println!("simulation exercised: {total:?}");
+    total
 }
 
 /// A thousand seeded runs of 200 steps each: the invariants hold after every step.
 #[test]
 fn a_thousand_seeded_runs_of_faults_keep_every_invariant() {
-    run_seeds(0..1000);
+    let seen = run_seeds(0..1000);
+    if std::env::var("SIM_SEED").is_err() {
+        assert!(seen.site_losses > 0 && seen.site_recoveries > 0, "{seen:?}");
+        assert!(
+            seen.in_site_relaunches > 0 && seen.cross_site_relaunches > 0,
+            "{seen:?}"
+        );
+        assert!(
+            seen.savepoints > 0 && seen.leader_crashes > 0 && seen.fences > 0,
+            "{seen:?}"
+        );
+    }
 }
 
 /// The long run: `cargo test -p twinsite-failover --release --test simulation -- --ignored`.
