@@ -155,7 +155,7 @@ struct PendingCheckpoint {
 
 #[derive(Debug)]
 struct RetainedCheckpoint {
-    dir: PathBuf,
+    chk_uri: String,
     /// Absolute URIs of the `shared/` files it references.
     shared: Vec<String>,
 }
@@ -402,162 +402,140 @@ impl Inner {
         Ok(())
     }
 
+    /// Three steps, so file I/O never runs under the site's lock (reads and launches stay
+    /// fast while a thousand jobs checkpoint): decide and book-keep under the lock, write
+    /// without it, then record the outcome (and which old checkpoints to drop) under it
+    /// again and delete without it.
     fn tick(&self) -> TickReport {
         let now = self.clock.now();
         let mut report = TickReport::default();
-        let mut state = self.lock();
-        if state.faults.api_reachable() {
-            state.last_contact = Some(now);
-        }
-        let faults = state.faults.clone();
         let mut changed = false;
-        let jobs: Vec<JobId> = state.jobs.keys().cloned().collect();
-        for job_id in jobs {
-            let Some(job) = state.jobs.get_mut(&job_id) else {
-                continue;
-            };
-            changed |= job.update_state(&faults, now);
-            if job.state != JobState::Running {
-                continue;
+        let mut tasks = Vec::new();
+        {
+            let mut state = self.lock();
+            if state.faults.api_reachable() {
+                state.last_contact = Some(now);
             }
-            if let Some(pending) = job.pending
-                && pending.completes_at <= now
-            {
-                job.pending = None;
-                match self.complete_checkpoint(job, pending.id, now) {
-                    Ok(checkpoint) => {
-                        report
-                            .completed
-                            .push((job_id.clone(), job.spec.generation, checkpoint));
+            let faults = state.faults.clone();
+            let window = self.config.shared_file_window.max(1);
+            for job in state.jobs.values_mut() {
+                changed |= job.update_state(&faults, now);
+                if job.state != JobState::Running {
+                    continue;
+                }
+                if let Some(pending) = job.pending
+                    && pending.completes_at <= now
+                {
+                    job.pending = None;
+                    tasks.push(job.plan_checkpoint(pending.id, window));
+                }
+                if job.pending.is_none() && job.next_checkpoint_due <= now {
+                    let id = job.next_checkpoint_id;
+                    job.next_checkpoint_id += 1;
+                    job.next_checkpoint_due = now + to_chrono(job.spec.checkpoint_interval());
+                    let delay = faults.slow_storage.unwrap_or_default();
+                    if delay.is_zero() {
+                        tasks.push(job.plan_checkpoint(id, window));
+                    } else {
+                        job.pending = Some(PendingCheckpoint {
+                            id,
+                            completes_at: now + to_chrono(delay),
+                        });
+                    }
+                }
+            }
+        }
+
+        let written: Vec<(CheckpointTask, Result<(), SiteError>)> = tasks
+            .into_iter()
+            .map(|task| {
+                let result = self.write_checkpoint(&task);
+                (task, result)
+            })
+            .collect();
+
+        let mut deletions = Vec::new();
+        {
+            let mut state = self.lock();
+            for (task, result) in written {
+                let Some(job) = state
+                    .jobs
+                    .get_mut(&task.job)
+                    .filter(|j| j.spec.generation == task.generation)
+                else {
+                    continue;
+                };
+                match result {
+                    Ok(()) => {
+                        let checkpoint = CheckpointRef {
+                            id: task.id,
+                            path: task.chk_uri.clone(),
+                            completed_at: now,
+                        };
+                        deletions.extend(job.retain(task, self.retained_for(job)));
+                        job.latest = Some(checkpoint.clone());
+                        report.completed.push((
+                            job.spec.job.clone(),
+                            job.spec.generation,
+                            checkpoint,
+                        ));
                         changed = true;
                     }
-                    Err(error) => report.failed_writes.push(error),
+                    Err(error) => {
+                        // A failed checkpoint's files are discarded; later ones never
+                        // reference them.
+                        job.shared_by_checkpoint.retain(|(id, _)| *id != task.id);
+                        report.failed_writes.push(error);
+                    }
                 }
             }
-            if job.pending.is_none() && job.next_checkpoint_due <= now {
-                let id = job.next_checkpoint_id;
-                job.next_checkpoint_id += 1;
-                job.next_checkpoint_due = now + to_chrono(job.spec.checkpoint_interval());
-                let delay = faults.slow_storage.unwrap_or_default();
-                if delay.is_zero() {
-                    match self.complete_checkpoint(job, id, now) {
-                        Ok(checkpoint) => {
-                            report.completed.push((
-                                job_id.clone(),
-                                job.spec.generation,
-                                checkpoint,
-                            ));
-                            changed = true;
-                        }
-                        Err(error) => report.failed_writes.push(error),
-                    }
-                } else {
-                    job.pending = Some(PendingCheckpoint {
-                        id,
-                        completes_at: now + to_chrono(delay),
-                    });
-                }
+            if changed {
+                self.bump(&mut state);
             }
         }
-        if changed {
-            self.bump(&mut state);
+
+        for deletion in deletions {
+            if let Err(error) = self.delete(&deletion) {
+                report.failed_writes.push(error);
+            }
         }
         report
     }
 
-    /// Writes checkpoint `id` of `job`: new `shared/` files, then `chk-id/_metadata`
-    /// referencing the recent shared files, then drops checkpoints beyond retention and the
-    /// shared files no retained checkpoint references.
-    fn complete_checkpoint(
-        &self,
-        job: &mut SimJob,
-        id: u64,
-        now: DateTime<Utc>,
-    ) -> Result<CheckpointRef, SiteError> {
-        let job_uri = join_uri(&job.spec.checkpoint_dir, &job.flink_job_id);
-        let job_dir = self.resolve(&job_uri)?;
-        let shared_dir = job_dir.join("shared");
-        std::fs::create_dir_all(&shared_dir).map_err(|e| self.storage_error(&shared_dir, e))?;
-
-        // Alternate one and two new files per checkpoint: enough to exercise "copy only
-        // what is new" without making tests slow.
-        let new_files = 1 + (id % 2) as usize;
-        let mut created = Vec::with_capacity(new_files);
-        for index in 0..new_files {
-            let name = shared_file_name(&job.flink_job_id, id, index);
-            let path = shared_dir.join(&name);
-            let content = format!(
-                "simulated state of {} generation {} checkpoint {id} file {index}\n",
-                job.spec.job, job.spec.generation
-            );
-            std::fs::write(&path, content).map_err(|e| self.storage_error(&path, e))?;
-            created.push(join_uri(&job_uri, &format!("shared/{name}")));
-        }
-        job.shared_by_checkpoint.push_back((id, created));
-        let window = self.config.shared_file_window.max(1);
-        while job
-            .shared_by_checkpoint
-            .front()
-            .is_some_and(|(first, _)| first + window <= id)
-        {
-            job.shared_by_checkpoint.pop_front();
-        }
-        let referenced: Vec<String> = job
-            .shared_by_checkpoint
-            .iter()
-            .flat_map(|(_, files)| files.iter().cloned())
-            .collect();
-
-        let chk_uri = join_uri(&job_uri, &format!("chk-{id}"));
-        let chk_dir = job_dir.join(format!("chk-{id}"));
-        std::fs::create_dir_all(&chk_dir).map_err(|e| self.storage_error(&chk_dir, e))?;
-        let metadata = SimMetadata {
-            flink_job_id: job.flink_job_id.clone(),
-            checkpoint_id: id,
-            files: referenced.clone(),
-        };
-        sim_metadata::write(&chk_dir, &metadata).map_err(|e| self.storage_error(&chk_dir, e))?;
-
-        job.retained.push_back(RetainedCheckpoint {
-            dir: chk_dir,
-            shared: referenced,
-        });
-        let keep = job
-            .spec
+    fn retained_for(&self, job: &SimJob) -> usize {
+        job.spec
             .flink_configuration
             .get(NUM_RETAINED_KEY)
             .and_then(|v| v.trim().parse::<usize>().ok())
             .unwrap_or(self.config.default_retained_checkpoints)
-            .max(1);
-        let mut dropped = Vec::new();
-        while job.retained.len() > keep {
-            if let Some(old) = job.retained.pop_front() {
-                dropped.push(old);
-            }
-        }
-        if !dropped.is_empty() {
-            let still_referenced: BTreeSet<&String> =
-                job.retained.iter().flat_map(|c| c.shared.iter()).collect();
-            for old in &dropped {
-                std::fs::remove_dir_all(&old.dir).map_err(|e| self.storage_error(&old.dir, e))?;
-                for file in old.shared.iter().filter(|f| !still_referenced.contains(f)) {
-                    let path = self.resolve(file)?;
-                    match std::fs::remove_file(&path) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(self.storage_error(&path, e)),
-                    }
-                }
-            }
-        }
+            .max(1)
+    }
 
-        let checkpoint = CheckpointRef {
-            id,
-            path: chk_uri,
-            completed_at: now,
+    /// New `shared/` files first, then `chk-N/_metadata` (written last, atomically).
+    fn write_checkpoint(&self, task: &CheckpointTask) -> Result<(), SiteError> {
+        let shared_dir = self.resolve(&join_uri(&task.job_uri, "shared"))?;
+        std::fs::create_dir_all(&shared_dir).map_err(|e| self.storage_error(&shared_dir, e))?;
+        for (uri, content) in &task.new_files {
+            let path = self.resolve(uri)?;
+            std::fs::write(&path, content).map_err(|e| self.storage_error(&path, e))?;
+        }
+        let chk_dir = self.resolve(&task.chk_uri)?;
+        std::fs::create_dir_all(&chk_dir).map_err(|e| self.storage_error(&chk_dir, e))?;
+        sim_metadata::write(&chk_dir, &task.metadata).map_err(|e| self.storage_error(&chk_dir, e))
+    }
+
+    fn delete(&self, deletion: &Deletion) -> Result<(), SiteError> {
+        let ignore_missing = |result: std::io::Result<()>, path: &Path| match result {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.storage_error(path, e)),
+            _ => Ok(()),
         };
-        job.latest = Some(checkpoint.clone());
-        Ok(checkpoint)
+        let dir = self.resolve(&deletion.chk_uri)?;
+        ignore_missing(std::fs::remove_dir_all(&dir), &dir)?;
+        for file in &deletion.unreferenced_files {
+            let path = self.resolve(file)?;
+            ignore_missing(std::fs::remove_file(&path), &path)?;
+        }
+        Ok(())
     }
 
     /// Reads the checkpoint a launch restores from and checks that every file it references
@@ -776,7 +754,99 @@ impl Inner {
     }
 }
 
+/// One checkpoint to write, decided under the lock and written without it.
+#[derive(Debug)]
+struct CheckpointTask {
+    job: JobId,
+    generation: u64,
+    id: u64,
+    job_uri: String,
+    chk_uri: String,
+    /// `(uri, content)` of the new `shared/` files.
+    new_files: Vec<(String, String)>,
+    metadata: SimMetadata,
+}
+
+/// An old checkpoint to delete, with the shared files only it referenced.
+#[derive(Debug)]
+struct Deletion {
+    chk_uri: String,
+    unreferenced_files: Vec<String>,
+}
+
 impl SimJob {
+    /// Books checkpoint `id`: one or two new shared files (alternating: enough to exercise
+    /// "copy only what is new"), referenced with those of the previous `window - 1`
+    /// checkpoints, as incremental RocksDB keeps referencing SST files until compaction.
+    fn plan_checkpoint(&mut self, id: u64, window: u64) -> CheckpointTask {
+        let job_uri = join_uri(&self.spec.checkpoint_dir, &self.flink_job_id);
+        let new_files: Vec<(String, String)> = (0..1 + (id % 2) as usize)
+            .map(|index| {
+                let name = shared_file_name(&self.flink_job_id, id, index);
+                let content = format!(
+                    "simulated state of {} generation {} checkpoint {id} file {index}\n",
+                    self.spec.job, self.spec.generation
+                );
+                (join_uri(&job_uri, &format!("shared/{name}")), content)
+            })
+            .collect();
+        self.shared_by_checkpoint
+            .push_back((id, new_files.iter().map(|(uri, _)| uri.clone()).collect()));
+        while self
+            .shared_by_checkpoint
+            .front()
+            .is_some_and(|(first, _)| first + window <= id)
+        {
+            self.shared_by_checkpoint.pop_front();
+        }
+        let referenced = self
+            .shared_by_checkpoint
+            .iter()
+            .flat_map(|(_, files)| files.iter().cloned())
+            .collect();
+        CheckpointTask {
+            job: self.spec.job.clone(),
+            generation: self.spec.generation,
+            id,
+            chk_uri: join_uri(&job_uri, &format!("chk-{id}")),
+            job_uri,
+            new_files,
+            metadata: SimMetadata {
+                flink_job_id: self.flink_job_id.clone(),
+                checkpoint_id: id,
+                files: referenced,
+            },
+        }
+    }
+
+    /// Records a written checkpoint and returns the old ones beyond `keep` to delete.
+    fn retain(&mut self, task: CheckpointTask, keep: usize) -> Vec<Deletion> {
+        self.retained.push_back(RetainedCheckpoint {
+            chk_uri: task.chk_uri,
+            shared: task.metadata.files,
+        });
+        let mut dropped = Vec::new();
+        while self.retained.len() > keep {
+            if let Some(old) = self.retained.pop_front() {
+                dropped.push(old);
+            }
+        }
+        let still_referenced: BTreeSet<&String> =
+            self.retained.iter().flat_map(|c| c.shared.iter()).collect();
+        dropped
+            .into_iter()
+            .map(|old| Deletion {
+                unreferenced_files: old
+                    .shared
+                    .iter()
+                    .filter(|f| !still_referenced.contains(f))
+                    .cloned()
+                    .collect(),
+                chk_uri: old.chk_uri,
+            })
+            .collect()
+    }
+
     /// Re-derives the job's state from the faults; returns true when it changed.
     fn update_state(&mut self, faults: &Faults, now: DateTime<Utc>) -> bool {
         let jm_down = self
