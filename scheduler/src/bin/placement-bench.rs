@@ -1,6 +1,8 @@
 //! Placement benchmark: prints figures, asserts nothing.
 //!
 //! `cargo run -p twinsite-scheduler --release --bin placement-bench -- [seed] [milp-budget-secs] [max-tms]`
+//! `cargo run -p twinsite-scheduler --release --bin placement-bench -- --generated [seed] [milp-budget-secs]`
+//! (the second reads `scheduler::generate`'s 2×1000 nodes / 1000 jobs through the real parsers)
 //!
 //! A synthetic 2-site × 1000-node cluster with 1000 jobs (≈20k pods) near capacity: heuristic
 //! wall time, MILP improvement under a budget, nodes used against a lower bound, one extra
@@ -191,17 +193,69 @@ fn peak_memory_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+type Input = (Vec<SiteSnapshot>, Vec<JobDemand>, PlacementPolicy);
+
+fn generated(seed: u64) -> Result<Input, String> {
+    use scheduler::generate::{GenerateParams, generate};
+    use scheduler::input::{
+        kube_objects::parse_node_list, policy::parse_policy, streamjob::parse_stream_jobs,
+    };
+    let g = generate(&GenerateParams {
+        sites: 2,
+        nodes_per_site: 1000,
+        jobs: 1000,
+        seed,
+    })
+    .map_err(|e| e.to_string())?;
+    let mut sites = Vec::new();
+    for (id, json) in &g.nodes_json {
+        let nodes =
+            parse_node_list(&format!("{id}-nodes.json"), json).map_err(|e| e.to_string())?;
+        sites.push(SiteSnapshot {
+            id: id.clone(),
+            nodes,
+            running_pods: Vec::new(),
+        });
+    }
+    let policy = parse_policy("policy.yaml", &g.policy_yaml).map_err(|e| e.to_string())?;
+    let mut jobs = Vec::new();
+    for sj in parse_stream_jobs("jobs.yaml", &g.jobs_yaml).map_err(|e| e.to_string())? {
+        jobs.push(sj.demand().map_err(|e| e.to_string())?);
+    }
+    Ok((sites, jobs, policy.placement_policy()))
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().collect();
+    let use_generated = args.iter().any(|a| a == "--generated");
+    args.retain(|a| a != "--generated");
     let seed: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(7);
     let budget: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5.0);
     // Most TaskManagers per job: 35 fits the cluster (~21k pods); 60 overloads it.
     let tm_max: u32 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(35);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let sites = cluster(&mut rng, &["dc-a", "dc-b"], 1000);
-    let jobs: Vec<JobDemand> = (0..1000).map(|i| job(&mut rng, i, "ns", tm_max)).collect();
-    let extra: Vec<JobDemand> = (0..1000).map(|i| job(&mut rng, i, "extra", 35)).collect();
-    let policy = policy();
+    let (sites, jobs, policy) = if use_generated {
+        match generated(seed) {
+            Ok(input) => input,
+            Err(e) => {
+                eprintln!("generated input failed: {e}");
+                std::process::exit(1);
+            }
+        }
+    } else {
+        let sites = cluster(&mut rng, &["dc-a", "dc-b"], 1000);
+        let jobs: Vec<JobDemand> = (0..1000).map(|i| job(&mut rng, i, "ns", tm_max)).collect();
+        (sites, jobs, policy())
+    };
+    let mut extra: Vec<JobDemand> = (0..1000).map(|i| job(&mut rng, i, "extra", 35)).collect();
+    if use_generated {
+        // Extra jobs shaped like the generated ones (rotating through them), renamed.
+        for (i, e) in extra.iter_mut().enumerate() {
+            let mut twin = jobs[i % jobs.len()].clone();
+            twin.id = JobId(format!("extra/job-{i:04}"));
+            *e = twin;
+        }
+    }
     // Wednesday 02:00 Asia/Shanghai: the offline window is open.
     let at = chrono::Utc
         .with_ymd_and_hms(2026, 11, 17, 18, 0, 0)
@@ -217,7 +271,14 @@ fn main() {
         options: PlacementOptions::default(),
     };
     println!(
-        "cluster: 2 sites × 1000 nodes, {} jobs, {pods} pods, seed {seed}",
+        "cluster ({}): {} sites, {} nodes, {} jobs, {pods} pods, seed {seed}",
+        if use_generated {
+            "scheduler::generate"
+        } else {
+            "bench synthetic"
+        },
+        sites.len(),
+        sites.iter().map(|s| s.nodes.len()).sum::<usize>(),
         jobs.len()
     );
 
@@ -263,7 +324,17 @@ fn main() {
         .iter()
         .filter_map(|p| by_id.get(&p.job))
         .fold(Resources::ZERO, |a, j| a + j.total());
-    let largest = Resources::new(64_000, 256 * GI, 110);
+    let largest =
+        sites
+            .iter()
+            .flat_map(|s| s.nodes.iter())
+            .fold(Resources::new(1, 1, 1), |a, n| {
+                Resources::new(
+                    a.cpu_milli.max(n.allocatable.cpu_milli),
+                    a.memory_bytes.max(n.allocatable.memory_bytes),
+                    a.pods.max(n.allocatable.pods),
+                )
+            });
     let lb_cpu = (demand.cpu_milli + largest.cpu_milli - 1) / largest.cpu_milli;
     let lb_mem = (demand.memory_bytes + largest.memory_bytes - 1) / largest.memory_bytes;
     let lb_pods = (demand.pods + largest.pods - 1) / largest.pods;

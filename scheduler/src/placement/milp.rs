@@ -392,11 +392,25 @@ fn solve(
         "ReachedTimeLimit" => "time-limit".to_string(),
         other => other.to_lowercase(),
     };
+    // HiGHS's dual bound is only trusted when it is consistent: not below the heuristic's
+    // objective (a feasible point of the model, since the model relaxes the real rules) and
+    // not above placing every job. Under a short budget HiGHS can stop before its root
+    // relaxation settles and report a value outside that range; the trivial bound is used then.
+    let everything: f64 = req
+        .jobs
+        .iter()
+        .map(|j| priority_weight(j.priority) * demand_units(j))
+        .sum();
     let bound = solved
         .double_info_value(c"mip_dual_bound")
         .ok()
-        .filter(|b| b.is_finite())
-        .map(|b| b + fixed_value);
+        .map(|b| b + fixed_value)
+        .filter(|b| {
+            b.is_finite()
+                && *b >= heuristic.solver.objective - 1e-6 * everything.max(1.0)
+                && *b <= everything * (1.0 + 1e-9)
+        })
+        .or(Some(everything));
     let feasible = solved
         .int_info_value(c"primal_solution_status")
         .is_ok_and(|s| s == 2);
