@@ -724,3 +724,55 @@ async fn a_flink_deployment_whose_task_manager_count_differs_from_the_plan_is_re
     let mut api = api;
     assert!(api.next_request().await.is_none(), "nothing sent");
 }
+
+#[tokio::test]
+async fn a_failing_watch_makes_the_site_unreachable_instead_of_serving_a_stale_index() {
+    let (service, mut api) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let config = KubeSiteConfig::new(SiteId("dc-a".into()), LaunchMode::Standalone);
+    let (site, reflectors) = KubeSite::new(client, config);
+    let reflectors = tokio::spawn(reflectors);
+    let mut changes = site.changes();
+    let server = tokio::spawn(async move {
+        while let Some((request, send)) = api.next_request().await {
+            if request.uri().to_string().contains("watch=true") {
+                let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "message": "etcdserver: request timed out", "reason": "InternalError", "code": 500});
+                send.send_response(
+                    Response::builder()
+                        .status(500)
+                        .body(Body::from(serde_json::to_vec(&status).unwrap()))
+                        .unwrap(),
+                );
+                continue;
+            }
+            let file = if request.uri().path() == "/api/v1/nodes" {
+                "nodes.json"
+            } else {
+                "pods.json"
+            };
+            let body = std::fs::read(format!("tests/fixtures/kube/{file}")).unwrap();
+            send.send_response(Response::builder().body(Body::from(body)).unwrap());
+        }
+    });
+
+    let unreachable = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            changes.changed().await.unwrap();
+            let health = site.health().await;
+            if !health.api_reachable {
+                return health;
+            }
+        }
+    })
+    .await
+    .expect("the failing watch is noticed");
+    assert!(unreachable.detail.unwrap().contains("watch"));
+    let error = site.snapshot().await.unwrap_err();
+    assert!(matches!(error, SiteError::Unreachable { .. }), "{error:?}");
+    assert!(error.is_retryable());
+
+    reflectors.abort();
+    drop(site);
+    server.abort();
+}
