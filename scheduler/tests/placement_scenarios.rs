@@ -671,3 +671,65 @@ fn the_milp_places_what_first_fit_strands_and_reports_a_bound() {
     assert!(p.solver.bound.unwrap() >= p.solver.objective - 1e-6);
     assert!(validate_plan(&req, &p).is_empty());
 }
+
+#[test]
+fn a_borrowed_pod_moves_when_the_lending_window_closes() {
+    let sites = [site(
+        "dc-a",
+        vec![
+            NodeBuilder::new("hdfs-1").label("pool", "hdfs").obj(),
+            NodeBuilder::new("online").cpu(4_000).mem_gi(16).obj(),
+        ],
+    )];
+    let jobs = [JobBuilder::new("ns/j")
+        .allow_offline()
+        .tm(2_000, 4)
+        .tms(1)
+        .obj()];
+    let policy = PlacementPolicy {
+        pools: vec![offline_pool()],
+        ..Default::default()
+    };
+    // Placed at night with the online node nearly full, so the TaskManager borrows.
+    let mut busy = sites.clone();
+    busy[0].running_pods.push(foreign_pod("online", 2_500, 8));
+    let mut req = request(&busy, &jobs, &policy, &[]);
+    req.at = night();
+    let first = plan(&req);
+    assert_eq!(nodes_of(&first, "ns/j", PodRole::Taskmanager), ["hdfs-1"]);
+    // By noon the window is closed and the online node has room again.
+    let running = first.placements.clone();
+    let req = request(&sites, &jobs, &policy, &running);
+    let p = plan(&req);
+    assert_eq!(p.moves.len(), 1);
+    assert_eq!(
+        p.moves[0].reason,
+        "offline lending window closed on node hdfs-1"
+    );
+    assert_eq!(nodes_of(&p, "ns/j", PodRole::Taskmanager), ["online"]);
+    assert!(validate_plan(&req, &p).is_empty());
+}
+
+#[test]
+fn place_one_adds_a_job_to_an_existing_plan_without_moving_others() {
+    let sites = [site(
+        "dc-a",
+        vec![
+            NodeBuilder::new("n1").cpu(8_000).obj(),
+            NodeBuilder::new("n2").cpu(8_000).obj(),
+        ],
+    )];
+    let jobs = [JobBuilder::new("ns/a").obj()];
+    let policy = PlacementPolicy::default();
+    let req = request(&sites, &jobs, &policy, &[]);
+    let base = plan(&req);
+    let mut placer = scheduler::placement::IncrementalPlacer::new(&req, &base.placements);
+    let extra = JobBuilder::new("ns/b").obj();
+    let too_big = JobBuilder::new("ns/c").tm(8_000, 1).tms(2).obj();
+    let placed = placer.place_one(&extra).unwrap();
+    assert_eq!(placed.pods.len(), 3);
+    let why = placer.place_one(&too_big).unwrap_err();
+    assert!(why.contains("dc-a:"), "{why}");
+    assert!(placer.remove(&extra.id));
+    assert!(!placer.remove(&extra.id), "removing twice finds nothing");
+}
