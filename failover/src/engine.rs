@@ -684,7 +684,7 @@ impl Engine {
         now: Timestamp,
         placer: &dyn Placer,
     ) -> FailoverPlan {
-        let (jobs, not_fitting, preempt) = self.plan_moves(from, to, mode, failback, placer);
+        let (jobs, not_fitting, preempt) = self.plan_moves(from, to, mode, failback, now, placer);
         let moves = jobs
             .iter()
             .map(|j| {
@@ -2069,6 +2069,7 @@ impl Engine {
         to: &SiteId,
         mode: MoveMode,
         failback: bool,
+        now: Timestamp,
         placer: &dyn Placer,
     ) -> (Vec<OpJob>, Vec<NotFitting>, Vec<JobId>) {
         let mut candidates: Vec<&JobRecord> = self
@@ -2115,7 +2116,7 @@ impl Engine {
             }
         }
         // The placer's answer fixes where each job goes; the order stays priority order.
-        let outcome = placer.place(to, &demands, &BTreeSet::new());
+        let outcome = placer.place(to, &demands, &self.lost_nodes(to, now));
         let mut placed: BTreeMap<JobId, JobPlacement> = outcome
             .placed
             .into_iter()
@@ -2168,7 +2169,7 @@ impl Engine {
         placer: &dyn Placer,
         out: &mut Out,
     ) {
-        let (jobs, not_fitting, preempt) = self.plan_moves(&from, &to, mode, failback, placer);
+        let (jobs, not_fitting, preempt) = self.plan_moves(&from, &to, mode, failback, now, placer);
         let id = self.operations.keys().next_back().map_or(1, |k| k + 1);
         let source_reachable = self.reachable(&from);
         for j in &jobs {
