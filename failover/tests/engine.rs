@@ -838,3 +838,56 @@ fn a_cancel_of_an_unknown_operation_is_rejected_with_its_id() {
         "operation 7 does not exist"
     );
 }
+
+fn lose_and_return_site_b(auto_failback: bool) -> Vec<Command> {
+    let mut h = Harness::new(|c| c.auto_failback = auto_failback);
+    h.register("j1", Priority::Normal, FailoverMode::RestoreRequired, "b");
+    h.replicated("j1", checkpoint("a", 1, 3, t(0)));
+    h.observe("b", t(0), &[], vec![]);
+    h.observe("a", t(31), &[], vec![]);
+    h.act(
+        Event::LaunchSucceeded {
+            job: job("j1"),
+            generation: 2,
+            site: site("a"),
+        },
+        t(32),
+    );
+    h.observe("a", t(200), &[], vec![]);
+    h.observe(
+        "b",
+        t(200),
+        &[],
+        vec![observed("j1", 1, RunState::Restarting, 0, "b-1", "b-2")],
+    );
+    h.act(fenced("j1", 1, "b"), t(201))
+}
+
+#[test]
+fn failback_after_a_site_returns_is_never_automatic_unless_policy_says_so() {
+    let without_policy = lose_and_return_site_b(false);
+    assert_eq!(
+        without_policy,
+        vec![Command::MarkSiteRecovered {
+            site: site("b"),
+            epoch: 1
+        }]
+    );
+
+    let with_policy = lose_and_return_site_b(true);
+    assert_eq!(
+        with_policy,
+        vec![
+            Command::MarkSiteRecovered {
+                site: site("b"),
+                epoch: 1
+            },
+            Command::TriggerSavepoint {
+                op: 2,
+                job: job("j1"),
+                generation: 2,
+                site: site("a")
+            },
+        ]
+    );
+}
