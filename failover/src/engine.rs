@@ -1847,6 +1847,13 @@ impl Engine {
         let Some(r) = self.jobs.get(job) else {
             return;
         };
+        // The chosen site went down meanwhile: stay home when home is healthy.
+        let fallback = r.site.clone();
+        let target = if !self.is_up(target) && self.is_up(&fallback) {
+            &fallback
+        } else {
+            target
+        };
         if !self.is_up(target) {
             self.mark_down(
                 job,

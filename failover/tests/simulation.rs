@@ -40,9 +40,9 @@ struct Instance {
     node: String,
     restarts: u32,
     savepoint: Option<CheckpointPointer>,
-    /// A revived zombie's pods are still starting: the controller's watch sees them before
-    /// they run (the modelled guarantee; see README "What the driver must guarantee").
-    starting: bool,
+    /// Held by the site's epoch admission (README, driver guarantee 6): once its site was
+    /// marked lost, this generation never runs again; only a fence removes it.
+    held: bool,
 }
 
 #[derive(Debug, Default)]
@@ -50,6 +50,8 @@ struct SiteWorld {
     up: bool,
     /// When the site last came up (the controller may not have heard of it yet).
     up_since: i64,
+    /// A `MarkSiteLost` was written and no `MarkSiteRecovered` since.
+    marked_lost: bool,
     /// The controller cannot reach this site's API; the peer site still can.
     controller_cut: bool,
     nodes: BTreeMap<String, (bool, Timestamp)>,
@@ -171,7 +173,7 @@ impl World {
                         node,
                         restarts: 0,
                         savepoint: None,
-                        starting: false,
+                        held: false,
                     },
                 );
             }
@@ -246,9 +248,24 @@ impl World {
             Command::Persist(r) => {
                 self.store.insert(record_key(&r), r);
             }
-            Command::MarkSiteRecovered { .. } => self.stats.site_recoveries += 1,
+            Command::MarkSiteRecovered { site, .. } => {
+                self.stats.site_recoveries += 1;
+                if let Some(w) = self.sites.get_mut(&site) {
+                    w.marked_lost = false;
+                }
+            }
             Command::MarkSiteLost { site, .. } => {
                 self.stats.site_losses += 1;
+                // Epoch admission: every generation of the site's old epoch is held.
+                if let Some(w) = self.sites.get_mut(&site) {
+                    w.marked_lost = true;
+                    for i in w.instances.values_mut().chain(w.dormant.values_mut()) {
+                        i.held = true;
+                        if i.state == InstanceState::Running {
+                            i.state = InstanceState::Restarting;
+                        }
+                    }
+                }
                 if !self.quorum {
                     return Err(format!("site {site} marked lost without quorum"));
                 }
@@ -327,7 +344,7 @@ impl World {
                             node,
                             restarts: 0,
                             savepoint: None,
-                            starting: false,
+                            held: false,
                         });
                         Ok(())
                     }
@@ -500,10 +517,11 @@ impl World {
                         *n = true;
                         *hb = now;
                     }
+                    let marked_lost = w.marked_lost;
                     let zombies = std::mem::take(&mut w.dormant);
                     for (k, mut i) in zombies {
                         i.state = InstanceState::Restarting;
-                        i.starting = true;
+                        i.held = i.held || marked_lost;
                         w.instances.insert(k, i);
                     }
                 }
@@ -619,7 +637,7 @@ impl World {
             }
             let nodes = w.nodes.clone();
             for i in w.instances.values_mut() {
-                if std::mem::take(&mut i.starting) {
+                if i.held {
                     continue;
                 }
                 let node_alive = nodes.get(&i.node).is_some_and(|n| n.0);
