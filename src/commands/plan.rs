@@ -1,0 +1,244 @@
+//! `twinsite plan`: read nodes, pods, jobs, policy and the running placement; print a plan.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use anyhow::{Context, bail};
+use scheduler::input::{kube_objects, parse_stream_jobs};
+use scheduler::model::{JobDemand, JobPlacement, PlacementPolicy, PodRole, SiteId, SiteSnapshot};
+use scheduler::placement::{self, PlacementOptions, PlacementPlan, PlacementRequest, SolverChoice};
+
+use super::{parse_duration, read_input, split_name_value};
+use crate::cli::{self, OutputFormat, PlanArgs};
+
+/// Everything `plan` reads, parsed and validated.
+pub struct PlanInputs {
+    pub sites: Vec<SiteSnapshot>,
+    pub jobs: Vec<JobDemand>,
+    pub policy: PlacementPolicy,
+    pub running: Vec<JobPlacement>,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
+    let inputs = load(args)?;
+    let budget = parse_duration("--solver-budget", &args.solver_budget)?;
+    let solver = match args.solver {
+        cli::SolverChoice::Heuristic => SolverChoice::Heuristic,
+        cli::SolverChoice::Milp => SolverChoice::Milp { budget },
+    };
+    let request = PlacementRequest {
+        sites: &inputs.sites,
+        jobs: &inputs.jobs,
+        policy: &inputs.policy,
+        running: &inputs.running,
+        at: inputs.at,
+        options: PlacementOptions { solver },
+    };
+    let started = std::time::Instant::now();
+    let plan = placement::plan(&request);
+    tracing::info!(
+        jobs = inputs.jobs.len(),
+        placed = plan.placements.len(),
+        unplaced = plan.unplaced.len(),
+        solver = ?plan.solver.solver,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "planned"
+    );
+    let out = match args.format {
+        OutputFormat::Json => serde_json::to_string_pretty(&plan)? + "\n",
+        OutputFormat::Table => render_table(&plan),
+    };
+    print!("{out}");
+    Ok(())
+}
+
+pub fn load(args: &PlanArgs) -> anyhow::Result<PlanInputs> {
+    let mut sites: Vec<SiteSnapshot> = Vec::new();
+    for arg in &args.sites {
+        let (name, file) = split_name_value("--site", arg)?;
+        if sites.iter().any(|s| s.id.0 == name) {
+            bail!("--site {arg:?}: site {name:?} is given twice");
+        }
+        let path = std::path::Path::new(file);
+        let text = read_input("--site", path)?;
+        let nodes = kube_objects::parse_node_list(file, &text)?;
+        sites.push(SiteSnapshot {
+            id: SiteId(name.to_string()),
+            nodes,
+            running_pods: Vec::new(),
+        });
+    }
+    for arg in &args.pods {
+        let (name, file) = split_name_value("--pods", arg)?;
+        let Some(site) = sites.iter_mut().find(|s| s.id.0 == name) else {
+            bail!("--pods {arg:?}: site {name:?} has no --site {name}=NODES.json");
+        };
+        let text = read_input("--pods", std::path::Path::new(file))?;
+        let pods = kube_objects::parse_pod_list(file, &text)?;
+        for pod in &pods {
+            if !site.nodes.iter().any(|n| n.name == pod.node) {
+                // A pod on a node we were not told about consumes nothing we plan with; say so.
+                tracing::warn!(pod = %format!("{}/{}", pod.namespace, pod.name), node = %pod.node, "{file}: pod is bound to a node not in the site's node list; ignored");
+            }
+        }
+        site.running_pods.extend(pods);
+    }
+
+    let jobs_source = args.jobs.display().to_string();
+    let jobs_text = read_input("--jobs", &args.jobs)?;
+    let stream_jobs = parse_stream_jobs(&jobs_source, &jobs_text)?;
+    let mut jobs = Vec::with_capacity(stream_jobs.len());
+    for job in &stream_jobs {
+        jobs.push(job.demand()?);
+    }
+
+    let policy = match &args.policy {
+        Some(path) => {
+            // TEMP(policy parser pending): replaced once scheduler::input::policy lands.
+            bail!(
+                "--policy {}: policy files are not supported yet",
+                path.display()
+            )
+        }
+        None => PlacementPolicy::default(),
+    };
+
+    let running = match &args.running {
+        Some(path) => {
+            let text = read_input("--running", path)?;
+            let plan: PlacementPlan = serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "--running {}: expected the JSON of `twinsite plan --format json`",
+                    path.display()
+                )
+            })?;
+            plan.placements
+        }
+        None => Vec::new(),
+    };
+
+    let at = match &args.at {
+        Some(text) => chrono::DateTime::parse_from_rfc3339(text)
+            .with_context(|| {
+                format!("--at {text:?}: expected RFC 3339, e.g. 2026-11-22T03:00:00Z")
+            })?
+            .with_timezone(&chrono::Utc),
+        None => chrono::Utc::now(),
+    };
+
+    Ok(PlanInputs {
+        sites,
+        jobs,
+        policy,
+        running,
+        at,
+    })
+}
+
+/// kubectl-style columns for people; JSON is for machines.
+pub fn render_table(plan: &PlacementPlan) -> String {
+    let mut rows: Vec<[String; 5]> = vec![[
+        "JOB".into(),
+        "SITE".into(),
+        "JOBMANAGER".into(),
+        "TASKMANAGERS".into(),
+        "NODES".into(),
+    ]];
+    for p in &plan.placements {
+        let jm = p
+            .pods
+            .iter()
+            .find(|pod| pod.role == PodRole::Jobmanager)
+            .map(|pod| pod.node.clone())
+            .unwrap_or_else(|| "-".into());
+        let tms = p
+            .pods
+            .iter()
+            .filter(|pod| pod.role == PodRole::Taskmanager)
+            .count();
+        let nodes: BTreeMap<&str, ()> = p.pods.iter().map(|pod| (pod.node.as_str(), ())).collect();
+        rows.push([
+            p.job.0.clone(),
+            p.site.0.clone(),
+            jm,
+            tms.to_string(),
+            nodes.len().to_string(),
+        ]);
+    }
+    let mut out = String::new();
+    write_columns(&mut out, &rows);
+    if !plan.unplaced.is_empty() {
+        let _ = writeln!(out, "\nUNPLACED ({}):", plan.unplaced.len());
+        for u in &plan.unplaced {
+            let _ = writeln!(out, "  {}  {}", u.job, u.reason);
+        }
+    }
+    if !plan.preemptions.is_empty() {
+        let _ = writeln!(out, "\nPREEMPTIONS ({}):", plan.preemptions.len());
+        for p in &plan.preemptions {
+            let _ = writeln!(out, "  {} preempted by {} in {}", p.victim, p.by, p.site);
+        }
+    }
+    if !plan.moves.is_empty() {
+        let _ = writeln!(out, "\nMOVES ({}):", plan.moves.len());
+        for m in &plan.moves {
+            let to =
+                m.to.as_ref()
+                    .map(|t| t.site.0.as_str())
+                    .unwrap_or("(unplaced)");
+            let _ = writeln!(out, "  {}  {} -> {}  {}", m.job, m.from.site, to, m.reason);
+        }
+    }
+    for (site, r) in &plan.reserve {
+        let verdict = if r.holds { "holds" } else { "DOES NOT HOLD" };
+        let scopes: Vec<String> = r
+            .protects
+            .iter()
+            .map(|s| format!("{} {}+", s.site, s.min_priority))
+            .collect();
+        let _ = writeln!(
+            out,
+            "\nRESERVE in {site} for {}: {verdict} (needed {}; missing {}; {} job(s) would not fit)",
+            scopes.join(", "),
+            r.needed,
+            r.missing,
+            r.jobs_not_fitting.len()
+        );
+    }
+    let bound = plan
+        .solver
+        .bound
+        .map(|b| format!("{b:.1}"))
+        .unwrap_or_else(|| "unknown".into());
+    let _ = writeln!(
+        out,
+        "\nSOLVER {:?}: objective {:.1}, bound {bound}, {}; {} placed, {} unplaced",
+        plan.solver.solver,
+        plan.solver.objective,
+        plan.solver.status,
+        plan.placements.len(),
+        plan.unplaced.len()
+    );
+    out
+}
+
+fn write_columns(out: &mut String, rows: &[[String; 5]]) {
+    let mut widths = [0usize; 5];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<width$}   ", width = widths[i]);
+            }
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+}
