@@ -43,7 +43,6 @@ pub(crate) fn read_input(flag: &str, path: &Path) -> anyhow::Result<String> {
 }
 
 /// Writes a file whole or not at all: a temporary sibling, then a rename.
-#[allow(dead_code)] // TEMP: used again once the generator lands.
 pub(crate) fn write_atomically(path: &Path, contents: &str) -> anyhow::Result<()> {
     let tmp: PathBuf = {
         let mut name = path.file_name().unwrap_or_default().to_os_string();

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use anyhow::{Context, bail};
-use scheduler::input::{kube_objects, parse_stream_jobs};
+use scheduler::input::{kube_objects, parse_stream_jobs, policy};
 use scheduler::model::{JobDemand, JobPlacement, PlacementPolicy, PodRole, SiteId, SiteSnapshot};
 use scheduler::placement::{self, PlacementOptions, PlacementPlan, PlacementRequest, SolverChoice};
 
@@ -95,11 +95,23 @@ pub fn load(args: &PlanArgs) -> anyhow::Result<PlanInputs> {
 
     let policy = match &args.policy {
         Some(path) => {
-            // TEMP(policy parser pending): replaced once scheduler::input::policy lands.
-            bail!(
-                "--policy {}: policy files are not supported yet",
-                path.display()
-            )
+            let text = read_input("--policy", path)?;
+            let parsed = policy::parse_policy(&path.display().to_string(), &text)?;
+            let known = parsed.site_ids();
+            for site in &sites {
+                if !known.contains(&site.id) {
+                    let names: Vec<&str> = known.iter().map(|s| s.0.as_str()).collect();
+                    bail!(
+                        "--site {}: the policy {} names no site {:?} (it has {})",
+                        site.id,
+                        path.display(),
+                        site.id.0,
+                        names.join(", ")
+                    );
+                }
+            }
+            parsed.check_jobs(&jobs_source, &stream_jobs)?;
+            parsed.placement_policy()
         }
         None => PlacementPolicy::default(),
     };
