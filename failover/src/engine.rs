@@ -858,15 +858,12 @@ impl Engine {
                 );
             }
             JobPhase::InOperation { op } => {
-                let Some(o) = self.operations.get_mut(&op) else {
+                let Some(step) = Self::op_job_step(&mut self.operations, op, job) else {
                     return;
                 };
-                let Some(j) = o.job_mut(job) else {
-                    return;
-                };
-                if matches!(&j.step, MoveStep::Launching { generation: g, .. } if *g == generation)
-                {
-                    j.step = MoveStep::Done {
+                // A launch answer for another generation is stale and must not move the operation.
+                if matches!(step, MoveStep::Launching { generation: g, .. } if *g == generation) {
+                    *step = MoveStep::Done {
                         generation,
                         site: site.clone(),
                     };
@@ -885,6 +882,15 @@ impl Engine {
             }
             _ => {}
         }
+    }
+
+    /// The current step of `job` inside operation `op`, if both exist.
+    fn op_job_step<'a>(
+        operations: &'a mut BTreeMap<u64, Operation>,
+        op: u64,
+        job: &JobId,
+    ) -> Option<&'a mut MoveStep> {
+        Some(&mut operations.get_mut(&op)?.job_mut(job)?.step)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -928,16 +934,13 @@ impl Engine {
                 );
             }
             JobPhase::InOperation { op } => {
-                let Some(o) = self.operations.get_mut(&op) else {
+                let Some(step) = Self::op_job_step(&mut self.operations, op, job) else {
                     return;
                 };
-                let Some(j) = o.job_mut(job) else {
-                    return;
-                };
-                if matches!(&j.step, MoveStep::Launching { generation: g, .. } if *g == generation)
-                {
+                // A launch answer for another generation is stale and must not move the operation.
+                if matches!(step, MoveStep::Launching { generation: g, .. } if *g == generation) {
                     // The failed generation may be half-started: fence it before any retry.
-                    j.step = MoveStep::Fencing {
+                    *step = MoveStep::Fencing {
                         generation,
                         site: site.clone(),
                     };
