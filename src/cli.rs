@@ -33,6 +33,9 @@ pub struct RunArgs {
     /// Controller configuration (YAML); without it, the embedded default.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// API address, overriding the configuration's `api.listen` (e.g. `127.0.0.1:0`).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

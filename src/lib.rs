@@ -1,7 +1,10 @@
 //! The twinsite controller: CLI, wiring and the I/O adapters around the pure crates.
 
+pub mod api;
 pub mod cli;
 pub mod commands;
+pub mod config;
+pub mod controller;
 pub mod leader;
 pub mod site;
 pub mod state;

@@ -160,6 +160,7 @@ async fn checkpoints_beyond_retention_are_removed_with_the_shared_files_nobody_r
     let f = fixture_with(SimulatedSiteConfig {
         default_retained_checkpoints: 1,
         shared_file_window: 2,
+        cluster_file: None,
     });
     let mut spec = spec(1);
     spec.flink_configuration

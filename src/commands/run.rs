@@ -1,16 +1,498 @@
-//! `twinsite run`: the long-running controller.
+//! `twinsite run`: the long-running controller. Builds sites, state store and API from the
+//! configuration (or the embedded default), then reconciles while it leads, until Ctrl-C or
+//! SIGTERM: then it stops acting, resigns leadership and lets the API drain.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use scheduler::generate::{GenerateParams, generate};
+use scheduler::input::StreamJob;
+use scheduler::model::SiteId;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiState};
 use crate::cli::RunArgs;
+use crate::config::{Config, StateConfig, TokenSource};
+use crate::controller::Controller;
+use crate::leader::LeaderElector;
+use crate::site::simulated::{
+    SimulatedSite, SimulatedSiteConfig, SimulatedSiteHandle, spawn_ticker,
+};
+use crate::site::{Site, SystemClock};
+use crate::state::{EmbeddedStateStore, EtcdStateStore, KeyLayout, StateStore, connect_etcd};
 
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
-    // The controller loop, config file and HTTP API are issue 3's remaining work; say so
-    // plainly rather than start something that does nothing.
-    anyhow::bail!(
-        "twinsite run is not built yet (config: {}): the controller loop and HTTP API are \
-         pending; see README.md, section Status",
-        args.config
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "embedded default".into())
-    )
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded_default(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run_controller(config, args.listen))
+}
+
+/// The etcd store (to install the leader key in) and the elector of an etcd set-up.
+type Elected = (Arc<EtcdStateStore>, LeaderElector);
+
+/// Sites built from the configuration, with the simulated ones' fault handles.
+pub struct BuiltSites {
+    pub sites: BTreeMap<SiteId, Arc<dyn Site>>,
+    pub simulated: BTreeMap<SiteId, SimulatedSite>,
+    /// Sample jobs from the generator, for a store that has none and no jobs file.
+    pub sample_jobs: Vec<StreamJob>,
+}
+
+async fn run_controller(
+    config: Config,
+    listen_override: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone());
+
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "dataDir {}: cannot create the directory",
+            config.data_dir.display()
+        )
+    })?;
+    let built = build_sites(&config).await?;
+    let seed_jobs = match &config.jobs {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("jobs {}: cannot read the file", path.display()))?;
+            let jobs = scheduler::input::parse_stream_jobs(&path.display().to_string(), &text)?;
+            config
+                .policy
+                .check_jobs(&path.display().to_string(), &jobs)?;
+            jobs
+        }
+        None => built.sample_jobs.clone(),
+    };
+
+    let (store, etcd): (Arc<dyn StateStore>, Option<Elected>) = match &config.state {
+        StateConfig::Embedded { dir } => {
+            let store = EmbeddedStateStore::open(dir)
+                .with_context(|| format!("state: embedded store in {}", dir.display()))?;
+            (Arc::new(store), None)
+        }
+        StateConfig::Etcd(etcd) => {
+            let client = connect_etcd(&etcd.store).await.with_context(|| {
+                format!("state.etcd.endpoints {}", etcd.store.endpoints.join(","))
+            })?;
+            let store = Arc::new(EtcdStateStore::on_etcd(
+                client.clone(),
+                &etcd.store.key_prefix,
+            )?);
+            let election = KeyLayout::new(&etcd.store.key_prefix)?
+                .election(&etcd.election)
+                .context("state.etcd.election")?;
+            let elector = LeaderElector::new(client, election, &etcd.candidate, etcd.lease_ttl);
+            (store.clone(), Some((store, elector)))
+        }
+    };
+
+    let controller = Arc::new(Controller::new(
+        built.sites.clone(),
+        store,
+        config.policy.clone(),
+    ));
+    let token = api_token(&config)?;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let simulated_handles: BTreeMap<SiteId, SimulatedSiteHandle> =
+        if config.simulation.admin_endpoint {
+            built
+                .simulated
+                .iter()
+                .map(|(id, s)| (id.clone(), s.handle()))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+    let api_state = Arc::new(ApiState {
+        controller: Arc::clone(&controller),
+        token,
+        simulated: simulated_handles,
+        wake: Arc::clone(&wake),
+    });
+    let listen = listen_override.unwrap_or(config.api.listen);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("api.listen {listen}: cannot listen"))?;
+    let bound = listener.local_addr()?;
+    let router = api::router(api_state, config.api.max_body_bytes);
+    let server_shutdown = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
+            .await
+    });
+    // Simulated time runs only while this process runs; the "cluster" lives in it.
+    let tickers: Vec<_> = built
+        .simulated
+        .values()
+        .map(|s| spawn_ticker(s.clone(), config.simulation.tick))
+        .collect();
+    tracing::info!(
+        api = %format!("http://{bound}"),
+        config = %config.source,
+        sites = %built.sites.keys().map(|s| s.0.as_str()).collect::<Vec<_>>().join(","),
+        data_dir = %config.data_dir.display(),
+        "twinsite controller started"
+    );
+
+    let result = match etcd {
+        None => {
+            controller.set_leading(true);
+            seed(&controller, &seed_jobs).await?;
+            let outcome = controller
+                .reconcile_loop(
+                    config.reconcile_interval,
+                    Arc::clone(&wake),
+                    shutdown.clone(),
+                )
+                .await;
+            controller.set_leading(false);
+            outcome.map_err(anyhow::Error::from)
+        }
+        Some((store, elector)) => {
+            // Several processes may share one simulated cluster: only the leader runs it.
+            for site in built.simulated.values() {
+                site.set_active(false);
+            }
+            lead_while_elected(
+                &controller,
+                &built.simulated,
+                &store,
+                &elector,
+                &seed_jobs,
+                config.reconcile_interval,
+                wake,
+                shutdown.clone(),
+            )
+            .await
+        }
+    };
+    shutdown.cancel();
+    for ticker in tickers {
+        ticker.abort();
+    }
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "API server ended with an error"),
+        Err(error) => tracing::warn!(%error, "API server task failed"),
+    }
+    tracing::info!("twinsite controller stopped");
+    result
+}
+
+/// Campaigns, reconciles while leading, steps down when fenced or when the lease is lost,
+/// and campaigns again, until shutdown.
+#[allow(clippy::too_many_arguments)]
+async fn lead_while_elected(
+    controller: &Arc<Controller>,
+    simulated: &BTreeMap<SiteId, SimulatedSite>,
+    store: &Arc<EtcdStateStore>,
+    elector: &LeaderElector,
+    seed_jobs: &[StreamJob],
+    interval: Duration,
+    wake: Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        tracing::info!(
+            candidate = elector.candidate(),
+            election = elector.election(),
+            "campaigning"
+        );
+        let leadership = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            won = elector.campaign() => won.context("leader election")?,
+        };
+        tracing::info!(
+            candidate = elector.candidate(),
+            lease = leadership.lease_id(),
+            "became leader"
+        );
+        store.set_leader(Some(leadership.leader_key.clone()));
+        for (id, site) in simulated {
+            // What the previous leader ran is still running in the simulated cluster.
+            if let Err(error) = site.reload() {
+                tracing::warn!(site = %id, %error, "cannot load the simulated cluster");
+            }
+            site.set_active(true);
+        }
+        controller.set_leading(true);
+        let acting = CancellationToken::new();
+        let outcome = async {
+            seed(controller, seed_jobs).await?;
+            tokio::select! {
+                result = controller.reconcile_loop(interval, Arc::clone(&wake), acting.clone()) => {
+                    result.map_err(anyhow::Error::from)
+                }
+                () = leadership.lost.cancelled() => {
+                    anyhow::bail!("leadership lost (lease expired or revoked)")
+                }
+                () = shutdown.cancelled() => Ok(()),
+            }
+        }
+        .await;
+        acting.cancel();
+        controller.set_leading(false);
+        store.set_leader(None);
+        for site in simulated.values() {
+            site.set_active(false);
+        }
+        if shutdown.is_cancelled() {
+            if let Err(error) = leadership.resign().await {
+                tracing::warn!(%error, "resign failed; the lease expires on its own");
+            } else {
+                tracing::info!("resigned leadership");
+            }
+            return Ok(());
+        }
+        match outcome {
+            Ok(()) => {}
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "stepped down; campaigning again")
+            }
+        }
+        drop(leadership);
+    }
+}
+
+async fn seed(controller: &Controller, jobs: &[StreamJob]) -> anyhow::Result<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let existing = controller.store.list_jobs().await?;
+    if !existing.is_empty() {
+        // A store with jobs is the truth; seeding only fills an empty one, so a job someone
+        // deleted through the API is not resurrected by a restart.
+        return Ok(());
+    }
+    let created = controller.seed_jobs(jobs, "seed").await?;
+    tracing::info!(created, "seeded an empty store with jobs");
+    Ok(())
+}
+
+fn api_token(config: &Config) -> anyhow::Result<String> {
+    if let Some(token) = config.api.token.read().map_err(anyhow::Error::msg)? {
+        return Ok(token);
+    }
+    // No token configured: make one, readable only by this user, rather than leave the API
+    // open or closed. Its path is logged; the token itself never is.
+    debug_assert_eq!(config.api.token, TokenSource::None);
+    let path = config.data_dir.join("api-token");
+    let token = match std::fs::read_to_string(&path) {
+        Ok(existing) if existing.trim().len() >= 16 => existing.trim().to_string(),
+        _ => {
+            let token = api::auth::generate_token();
+            write_private(&path, &token)?;
+            token
+        }
+    };
+    tracing::info!(token_file = %path.display(), "API mutations need the bearer token in this file");
+    Ok(token)
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Builds every site of the policy: simulated ones in-process, Kubernetes ones via kube.
+pub async fn build_sites(config: &Config) -> anyhow::Result<BuiltSites> {
+    let policy_sites = config.policy.site_ids();
+    let generated = generate(&GenerateParams {
+        sites: u32::try_from(policy_sites.len()).unwrap_or(2).max(1),
+        nodes_per_site: config.simulation.generate.nodes_per_site,
+        jobs: config.simulation.generate.sample_jobs,
+        seed: config.simulation.generate.seed,
+    })
+    .context("cannot generate simulated nodes")?;
+    let generated_nodes: Vec<&String> = generated.nodes_json.values().collect();
+    let mut sample_jobs =
+        scheduler::input::parse_stream_jobs("generated sample jobs", &generated.jobs_yaml)?;
+    // Generated jobs name the generator's sites; point them at ours.
+    let generator_names: Vec<SiteId> = generated.nodes_json.keys().cloned().collect();
+    for job in &mut sample_jobs {
+        let rename = |name: &mut String| {
+            if let Some(i) = generator_names.iter().position(|g| &g.0 == name)
+                && let Some(ours) = policy_sites.get(i)
+            {
+                *name = ours.0.clone();
+            }
+        };
+        let sites = &mut job.spec.placement.sites;
+        if let Some(p) = sites.preferred.as_mut() {
+            rename(p);
+        }
+        sites.allowed.iter_mut().for_each(rename);
+    }
+    if config
+        .policy
+        .check_jobs("generated sample jobs", &sample_jobs)
+        .is_err()
+    {
+        // The policy's quotas or tenants may not know the generator's tenants: no samples
+        // then, rather than jobs that are refused.
+        sample_jobs.clear();
+    }
+
+    let mut sites: BTreeMap<SiteId, Arc<dyn Site>> = BTreeMap::new();
+    let mut simulated = BTreeMap::new();
+    for (index, id) in policy_sites.iter().enumerate() {
+        let spec = config
+            .policy
+            .site(id)
+            .with_context(|| format!("policy: site {id} vanished"))?;
+        if let Some(kubernetes) = &spec.kubernetes {
+            let site = kube_site(id, kubernetes).await?;
+            sites.insert(id.clone(), Arc::new(site));
+            continue;
+        }
+        let storage_root = simulated_storage_root(config, id, spec.storage.as_deref())?;
+        std::fs::create_dir_all(&storage_root).with_context(|| {
+            format!(
+                "site {id}: cannot create its storage directory {}",
+                storage_root.display()
+            )
+        })?;
+        let (nodes_json, pods_json) = match config.simulation.sites.get(&id.0) {
+            Some(files) => {
+                let nodes = std::fs::read_to_string(&files.nodes).with_context(|| {
+                    format!(
+                        "simulation.sites.{id}.nodes {}: cannot read",
+                        files.nodes.display()
+                    )
+                })?;
+                let pods = match &files.pods {
+                    Some(p) => Some(std::fs::read_to_string(p).with_context(|| {
+                        format!("simulation.sites.{id}.pods {}: cannot read", p.display())
+                    })?),
+                    None => None,
+                };
+                (nodes, pods)
+            }
+            None => match generated_nodes.get(index) {
+                Some(nodes) => ((*nodes).clone(), None),
+                None => bail!("site {id}: no nodes for the simulation"),
+            },
+        };
+        let site = SimulatedSite::from_kubectl_json(
+            id.clone(),
+            &nodes_json,
+            pods_json.as_deref(),
+            storage_root,
+            Arc::new(SystemClock),
+            SimulatedSiteConfig {
+                cluster_file: Some(
+                    config
+                        .data_dir
+                        .join("simulated-clusters")
+                        .join(format!("{id}.json")),
+                ),
+                ..SimulatedSiteConfig::default()
+            },
+        )?;
+        sites.insert(id.clone(), Arc::new(site.clone()));
+        simulated.insert(id.clone(), site);
+    }
+    Ok(BuiltSites {
+        sites,
+        simulated,
+        sample_jobs,
+    })
+}
+
+/// A simulated site's "HDFS": its policy `storage` (a `file://` URI) or `<dataDir>/<site>`.
+fn simulated_storage_root(
+    config: &Config,
+    id: &SiteId,
+    storage: Option<&str>,
+) -> anyhow::Result<PathBuf> {
+    match storage {
+        None => Ok(config.data_dir.join(&id.0)),
+        Some(uri) => match uri.strip_prefix("file://") {
+            Some(path) if path.starts_with('/') => Ok(PathBuf::from(path)),
+            _ => bail!(
+                "policy: sites[{id}].storage {uri:?}: a simulated site needs a file:///absolute/path (or no storage, for {}/{id})",
+                config.data_dir.display()
+            ),
+        },
+    }
+}
+
+async fn kube_site(
+    id: &SiteId,
+    spec: &scheduler::input::policy::KubernetesSpec,
+) -> anyhow::Result<crate::site::kube::KubeSite> {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let options = KubeConfigOptions {
+        context: spec.context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    let kube_config = match &spec.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .with_context(|| format!("policy: sites[{id}].kubernetes.kubeconfig {path}"))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .with_context(|| format!("policy: sites[{id}].kubernetes.context"))?
+        }
+        None => kube::Config::infer().await.with_context(|| {
+            format!("policy: sites[{id}].kubernetes: no kubeconfig given and none found")
+        })?,
+    };
+    let client = kube::Client::try_from(kube_config)
+        .with_context(|| format!("site {id}: cannot build a Kubernetes client"))?;
+    let mode = match spec.launch_mode {
+        scheduler::input::policy::LaunchMode::FlinkOperator => {
+            crate::site::LaunchMode::FlinkDeployment
+        }
+        scheduler::input::policy::LaunchMode::Standalone => crate::site::LaunchMode::Standalone,
+    };
+    let (site, reflectors) = crate::site::kube::KubeSite::new(
+        client,
+        crate::site::kube::KubeSiteConfig::new(id.clone(), mode),
+    );
+    tokio::spawn(reflectors);
+    Ok(site)
+}
+
+fn spawn_signal_handler(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
+            () = terminate => tracing::info!("SIGTERM: shutting down"),
+        }
+        shutdown.cancel();
+    });
 }

@@ -62,6 +62,10 @@ pub struct SimulatedSiteConfig {
     /// How many consecutive checkpoints' `shared/` files each checkpoint references, as an
     /// incremental RocksDB checkpoint keeps referencing SST files until compaction.
     pub shared_file_window: u64,
+    /// Where the site keeps its "cluster state" (the jobs it runs, as a real cluster keeps
+    /// its Deployments), so a controller restart or a new leader finds them still running.
+    /// `None`: the cluster lives only in this process.
+    pub cluster_file: Option<PathBuf>,
 }
 
 impl Default for SimulatedSiteConfig {
@@ -69,6 +73,7 @@ impl Default for SimulatedSiteConfig {
         SimulatedSiteConfig {
             default_retained_checkpoints: 1,
             shared_file_window: 3,
+            cluster_file: None,
         }
     }
 }
@@ -102,6 +107,25 @@ struct Inner {
     config: SimulatedSiteConfig,
     state: Mutex<SimState>,
     changes: watch::Sender<u64>,
+    /// Only an active site ticks and saves its cluster file: with several controller
+    /// processes sharing one simulated cluster, only the leader's copy runs it.
+    active: std::sync::atomic::AtomicBool,
+}
+
+/// The saved cluster state (`SimulatedSiteConfig::cluster_file`).
+#[derive(Debug, Serialize, Deserialize)]
+struct ClusterFile {
+    jobs: Vec<SavedJob>,
+    stopped: Vec<(JobId, u64)>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedJob {
+    spec: LaunchSpec,
+    next_checkpoint_id: u64,
+    latest: Option<CheckpointRef>,
+    retained: Vec<RetainedCheckpoint>,
+    shared_by_checkpoint: Vec<(u64, Vec<String>)>,
 }
 
 #[derive(Debug, Default)]
@@ -114,6 +138,7 @@ struct SimState {
     stopped: BTreeMap<JobId, u64>,
     last_contact: Option<DateTime<Utc>>,
     version: u64,
+    last_saved: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -153,7 +178,7 @@ struct PendingCheckpoint {
     completes_at: DateTime<Utc>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct RetainedCheckpoint {
     chk_uri: String,
     /// Absolute URIs of the `shared/` files it references.
@@ -180,7 +205,7 @@ impl SimulatedSite {
     ) -> Self {
         let (changes, _) = watch::channel(0);
         let now = clock.now();
-        SimulatedSite {
+        let site = SimulatedSite {
             inner: Arc::new(Inner {
                 id: snapshot.id,
                 storage_root: storage_root.into(),
@@ -193,7 +218,29 @@ impl SimulatedSite {
                     ..SimState::default()
                 }),
                 changes,
+                active: std::sync::atomic::AtomicBool::new(true),
             }),
+        };
+        if let Err(error) = site.reload() {
+            tracing::warn!(site = %site.inner.id, %error, "cluster file not loaded; starting empty");
+        }
+        site
+    }
+
+    /// Re-reads the cluster file (when configured): the jobs another process ran in this
+    /// simulated cluster. A new leader calls it before it starts running the site.
+    pub fn reload(&self) -> Result<(), SiteError> {
+        self.inner.load_cluster()
+    }
+
+    /// Starts or stops running the simulation (ticks, cluster-file saves) in this process.
+    pub fn set_active(&self, active: bool) {
+        self.inner
+            .active
+            .store(active, std::sync::atomic::Ordering::SeqCst);
+        if active {
+            let state = self.inner.lock();
+            self.inner.save_locked(&state);
         }
     }
 
@@ -312,6 +359,119 @@ impl Inner {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn is_active(&self) -> bool {
+        self.active.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Writes the cluster file (temporary name, then rename), if configured and active.
+    fn save_locked(&self, state: &SimState) {
+        let Some(path) = &self.config.cluster_file else {
+            return;
+        };
+        if !self.is_active() {
+            return;
+        }
+        let file = ClusterFile {
+            jobs: state
+                .jobs
+                .values()
+                .map(|job| SavedJob {
+                    spec: job.spec.clone(),
+                    next_checkpoint_id: job.next_checkpoint_id,
+                    latest: job.latest.clone(),
+                    retained: job
+                        .retained
+                        .iter()
+                        .map(|r| RetainedCheckpoint {
+                            chk_uri: r.chk_uri.clone(),
+                            shared: r.shared.clone(),
+                        })
+                        .collect(),
+                    shared_by_checkpoint: job.shared_by_checkpoint.iter().cloned().collect(),
+                })
+                .collect(),
+            stopped: state.stopped.iter().map(|(j, g)| (j.clone(), *g)).collect(),
+        };
+        let result = (|| -> std::io::Result<()> {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let tmp = path.with_extension("tmp");
+            std::fs::write(
+                &tmp,
+                serde_json::to_vec(&file).map_err(std::io::Error::other)?,
+            )?;
+            std::fs::rename(&tmp, path)
+        })();
+        if let Err(error) = result {
+            tracing::warn!(site = %self.id, path = %path.display(), %error, "cannot save the simulated cluster");
+        }
+    }
+
+    fn load_cluster(&self) -> Result<(), SiteError> {
+        let Some(path) = &self.config.cluster_file else {
+            return Ok(());
+        };
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.storage_error(path, e)),
+        };
+        let file: ClusterFile = serde_json::from_slice(&bytes)
+            .map_err(|e| self.invalid(format!("cluster file {}", path.display()), e.to_string()))?;
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let faults = state.faults.clone();
+        state.jobs.clear();
+        for saved in file.jobs {
+            // Saves are throttled, so the file may lag the checkpoints on storage: never
+            // reuse an id that may already exist.
+            let flink_job_id = flink_job_id(&saved.spec.job, saved.spec.generation);
+            let on_storage = self.highest_checkpoint_on_storage(&saved.spec, &flink_job_id);
+            let next_checkpoint_id = saved
+                .next_checkpoint_id
+                .max(saved.latest.as_ref().map_or(0, |c| c.id + 1))
+                .max(on_storage.map_or(0, |id| id + 1));
+            let mut job = SimJob {
+                flink_job_id,
+                state: JobState::Restarting,
+                ever_running: false,
+                restarts: 0,
+                next_checkpoint_id,
+                next_checkpoint_due: now + to_chrono(saved.spec.checkpoint_interval()),
+                pending: None,
+                retained: saved.retained.into(),
+                shared_by_checkpoint: saved.shared_by_checkpoint.into(),
+                latest: saved.latest,
+                spec: saved.spec,
+            };
+            job.update_state(&faults, now);
+            state.jobs.insert(job.spec.job.clone(), job);
+        }
+        state.stopped = file.stopped.into_iter().collect();
+        tracing::info!(site = %self.id, jobs = state.jobs.len(), "loaded the simulated cluster");
+        self.bump(&mut state);
+        Ok(())
+    }
+
+    /// The highest `chk-N` under the job's checkpoint directory, if any.
+    fn highest_checkpoint_on_storage(&self, spec: &LaunchSpec, flink_job_id: &str) -> Option<u64> {
+        let dir = self
+            .resolve(&join_uri(&spec.checkpoint_dir, flink_job_id))
+            .ok()?;
+        std::fs::read_dir(dir)
+            .ok()?
+            .filter_map(|entry| entry.ok())
+            .filter_map(|entry| {
+                entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_prefix("chk-"))
+                    .and_then(|n| n.parse::<u64>().ok())
+            })
+            .max()
+    }
+
     fn bump(&self, state: &mut SimState) {
         state.version += 1;
         self.changes.send_replace(state.version);
@@ -409,6 +569,9 @@ impl Inner {
     fn tick(&self) -> TickReport {
         let now = self.clock.now();
         let mut report = TickReport::default();
+        if !self.is_active() {
+            return report;
+        }
         let mut changed = false;
         let mut tasks = Vec::new();
         {
@@ -491,6 +654,14 @@ impl Inner {
             }
             if changed {
                 self.bump(&mut state);
+                // Throttled: a thousand jobs' state is a megabyte or so.
+                let due = state
+                    .last_saved
+                    .is_none_or(|at| now - at >= chrono::Duration::seconds(5));
+                if due && !report.completed.is_empty() {
+                    state.last_saved = Some(now);
+                    self.save_locked(&state);
+                }
             }
         }
 
@@ -623,6 +794,7 @@ impl Inner {
             restore_from = ?spec.restore_from, "simulated launch");
         state.jobs.insert(spec.job.clone(), job);
         self.bump(&mut state);
+        self.save_locked(&state);
         Ok(())
     }
 
@@ -644,6 +816,7 @@ impl Inner {
         let stopped = state.stopped.entry(job.clone()).or_insert(generation);
         *stopped = (*stopped).max(generation);
         self.bump(state);
+        self.save_locked(state);
     }
 
     fn stop_with_savepoint(

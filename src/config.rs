@@ -1,0 +1,709 @@
+//! The controller's configuration file (`twinsite run --config FILE`) and its embedded default.
+//!
+//! The file says how to reach things (state store, API, simulated inputs); *what* runs where
+//! is the policy file's business (sites, pools, quotas, detection, replication), which the
+//! config only points at. Schema: `deploy/config/README.md`; example: `deploy/config/twinsite.yaml`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use scheduler::input::{InputError, Policy, Problems, decode_document, parse_duration};
+use serde::{Deserialize, Serialize};
+
+pub const CONFIG_KIND: &str = "ControllerConfig";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "./twinsite-data";
+/// Bodies above this are refused with 413 before they are parsed.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The file as written; unknown fields are errors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigFile {
+    pub api_version: String,
+    pub kind: String,
+    /// Policy file (sites, pools, quotas, …), relative to this file; absent: two simulated
+    /// sites `dc-a`, `dc-b` with the built-in policy.
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
+    /// Where simulated sites keep their storage and the embedded store its records.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub state: StateSpec,
+    #[serde(default)]
+    pub api: ApiSpec,
+    #[serde(default)]
+    pub simulation: SimulationSpec,
+    /// StreamJobs (multi-document YAML) created at start when the store lacks them; jobs
+    /// already stored are never overwritten from this file.
+    #[serde(default)]
+    pub jobs: Option<PathBuf>,
+    #[serde(default)]
+    pub reconcile: ReconcileSpec,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StateSpec {
+    /// Absent: an embedded store in `<dataDir>/state` (single instance, no election).
+    #[serde(default)]
+    pub etcd: Option<EtcdSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EtcdSpec {
+    pub endpoints: Vec<String>,
+    #[serde(default)]
+    pub tls: Option<EtcdTlsSpec>,
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// Name of the election every replica campaigns in.
+    #[serde(default = "default_election")]
+    pub election: String,
+    /// Lease TTL of the leadership: how long a dead leader keeps it.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl: String,
+    /// This replica's name in the election; absent: `<hostname>-<pid>`.
+    #[serde(default)]
+    pub candidate: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EtcdTlsSpec {
+    pub ca: PathBuf,
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    #[serde(default)]
+    pub domain: Option<String>,
+}
+
+fn default_key_prefix() -> String {
+    crate::state::keys::DEFAULT_PREFIX.to_string()
+}
+fn default_election() -> String {
+    "twinsite-leader".to_string()
+}
+fn default_lease_ttl() -> String {
+    "10s".to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiSpec {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// File holding the bearer token mutating requests must present (trailing newline
+    /// ignored). Exactly one of `tokenFile`, `tokenEnv`; neither: mutations are refused.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Environment variable holding the token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+fn default_listen() -> String {
+    DEFAULT_LISTEN.to_string()
+}
+fn default_max_body_bytes() -> usize {
+    DEFAULT_MAX_BODY_BYTES
+}
+
+impl Default for ApiSpec {
+    fn default() -> Self {
+        ApiSpec {
+            listen: default_listen(),
+            token_file: None,
+            token_env: None,
+            max_body_bytes: default_max_body_bytes(),
+        }
+    }
+}
+
+/// Inputs of the in-process simulated sites (policy sites without `kubernetes`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SimulationSpec {
+    /// Per simulated site, its nodes (and optional foreign pods) as kubectl JSON files.
+    #[serde(default)]
+    pub sites: BTreeMap<String, SimulatedSiteFiles>,
+    /// Sites without files get generated nodes, shaped like `twinsite generate`'s.
+    #[serde(default)]
+    pub generate: GenerateSpec,
+    /// How often simulated time advances (checkpoints, fault effects).
+    #[serde(default = "default_tick")]
+    pub tick: String,
+    /// Serves `/api/v1/sim/...` (fault injection). Only ever on simulated sites.
+    #[serde(default = "yes")]
+    pub admin_endpoint: bool,
+}
+
+fn default_tick() -> String {
+    "1s".to_string()
+}
+fn yes() -> bool {
+    true
+}
+
+impl Default for SimulationSpec {
+    fn default() -> Self {
+        SimulationSpec {
+            sites: BTreeMap::new(),
+            generate: GenerateSpec::default(),
+            tick: default_tick(),
+            admin_endpoint: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SimulatedSiteFiles {
+    pub nodes: PathBuf,
+    #[serde(default)]
+    pub pods: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GenerateSpec {
+    #[serde(default = "default_nodes_per_site")]
+    pub nodes_per_site: u32,
+    /// Sample jobs created when neither the store nor `jobs` has any.
+    #[serde(default = "default_sample_jobs")]
+    pub sample_jobs: u32,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+}
+
+fn default_nodes_per_site() -> u32 {
+    40
+}
+fn default_sample_jobs() -> u32 {
+    20
+}
+fn default_seed() -> u64 {
+    1
+}
+
+impl Default for GenerateSpec {
+    fn default() -> Self {
+        GenerateSpec {
+            nodes_per_site: default_nodes_per_site(),
+            sample_jobs: default_sample_jobs(),
+            seed: default_seed(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReconcileSpec {
+    /// Longest wait between passes; a change in a site or a job starts one sooner.
+    #[serde(default = "default_reconcile_interval")]
+    pub interval: String,
+}
+
+fn default_reconcile_interval() -> String {
+    "5s".to_string()
+}
+
+impl Default for ReconcileSpec {
+    fn default() -> Self {
+        ReconcileSpec {
+            interval: default_reconcile_interval(),
+        }
+    }
+}
+
+/// The configuration resolved: paths made absolute against the file's directory, durations
+/// parsed, the policy loaded.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the configuration came from (a path, or `embedded default`), for messages.
+    pub source: String,
+    pub policy: Policy,
+    pub data_dir: PathBuf,
+    pub state: StateConfig,
+    pub api: ApiConfig,
+    pub simulation: SimulationConfig,
+    pub jobs: Option<PathBuf>,
+    pub reconcile_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum StateConfig {
+    Embedded { dir: PathBuf },
+    Etcd(Box<EtcdConfigResolved>),
+}
+
+#[derive(Debug, Clone)]
+pub struct EtcdConfigResolved {
+    pub store: crate::state::EtcdConfig,
+    pub election: String,
+    pub lease_ttl: Duration,
+    pub candidate: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    pub token: TokenSource,
+    pub max_body_bytes: usize,
+}
+
+/// Where the API token comes from; read at start, never logged.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenSource {
+    None,
+    File(PathBuf),
+    Env(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct SimulationConfig {
+    pub sites: BTreeMap<String, SimulatedSiteFiles>,
+    pub generate: GenerateSpec,
+    pub tick: Duration,
+    pub admin_endpoint: bool,
+}
+
+/// A configuration error: every problem names the file and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the file: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(#[from] InputError),
+}
+
+impl Config {
+    /// The embedded default: two simulated sites, local storage under `./twinsite-data`,
+    /// embedded state, API on localhost, sample jobs.
+    pub fn embedded_default() -> Config {
+        let file = ConfigFile {
+            api_version: scheduler::input::API_VERSION.to_string(),
+            kind: CONFIG_KIND.to_string(),
+            policy: None,
+            data_dir: None,
+            state: StateSpec::default(),
+            api: ApiSpec::default(),
+            simulation: SimulationSpec::default(),
+            jobs: None,
+            reconcile: ReconcileSpec::default(),
+        };
+        let mut problems = Problems::new("embedded default");
+        let config = resolve(file, Path::new("."), "embedded default", &mut problems);
+        // The default is built from constants that the tests check resolve cleanly.
+        match (config, problems.is_empty()) {
+            (Some(config), true) => config,
+            _ => unreachable!("the embedded default configuration resolves"),
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&path.display().to_string(), &text, base)
+    }
+
+    /// Parses config text; relative paths in it are taken relative to `base`.
+    pub fn parse(source: &str, text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let (file, mut problems) = decode_document::<ConfigFile>(source, text, CONFIG_KIND)?;
+        let config = resolve(file, base, source, &mut problems);
+        match config {
+            Some(config) => Ok(problems.finish(config)?),
+            None => Err(problems.into_error("not a valid configuration").into()),
+        }
+    }
+}
+
+fn duration(problems: &mut Problems, field: &str, text: &str) -> Option<Duration> {
+    match parse_duration(text) {
+        Ok(d) if d.is_zero() => {
+            problems.field(field, format!("must be longer than zero, found {text:?}"));
+            None
+        }
+        Ok(d) => Some(d),
+        Err(message) => {
+            problems.field(field, message);
+            None
+        }
+    }
+}
+
+fn resolve(file: ConfigFile, base: &Path, source: &str, problems: &mut Problems) -> Option<Config> {
+    let absolute = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+
+    let policy = match &file.policy {
+        None => Some(Policy::default_two_sites()),
+        Some(path) => {
+            let path = absolute(path);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    match scheduler::input::parse_policy(&path.display().to_string(), &text) {
+                        Ok(policy) => Some(policy),
+                        Err(error) => {
+                            problems
+                                .field("policy", format!("the policy file is invalid:\n{error}"));
+                            None
+                        }
+                    }
+                }
+                Err(error) => {
+                    problems.field("policy", format!("cannot read {}: {error}", path.display()));
+                    None
+                }
+            }
+        }
+    };
+
+    let data_dir = absolute(
+        file.data_dir
+            .as_deref()
+            .unwrap_or(Path::new(DEFAULT_DATA_DIR)),
+    );
+
+    let state = match &file.state.etcd {
+        None => Some(StateConfig::Embedded {
+            dir: data_dir.join("state"),
+        }),
+        Some(etcd) => {
+            resolve_etcd(etcd, &absolute, problems).map(|e| StateConfig::Etcd(Box::new(e)))
+        }
+    };
+
+    let listen = match file.api.listen.parse::<SocketAddr>() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            problems.field(
+                "api.listen",
+                format!(
+                    "expected HOST:PORT with an IP address, e.g. 127.0.0.1:8080, found {:?}",
+                    file.api.listen
+                ),
+            );
+            None
+        }
+    };
+    let token = match (&file.api.token_file, &file.api.token_env) {
+        (Some(_), Some(_)) => {
+            problems.field("api", "set only one of tokenFile and tokenEnv");
+            TokenSource::None
+        }
+        (Some(path), None) => TokenSource::File(absolute(path)),
+        (None, Some(var)) if var.is_empty() => {
+            problems.field("api.tokenEnv", "must name an environment variable");
+            TokenSource::None
+        }
+        (None, Some(var)) => TokenSource::Env(var.clone()),
+        (None, None) => TokenSource::None,
+    };
+    if file.api.max_body_bytes == 0 {
+        problems.field("api.maxBodyBytes", "must be at least 1");
+    }
+
+    let tick = duration(problems, "simulation.tick", &file.simulation.tick);
+    let reconcile_interval = duration(problems, "reconcile.interval", &file.reconcile.interval);
+    if file.simulation.generate.nodes_per_site == 0 {
+        problems.field("simulation.generate.nodesPerSite", "must be at least 1");
+    }
+
+    if let Some(policy) = &policy {
+        let known = policy.site_ids();
+        for name in file.simulation.sites.keys() {
+            match policy.site(&scheduler::model::SiteId(name.clone())) {
+                None => problems.field(
+                    format!("simulation.sites.{name}"),
+                    format!(
+                        "the policy has no site {name:?} (it has {})",
+                        known
+                            .iter()
+                            .map(|s| s.0.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ),
+                Some(site) if site.kubernetes.is_some() => problems.field(
+                    format!("simulation.sites.{name}"),
+                    "the policy gives this site a kubernetes cluster; it is not simulated",
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+
+    let simulation = SimulationConfig {
+        sites: file
+            .simulation
+            .sites
+            .iter()
+            .map(|(name, files)| {
+                (
+                    name.clone(),
+                    SimulatedSiteFiles {
+                        nodes: absolute(&files.nodes),
+                        pods: files.pods.as_deref().map(absolute),
+                    },
+                )
+            })
+            .collect(),
+        generate: file.simulation.generate.clone(),
+        tick: tick?,
+        admin_endpoint: file.simulation.admin_endpoint,
+    };
+
+    Some(Config {
+        source: source.to_string(),
+        policy: policy?,
+        data_dir,
+        state: state?,
+        api: ApiConfig {
+            listen: listen?,
+            token,
+            max_body_bytes: file.api.max_body_bytes,
+        },
+        simulation,
+        jobs: file.jobs.as_deref().map(absolute),
+        reconcile_interval: reconcile_interval?,
+    })
+}
+
+fn resolve_etcd(
+    etcd: &EtcdSpec,
+    absolute: &dyn Fn(&Path) -> PathBuf,
+    problems: &mut Problems,
+) -> Option<EtcdConfigResolved> {
+    let mut ok = true;
+    if etcd.endpoints.is_empty() {
+        problems.field("state.etcd.endpoints", "list at least one endpoint");
+        ok = false;
+    }
+    for (i, endpoint) in etcd.endpoints.iter().enumerate() {
+        let scheme_ok = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+        if !scheme_ok {
+            problems.field(
+                format!("state.etcd.endpoints[{i}]"),
+                format!("expected http://HOST:PORT or https://HOST:PORT, found {endpoint:?}"),
+            );
+            ok = false;
+        }
+        if endpoint.starts_with("https://") && etcd.tls.is_none() {
+            problems.field(
+                format!("state.etcd.endpoints[{i}]"),
+                "an https endpoint needs state.etcd.tls (at least its ca)",
+            );
+            ok = false;
+        }
+    }
+    if !etcd.key_prefix.starts_with('/') {
+        problems.field(
+            "state.etcd.keyPrefix",
+            format!("must start with '/', found {:?}", etcd.key_prefix),
+        );
+        ok = false;
+    }
+    if etcd.election.is_empty() {
+        problems.field("state.etcd.election", "must not be empty");
+        ok = false;
+    }
+    let lease_ttl = duration(problems, "state.etcd.leaseTtl", &etcd.lease_ttl);
+    if let Some(ttl) = lease_ttl
+        && ttl < Duration::from_secs(2)
+    {
+        problems.field(
+            "state.etcd.leaseTtl",
+            format!("must be at least 2s (etcd's lease granularity is 1s), found {ttl:?}"),
+        );
+        ok = false;
+    }
+    let tls = etcd.tls.as_ref().map(|tls| {
+        if tls.cert.is_some() != tls.key.is_some() {
+            problems.field("state.etcd.tls", "give both cert and key, or neither");
+        }
+        crate::state::EtcdTls {
+            ca: absolute(&tls.ca),
+            client_cert: tls.cert.as_deref().map(absolute),
+            client_key: tls.key.as_deref().map(absolute),
+            domain: tls.domain.clone(),
+        }
+    });
+    let mut store = crate::state::EtcdConfig::new(etcd.endpoints.clone());
+    store.tls = tls;
+    store.key_prefix = etcd.key_prefix.clone();
+    let candidate = etcd.candidate.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "twinsite".to_string());
+        format!("{host}-{}", std::process::id())
+    });
+    if !ok {
+        return None;
+    }
+    Some(EtcdConfigResolved {
+        store,
+        election: etcd.election.clone(),
+        lease_ttl: lease_ttl?,
+        candidate,
+    })
+}
+
+impl TokenSource {
+    /// Reads the token; `Ok(None)` when none is configured (mutations are then refused).
+    pub fn read(&self) -> Result<Option<String>, String> {
+        let token = match self {
+            TokenSource::None => return Ok(None),
+            TokenSource::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("api.tokenFile {}: cannot read: {e}", path.display()))?,
+            TokenSource::Env(var) => std::env::var(var)
+                .map_err(|_| format!("api.tokenEnv: environment variable {var} is not set"))?,
+        };
+        let token = token.trim_end_matches(['\n', '\r']).to_string();
+        if token.len() < 16 {
+            return Err(format!(
+                "{}: the API token must be at least 16 characters",
+                match self {
+                    TokenSource::File(path) => format!("api.tokenFile {}", path.display()),
+                    TokenSource::Env(var) => format!("api.tokenEnv {var}"),
+                    TokenSource::None => String::new(),
+                }
+            ));
+        }
+        Ok(Some(token))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "apiVersion: twinsite.io/v1alpha1\nkind: ControllerConfig\n";
+
+    fn parse(body: &str) -> Result<Config, ConfigError> {
+        Config::parse(
+            "twinsite.yaml",
+            &format!("{HEAD}{body}"),
+            Path::new("/etc/twinsite"),
+        )
+    }
+
+    #[test]
+    fn the_embedded_default_is_two_simulated_sites_with_embedded_state_on_localhost() {
+        let config = Config::embedded_default();
+        let sites: Vec<_> = config.policy.site_ids().into_iter().map(|s| s.0).collect();
+        assert_eq!(sites, ["dc-a", "dc-b"]);
+        assert!(matches!(config.state, StateConfig::Embedded { .. }));
+        assert_eq!(config.api.listen.to_string(), DEFAULT_LISTEN);
+        assert!(config.data_dir.ends_with("twinsite-data"));
+    }
+
+    #[test]
+    fn an_empty_config_means_the_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config.reconcile_interval, Duration::from_secs(5));
+        assert_eq!(config.api.token, TokenSource::None);
+        assert_eq!(config.data_dir, Path::new("/etc/twinsite/./twinsite-data"));
+    }
+
+    #[test]
+    fn a_misspelled_field_is_named() {
+        let err = parse("api:\n  listn: 1.2.3.4:80\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("api.listn"), "{err}");
+        assert!(err.contains("twinsite.yaml"), "{err}");
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_with_its_field() {
+        let err = parse(
+            "api:\n  listen: localhost\n  tokenFile: t\n  tokenEnv: T\nreconcile:\n  interval: 0s\n\
+             state:\n  etcd:\n    endpoints: [\"etcd:2379\"]\n    leaseTtl: 1s\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for field in [
+            "api.listen",
+            "api:",
+            "reconcile.interval",
+            "state.etcd.endpoints[0]",
+            "state.etcd.leaseTtl",
+        ] {
+            assert!(err.contains(field), "{field} missing from:\n{err}");
+        }
+    }
+
+    #[test]
+    fn relative_paths_are_taken_from_the_config_files_directory() {
+        let config = parse(
+            "jobs: jobs.yaml\napi:\n  tokenFile: /run/secrets/token\n\
+             state:\n  etcd:\n    endpoints: [\"http://127.0.0.1:2379\"]\n    candidate: c1\n",
+        )
+        .unwrap();
+        assert_eq!(config.jobs.unwrap(), Path::new("/etc/twinsite/jobs.yaml"));
+        assert_eq!(
+            config.api.token,
+            TokenSource::File(PathBuf::from("/run/secrets/token"))
+        );
+        let StateConfig::Etcd(etcd) = config.state else {
+            panic!("expected etcd")
+        };
+        assert_eq!(etcd.candidate, "c1");
+        assert_eq!(etcd.lease_ttl, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_missing_policy_file_is_named() {
+        let err = parse("policy: nowhere.yaml\n").unwrap_err().to_string();
+        assert!(
+            err.contains("policy") && err.contains("nowhere.yaml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn simulated_site_files_must_name_a_policy_site() {
+        let err = parse("simulation:\n  sites:\n    dc-z:\n      nodes: n.json\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("simulation.sites.dc-z"), "{err}");
+    }
+
+    #[test]
+    fn a_short_token_is_refused_without_echoing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "hunter2\n").unwrap();
+        let err = TokenSource::File(path).read().unwrap_err();
+        assert!(err.contains("at least 16"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn an_unset_token_variable_is_named() {
+        let err = TokenSource::Env("TWINSITE_TEST_NO_SUCH_VAR".into())
+            .read()
+            .unwrap_err();
+        assert!(err.contains("TWINSITE_TEST_NO_SUCH_VAR"), "{err}");
+    }
+}

@@ -1,0 +1,168 @@
+//! From a StreamJob and its placement to the `LaunchSpec` a site runs.
+
+use scheduler::input::StreamJob;
+use scheduler::model::JobPlacement;
+use sha2::{Digest, Sha256};
+
+use crate::site::LaunchSpec;
+
+/// Checkpoint interval of a job whose spec has no `checkpoints` (failover mode `none`).
+const FALLBACK_CHECKPOINT_INTERVAL_MS: u64 = 60_000;
+
+/// Why a job cannot be turned into a launch; names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("job {job}: {field}: {message}")]
+pub struct LaunchError {
+    pub job: String,
+    pub field: String,
+    pub message: String,
+}
+
+/// The launch of `generation` of `job` on `placement`, restoring from `restore_from`.
+pub fn launch_spec(
+    job: &StreamJob,
+    generation: u64,
+    placement: &JobPlacement,
+    restore_from: Option<String>,
+) -> Result<LaunchSpec, LaunchError> {
+    let id = job.id();
+    let fail = |field: &str, message: String| LaunchError {
+        job: id.to_string(),
+        field: field.to_string(),
+        message,
+    };
+    let demand = job.demand().map_err(|e| fail("spec", e.to_string()))?;
+    let spec = &job.spec;
+    let (checkpoint_dir, checkpoint_interval_ms) = match &spec.checkpoints {
+        Some(checkpoints) => {
+            let interval = scheduler::input::parse_duration(&checkpoints.interval)
+                .map_err(|m| fail("spec.checkpoints.interval", m))?;
+            (
+                checkpoints.dir.clone(),
+                u64::try_from(interval.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            )
+        }
+        None => (
+            format!(
+                "hdfs:///flink/checkpoints/{}/{}",
+                job.metadata.namespace, job.metadata.name
+            ),
+            FALLBACK_CHECKPOINT_INTERVAL_MS,
+        ),
+    };
+    let mut flink_configuration = spec.flink_configuration.clone();
+    if let Some(checkpoints) = &spec.checkpoints {
+        flink_configuration
+            .entry("state.checkpoints.num-retained".into())
+            .or_insert_with(|| checkpoints.retained.to_string());
+        flink_configuration
+            .entry("execution.checkpointing.incremental".into())
+            .or_insert_with(|| checkpoints.incremental.to_string());
+    }
+    Ok(LaunchSpec {
+        job: id,
+        generation,
+        placement: placement.clone(),
+        image: spec.image.clone(),
+        flink_version: spec.flink_version.clone(),
+        jar_uri: spec.jar_uri.clone(),
+        entry_class: spec.entry_class.clone(),
+        args: spec.args.clone(),
+        parallelism: spec.parallelism,
+        task_slots: spec.task_manager.slots,
+        job_manager: demand.job_manager,
+        task_manager: demand.task_manager,
+        tolerations: spec.placement.tolerations.clone(),
+        flink_configuration,
+        checkpoint_dir,
+        checkpoint_interval_ms,
+        restore_from,
+    })
+}
+
+/// A stable hash of a job's spec: a change of spec means a relaunch with the new one.
+pub fn spec_hash(job: &StreamJob) -> String {
+    // serde_json writes struct fields in declaration order and maps sorted (BTreeMap), so
+    // equal specs give equal text.
+    let text = serde_json::to_string(&job.spec).unwrap_or_default();
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scheduler::model::{PodPlacement, PodRole, SiteId};
+
+    const JOB: &str = r#"
+apiVersion: twinsite.io/v1alpha1
+kind: StreamJob
+metadata: {name: orders, namespace: shop}
+spec:
+  priority: high
+  image: flink:2.0.0
+  flinkVersion: v2_0
+  jarURI: hdfs:///jars/orders.jar
+  parallelism: 4
+  jobManager: {resources: {cpu: "1", memory: 2Gi}}
+  taskManager: {resources: {cpu: "2", memory: 4Gi}, slots: 2}
+  checkpoints: {dir: "hdfs:///flink/checkpoints/shop/orders", interval: 30s, retained: 3}
+"#;
+
+    fn job() -> StreamJob {
+        scheduler::input::parse_stream_jobs("job.yaml", JOB)
+            .unwrap()
+            .remove(0)
+    }
+
+    fn placement() -> JobPlacement {
+        JobPlacement {
+            job: job().id(),
+            site: SiteId("dc-a".into()),
+            pods: vec![
+                PodPlacement {
+                    role: PodRole::Jobmanager,
+                    index: 0,
+                    node: "n1".into(),
+                },
+                PodPlacement {
+                    role: PodRole::Taskmanager,
+                    index: 0,
+                    node: "n2".into(),
+                },
+                PodPlacement {
+                    role: PodRole::Taskmanager,
+                    index: 1,
+                    node: "n3".into(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn a_launch_carries_the_specs_sizes_checkpointing_and_restore_path() {
+        let spec = launch_spec(&job(), 3, &placement(), Some("hdfs:///x/chk-9".into())).unwrap();
+        assert_eq!(spec.generation, 3);
+        assert_eq!(spec.task_slots, 2);
+        assert_eq!(spec.checkpoint_interval_ms, 30_000);
+        assert_eq!(spec.task_manager.cpu_milli, 2000);
+        assert_eq!(spec.job_manager.memory_bytes, 2 << 30);
+        assert_eq!(
+            spec.flink_configuration["state.checkpoints.num-retained"],
+            "3"
+        );
+        assert_eq!(spec.restore_from.as_deref(), Some("hdfs:///x/chk-9"));
+        spec.validate_for(&SiteId("dc-a".into())).unwrap();
+    }
+
+    #[test]
+    fn the_spec_hash_changes_with_the_spec_and_only_then() {
+        let a = job();
+        let mut b = job();
+        assert_eq!(spec_hash(&a), spec_hash(&b));
+        b.spec.parallelism = 6;
+        assert_ne!(spec_hash(&a), spec_hash(&b));
+    }
+}

@@ -1,0 +1,182 @@
+//! The controller: sites, state store and policy held together, and the leader-only loop
+//! that reconciles them (`reconcile`). The HTTP API (`crate::api`) reads and edits through
+//! the same `Controller`.
+
+pub mod launch;
+pub mod metrics;
+pub mod reconcile;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use scheduler::input::{Policy, StreamJob};
+use scheduler::model::SiteId;
+use tokio_util::sync::CancellationToken;
+
+pub use metrics::ControllerMetrics;
+pub use reconcile::PassReport;
+pub use status::{JobPhase, JobStatus};
+
+use crate::site::Site;
+use crate::state::{Expected, JobRecord, StateError, StateStore};
+
+/// Everything one controller replica holds.
+pub struct Controller {
+    pub sites: BTreeMap<SiteId, Arc<dyn Site>>,
+    pub store: Arc<dyn StateStore>,
+    pub policy: Policy,
+    pub metrics: Arc<ControllerMetrics>,
+    leading: AtomicBool,
+    passes: tokio::sync::watch::Sender<u64>,
+}
+
+impl Controller {
+    pub fn new(
+        sites: BTreeMap<SiteId, Arc<dyn Site>>,
+        store: Arc<dyn StateStore>,
+        policy: Policy,
+    ) -> Controller {
+        Controller {
+            sites,
+            store,
+            policy,
+            metrics: Arc::new(ControllerMetrics::new()),
+            leading: AtomicBool::new(false),
+            passes: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    /// True while this replica leads and its reconcile loop acts.
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(Ordering::SeqCst)
+    }
+
+    pub fn set_leading(&self, leading: bool) {
+        self.leading.store(leading, Ordering::SeqCst);
+        self.metrics.leader.set(i64::from(leading));
+    }
+
+    /// Completed reconcile passes; `/readyz` waits for the first, tests wait on it.
+    pub fn passes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.passes.subscribe()
+    }
+
+    /// Reconciles until `stop` fires or a state write is fenced (`Err`: leadership is gone
+    /// and the caller must stop acting). A pass starts every `interval`, or sooner when a
+    /// site reports a change or `wake` is notified (an API edit).
+    pub async fn reconcile_loop(
+        &self,
+        interval: Duration,
+        wake: Arc<tokio::sync::Notify>,
+        stop: CancellationToken,
+    ) -> Result<(), StateError> {
+        let mut changes: Vec<_> = self.sites.values().map(|s| s.changes()).collect();
+        loop {
+            match self.reconcile_once().await {
+                Ok(report) => {
+                    self.passes.send_modify(|n| *n += 1);
+                    if !report.launched.is_empty()
+                        || !report.stopped.is_empty()
+                        || report.conflicts > 0
+                    {
+                        tracing::info!(
+                            jobs = report.jobs,
+                            launched = report.launched.len(),
+                            stopped = report.stopped.len(),
+                            unplaced = report.unplaced.len(),
+                            checkpoints = report.checkpoints_recorded,
+                            conflicts = report.conflicts,
+                            elapsed_ms = report.elapsed.as_millis() as u64,
+                            "reconcile pass"
+                        );
+                    } else {
+                        tracing::debug!(
+                            elapsed_ms = report.elapsed.as_millis() as u64,
+                            "reconcile pass: no change"
+                        );
+                    }
+                }
+                Err(error @ (StateError::NotLeader { .. } | StateError::Fenced { .. })) => {
+                    self.metrics.reconcile_failures.inc();
+                    return Err(error);
+                }
+                Err(error) => {
+                    // Unavailable, conflicts outside CAS, corrupt records: log and retry after
+                    // the interval; never half-act on a state we could not read.
+                    self.metrics.reconcile_failures.inc();
+                    tracing::warn!(%error, "reconcile pass failed; retrying");
+                }
+            }
+            // Wait for the interval, a site change, an API edit, or shutdown.
+            let site_changed = async {
+                if changes.is_empty() {
+                    return std::future::pending::<()>().await;
+                }
+                let futures = changes.iter_mut().map(|c| Box::pin(c.changed()));
+                let _ = futures::future::select_all(futures).await;
+            };
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                () = tokio::time::sleep(interval) => {}
+                () = wake.notified() => {}
+                () = site_changed => {
+                    // Coalesce a burst of changes (a ticking site reports many) into one pass.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// Creates the jobs of `jobs` that the store lacks; returns how many were created.
+    /// Jobs already stored are left alone: the store, not a seed file, is the truth.
+    pub async fn seed_jobs(&self, jobs: &[StreamJob], actor: &str) -> Result<usize, StateError> {
+        let mut created = 0;
+        for job in jobs {
+            let record = new_record(job);
+            match self.store.put_job(&record, Expected::Absent).await {
+                Ok(_) => {
+                    created += 1;
+                    self.audit_as(actor, "create", &job.id().0, "ok: seeded")
+                        .await;
+                }
+                Err(StateError::Conflict { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(created)
+    }
+
+    /// Appends an audit entry by `actor`; failures are logged, not fatal.
+    pub async fn audit_as(&self, actor: &str, action: &str, target: &str, result: &str) {
+        let entry = crate::state::AuditEntry {
+            actor: actor.into(),
+            action: action.into(),
+            target: target.into(),
+            at_unix_ms: chrono::Utc::now().timestamp_millis(),
+            result: result.into(),
+        };
+        if let Err(error) = self.store.append_audit(&entry).await {
+            tracing::warn!(%error, action, target, "audit append failed");
+        }
+    }
+}
+
+/// The stored record of a new job: generation 0 (never launched), no placement.
+pub fn new_record(job: &StreamJob) -> JobRecord {
+    JobRecord {
+        namespace: job.metadata.namespace.clone(),
+        name: job.metadata.name.clone(),
+        spec: serde_json::to_value(job).unwrap_or_default(),
+        generation: 0,
+        placement: None,
+        status: serde_json::Value::Null,
+    }
+}
+
+/// The StreamJob a record holds (the whole object as the user gave it).
+pub fn stream_job_of(record: &JobRecord) -> Result<StreamJob, String> {
+    serde_json::from_value::<StreamJob>(record.spec.clone()).map_err(|e| e.to_string())
+}

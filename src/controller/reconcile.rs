@@ -1,0 +1,695 @@
+//! One reconcile pass: stored jobs in → observe sites → stop what must not run → relaunch
+//! what failed → place and launch what has no placement → record status and checkpoints.
+//!
+//! Restart safety comes from ordering: a job's new generation and placement are persisted
+//! *before* the launch, and a site launches a given generation at most once (idempotent
+//! launch). A controller that dies between the two finds the persisted placement, sees the
+//! generation not running, and launches that same generation: never a second generation, and
+//! never a relaunch of a job that is already running.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use scheduler::input::StreamJob;
+use scheduler::model::{JobDemand, JobId, JobPlacement, SiteId, SiteSnapshot};
+use scheduler::placement::{self, IncrementalPlacer, PlacementOptions, PlacementRequest};
+
+use super::launch::{launch_spec, spec_hash};
+use super::status::{JobPhase, JobStatus, LastCheckpoint};
+use super::{Controller, stream_job_of};
+use crate::site::{JobObservation, JobState, Site, SiteError};
+use crate::state::{
+    AuditEntry, CheckpointKind, CheckpointPointer, Expected, JobRecord, StateError, Versioned,
+};
+
+/// What one pass did; logged, and returned for tests and figures.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PassReport {
+    pub jobs: usize,
+    pub launched: Vec<(JobId, u64)>,
+    pub stopped: Vec<(SiteId, JobId, u64)>,
+    pub unplaced: Vec<(JobId, String)>,
+    pub unreachable: Vec<SiteId>,
+    pub checkpoints_recorded: usize,
+    /// Writes skipped because the record changed under us (an API edit); redone next pass.
+    pub conflicts: usize,
+    pub by_phase: BTreeMap<JobPhase, i64>,
+    pub elapsed: std::time::Duration,
+}
+
+/// A reachable site as observed at the start of the pass.
+struct SiteView {
+    site: Arc<dyn Site>,
+    snapshot: SiteSnapshot,
+    jobs: Vec<JobObservation>,
+}
+
+impl SiteView {
+    fn job(&self, job: &JobId) -> impl Iterator<Item = &JobObservation> {
+        self.jobs.iter().filter(move |o| &o.job == job)
+    }
+}
+
+/// A job that needs a (new) placement in this pass.
+struct ToPlace {
+    record: Versioned<JobRecord>,
+    job: StreamJob,
+    demand: JobDemand,
+    status: JobStatus,
+}
+
+impl Controller {
+    /// One pass. Fails only on state-store errors (fencing above all: the caller must stop
+    /// acting); site errors are recorded per site and the pass goes on.
+    pub async fn reconcile_once(&self) -> Result<PassReport, StateError> {
+        let started = Instant::now();
+        let mut report = PassReport::default();
+        let records = self.store.list_jobs().await?;
+        report.jobs = records.len();
+        let views = self.observe(&mut report).await;
+
+        self.stop_unwanted(&records, &views, &mut report).await;
+
+        let mut kept: Vec<JobPlacement> = Vec::new();
+        let mut kept_demands: Vec<JobDemand> = Vec::new();
+        let mut to_place: Vec<ToPlace> = Vec::new();
+        for record in records {
+            self.reconcile_job(
+                record,
+                &views,
+                &mut kept,
+                &mut kept_demands,
+                &mut to_place,
+                &mut report,
+            )
+            .await?;
+        }
+        self.place_and_launch(to_place, kept, kept_demands, &views, &mut report)
+            .await?;
+
+        report.elapsed = started.elapsed();
+        self.metrics.set_jobs_by_phase(&report.by_phase);
+        self.metrics
+            .reconcile_seconds
+            .observe(report.elapsed.as_secs_f64());
+        Ok(report)
+    }
+
+    async fn observe(&self, report: &mut PassReport) -> BTreeMap<SiteId, SiteView> {
+        let mut views = BTreeMap::new();
+        for (id, site) in &self.sites {
+            let observed = async {
+                let snapshot = site.snapshot().await?;
+                let jobs = site.jobs().await?;
+                Ok::<_, SiteError>((snapshot, jobs))
+            }
+            .await;
+            let label = super::metrics::SiteLabel { site: id.0.clone() };
+            match observed {
+                Ok((snapshot, jobs)) => {
+                    self.metrics.site_reachable.get_or_create(&label).set(1);
+                    views.insert(
+                        id.clone(),
+                        SiteView {
+                            site: Arc::clone(site),
+                            snapshot,
+                            jobs,
+                        },
+                    );
+                }
+                Err(error) => {
+                    self.metrics.site_reachable.get_or_create(&label).set(0);
+                    self.count_site_error(id, &error);
+                    tracing::warn!(site = %id, %error, "site not observed this pass");
+                    report.unreachable.push(id.clone());
+                }
+            }
+        }
+        views
+    }
+
+    /// Stops every generation a site runs that the store does not place there: deleted jobs,
+    /// superseded generations, and a job the store places in the other site (never two).
+    async fn stop_unwanted(
+        &self,
+        records: &[Versioned<JobRecord>],
+        views: &BTreeMap<SiteId, SiteView>,
+        report: &mut PassReport,
+    ) {
+        let wanted: BTreeMap<JobId, (Option<&str>, u64)> = records
+            .iter()
+            .map(|r| {
+                (
+                    JobId::new(&r.value.namespace, &r.value.name),
+                    (
+                        r.value.placement.as_ref().map(|p| p.site.as_str()),
+                        r.value.generation,
+                    ),
+                )
+            })
+            .collect();
+        for (site_id, view) in views {
+            for observation in &view.jobs {
+                let reason = match wanted.get(&observation.job) {
+                    None => "the job was deleted".to_string(),
+                    Some((Some(site), generation))
+                        if *site == site_id.0 && *generation == observation.generation =>
+                    {
+                        continue;
+                    }
+                    Some((None, _)) => "the job is being relaunched".to_string(),
+                    Some((Some(site), generation)) if *site != site_id.0 => {
+                        format!("the job runs in {site} (generation {generation})")
+                    }
+                    Some((_, generation)) => {
+                        format!("generation {generation} superseded it")
+                    }
+                };
+                match view
+                    .site
+                    .stop(&observation.job, observation.generation)
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::info!(site = %site_id, job = %observation.job, generation = observation.generation, %reason, "stopped");
+                        self.metrics
+                            .stops
+                            .get_or_create(&super::metrics::SiteLabel {
+                                site: site_id.0.clone(),
+                            })
+                            .inc();
+                        self.audit(
+                            "stop",
+                            &format!("{}@{}#{}", observation.job, site_id, observation.generation),
+                            &format!("ok: {reason}"),
+                        )
+                        .await;
+                        report.stopped.push((
+                            site_id.clone(),
+                            observation.job.clone(),
+                            observation.generation,
+                        ));
+                    }
+                    Err(error) => {
+                        self.count_site_error(site_id, &error);
+                        tracing::warn!(site = %site_id, job = %observation.job, %error, "stop failed; retried next pass");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn reconcile_job(
+        &self,
+        record: Versioned<JobRecord>,
+        views: &BTreeMap<SiteId, SiteView>,
+        kept: &mut Vec<JobPlacement>,
+        kept_demands: &mut Vec<JobDemand>,
+        to_place: &mut Vec<ToPlace>,
+        report: &mut PassReport,
+    ) -> Result<(), StateError> {
+        let old_status = JobStatus::from_value(&record.value.status);
+        let mut status = old_status.clone();
+        let (job, demand) = match stream_job_of(&record.value).and_then(|job| {
+            let demand = job.demand().map_err(|e| e.to_string())?;
+            Ok((job, demand))
+        }) {
+            Ok(parsed) => parsed,
+            Err(message) => {
+                status.phase = JobPhase::Failed;
+                status.message = Some(format!("stored spec is unusable: {message}"));
+                self.write_status(&record, &old_status, &status, report)
+                    .await?;
+                return Ok(());
+            }
+        };
+        let id = job.id();
+        let hash = spec_hash(&job);
+        let placement = record
+            .value
+            .placement
+            .as_ref()
+            .and_then(|p| serde_json::from_value::<JobPlacement>(p.detail.clone()).ok());
+
+        let Some(placement) = placement else {
+            let spec_changed = status.launched_spec.as_deref() != Some(hash.as_str());
+            if status.phase != JobPhase::Failed || spec_changed {
+                to_place.push(ToPlace {
+                    record,
+                    job,
+                    demand,
+                    status,
+                });
+            } else {
+                report
+                    .by_phase
+                    .entry(status.phase)
+                    .and_modify(|n| *n += 1)
+                    .or_insert(1);
+            }
+            return Ok(());
+        };
+
+        let generation = record.value.generation;
+        let Some(view) = views.get(&placement.site) else {
+            // Its site did not answer: the job may well still run there. Keep its capacity
+            // booked and leave moving it to site failover.
+            status.phase = JobPhase::Unknown;
+            status.message = Some(format!("site {} is unreachable", placement.site));
+            self.write_status(&record, &old_status, &status, report)
+                .await?;
+            return Ok(());
+        };
+        let observation = view.job(&id).find(|o| o.generation == generation).cloned();
+
+        if status.launched_spec.as_deref() != Some(hash.as_str()) && status.launched_spec.is_some()
+        {
+            // The spec changed: stop this generation with a savepoint and relaunch with the
+            // new spec from it.
+            let restore = match &observation {
+                Some(o) if o.state == JobState::Running => {
+                    let target = format!("{}/savepoints", launch_dir(&job));
+                    match view
+                        .site
+                        .stop_with_savepoint(&id, generation, &target)
+                        .await
+                    {
+                        Ok(path) => Some(path),
+                        Err(error) => {
+                            self.count_site_error(&placement.site, &error);
+                            tracing::warn!(job = %id, %error, "savepoint failed; relaunching from the latest checkpoint");
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let _ = view.site.stop(&id, generation).await;
+            status.restore_from = restore.or_else(|| {
+                status
+                    .last_checkpoint
+                    .as_ref()
+                    .map(|c| c.path.clone())
+                    .or(status.restore_from.clone())
+            });
+            status.relaunches = 0;
+            status.message = Some("spec changed; relaunching with the new spec".into());
+            to_place.push(ToPlace {
+                record,
+                job,
+                demand,
+                status,
+            });
+            return Ok(());
+        }
+
+        match observation {
+            Some(observation) => match observation.state {
+                JobState::Running | JobState::Restarting | JobState::Unknown => {
+                    status.phase = match observation.state {
+                        JobState::Running => JobPhase::Running,
+                        JobState::Restarting => JobPhase::Restarting,
+                        _ => status.phase,
+                    };
+                    status.site = Some(placement.site.0.clone());
+                    status.message = None;
+                    if let Some(checkpoint) = &observation.latest_completed_checkpoint {
+                        let newer = status.last_checkpoint.as_ref().is_none_or(|c| {
+                            c.id < checkpoint.id
+                                || c.path != checkpoint.path && c.id == checkpoint.id
+                        });
+                        if newer {
+                            self.store
+                                .put_checkpoint(
+                                    &record.value.namespace,
+                                    &record.value.name,
+                                    CheckpointKind::Completed,
+                                    &placement.site.0,
+                                    &CheckpointPointer {
+                                        checkpoint_id: checkpoint.id,
+                                        uri: checkpoint.path.clone(),
+                                        recorded_at_unix_ms: checkpoint
+                                            .completed_at
+                                            .timestamp_millis(),
+                                    },
+                                )
+                                .await?;
+                            report.checkpoints_recorded += 1;
+                            // Progress since the last relaunch: the job is healthy again.
+                            status.relaunches = 0;
+                            status.last_checkpoint = Some(LastCheckpoint {
+                                id: checkpoint.id,
+                                path: checkpoint.path.clone(),
+                            });
+                        }
+                    }
+                    kept.push(placement);
+                    kept_demands.push(demand);
+                    self.write_status(&record, &old_status, &status, report)
+                        .await?;
+                }
+                JobState::Finished => {
+                    status.phase = JobPhase::Finished;
+                    status.message = None;
+                    kept.push(placement);
+                    kept_demands.push(demand);
+                    self.write_status(&record, &old_status, &status, report)
+                        .await?;
+                }
+                JobState::Failed => {
+                    // Flink gave up or the JobManager's node is gone: stop this generation
+                    // and relaunch from the latest checkpoint, unless relaunches ran out.
+                    if let Err(error) = view.site.stop(&id, generation).await {
+                        self.count_site_error(&placement.site, &error);
+                    }
+                    let max = job.spec.failover.max_relaunches_per_site;
+                    if job.spec.failover.mode == scheduler::input::streamjob::FailoverMode::None
+                        || status.relaunches >= max
+                    {
+                        status.phase = JobPhase::Failed;
+                        status.message = Some(if status.relaunches >= max {
+                            format!(
+                                "failed {} times in a row in {} (spec.failover.maxRelaunchesPerSite is {max}); fix the job and re-apply it",
+                                status.relaunches + 1,
+                                placement.site
+                            )
+                        } else {
+                            "failed; spec.failover.mode is none, so twinsite does not relaunch it"
+                                .into()
+                        });
+                        let mut cleared = record.value.clone();
+                        cleared.placement = None;
+                        cleared.status = status.to_value();
+                        self.put_if_unchanged(&cleared, record.revision, report)
+                            .await?;
+                        report
+                            .by_phase
+                            .entry(JobPhase::Failed)
+                            .and_modify(|n| *n += 1)
+                            .or_insert(1);
+                        return Ok(());
+                    }
+                    status.relaunches += 1;
+                    status.restore_from = status
+                        .last_checkpoint
+                        .as_ref()
+                        .map(|c| c.path.clone())
+                        .or(status.restore_from.clone());
+                    status.message = Some(format!(
+                        "generation {generation} failed in {}; relaunch {} of {max}",
+                        placement.site, status.relaunches
+                    ));
+                    to_place.push(ToPlace {
+                        record,
+                        job,
+                        demand,
+                        status,
+                    });
+                }
+            },
+            None => {
+                // Persisted but not running there: the launch never arrived (a crash between
+                // persisting and launching) or was refused. Launch the same generation again;
+                // the site ignores a generation it already runs.
+                let spec = launch_spec(&job, generation, &placement, status.restore_from.clone());
+                match spec {
+                    Ok(spec) => match view.site.launch(&spec).await {
+                        Ok(()) => {
+                            status.phase = JobPhase::Launching;
+                            status.message = None;
+                            report.launched.push((id.clone(), generation));
+                            self.metrics
+                                .launches
+                                .get_or_create(&super::metrics::SiteLabel {
+                                    site: placement.site.0.clone(),
+                                })
+                                .inc();
+                        }
+                        Err(error) => {
+                            self.count_site_error(&placement.site, &error);
+                            status.message = Some(format!("launch failed: {error}"));
+                        }
+                    },
+                    Err(error) => {
+                        status.phase = JobPhase::Failed;
+                        status.message = Some(error.to_string());
+                    }
+                }
+                status.site = Some(placement.site.0.clone());
+                kept.push(placement);
+                kept_demands.push(demand);
+                self.write_status(&record, &old_status, &status, report)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn place_and_launch(
+        &self,
+        mut to_place: Vec<ToPlace>,
+        kept: Vec<JobPlacement>,
+        kept_demands: Vec<JobDemand>,
+        views: &BTreeMap<SiteId, SiteView>,
+        report: &mut PassReport,
+    ) -> Result<(), StateError> {
+        if to_place.is_empty() {
+            return Ok(());
+        }
+        // Most important first, so that when room runs out it is the least important waiting.
+        to_place.sort_by(|a, b| {
+            a.demand
+                .priority
+                .cmp(&b.demand.priority)
+                .then_with(|| a.demand.id.cmp(&b.demand.id))
+        });
+        let snapshots: Vec<SiteSnapshot> = views.values().map(|v| v.snapshot.clone()).collect();
+        let mut demands = kept_demands;
+        demands.extend(to_place.iter().map(|t| t.demand.clone()));
+        let policy = self.policy.placement_policy();
+        let request = PlacementRequest {
+            sites: &snapshots,
+            jobs: &demands,
+            policy: &policy,
+            running: &[],
+            at: chrono::Utc::now(),
+            options: PlacementOptions::default(),
+        };
+        let mut decided: BTreeMap<JobId, Result<JobPlacement, String>> = BTreeMap::new();
+        if kept.is_empty() {
+            // Nothing runs yet: the full planner also honours failover reserves and tiers.
+            let plan = placement::plan(&request);
+            for p in plan.placements {
+                decided.insert(p.job.clone(), Ok(p));
+            }
+            for u in plan.unplaced {
+                decided.insert(u.job.clone(), Err(u.reason));
+            }
+        } else {
+            let mut placer = IncrementalPlacer::new(&request, &kept);
+            for t in &to_place {
+                decided.insert(t.demand.id.clone(), placer.place_one(&t.demand));
+            }
+        }
+
+        for mut t in to_place {
+            let id = t.demand.id.clone();
+            let outcome = decided
+                .remove(&id)
+                .unwrap_or_else(|| Err("no reachable site".to_string()));
+            match outcome {
+                Err(reason) => {
+                    t.status.phase = JobPhase::Pending;
+                    t.status.message = Some(reason.clone());
+                    t.status.site = None;
+                    report.unplaced.push((id, reason));
+                    let old = JobStatus::from_value(&t.record.value.status);
+                    if t.record.value.placement.is_some() {
+                        let mut cleared = t.record.value.clone();
+                        cleared.placement = None;
+                        cleared.status = t.status.to_value();
+                        self.put_if_unchanged(&cleared, t.record.revision, report)
+                            .await?;
+                        report
+                            .by_phase
+                            .entry(JobPhase::Pending)
+                            .and_modify(|n| *n += 1)
+                            .or_insert(1);
+                    } else {
+                        self.write_status(&t.record, &old, &t.status, report)
+                            .await?;
+                    }
+                }
+                Ok(placement) => {
+                    self.persist_and_launch(t, placement, views, report).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Bumps the generation, persists it with the placement, then launches. In that order:
+    /// see the module comment.
+    async fn persist_and_launch(
+        &self,
+        t: ToPlace,
+        placement: JobPlacement,
+        views: &BTreeMap<SiteId, SiteView>,
+        report: &mut PassReport,
+    ) -> Result<(), StateError> {
+        let ns = &t.record.value.namespace;
+        let name = &t.record.value.name;
+        // The record we planned from must still be current, or an API edit raced us.
+        let bumped = self.store.bump_generation(ns, name).await?;
+        if bumped.value.spec != t.record.value.spec {
+            report.conflicts += 1;
+            return Ok(());
+        }
+        let generation = bumped.value.generation;
+        let mut status = t.status;
+        status.phase = JobPhase::Launching;
+        status.site = Some(placement.site.0.clone());
+        status.launched_spec = Some(spec_hash(&t.job));
+        status.last_checkpoint = None;
+        let mut record = bumped.value.clone();
+        record.placement = Some(crate::state::JobPlacement {
+            site: placement.site.0.clone(),
+            detail: serde_json::to_value(&placement).unwrap_or_default(),
+        });
+        let spec = launch_spec(&t.job, generation, &placement, status.restore_from.clone());
+        let spec = match spec {
+            Ok(spec) => spec,
+            Err(error) => {
+                status.phase = JobPhase::Failed;
+                status.message = Some(error.to_string());
+                record.placement = None;
+                record.status = status.to_value();
+                self.put_if_unchanged(&record, bumped.revision, report)
+                    .await?;
+                report
+                    .by_phase
+                    .entry(JobPhase::Failed)
+                    .and_modify(|n| *n += 1)
+                    .or_insert(1);
+                return Ok(());
+            }
+        };
+        record.status = status.to_value();
+        if !self
+            .put_if_unchanged(&record, bumped.revision, report)
+            .await?
+        {
+            return Ok(());
+        }
+        report
+            .by_phase
+            .entry(JobPhase::Launching)
+            .and_modify(|n| *n += 1)
+            .or_insert(1);
+        let Some(view) = views.get(&placement.site) else {
+            return Ok(());
+        };
+        match view.site.launch(&spec).await {
+            Ok(()) => {
+                tracing::info!(job = %spec.job, generation, site = %placement.site, restore_from = ?spec.restore_from, "launched");
+                self.metrics
+                    .launches
+                    .get_or_create(&super::metrics::SiteLabel {
+                        site: placement.site.0.clone(),
+                    })
+                    .inc();
+                report.launched.push((spec.job.clone(), generation));
+            }
+            Err(error) => {
+                // The placement is persisted: the next pass sees the generation not running
+                // and launches it again.
+                self.count_site_error(&placement.site, &error);
+                tracing::warn!(job = %spec.job, generation, %error, "launch failed; retried next pass");
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `status` when it differs from what is stored; counts the job's phase.
+    async fn write_status(
+        &self,
+        record: &Versioned<JobRecord>,
+        old: &JobStatus,
+        status: &JobStatus,
+        report: &mut PassReport,
+    ) -> Result<(), StateError> {
+        report
+            .by_phase
+            .entry(status.phase)
+            .and_modify(|n| *n += 1)
+            .or_insert(1);
+        if old == status && !record.value.status.is_null() {
+            return Ok(());
+        }
+        let mut updated = record.value.clone();
+        updated.status = status.to_value();
+        self.put_if_unchanged(&updated, record.revision, report)
+            .await
+            .map(|_| ())
+    }
+
+    /// A compare-and-set write; a lost race (an API edit) is counted, not an error.
+    async fn put_if_unchanged(
+        &self,
+        record: &JobRecord,
+        revision: i64,
+        report: &mut PassReport,
+    ) -> Result<bool, StateError> {
+        match self
+            .store
+            .put_job(record, Expected::Revision(revision))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(StateError::Conflict { .. }) => {
+                report.conflicts += 1;
+                Ok(false)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    fn count_site_error(&self, site: &SiteId, error: &SiteError) {
+        self.metrics
+            .site_errors
+            .get_or_create(&super::metrics::ErrorLabel {
+                site: site.0.clone(),
+                kind: error.metric_label().into(),
+            })
+            .inc();
+    }
+
+    /// Appends to the audit log; a failed append is logged, never fatal to the pass.
+    pub(crate) async fn audit(&self, action: &str, target: &str, result: &str) {
+        let entry = AuditEntry {
+            actor: "controller".into(),
+            action: action.into(),
+            target: target.into(),
+            at_unix_ms: chrono::Utc::now().timestamp_millis(),
+            result: result.into(),
+        };
+        if let Err(error) = self.store.append_audit(&entry).await {
+            tracing::warn!(%error, action, target, "audit append failed");
+        }
+    }
+}
+
+/// The directory savepoints of a job go under: its checkpoint directory.
+fn launch_dir(job: &StreamJob) -> String {
+    job.spec
+        .checkpoints
+        .as_ref()
+        .map(|c| c.dir.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| {
+            format!(
+                "hdfs:///flink/checkpoints/{}/{}",
+                job.metadata.namespace, job.metadata.name
+            )
+        })
+}
