@@ -515,15 +515,24 @@ async fn dry_run_plan(State(state): State<Arc<ApiState>>) -> ApiResult<Json<Valu
         }
     }
     let policy = controller.policy.placement_policy();
-    let request = PlacementRequest {
-        sites: &snapshots,
-        jobs: &demands,
-        policy: &policy,
-        running: &running,
-        at: chrono::Utc::now(),
-        options: PlacementOptions::default(),
-    };
-    let plan = tokio::task::block_in_place(|| placement::plan(&request));
+    // Planning a thousand jobs takes tens of milliseconds: keep it off the async workers.
+    let plan = tokio::task::spawn_blocking(move || {
+        placement::plan(&PlacementRequest {
+            sites: &snapshots,
+            jobs: &demands,
+            policy: &policy,
+            running: &running,
+            at: chrono::Utc::now(),
+            options: PlacementOptions::default(),
+        })
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("planner failed: {e}"),
+        )
+    })?;
     Ok(Json(json!({
         "plan": plan,
         "unreachableSites": unreachable,
@@ -600,11 +609,25 @@ async fn change_fault(
 ) -> ApiResult<StatusCode> {
     let caller = auth::authorize(headers, &state.token).map_err(|(s, m)| ApiError::new(s, m))?;
     let handle = simulated_site(state, site)?;
-    let fault = parse_fault(body)?;
     let action = if inject {
         "inject-fault"
     } else {
         "clear-fault"
+    };
+    let fault = match parse_fault(body) {
+        Ok(fault) => fault,
+        Err(error) => {
+            state
+                .controller
+                .audit_as(
+                    &caller.actor,
+                    action,
+                    site,
+                    &format!("rejected: {}", error.message),
+                )
+                .await;
+            return Err(error);
+        }
     };
     let target = format!(
         "{site}: {}",

@@ -1,0 +1,344 @@
+//! The HTTP API through its router (no socket): auth, validation, body limits, audit, reads,
+//! the dry-run plan, the OpenAPI document and fault injection on simulated sites.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use chrono::{TimeZone, Utc};
+use scheduler::input::Policy;
+use scheduler::model::{Node, Resources, SiteId, SiteSnapshot};
+use tower::ServiceExt;
+use twinsite::api::{ApiState, openapi, router};
+use twinsite::controller::Controller;
+use twinsite::site::simulated::{SimulatedSite, SimulatedSiteConfig};
+use twinsite::site::{ManualClock, Site};
+use twinsite::state::{EmbeddedStateStore, StateStore};
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+const MAX_BODY: usize = 64 * 1024;
+
+fn node(name: &str) -> Node {
+    Node {
+        name: name.to_owned(),
+        labels: BTreeMap::from([("kubernetes.io/hostname".to_owned(), name.to_owned())]),
+        taints: vec![],
+        unschedulable: false,
+        ready: true,
+        allocatable: Resources::new(8_000, 32 << 30, 110),
+    }
+}
+
+const JOB: &str = r#"apiVersion: twinsite.io/v1alpha1
+kind: StreamJob
+metadata: {name: orders, namespace: shop}
+spec:
+  priority: high
+  image: flink:2.0.0
+  flinkVersion: v2_0
+  jarURI: hdfs:///jars/orders.jar
+  parallelism: 2
+  jobManager: {resources: {cpu: "1", memory: 2Gi}}
+  taskManager: {resources: {cpu: "2", memory: 4Gi}}
+  checkpoints: {dir: "hdfs:///flink/checkpoints/shop/orders"}
+"#;
+
+struct Api {
+    app: axum::Router,
+    store: Arc<EmbeddedStateStore>,
+    controller: Arc<Controller>,
+    _dir: tempfile::TempDir,
+}
+
+fn api() -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap());
+    let mut sites: BTreeMap<SiteId, Arc<dyn Site>> = BTreeMap::new();
+    let mut simulated = BTreeMap::new();
+    for site in ["dc-a", "dc-b"] {
+        let sim = SimulatedSite::new(
+            SiteSnapshot {
+                id: SiteId(site.into()),
+                nodes: (1..=3).map(|i| node(&format!("{site}-n{i}"))).collect(),
+                running_pods: vec![],
+            },
+            dir.path().join(site),
+            Arc::new(clock.clone()),
+            SimulatedSiteConfig::default(),
+        );
+        simulated.insert(SiteId(site.into()), sim.handle());
+        sites.insert(SiteId(site.into()), Arc::new(sim));
+    }
+    let store = Arc::new(EmbeddedStateStore::open(&dir.path().join("state")).unwrap());
+    let controller = Arc::new(Controller::new(
+        sites,
+        Arc::clone(&store) as Arc<dyn StateStore>,
+        Policy::default_two_sites(),
+    ));
+    controller.set_leading(true);
+    let state = Arc::new(ApiState {
+        controller: Arc::clone(&controller),
+        token: TOKEN.into(),
+        simulated,
+        wake: Arc::new(tokio::sync::Notify::new()),
+    });
+    Api {
+        app: router(state, MAX_BODY),
+        store,
+        controller,
+        _dir: dir,
+    }
+}
+
+impl Api {
+    async fn send(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, String) {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let response = self
+            .app
+            .clone()
+            .oneshot(request.body(Body::from(body.to_owned())).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    async fn audit(&self) -> Vec<twinsite::state::AuditEntry> {
+        self.store
+            .list_audit(1, 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.entry)
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn mutations_need_the_token_401_without_403_wrong() {
+    let api = api();
+    let (status, _) = api.send("POST", "/api/v1/jobs", None, JOB).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = api
+        .send("POST", "/api/v1/jobs", Some("wrong-token"), JOB)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(!body.contains(TOKEN));
+    let (status, _) = api
+        .send("DELETE", "/api/v1/jobs/shop/orders", None, "")
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(api.store.list_jobs().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn creating_a_job_stores_it_audits_it_and_a_second_create_conflicts() {
+    let api = api();
+    let (status, body) = api.send("POST", "/api/v1/jobs", Some(TOKEN), JOB).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(view["name"], "orders");
+    assert_eq!(view["generation"], 0);
+
+    let (status, _) = api.send("POST", "/api/v1/jobs", Some(TOKEN), JOB).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    let audit = api.audit().await;
+    assert_eq!(audit.len(), 2, "{audit:?}");
+    assert_eq!(
+        (audit[0].action.as_str(), audit[0].result.as_str()),
+        ("create", "ok")
+    );
+    assert_eq!(audit[0].target, "shop/orders");
+    assert_eq!(audit[0].actor, "token");
+    assert!(audit[1].result.starts_with("rejected"));
+
+    let (status, body) = api.send("GET", "/api/v1/jobs/shop/orders", None, "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("\"pending\""), "{body}");
+    let (_, list) = api.send("GET", "/api/v1/jobs", None, "").await;
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&list)
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_bad_body_is_400_naming_the_field_and_is_audited() {
+    let api = api();
+    let bad = JOB.replace("parallelism: 2", "parallelizm: 2");
+    let (status, body) = api.send("POST", "/api/v1/jobs", Some(TOKEN), &bad).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("parallelizm"), "{body}");
+    let bad_quantity = JOB.replace("memory: 2Gi", "memory: 2Gigs");
+    let (status, body) = api
+        .send("POST", "/api/v1/jobs", Some(TOKEN), &bad_quantity)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("spec.jobManager.resources.memory"), "{body}");
+    assert!(api.store.list_jobs().await.unwrap().is_empty());
+    assert!(
+        api.audit()
+            .await
+            .iter()
+            .all(|e| e.result.starts_with("rejected"))
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused_before_parsing() {
+    let api = api();
+    let huge = format!("{JOB}# {}\n", "x".repeat(MAX_BODY));
+    let (status, _) = api.send("POST", "/api/v1/jobs", Some(TOKEN), &huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn replace_must_match_the_path_and_delete_removes_the_job() {
+    let api = api();
+    api.send("POST", "/api/v1/jobs", Some(TOKEN), JOB).await;
+    let (status, body) = api
+        .send("PUT", "/api/v1/jobs/shop/other", Some(TOKEN), JOB)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("shop/other"), "{body}");
+    let changed = JOB.replace("parallelism: 2", "parallelism: 3");
+    let (status, body) = api
+        .send("PUT", "/api/v1/jobs/shop/orders", Some(TOKEN), &changed)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("\"parallelism\":3"), "{body}");
+    let (status, _) = api
+        .send("DELETE", "/api/v1/jobs/shop/orders", Some(TOKEN), "")
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = api.send("GET", "/api/v1/jobs/shop/orders", None, "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn reads_show_sites_nodes_plan_and_metrics() {
+    let api = api();
+    api.send("POST", "/api/v1/jobs", Some(TOKEN), JOB).await;
+    api.controller.reconcile_once().await.unwrap();
+
+    let (status, body) = api.send("GET", "/api/v1/sites", None, "").await;
+    assert_eq!(status, StatusCode::OK);
+    let sites: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(sites.len(), 2);
+    assert_eq!(
+        sites
+            .iter()
+            .map(|s| s["jobs"].as_u64().unwrap())
+            .sum::<u64>(),
+        1
+    );
+
+    let (_, body) = api.send("GET", "/api/v1/nodes?site=dc-b", None, "").await;
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&body)
+            .unwrap()
+            .len(),
+        3
+    );
+    let (status, body) = api.send("GET", "/api/v1/nodes?site=dc-z", None, "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("dc-z"));
+
+    let (status, body) = api.send("GET", "/api/v1/plan", None, "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let plan: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(plan["plan"]["placements"].as_array().unwrap().len(), 1);
+
+    let (_, body) = api.send("GET", "/metrics", None, "").await;
+    assert!(
+        body.contains("twinsite_jobs{phase=\"launching\"} 1"),
+        "{body}"
+    );
+    assert!(body.contains("twinsite_leader 1"));
+
+    let (status, body) = api.send("GET", "/readyz", None, "").await;
+    assert_eq!(
+        (status, body.trim()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "leading; first reconcile pass not done yet"
+        )
+    );
+}
+
+#[tokio::test]
+async fn every_documented_route_exists() {
+    let api = api();
+    let (status, body) = api.send("GET", "/api/v1/openapi.json", None, "").await;
+    assert_eq!(status, StatusCode::OK);
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["paths"].as_object().unwrap().len(), 11);
+    for (method, path, _, _) in openapi::ROUTES {
+        let uri = path
+            .replace("{namespace}", "shop")
+            .replace("{name}", "orders")
+            .replace("{site}", "dc-a");
+        let (_, body) = api
+            .send(&method.to_uppercase(), &uri, Some(TOKEN), "{}")
+            .await;
+        assert!(!body.contains("no such endpoint"), "{method} {uri}: {body}");
+    }
+    let (status, body) = api.send("GET", "/api/v1/nope", None, "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.contains("no such endpoint"));
+}
+
+#[tokio::test]
+async fn faults_are_injected_and_cleared_on_simulated_sites_only() {
+    let api = api();
+    let fault = r#"{"kind":"node-down","node":"dc-a-n1"}"#;
+    let (status, _) = api
+        .send("POST", "/api/v1/sim/dc-a/faults", None, fault)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = api
+        .send("POST", "/api/v1/sim/dc-a/faults", Some(TOKEN), fault)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (_, body) = api.send("GET", "/api/v1/sim/dc-a/faults", None, "").await;
+    assert!(body.contains("dc-a-n1"), "{body}");
+    let (status, body) = api
+        .send(
+            "POST",
+            "/api/v1/sim/dc-a/faults",
+            Some(TOKEN),
+            r#"{"kind":"meteor"}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("meteor"), "{body}");
+    let (status, _) = api
+        .send("DELETE", "/api/v1/sim/dc-a/faults", Some(TOKEN), fault)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = api
+        .send("POST", "/api/v1/sim/dc-z/faults", Some(TOKEN), fault)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let audit = api.audit().await;
+    assert_eq!(
+        audit.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["inject-fault", "inject-fault", "clear-fault"]
+    );
+}
