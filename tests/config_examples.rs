@@ -1,0 +1,61 @@
+//! The configuration examples in `deploy/config/` parse, and the deployment manifests start
+//! the controller with flags it has.
+
+use std::path::Path;
+
+use twinsite::config::{Config, StateConfig, TokenSource};
+
+#[test]
+fn the_production_config_example_parses_with_the_example_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/example-two-sites.yaml"),
+        dir.path().join("policy.yaml"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config/twinsite.yaml"),
+    )
+    .unwrap();
+    let config = Config::parse("deploy/config/twinsite.yaml", &text, dir.path()).unwrap();
+    let StateConfig::Etcd(etcd) = &config.state else {
+        panic!("the production example uses etcd");
+    };
+    assert_eq!(etcd.store.endpoints.len(), 3);
+    assert!(etcd.store.tls.is_some());
+    assert_eq!(
+        config.api.token,
+        TokenSource::File("/var/run/secrets/twinsite/api/token".into())
+    );
+    // Both sites of the example policy are Kubernetes sites.
+    for site in config.policy.site_ids() {
+        assert!(
+            config.policy.site(&site).unwrap().kubernetes.is_some(),
+            "{site}"
+        );
+    }
+}
+
+#[test]
+fn the_deployments_pass_flags_that_twinsite_run_accepts() {
+    use clap::Parser;
+    for file in ["controller-dc-a.yaml", "controller-dc-b.yaml"] {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("deploy/controller")
+                .join(file),
+        )
+        .unwrap();
+        let args: Vec<String> = text
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("args:"))
+            .skip(1)
+            .take_while(|l| l.trim_start().starts_with("- "))
+            .map(|l| l.trim_start().trim_start_matches("- ").to_string())
+            .collect();
+        assert!(!args.is_empty(), "{file}: no args found");
+        let argv = std::iter::once("twinsite".to_string()).chain(args.clone());
+        twinsite::cli::Cli::try_parse_from(argv)
+            .unwrap_or_else(|e| panic!("{file}: {args:?}: {e}"));
+    }
+}
