@@ -455,6 +455,27 @@ async fn a_launch_refused_by_the_site_is_retried_with_the_same_generation() {
     assert_eq!(w.record("orders").await.generation, 1);
 }
 
+#[tokio::test]
+async fn a_generation_the_site_already_stopped_is_placed_again_under_a_new_one() {
+    let w = World::new(4);
+    w.add(&job("orders", "dc-a", "")).await;
+    w.pass().await;
+    // The relaunch of a failed job stopped generation 1, then its record write was lost.
+    w.site("dc-a")
+        .stop(&JobId::new("shop", "orders"), 1)
+        .await
+        .unwrap();
+    w.pass().await;
+    assert_eq!(w.status("orders").await.phase, JobPhase::Pending);
+    let report = w.pass().await;
+    assert_eq!(
+        report.launched,
+        [(JobId::new("shop", "orders"), 2)],
+        "{report:?}"
+    );
+    assert_eq!(w.running("orders").await.len(), 1);
+}
+
 #[derive(Debug, Clone)]
 enum Step {
     Pass,

@@ -426,6 +426,25 @@ impl Controller {
                                 })
                                 .inc();
                         }
+                        Err(error @ SiteError::StaleGeneration { .. }) => {
+                            // This generation was stopped here (a relaunch whose record write
+                            // lost a race): it can never run again, so place the job afresh
+                            // under a new generation.
+                            self.count_site_error(&placement.site, &error);
+                            status.phase = JobPhase::Pending;
+                            status.message = Some(format!("{error}; placing it again"));
+                            let mut cleared = record.value.clone();
+                            cleared.placement = None;
+                            cleared.status = status.to_value();
+                            self.put_if_unchanged(&cleared, record.revision, report)
+                                .await?;
+                            report
+                                .by_phase
+                                .entry(JobPhase::Pending)
+                                .and_modify(|n| *n += 1)
+                                .or_insert(1);
+                            return Ok(());
+                        }
                         Err(error) => {
                             self.count_site_error(&placement.site, &error);
                             status.message = Some(format!("launch failed: {error}"));
@@ -538,21 +557,18 @@ impl Controller {
         views: &BTreeMap<SiteId, SiteView>,
         report: &mut PassReport,
     ) -> Result<(), StateError> {
-        let ns = &t.record.value.namespace;
-        let name = &t.record.value.name;
-        // The record we planned from must still be current, or an API edit raced us.
-        let bumped = self.store.bump_generation(ns, name).await?;
-        if bumped.value.spec != t.record.value.spec {
-            report.conflicts += 1;
-            return Ok(());
-        }
-        let generation = bumped.value.generation;
+        // One compare-and-set write carries the new generation and its placement: if the
+        // record changed since this pass read it (an API edit, another writer), nothing is
+        // written and nothing launched; the next pass starts from the new record.
+        let revision = t.record.revision;
+        let mut record = t.record.value.clone();
+        record.generation += 1;
+        let generation = record.generation;
         let mut status = t.status;
         status.phase = JobPhase::Launching;
         status.site = Some(placement.site.0.clone());
         status.launched_spec = Some(spec_hash(&t.job));
         status.last_checkpoint = None;
-        let mut record = bumped.value.clone();
         record.placement = Some(crate::state::JobPlacement {
             site: placement.site.0.clone(),
             detail: serde_json::to_value(&placement).unwrap_or_default(),
@@ -563,10 +579,11 @@ impl Controller {
             Err(error) => {
                 status.phase = JobPhase::Failed;
                 status.message = Some(error.to_string());
+                // Not launchable: record why, without spending a generation.
+                record.generation -= 1;
                 record.placement = None;
                 record.status = status.to_value();
-                self.put_if_unchanged(&record, bumped.revision, report)
-                    .await?;
+                self.put_if_unchanged(&record, revision, report).await?;
                 report
                     .by_phase
                     .entry(JobPhase::Failed)
@@ -576,10 +593,7 @@ impl Controller {
             }
         };
         record.status = status.to_value();
-        if !self
-            .put_if_unchanged(&record, bumped.revision, report)
-            .await?
-        {
+        if !self.put_if_unchanged(&record, revision, report).await? {
             return Ok(());
         }
         report

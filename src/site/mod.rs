@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod kube;
+pub mod local_flink;
 pub mod sim_metadata;
 pub mod simulated;
 

@@ -1,0 +1,224 @@
+//! End to end with real Apache Flink (PyFlink from PyPI, RocksDB, incremental checkpoints):
+//! the controller launches a keyed counter in a local-Flink site, records its checkpoints,
+//! and when the job's process dies relaunches the next generation from the latest checkpoint
+//! with its keyed state intact.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use scheduler::input::{Policy, parse_stream_jobs};
+use scheduler::model::{JobId, Resources, SiteId};
+use twinsite::controller::{Controller, JobPhase, JobStatus, new_record};
+use twinsite::site::Site;
+use twinsite::site::local_flink::{LocalFlinkConfig, LocalFlinkSite};
+use twinsite::state::{EmbeddedStateStore, Expected, StateStore};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+fn flink_python() -> PathBuf {
+    let out = Command::new("bash")
+        .arg(repo_root().join("tests/flink/setup-venv.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run tests/flink/setup-venv.sh");
+    assert!(out.status.success(), "PyFlink venv setup failed");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// Highest count per key printed by a keyed_counter run (`COUNT> +U[3, 17]`).
+fn max_counts(log: &Path) -> BTreeMap<i64, i64> {
+    let mut out = BTreeMap::new();
+    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+        let Some(rest) = line.trim().strip_prefix("COUNT> ") else {
+            continue;
+        };
+        let Some((_, body)) = rest.split_once('[') else {
+            continue;
+        };
+        let Some((k, n)) = body.trim_end_matches(']').split_once(", ") else {
+            continue;
+        };
+        if let (Ok(k), Ok(n)) = (k.trim().parse::<i64>(), n.trim().parse::<i64>()) {
+            let e = out.entry(k).or_insert(n);
+            *e = (*e).max(n);
+        }
+    }
+    out
+}
+
+/// First count printed per key.
+fn first_counts(log: &Path) -> BTreeMap<i64, i64> {
+    let mut out = BTreeMap::new();
+    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+        let Some(rest) = line.trim().strip_prefix("COUNT> ") else {
+            continue;
+        };
+        let Some((_, body)) = rest.split_once('[') else {
+            continue;
+        };
+        if let Some((k, n)) = body.trim_end_matches(']').split_once(", ")
+            && let (Ok(k), Ok(n)) = (k.trim().parse::<i64>(), n.trim().parse::<i64>())
+        {
+            out.entry(k).or_insert(n);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_flink_job_is_relaunched_from_its_latest_checkpoint_with_its_state() {
+    let python = flink_python();
+    let dir = tempfile::tempdir().unwrap();
+    let mut sites: BTreeMap<SiteId, Arc<dyn Site>> = BTreeMap::new();
+    let mut locals = BTreeMap::new();
+    for name in ["dc-a", "dc-b"] {
+        let site = LocalFlinkSite::new(LocalFlinkConfig {
+            site: SiteId(name.into()),
+            storage_root: dir.path().join(name),
+            python: python.clone(),
+            log_dir: dir.path().join("logs").join(name),
+            capacity: Resources::new(8_000, 16 << 30, 110),
+        });
+        locals.insert(name, site.clone());
+        sites.insert(SiteId(name.into()), Arc::new(site));
+    }
+    let store = Arc::new(EmbeddedStateStore::open(&dir.path().join("state")).unwrap());
+    let controller = Controller::new(
+        sites,
+        Arc::clone(&store) as Arc<dyn StateStore>,
+        Policy::default_two_sites(),
+    );
+    controller.set_leading(true);
+    let program = repo_root().join("tests/flink/keyed_counter.py");
+    let yaml = format!(
+        r#"apiVersion: twinsite.io/v1alpha1
+kind: StreamJob
+metadata: {{name: counter, namespace: shop}}
+spec:
+  priority: high
+  image: flink:2.0.0
+  flinkVersion: v2_0
+  jarURI: file://{}
+  parallelism: 1
+  jobManager: {{resources: {{cpu: "1", memory: 1Gi}}}}
+  taskManager: {{resources: {{cpu: "1", memory: 1Gi}}}}
+  placement: {{sites: {{preferred: dc-a}}}}
+  checkpoints: {{dir: "hdfs:///flink/checkpoints/shop/counter", interval: 1s, incremental: true, retained: 3}}
+"#,
+        program.display()
+    );
+    let job = parse_stream_jobs("counter.yaml", &yaml).unwrap().remove(0);
+    store
+        .put_job(&new_record(&job), Expected::Absent)
+        .await
+        .unwrap();
+    let id = JobId::new("shop", "counter");
+    let site = &locals["dc-a"];
+
+    let report = controller.reconcile_once().await.unwrap();
+    assert_eq!(report.launched, [(id.clone(), 1)], "{report:?}");
+
+    // Run until the controller has recorded a few checkpoints of generation 1.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let checkpoint = loop {
+        controller.reconcile_once().await.unwrap();
+        let record = store
+            .get_job("shop", "counter")
+            .await
+            .unwrap()
+            .unwrap()
+            .value;
+        let status = JobStatus::from_value(&record.status);
+        if let Some(c) = status.last_checkpoint.clone().filter(|c| c.id >= 3) {
+            break c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoints recorded in 180 s: {status:?}; log {}",
+            site.log_path(&id, 1).display()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let pointers = store.list_checkpoints("shop", "counter").await.unwrap();
+    assert!(
+        pointers
+            .iter()
+            .any(|p| p.site == "dc-a" && p.pointer.value.checkpoint_id >= 3)
+    );
+
+    // The job's processes die (its JobManager's node is gone, say).
+    let before = max_counts(&site.log_path(&id, 1));
+    assert!(!before.is_empty(), "generation 1 printed no counts");
+    let pid = site.pid(&id, 1).expect("generation 1 runs");
+    let killed = Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{pid}")])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+
+    // The controller sees generation 1 failed and relaunches generation 2 from a checkpoint.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let report = controller.reconcile_once().await.unwrap();
+        if report.launched.contains(&(id.clone(), 2)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no relaunch within 60 s: {report:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let record = store
+        .get_job("shop", "counter")
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    let status = JobStatus::from_value(&record.status);
+    let restored = status.restore_from.clone().unwrap();
+    assert!(restored.contains("/chk-"), "{restored}");
+    assert!(
+        status.relaunches == 1 && record.generation == 2,
+        "{status:?}"
+    );
+    assert!(checkpoint.id >= 3);
+
+    // Generation 2 continues the counts instead of starting at 1: the keyed state came back.
+    let log2 = site.log_path(&id, 2);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        controller.reconcile_once().await.unwrap();
+        let first = first_counts(&log2);
+        if first.len() >= 3 {
+            let restarted_from_scratch: Vec<_> = first.iter().filter(|(_, n)| **n == 1).collect();
+            assert!(
+                restarted_from_scratch.is_empty(),
+                "generation 2 counted from 1 for keys {restarted_from_scratch:?} (before: {before:?})"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "generation 2 printed no counts; log {}",
+            log2.display()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let status = JobStatus::from_value(
+        &store
+            .get_job("shop", "counter")
+            .await
+            .unwrap()
+            .unwrap()
+            .value
+            .status,
+    );
+    assert_eq!(status.phase, JobPhase::Running, "{status:?}");
+    assert_eq!(site.jobs().await.unwrap().len(), 1);
+}
