@@ -13,6 +13,8 @@ use kube::core::CustomResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::controller::{JobPhase, JobStatus};
+
 // The spec of a `StreamJob` object: the parser's spec type, unchanged on the wire. A newtype
 // because kube's derive must sit on a type of this crate while the scheduler crate stays free
 // of kube. No doc comment on purpose: schemars would put it in the CRD in place of the
@@ -39,7 +41,7 @@ use serde::{Deserialize, Serialize};
         json_path = ".status.generation",
         description = "twinsite's launch generation (not metadata.generation)"
     ),
-    printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     // Declaring columns replaces kubectl's default Age column; keep it.
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -53,15 +55,19 @@ impl Deref for Spec {
     }
 }
 
-/// What the controller last observed and did for the job. Written only by the controller
-/// (the status subresource keeps users' edits of `spec` and the controller's of `status`
-/// apart).
+/// What the controller last observed and did for the job (the published part of its own job
+/// status). Written only by the controller: the status subresource keeps users' edits of
+/// `spec` and the controller's of `status` apart.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamJobStatus {
     /// The `metadata.generation` of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Where the job is in its life, as the controller sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "phase_schema")]
+    pub phase: Option<JobPhase>,
     /// The site running (or launching) the job's current generation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
@@ -69,12 +75,29 @@ pub struct StreamJobStatus {
     /// one job ever run at once. Not `metadata.generation`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<u64>,
-    /// The controller's one-word summary, e.g. `running`, `launching`, `unplaced`, `invalid`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
-    /// Why the job is in that state, in words a person can act on.
+    /// Why the job is in its phase, in words a person can act on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+impl StreamJobStatus {
+    /// The status to publish for a job whose controller status is `status` and whose latest
+    /// launch generation is `generation` (0: never launched).
+    pub fn of(status: &JobStatus, generation: u64) -> StreamJobStatus {
+        StreamJobStatus {
+            observed_generation: None,
+            phase: Some(status.phase),
+            site: status.site.clone(),
+            generation: (generation > 0).then_some(generation),
+            message: status.message.clone(),
+        }
+    }
+}
+
+/// The controller's phases, taken from [`JobPhase::ALL`] so the CRD follows when one is added.
+fn phase_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let phases: Vec<&str> = JobPhase::ALL.iter().map(|p| p.as_str()).collect();
+    schemars::json_schema!({"type": "string", "nullable": true, "enum": phases})
 }
 
 /// The StreamJob CRD: kube's derived one, with every `null` taken out of `enum` lists.
