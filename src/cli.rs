@@ -26,6 +26,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Run the controller (embedded default without --config: two simulated sites).
     Run(RunArgs),
+    /// Print the StreamJob CustomResourceDefinition (YAML) generated from the Rust types.
+    Crd,
 }
 
 #[derive(Debug, Args)]

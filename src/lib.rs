@@ -5,6 +5,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod controller;
+pub mod crd;
 pub mod leader;
 pub mod site;
 pub mod state;

@@ -7,3 +7,5 @@ pub mod k8s;
 pub mod model;
 pub mod placement;
 pub mod rightsize;
+#[cfg(feature = "schema")]
+pub mod schema;

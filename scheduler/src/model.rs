@@ -49,6 +49,7 @@ impl fmt::Display for TenantId {
 
 /// Priority tiers, lowest first so that `Ord` ranks them: `Critical > High > Normal > BestEffort`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Priority {
     BestEffort,

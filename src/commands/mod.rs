@@ -27,6 +27,10 @@ pub fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Plan(args) => plan::run(&args),
         Command::Generate(args) => generate::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::Crd => {
+            print!("{}", crate::crd::crd_yaml()?);
+            Ok(())
+        }
     }
 }
 

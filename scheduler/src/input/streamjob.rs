@@ -113,6 +113,7 @@ pub struct ObjectMeta {
 /// What a StreamJob asks for: the Flink job to run, its size, where it may run, how it
 /// checkpoints and how twinsite relaunches it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StreamJobSpec {
     /// Quota owner; defaults to `metadata.namespace`.
@@ -138,6 +139,7 @@ pub struct StreamJobSpec {
     /// Flink's JSON execution plan (an object, or a string holding the JSON). When its slot
     /// need is larger than `parallelism`, the plan's need sizes the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::any_json"))]
     pub plan: Option<Value>,
     pub job_manager: JobManagerSpec,
     pub task_manager: TaskManagerSpec,
@@ -154,16 +156,22 @@ pub struct StreamJobSpec {
         skip_serializing_if = "BTreeMap::is_empty",
         deserialize_with = "common::scalar_string_map"
     )]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::schema::scalar_string_map")
+    )]
     pub flink_configuration: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JobManagerSpec {
     pub resources: ResourceSpec,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TaskManagerSpec {
     /// Request of each TaskManager pod.
@@ -179,6 +187,7 @@ fn one() -> u32 {
 
 /// Kubernetes quantities (`"500m"`, `2`, `4Gi`), requested by each pod of the role.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ResourceSpec {
     #[serde(deserialize_with = "common::quantity")]
@@ -188,6 +197,7 @@ pub struct ResourceSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PlacementSpec {
     #[serde(default, skip_serializing_if = "SitesSpec::is_default")]
@@ -213,6 +223,7 @@ impl PlacementSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SitesSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -231,6 +242,7 @@ impl SitesSpec {
 /// Kubernetes' `Affinity`, of which only `nodeAffinity` applies to placement; pod
 /// (anti-)affinity is refused rather than silently ignored.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AffinitySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -238,6 +250,7 @@ pub struct AffinitySpec {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CheckpointSpec {
     /// Where completed checkpoints go (`hdfs://` or `file://`); replicated to the peer site.
@@ -258,6 +271,7 @@ fn default_checkpoint_interval() -> String {
 
 /// How twinsite relaunches the job when Flink cannot recover by itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FailoverSpec {
     #[serde(default)]
@@ -288,6 +302,7 @@ impl FailoverSpec {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum FailoverMode {
     /// Relaunched in its site after a lost node, and in the surviving site after a lost site.

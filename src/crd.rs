@@ -1,0 +1,153 @@
+//! The `StreamJob` custom resource (`twinsite.io/v1alpha1`) as kube-rs sees it, and the CRD
+//! generated from it. The spec is the scheduler's [`scheduler::input::StreamJobSpec`] itself,
+//! so the CRD cannot describe a different job from the one the parser reads;
+//! `tests/crd_drift.rs` fails when `deploy/crd/streamjob.yaml` no longer matches.
+
+use std::ops::Deref;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
+use kube::CustomResource;
+use kube::core::CustomResourceExt;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::controller::{JobPhase, JobStatus};
+
+// The spec of a `StreamJob` object: the parser's spec type, unchanged on the wire. A newtype
+// because kube's derive must sit on a type of this crate while the scheduler crate stays free
+// of kube. No doc comment on purpose: schemars would put it in the CRD in place of the
+// user-facing description of `StreamJobSpec`.
+#[allow(clippy::duplicated_attributes)] // each printer column's `type_ = "string"`, not a mistake
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+#[kube(
+    group = "twinsite.io",
+    version = "v1alpha1",
+    kind = "StreamJob",
+    plural = "streamjobs",
+    shortname = "sj",
+    category = "twinsite",
+    namespaced,
+    status = "StreamJobStatus",
+    derive = "PartialEq",
+    doc = "One Flink streaming job that twinsite places, replicates and fails over across two sites.",
+    printcolumn(name = "Priority", type_ = "string", json_path = ".spec.priority"),
+    printcolumn(name = "Site", type_ = "string", json_path = ".status.site"),
+    printcolumn(
+        name = "Generation",
+        type_ = "integer",
+        json_path = ".status.generation",
+        description = "twinsite's launch generation (not metadata.generation)"
+    ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    // Declaring columns replaces kubectl's default Age column; keep it.
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+pub struct Spec(pub scheduler::input::StreamJobSpec);
+
+impl Deref for Spec {
+    type Target = scheduler::input::StreamJobSpec;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+/// What the controller last observed and did for the job (the published part of its own job
+/// status). Written only by the controller: the status subresource keeps users' edits of
+/// `spec` and the controller's of `status` apart.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamJobStatus {
+    /// The `metadata.generation` of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Where the job is in its life, as the controller sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "phase_schema")]
+    pub phase: Option<JobPhase>,
+    /// The site running (or launching) the job's current generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// twinsite's launch generation: increases on every launch, and no two generations of
+    /// one job ever run at once. Not `metadata.generation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    /// Why the job is in its phase, in words a person can act on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl StreamJobStatus {
+    /// The status to publish for a job whose controller status is `status` and whose latest
+    /// launch generation is `generation` (0: never launched).
+    pub fn of(status: &JobStatus, generation: u64) -> StreamJobStatus {
+        StreamJobStatus {
+            observed_generation: None,
+            phase: Some(status.phase),
+            site: status.site.clone(),
+            generation: (generation > 0).then_some(generation),
+            message: status.message.clone(),
+        }
+    }
+}
+
+/// The controller's phases, taken from [`JobPhase::ALL`] so the CRD follows when one is added.
+fn phase_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let phases: Vec<&str> = JobPhase::ALL.iter().map(|p| p.as_str()).collect();
+    schemars::json_schema!({"type": "string", "nullable": true, "enum": phases})
+}
+
+/// The StreamJob CRD: kube's derived one, with every `null` taken out of `enum` lists.
+///
+/// schemars lists `null` among the values of an optional enum (`effect` of a toleration);
+/// `nullable: true`, which kube adds as well, already admits null, and neither Kubernetes'
+/// built-in schemas nor controller-gen's ever put `null` in an `enum`.
+pub fn crd() -> CustomResourceDefinition {
+    let mut crd = StreamJob::crd();
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            drop_null_enum_values(schema);
+        }
+    }
+    crd
+}
+
+fn drop_null_enum_values(schema: &mut JSONSchemaProps) {
+    if let Some(values) = &mut schema.enum_ {
+        values.retain(|value| !value.0.is_null());
+    }
+    for child in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        drop_null_enum_values(child);
+    }
+    match &mut schema.items {
+        Some(JSONSchemaPropsOrArray::Schema(child)) => drop_null_enum_values(child),
+        Some(JSONSchemaPropsOrArray::Schemas(children)) => {
+            children.iter_mut().for_each(drop_null_enum_values)
+        }
+        None => {}
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(child)) = &mut schema.additional_properties {
+        drop_null_enum_values(child);
+    }
+    for list in [&mut schema.all_of, &mut schema.any_of, &mut schema.one_of] {
+        list.iter_mut().flatten().for_each(drop_null_enum_values);
+    }
+}
+
+/// The CRD as `kubectl apply -f` takes it: the text of `deploy/crd/streamjob.yaml`.
+pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
+    let body = serde_saphyr::to_string(&crd())?;
+    Ok(format!("{HEADER}{body}"))
+}
+
+const HEADER: &str = "\
+# Generated by `twinsite crd` from the Rust types (src/crd.rs, scheduler/src/input/streamjob.rs).
+# Do not edit: change the types, then `TWINSITE_UPDATE_CRD=1 cargo test --test crd_drift`.
+";
