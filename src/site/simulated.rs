@@ -513,6 +513,14 @@ impl Inner {
         }
     }
 
+    /// Size of a stored file, 0 when it cannot be read (only recorded as a state size).
+    fn file_size(&self, uri: &str) -> u64 {
+        self.resolve(uri)
+            .ok()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.len())
+    }
+
     fn resolve(&self, uri: &str) -> Result<PathBuf, SiteError> {
         let path = match uri.split_once("://") {
             // `hdfs://authority/path`: drop the authority (may be empty, as in `hdfs:///x`).
@@ -523,8 +531,10 @@ impl Inner {
         if path.components().any(|c| matches!(c, Component::ParentDir)) {
             return Err(self.invalid(format!("storage path {uri:?}"), "contains `..`"));
         }
-        if path.starts_with(&self.storage_root) {
-            return Ok(path.to_path_buf());
+        // `file:///<root>/x` names the root's own directory by its absolute path.
+        let absolute = Path::new("/").join(path);
+        if absolute.starts_with(&self.storage_root) {
+            return Ok(absolute);
         }
         let relative: PathBuf = path
             .components()
@@ -692,7 +702,8 @@ impl Inner {
         }
         let chk_dir = self.resolve(&task.chk_uri)?;
         std::fs::create_dir_all(&chk_dir).map_err(|e| self.storage_error(&chk_dir, e))?;
-        sim_metadata::write(&chk_dir, &task.metadata).map_err(|e| self.storage_error(&chk_dir, e))
+        sim_metadata::write(&chk_dir, &task.metadata, |uri| self.file_size(uri))
+            .map_err(|e| self.storage_error(&chk_dir, e))
     }
 
     fn delete(&self, deletion: &Deletion) -> Result<(), SiteError> {
@@ -714,13 +725,13 @@ impl Inner {
     fn check_restorable(&self, restore_from: &str) -> Result<u64, SiteError> {
         let dir = self.resolve(restore_from)?;
         let metadata_path = dir.join("_metadata");
-        let text = std::fs::read_to_string(&metadata_path).map_err(|e| {
+        let bytes = std::fs::read(&metadata_path).map_err(|e| {
             self.invalid(
                 format!("restore path {restore_from}"),
                 format!("cannot read {}: {e}", metadata_path.display()),
             )
         })?;
-        let metadata = sim_metadata::parse(&metadata_path.display().to_string(), &text)
+        let metadata = sim_metadata::parse(&metadata_path.display().to_string(), &bytes)
             .map_err(|e| self.invalid(format!("restore path {restore_from}"), e.to_string()))?;
         for file in &metadata.files {
             let path = self.resolve(file)?;
@@ -859,7 +870,8 @@ impl Inner {
             checkpoint_id: job.next_checkpoint_id,
             files: vec![join_uri(&savepoint_uri, "state")],
         };
-        sim_metadata::write(&dir, &metadata).map_err(|e| self.storage_error(&dir, e))?;
+        sim_metadata::write(&dir, &metadata, |uri| self.file_size(uri))
+            .map_err(|e| self.storage_error(&dir, e))?;
         self.stop_locked(&mut state, job_id, generation);
         Ok(savepoint_uri)
     }
@@ -1120,12 +1132,12 @@ pub fn read_checkpoint_metadata(
     checkpoint_uri: &str,
 ) -> Result<SimMetadata, SiteError> {
     let path = site.resolve(checkpoint_uri)?.join("_metadata");
-    let text = std::fs::read_to_string(&path).map_err(|e| SiteError::Storage {
+    let bytes = std::fs::read(&path).map_err(|e| SiteError::Storage {
         site: site.inner.id.clone(),
         path: path.display().to_string(),
         reason: e.to_string(),
     })?;
-    sim_metadata::parse(&path.display().to_string(), &text).map_err(|e| SiteError::Invalid {
+    sim_metadata::parse(&path.display().to_string(), &bytes).map_err(|e| SiteError::Invalid {
         site: site.inner.id.clone(),
         object: format!("checkpoint {checkpoint_uri}"),
         reason: e.to_string(),
