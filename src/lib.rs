@@ -7,5 +7,6 @@ pub mod config;
 pub mod controller;
 pub mod crd;
 pub mod leader;
+pub mod replication;
 pub mod site;
 pub mod state;

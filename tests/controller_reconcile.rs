@@ -365,7 +365,7 @@ async fn a_copy_running_in_the_other_site_is_stopped_so_the_job_never_runs_in_tw
             },
         ],
     };
-    let spec = twinsite::controller::launch::launch_spec(&j, 1, &stray, None).unwrap();
+    let spec = twinsite::controller::launch::launch_spec(&j, 1, &stray, None, None).unwrap();
     w.site("dc-b").launch(&spec).await.unwrap();
     let report = w.pass().await;
     assert_eq!(

@@ -18,6 +18,7 @@ use crate::cli::RunArgs;
 use crate::config::{Config, StateConfig, TokenSource};
 use crate::controller::Controller;
 use crate::leader::LeaderElector;
+use crate::replication::ReplicationDriver;
 use crate::site::simulated::{
     SimulatedSite, SimulatedSiteConfig, SimulatedSiteHandle, spawn_ticker,
 };
@@ -61,6 +62,7 @@ async fn run_controller(
         )
     })?;
     let built = build_sites(&config).await?;
+    let storage_roots = storage_roots(&config, &built);
     let seed_jobs = match &config.jobs {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -96,11 +98,25 @@ async fn run_controller(
         }
     };
 
-    let controller = Arc::new(Controller::new(
-        built.sites.clone(),
-        store,
-        config.policy.clone(),
-    ));
+    let controller = Arc::new(
+        Controller::new(built.sites.clone(), store, config.policy.clone())
+            .with_storage_roots(storage_roots),
+    );
+    let replication = Arc::new(
+        ReplicationDriver::open(
+            Arc::clone(&controller),
+            config.data_dir.join("replication"),
+            config
+                .policy
+                .replication()
+                .bandwidth_bytes_per_second
+                .and_then(|b| u64::try_from(b).ok()),
+            config.policy.replication().parallel_copies as usize,
+        )
+        .await
+        .context("replication ledgers")?,
+    );
+    let replication_interval = config.policy.replication().interval;
     let token = api_token(&config)?;
     let wake = Arc::new(tokio::sync::Notify::new());
     let simulated_handles: BTreeMap<SiteId, SimulatedSiteHandle> =
@@ -149,6 +165,11 @@ async fn run_controller(
         None => {
             controller.set_leading(true);
             seed(&controller, &seed_jobs).await?;
+            let replicating = {
+                let replication = Arc::clone(&replication);
+                let stop = shutdown.clone();
+                tokio::spawn(async move { replication.run(replication_interval, stop).await })
+            };
             let outcome = controller
                 .reconcile_loop(
                     config.reconcile_interval,
@@ -156,6 +177,7 @@ async fn run_controller(
                     shutdown.clone(),
                 )
                 .await;
+            replicating.abort();
             controller.set_leading(false);
             outcome.map_err(anyhow::Error::from)
         }
@@ -170,6 +192,7 @@ async fn run_controller(
                 &store,
                 &elector,
                 &seed_jobs,
+                (&replication, replication_interval),
                 config.reconcile_interval,
                 wake,
                 shutdown.clone(),
@@ -199,6 +222,7 @@ async fn lead_while_elected(
     store: &Arc<EtcdStateStore>,
     elector: &LeaderElector,
     seed_jobs: &[StreamJob],
+    (replication, replication_interval): (&Arc<ReplicationDriver>, Duration),
     interval: Duration,
     wake: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
@@ -230,7 +254,12 @@ async fn lead_while_elected(
         let acting = CancellationToken::new();
         let outcome = async {
             seed(controller, seed_jobs).await?;
+            let replicating = replication.run(replication_interval, acting.clone());
             tokio::select! {
+                result = replicating => {
+                    result.map_err(anyhow::Error::from)?;
+                    Ok(())
+                }
                 result = controller.reconcile_loop(interval, Arc::clone(&wake), acting.clone()) => {
                     result.map_err(anyhow::Error::from)
                 }
@@ -421,6 +450,22 @@ pub async fn build_sites(config: &Config) -> anyhow::Result<BuiltSites> {
     })
 }
 
+/// Each site's storage root URL: the policy's `storage`, or a simulated site's directory.
+fn storage_roots(config: &Config, built: &BuiltSites) -> BTreeMap<SiteId, String> {
+    let mut roots = BTreeMap::new();
+    for id in built.sites.keys() {
+        if let Some(sim) = built.simulated.get(id) {
+            roots.insert(
+                id.clone(),
+                format!("file://{}", sim.storage_root().display()),
+            );
+        } else if let Some(storage) = config.policy.site(id).and_then(|s| s.storage.clone()) {
+            roots.insert(id.clone(), storage);
+        }
+    }
+    roots
+}
+
 /// A simulated site's "HDFS": its policy `storage` (a `file://` URI) or `<dataDir>/<site>`.
 fn simulated_storage_root(
     config: &Config,
@@ -428,7 +473,9 @@ fn simulated_storage_root(
     storage: Option<&str>,
 ) -> anyhow::Result<PathBuf> {
     match storage {
-        None => Ok(config.data_dir.join(&id.0)),
+        // Absolute: checkpoint URIs (`file:///…`) name it.
+        None => std::path::absolute(config.data_dir.join(&id.0))
+            .with_context(|| format!("site {id}: storage directory")),
         Some(uri) => match uri.strip_prefix("file://") {
             Some(path) if path.starts_with('/') => Ok(PathBuf::from(path)),
             _ => bail!(

@@ -18,12 +18,16 @@ pub struct LaunchError {
     pub message: String,
 }
 
-/// The launch of `generation` of `job` on `placement`, restoring from `restore_from`.
+/// The launch of `generation` of `job` on `placement`, restoring from `restore_from`. With
+/// `site_storage` (the site's storage root, e.g. `hdfs://nameservice-a/`), the job's
+/// checkpoint directory is placed under it: a StreamJob names a path, each site's HDFS
+/// supplies the cluster.
 pub fn launch_spec(
     job: &StreamJob,
     generation: u64,
     placement: &JobPlacement,
     restore_from: Option<String>,
+    site_storage: Option<&str>,
 ) -> Result<LaunchSpec, LaunchError> {
     let id = job.id();
     let fail = |field: &str, message: String| LaunchError {
@@ -51,6 +55,10 @@ pub fn launch_spec(
             ),
             FALLBACK_CHECKPOINT_INTERVAL_MS,
         ),
+    };
+    let checkpoint_dir = match site_storage {
+        Some(root) => in_site_storage(root, &checkpoint_dir),
+        None => checkpoint_dir,
     };
     let mut flink_configuration = spec.flink_configuration.clone();
     if let Some(checkpoints) = &spec.checkpoints {
@@ -80,6 +88,20 @@ pub fn launch_spec(
         checkpoint_interval_ms,
         restore_from,
     })
+}
+
+/// `uri`'s path under the site storage `root`: `hdfs:///flink/x` under `file:///data/dc-a`
+/// is `file:///data/dc-a/flink/x`. A URI already under `root` is kept.
+pub fn in_site_storage(root: &str, uri: &str) -> String {
+    let root = root.trim_end_matches('/');
+    if uri.starts_with(root) {
+        return uri.to_string();
+    }
+    let path = match uri.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("", |i| &rest[i..]),
+        None => uri,
+    };
+    format!("{root}/{}", path.trim_start_matches('/'))
 }
 
 /// A stable hash of a job's spec: a change of spec means a relaunch with the new one.
@@ -143,7 +165,14 @@ spec:
 
     #[test]
     fn a_launch_carries_the_specs_sizes_checkpointing_and_restore_path() {
-        let spec = launch_spec(&job(), 3, &placement(), Some("hdfs:///x/chk-9".into())).unwrap();
+        let spec = launch_spec(
+            &job(),
+            3,
+            &placement(),
+            Some("hdfs:///x/chk-9".into()),
+            None,
+        )
+        .unwrap();
         assert_eq!(spec.generation, 3);
         assert_eq!(spec.task_slots, 2);
         assert_eq!(spec.checkpoint_interval_ms, 30_000);
@@ -155,6 +184,27 @@ spec:
         );
         assert_eq!(spec.restore_from.as_deref(), Some("hdfs:///x/chk-9"));
         spec.validate_for(&SiteId("dc-a".into())).unwrap();
+    }
+
+    #[test]
+    fn a_checkpoint_path_is_placed_in_the_sites_storage() {
+        assert_eq!(
+            in_site_storage("file:///data/dc-a/", "hdfs:///flink/x"),
+            "file:///data/dc-a/flink/x"
+        );
+        assert_eq!(
+            in_site_storage("hdfs://ns-b", "hdfs://ns-a/flink/x"),
+            "hdfs://ns-b/flink/x"
+        );
+        assert_eq!(
+            in_site_storage("file:///data/dc-a", "file:///data/dc-a/flink/x"),
+            "file:///data/dc-a/flink/x"
+        );
+        let spec = launch_spec(&job(), 1, &placement(), None, Some("hdfs://ns-a/")).unwrap();
+        assert_eq!(
+            spec.checkpoint_dir,
+            "hdfs://ns-a/flink/checkpoints/shop/orders"
+        );
     }
 
     #[test]

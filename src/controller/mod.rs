@@ -29,6 +29,9 @@ pub struct Controller {
     pub store: Arc<dyn StateStore>,
     pub policy: Policy,
     pub metrics: Arc<ControllerMetrics>,
+    /// Each site's storage root URL (`hdfs://ns-a/`, `file:///data/dc-a`): where its jobs'
+    /// checkpoint paths live. A site without one gets the job's checkpoint URI unchanged.
+    pub storage_roots: BTreeMap<SiteId, String>,
     leading: AtomicBool,
     passes: tokio::sync::watch::Sender<u64>,
 }
@@ -44,9 +47,15 @@ impl Controller {
             store,
             policy,
             metrics: Arc::new(ControllerMetrics::new()),
+            storage_roots: BTreeMap::new(),
             leading: AtomicBool::new(false),
             passes: tokio::sync::watch::channel(0).0,
         }
+    }
+
+    pub fn with_storage_roots(mut self, roots: BTreeMap<SiteId, String>) -> Controller {
+        self.storage_roots = roots;
+        self
     }
 
     /// True while this replica leads and its reconcile loop acts.

@@ -412,7 +412,13 @@ impl Controller {
                 // Persisted but not running there: the launch never arrived (a crash between
                 // persisting and launching) or was refused. Launch the same generation again;
                 // the site ignores a generation it already runs.
-                let spec = launch_spec(&job, generation, &placement, status.restore_from.clone());
+                let spec = launch_spec(
+                    &job,
+                    generation,
+                    &placement,
+                    status.restore_from.clone(),
+                    self.storage_roots.get(&placement.site).map(String::as_str),
+                );
                 match spec {
                     Ok(spec) => match view.site.launch(&spec).await {
                         Ok(()) => {
@@ -573,7 +579,13 @@ impl Controller {
             site: placement.site.0.clone(),
             detail: serde_json::to_value(&placement).unwrap_or_default(),
         });
-        let spec = launch_spec(&t.job, generation, &placement, status.restore_from.clone());
+        let spec = launch_spec(
+            &t.job,
+            generation,
+            &placement,
+            status.restore_from.clone(),
+            self.storage_roots.get(&placement.site).map(String::as_str),
+        );
         let spec = match spec {
             Ok(spec) => spec,
             Err(error) => {

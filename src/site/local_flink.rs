@@ -117,8 +117,19 @@ impl Inner {
 
     fn resolve(&self, uri: &str) -> Result<PathBuf, SiteError> {
         let path = match uri.split_once("://") {
-            Some((_, rest)) => rest.split_once('/').map_or("", |(_, p)| p),
-            None => uri,
+            // `hdfs://authority/path`: drop the authority (may be empty, as in `hdfs:///x`).
+            Some((_scheme, rest)) => rest.split_once('/').map_or("", |(_, path)| path),
+            // `file:/x`, as Flink (java.net.URI) prints local paths.
+            None => match uri.split_once(':') {
+                Some((scheme, path))
+                    if path.starts_with('/')
+                        && !scheme.is_empty()
+                        && scheme.chars().all(|c| c.is_ascii_alphabetic()) =>
+                {
+                    path
+                }
+                _ => uri,
+            },
         };
         let path = Path::new(path);
         if path

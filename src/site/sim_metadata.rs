@@ -175,7 +175,9 @@ mod tests {
 
     #[test]
     fn a_damaged_file_is_an_error_naming_it() {
-        let err = parse("chk-1/_metadata", b"not flink").unwrap_err().to_string();
+        let err = parse("chk-1/_metadata", b"not flink")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("chk-1/_metadata"), "{err}");
     }
 }

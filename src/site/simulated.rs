@@ -525,7 +525,17 @@ impl Inner {
         let path = match uri.split_once("://") {
             // `hdfs://authority/path`: drop the authority (may be empty, as in `hdfs:///x`).
             Some((_scheme, rest)) => rest.split_once('/').map_or("", |(_, path)| path),
-            None => uri,
+            // `file:/x`, as Flink (java.net.URI) prints local paths.
+            None => match uri.split_once(':') {
+                Some((scheme, path))
+                    if path.starts_with('/')
+                        && !scheme.is_empty()
+                        && scheme.chars().all(|c| c.is_ascii_alphabetic()) =>
+                {
+                    path
+                }
+                _ => uri,
+            },
         };
         let path = Path::new(path);
         if path.components().any(|c| matches!(c, Component::ParentDir)) {
