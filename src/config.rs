@@ -43,6 +43,31 @@ pub struct ConfigFile {
     pub jobs: Option<PathBuf>,
     #[serde(default)]
     pub reconcile: ReconcileSpec,
+    /// Sites run as real Flink processes on this machine instead of simulated.
+    #[serde(default)]
+    pub local_flink: Option<LocalFlinkSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalFlinkSpec {
+    /// Python of a venv with `apache-flink` (`tests/flink/setup-venv.sh` makes one and
+    /// prints this path).
+    pub python: PathBuf,
+    /// Policy sites (without `kubernetes`) to run this way.
+    pub sites: Vec<String>,
+    /// Capacity offered to the scheduler per site (one node, `localhost`).
+    #[serde(default = "default_local_cpu")]
+    pub cpu: String,
+    #[serde(default = "default_local_memory")]
+    pub memory: String,
+}
+
+fn default_local_cpu() -> String {
+    "8".to_string()
+}
+fn default_local_memory() -> String {
+    "16Gi".to_string()
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -237,6 +262,15 @@ pub struct Config {
     pub simulation: SimulationConfig,
     pub jobs: Option<PathBuf>,
     pub reconcile_interval: Duration,
+    pub local_flink: Option<LocalFlinkConfig>,
+}
+
+/// Local-Flink sites, resolved.
+#[derive(Debug, Clone)]
+pub struct LocalFlinkConfig {
+    pub python: PathBuf,
+    pub sites: Vec<String>,
+    pub capacity: scheduler::model::Resources,
 }
 
 #[derive(Debug, Clone)]
@@ -302,6 +336,7 @@ impl Config {
             simulation: SimulationSpec::default(),
             jobs: None,
             reconcile: ReconcileSpec::default(),
+            local_flink: None,
         };
         let mut problems = Problems::new("embedded default");
         let config = resolve(file, Path::new("."), "embedded default", &mut problems);
@@ -453,6 +488,60 @@ fn resolve(file: ConfigFile, base: &Path, source: &str, problems: &mut Problems)
         }
     }
 
+    let local_flink = file.local_flink.as_ref().and_then(|spec| {
+        let mut ok = true;
+        for (i, name) in spec.sites.iter().enumerate() {
+            let field = format!("localFlink.sites[{i}]");
+            match policy
+                .as_ref()
+                .map(|p| p.site(&scheduler::model::SiteId(name.clone())))
+            {
+                Some(None) => {
+                    problems.field(field.clone(), format!("the policy has no site {name:?}"));
+                    ok = false;
+                }
+                Some(Some(site)) if site.kubernetes.is_some() => {
+                    problems.field(
+                        field.clone(),
+                        format!("site {name:?} is a Kubernetes site in the policy"),
+                    );
+                    ok = false;
+                }
+                _ => {}
+            }
+            if file.simulation.sites.contains_key(name) {
+                problems.field(
+                    field,
+                    format!("site {name:?} also has simulation.sites files; choose one kind"),
+                );
+                ok = false;
+            }
+        }
+        let cpu = scheduler::k8s::Quantity::new(spec.cpu.clone())
+            .milli_value()
+            .ok()
+            .filter(|v| *v > 0);
+        let memory = scheduler::k8s::Quantity::new(spec.memory.clone())
+            .value()
+            .ok()
+            .filter(|v| *v > 0);
+        if cpu.is_none() {
+            problems.field("localFlink.cpu", format!("not a quantity: {:?}", spec.cpu));
+        }
+        if memory.is_none() {
+            problems.field(
+                "localFlink.memory",
+                format!("not a quantity: {:?}", spec.memory),
+            );
+        }
+        Some(LocalFlinkConfig {
+            python: absolute(&spec.python),
+            sites: spec.sites.clone(),
+            capacity: scheduler::model::Resources::new(cpu?, memory?, 110),
+        })
+        .filter(|_| ok)
+    });
+
     let simulation = SimulationConfig {
         sites: file
             .simulation
@@ -486,6 +575,7 @@ fn resolve(file: ConfigFile, base: &Path, source: &str, problems: &mut Problems)
         simulation,
         jobs: file.jobs.as_deref().map(absolute),
         reconcile_interval: reconcile_interval?,
+        local_flink,
     })
 }
 
@@ -670,6 +760,21 @@ mod tests {
         };
         assert_eq!(etcd.candidate, "c1");
         assert_eq!(etcd.lease_ttl, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn local_flink_sites_must_be_policy_sites_with_usable_capacity() {
+        let config = parse("localFlink:\n  python: venv/bin/python\n  sites: [dc-a]\n").unwrap();
+        let local = config.local_flink.unwrap();
+        assert_eq!(local.python, Path::new("/etc/twinsite/venv/bin/python"));
+        assert_eq!(local.capacity.cpu_milli, 8000);
+        let err = parse("localFlink:\n  python: p\n  sites: [dc-q]\n  memory: lots\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("localFlink.sites[0]") && err.contains("localFlink.memory"),
+            "{err}"
+        );
     }
 
     #[test]

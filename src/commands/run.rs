@@ -44,6 +44,8 @@ type Elected = (Arc<EtcdStateStore>, LeaderElector);
 pub struct BuiltSites {
     pub sites: BTreeMap<SiteId, Arc<dyn Site>>,
     pub simulated: BTreeMap<SiteId, SimulatedSite>,
+    /// Storage roots of local-Flink sites.
+    pub local_roots: BTreeMap<SiteId, String>,
     /// Sample jobs from the generator, for a store that has none and no jobs file.
     pub sample_jobs: Vec<StreamJob>,
 }
@@ -386,6 +388,7 @@ pub async fn build_sites(config: &Config) -> anyhow::Result<BuiltSites> {
 
     let mut sites: BTreeMap<SiteId, Arc<dyn Site>> = BTreeMap::new();
     let mut simulated = BTreeMap::new();
+    let mut local_roots = BTreeMap::new();
     for (index, id) in policy_sites.iter().enumerate() {
         let spec = config
             .policy
@@ -397,6 +400,24 @@ pub async fn build_sites(config: &Config) -> anyhow::Result<BuiltSites> {
             continue;
         }
         let storage_root = simulated_storage_root(config, id, spec.storage.as_deref())?;
+        if let Some(local) = config
+            .local_flink
+            .as_ref()
+            .filter(|l| l.sites.contains(&id.0))
+        {
+            let site = crate::site::local_flink::LocalFlinkSite::new(
+                crate::site::local_flink::LocalFlinkConfig {
+                    site: id.clone(),
+                    storage_root: storage_root.clone(),
+                    python: local.python.clone(),
+                    log_dir: config.data_dir.join("flink-logs").join(&id.0),
+                    capacity: local.capacity,
+                },
+            );
+            local_roots.insert(id.clone(), format!("file://{}", storage_root.display()));
+            sites.insert(id.clone(), Arc::new(site));
+            continue;
+        }
         std::fs::create_dir_all(&storage_root).with_context(|| {
             format!(
                 "site {id}: cannot create its storage directory {}",
@@ -446,6 +467,7 @@ pub async fn build_sites(config: &Config) -> anyhow::Result<BuiltSites> {
     Ok(BuiltSites {
         sites,
         simulated,
+        local_roots,
         sample_jobs,
     })
 }
