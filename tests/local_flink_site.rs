@@ -30,42 +30,31 @@ fn flink_python() -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
-/// Highest count per key printed by a keyed_counter run (`COUNT> +U[3, 17]`).
+/// Every `(key, count)` a keyed_counter run printed (`COUNT> +U[3, 17]`), in order.
+fn counts(log: &Path) -> Vec<(i64, i64)> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let (_, body) = line.trim().strip_prefix("COUNT> ")?.split_once('[')?;
+            let (k, n) = body.trim_end_matches(']').split_once(", ")?;
+            Some((k.trim().parse().ok()?, n.trim().parse().ok()?))
+        })
+        .collect()
+}
+
 fn max_counts(log: &Path) -> BTreeMap<i64, i64> {
     let mut out = BTreeMap::new();
-    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
-        let Some(rest) = line.trim().strip_prefix("COUNT> ") else {
-            continue;
-        };
-        let Some((_, body)) = rest.split_once('[') else {
-            continue;
-        };
-        let Some((k, n)) = body.trim_end_matches(']').split_once(", ") else {
-            continue;
-        };
-        if let (Ok(k), Ok(n)) = (k.trim().parse::<i64>(), n.trim().parse::<i64>()) {
-            let e = out.entry(k).or_insert(n);
-            *e = (*e).max(n);
-        }
+    for (k, n) in counts(log) {
+        let e = out.entry(k).or_insert(n);
+        *e = (*e).max(n);
     }
     out
 }
 
-/// First count printed per key.
 fn first_counts(log: &Path) -> BTreeMap<i64, i64> {
     let mut out = BTreeMap::new();
-    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
-        let Some(rest) = line.trim().strip_prefix("COUNT> ") else {
-            continue;
-        };
-        let Some((_, body)) = rest.split_once('[') else {
-            continue;
-        };
-        if let Some((k, n)) = body.trim_end_matches(']').split_once(", ")
-            && let (Ok(k), Ok(n)) = (k.trim().parse::<i64>(), n.trim().parse::<i64>())
-        {
-            out.entry(k).or_insert(n);
-        }
+    for (k, n) in counts(log) {
+        out.entry(k).or_insert(n);
     }
     out
 }

@@ -19,9 +19,7 @@ use super::launch::{launch_spec, spec_hash};
 use super::status::{JobPhase, JobStatus, LastCheckpoint};
 use super::{Controller, stream_job_of};
 use crate::site::{JobObservation, JobState, Site, SiteError};
-use crate::state::{
-    AuditEntry, CheckpointKind, CheckpointPointer, Expected, JobRecord, StateError, Versioned,
-};
+use crate::state::{CheckpointKind, CheckpointPointer, Expected, JobRecord, StateError, Versioned};
 
 /// What one pass did; logged, and returned for tests and figures.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -36,6 +34,12 @@ pub struct PassReport {
     pub conflicts: usize,
     pub by_phase: BTreeMap<JobPhase, i64>,
     pub elapsed: std::time::Duration,
+}
+
+impl PassReport {
+    fn count(&mut self, phase: JobPhase) {
+        *self.by_phase.entry(phase).or_insert(0) += 1;
+    }
 }
 
 /// A reachable site as observed at the start of the pass.
@@ -242,11 +246,7 @@ impl Controller {
                     status,
                 });
             } else {
-                report
-                    .by_phase
-                    .entry(status.phase)
-                    .and_modify(|n| *n += 1)
-                    .or_insert(1);
+                report.count(status.phase);
             }
             return Ok(());
         };
@@ -383,11 +383,7 @@ impl Controller {
                         cleared.status = status.to_value();
                         self.put_if_unchanged(&cleared, record.revision, report)
                             .await?;
-                        report
-                            .by_phase
-                            .entry(JobPhase::Failed)
-                            .and_modify(|n| *n += 1)
-                            .or_insert(1);
+                        report.count(JobPhase::Failed);
                         return Ok(());
                     }
                     status.relaunches += 1;
@@ -444,11 +440,7 @@ impl Controller {
                             cleared.status = status.to_value();
                             self.put_if_unchanged(&cleared, record.revision, report)
                                 .await?;
-                            report
-                                .by_phase
-                                .entry(JobPhase::Pending)
-                                .and_modify(|n| *n += 1)
-                                .or_insert(1);
+                            report.count(JobPhase::Pending);
                             return Ok(());
                         }
                         Err(error) => {
@@ -536,11 +528,7 @@ impl Controller {
                         cleared.status = t.status.to_value();
                         self.put_if_unchanged(&cleared, t.record.revision, report)
                             .await?;
-                        report
-                            .by_phase
-                            .entry(JobPhase::Pending)
-                            .and_modify(|n| *n += 1)
-                            .or_insert(1);
+                        report.count(JobPhase::Pending);
                     } else {
                         self.write_status(&t.record, &old, &t.status, report)
                             .await?;
@@ -596,11 +584,7 @@ impl Controller {
                 record.placement = None;
                 record.status = status.to_value();
                 self.put_if_unchanged(&record, revision, report).await?;
-                report
-                    .by_phase
-                    .entry(JobPhase::Failed)
-                    .and_modify(|n| *n += 1)
-                    .or_insert(1);
+                report.count(JobPhase::Failed);
                 return Ok(());
             }
         };
@@ -608,11 +592,7 @@ impl Controller {
         if !self.put_if_unchanged(&record, revision, report).await? {
             return Ok(());
         }
-        report
-            .by_phase
-            .entry(JobPhase::Launching)
-            .and_modify(|n| *n += 1)
-            .or_insert(1);
+        report.count(JobPhase::Launching);
         let Some(view) = views.get(&placement.site) else {
             return Ok(());
         };
@@ -645,11 +625,7 @@ impl Controller {
         status: &JobStatus,
         report: &mut PassReport,
     ) -> Result<(), StateError> {
-        report
-            .by_phase
-            .entry(status.phase)
-            .and_modify(|n| *n += 1)
-            .or_insert(1);
+        report.count(status.phase);
         if old == status && !record.value.status.is_null() {
             return Ok(());
         }
@@ -691,18 +667,9 @@ impl Controller {
             .inc();
     }
 
-    /// Appends to the audit log; a failed append is logged, never fatal to the pass.
+    /// Appends the controller's own action to the audit log.
     pub(crate) async fn audit(&self, action: &str, target: &str, result: &str) {
-        let entry = AuditEntry {
-            actor: "controller".into(),
-            action: action.into(),
-            target: target.into(),
-            at_unix_ms: chrono::Utc::now().timestamp_millis(),
-            result: result.into(),
-        };
-        if let Err(error) = self.store.append_audit(&entry).await {
-            tracing::warn!(%error, action, target, "audit append failed");
-        }
+        self.audit_as("controller", action, target, result).await;
     }
 }
 

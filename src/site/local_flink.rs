@@ -116,33 +116,8 @@ impl Inner {
     }
 
     fn resolve(&self, uri: &str) -> Result<PathBuf, SiteError> {
-        let path = match uri.split_once("://") {
-            // `hdfs://authority/path`: drop the authority (may be empty, as in `hdfs:///x`).
-            Some((_scheme, rest)) => rest.split_once('/').map_or("", |(_, path)| path),
-            // `file:/x`, as Flink (java.net.URI) prints local paths.
-            None => match uri.split_once(':') {
-                Some((scheme, path))
-                    if path.starts_with('/')
-                        && !scheme.is_empty()
-                        && scheme.chars().all(|c| c.is_ascii_alphabetic()) =>
-                {
-                    path
-                }
-                _ => uri,
-            },
-        };
-        let path = Path::new(path);
-        if path
-            .components()
-            .any(|c| matches!(c, std::path::Component::ParentDir))
-        {
-            return Err(self.invalid(format!("storage path {uri:?}"), "contains `..`"));
-        }
-        let absolute = Path::new("/").join(path);
-        if absolute.starts_with(&self.config.storage_root) {
-            return Ok(absolute);
-        }
-        Ok(self.config.storage_root.join(path))
+        super::resolve_in_root(&self.config.storage_root, uri)
+            .map_err(|reason| self.invalid(format!("storage path {uri:?}"), reason))
     }
 
     fn program(&self, spec: &LaunchSpec) -> Result<PathBuf, SiteError> {

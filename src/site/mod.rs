@@ -339,6 +339,42 @@ pub fn flink_job_id(job: &JobId, generation: u64) -> String {
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The local path a storage URI names in a site whose storage is the directory `root`
+/// (simulated and local-Flink sites): `hdfs://any/x` and `/x` map to `<root>/x`, and a
+/// `file:///…` or `file:/…` URI already inside `root` names itself. `Err` (the reason) for a
+/// path with `..`, so nothing escapes the root.
+pub fn resolve_in_root(root: &std::path::Path, uri: &str) -> Result<std::path::PathBuf, String> {
+    use std::path::{Component, Path};
+    let path = match uri.split_once("://") {
+        // `hdfs://authority/path`: drop the authority (may be empty, as in `hdfs:///x`).
+        Some((_scheme, rest)) => rest.split_once('/').map_or("", |(_, path)| path),
+        // `file:/x`, as Flink (java.net.URI) prints local paths.
+        None => match uri.split_once(':') {
+            Some((scheme, path))
+                if path.starts_with('/')
+                    && !scheme.is_empty()
+                    && scheme.chars().all(|c| c.is_ascii_alphabetic()) =>
+            {
+                path
+            }
+            _ => uri,
+        },
+    };
+    let path = Path::new(path);
+    if path.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err("contains `..`".into());
+    }
+    let absolute = Path::new("/").join(path);
+    if absolute.starts_with(root) {
+        return Ok(absolute);
+    }
+    let relative: std::path::PathBuf = path
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect();
+    Ok(root.join(relative))
+}
+
 /// Which way a Kubernetes site launches Flink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

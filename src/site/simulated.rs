@@ -17,7 +17,7 @@
 //!   is in flight per job, as with Flink's default `max-concurrent-checkpoints: 1`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -522,35 +522,8 @@ impl Inner {
     }
 
     fn resolve(&self, uri: &str) -> Result<PathBuf, SiteError> {
-        let path = match uri.split_once("://") {
-            // `hdfs://authority/path`: drop the authority (may be empty, as in `hdfs:///x`).
-            Some((_scheme, rest)) => rest.split_once('/').map_or("", |(_, path)| path),
-            // `file:/x`, as Flink (java.net.URI) prints local paths.
-            None => match uri.split_once(':') {
-                Some((scheme, path))
-                    if path.starts_with('/')
-                        && !scheme.is_empty()
-                        && scheme.chars().all(|c| c.is_ascii_alphabetic()) =>
-                {
-                    path
-                }
-                _ => uri,
-            },
-        };
-        let path = Path::new(path);
-        if path.components().any(|c| matches!(c, Component::ParentDir)) {
-            return Err(self.invalid(format!("storage path {uri:?}"), "contains `..`"));
-        }
-        // `file:///<root>/x` names the root's own directory by its absolute path.
-        let absolute = Path::new("/").join(path);
-        if absolute.starts_with(&self.storage_root) {
-            return Ok(absolute);
-        }
-        let relative: PathBuf = path
-            .components()
-            .filter(|c| matches!(c, Component::Normal(_)))
-            .collect();
-        Ok(self.storage_root.join(relative))
+        super::resolve_in_root(&self.storage_root, uri)
+            .map_err(|reason| self.invalid(format!("storage path {uri:?}"), reason))
     }
 
     fn set_fault(&self, fault: Fault, active: bool) -> Result<(), SiteError> {
