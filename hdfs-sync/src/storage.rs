@@ -61,6 +61,11 @@ pub trait Storage: Send + Sync {
     /// Deletes a file, or a directory with everything below it. Missing is not an error.
     async fn delete(&self, url: &StorageUrl) -> Result<(), StorageError>;
     async fn mkdirs(&self, url: &StorageUrl) -> Result<(), StorageError>;
+    /// Makes the entries of directory `dir` (files renamed into it) durable. Backends whose
+    /// renames are durable when they return (HDFS: the NameNode logs them) need do nothing.
+    async fn sync_dir(&self, _dir: &StorageUrl) -> Result<(), StorageError> {
+        Ok(())
+    }
 
     /// Reads a whole (small) file.
     async fn read_all(&self, url: &StorageUrl) -> Result<Vec<u8>, StorageError> {
@@ -406,5 +411,15 @@ impl Storage for LocalStorage {
         tokio::fs::create_dir_all(local_path(url))
             .await
             .map_err(|e| StorageError::from_io("mkdirs", url, &e))
+    }
+
+    async fn sync_dir(&self, dir: &StorageUrl) -> Result<(), StorageError> {
+        // A file's fsync does not cover its name: the rename lives in the directory.
+        let path = local_path(dir);
+        blocking("sync", &dir.to_string(), move || {
+            std::fs::File::open(path)?.sync_all()
+        })
+        .await?
+        .map_err(|e| StorageError::from_io("sync", dir, &e))
     }
 }
