@@ -266,6 +266,22 @@ fn a_second_once_run_finds_the_peer_up_to_date_and_copies_nothing() {
 }
 
 #[test]
+fn a_ledger_given_as_a_bare_file_name_is_written_in_the_working_directory() {
+    let tree = tree();
+    let workdir = tree.ledger.parent().unwrap();
+    std::fs::create_dir_all(workdir).unwrap();
+    let output = twinsite()
+        .current_dir(workdir)
+        .args(["sync", "--once", "--from", &file_url(&tree.src)])
+        .args(["--to", &file_url(&tree.dst), "--ledger", "ledger.json"])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(recorded(&workdir.join("ledger.json")), [NEWEST]);
+}
+
+#[test]
 fn a_bad_bandwidth_value_is_named_and_the_command_exits_non_zero() {
     let tree = tree();
     let output = sync_once(&tree, &["--bandwidth", "12parsecs"]);

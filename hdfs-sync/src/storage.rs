@@ -125,8 +125,9 @@ async fn blocking<T: Send + 'static>(
 /// reader's buffer; once the caller drops it, `BytesMut::reserve` takes the memory back.
 struct ChunkPool;
 
-/// Enough for every file in flight (jobs × files per job) with room to spare.
-const POOL_LIMIT: usize = 64;
+/// Buffers kept for reuse: one per file in flight with the default parallelism (8 jobs × 4
+/// files); beyond that, idle memory would outweigh the page faults saved.
+const POOL_LIMIT: usize = 32;
 
 static POOL: std::sync::Mutex<Vec<BytesMut>> = std::sync::Mutex::new(Vec::new());
 
