@@ -28,6 +28,8 @@ pub enum Command {
     Run(RunArgs),
     /// Print the StreamJob CustomResourceDefinition (YAML) generated from the Rust types.
     Crd,
+    /// Replicate complete checkpoints from one site's storage to the other's.
+    Sync(crate::commands::sync::SyncArgs),
 }
 
 #[derive(Debug, Args)]

@@ -20,6 +20,7 @@ pub enum FaultOp {
     Create,
     Write,
     Commit,
+    SyncDir,
 }
 
 #[derive(Clone)]
@@ -196,5 +197,10 @@ impl Storage for FaultyStorage {
 
     async fn mkdirs(&self, url: &StorageUrl) -> Result<(), StorageError> {
         self.inner.mkdirs(url).await
+    }
+
+    async fn sync_dir(&self, dir: &StorageUrl) -> Result<(), StorageError> {
+        self.check(FaultOp::SyncDir, "sync", dir).await?;
+        self.inner.sync_dir(dir).await
     }
 }

@@ -92,9 +92,11 @@ impl FileLedger {
             path: self.path.display().to_string(),
             message: e.to_string(),
         })?;
+        // A bare file name's parent is "", which cannot be opened to sync: use ".".
         let dir = self
             .path
             .parent()
+            .filter(|p| !p.as_os_str().is_empty())
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("."));
         tokio::fs::create_dir_all(&dir).await.map_err(err)?;

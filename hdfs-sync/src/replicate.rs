@@ -2,7 +2,7 @@
 //! lacks (temporary name, then rename), verify every file, rewrite `_metadata` for the peer,
 //! record the checkpoint in the ledger only then, and apply retention.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -565,8 +565,11 @@ impl Replicator {
         // Reuse files verified earlier (shared/ files of older checkpoints, or a crashed run).
         let mut to_copy = Vec::new();
         let mut reused = 0u64;
+        // Every peer directory holding a file of this checkpoint, synced before the record.
+        let mut peer_dirs: BTreeSet<StorageUrl> = BTreeSet::new();
         for (rel, src) in files {
             let peer = inner.peer_root.join(&rel)?;
+            peer_dirs.extend(peer.parent());
             let known = manifest.files.get(&rel).cloned();
             let present = match &known {
                 Some(v) => inner
@@ -708,6 +711,14 @@ impl Replicator {
                 actual_len: actual.len,
                 actual_sha256: actual.sha256,
             });
+        }
+
+        // Each file was synced before its rename; the renames themselves become durable with
+        // their directories. Reused files are included: the run that copied them may have
+        // crashed before getting here.
+        peer_dirs.extend(peer_metadata_url.parent());
+        for dir in &peer_dirs {
+            inner.peer.sync_dir(dir).await?;
         }
 
         let peer_dir = self.peer_url(&checkpoint.dir)?;

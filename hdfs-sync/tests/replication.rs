@@ -597,3 +597,37 @@ async fn in_continuous_mode_a_stuck_job_does_not_hold_back_the_others() {
     let _ = stop_tx.send(());
     running.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_checkpoint_is_not_recorded_until_the_peer_directories_holding_its_files_are_synced() {
+    // The files are fsynced before their renames; the renames are durable only once their
+    // directories are. Failing that sync for either directory must keep the record back.
+    for dir in ["/job/shared", "/job/chk-1"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+        write_checkpoint(&src, "job", 1, &[], 2, 100);
+        let (faults, peer) = faulty_peer();
+        faults.add(Fault {
+            op: FaultOp::SyncDir,
+            url_contains: dir.into(),
+            action: FaultAction::Fail(StorageErrorKind::Other),
+            times: None,
+        });
+        let ledger = Arc::new(MemoryLedger::default());
+        let r = replicator(local(), &src, peer, &dst, ledger.clone(), fast_options());
+        let report = r.run_once().await.unwrap();
+        assert!(
+            matches!(&report.jobs["job"], JobOutcome::Failed { error, .. } if error.contains(dir)),
+            "{dir}: {report:?}"
+        );
+        assert_nothing_recorded(&ledger, &dst, "job", 1).await;
+
+        // Once the directories can be synced, the same checkpoint is recorded.
+        faults.clear();
+        let report = r.run_once().await.unwrap();
+        assert!(
+            matches!(&report.jobs["job"], JobOutcome::Replicated { .. }),
+            "{dir}: {report:?}"
+        );
+    }
+}

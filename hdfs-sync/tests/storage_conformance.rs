@@ -47,6 +47,15 @@ async fn conformance(storage: &dyn Storage, root: &StorageUrl) {
     assert!(meta.modified.is_some());
     assert_eq!(storage.read_all(&file).await.unwrap(), data);
 
+    // Chunks a caller keeps stay intact while later ones are read (buffers are recycled).
+    let mut reader = storage.open_read(&file).await.unwrap();
+    let mut chunks = Vec::new();
+    while let Some(chunk) = reader.next_chunk().await.unwrap() {
+        chunks.push(chunk);
+    }
+    assert!(chunks.len() > 1, "3 MB should take several chunks");
+    assert_eq!(chunks.concat(), data);
+
     // The directory lists the file and no temporary leftovers.
     let dir = root.join("a/b").unwrap();
     let names: Vec<String> = storage
@@ -84,6 +93,32 @@ async fn conformance(storage: &dyn Storage, root: &StorageUrl) {
 async fn the_local_backend_conforms() {
     let tmp = tempfile::tempdir().unwrap();
     conformance(&LocalStorage, &StorageUrl::local(tmp.path()).unwrap()).await;
+}
+
+#[tokio::test]
+async fn a_local_writer_dropped_before_commit_leaves_no_temporary_file() {
+    // What a sync cancelled by Ctrl-C does to the files it was writing.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = StorageUrl::local(tmp.path()).unwrap();
+    let file = root.join("chk-1/data.bin").unwrap();
+    let mut writer = LocalStorage.create(&file).await.unwrap();
+    writer.write(Bytes::from_static(b"half")).await.unwrap();
+    assert_eq!(
+        LocalStorage
+            .list(&root.join("chk-1").unwrap())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    drop(writer);
+    assert_eq!(
+        LocalStorage
+            .list(&root.join("chk-1").unwrap())
+            .await
+            .unwrap(),
+        []
+    );
 }
 
 #[tokio::test]

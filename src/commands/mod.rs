@@ -9,6 +9,7 @@ use crate::cli::Command;
 pub mod generate;
 pub mod plan;
 pub mod run;
+pub mod sync;
 
 pub fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
@@ -31,6 +32,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<()> {
             print!("{}", crate::crd::crd_yaml()?);
             Ok(())
         }
+        Command::Sync(args) => sync::run(&args),
     }
 }
 

@@ -3,7 +3,8 @@
 //! files, and discovery over 1000 jobs × 10 retained checkpoints.
 //!
 //! Run: `cargo run --release -p twinsite-hdfs-sync --bin sync-bench [WORK_DIR]`
-//! (WORK_DIR defaults to /tmp/twinsite-sync-bench; it is deleted at the end).
+//! (WORK_DIR defaults to /tmp/twinsite-sync-bench; it needs about 5 GiB and is deleted at the
+//! end). Give a tmpfs such as /dev/shm to compare CPU cost without the disk.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -97,6 +98,17 @@ fn make_files(shared: &Path, prefix: &str, count: usize) -> std::io::Result<Vec<
     Ok(names)
 }
 
+/// CPU seconds (user + system) this process has used so far, from /proc (Linux only): unlike
+/// wall time, it does not depend on what else the machine is running.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on every Linux platform Rust supports.
+    Some(ticks / 100.0)
+}
+
 fn sync_dir(path: &Path) {
     let _ = std::process::Command::new("sync")
         .arg("-f")
@@ -104,11 +116,34 @@ fn sync_dir(path: &Path) {
         .status();
 }
 
+/// `cp -r src dst`, then `sync`: seconds to the copy, and to the copy made durable.
+fn timed_cp(src: &Path, dst: &Path) -> Result<(f64, f64), Box<dyn std::error::Error>> {
+    let start = Instant::now();
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(src)
+        .arg(dst)
+        .status()?;
+    let copied = start.elapsed().as_secs_f64();
+    if !status.success() {
+        return Err("cp -r failed".into());
+    }
+    sync_dir(dst);
+    Ok((copied, start.elapsed().as_secs_f64()))
+}
+
+struct Replicated {
+    secs: f64,
+    /// CPU seconds of the whole process during the round.
+    cpu: Option<f64>,
+    bytes: u64,
+}
+
 async fn replicate(
     src: &Path,
     dst: &Path,
     verify: VerifyMode,
-) -> Result<(f64, u64), Box<dyn std::error::Error>> {
+) -> Result<Replicated, Box<dyn std::error::Error>> {
     let options = SyncOptions {
         verify,
         file_parallelism: 8,
@@ -123,12 +158,18 @@ async fn replicate(
         options,
     );
     let start = Instant::now();
+    let cpu_start = cpu_seconds();
     let report = r.run_once().await?;
     let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_start.zip(cpu_seconds()).map(|(a, b)| b - a);
     if report.failed() > 0 {
         return Err(format!("replication failed: {report:?}").into());
     }
-    Ok((secs, r.metrics().total_bytes_copied()))
+    Ok(Replicated {
+        secs,
+        cpu,
+        bytes: r.metrics().total_bytes_copied(),
+    })
 }
 
 #[tokio::main]
@@ -150,62 +191,75 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     write_checkpoint(&job, 1, &names)?;
     sync_dir(&work);
     let gib = (FILES * FILE_SIZE) as f64 / (1u64 << 30) as f64;
+    let mib_s = |secs: f64| gib * 1024.0 / secs;
 
-    let start = Instant::now();
-    let status = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(&src)
-        .arg(work.join("cp-copy"))
-        .status()?;
-    let cp_secs = start.elapsed().as_secs_f64();
-    if !status.success() {
-        return Err("cp -r failed".into());
-    }
-    println!(
-        "cp -r:                      {cp_secs:7.2} s  {:7.1} MiB/s (page cache, not durable)",
-        gib * 1024.0 / cp_secs
-    );
-    sync_dir(&work);
-    let cp_sync_secs = start.elapsed().as_secs_f64();
-    println!(
-        "cp -r && sync:              {cp_sync_secs:7.2} s  {:7.1} MiB/s (durable, as sync fsyncs every file)",
-        gib * 1024.0 / cp_sync_secs
-    );
-    std::fs::remove_dir_all(work.join("cp-copy"))?;
-    sync_dir(&work);
-
-    for (label, verify) in [
-        ("sync (verify: read back)", VerifyMode::ReadBack),
-        ("sync (verify: length)", VerifyMode::LengthOnly),
+    // Nothing is deleted until every figure is taken: on ext4, creating files soon after
+    // deleting many costs each create a scan of recently freed inodes, which would penalise
+    // whichever copy runs right after a deletion. cp -r runs before and after the syncs, so a
+    // drift in the machine's load or the disk's speed shows instead of favouring one side.
+    let (cp_before, cp_sync_before) = timed_cp(&src, &work.join("cp-before"))?;
+    let mut rows = Vec::new();
+    let mut full_secs = 0.0;
+    let mut incremental = None;
+    for (label, verify, dir) in [
+        (
+            "sync (verify: read back)",
+            VerifyMode::ReadBack,
+            "dst-read-back",
+        ),
+        (
+            "sync (verify: length)",
+            VerifyMode::LengthOnly,
+            "dst-length",
+        ),
     ] {
-        let dst = work.join("dst");
-        let (secs, bytes) = replicate(&src, &dst, verify).await?;
-        println!(
-            "{label:27} {secs:7.2} s  {:7.1} MiB/s  = {:.2}x cp -r, {:.2}x cp -r && sync  ({bytes} bytes)",
-            bytes as f64 / secs / (1 << 20) as f64,
-            cp_secs / secs,
-            cp_sync_secs / secs
-        );
+        let dst = work.join(dir);
+        let run = replicate(&src, &dst, verify).await?;
+        sync_dir(&work);
         if verify == VerifyMode::ReadBack {
-            let full_secs = secs;
+            full_secs = run.secs;
             // Incremental: 5 % new files on top of the replicated base.
             let new = make_files(&job.join("shared"), "incr", FILES / 20)?;
             let all: Vec<String> = names.iter().chain(new.iter()).cloned().collect();
             write_checkpoint(&job, 2, &all)?;
-            let (isecs, ibytes) = replicate(&src, &dst, verify).await?;
-            println!(
-                "incremental (+5 % files):   {isecs:7.2} s  {ibytes} bytes copied = {:.1} % of the full copy's time",
-                100.0 * isecs / full_secs
-            );
-            std::fs::remove_dir_all(job.join("chk-2"))?;
-            for n in &new {
-                std::fs::remove_file(job.join("shared").join(n))?;
-            }
+            sync_dir(&work);
+            incremental = Some(replicate(&src, &dst, verify).await?);
+            // The length-only run copies the same 1 GiB checkpoint as the first.
+            std::fs::rename(job.join("chk-2"), work.join("chk-2-moved-aside"))?;
+            sync_dir(&work);
         }
-        std::fs::remove_dir_all(&dst)?;
-        sync_dir(&work);
+        rows.push((label, run));
     }
-    std::fs::remove_dir_all(&src)?;
+    let (cp_after, cp_sync_after) = timed_cp(&src, &work.join("cp-after"))?;
+    let cp_secs = (cp_before + cp_after) / 2.0;
+    let cp_sync_secs = (cp_sync_before + cp_sync_after) / 2.0;
+    println!(
+        "cp -r:                      {cp_secs:7.2} s  {:7.1} MiB/s (page cache, not durable; runs: {cp_before:.2} s before, {cp_after:.2} s after)",
+        mib_s(cp_secs)
+    );
+    println!(
+        "cp -r && sync:              {cp_sync_secs:7.2} s  {:7.1} MiB/s (durable, as sync fsyncs every file; runs: {cp_sync_before:.2} s, {cp_sync_after:.2} s)",
+        mib_s(cp_sync_secs)
+    );
+    for (label, run) in rows {
+        println!(
+            "{label:27} {:7.2} s  {:7.1} MiB/s  = {:.2}x cp -r, {:.2}x cp -r && sync  ({} bytes, {} CPU s)",
+            run.secs,
+            run.bytes as f64 / run.secs / (1 << 20) as f64,
+            cp_secs / run.secs,
+            cp_sync_secs / run.secs,
+            run.bytes,
+            run.cpu.map_or("?".into(), |c| format!("{c:.2}")),
+        );
+    }
+    if let Some(run) = incremental {
+        println!(
+            "incremental (+5 % files):   {:7.2} s  {} bytes copied = {:.1} % of the full copy's time",
+            run.secs,
+            run.bytes,
+            100.0 * run.secs / full_secs
+        );
+    }
 
     // Discovery: 1000 jobs x 10 retained checkpoints.
     let root = work.join("many");

@@ -1,0 +1,461 @@
+//! `twinsite sync`: replicate complete checkpoints from one site's storage to the other's,
+//! once or continuously, with a progress bar on a terminal and log lines otherwise.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use hdfs_sync::url::Scheme;
+use hdfs_sync::{
+    FileLedger, JobOutcome, ProgressEvent, ReplicationLedger, Replicator, RoundReport, Storage,
+    StorageUrl, SyncOptions, UriMode, VerifyMode, parse_bandwidth, storage_for,
+};
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::parse_duration;
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Checkpoint root at the source site: `hdfs://ns/flink/checkpoints`, `file:///data/ckpt`.
+    #[arg(long, value_name = "URL")]
+    pub from: String,
+    /// Checkpoint root at the peer site (created if missing).
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// Only this job (repeatable); without it, every job directory under --from.
+    #[arg(long = "job", value_name = "ID")]
+    pub jobs: Vec<String>,
+    /// Replicate each job's newest complete checkpoint once, then exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Bytes per second for all jobs together, e.g. `200MiB`, `1.5GB`; default unlimited.
+    #[arg(long, value_name = "RATE")]
+    pub bandwidth: Option<String>,
+    /// Where replicated checkpoints are recorded (JSON); default
+    /// `<--to>/.twinsite/replication-ledger.json` for a `file://` peer.
+    #[arg(long, value_name = "PATH")]
+    pub ledger: Option<PathBuf>,
+    /// Pause between rounds when running continuously, e.g. `10s`, `1m`.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub interval: String,
+    /// Replicated checkpoints kept at the peer per job.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub retain: usize,
+    /// How the peer's `_metadata` names the files it references.
+    #[arg(long, value_enum, default_value_t = UriModeArg::Rewrite)]
+    pub uri_mode: UriModeArg,
+    /// How each copied file is verified.
+    #[arg(long, value_enum, default_value_t = VerifyArg::ReadBack)]
+    pub verify: VerifyArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UriModeArg {
+    /// Rewrite absolute URIs from the source root to the peer root.
+    Rewrite,
+    /// Both sites resolve one logical nameservice: copy `_metadata` byte for byte.
+    SharedNameservice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VerifyArg {
+    /// Re-read every copied file at the peer and compare length and SHA-256.
+    ReadBack,
+    /// Compare lengths only (cheaper; trusts the checksum of the bytes sent).
+    Length,
+}
+
+pub fn run(args: &SyncArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(sync(args));
+    // After a signal, file operations already handed to blocking threads finish on their own
+    // (each is one chunk, one fsync or one rename); do not hang on a stuck filesystem.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    result
+}
+
+async fn sync(args: &SyncArgs) -> anyhow::Result<()> {
+    let from = StorageUrl::parse(&args.from).context("--from")?;
+    let to = StorageUrl::parse(&args.to).context("--to")?;
+    if to.starts_with(&from) || from.starts_with(&to) {
+        // The peer's job directories would look like source jobs, or the other way round.
+        bail!("--from {from} and --to {to} overlap: give two separate directories");
+    }
+    let bandwidth = args
+        .bandwidth
+        .as_deref()
+        .map(parse_bandwidth)
+        .transpose()
+        .context("--bandwidth")?;
+    let interval = parse_duration("--interval", &args.interval)?;
+    if interval.is_zero() {
+        bail!("--interval {:?}: must be longer than zero", args.interval);
+    }
+    if args.retain == 0 {
+        bail!("--retain 0: at least the newest replicated checkpoint must be kept");
+    }
+    let ledger_path = match &args.ledger {
+        Some(path) => path.clone(),
+        // Beside the copies it describes, where the peer's verified manifests also live.
+        None if to.scheme() == Scheme::File => {
+            PathBuf::from(to.path()).join(".twinsite/replication-ledger.json")
+        }
+        None => bail!(
+            "--ledger is required when --to is not a file:// URL ({to}): the ledger is a local \
+             file recording which checkpoints are restorable at the peer"
+        ),
+    };
+
+    let source = storage_for(&from).with_context(|| format!("--from {from}"))?;
+    let peer = storage_for(&to).with_context(|| format!("--to {to}"))?;
+    check_source(source.as_ref(), &from).await?;
+    peer.mkdirs(&to)
+        .await
+        .with_context(|| format!("--to {to}: cannot create the peer checkpoint root"))?;
+    let ledger: Arc<dyn ReplicationLedger> =
+        Arc::new(FileLedger::open(&ledger_path).await.context("--ledger")?);
+
+    let options = SyncOptions {
+        bandwidth,
+        jobs: (!args.jobs.is_empty()).then(|| args.jobs.clone()),
+        once: args.once,
+        interval,
+        retain: args.retain,
+        uri_mode: match args.uri_mode {
+            UriModeArg::Rewrite => UriMode::Rewrite,
+            UriModeArg::SharedNameservice => UriMode::SharedNameservice,
+        },
+        verify: match args.verify {
+            VerifyArg::ReadBack => VerifyMode::ReadBack,
+            VerifyArg::Length => VerifyMode::LengthOnly,
+        },
+        ..SyncOptions::default()
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let replicator = Replicator::new(
+        source,
+        from.clone(),
+        peer,
+        to.clone(),
+        ledger.clone(),
+        options,
+    )
+    .with_progress(tx);
+    tracing::info!(
+        from = %from,
+        to = %to,
+        ledger = %ledger_path.display(),
+        bandwidth = %bandwidth.map_or("unlimited".into(), |b| format!("{}/s", HumanBytes(b))),
+        once = args.once,
+        "replicating"
+    );
+
+    let progress = Progress::new(std::io::stderr().is_terminal());
+    if args.once {
+        let round = drive(replicator.run_once(), rx, progress).await;
+        match round {
+            Finished::Done(report) => {
+                report_round(&report.context("--from")?, ledger.as_ref()).await
+            }
+            Finished::Interrupted(signal) => bail!(
+                "interrupted by {signal} before the round finished: checkpoints still being \
+                 copied were not recorded; files already verified are reused by the next run"
+            ),
+        }
+    } else {
+        let endless = replicator.run(std::future::pending());
+        match drive(endless, rx, progress).await {
+            Finished::Done(result) => result.context("--from"),
+            Finished::Interrupted(signal) => {
+                tracing::info!(
+                    signal,
+                    "stopped; checkpoints still being copied were not recorded"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The source root must exist and be a directory; an unreachable cluster fails here, with
+/// the URL, rather than as one failure per job.
+async fn check_source(source: &dyn Storage, from: &StorageUrl) -> anyhow::Result<()> {
+    match source.stat(from).await {
+        Ok(Some(meta)) if meta.is_dir => Ok(()),
+        Ok(Some(_)) => bail!("--from {from}: is a file, not a checkpoint directory"),
+        Ok(None) => bail!("--from {from}: no such directory"),
+        Err(e) => Err(e).with_context(|| format!("--from {from}: cannot reach the source")),
+    }
+}
+
+enum Finished<T> {
+    Done(T),
+    Interrupted(&'static str),
+}
+
+/// Runs `work` while showing its progress, until it ends or a signal arrives. On a signal
+/// `work` is dropped: copies in flight are abandoned before their rename (a dropped local
+/// writer removes its temporary file), and nothing is recorded for an unfinished checkpoint,
+/// since the ledger is written only after every file of a checkpoint is verified.
+async fn drive<T>(
+    work: impl std::future::Future<Output = T>,
+    mut events: UnboundedReceiver<ProgressEvent>,
+    mut progress: Progress,
+) -> Finished<T> {
+    tokio::pin!(work);
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let finished = loop {
+        tokio::select! {
+            biased;
+            signal = &mut signal => break Finished::Interrupted(signal),
+            Some(event) = events.recv() => progress.event(event),
+            done = &mut work => break Finished::Done(done),
+            _ = tick.tick() => progress.tick(),
+        }
+    };
+    while let Ok(event) = events.try_recv() {
+        progress.event(event);
+    }
+    progress.finish();
+    finished
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM, naming the signal.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C still stops");
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}
+
+/// Prints one line per job to stdout; any failed job makes the command fail, naming it.
+async fn report_round(report: &RoundReport, ledger: &dyn ReplicationLedger) -> anyhow::Result<()> {
+    let mut failures = Vec::new();
+    for (job, outcome) in &report.jobs {
+        match outcome {
+            JobOutcome::Replicated {
+                checkpoint_id,
+                bytes_copied,
+                files_copied,
+                files_reused,
+            } => {
+                let pointer = ledger
+                    .latest_replicated(job)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|c| c.peer_pointer)
+                    .unwrap_or_default();
+                println!(
+                    "{job}: chk-{checkpoint_id} replicated to {pointer} ({files_copied} files, \
+                     {} copied; {files_reused} files reused)",
+                    HumanBytes(*bytes_copied)
+                );
+            }
+            JobOutcome::UpToDate {
+                latest_replicated: Some(id),
+            } => println!("{job}: up to date (chk-{id} replicated)"),
+            JobOutcome::UpToDate {
+                latest_replicated: None,
+            } => println!("{job}: no complete checkpoint at the source"),
+            JobOutcome::SourceVanished { checkpoint_id } => println!(
+                "{job}: chk-{checkpoint_id} was removed at the source during the copy (Flink \
+                 subsumed it); the next round takes a newer one"
+            ),
+            JobOutcome::Failed {
+                checkpoint_id,
+                error,
+                ..
+            } => {
+                let checkpoint = checkpoint_id.map_or(String::new(), |id| format!(" chk-{id}"));
+                println!("{job}:{checkpoint} FAILED: {error}");
+                failures.push(format!("{job}{checkpoint}: {error}"));
+            }
+        }
+    }
+    if !failures.is_empty() {
+        bail!(
+            "{} of {} jobs failed: {}",
+            failures.len(),
+            report.jobs.len(),
+            failures.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// Shows replication progress: a byte bar on a terminal, log lines otherwise.
+enum Progress {
+    Bar {
+        bar: ProgressBar,
+        /// Per job: bytes the running checkpoint references, and bytes copied for it so far.
+        running: HashMap<String, (u64, u64)>,
+    },
+    Log {
+        copied: u64,
+        logged: u64,
+        since: Instant,
+    },
+}
+
+impl Progress {
+    fn new(terminal: bool) -> Self {
+        if !terminal {
+            return Progress::Log {
+                copied: 0,
+                logged: 0,
+                since: Instant::now(),
+            };
+        }
+        let bar = ProgressBar::new(0);
+        let style = ProgressStyle::with_template(
+            "{spinner} {msg:44!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Progress::Bar {
+            bar,
+            running: HashMap::new(),
+        }
+    }
+
+    fn event(&mut self, event: ProgressEvent) {
+        match self {
+            Progress::Bar { bar, running } => match event {
+                ProgressEvent::CheckpointStarted {
+                    job,
+                    checkpoint_id,
+                    bytes,
+                    ..
+                } => {
+                    bar.inc_length(bytes);
+                    bar.set_message(format!("{job} chk-{checkpoint_id}"));
+                    running.insert(job, (bytes, 0));
+                }
+                ProgressEvent::BytesCopied { job, bytes } => {
+                    bar.inc(bytes);
+                    if let Some((_, copied)) = running.get_mut(&job) {
+                        *copied += bytes;
+                    }
+                }
+                ProgressEvent::FileCopied { .. } => {}
+                ProgressEvent::CheckpointReplicated { job, checkpoint_id } => {
+                    Self::settle(bar, running, &job);
+                    bar.println(format!("{job}: chk-{checkpoint_id} replicated"));
+                }
+                ProgressEvent::CheckpointSkipped {
+                    job,
+                    checkpoint_id,
+                    reason,
+                } => {
+                    Self::settle(bar, running, &job);
+                    bar.println(format!("{job}: chk-{checkpoint_id} skipped: {reason}"));
+                }
+                ProgressEvent::JobFailed { job, error } => {
+                    Self::settle(bar, running, &job);
+                    bar.println(format!("{job}: failed: {error}"));
+                }
+            },
+            Progress::Log { copied, .. } => match event {
+                ProgressEvent::CheckpointStarted {
+                    job,
+                    checkpoint_id,
+                    files,
+                    bytes,
+                } => tracing::info!(
+                    job,
+                    checkpoint = checkpoint_id,
+                    files,
+                    bytes = %HumanBytes(bytes),
+                    "copying checkpoint"
+                ),
+                ProgressEvent::BytesCopied { bytes, .. } => *copied += bytes,
+                ProgressEvent::FileCopied { job, path, bytes } => {
+                    tracing::debug!(job, path, bytes, "file verified at the peer");
+                }
+                ProgressEvent::CheckpointReplicated { job, checkpoint_id } => tracing::info!(
+                    job,
+                    checkpoint = checkpoint_id,
+                    "checkpoint replicated and recorded"
+                ),
+                ProgressEvent::CheckpointSkipped {
+                    job,
+                    checkpoint_id,
+                    reason,
+                } => tracing::info!(
+                    job,
+                    checkpoint = checkpoint_id,
+                    reason,
+                    "checkpoint skipped"
+                ),
+                // The replicator itself logs the failure as a warning.
+                ProgressEvent::JobFailed { .. } => {}
+            },
+        }
+    }
+
+    /// A checkpoint ended: what it referenced but did not copy (reused files, or the rest of
+    /// a failed copy) leaves the bar's total so the bar can reach its end.
+    fn settle(bar: &ProgressBar, running: &mut HashMap<String, (u64, u64)>, job: &str) {
+        if let Some((expected, copied)) = running.remove(job) {
+            bar.dec_length(expected.saturating_sub(copied));
+        }
+    }
+
+    /// Periodic log line while bytes are moving (no bar to watch).
+    fn tick(&mut self) {
+        if let Progress::Log {
+            copied,
+            logged,
+            since,
+        } = self
+            && *copied > *logged
+        {
+            let secs = since.elapsed().as_secs_f64().max(0.001);
+            let rate = ((*copied - *logged) as f64 / secs) as u64;
+            tracing::info!(
+                copied = %HumanBytes(*copied),
+                rate = %format!("{}/s", HumanBytes(rate)),
+                "progress"
+            );
+            *logged = *copied;
+            *since = Instant::now();
+        }
+    }
+
+    fn finish(&mut self) {
+        match self {
+            Progress::Bar { bar, .. } => bar.finish_and_clear(),
+            Progress::Log { .. } => self.tick(),
+        }
+    }
+}
