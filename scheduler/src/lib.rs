@@ -6,6 +6,7 @@ pub mod input;
 pub mod k8s;
 pub mod model;
 pub mod placement;
+pub mod report;
 pub mod rightsize;
 #[cfg(feature = "schema")]
 pub mod schema;

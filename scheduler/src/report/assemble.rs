@@ -1,0 +1,346 @@
+//! From raw, labelled series (one per subtask or pod, as Flink's Prometheus reporter exports
+//! them) to the right-sizer's [`JobMetrics`]: grouped by vertex, aggregated over subtasks on
+//! a step grid, joined with what only the spec knows. Every metrics source (Prometheus, a
+//! file, the simulator) hands its series here, so they all aggregate the same way.
+//!
+//! Label conventions:
+//! - a job's series carry `namespace` and `twinsite_io_job` (the pod labels twinsite sets,
+//!   `twinsite.io/job`, as Prometheus' `labelmap` relabelling spells them);
+//! - task metrics carry Flink's `task_id` (job vertex id), `task_name` and `subtask_index`;
+//!   operator metrics add `operator_name`; TaskManager metrics carry `tm_id`.
+//!
+//! Aggregation per step bucket (`at_ms` floored to a multiple of the step): each subtask's
+//! last sample in the bucket, then `max` (busy time) or `sum` (rates, backlog) over subtasks.
+//! A bucket in which some subtask of the vertex reported nothing, or reported NaN, becomes
+//! NaN: a sum over part of the subtasks would be a number pulled from nothing, and the
+//! right-sizer drops NaN and refuses the series when too few samples remain.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::JobId;
+use crate::rightsize::input::metric_names as m;
+use crate::rightsize::{
+    JobMetrics, ProcessMetrics, ProcessSpec, Sample, Series, SeriesKind, VertexInfo, VertexMetrics,
+};
+
+pub const NAMESPACE_LABEL: &str = "namespace";
+pub const JOB_LABEL: &str = "twinsite_io_job";
+pub const TASK_ID_LABEL: &str = "task_id";
+pub const TASK_NAME_LABEL: &str = "task_name";
+pub const SUBTASK_LABEL: &str = "subtask_index";
+pub const OPERATOR_NAME_LABEL: &str = "operator_name";
+pub const TM_ID_LABEL: &str = "tm_id";
+
+/// Every metric a source must fetch for a job.
+pub const METRICS: [&str; 12] = [
+    m::BUSY_TIME_MS_PER_SECOND,
+    m::RECORDS_IN_PER_SECOND,
+    m::SOURCE_OPERATOR_RECORDS_IN_PER_SECOND,
+    m::RECORDS_IN,
+    m::PENDING_RECORDS,
+    m::KAFKA_RECORDS_LAG_MAX,
+    m::JOB_MANAGER_HEAP_USED,
+    m::TASK_MANAGER_HEAP_USED,
+    m::JOB_MANAGER_HEAP_MAX,
+    m::TASK_MANAGER_HEAP_MAX,
+    m::JOB_MANAGER_CPU_LOAD,
+    m::TASK_MANAGER_CPU_LOAD,
+];
+
+/// One exported series: metric name, labels (without `__name__`) and samples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RawSeries {
+    pub metric: String,
+    pub labels: BTreeMap<String, String>,
+    pub samples: Vec<Sample>,
+}
+
+impl RawSeries {
+    fn label(&self, name: &str) -> Option<&str> {
+        self.labels.get(name).map(String::as_str)
+    }
+}
+
+/// What the StreamJob spec says about a job that metrics do not carry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobFacts {
+    pub job: JobId,
+    /// `spec.parallelism`.
+    pub parallelism: u32,
+    /// `spec.maxParallelism`; Flink's default rule when absent.
+    pub max_parallelism: Option<u32>,
+    pub slots_per_task_manager: u32,
+    /// The plan's slot need, when the spec has a plan.
+    pub plan_slot_need: Option<u32>,
+    pub job_manager: ProcessSpec,
+    pub task_manager: ProcessSpec,
+}
+
+/// Flink's `KeyGroupRangeAssignment.computeDefaultMaxParallelism`.
+pub fn default_max_parallelism(parallelism: u32) -> u32 {
+    let p = parallelism.saturating_add(parallelism / 2).max(1);
+    p.checked_next_power_of_two()
+        .unwrap_or(1 << 15)
+        .clamp(128, 1 << 15)
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Max,
+    Sum,
+}
+
+/// Aggregates `series` per bucket. `members` names each series' member (subtask, pod);
+/// `expected`: how many members a complete bucket has (`None`: any number is complete).
+fn aggregate(
+    series: &[&RawSeries],
+    member: impl Fn(&RawSeries) -> String,
+    expected: Option<usize>,
+    op: Op,
+    step_ms: i64,
+) -> Vec<Sample> {
+    let step = step_ms.max(1);
+    // bucket -> member -> (time, value) of the member's last sample in the bucket
+    let mut buckets: BTreeMap<i64, BTreeMap<String, (i64, f64)>> = BTreeMap::new();
+    for s in series {
+        let who = member(s);
+        for sample in &s.samples {
+            let bucket = sample.at_ms.div_euclid(step) * step;
+            let slot = buckets.entry(bucket).or_default();
+            match slot.get(&who) {
+                Some((at, _)) if *at > sample.at_ms => {}
+                _ => {
+                    slot.insert(who.clone(), (sample.at_ms, sample.value));
+                }
+            }
+        }
+    }
+    buckets
+        .into_iter()
+        .map(|(at, members)| {
+            let complete = expected.is_none_or(|n| members.len() >= n);
+            let values = members.values().map(|(_, v)| *v);
+            let value = if !complete || members.values().any(|(_, v)| v.is_nan()) {
+                f64::NAN
+            } else {
+                match op {
+                    Op::Max => values.fold(f64::NEG_INFINITY, f64::max),
+                    Op::Sum => values.sum(),
+                }
+            };
+            Sample::new(at, value)
+        })
+        .collect()
+}
+
+fn subtask(s: &RawSeries) -> String {
+    s.label(SUBTASK_LABEL).unwrap_or("").to_string()
+}
+
+/// Pods are told apart by every label but the metric's own, so that a TaskManager without
+/// `tm_id` (or with a relabelled pod name) is still one member.
+fn pod(s: &RawSeries) -> String {
+    s.label(TM_ID_LABEL)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{:?}", s.labels))
+}
+
+fn is_source_operator(s: &RawSeries) -> bool {
+    s.label(OPERATOR_NAME_LABEL)
+        .is_some_and(|n| n.starts_with("Source"))
+}
+
+/// Builds the right-sizer's input for one job from its raw series. `until_ms` is the end of
+/// the observed range; `step_ms` the grid the series are aggregated on.
+pub fn assemble(facts: &JobFacts, series: &[RawSeries], until_ms: i64, step_ms: i64) -> JobMetrics {
+    let mut by_vertex: BTreeMap<&str, Vec<&RawSeries>> = BTreeMap::new();
+    let mut process: BTreeMap<&str, Vec<&RawSeries>> = BTreeMap::new();
+    for s in series {
+        match s.label(TASK_ID_LABEL) {
+            Some(task) if s.metric.starts_with("flink_taskmanager_job_task") => {
+                by_vertex.entry(task).or_default().push(s)
+            }
+            _ => process.entry(s.metric.as_str()).or_default().push(s),
+        }
+    }
+    let max_parallelism = facts
+        .max_parallelism
+        .unwrap_or_else(|| default_max_parallelism(facts.parallelism));
+    let vertices = by_vertex
+        .into_iter()
+        .map(|(task_id, all)| vertex(task_id, &all, facts, max_parallelism, step_ms))
+        .collect();
+    let proc_metrics = |heap_used: &str, heap_max: &str, cpu: &str, spec: ProcessSpec| {
+        let get = |name: &str| process.get(name).map(Vec::as_slice).unwrap_or(&[]);
+        let max_over_pods = |name: &str| aggregate(get(name), pod, None, Op::Max, step_ms);
+        let cpu_series = get(cpu);
+        ProcessMetrics {
+            heap_used_bytes: Series::gauge(max_over_pods(heap_used)),
+            // The latest finite reading: the heap size is fixed per JVM.
+            heap_max_bytes: max_over_pods(heap_max)
+                .iter()
+                .rev()
+                .find(|s| s.value.is_finite() && s.value > 0.0)
+                .map(|s| s.value as i64),
+            cpu_load: (!cpu_series.is_empty()).then(|| Series::gauge(max_over_pods(cpu))),
+            spec,
+        }
+    };
+    JobMetrics {
+        job: facts.job.clone(),
+        observed_until_ms: until_ms,
+        configured_parallelism: facts.parallelism,
+        slots_per_task_manager: facts.slots_per_task_manager,
+        plan_slot_need: facts.plan_slot_need,
+        vertices,
+        task_manager: proc_metrics(
+            m::TASK_MANAGER_HEAP_USED,
+            m::TASK_MANAGER_HEAP_MAX,
+            m::TASK_MANAGER_CPU_LOAD,
+            facts.task_manager,
+        ),
+        job_manager: proc_metrics(
+            m::JOB_MANAGER_HEAP_USED,
+            m::JOB_MANAGER_HEAP_MAX,
+            m::JOB_MANAGER_CPU_LOAD,
+            facts.job_manager,
+        ),
+    }
+}
+
+fn vertex(
+    task_id: &str,
+    all: &[&RawSeries],
+    facts: &JobFacts,
+    max_parallelism: u32,
+    step_ms: i64,
+) -> VertexMetrics {
+    let of = |metric: &str, pred: &dyn Fn(&RawSeries) -> bool| -> Vec<&RawSeries> {
+        all.iter()
+            .copied()
+            .filter(|s| s.metric == metric && pred(s))
+            .collect()
+    };
+    let any = |_: &RawSeries| true;
+    let subtasks: BTreeSet<&str> = all.iter().filter_map(|s| s.label(SUBTASK_LABEL)).collect();
+    let parallelism = u32::try_from(subtasks.len()).unwrap_or(u32::MAX).max(1);
+    let name = all
+        .iter()
+        .find_map(|s| s.label(TASK_NAME_LABEL))
+        .unwrap_or(task_id)
+        .to_string();
+    let source_rates = of(
+        m::SOURCE_OPERATOR_RECORDS_IN_PER_SECOND,
+        &is_source_operator,
+    );
+    let pending = of(m::PENDING_RECORDS, &any);
+    let kafka_lag = of(m::KAFKA_RECORDS_LAG_MAX, &any);
+    let is_source = name.starts_with("Source") || !source_rates.is_empty() || !pending.is_empty();
+    let n = Some(subtasks.len());
+    let sum = |series: &[&RawSeries]| aggregate(series, subtask, n, Op::Sum, step_ms);
+    let records_in = if is_source && !source_rates.is_empty() {
+        Series::gauge(sum(&source_rates))
+    } else {
+        let gauge = of(m::RECORDS_IN_PER_SECOND, &any);
+        let counter = of(m::RECORDS_IN, &any);
+        if gauge.is_empty() && !counter.is_empty() {
+            Series {
+                kind: SeriesKind::Counter,
+                samples: sum(&counter),
+            }
+        } else {
+            Series::gauge(sum(&gauge))
+        }
+    };
+    let pending_records = if !pending.is_empty() {
+        Some(Series::gauge(sum(&pending)))
+    } else if !kafka_lag.is_empty() {
+        Some(Series::gauge(sum(&kafka_lag)))
+    } else {
+        None
+    };
+    VertexMetrics {
+        info: VertexInfo {
+            id: task_id.to_string(),
+            name,
+            parallelism,
+            max_parallelism: max_parallelism.max(parallelism),
+            // Metrics do not say how a vertex is partitioned; without that, no snapping to
+            // key-group divisors (the plan's edges would tell, once matched to vertex ids).
+            keyed_input: false,
+            is_source,
+            source_partitions: None,
+            // A vertex running at another parallelism than the job's had it set in code.
+            pinned_parallelism: parallelism != facts.parallelism,
+        },
+        busy_time_ms_per_second: Series::gauge(aggregate(
+            &of(m::BUSY_TIME_MS_PER_SECOND, &any),
+            subtask,
+            n,
+            Op::Max,
+            step_ms,
+        )),
+        records_in,
+        pending_records,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(metric: &str, subtask: &str, samples: &[(i64, f64)]) -> RawSeries {
+        RawSeries {
+            metric: metric.to_string(),
+            labels: [
+                (TASK_ID_LABEL.to_string(), "v1".to_string()),
+                (TASK_NAME_LABEL.to_string(), "Map".to_string()),
+                (SUBTASK_LABEL.to_string(), subtask.to_string()),
+            ]
+            .into(),
+            samples: samples.iter().map(|(t, v)| Sample::new(*t, *v)).collect(),
+        }
+    }
+
+    #[test]
+    fn flink_default_max_parallelism_is_at_least_128_and_a_power_of_two() {
+        assert_eq!(default_max_parallelism(1), 128);
+        assert_eq!(default_max_parallelism(100), 256);
+        assert_eq!(default_max_parallelism(30_000), 32_768);
+    }
+
+    #[test]
+    fn rates_sum_over_subtasks_and_a_missing_subtask_makes_the_bucket_nan() {
+        let a = series(m::RECORDS_IN_PER_SECOND, "0", &[(0, 10.0), (1000, 10.0)]);
+        let b = series(m::RECORDS_IN_PER_SECOND, "1", &[(0, 5.0)]);
+        let out = aggregate(&[&a, &b], subtask, Some(2), Op::Sum, 1000);
+        assert_eq!(out[0], Sample::new(0, 15.0));
+        assert!(out[1].value.is_nan(), "subtask 1 did not report at t=1000");
+    }
+
+    #[test]
+    fn busy_time_is_the_max_over_subtasks_and_nan_propagates() {
+        let a = series(
+            m::BUSY_TIME_MS_PER_SECOND,
+            "0",
+            &[(0, 100.0), (1000, f64::NAN)],
+        );
+        let b = series(
+            m::BUSY_TIME_MS_PER_SECOND,
+            "1",
+            &[(0, 700.0), (1000, 300.0)],
+        );
+        let out = aggregate(&[&a, &b], subtask, Some(2), Op::Max, 1000);
+        assert_eq!(out[0].value, 700.0);
+        assert!(out[1].value.is_nan());
+    }
+
+    #[test]
+    fn samples_inside_one_step_count_once_per_subtask_with_the_latest_winning() {
+        let a = series(m::RECORDS_IN_PER_SECOND, "0", &[(100, 1.0), (900, 3.0)]);
+        let out = aggregate(&[&a], subtask, Some(1), Op::Sum, 1000);
+        assert_eq!(out, vec![Sample::new(0, 3.0)]);
+    }
+}
