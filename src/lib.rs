@@ -7,6 +7,7 @@ pub mod config;
 pub mod controller;
 pub mod crd;
 pub mod leader;
+pub mod metrics;
 pub mod replication;
 pub mod site;
 pub mod state;

@@ -19,7 +19,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::JobId;
+use crate::input::StreamJob;
+use crate::model::{JobDemand, JobId};
 use crate::rightsize::input::metric_names as m;
 use crate::rightsize::{
     JobMetrics, ProcessMetrics, ProcessSpec, Sample, Series, SeriesKind, VertexInfo, VertexMetrics,
@@ -76,6 +77,32 @@ pub struct JobFacts {
     pub plan_slot_need: Option<u32>,
     pub job_manager: ProcessSpec,
     pub task_manager: ProcessSpec,
+}
+
+impl JobFacts {
+    /// The facts of a parsed StreamJob and its resolved demand (`StreamJob::demand`).
+    pub fn of(job: &StreamJob, demand: &JobDemand) -> JobFacts {
+        let process = |r: &crate::model::Resources| ProcessSpec {
+            memory_bytes: r.memory_bytes,
+            cpu_milli: r.cpu_milli,
+            max_memory_bytes: None,
+            max_cpu_milli: None,
+        };
+        JobFacts {
+            job: demand.id.clone(),
+            parallelism: job.spec.parallelism,
+            max_parallelism: job.spec.max_parallelism,
+            slots_per_task_manager: job.spec.task_manager.slots,
+            plan_slot_need: job
+                .spec
+                .plan
+                .as_ref()
+                .and_then(|_| job.slot_need().ok())
+                .and_then(|n| u32::try_from(n).ok()),
+            job_manager: process(&demand.job_manager),
+            task_manager: process(&demand.task_manager),
+        }
+    }
 }
 
 /// Flink's `KeyGroupRangeAssignment.computeDefaultMaxParallelism`.

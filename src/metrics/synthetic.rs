@@ -1,0 +1,223 @@
+//! Synthetic Flink metric history in the shape Flink's Prometheus reporter exports (one
+//! series per subtask and per pod), deterministic per job and seed: for the report benchmark,
+//! the CLI tests and the Prometheus test. Every job gets a daily load cycle; a few jobs get
+//! no metrics at all, a scrape gap, or NaN samples, so that the "insufficient data" paths
+//! run at scale too.
+
+use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::Write;
+
+use scheduler::report::assemble::{
+    JOB_LABEL, JobFacts, NAMESPACE_LABEL, OPERATOR_NAME_LABEL, RawSeries, SUBTASK_LABEL,
+    TASK_ID_LABEL, TASK_NAME_LABEL, TM_ID_LABEL,
+};
+use scheduler::rightsize::Sample;
+use scheduler::rightsize::input::metric_names as m;
+
+use super::JobKey;
+
+const DAY_MS: f64 = 86_400_000.0;
+
+/// What kind of history a job gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Healthy,
+    /// No series at all.
+    Silent,
+    /// Two hours without samples, twelve hours before the end.
+    Gap,
+    /// Every tenth TaskManager heap sample is NaN.
+    NanSamples,
+}
+
+/// A number in `[0, 1)` from the job, the seed and a purpose: the same for every run of one
+/// build (std's hasher may change between Rust releases, which only reshuffles the fixture).
+fn unit(job: &JobKey, seed: u64, purpose: &str) -> f64 {
+    let mut h = DefaultHasher::new();
+    (job, seed, purpose).hash(&mut h);
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+pub fn shape_of(job: &JobKey, seed: u64) -> Shape {
+    match unit(job, seed, "shape") {
+        u if u < 0.04 => Shape::Silent,
+        u if u < 0.07 => Shape::Gap,
+        u if u < 0.10 => Shape::NanSamples,
+        _ => Shape::Healthy,
+    }
+}
+
+/// The job's history over `[end − days, end]` every `step_ms`.
+pub fn history(
+    facts: &JobFacts,
+    seed: u64,
+    end_ms: i64,
+    days: u32,
+    step_ms: i64,
+) -> Vec<RawSeries> {
+    let key = JobKey::of(&facts.job);
+    let shape = shape_of(&key, seed);
+    if shape == Shape::Silent {
+        return Vec::new();
+    }
+    let u = |purpose: &str| unit(&key, seed, purpose);
+    let start_ms = end_ms - i64::from(days) * DAY_MS as i64;
+    let gap = (end_ms - 12 * 3_600_000, end_ms - 10 * 3_600_000);
+    let times: Vec<i64> = (0..)
+        .map(|i| start_ms + i * step_ms)
+        .take_while(|t| *t <= end_ms)
+        .filter(|t| shape != Shape::Gap || !(gap.0..gap.1).contains(t))
+        .collect();
+    // Daily cycle: busiest at 20:00 UTC, quietest at 08:00, peak-to-mean 1 + amplitude.
+    let amplitude = 0.2 + 0.6 * u("amplitude");
+    let load = |t: i64| {
+        let phase = (t as f64 % DAY_MS) / DAY_MS - 20.0 / 24.0;
+        1.0 + amplitude * (2.0 * std::f64::consts::PI * phase).cos()
+    };
+    let p = facts.parallelism.max(1);
+    let total_rate = 200.0 + 20_000.0 * u("rate");
+    // Subtask capacity chosen so that peak utilisation is 20 %..120 % across jobs.
+    let peak_util = 0.2 + u("util");
+    let capacity = total_rate * (1.0 + amplitude) / (peak_util * f64::from(p));
+
+    let base = |metric: &str| {
+        let mut labels = BTreeMap::new();
+        labels.insert(NAMESPACE_LABEL.to_string(), key.namespace.clone());
+        labels.insert(JOB_LABEL.to_string(), key.name.clone());
+        (metric.to_string(), labels)
+    };
+    let series =
+        |(metric, labels): (String, BTreeMap<String, String>), f: &dyn Fn(i64) -> f64| RawSeries {
+            metric,
+            labels,
+            samples: times.iter().map(|t| Sample::new(*t, f(*t))).collect(),
+        };
+    let mut out = Vec::new();
+    for (vertex, name) in [(1, "Source: events"), (2, "Map -> Sink: store")] {
+        let task_id = format!("{:016x}{vertex:016x}", (u("id") * 1e15) as u64);
+        for subtask in 0..p {
+            let task = |metric: &str| {
+                let (metric, mut labels) = base(metric);
+                labels.insert(TASK_ID_LABEL.to_string(), task_id.clone());
+                labels.insert(TASK_NAME_LABEL.to_string(), name.to_string());
+                labels.insert(SUBTASK_LABEL.to_string(), subtask.to_string());
+                (metric, labels)
+            };
+            let rate = |t: i64| total_rate * load(t) / f64::from(p);
+            let busy = move |t: i64| (1000.0 * rate(t) / capacity).min(1000.0);
+            out.push(series(task(m::BUSY_TIME_MS_PER_SECOND), &busy));
+            if vertex == 1 {
+                let (metric, mut labels) = task(m::SOURCE_OPERATOR_RECORDS_IN_PER_SECOND);
+                labels.insert(
+                    OPERATOR_NAME_LABEL.to_string(),
+                    "Source:_events".to_string(),
+                );
+                out.push(series((metric, labels), &rate));
+                let lag = 1000.0 * u("lag");
+                let mut pending = task(m::PENDING_RECORDS);
+                pending.1.insert(
+                    OPERATOR_NAME_LABEL.to_string(),
+                    "Source:_events".to_string(),
+                );
+                out.push(series(pending, &|t| lag * load(t)));
+            } else {
+                out.push(series(task(m::RECORDS_IN_PER_SECOND), &rate));
+            }
+        }
+    }
+    let process =
+        |used: &str, max: &str, cpu: &str, memory: i64, pods: u32, heap_use: f64, cpu_use: f64| {
+            let heap_max = (memory as f64 * 0.5).floor();
+            let mut v = Vec::new();
+            for pod in 0..pods {
+                let labelled = |metric: &str| {
+                    let (metric, mut labels) = base(metric);
+                    labels.insert(TM_ID_LABEL.to_string(), format!("{}-{pod}", key.name));
+                    (metric, labels)
+                };
+                let nan = shape == Shape::NanSamples;
+                v.push(series(labelled(used), &|t| {
+                    if nan && (t / step_ms) % 10 == 0 {
+                        f64::NAN
+                    } else {
+                        heap_max * heap_use * (0.8 + 0.2 * load(t) / (1.0 + amplitude))
+                    }
+                }));
+                v.push(series(labelled(max), &|_| heap_max));
+                v.push(series(labelled(cpu), &|t| {
+                    (cpu_use * load(t) / (1.0 + amplitude)).min(1.0)
+                }));
+            }
+            v
+        };
+    let tms = p.div_ceil(facts.slots_per_task_manager.max(1));
+    out.extend(process(
+        m::TASK_MANAGER_HEAP_USED,
+        m::TASK_MANAGER_HEAP_MAX,
+        m::TASK_MANAGER_CPU_LOAD,
+        facts.task_manager.memory_bytes,
+        tms,
+        0.2 + 0.75 * u("tm heap"),
+        0.1 + 0.85 * u("tm cpu"),
+    ));
+    out.extend(process(
+        m::JOB_MANAGER_HEAP_USED,
+        m::JOB_MANAGER_HEAP_MAX,
+        m::JOB_MANAGER_CPU_LOAD,
+        facts.job_manager.memory_bytes,
+        1,
+        0.3 + 0.4 * u("jm heap"),
+        0.05 + 0.2 * u("jm cpu"),
+    ));
+    out
+}
+
+/// Writes series as the metrics file format of [`super::file`]: one JSON line per series.
+pub fn write_json_lines(out: &mut impl Write, series: &[RawSeries]) -> std::io::Result<()> {
+    let mut line = String::new();
+    for s in series {
+        line.clear();
+        line.push_str("{\"metric\":{\"__name__\":");
+        line.push_str(&serde_json::to_string(&s.metric).unwrap_or_default());
+        for (k, v) in &s.labels {
+            line.push(',');
+            line.push_str(&serde_json::to_string(k).unwrap_or_default());
+            line.push(':');
+            line.push_str(&serde_json::to_string(v).unwrap_or_default());
+        }
+        line.push_str("},\"values\":[");
+        for (i, sample) in s.samples.iter().enumerate() {
+            if i > 0 {
+                line.push(',');
+            }
+            let value = prometheus_value(sample.value);
+            line.push_str(&format!("[{},\"{value}\"]", seconds_text(sample.at_ms)));
+        }
+        line.push_str("]}\n");
+        out.write_all(line.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// `1700000000` or `1700000000.5`: seconds without float noise.
+pub fn seconds_text(ms: i64) -> String {
+    if ms % 1000 == 0 {
+        (ms / 1000).to_string()
+    } else {
+        format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
+    }
+}
+
+/// A value as Prometheus writes it: `NaN`, `+Inf`, `-Inf`, or the shortest exact decimal.
+pub fn prometheus_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_string()
+    } else if v == f64::INFINITY {
+        "+Inf".to_string()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".to_string()
+    } else {
+        format!("{v}")
+    }
+}
