@@ -30,6 +30,8 @@ pub enum Command {
     Crd,
     /// Replicate complete checkpoints from one site's storage to the other's.
     Sync(crate::commands::sync::SyncArgs),
+    /// Write reports (capacity planning).
+    Report(crate::commands::report::ReportArgs),
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@ use crate::cli::Command;
 
 pub mod generate;
 pub mod plan;
+pub mod report;
 pub mod run;
 pub mod sync;
 
@@ -33,6 +34,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sync(args) => sync::run(&args),
+        Command::Report(args) => report::run(&args),
     }
 }
 

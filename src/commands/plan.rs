@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use anyhow::{Context, bail};
-use scheduler::input::{kube_objects, parse_stream_jobs, policy};
+use scheduler::input::{StreamJob, kube_objects, parse_stream_jobs, policy};
 use scheduler::model::{JobDemand, JobPlacement, PlacementPolicy, PodRole, SiteId, SiteSnapshot};
 use scheduler::placement::{self, PlacementOptions, PlacementPlan, PlacementRequest, SolverChoice};
 
@@ -14,6 +14,8 @@ use crate::cli::{self, OutputFormat, PlanArgs};
 /// Everything `plan` reads, parsed and validated.
 pub struct PlanInputs {
     pub sites: Vec<SiteSnapshot>,
+    /// The StreamJobs as parsed, in file order; `jobs` holds their demands in the same order.
+    pub stream_jobs: Vec<StreamJob>,
     pub jobs: Vec<JobDemand>,
     pub policy: PlacementPolicy,
     pub running: Vec<JobPlacement>,
@@ -53,9 +55,32 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The input flags `plan` and `report capacity` share, as given on the command line.
+pub struct InputFlags<'a> {
+    pub sites: &'a [String],
+    pub pods: &'a [String],
+    pub jobs: &'a std::path::Path,
+    pub policy: Option<&'a std::path::Path>,
+    pub running: Option<&'a std::path::Path>,
+    pub at: Option<&'a str>,
+}
+
 pub fn load(args: &PlanArgs) -> anyhow::Result<PlanInputs> {
+    load_inputs(&InputFlags {
+        sites: &args.sites,
+        pods: &args.pods,
+        jobs: &args.jobs,
+        policy: args.policy.as_deref(),
+        running: args.running.as_deref(),
+        at: args.at.as_deref(),
+    })
+}
+
+/// Reads and checks nodes, pods, jobs, policy and running placement; every error names the
+/// flag, the file, the object and the field.
+pub fn load_inputs(args: &InputFlags) -> anyhow::Result<PlanInputs> {
     let mut sites: Vec<SiteSnapshot> = Vec::new();
-    for arg in &args.sites {
+    for arg in args.sites {
         let (name, file) = split_name_value("--site", arg)?;
         if sites.iter().any(|s| s.id.0 == name) {
             bail!("--site {arg:?}: site {name:?} is given twice");
@@ -69,7 +94,7 @@ pub fn load(args: &PlanArgs) -> anyhow::Result<PlanInputs> {
             running_pods: Vec::new(),
         });
     }
-    for arg in &args.pods {
+    for arg in args.pods {
         let (name, file) = split_name_value("--pods", arg)?;
         let Some(site) = sites.iter_mut().find(|s| s.id.0 == name) else {
             bail!("--pods {arg:?}: site {name:?} has no --site {name}=NODES.json");
@@ -86,14 +111,14 @@ pub fn load(args: &PlanArgs) -> anyhow::Result<PlanInputs> {
     }
 
     let jobs_source = args.jobs.display().to_string();
-    let jobs_text = read_input("--jobs", &args.jobs)?;
+    let jobs_text = read_input("--jobs", args.jobs)?;
     let stream_jobs = parse_stream_jobs(&jobs_source, &jobs_text)?;
     let mut jobs = Vec::with_capacity(stream_jobs.len());
     for job in &stream_jobs {
         jobs.push(job.demand()?);
     }
 
-    let policy = match &args.policy {
+    let policy = match args.policy {
         Some(path) => {
             let text = read_input("--policy", path)?;
             let parsed = policy::parse_policy(&path.display().to_string(), &text)?;
@@ -116,7 +141,7 @@ pub fn load(args: &PlanArgs) -> anyhow::Result<PlanInputs> {
         None => PlacementPolicy::default(),
     };
 
-    let running = match &args.running {
+    let running = match args.running {
         Some(path) => {
             let text = read_input("--running", path)?;
             let plan: PlacementPlan = serde_json::from_str(&text).with_context(|| {
@@ -130,7 +155,7 @@ pub fn load(args: &PlanArgs) -> anyhow::Result<PlanInputs> {
         None => Vec::new(),
     };
 
-    let at = match &args.at {
+    let at = match args.at {
         Some(text) => chrono::DateTime::parse_from_rfc3339(text)
             .with_context(|| {
                 format!("--at {text:?}: expected RFC 3339, e.g. 2026-11-22T03:00:00Z")
@@ -141,6 +166,7 @@ pub fn load(args: &PlanArgs) -> anyhow::Result<PlanInputs> {
 
     Ok(PlanInputs {
         sites,
+        stream_jobs,
         jobs,
         policy,
         running,
