@@ -188,10 +188,17 @@ impl MetricsSource for PrometheusSource {
 
     async fn jobs_with_metrics(&self, range: Window) -> Result<BTreeSet<JobKey>, MetricsError> {
         let seconds = (range.len_ms() / 1000).max(1);
-        let query = format!(
-            "group by ({NAMESPACE_LABEL}, {JOB_LABEL}) (present_over_time({{__name__=~{}, {JOB_LABEL}!=\"\"}}[{seconds}s]))",
-            quote(&metric_regex())
-        );
+        // One term per metric: `*_over_time` drops the metric name, so over several metrics
+        // at once two series differing only by name would collide (Prometheus refuses that).
+        let query = METRICS
+            .iter()
+            .map(|m| {
+                format!(
+                    "group by ({NAMESPACE_LABEL}, {JOB_LABEL}) (present_over_time({m}{{{JOB_LABEL}!=\"\"}}[{seconds}s]))"
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" or ");
         let entries = self.instant(&query, range.end_ms).await?;
         Ok(entries
             .into_iter()
