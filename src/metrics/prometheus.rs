@@ -90,12 +90,11 @@ impl PrometheusSource {
         })
     }
 
-    async fn get<T: for<'de> Deserialize<'de>>(
+    async fn get_body(
         &self,
         path: &str,
         params: &[(&str, String)],
-        result_type: &str,
-    ) -> Result<Vec<T>, MetricsError> {
+    ) -> Result<(reqwest::StatusCode, bytes::Bytes), MetricsError> {
         let url = format!("{}{path}", self.base);
         let http = |problem: String| MetricsError::Http {
             url: url.clone(),
@@ -113,8 +112,21 @@ impl PrometheusSource {
             .bytes()
             .await
             .map_err(|e| http(format!("reading the answer: {e}")))?;
+        Ok((status, body))
+    }
+
+    /// The `data.result` of an API answer of `result_type`, borrowing from `body`.
+    fn result<'b, T: Deserialize<'b>>(
+        url: &str,
+        (status, body): &'b (reqwest::StatusCode, bytes::Bytes),
+        result_type: &str,
+    ) -> Result<Vec<T>, MetricsError> {
+        let http = |problem: String| MetricsError::Http {
+            url: url.to_string(),
+            problem,
+        };
         // Prometheus answers errors (bad query, timeout) with a JSON body too; read it first.
-        let answer: Answer<T> = serde_json::from_slice(&body).map_err(|e| {
+        let answer: Answer<T> = serde_json::from_slice(body).map_err(|e| {
             http(format!(
                 "HTTP {status}: not a Prometheus API answer ({e}): {}",
                 String::from_utf8_lossy(&body[..body.len().min(200)])
@@ -122,7 +134,7 @@ impl PrometheusSource {
         })?;
         if answer.status != "success" {
             return Err(MetricsError::Prometheus {
-                url,
+                url: url.to_string(),
                 error_type: answer.error_type.unwrap_or_else(|| status.to_string()),
                 error: answer.error.unwrap_or_default(),
             });
@@ -141,12 +153,14 @@ impl PrometheusSource {
 
     /// `GET /api/v1/query`: an instant vector at `at_ms`.
     pub async fn instant(&self, query: &str, at_ms: i64) -> Result<Vec<VectorEntry>, MetricsError> {
-        self.get(
-            "/api/v1/query",
-            &[("query", query.to_string()), ("time", seconds(at_ms))],
-            "vector",
-        )
-        .await
+        let url = format!("{}/api/v1/query", self.base);
+        let body = self
+            .get_body(
+                "/api/v1/query",
+                &[("query", query.to_string()), ("time", seconds(at_ms))],
+            )
+            .await?;
+        Self::result(&url, &body, "vector")
     }
 
     /// `GET /api/v1/query_range`: a matrix over `range` at `step_ms`.
@@ -157,8 +171,8 @@ impl PrometheusSource {
         step_ms: i64,
     ) -> Result<Vec<RawSeries>, MetricsError> {
         let url = format!("{}/api/v1/query_range", self.base);
-        let entries: Vec<MatrixEntry> = self
-            .get(
+        let body = self
+            .get_body(
                 "/api/v1/query_range",
                 &[
                     ("query", query.to_string()),
@@ -166,9 +180,9 @@ impl PrometheusSource {
                     ("end", seconds(range.end_ms)),
                     ("step", seconds(step_ms)),
                 ],
-                "matrix",
             )
             .await?;
+        let entries: Vec<MatrixEntry<'_>> = Self::result(&url, &body, "matrix")?;
         let at = |problem: String| MetricsError::Http {
             url: url.clone(),
             problem,

@@ -129,32 +129,44 @@ fn aggregate(
     step_ms: i64,
 ) -> Vec<Sample> {
     let step = step_ms.max(1);
-    // bucket -> member -> (time, value) of the member's last sample in the bucket
-    let mut buckets: BTreeMap<i64, BTreeMap<String, (i64, f64)>> = BTreeMap::new();
+    // Members by index, so that a week of samples costs no string per sample.
+    let mut members: Vec<String> = Vec::new();
+    let mut member_of = Vec::with_capacity(series.len());
     for s in series {
         let who = member(s);
+        let index = match members.iter().position(|m| *m == who) {
+            Some(i) => i,
+            None => {
+                members.push(who);
+                members.len() - 1
+            }
+        };
+        member_of.push(index);
+    }
+    // bucket -> per member, (time, value) of its last sample in the bucket
+    let mut buckets: BTreeMap<i64, Vec<Option<(i64, f64)>>> = BTreeMap::new();
+    for (s, &who) in series.iter().zip(&member_of) {
         for sample in &s.samples {
             let bucket = sample.at_ms.div_euclid(step) * step;
-            let slot = buckets.entry(bucket).or_default();
-            match slot.get(&who) {
-                Some((at, _)) if *at > sample.at_ms => {}
-                _ => {
-                    slot.insert(who.clone(), (sample.at_ms, sample.value));
-                }
+            let slot = &mut buckets
+                .entry(bucket)
+                .or_insert_with(|| vec![None; members.len()])[who];
+            if slot.is_none_or(|(at, _)| at <= sample.at_ms) {
+                *slot = Some((sample.at_ms, sample.value));
             }
         }
     }
     buckets
         .into_iter()
-        .map(|(at, members)| {
-            let complete = expected.is_none_or(|n| members.len() >= n);
-            let values = members.values().map(|(_, v)| *v);
-            let value = if !complete || members.values().any(|(_, v)| v.is_nan()) {
+        .map(|(at, slots)| {
+            let present: Vec<f64> = slots.iter().flatten().map(|(_, v)| *v).collect();
+            let complete = expected.is_none_or(|n| present.len() >= n);
+            let value = if !complete || present.iter().any(|v| v.is_nan()) {
                 f64::NAN
             } else {
                 match op {
-                    Op::Max => values.fold(f64::NEG_INFINITY, f64::max),
-                    Op::Sum => values.sum(),
+                    Op::Max => present.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                    Op::Sum => present.iter().sum(),
                 }
             };
             Sample::new(at, value)
