@@ -46,6 +46,10 @@ pub struct ConfigFile {
     /// Sites run as real Flink processes on this machine instead of simulated.
     #[serde(default)]
     pub local_flink: Option<LocalFlinkSpec>,
+    /// Job metrics for right-sizing: a Prometheus URL (`http://…`) or a samples file
+    /// (JSON lines, see `scheduler/src/report/README.md`), relative to this file.
+    #[serde(default)]
+    pub metrics: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -263,6 +267,14 @@ pub struct Config {
     pub jobs: Option<PathBuf>,
     pub reconcile_interval: Duration,
     pub local_flink: Option<LocalFlinkConfig>,
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// Where job metrics come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetricsConfig {
+    Prometheus(String),
+    File(PathBuf),
 }
 
 /// Local-Flink sites, resolved.
@@ -337,6 +349,7 @@ impl Config {
             jobs: None,
             reconcile: ReconcileSpec::default(),
             local_flink: None,
+            metrics: None,
         };
         let mut problems = Problems::new("embedded default");
         let config = resolve(file, Path::new("."), "embedded default", &mut problems);
@@ -576,6 +589,13 @@ fn resolve(file: ConfigFile, base: &Path, source: &str, problems: &mut Problems)
         jobs: file.jobs.as_deref().map(absolute),
         reconcile_interval: reconcile_interval?,
         local_flink,
+        metrics: file.metrics.as_deref().map(|m| {
+            if m.starts_with("http://") || m.starts_with("https://") {
+                MetricsConfig::Prometheus(m.to_string())
+            } else {
+                MetricsConfig::File(absolute(Path::new(m)))
+            }
+        }),
     })
 }
 

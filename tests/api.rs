@@ -52,6 +52,10 @@ struct Api {
 }
 
 fn api() -> Api {
+    api_with(None)
+}
+
+fn api_with(metrics: Option<Arc<dyn twinsite::metrics::MetricsSource>>) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap());
     let mut sites: BTreeMap<SiteId, Arc<dyn Site>> = BTreeMap::new();
@@ -82,6 +86,7 @@ fn api() -> Api {
         token: TOKEN.into(),
         simulated,
         wake: Arc::new(tokio::sync::Notify::new()),
+        metrics,
     });
     Api {
         app: router(state, MAX_BODY),
@@ -283,12 +288,64 @@ async fn reads_show_sites_nodes_plan_and_metrics() {
 }
 
 #[tokio::test]
+async fn the_capacity_report_is_served_from_the_live_view() {
+    let api = api();
+    api.send("POST", "/api/v1/jobs", Some(TOKEN), JOB).await;
+    api.controller.reconcile_once().await.unwrap();
+    let (status, body) = api.send("GET", "/api/v1/reports/capacity", None, "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["jobs"], 1);
+    assert_eq!(report["placed"], 1);
+    assert_eq!(report["sites"].as_array().unwrap().len(), 2);
+    let (status, html) = api
+        .send("GET", "/api/v1/reports/capacity?format=html", None, "")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("<svg"), "{html}");
+    let (status, body) = api
+        .send("GET", "/api/v1/reports/capacity?format=pdf", None, "")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("pdf"), "{body}");
+    let (status, body) = api.send("GET", "/api/v1/recommendations", None, "").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("metrics"), "{body}");
+}
+
+#[tokio::test]
+async fn recommendations_come_from_the_configured_metrics_source() {
+    use scheduler::report::assemble::JobFacts;
+    use twinsite::metrics::synthetic::{history, write_json_lines};
+    let dir = tempfile::tempdir().unwrap();
+    let job = scheduler::input::parse_stream_jobs("job", JOB)
+        .unwrap()
+        .remove(0);
+    let facts = JobFacts::of(&job, &job.demand().unwrap());
+    let path = dir.path().join("metrics.jsonl");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    write_json_lines(&mut file, &history(&facts, 3, now, 2, 60_000)).unwrap();
+    drop(file);
+    let source = twinsite::metrics::file::FileSource::open(&path).unwrap();
+    let api = api_with(Some(Arc::new(source)));
+    api.send("POST", "/api/v1/jobs", Some(TOKEN), JOB).await;
+    let (status, body) = api.send("GET", "/api/v1/recommendations", None, "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let recommendations = answer["recommendations"].as_array().unwrap();
+    assert_eq!(recommendations.len(), 1, "{body}");
+    assert!(body.contains("shop/orders"), "{body}");
+    assert!(answer["source"].as_str().unwrap().contains("metrics.jsonl"));
+}
+
+#[tokio::test]
 async fn every_documented_route_exists() {
     let api = api();
     let (status, body) = api.send("GET", "/api/v1/openapi.json", None, "").await;
     assert_eq!(status, StatusCode::OK);
     let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(doc["paths"].as_object().unwrap().len(), 11);
+    assert_eq!(doc["paths"].as_object().unwrap().len(), 13);
     for (method, path, _, _) in openapi::ROUTES {
         let uri = path
             .replace("{namespace}", "shop")

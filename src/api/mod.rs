@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod openapi;
+pub mod reports;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +34,8 @@ pub struct ApiState {
     pub simulated: BTreeMap<SiteId, SimulatedSiteHandle>,
     /// Tells the reconcile loop to run a pass now (after an edit).
     pub wake: Arc<tokio::sync::Notify>,
+    /// Where right-sizing reads job metrics; `None`: reports say so, recommendations 503.
+    pub metrics: Option<Arc<dyn crate::metrics::MetricsSource>>,
 }
 
 pub fn router(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
@@ -49,7 +52,9 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
             get(get_job).put(replace_job).delete(delete_job),
         )
         .route("/api/v1/plan", get(dry_run_plan))
-        .route("/api/v1/audit", get(audit));
+        .route("/api/v1/audit", get(audit))
+        .route("/api/v1/reports/capacity", get(reports::capacity))
+        .route("/api/v1/recommendations", get(reports::recommendations));
     if !state.simulated.is_empty() {
         router = router.route(
             "/api/v1/sim/{site}/faults",
@@ -70,7 +75,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             message: message.into(),

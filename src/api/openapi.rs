@@ -71,6 +71,18 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
     ),
     (
         "get",
+        "/api/v1/reports/capacity",
+        "Capacity report from the live view (query: format=json|html|md|table)",
+        false,
+    ),
+    (
+        "get",
+        "/api/v1/recommendations",
+        "Right-sizing of every job from the configured metrics source",
+        false,
+    ),
+    (
+        "get",
         "/api/v1/sim/{site}/faults",
         "Simulated sites only: active faults",
         false,

@@ -131,7 +131,19 @@ async fn run_controller(
         } else {
             BTreeMap::new()
         };
+    let metrics: Option<Arc<dyn crate::metrics::MetricsSource>> = match &config.metrics {
+        None => None,
+        Some(crate::config::MetricsConfig::Prometheus(url)) => Some(Arc::new(
+            crate::metrics::prometheus::PrometheusSource::new(url)
+                .with_context(|| format!("metrics {url}"))?,
+        )),
+        Some(crate::config::MetricsConfig::File(path)) => Some(Arc::new(
+            crate::metrics::file::FileSource::open(path)
+                .with_context(|| format!("metrics {}", path.display()))?,
+        )),
+    };
     let api_state = Arc::new(ApiState {
+        metrics,
         controller: Arc::clone(&controller),
         token,
         simulated: simulated_handles,

@@ -1,0 +1,182 @@
+//! `GET /api/v1/reports/capacity` and `GET /api/v1/recommendations`: the capacity report and
+//! right-sizing of `twinsite report capacity`, computed from the controller's live view
+//! (sites' snapshots, stored jobs and their placements) and the configured metrics source.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use scheduler::input::StreamJob;
+use scheduler::input::streamjob::FailoverMode;
+use scheduler::model::{JobDemand, JobPlacement};
+use scheduler::report::assemble::JobFacts;
+use scheduler::report::{
+    DEFAULT_TOP_JOBS, Format, ReportInputs, RightsizingInput, build_report, render,
+};
+use scheduler::rightsize::{Recommendation, RightsizeConfig};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ApiError, ApiState};
+use crate::controller::stream_job_of;
+use crate::metrics::recommend_all;
+
+/// Everything a report reads, from the controller's store and sites.
+struct LiveInputs {
+    sites: Vec<scheduler::model::SiteSnapshot>,
+    jobs: Vec<StreamJob>,
+    demands: Vec<JobDemand>,
+    running: Vec<JobPlacement>,
+}
+
+async fn live_inputs(state: &ApiState) -> Result<LiveInputs, ApiError> {
+    let controller = &state.controller;
+    let mut jobs = Vec::new();
+    let mut demands = Vec::new();
+    let mut running = Vec::new();
+    for record in controller.store.list_jobs().await? {
+        let Ok(job) = stream_job_of(&record.value) else {
+            continue;
+        };
+        let Ok(demand) = job.demand() else {
+            continue;
+        };
+        if let Some(p) = &record.value.placement
+            && let Ok(p) = serde_json::from_value::<JobPlacement>(p.detail.clone())
+        {
+            running.push(p);
+        }
+        jobs.push(job);
+        demands.push(demand);
+    }
+    let mut sites = Vec::new();
+    for site in controller.sites.values() {
+        if let Ok(snapshot) = site.snapshot().await {
+            sites.push(snapshot);
+        }
+    }
+    Ok(LiveInputs {
+        sites,
+        jobs,
+        demands,
+        running,
+    })
+}
+
+async fn recommendations_for(
+    state: &ApiState,
+    inputs: &LiveInputs,
+    config: &RightsizeConfig,
+) -> Result<
+    Option<(
+        String,
+        Vec<Recommendation>,
+        Vec<(scheduler::model::JobId, String)>,
+    )>,
+    ApiError,
+> {
+    let Some(source) = &state.metrics else {
+        return Ok(None);
+    };
+    let facts: Vec<JobFacts> = inputs
+        .jobs
+        .iter()
+        .zip(&inputs.demands)
+        .map(|(job, demand)| JobFacts::of(job, demand))
+        .collect();
+    let (recommendations, failures) = recommend_all(
+        source.as_ref(),
+        &facts,
+        chrono::Utc::now().timestamp_millis(),
+        config,
+    )
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("metrics source {}: {e}", source.describe()),
+        )
+    })?;
+    Ok(Some((source.describe(), recommendations, failures)))
+}
+
+#[derive(Deserialize)]
+pub struct ReportQuery {
+    format: Option<String>,
+}
+
+pub async fn capacity(
+    State(state): State<Arc<ApiState>>,
+    Query(query): Query<ReportQuery>,
+) -> Result<Response, ApiError> {
+    let format: Format = query.format.as_deref().unwrap_or("json").parse().map_err(
+        |e: scheduler::report::UnknownFormat| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("query parameter format: {e}"),
+            )
+        },
+    )?;
+    let inputs = live_inputs(&state).await?;
+    let config = RightsizeConfig::default();
+    let fetched = recommendations_for(&state, &inputs, &config).await?;
+    let no_failover: BTreeSet<_> = inputs
+        .jobs
+        .iter()
+        .filter(|j| j.spec.failover.mode == FailoverMode::None)
+        .map(|j| j.id())
+        .collect();
+    let policy = state.controller.policy.placement_policy();
+    let rightsizing =
+        fetched
+            .as_ref()
+            .map(|(source, recommendations, failures)| RightsizingInput {
+                source,
+                lookback_ms: config.lookback_ms,
+                recommendations,
+                failures,
+            });
+    let report = build_report(&ReportInputs {
+        sites: &inputs.sites,
+        jobs: &inputs.demands,
+        policy: &policy,
+        running: &inputs.running,
+        no_failover: &no_failover,
+        at: chrono::Utc::now(),
+        rightsizing,
+        top_jobs: DEFAULT_TOP_JOBS,
+    });
+    let content_type = match format {
+        Format::Html => "text/html; charset=utf-8",
+        Format::Json => "application/json",
+        Format::Markdown => "text/markdown; charset=utf-8",
+        Format::Table => "text/plain; charset=utf-8",
+    };
+    Ok((
+        [(header::CONTENT_TYPE, content_type)],
+        render(&report, format),
+    )
+        .into_response())
+}
+
+pub async fn recommendations(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    let inputs = live_inputs(&state).await?;
+    let config = RightsizeConfig::default();
+    match recommendations_for(&state, &inputs, &config).await? {
+        None => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no metrics source configured: set `metrics` (a Prometheus URL or a samples file) in the controller configuration",
+        )),
+        Some((source, recommendations, failures)) => Ok(axum::Json(json!({
+            "source": source,
+            "recommendations": recommendations,
+            "failures": failures
+                .iter()
+                .map(|(job, error)| json!({"job": job.0, "error": error}))
+                .collect::<Vec<_>>(),
+        }))
+        .into_response()),
+    }
+}
