@@ -340,12 +340,96 @@ async fn recommendations_come_from_the_configured_metrics_source() {
 }
 
 #[tokio::test]
+async fn right_sizing_is_a_dry_run_unless_applied_and_an_applied_patch_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStateStore::open(&dir.path().join("s")).unwrap());
+    // The simulated source reads the job from a store of its own, placed in a simulated site.
+    let job = scheduler::input::parse_stream_jobs("job", JOB)
+        .unwrap()
+        .remove(0);
+    let mut record = twinsite::controller::new_record(&job);
+    record.placement = Some(twinsite::state::JobPlacement {
+        site: "dc-a".into(),
+        detail: serde_json::Value::Null,
+    });
+    // Find a seed whose synthetic history recommends a change for this job.
+    store
+        .put_job(&record, twinsite::state::Expected::Absent)
+        .await
+        .unwrap();
+    let mut chosen = None;
+    for seed in 0..40 {
+        let source = twinsite::metrics::simulated::SimulatedMetricsSource::new(
+            store.clone(),
+            ["dc-a".to_string()].into(),
+            seed,
+        );
+        let api = api_with(Some(Arc::new(source)));
+        api.store
+            .put_job(&record, twinsite::state::Expected::Absent)
+            .await
+            .unwrap();
+        let (status, body) = api
+            .send(
+                "POST",
+                "/api/v1/jobs/shop/orders/rightsize",
+                Some(TOKEN),
+                "",
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let outcome: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(outcome["applied"], false);
+        if !outcome["patch"].is_null() {
+            chosen = Some((api, outcome));
+            break;
+        }
+    }
+    let (api, dry) = chosen.expect("some seed recommends a change");
+    let before = api.store.get_job("shop", "orders").await.unwrap().unwrap();
+    assert!(
+        api.audit().await.iter().all(|e| e.action != "rightsize"),
+        "a dry run is not audited"
+    );
+
+    let (status, _) = api
+        .send(
+            "POST",
+            "/api/v1/jobs/shop/orders/rightsize?apply=true",
+            None,
+            "",
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = api
+        .send(
+            "POST",
+            "/api/v1/jobs/shop/orders/rightsize?apply=true",
+            Some(TOKEN),
+            "",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let applied: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(applied["applied"], true);
+    assert_eq!(applied["patch"], dry["patch"]);
+    let after = api.store.get_job("shop", "orders").await.unwrap().unwrap();
+    assert_ne!(after.value.spec, before.value.spec);
+    let mut expected = before.value.spec.clone();
+    twinsite::controller::rightsize::merge_patch(&mut expected, &dry["patch"]);
+    assert_eq!(after.value.spec, expected);
+    let audit = api.audit().await;
+    let entry = audit.iter().find(|e| e.action == "rightsize").unwrap();
+    assert!(entry.result.starts_with("ok"), "{entry:?}");
+}
+
+#[tokio::test]
 async fn every_documented_route_exists() {
     let api = api();
     let (status, body) = api.send("GET", "/api/v1/openapi.json", None, "").await;
     assert_eq!(status, StatusCode::OK);
     let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(doc["paths"].as_object().unwrap().len(), 13);
+    assert_eq!(doc["paths"].as_object().unwrap().len(), 14);
     for (method, path, _, _) in openapi::ROUTES {
         let uri = path
             .replace("{namespace}", "shop")

@@ -54,7 +54,11 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
         .route("/api/v1/plan", get(dry_run_plan))
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/reports/capacity", get(reports::capacity))
-        .route("/api/v1/recommendations", get(reports::recommendations));
+        .route("/api/v1/recommendations", get(reports::recommendations))
+        .route(
+            "/api/v1/jobs/{namespace}/{name}/rightsize",
+            axum::routing::post(reports::rightsize),
+        );
     if !state.simulated.is_empty() {
         router = router.route(
             "/api/v1/sim/{site}/faults",

@@ -82,6 +82,12 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
         false,
     ),
     (
+        "post",
+        "/api/v1/jobs/{namespace}/{name}/rightsize",
+        "One job's right-sizing and merge patch; with apply=true the patch is applied (audited)",
+        true,
+    ),
+    (
         "get",
         "/api/v1/sim/{site}/faults",
         "Simulated sites only: active faults",
@@ -125,7 +131,7 @@ pub fn build() -> Value {
             responses["401"] = json!({"description": "No bearer token"});
             responses["403"] = json!({"description": "Wrong bearer token"});
             responses["413"] = json!({"description": "Body larger than api.maxBodyBytes"});
-            if *method != "delete" || path.contains("/sim/") {
+            if (*method != "delete" && !path.ends_with("/rightsize")) || path.contains("/sim/") {
                 operation["requestBody"] = if path.contains("/sim/") {
                     json!({"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Fault"}}}})
                 } else {

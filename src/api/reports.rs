@@ -180,3 +180,58 @@ pub async fn recommendations(State(state): State<Arc<ApiState>>) -> Result<Respo
         .into_response()),
     }
 }
+
+#[derive(Deserialize)]
+pub struct RightsizeQuery {
+    #[serde(default)]
+    apply: bool,
+}
+
+/// `POST /api/v1/jobs/{ns}/{name}/rightsize[?apply=true]`: the job's recommendation and merge
+/// patch; with `apply=true` the patch is written (audited) and the job relaunched with it.
+pub async fn rightsize(
+    State(state): State<Arc<ApiState>>,
+    axum::extract::Path((namespace, name)): axum::extract::Path<(String, String)>,
+    Query(query): Query<RightsizeQuery>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller =
+        super::auth::authorize(&headers, &state.token).map_err(|(s, m)| ApiError::new(s, m))?;
+    let Some(source) = &state.metrics else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no metrics source configured: set `metrics` in the controller configuration",
+        ));
+    };
+    use crate::controller::rightsize::RightsizeError;
+    match state
+        .controller
+        .rightsize(
+            source.as_ref(),
+            &namespace,
+            &name,
+            query.apply,
+            &caller.actor,
+        )
+        .await
+    {
+        Ok(outcome) => {
+            if outcome.applied {
+                state.wake.notify_one();
+            }
+            Ok(axum::Json(outcome).into_response())
+        }
+        Err(RightsizeError::NotFound(job)) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no job {job}"),
+        )),
+        Err(error @ RightsizeError::Metrics { .. }) => {
+            Err(ApiError::new(StatusCode::BAD_GATEWAY, error.to_string()))
+        }
+        Err(error @ RightsizeError::Invalid { .. }) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            error.to_string(),
+        )),
+        Err(RightsizeError::State(error)) => Err(error.into()),
+    }
+}

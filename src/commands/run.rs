@@ -25,6 +25,9 @@ use crate::site::simulated::{
 use crate::site::{Site, SystemClock};
 use crate::state::{EmbeddedStateStore, EtcdStateStore, KeyLayout, StateStore, connect_etcd};
 
+/// How often the leader right-sizes jobs that opted in (`twinsite.io/rightsize: auto`).
+const AUTO_RIGHTSIZE_INTERVAL: Duration = Duration::from_secs(3600);
+
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let config = match &args.config {
         Some(path) => Config::load(path)?,
@@ -132,6 +135,14 @@ async fn run_controller(
             BTreeMap::new()
         };
     let metrics: Option<Arc<dyn crate::metrics::MetricsSource>> = match &config.metrics {
+        // Simulated sites produce their jobs' metrics themselves.
+        None if !built.simulated.is_empty() => Some(Arc::new(
+            crate::metrics::simulated::SimulatedMetricsSource::new(
+                Arc::clone(&controller.store),
+                built.simulated.keys().map(|s| s.0.clone()).collect(),
+                config.simulation.generate.seed,
+            ),
+        )),
         None => None,
         Some(crate::config::MetricsConfig::Prometheus(url)) => Some(Arc::new(
             crate::metrics::prometheus::PrometheusSource::new(url)
@@ -142,6 +153,30 @@ async fn run_controller(
                 .with_context(|| format!("metrics {}", path.display()))?,
         )),
     };
+    if let Some(source) = &metrics {
+        // Jobs annotated `twinsite.io/rightsize: auto` are right-sized hourly by the leader.
+        let (controller, source, stop) = (
+            Arc::clone(&controller),
+            Arc::clone(source),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(AUTO_RIGHTSIZE_INTERVAL) => {}
+                }
+                if !controller.is_leading() {
+                    continue;
+                }
+                match controller.auto_rightsize(source.as_ref()).await {
+                    Ok(0) => {}
+                    Ok(changed) => tracing::info!(changed, "auto right-sizing applied"),
+                    Err(error) => tracing::warn!(%error, "auto right-sizing stopped this round"),
+                }
+            }
+        });
+    }
     let api_state = Arc::new(ApiState {
         metrics,
         controller: Arc::clone(&controller),

@@ -5,6 +5,7 @@
 pub mod launch;
 pub mod metrics;
 pub mod reconcile;
+pub mod rightsize;
 pub mod status;
 
 use std::collections::BTreeMap;

@@ -10,6 +10,7 @@
 
 pub mod file;
 pub mod prometheus;
+pub mod simulated;
 pub mod synthetic;
 
 use std::collections::BTreeSet;
