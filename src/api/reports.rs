@@ -120,7 +120,7 @@ pub async fn capacity(
         },
     )?;
     let inputs = live_inputs(&state).await?;
-    let config = RightsizeConfig::default();
+    let config = crate::controller::rightsize::controller_config();
     let fetched = recommendations_for(&state, &inputs, &config).await?;
     let no_failover: BTreeSet<_> = inputs
         .jobs
@@ -163,7 +163,7 @@ pub async fn capacity(
 
 pub async fn recommendations(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     let inputs = live_inputs(&state).await?;
-    let config = RightsizeConfig::default();
+    let config = crate::controller::rightsize::controller_config();
     match recommendations_for(&state, &inputs, &config).await? {
         None => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -11,6 +11,16 @@ use super::{Controller, stream_job_of};
 use crate::metrics::{MetricsSource, recommend_all};
 use crate::state::{Expected, StateError};
 
+/// Right-sizing as the controller runs it: the model's defaults, read at one-minute
+/// resolution (a day of per-subtask series at 15 s is four times the data for no better
+/// answer, and every source resamples: Prometheus by its step, files by bucketing).
+pub fn controller_config() -> RightsizeConfig {
+    RightsizeConfig {
+        scrape_interval_ms: 60_000,
+        ..RightsizeConfig::default()
+    }
+}
+
 /// The annotation by which a job opts in to automatic right-sizing.
 pub const AUTO_ANNOTATION: &str = "twinsite.io/rightsize";
 
@@ -81,7 +91,7 @@ impl Controller {
             source,
             std::slice::from_ref(&facts),
             chrono::Utc::now().timestamp_millis(),
-            &RightsizeConfig::default(),
+            &controller_config(),
         )
         .await
         .map_err(|e| RightsizeError::Metrics {
