@@ -476,6 +476,29 @@ async fn a_generation_the_site_already_stopped_is_placed_again_under_a_new_one()
     assert_eq!(w.running("orders").await.len(), 1);
 }
 
+#[tokio::test]
+async fn when_room_runs_out_the_more_important_job_is_placed() {
+    // One node per site: 8 cores, 32 GiB. A running job leaves room for one more of these.
+    let w = World::new(1);
+    w.add(&job("running", "dc-a", "")).await;
+    w.add(&job("running-b", "dc-b", "")).await;
+    w.pass().await;
+    let big = |name: &str, priority: &str| {
+        let mut j = job(name, "dc-a", "");
+        j.spec.priority = serde_json::from_value(serde_json::json!(priority)).unwrap();
+        j.spec.placement.sites.allowed = vec!["dc-a".into()];
+        j.spec.parallelism = 1; // 3 cores: exactly one of the two fits beside "running"
+        j
+    };
+    // "aaa" sorts first by name; only its priority may put it behind.
+    w.add(&big("aaa-best-effort", "best-effort")).await;
+    w.add(&big("zzz-critical", "critical")).await;
+    let report = w.pass().await;
+    let launched: Vec<_> = report.launched.iter().map(|(j, _)| j.0.as_str()).collect();
+    assert_eq!(launched, ["shop/zzz-critical"], "{report:?}");
+    assert_eq!(w.status("aaa-best-effort").await.phase, JobPhase::Pending);
+}
+
 #[derive(Debug, Clone)]
 enum Step {
     Pass,

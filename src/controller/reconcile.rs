@@ -475,10 +475,11 @@ impl Controller {
             return Ok(());
         }
         // Most important first, so that when room runs out it is the least important waiting.
+        // (`Priority` orders `Critical` highest.)
         to_place.sort_by(|a, b| {
-            a.demand
+            b.demand
                 .priority
-                .cmp(&b.demand.priority)
+                .cmp(&a.demand.priority)
                 .then_with(|| a.demand.id.cmp(&b.demand.id))
         });
         let snapshots: Vec<SiteSnapshot> = views.values().map(|v| v.snapshot.clone()).collect();
