@@ -32,6 +32,8 @@ pub enum Command {
     Sync(crate::commands::sync::SyncArgs),
     /// Write reports (capacity planning).
     Report(crate::commands::report::ReportArgs),
+    /// Ask a running controller to move a site's jobs to the other site (`--dry-run`: the plan).
+    Failover(crate::commands::failover::FailoverArgs),
 }
 
 #[derive(Debug, Args)]

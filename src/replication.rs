@@ -191,7 +191,10 @@ impl ReplicationDriver {
                 &CheckpointPointer {
                     checkpoint_id: latest.checkpoint_id,
                     uri: latest.peer_pointer.clone(),
-                    recorded_at_unix_ms: (latest.recorded_at * 1000.0) as i64,
+                    // When the checkpoint completed at its source: its age is the RPO of a
+                    // failover that restores it.
+                    recorded_at_unix_ms: (latest.source_completed_at.unwrap_or(latest.recorded_at)
+                        * 1000.0) as i64,
                 },
             )
             .await?;

@@ -424,12 +424,111 @@ async fn right_sizing_is_a_dry_run_unless_applied_and_an_applied_patch_is_audite
 }
 
 #[tokio::test]
+async fn a_failover_dry_run_plans_every_move_and_changes_nothing() {
+    let api = api();
+    let other = JOB.replace("name: orders", "name: clicks");
+    for job in [JOB, other.as_str()] {
+        let job = job.replace(
+            "  checkpoints:",
+            "  placement: {sites: {preferred: dc-a}}\n  checkpoints:",
+        );
+        let (status, body) = api.send("POST", "/api/v1/jobs", Some(TOKEN), &job).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    api.controller.reconcile_once().await.unwrap();
+    // Only orders has a checkpoint replicated to dc-b.
+    let completed_at = chrono::Utc::now() - chrono::Duration::seconds(40);
+    api.store
+        .put_checkpoint(
+            "shop",
+            "orders",
+            twinsite::state::CheckpointKind::Replicated,
+            "dc-b",
+            &twinsite::state::CheckpointPointer {
+                checkpoint_id: 7,
+                uri: "file:///dc-b/flink/checkpoints/shop/orders/x/chk-7".into(),
+                recorded_at_unix_ms: completed_at.timestamp_millis(),
+            },
+        )
+        .await
+        .unwrap();
+    let before = api.store.list_jobs().await.unwrap();
+
+    let (status, body) = api
+        .send(
+            "POST",
+            "/api/v1/failover",
+            Some(TOKEN),
+            r#"{"from":"dc-a","mode":"forced","dryRun":true}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let plan: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let moves = plan["plan"]["moves"].as_array().unwrap();
+    assert_eq!(moves.len(), 1, "{body}");
+    assert_eq!(moves[0]["job"], "shop/orders");
+    assert_eq!(moves[0]["to"], "dc-b");
+    assert_eq!(moves[0]["restore_from"]["id"], 7);
+    let rpo = moves[0]["expected_rpo"]["secs"].as_u64().unwrap();
+    assert!((40..60).contains(&rpo), "{body}");
+    let not_fitting = plan["plan"]["not_fitting"].as_array().unwrap();
+    assert_eq!(not_fitting.len(), 1, "{body}");
+    assert_eq!(not_fitting[0]["job"], "shop/clicks");
+
+    let (status, body) = api
+        .send(
+            "POST",
+            "/api/v1/failover",
+            Some(TOKEN),
+            r#"{"from":"dc-a","to":"dc-b","mode":"planned","dryRun":true}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let plan: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(plan["plan"]["moves"].as_array().unwrap().len(), 2, "{body}");
+
+    let (status, _) = api
+        .send(
+            "POST",
+            "/api/v1/failover",
+            Some(TOKEN),
+            r#"{"from":"dc-a","mode":"forced"}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
+    let (status, body) = api
+        .send(
+            "POST",
+            "/api/v1/failover",
+            Some(TOKEN),
+            r#"{"from":"dc-q","mode":"forced","dryRun":true}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("from") && body.contains("dc-q"), "{body}");
+    let (status, _) = api
+        .send(
+            "POST",
+            "/api/v1/failover",
+            None,
+            r#"{"from":"dc-a","mode":"forced","dryRun":true}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        api.store.list_jobs().await.unwrap(),
+        before,
+        "a dry run changed the store"
+    );
+}
+
+#[tokio::test]
 async fn every_documented_route_exists() {
     let api = api();
     let (status, body) = api.send("GET", "/api/v1/openapi.json", None, "").await;
     assert_eq!(status, StatusCode::OK);
     let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(doc["paths"].as_object().unwrap().len(), 14);
+    assert_eq!(doc["paths"].as_object().unwrap().len(), 15);
     for (method, path, _, _) in openapi::ROUTES {
         let uri = path
             .replace("{namespace}", "shop")

@@ -58,7 +58,8 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
         .route(
             "/api/v1/jobs/{namespace}/{name}/rightsize",
             axum::routing::post(reports::rightsize),
-        );
+        )
+        .route("/api/v1/failover", axum::routing::post(failover));
     if !state.simulated.is_empty() {
         router = router.route(
             "/api/v1/sim/{site}/faults",
@@ -687,4 +688,99 @@ async fn clear_fault(
     body: axum::body::Bytes,
 ) -> ApiResult<StatusCode> {
     change_fault(&state, &site, &headers, &body, false).await
+}
+
+/// `POST /api/v1/failover` body.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FailoverRequest {
+    from: String,
+    /// Absent: the other site, when there are exactly two.
+    #[serde(default)]
+    to: Option<String>,
+    mode: failover::MoveMode,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Ops-triggered failover. The dry run returns the engine's plan (what moves where, what does
+/// not fit and why, expected RPO per job) and changes nothing; executing one is not built yet.
+async fn failover(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    let caller = auth::authorize(&headers, &state.token).map_err(|(s, m)| ApiError::new(s, m))?;
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let request: FailoverRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "request body: {}: {} (expected {{\"from\": \"dc-a\", \"to\": \"dc-b\", \"mode\": \"planned\"|\"forced\", \"dryRun\": true}})",
+                e.path(),
+                e.inner()
+            ),
+        )
+    })?;
+    let sites: Vec<&SiteId> = state.controller.sites.keys().collect();
+    let known = |name: &str, field: &str| -> ApiResult<SiteId> {
+        let id = SiteId(name.to_string());
+        if state.controller.sites.contains_key(&id) {
+            Ok(id)
+        } else {
+            Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "request body: {field}: no site {name:?} (sites: {})",
+                    sites
+                        .iter()
+                        .map(|s| s.0.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ))
+        }
+    };
+    let from = known(&request.from, "from")?;
+    let to = match &request.to {
+        Some(to) => known(to, "to")?,
+        None => match sites
+            .iter()
+            .filter(|s| **s != &from)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            [only] => (**only).clone(),
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "request body: to: required when there are more than two sites",
+                ));
+            }
+        },
+    };
+    if from == to {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "request body: to: must differ from from",
+        ));
+    }
+    if !request.dry_run {
+        let target = format!("{from} -> {to}");
+        state
+            .controller
+            .audit_as(
+                &caller.actor,
+                "failover",
+                &target,
+                "rejected: executing a failover is not built yet",
+            )
+            .await;
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "executing a failover is not built yet; send dryRun: true for the plan",
+        ));
+    }
+    let plan = crate::failover_plan::dry_run(&state.controller, &from, &to, request.mode).await?;
+    Ok(Json(json!({ "dryRun": true, "plan": plan })))
 }

@@ -83,6 +83,12 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
     ),
     (
         "post",
+        "/api/v1/failover",
+        "Ops-triggered failover {from, to, mode: planned|forced, dryRun}; the dry run returns the plan",
+        true,
+    ),
+    (
+        "post",
         "/api/v1/jobs/{namespace}/{name}/rightsize",
         "One job's right-sizing and merge patch; with apply=true the patch is applied (audited)",
         true,
@@ -132,7 +138,9 @@ pub fn build() -> Value {
             responses["403"] = json!({"description": "Wrong bearer token"});
             responses["413"] = json!({"description": "Body larger than api.maxBodyBytes"});
             if (*method != "delete" && !path.ends_with("/rightsize")) || path.contains("/sim/") {
-                operation["requestBody"] = if path.contains("/sim/") {
+                operation["requestBody"] = if *path == "/api/v1/failover" {
+                    json!({"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FailoverRequest"}}}})
+                } else if path.contains("/sim/") {
                     json!({"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Fault"}}}})
                 } else {
                     json!({"required": true, "content": {
@@ -154,6 +162,12 @@ pub fn build() -> Value {
             "schemas": {
                 "Error": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
                 "StreamJob": {"type": "object", "description": "A StreamJob (twinsite.io/v1alpha1); schema in deploy/crd/"},
+                "FailoverRequest": {"type": "object", "properties": {
+                    "from": {"type": "string"},
+                    "to": {"type": "string"},
+                    "mode": {"enum": ["planned", "forced"]},
+                    "dryRun": {"type": "boolean"}
+                }, "required": ["from", "mode"]},
                 "Fault": {"type": "object", "properties": {
                     "kind": {"enum": ["node-down", "site-down", "partition", "slow-storage"]},
                     "node": {"type": "string"},

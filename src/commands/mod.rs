@@ -6,6 +6,7 @@ use anyhow::{Context, bail};
 
 use crate::cli::Command;
 
+pub mod failover;
 pub mod generate;
 pub mod plan;
 pub mod report;
@@ -35,6 +36,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Sync(args) => sync::run(&args),
         Command::Report(args) => report::run(&args),
+        Command::Failover(args) => failover::run(&args),
     }
 }
 

@@ -1,0 +1,202 @@
+//! The dry run of an ops-triggered failover: the failover engine (`failover` crate) is fed
+//! the controller's state (each placed job, its generation and the checkpoints replicated to
+//! each site) and asked for the plan it would follow, with the scheduler as its placer. The
+//! plan says what moves where, what does not fit and why, and the expected RPO per job;
+//! nothing is changed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use failover::{
+    CheckpointKind as EngineCheckpointKind, CheckpointPointer as EngineCheckpoint, Engine,
+    EngineConfig, Event, FailoverMode, FailoverPlan, JobSpec, MoveMode, NotFitting,
+    PlacementOutcome, Placer,
+};
+use scheduler::input::streamjob;
+use scheduler::model::{
+    JobDemand, JobId, JobPlacement, PlacementPolicy, Resources, SiteId, SiteSnapshot,
+};
+use scheduler::placement::{self, PlacementOptions, PlacementRequest};
+
+use crate::controller::{Controller, stream_job_of};
+use crate::state::{CheckpointKind, StateError};
+
+/// The scheduler as the engine's placer, over the sites' current snapshots.
+pub struct SchedulerPlacer {
+    snapshots: BTreeMap<SiteId, SiteSnapshot>,
+    running: Vec<JobPlacement>,
+    demands: BTreeMap<JobId, JobDemand>,
+    policy: PlacementPolicy,
+    at: chrono::DateTime<chrono::Utc>,
+}
+
+impl SchedulerPlacer {
+    pub fn new(
+        snapshots: Vec<SiteSnapshot>,
+        running: Vec<JobPlacement>,
+        demands: Vec<JobDemand>,
+        policy: &PlacementPolicy,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> SchedulerPlacer {
+        // Failover reserves exist to be spent by exactly this move.
+        let policy = PlacementPolicy {
+            reserves: Vec::new(),
+            ..policy.clone()
+        };
+        SchedulerPlacer {
+            snapshots: snapshots.into_iter().map(|s| (s.id.clone(), s)).collect(),
+            running,
+            demands: demands.into_iter().map(|d| (d.id.clone(), d)).collect(),
+            policy,
+            at,
+        }
+    }
+}
+
+impl Placer for SchedulerPlacer {
+    fn place(
+        &self,
+        site: &SiteId,
+        jobs: &[JobDemand],
+        avoid_nodes: &BTreeSet<String>,
+    ) -> PlacementOutcome {
+        let Some(snapshot) = self.snapshots.get(site) else {
+            return PlacementOutcome {
+                not_fitting: jobs
+                    .iter()
+                    .map(|j| NotFitting {
+                        job: j.id.clone(),
+                        reason: format!("site {site} did not answer; its capacity is unknown"),
+                        missing: Resources::ZERO,
+                    })
+                    .collect(),
+                ..PlacementOutcome::default()
+            };
+        };
+        let mut snapshot = snapshot.clone();
+        for node in &mut snapshot.nodes {
+            if avoid_nodes.contains(&node.name) {
+                node.unschedulable = true;
+            }
+        }
+        let moving: BTreeSet<&JobId> = jobs.iter().map(|j| &j.id).collect();
+        let existing: Vec<JobPlacement> = self
+            .running
+            .iter()
+            .filter(|p| &p.site == site && !moving.contains(&p.job))
+            .cloned()
+            .collect();
+        let mut all: Vec<JobDemand> = existing
+            .iter()
+            .filter_map(|p| self.demands.get(&p.job).cloned())
+            .collect();
+        all.extend(jobs.iter().cloned());
+        let plan = placement::plan(&PlacementRequest {
+            sites: std::slice::from_ref(&snapshot),
+            jobs: &all,
+            policy: &self.policy,
+            running: &existing,
+            at: self.at,
+            options: PlacementOptions::default(),
+        });
+        PlacementOutcome {
+            placed: plan
+                .placements
+                .into_iter()
+                .filter(|p| moving.contains(&p.job))
+                .collect(),
+            not_fitting: plan
+                .unplaced
+                .into_iter()
+                .filter(|u| moving.contains(&u.job))
+                .map(|u| NotFitting {
+                    job: u.job,
+                    reason: u.reason,
+                    missing: Resources::ZERO,
+                })
+                .collect(),
+            preempt: plan.preemptions.into_iter().map(|p| p.victim).collect(),
+        }
+    }
+}
+
+/// The plan a failover from `from` to `to` would follow now.
+pub async fn dry_run(
+    controller: &Controller,
+    from: &SiteId,
+    to: &SiteId,
+    mode: MoveMode,
+) -> Result<FailoverPlan, StateError> {
+    let now = chrono::Utc::now();
+    let site_ids: Vec<SiteId> = controller.sites.keys().cloned().collect();
+    let mut engine = Engine::new(EngineConfig::new(site_ids), now);
+    let mut snapshots = Vec::new();
+    for site in controller.sites.values() {
+        if let Ok(snapshot) = site.snapshot().await {
+            snapshots.push(snapshot);
+        }
+    }
+    let mut running = Vec::new();
+    let mut demands = Vec::new();
+    let mut events = Vec::new();
+    for record in controller.store.list_jobs().await? {
+        let (Some(stored), Ok(job)) = (&record.value.placement, stream_job_of(&record.value))
+        else {
+            continue;
+        };
+        let Ok(demand) = job.demand() else { continue };
+        if let Ok(p) = serde_json::from_value::<JobPlacement>(stored.detail.clone()) {
+            running.push(p);
+        }
+        demands.push(demand.clone());
+        // Jobs that opted out of relaunch stay out of site failover.
+        if job.spec.failover.mode == streamjob::FailoverMode::None {
+            continue;
+        }
+        let id = job.id();
+        let generation = record.value.generation;
+        events.push(Event::JobRegistered {
+            spec: Box::new(JobSpec {
+                demand,
+                mode: FailoverMode::RestoreRequired,
+            }),
+            site: SiteId(stored.site.clone()),
+            generation,
+        });
+        for entry in controller
+            .store
+            .list_checkpoints(&record.value.namespace, &record.value.name)
+            .await?
+        {
+            if entry.kind != CheckpointKind::Replicated {
+                continue;
+            }
+            let pointer = entry.pointer.value;
+            events.push(Event::CheckpointReplicated {
+                job: id.clone(),
+                replica: EngineCheckpoint {
+                    site: SiteId(entry.site.clone()),
+                    generation,
+                    id: pointer.checkpoint_id,
+                    path: pointer.uri,
+                    completed_at: chrono::DateTime::from_timestamp_millis(
+                        pointer.recorded_at_unix_ms,
+                    )
+                    .unwrap_or(now),
+                    kind: EngineCheckpointKind::Checkpoint,
+                },
+            });
+        }
+    }
+    let placer = SchedulerPlacer::new(
+        snapshots,
+        running,
+        demands,
+        &controller.policy.placement_policy(),
+        now,
+    );
+    for event in events {
+        // Feeding state: the commands it answers with (persist, audit) are not executed.
+        let _ = engine.step(event, now, &placer);
+    }
+    Ok(engine.plan(from, to, mode, false, now, &placer))
+}
