@@ -38,6 +38,56 @@ pub struct ApiState {
     pub metrics: Option<Arc<dyn crate::metrics::MetricsSource>>,
 }
 
+impl ApiState {
+    /// Audits a refused mutation and hands its error back.
+    async fn rejected(
+        &self,
+        caller: &auth::Caller,
+        action: &str,
+        target: &str,
+        error: ApiError,
+    ) -> ApiError {
+        self.controller
+            .audit_as(
+                &caller.actor,
+                action,
+                target,
+                &format!("rejected: {}", error.message),
+            )
+            .await;
+        error
+    }
+
+    /// After a job write: audits its outcome and, when it succeeded, wakes the reconcile loop
+    /// and returns the job as now stored.
+    async fn written(
+        &self,
+        caller: &auth::Caller,
+        action: &str,
+        namespace: &str,
+        name: &str,
+        result: Result<i64, StateError>,
+    ) -> ApiResult<JobView> {
+        let target = format!("{namespace}/{name}");
+        let outcome = match &result {
+            Ok(_) => "ok".to_string(),
+            Err(error) => format!("failed: {error}"),
+        };
+        self.controller
+            .audit_as(&caller.actor, action, &target, &outcome)
+            .await;
+        result?;
+        self.wake.notify_one();
+        let record = self
+            .controller
+            .store
+            .get_job(namespace, name)
+            .await?
+            .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "deleted concurrently"))?;
+        Ok(job_view(record))
+    }
+}
+
 pub fn router(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(healthz))
@@ -324,60 +374,33 @@ async fn create_job(
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
     let caller = auth::authorize(&headers, &state.token).map_err(|(s, m)| ApiError::new(s, m))?;
-    let controller = &state.controller;
     let job = match parse_job_body(&body).and_then(|job| check_policy(&state, &job).map(|()| job)) {
         Ok(job) => job,
-        Err(error) => {
-            controller
-                .audit_as(
-                    &caller.actor,
-                    "create",
-                    "(unparsed)",
-                    &format!("rejected: {}", error.message),
-                )
-                .await;
-            return Err(error);
-        }
+        Err(error) => return Err(state.rejected(&caller, "create", "(unparsed)", error).await),
     };
     let target = job.id().0;
-    let result = controller
+    let result = state
+        .controller
         .store
         .put_job(&new_record(&job), Expected::Absent)
         .await;
-    match result {
-        Ok(_) => {
-            controller
-                .audit_as(&caller.actor, "create", &target, "ok")
-                .await;
-            state.wake.notify_one();
-            let record = controller
-                .store
-                .get_job(&job.metadata.namespace, &job.metadata.name)
-                .await?
-                .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "deleted concurrently"))?;
-            Ok((StatusCode::CREATED, Json(job_view(record))))
-        }
-        Err(StateError::Conflict { .. }) => {
-            controller
-                .audit_as(&caller.actor, "create", &target, "rejected: exists")
-                .await;
-            Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!("job {target} exists; PUT /api/v1/jobs/{target} replaces it"),
-            ))
-        }
-        Err(error) => {
-            controller
-                .audit_as(
-                    &caller.actor,
-                    "create",
-                    &target,
-                    &format!("failed: {error}"),
-                )
-                .await;
-            Err(error.into())
-        }
+    if let Err(StateError::Conflict { .. }) = result {
+        let error = ApiError::new(
+            StatusCode::CONFLICT,
+            format!("job {target} exists; PUT /api/v1/jobs/{target} replaces it"),
+        );
+        return Err(state.rejected(&caller, "create", &target, error).await);
     }
+    let view = state
+        .written(
+            &caller,
+            "create",
+            &job.metadata.namespace,
+            &job.metadata.name,
+            result,
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 async fn replace_job(
@@ -403,17 +426,7 @@ async fn replace_job(
     });
     let job = match parsed {
         Ok(job) => job,
-        Err(error) => {
-            controller
-                .audit_as(
-                    &caller.actor,
-                    "replace",
-                    &target,
-                    &format!("rejected: {}", error.message),
-                )
-                .await;
-            return Err(error);
-        }
+        Err(error) => return Err(state.rejected(&caller, "replace", &target, error).await),
     };
     let existing = controller.store.get_job(&namespace, &name).await?;
     let (record, expected) = match existing {
@@ -425,31 +438,11 @@ async fn replace_job(
         }
         None => (new_record(&job), Expected::Absent),
     };
-    match controller.store.put_job(&record, expected).await {
-        Ok(_) => {
-            controller
-                .audit_as(&caller.actor, "replace", &target, "ok")
-                .await;
-            state.wake.notify_one();
-            let record = controller
-                .store
-                .get_job(&namespace, &name)
-                .await?
-                .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "deleted concurrently"))?;
-            Ok(Json(job_view(record)))
-        }
-        Err(error) => {
-            controller
-                .audit_as(
-                    &caller.actor,
-                    "replace",
-                    &target,
-                    &format!("failed: {error}"),
-                )
-                .await;
-            Err(error.into())
-        }
-    }
+    let result = controller.store.put_job(&record, expected).await;
+    let view = state
+        .written(&caller, "replace", &namespace, &name, result)
+        .await?;
+    Ok(Json(view))
 }
 
 async fn delete_job(
@@ -626,18 +619,7 @@ async fn change_fault(
     };
     let fault = match parse_fault(body) {
         Ok(fault) => fault,
-        Err(error) => {
-            state
-                .controller
-                .audit_as(
-                    &caller.actor,
-                    action,
-                    site,
-                    &format!("rejected: {}", error.message),
-                )
-                .await;
-            return Err(error);
-        }
+        Err(error) => return Err(state.rejected(&caller, action, site, error).await),
     };
     let target = format!(
         "{site}: {}",
@@ -658,16 +640,8 @@ async fn change_fault(
             Ok(StatusCode::NO_CONTENT)
         }
         Err(error) => {
-            state
-                .controller
-                .audit_as(
-                    &caller.actor,
-                    action,
-                    &target,
-                    &format!("rejected: {error}"),
-                )
-                .await;
-            Err(ApiError::new(StatusCode::BAD_REQUEST, error.to_string()))
+            let error = ApiError::new(StatusCode::BAD_REQUEST, error.to_string());
+            Err(state.rejected(&caller, action, &target, error).await)
         }
     }
 }
@@ -766,20 +740,13 @@ async fn failover(
         ));
     }
     if !request.dry_run {
-        let target = format!("{from} -> {to}");
-        state
-            .controller
-            .audit_as(
-                &caller.actor,
-                "failover",
-                &target,
-                "rejected: executing a failover is not built yet",
-            )
-            .await;
-        return Err(ApiError::new(
+        let error = ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "executing a failover is not built yet; send dryRun: true for the plan",
-        ));
+        );
+        return Err(state
+            .rejected(&caller, "failover", &format!("{from} -> {to}"), error)
+            .await);
     }
     let plan = crate::failover_plan::dry_run(&state.controller, &from, &to, request.mode).await?;
     Ok(Json(json!({ "dryRun": true, "plan": plan })))
