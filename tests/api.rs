@@ -1,6 +1,8 @@
 //! The HTTP API through its router (no socket): auth, validation, body limits, audit, reads,
 //! the dry-run plan, the OpenAPI document and fault injection on simulated sites.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -8,7 +10,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use chrono::{TimeZone, Utc};
 use scheduler::input::Policy;
-use scheduler::model::{Node, Resources, SiteId, SiteSnapshot};
+use scheduler::model::{SiteId, SiteSnapshot};
+use support::fixtures::node;
 use tower::ServiceExt;
 use twinsite::api::{ApiState, openapi, router};
 use twinsite::controller::Controller;
@@ -18,17 +21,6 @@ use twinsite::state::{EmbeddedStateStore, StateStore};
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 const MAX_BODY: usize = 64 * 1024;
-
-fn node(name: &str) -> Node {
-    Node {
-        name: name.to_owned(),
-        labels: BTreeMap::from([("kubernetes.io/hostname".to_owned(), name.to_owned())]),
-        taints: vec![],
-        unschedulable: false,
-        ready: true,
-        allocatable: Resources::new(8_000, 32 << 30, 110),
-    }
-}
 
 const JOB: &str = r#"apiVersion: twinsite.io/v1alpha1
 kind: StreamJob

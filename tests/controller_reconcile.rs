@@ -2,6 +2,8 @@
 //! launch, restart safety, relaunch after node loss, fencing of stray generations, spec
 //! changes, unreachable sites; and, as a property, that no job ever runs in two sites.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,26 +11,14 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
 use scheduler::input::{Policy, StreamJob, parse_stream_jobs};
-use scheduler::model::{
-    JobId, JobPlacement, Node, PodPlacement, PodRole, Resources, SiteId, SiteSnapshot,
-};
+use scheduler::model::{JobId, JobPlacement, PodRole, SiteId, SiteSnapshot};
+use support::fixtures::{node, placement};
 use twinsite::controller::{Controller, JobPhase, JobStatus, new_record};
 use twinsite::site::simulated::{Fault, SimulatedSite, SimulatedSiteConfig};
 use twinsite::site::{ManualClock, Site};
 use twinsite::state::{EmbeddedStateStore, Expected, JobRecord, StateStore};
 
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
-
-fn node(name: &str) -> Node {
-    Node {
-        name: name.to_owned(),
-        labels: BTreeMap::from([("kubernetes.io/hostname".to_owned(), name.to_owned())]),
-        taints: vec![],
-        unschedulable: false,
-        ready: true,
-        allocatable: Resources::new(8_000, 32 << 30, 110),
-    }
-}
 
 fn job_yaml(name: &str, site: &str, extra: &str) -> String {
     format!(
@@ -223,27 +213,7 @@ async fn a_generation_persisted_but_never_launched_is_launched_as_that_same_gene
     // What a controller that died between persisting and launching leaves behind.
     let mut record = new_record(&j);
     record.generation = 1;
-    let placement = JobPlacement {
-        job: j.id(),
-        site: SiteId("dc-a".into()),
-        pods: vec![
-            PodPlacement {
-                role: PodRole::Jobmanager,
-                index: 0,
-                node: "dc-a-n1".into(),
-            },
-            PodPlacement {
-                role: PodRole::Taskmanager,
-                index: 0,
-                node: "dc-a-n2".into(),
-            },
-            PodPlacement {
-                role: PodRole::Taskmanager,
-                index: 1,
-                node: "dc-a-n3".into(),
-            },
-        ],
-    };
+    let placement = placement(&j.id(), "dc-a", "dc-a-n1", &["dc-a-n2", "dc-a-n3"]);
     record.placement = Some(twinsite::state::JobPlacement {
         site: "dc-a".into(),
         detail: serde_json::to_value(&placement).unwrap(),
@@ -349,22 +319,7 @@ async fn a_copy_running_in_the_other_site_is_stopped_so_the_job_never_runs_in_tw
     w.add(&j).await;
     w.pass().await;
     // A stray copy in dc-b (e.g. a site that came back after a failover).
-    let stray = JobPlacement {
-        job: j.id(),
-        site: SiteId("dc-b".into()),
-        pods: vec![
-            PodPlacement {
-                role: PodRole::Jobmanager,
-                index: 0,
-                node: "dc-b-n1".into(),
-            },
-            PodPlacement {
-                role: PodRole::Taskmanager,
-                index: 0,
-                node: "dc-b-n2".into(),
-            },
-        ],
-    };
+    let stray = placement(&j.id(), "dc-b", "dc-b-n1", &["dc-b-n2"]);
     let spec = twinsite::controller::launch::launch_spec(&j, 1, &stray, None, None).unwrap();
     w.site("dc-b").launch(&spec).await.unwrap();
     let report = w.pass().await;

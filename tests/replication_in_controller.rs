@@ -2,31 +2,21 @@
 //! site, the newest verified copy becomes the job's `replicated` pointer for that site, and
 //! the job can be launched in the other site from that pointer with every file present.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use scheduler::input::{Policy, parse_stream_jobs};
-use scheduler::model::{
-    JobId, JobPlacement, Node, PodPlacement, PodRole, Resources, SiteId, SiteSnapshot,
-};
+use scheduler::model::{JobId, SiteId, SiteSnapshot};
+use support::fixtures::{node, placement};
 use twinsite::controller::{Controller, JobStatus, new_record};
 use twinsite::replication::ReplicationDriver;
 use twinsite::site::simulated::{SimulatedSite, SimulatedSiteConfig};
 use twinsite::site::{ManualClock, Site};
 use twinsite::state::{CheckpointKind, EmbeddedStateStore, Expected, StateStore};
-
-fn node(name: &str) -> Node {
-    Node {
-        name: name.to_owned(),
-        labels: BTreeMap::from([("kubernetes.io/hostname".to_owned(), name.to_owned())]),
-        taints: vec![],
-        unschedulable: false,
-        ready: true,
-        allocatable: Resources::new(8_000, 32 << 30, 110),
-    }
-}
 
 const JOB: &str = r#"apiVersion: twinsite.io/v1alpha1
 kind: StreamJob
@@ -145,27 +135,7 @@ async fn the_newest_verified_copy_becomes_the_replicated_pointer_and_restores_in
     // dc-a is gone; the job starts in dc-b from the replicated copy, whose _metadata now
     // names dc-b's files (the simulated site checks every referenced file exists).
     std::fs::remove_dir_all(dir.path().join("dc-a")).unwrap();
-    let placement = JobPlacement {
-        job: job.id(),
-        site: SiteId("dc-b".into()),
-        pods: vec![
-            PodPlacement {
-                role: PodRole::Jobmanager,
-                index: 0,
-                node: "dc-b-n1".into(),
-            },
-            PodPlacement {
-                role: PodRole::Taskmanager,
-                index: 0,
-                node: "dc-b-n2".into(),
-            },
-            PodPlacement {
-                role: PodRole::Taskmanager,
-                index: 1,
-                node: "dc-b-n3".into(),
-            },
-        ],
-    };
+    let placement = placement(&job.id(), "dc-b", "dc-b-n1", &["dc-b-n2", "dc-b-n3"]);
     let spec = twinsite::controller::launch::launch_spec(
         &job,
         2,
