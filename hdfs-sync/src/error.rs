@@ -75,15 +75,16 @@ pub enum SyncError {
     #[error("checkpoint metadata {0}")]
     Metadata(#[from] MetadataError),
     #[error(
-        "verification failed for {url}: expected {expected_len} bytes sha256 {expected_sha256}, \
-         found {actual_len} bytes sha256 {actual_sha256}"
+        "verification failed for {url}: expected {expected_len} bytes {expected_checksum}, \
+         found {actual_len} bytes {actual_checksum}"
     )]
     VerifyFailed {
         url: String,
         expected_len: u64,
-        expected_sha256: String,
+        /// `<algorithm>:<hex>`: `xxh64:…` for replicated files, `sha256:…` for jars.
+        expected_checksum: String,
         actual_len: u64,
-        actual_sha256: String,
+        actual_checksum: String,
     },
     #[error(
         "checkpoint {checkpoint} references {reference}, which lies outside the source root {root}"

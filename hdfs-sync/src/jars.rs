@@ -57,12 +57,15 @@ pub async fn publish_jar(
             return Err(SyncError::VerifyFailed {
                 url: target.to_string(),
                 expected_len: bytes.len() as u64,
-                expected_sha256: jar_ref.sha256.clone(),
+                expected_checksum: format!("sha256:{}", jar_ref.sha256),
                 actual_len: written.len() as u64,
-                actual_sha256: Sha256::digest(&written)
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect(),
+                actual_checksum: format!(
+                    "sha256:{}",
+                    Sha256::digest(&written)
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                ),
             });
         }
     }

@@ -5,9 +5,11 @@
 //! - [`discovery`]: complete checkpoints under a checkpoint root.
 //! - [`replicate`]: the [`Replicator`], its options, outcomes and metrics.
 //! - [`ledger`]: where replicated checkpoints are recorded; [`jars`]: content-addressed jars.
+//! - [`checksum`]: the integrity checksum (XXH64) of replicated files.
 //! - [`fault`]: a fault-injecting storage wrapper for tests of failure handling.
 
 pub mod bandwidth;
+pub mod checksum;
 pub mod discovery;
 pub mod error;
 pub mod fault;

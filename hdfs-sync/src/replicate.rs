@@ -8,16 +8,17 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 
 use crate::bandwidth::BandwidthLimiter;
+use crate::checksum::{self, Xxh64};
 use crate::discovery::{self, CompleteCheckpoint};
 use crate::error::{StorageErrorKind, SyncError};
 use crate::ledger::{ReplicatedCheckpoint, ReplicationLedger};
 use crate::metadata::{CheckpointMetadata, HandleKind};
-use crate::storage::{Storage, TEMP_SUFFIX};
+use crate::storage::{Storage, TEMP_SUFFIX, WriteStream};
 use crate::url::StorageUrl;
 
 /// How the peer's copy of `_metadata` names the files it references.
@@ -33,7 +34,8 @@ pub enum UriMode {
 /// How a copied file is verified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VerifyMode {
-    /// Re-read the peer's file and compare length and SHA-256 with the source stream's.
+    /// Re-read the peer's file (under its final name, after its fsync and rename) and compare
+    /// length and checksum with the source stream's.
     ReadBack,
     /// Compare the peer's length with the source's and trust the checksum of the bytes
     /// handed to the writer (cheaper; does not catch corruption at rest on the peer).
@@ -181,11 +183,15 @@ impl ReplicationMetrics {
     }
 }
 
-/// Length and SHA-256 of a file verified at the peer.
+/// Length and checksum of a file verified at the peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifiedFile {
     pub len: u64,
-    pub sha256: String,
+    /// `xxh64:<hex>` (see [`crate::checksum`]); manifests written before it hold the bare
+    /// SHA-256 hex under the old key `sha256`, still read (reuse checks the length at the
+    /// peer, never the recorded checksum).
+    #[serde(alias = "sha256")]
+    pub checksum: String,
 }
 
 /// Files of a job verified at the peer, keyed by path relative to the peer root. Kept at
@@ -197,6 +203,11 @@ struct Manifest {
 
 pub const MANIFEST_DIR: &str = ".twinsite";
 const MANIFEST_FLUSH_EVERY: usize = 32;
+
+/// Files of one checkpoint waiting for their fsync (which needs no CPU, only the disk) do not
+/// hold one of the `file_parallelism` streaming slots; up to this many per slot may wait, so
+/// the disk always has writes queued while the next files stream.
+const SYNCS_PER_SLOT: usize = 3;
 
 /// Copies checkpoints of every (selected) job from one root to another. Cheap to clone.
 #[derive(Clone)]
@@ -226,10 +237,6 @@ fn now_secs() -> f64 {
 fn secs(t: Option<SystemTime>) -> Option<f64> {
     t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
         .map(|d| d.as_secs_f64())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Replicator {
@@ -481,6 +488,24 @@ impl Replicator {
         Ok(outcome)
     }
 
+    /// `dirs` and every directory above them up to the peer root: the
+    /// directories whose fsync makes entries created in and for `dirs` durable.
+    fn with_ancestors(&self, dirs: impl IntoIterator<Item = StorageUrl>) -> Vec<StorageUrl> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for dir in dirs {
+            let mut next = Some(dir);
+            while let Some(d) = next {
+                if !d.starts_with(&self.inner.peer_root) || !seen.insert(d.clone()) {
+                    break;
+                }
+                next = d.parent();
+                out.push(d);
+            }
+        }
+        out
+    }
+
     fn peer_url(&self, source: &StorageUrl) -> Result<StorageUrl, SyncError> {
         let rel = self.relative(source)?;
         self.inner.peer_root.join(&rel)
@@ -562,23 +587,41 @@ impl Replicator {
         });
 
         let (manifest_url, mut manifest) = self.load_manifest(job).await?;
-        // Reuse files verified earlier (shared/ files of older checkpoints, or a crashed run).
+        // Reuse files verified earlier (shared/ files of older checkpoints, or a crashed run):
+        // a manifest entry and the same length at the peer. One listing per peer directory
+        // holding such files gives every length (1000 `shared/` files: one call, not 1000).
         let mut to_copy = Vec::new();
         let mut reused = 0u64;
-        // Every peer directory holding a file of this checkpoint, synced before the record.
+        // Every peer directory holding a file of this checkpoint, synced before `_metadata`.
         let mut peer_dirs: BTreeSet<StorageUrl> = BTreeSet::new();
+        let mut peer_files = Vec::with_capacity(files.len());
+        let mut listed: BTreeMap<StorageUrl, BTreeMap<String, u64>> = BTreeMap::new();
         for (rel, src) in files {
             let peer = inner.peer_root.join(&rel)?;
-            peer_dirs.extend(peer.parent());
-            let known = manifest.files.get(&rel).cloned();
-            let present = match &known {
-                Some(v) => inner
-                    .peer
-                    .stat(&peer)
-                    .await?
-                    .is_some_and(|m| m.len == v.len),
-                None => false,
-            };
+            if let Some(dir) = peer.parent() {
+                peer_dirs.insert(dir.clone());
+                if manifest.files.contains_key(&rel) && !listed.contains_key(&dir) {
+                    let lengths = match inner.peer.list(&dir).await {
+                        Ok(entries) => entries
+                            .into_iter()
+                            .filter(|e| !e.is_dir)
+                            .map(|e| (e.name, e.len))
+                            .collect(),
+                        Err(e) if e.kind == StorageErrorKind::NotFound => BTreeMap::new(),
+                        Err(e) => return Err(e.into()),
+                    };
+                    listed.insert(dir, lengths);
+                }
+            }
+            peer_files.push((rel, src, peer));
+        }
+        for (rel, src, peer) in peer_files {
+            let present = manifest.files.get(&rel).is_some_and(|v| {
+                peer.parent()
+                    .and_then(|dir| listed.get(&dir))
+                    .and_then(|lengths| lengths.get(peer.file_name()))
+                    == Some(&v.len)
+            });
             if present {
                 reused += 1;
             } else {
@@ -593,15 +636,19 @@ impl Replicator {
         let mut queue = to_copy.into_iter();
         let mut running: JoinSet<(String, Result<VerifiedFile, SyncError>)> = JoinSet::new();
         let mut first_error: Option<SyncError> = None;
+        let slots_count = inner.options.file_parallelism.max(1);
+        let slots = Arc::new(Semaphore::new(slots_count));
+        let in_flight = slots_count * (1 + SYNCS_PER_SLOT);
         loop {
-            while first_error.is_none() && running.len() < inner.options.file_parallelism.max(1) {
+            while first_error.is_none() && running.len() < in_flight {
                 let Some((rel, src, peer)) = queue.next() else {
                     break;
                 };
                 let this = self.clone();
                 let job = job.to_string();
+                let slots = slots.clone();
                 running.spawn(async move {
-                    let result = this.copy_with_retries(&job, &src, &peer).await;
+                    let result = this.copy_with_retries(&job, &src, &peer, &slots).await;
                     (rel, result)
                 });
             }
@@ -689,10 +736,19 @@ impl Replicator {
                 })?
             }
         };
+        // Each file was synced before its rename; the renames (and directories created for
+        // them) become durable with their directories, synced here once per checkpoint and
+        // before `_metadata` exists, so a crash can never leave a peer `chk-N/` that has its
+        // `_metadata` but lost a file's name. Reused files are included: the run that copied
+        // them may have crashed before getting here.
         let peer_metadata_url = self.peer_url(&metadata_url)?;
+        for dir in self.with_ancestors(peer_dirs) {
+            inner.peer.sync_dir(&dir).await?;
+        }
+
         let expected = VerifiedFile {
             len: peer_metadata.len() as u64,
-            sha256: hex(&Sha256::digest(&peer_metadata)),
+            checksum: checksum::of(&peer_metadata),
         };
         inner
             .peer
@@ -701,24 +757,21 @@ impl Replicator {
         let written = inner.peer.read_all(&peer_metadata_url).await?;
         let actual = VerifiedFile {
             len: written.len() as u64,
-            sha256: hex(&Sha256::digest(&written)),
+            checksum: checksum::of(&written),
         };
         if actual != expected {
             return Err(SyncError::VerifyFailed {
                 url: peer_metadata_url.to_string(),
                 expected_len: expected.len,
-                expected_sha256: expected.sha256,
+                expected_checksum: expected.checksum,
                 actual_len: actual.len,
-                actual_sha256: actual.sha256,
+                actual_checksum: actual.checksum,
             });
         }
-
-        // Each file was synced before its rename; the renames themselves become durable with
-        // their directories. Reused files are included: the run that copied them may have
-        // crashed before getting here.
-        peer_dirs.extend(peer_metadata_url.parent());
-        for dir in &peer_dirs {
-            inner.peer.sync_dir(dir).await?;
+        // `_metadata` was synced before its rename; the rename is durable with its directory
+        // (and a `chk-N/` created just now for it, with its parent's).
+        for dir in self.with_ancestors(peer_metadata_url.parent()) {
+            inner.peer.sync_dir(&dir).await?;
         }
 
         let peer_dir = self.peer_url(&checkpoint.dir)?;
@@ -797,12 +850,13 @@ impl Replicator {
         job: &str,
         src: &StorageUrl,
         peer: &StorageUrl,
+        slots: &Semaphore,
     ) -> Result<VerifiedFile, SyncError> {
         let options = &self.inner.options;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.copy_once(job, src, peer).await {
+            match self.copy_once(job, src, peer, slots).await {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_retryable() && attempt < options.attempts.max(1) => {
                     let backoff = options
@@ -837,47 +891,31 @@ impl Replicator {
         }
     }
 
-    /// Streams one file through a temporary name, hashing as it goes, then verifies the peer.
+    /// Copies one file to a temporary name beside its peer path, hashing the bytes as they
+    /// are written, syncs and renames it, then verifies the peer's file.
+    ///
+    /// Copying and the read-back each hold one of the checkpoint's `slots` (CPU and memory
+    /// bound); the commit in between (fsync, then rename) does not, so the next file copies
+    /// while the disk takes this one.
     async fn copy_once(
         &self,
         job: &str,
         src: &StorageUrl,
         peer: &StorageUrl,
+        slots: &Semaphore,
     ) -> Result<VerifiedFile, SyncError> {
         let inner = &self.inner;
-        let mut reader = self.timed("open", src, inner.source.open_read(src)).await?;
-        let mut writer = self.timed("create", peer, inner.peer.create(peer)).await?;
-        let mut hasher = Sha256::new();
-        let mut len = 0u64;
-        let streamed: Result<(), SyncError> = async {
-            while let Some(chunk) = self.timed("read", src, reader.next_chunk()).await? {
-                inner.limiter.acquire(job, chunk.len() as u64).await;
-                hasher.update(&chunk);
-                let n = chunk.len() as u64;
-                len += n;
-                self.timed("write", peer, writer.write(chunk)).await?;
-                self.update(job, |m| m.bytes_copied += n);
-                self.emit(ProgressEvent::BytesCopied {
-                    job: job.to_string(),
-                    bytes: n,
-                });
-            }
-            Ok(())
-        }
-        .await;
-        if let Err(e) = streamed {
-            writer.abort().await;
-            return Err(e);
-        }
+        let slot = slots.acquire().await.ok();
+        let (len, checksum, writer) = self.stream(job, src, peer).await?;
+        drop(slot);
+        // The temporary file is synced, then renamed onto its name (`WriteStream::commit`).
         self.timed("commit", peer, writer.commit()).await?;
-        let expected = VerifiedFile {
-            len,
-            sha256: hex(&hasher.finalize()),
-        };
+        let expected = VerifiedFile { len, checksum };
         let actual = match inner.options.verify {
             VerifyMode::ReadBack => {
+                let _slot = slots.acquire().await.ok();
                 let mut reader = self.timed("open", peer, inner.peer.open_read(peer)).await?;
-                let mut hasher = Sha256::new();
+                let mut hasher = Xxh64::new();
                 let mut len = 0u64;
                 while let Some(chunk) = self.timed("read", peer, reader.next_chunk()).await? {
                     len += chunk.len() as u64;
@@ -885,7 +923,7 @@ impl Replicator {
                 }
                 VerifiedFile {
                     len,
-                    sha256: hex(&hasher.finalize()),
+                    checksum: hasher.hex(),
                 }
             }
             VerifyMode::LengthOnly => {
@@ -896,7 +934,7 @@ impl Replicator {
                     .unwrap_or(0);
                 VerifiedFile {
                     len,
-                    sha256: expected.sha256.clone(),
+                    checksum: expected.checksum.clone(),
                 }
             }
         };
@@ -904,13 +942,56 @@ impl Replicator {
             return Err(SyncError::VerifyFailed {
                 url: peer.to_string(),
                 expected_len: expected.len,
-                expected_sha256: expected.sha256,
+                expected_checksum: expected.checksum,
                 actual_len: actual.len,
-                actual_sha256: actual.sha256,
+                actual_checksum: actual.checksum,
             });
         }
         self.update(job, |m| m.files_copied += 1);
         Ok(expected)
+    }
+
+    /// Streams `src` into a temporary file beside `peer` chunk by chunk (bandwidth-limited),
+    /// hashing each chunk as it is handed to the writer. Returns the length, the checksum and
+    /// the writer, still to be committed.
+    async fn stream(
+        &self,
+        job: &str,
+        src: &StorageUrl,
+        peer: &StorageUrl,
+    ) -> Result<(u64, String, Box<dyn WriteStream>), SyncError> {
+        let inner = &self.inner;
+        let mut reader = self.timed("open", src, inner.source.open_read(src)).await?;
+        let mut writer = self.timed("create", peer, inner.peer.create(peer)).await?;
+        let mut hasher = Xxh64::new();
+        let mut len = 0u64;
+        let streamed: Result<(), SyncError> = async {
+            while let Some(chunk) = self.timed("read", src, reader.next_chunk()).await? {
+                inner.limiter.acquire(job, chunk.len() as u64).await;
+                hasher.update(&chunk);
+                let n = chunk.len() as u64;
+                len += n;
+                self.timed("write", peer, writer.write(chunk)).await?;
+                self.copied_bytes(job, n);
+            }
+            Ok(())
+        }
+        .await;
+        match streamed {
+            Ok(()) => Ok((len, hasher.hex(), writer)),
+            Err(e) => {
+                writer.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    fn copied_bytes(&self, job: &str, n: u64) {
+        self.update(job, |m| m.bytes_copied += n);
+        self.emit(ProgressEvent::BytesCopied {
+            job: job.to_string(),
+            bytes: n,
+        });
     }
 
     /// Keeps the newest `retain` replicated checkpoints of a job at the peer. A `shared/` file

@@ -2,6 +2,7 @@
 //! Writes always go to a temporary name beside the target and are renamed on commit.
 
 use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -106,8 +107,8 @@ pub fn storage_for(url: &StorageUrl) -> Result<Arc<dyn Storage>, StorageError> {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LocalStorage;
 
-fn local_path(url: &StorageUrl) -> std::path::PathBuf {
-    std::path::PathBuf::from(url.path())
+fn local_path(url: &StorageUrl) -> PathBuf {
+    PathBuf::from(url.path())
 }
 
 /// Runs blocking file work off the async workers; a panic there becomes an error of `op`.
@@ -298,6 +299,20 @@ impl Drop for LocalWriter {
     }
 }
 
+/// Creates the temporary file `temp` in `parent`, creating `parent` when it is missing.
+fn create_temp(
+    parent: &Path,
+    temp: &Path,
+) -> Result<std::fs::File, (&'static str, std::io::Error)> {
+    match std::fs::File::create(temp) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(parent).map_err(|e| ("mkdirs", e))?;
+            std::fs::File::create(temp).map_err(|e| ("create", e))
+        }
+        other => other.map_err(|e| ("create", e)),
+    }
+}
+
 /// Temporary name beside `target`: hidden, unique per writer, recognisable by its suffix.
 pub fn temp_name(file_name: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -309,28 +324,28 @@ pub fn temp_name(file_name: &str) -> String {
 #[async_trait]
 impl Storage for LocalStorage {
     async fn list(&self, dir: &StorageUrl) -> Result<Vec<DirEntry>, StorageError> {
-        let mut read = tokio::fs::read_dir(local_path(dir))
-            .await
-            .map_err(|e| StorageError::from_io("list", dir, &e))?;
-        let mut out = Vec::new();
-        while let Some(entry) = read
-            .next_entry()
-            .await
-            .map_err(|e| StorageError::from_io("list", dir, &e))?
-        {
-            let meta = match entry.metadata().await {
-                Ok(m) => m,
-                // Deleted between readdir and stat: it is simply gone.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(StorageError::from_io("list", dir, &e)),
-            };
-            out.push(DirEntry {
-                name: entry.file_name().to_string_lossy().into_owned(),
-                is_dir: meta.is_dir(),
-                len: meta.len(),
-            });
-        }
-        Ok(out)
+        // One trip to the blocking pool for the whole directory, not one per entry.
+        let path = local_path(dir);
+        blocking("list", &dir.to_string(), move || {
+            let mut out = Vec::new();
+            for entry in std::fs::read_dir(path)? {
+                let entry = entry?;
+                let meta = match entry.metadata() {
+                    Ok(m) => m,
+                    // Deleted between readdir and stat: it is simply gone.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                out.push(DirEntry {
+                    name: entry.file_name().to_string_lossy().into_owned(),
+                    is_dir: meta.is_dir(),
+                    len: meta.len(),
+                });
+            }
+            Ok(out)
+        })
+        .await?
+        .map_err(|e| StorageError::from_io("list", dir, &e))
     }
 
     async fn stat(&self, url: &StorageUrl) -> Result<Option<FileMeta>, StorageError> {
@@ -372,17 +387,9 @@ impl Storage for LocalStorage {
         let temp = parent.join(temp_name(url.file_name()));
         let temp_path = temp.clone();
         // One trip to the blocking pool; the parent usually exists already.
-        let file = blocking(
-            "create",
-            &url.to_string(),
-            move || match std::fs::File::create(&temp_path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    std::fs::create_dir_all(&parent).map_err(|e| ("mkdirs", e))?;
-                    std::fs::File::create(&temp_path).map_err(|e| ("create", e))
-                }
-                other => other.map_err(|e| ("create", e)),
-            },
-        )
+        let file = blocking("create", &url.to_string(), move || {
+            create_temp(&parent, &temp_path)
+        })
         .await?
         .map_err(|(op, e)| StorageError::from_io(op, url, &e))?;
         Ok(Box::new(LocalWriter {

@@ -631,3 +631,193 @@ async fn a_checkpoint_is_not_recorded_until_the_peer_directories_holding_its_fil
         );
     }
 }
+
+#[tokio::test]
+async fn a_file_corrupted_after_its_copy_but_before_verification_is_never_recorded() {
+    // The stream's checksum matched what was written; then the committed peer file changes
+    // (a disk or another writer) before the read-back. The read-back must catch it, and the
+    // retries too, so the checkpoint is never recorded.
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    write_checkpoint(&src, "job", 1, &[], 3, 1000);
+    let (faults, peer) = faulty_peer();
+    let corrupted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = corrupted.clone();
+    // The peer's file is opened only to be read back, after its fsync and rename.
+    faults.add(Fault {
+        op: FaultOp::Open,
+        url_contains: "shared/sst-1-1".into(),
+        action: FaultAction::Hook(Arc::new(move |url| {
+            let mut bytes = std::fs::read(url.path()).unwrap();
+            bytes[500] ^= 0x01;
+            std::fs::write(url.path(), bytes).unwrap();
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })),
+        times: None,
+    });
+    let ledger = Arc::new(MemoryLedger::default());
+    let r = replicator(local(), &src, peer, &dst, ledger.clone(), fast_options());
+    let report = r.run_once().await.unwrap();
+    let JobOutcome::Failed { label, error, .. } = &report.jobs["job"] else {
+        panic!("{report:?}")
+    };
+    assert_eq!(*label, "verify_failed");
+    assert!(
+        error.contains("sst-1-1") && error.contains("xxh64:"),
+        "{error}"
+    );
+    assert_eq!(
+        corrupted.load(std::sync::atomic::Ordering::Relaxed),
+        fast_options().attempts as usize,
+        "every attempt was read back"
+    );
+    assert_nothing_recorded(&ledger, &dst, "job", 1).await;
+    let manifest = std::fs::read_to_string(dst.join("job/.twinsite/verified.json")).unwrap();
+    assert!(!manifest.contains("sst-1-1"), "{manifest}");
+
+    // Once the peer keeps what it is given, the same checkpoint is recorded.
+    faults.clear();
+    let report = r.run_once().await.unwrap();
+    assert!(
+        matches!(&report.jobs["job"], JobOutcome::Replicated { .. }),
+        "{report:?}"
+    );
+    assert_eq!(
+        std::fs::read(dst.join("job/shared/sst-1-1")).unwrap(),
+        std::fs::read(src.join("job/shared/sst-1-1")).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn with_length_verification_a_file_cut_short_after_its_copy_is_never_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    write_checkpoint(&src, "job", 1, &[], 2, 1000);
+    let (faults, peer) = faulty_peer();
+    // LengthOnly stats the peer's file instead of reading it back.
+    faults.add(Fault {
+        op: FaultOp::Stat,
+        url_contains: "shared/sst-1-0".into(),
+        action: FaultAction::Hook(Arc::new(|url| {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(url.path())
+                .unwrap();
+            file.set_len(999).unwrap();
+        })),
+        times: None,
+    });
+    let ledger = Arc::new(MemoryLedger::default());
+    let options = SyncOptions {
+        verify: hdfs_sync::VerifyMode::LengthOnly,
+        ..fast_options()
+    };
+    let r = replicator(local(), &src, peer, &dst, ledger.clone(), options);
+    let report = r.run_once().await.unwrap();
+    assert!(
+        matches!(
+            &report.jobs["job"],
+            JobOutcome::Failed {
+                label: "verify_failed",
+                ..
+            }
+        ),
+        "{report:?}"
+    );
+    assert_nothing_recorded(&ledger, &dst, "job", 1).await;
+}
+
+#[tokio::test]
+async fn directories_are_synced_before_metadata_appears_and_the_checkpoint_directory_after() {
+    // A checkpoint whose chk-N holds nothing but `_metadata` (every file in shared/).
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    write_checkpoint(&src, "job", 1, &[], 3, 100);
+    let first: Vec<String> = (0..3).map(|n| format!("sst-1-{n}")).collect();
+    write_checkpoint(&src, "job", 2, &first, 0, 100);
+    std::fs::remove_file(src.join("job/chk-2/private-state")).unwrap();
+    let base = format!("file:{}", src.join("job").display());
+    let files: Vec<(String, u64)> = first
+        .iter()
+        .map(|n| (format!("{base}/shared/{n}"), 100))
+        .collect();
+    std::fs::write(src.join("job/chk-2/_metadata"), metadata_v6(2, &files)).unwrap();
+    std::fs::remove_dir_all(src.join("job/chk-1")).unwrap();
+
+    let (faults, peer) = faulty_peer();
+    let synced: Arc<std::sync::Mutex<Vec<(String, bool)>>> = Arc::default();
+    let log = synced.clone();
+    let metadata = dst.join("job/chk-2/_metadata");
+    faults.add(Fault {
+        op: FaultOp::SyncDir,
+        url_contains: String::new(),
+        action: FaultAction::Hook(Arc::new(move |url| {
+            log.lock()
+                .unwrap()
+                .push((url.path().to_string(), metadata.exists()));
+        })),
+        times: None,
+    });
+    let ledger = Arc::new(MemoryLedger::default());
+    let r = replicator(local(), &src, peer, &dst, ledger.clone(), fast_options());
+    let report = r.run_once().await.unwrap();
+    assert!(
+        matches!(
+            &report.jobs["job"],
+            JobOutcome::Replicated {
+                checkpoint_id: 2,
+                files_copied: 3,
+                ..
+            }
+        ),
+        "{report:?}"
+    );
+    let synced = synced.lock().unwrap().clone();
+    let path = |p: &str| dst.join(p).display().to_string();
+    let root = dst.display().to_string();
+    for dir in [path("job/shared"), path("job"), root.clone()] {
+        assert!(
+            synced.contains(&(dir.clone(), false)),
+            "{dir} not synced before _metadata: {synced:?}"
+        );
+    }
+    for dir in [path("job/chk-2"), path("job"), root] {
+        assert!(
+            synced.contains(&(dir.clone(), true)),
+            "{dir} not synced after _metadata: {synced:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_manifest_written_with_sha256_checksums_is_still_reused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let first = write_checkpoint(&src, "job", 1, &[], 4, 1000);
+    let ledger = Arc::new(MemoryLedger::default());
+    let r = replicator(local(), &src, local(), &dst, ledger.clone(), fast_options());
+    r.run_once().await.unwrap();
+    // Rewrite the manifest as the previous release wrote it: `sha256` and bare hex.
+    let path = dst.join("job/.twinsite/verified.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for entry in manifest["files"].as_object_mut().unwrap().values_mut() {
+        let entry = entry.as_object_mut().unwrap();
+        let checksum = entry.remove("checksum").unwrap();
+        assert!(checksum.as_str().unwrap().starts_with("xxh64:"));
+        entry.insert("sha256".into(), "ab".repeat(32).into());
+    }
+    std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+
+    write_checkpoint(&src, "job", 2, &first, 1, 1000);
+    let report = r.run_once().await.unwrap();
+    let JobOutcome::Replicated {
+        files_copied,
+        files_reused,
+        ..
+    } = report.jobs["job"]
+    else {
+        panic!("{report:?}")
+    };
+    assert_eq!((files_copied, files_reused), (2, 4));
+}

@@ -1,6 +1,7 @@
 //! Prints replication figures: a 1 GiB / 1000-file checkpoint local → local against `cp -r`
-//! of the same tree in the same run, the cost of an incremental checkpoint adding 5 % new
-//! files, and discovery over 1000 jobs × 10 retained checkpoints.
+//! and `cp -r && sync` of the same tree in the same run (throughput, ratios, CPU seconds),
+//! the cost of an incremental checkpoint adding 5 % new files, and discovery over 1000 jobs
+//! × 10 retained checkpoints.
 //!
 //! Run: `cargo run --release -p twinsite-hdfs-sync --bin sync-bench [WORK_DIR]`
 //! (WORK_DIR defaults to /tmp/twinsite-sync-bench; it needs about 5 GiB and is deleted at the
@@ -98,15 +99,22 @@ fn make_files(shared: &Path, prefix: &str, count: usize) -> std::io::Result<Vec<
     Ok(names)
 }
 
-/// CPU seconds (user + system) this process has used so far, from /proc (Linux only): unlike
-/// wall time, it does not depend on what else the machine is running.
-fn cpu_seconds() -> Option<f64> {
+/// CPU seconds (user + system) from /proc (Linux only): unlike wall time, they do not depend
+/// on what else the machine is running. `children`: of the waited-for child processes (`cp`)
+/// instead of this process.
+fn cpu_seconds_of(children: bool) -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the command name, which is in parentheses and may contain spaces.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let first = if children { 13 } else { 11 };
+    let ticks =
+        fields.get(first)?.parse::<f64>().ok()? + fields.get(first + 1)?.parse::<f64>().ok()?;
     // USER_HZ is 100 on every Linux platform Rust supports.
     Some(ticks / 100.0)
+}
+
+fn cpu_seconds() -> Option<f64> {
+    cpu_seconds_of(false)
 }
 
 fn sync_dir(path: &Path) {
@@ -116,8 +124,17 @@ fn sync_dir(path: &Path) {
         .status();
 }
 
+struct Cp {
+    /// Seconds to `cp -r`, and to `cp -r && sync`.
+    copied: f64,
+    synced: f64,
+    /// CPU seconds of the `cp` process.
+    cpu: Option<f64>,
+}
+
 /// `cp -r src dst`, then `sync`: seconds to the copy, and to the copy made durable.
-fn timed_cp(src: &Path, dst: &Path) -> Result<(f64, f64), Box<dyn std::error::Error>> {
+fn timed_cp(src: &Path, dst: &Path) -> Result<Cp, Box<dyn std::error::Error>> {
+    let cpu_start = cpu_seconds_of(true);
     let start = Instant::now();
     let status = std::process::Command::new("cp")
         .arg("-r")
@@ -125,11 +142,20 @@ fn timed_cp(src: &Path, dst: &Path) -> Result<(f64, f64), Box<dyn std::error::Er
         .arg(dst)
         .status()?;
     let copied = start.elapsed().as_secs_f64();
+    let cpu = cpu_start.zip(cpu_seconds_of(true)).map(|(a, b)| b - a);
     if !status.success() {
         return Err("cp -r failed".into());
     }
     sync_dir(dst);
-    Ok((copied, start.elapsed().as_secs_f64()))
+    Ok(Cp {
+        copied,
+        synced: start.elapsed().as_secs_f64(),
+        cpu,
+    })
+}
+
+fn cpu_text(cpu: Option<f64>) -> String {
+    cpu.map_or("?".into(), |c| format!("{c:.2}"))
 }
 
 struct Replicated {
@@ -197,7 +223,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // deleting many costs each create a scan of recently freed inodes, which would penalise
     // whichever copy runs right after a deletion. cp -r runs before and after the syncs, so a
     // drift in the machine's load or the disk's speed shows instead of favouring one side.
-    let (cp_before, cp_sync_before) = timed_cp(&src, &work.join("cp-before"))?;
+    let before = timed_cp(&src, &work.join("cp-before"))?;
     let mut rows = Vec::new();
     let mut full_secs = 0.0;
     let mut incremental = None;
@@ -230,16 +256,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         rows.push((label, run));
     }
-    let (cp_after, cp_sync_after) = timed_cp(&src, &work.join("cp-after"))?;
-    let cp_secs = (cp_before + cp_after) / 2.0;
-    let cp_sync_secs = (cp_sync_before + cp_sync_after) / 2.0;
+    let after = timed_cp(&src, &work.join("cp-after"))?;
+    let cp_secs = (before.copied + after.copied) / 2.0;
+    let cp_sync_secs = (before.synced + after.synced) / 2.0;
     println!(
-        "cp -r:                      {cp_secs:7.2} s  {:7.1} MiB/s (page cache, not durable; runs: {cp_before:.2} s before, {cp_after:.2} s after)",
-        mib_s(cp_secs)
+        "cp -r:                      {cp_secs:7.2} s  {:7.1} MiB/s  (page cache, not durable; runs: {:.2} s before, {:.2} s after; {} / {} CPU s)",
+        mib_s(cp_secs),
+        before.copied,
+        after.copied,
+        cpu_text(before.cpu),
+        cpu_text(after.cpu),
     );
     println!(
-        "cp -r && sync:              {cp_sync_secs:7.2} s  {:7.1} MiB/s (durable, as sync fsyncs every file; runs: {cp_sync_before:.2} s, {cp_sync_after:.2} s)",
-        mib_s(cp_sync_secs)
+        "cp -r && sync:              {cp_sync_secs:7.2} s  {:7.1} MiB/s  (durable; runs: {:.2} s, {:.2} s)",
+        mib_s(cp_sync_secs),
+        before.synced,
+        after.synced,
+    );
+    let disk_secs = cp_sync_secs - cp_secs;
+    println!(
+        "  of which sync:            {disk_secs:7.2} s  {:7.1} MiB/s  (the disk taking 1 GiB: no durable copy is faster, so at best {:.2}x cp -r)",
+        mib_s(disk_secs),
+        cp_secs / disk_secs,
     );
     for (label, run) in rows {
         println!(
@@ -249,15 +287,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             cp_secs / run.secs,
             cp_sync_secs / run.secs,
             run.bytes,
-            run.cpu.map_or("?".into(), |c| format!("{c:.2}")),
+            cpu_text(run.cpu),
         );
     }
     if let Some(run) = incremental {
         println!(
-            "incremental (+5 % files):   {:7.2} s  {} bytes copied = {:.1} % of the full copy's time",
+            "incremental (+5 % files):   {:7.2} s  {} bytes copied = {:.1} % of the full copy's time ({} CPU s)",
             run.secs,
             run.bytes,
-            100.0 * run.secs / full_secs
+            100.0 * run.secs / full_secs,
+            cpu_text(run.cpu),
         );
     }
 
