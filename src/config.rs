@@ -43,6 +43,9 @@ pub struct ConfigFile {
     pub jobs: Option<PathBuf>,
     #[serde(default)]
     pub reconcile: ReconcileSpec,
+    /// Node loss, job failure and site loss handling (the failover engine).
+    #[serde(default)]
+    pub failover: FailoverSpec,
     /// Sites run as real Flink processes on this machine instead of simulated.
     #[serde(default)]
     pub local_flink: Option<LocalFlinkSpec>,
@@ -253,6 +256,92 @@ impl Default for ReconcileSpec {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FailoverSpec {
+    /// `false`: no automatic failover at all; failed jobs are relaunched in their site only.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// A node silent (not Ready) for longer is lost; jobs whose JobManager ran there move.
+    #[serde(default = "default_node_grace")]
+    pub node_grace: String,
+    /// A site whose API, nodes and peer are all silent for longer is lost (with quorum).
+    #[serde(default = "default_site_grace")]
+    pub site_grace: String,
+    /// How long Flink gets to recover from lost TaskManager nodes before a relaunch.
+    #[serde(default = "default_tm_bound")]
+    pub task_manager_recovery_bound: String,
+    /// Failed relaunches in a job's site before the next goes to the other site.
+    #[serde(default = "default_relaunches_before_other_site")]
+    pub relaunches_before_other_site: u32,
+    /// Jobs of one failover operation moving at once.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Start a failback on its own once a lost site is healthy again.
+    #[serde(default)]
+    pub auto_failback: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_node_grace() -> String {
+    "20s".into()
+}
+fn default_site_grace() -> String {
+    "30s".into()
+}
+fn default_tm_bound() -> String {
+    "3m".into()
+}
+fn default_relaunches_before_other_site() -> u32 {
+    3
+}
+fn default_max_in_flight() -> usize {
+    16
+}
+
+impl Default for FailoverSpec {
+    fn default() -> Self {
+        FailoverSpec {
+            enabled: true,
+            node_grace: default_node_grace(),
+            site_grace: default_site_grace(),
+            task_manager_recovery_bound: default_tm_bound(),
+            relaunches_before_other_site: default_relaunches_before_other_site(),
+            max_in_flight: default_max_in_flight(),
+            auto_failback: false,
+        }
+    }
+}
+
+/// The failover engine's settings, resolved (sites are filled in by `twinsite run`).
+#[derive(Debug, Clone)]
+pub struct FailoverConfig {
+    pub enabled: bool,
+    pub node_grace: Duration,
+    pub site_grace: Duration,
+    pub task_manager_recovery_bound: Duration,
+    pub relaunches_before_other_site: u32,
+    pub max_in_flight: usize,
+    pub auto_failback: bool,
+}
+
+impl FailoverConfig {
+    pub fn engine_config(&self, sites: Vec<scheduler::model::SiteId>) -> failover::EngineConfig {
+        let mut config = failover::EngineConfig::new(sites);
+        config.node_grace = self.node_grace;
+        config.site.grace = self.site_grace;
+        // Suspect after a third of the grace (10 s of the default 30 s).
+        config.site.suspect_after = self.site_grace / 3;
+        config.task_manager_recovery_bound = self.task_manager_recovery_bound;
+        config.relaunches_before_other_site = self.relaunches_before_other_site;
+        config.max_in_flight = self.max_in_flight;
+        config.auto_failback = self.auto_failback;
+        config
+    }
+}
+
 /// The configuration resolved: paths made absolute against the file's directory, durations
 /// parsed, the policy loaded.
 #[derive(Debug, Clone)]
@@ -266,6 +355,7 @@ pub struct Config {
     pub simulation: SimulationConfig,
     pub jobs: Option<PathBuf>,
     pub reconcile_interval: Duration,
+    pub failover: FailoverConfig,
     pub local_flink: Option<LocalFlinkConfig>,
     pub metrics: Option<MetricsConfig>,
 }
@@ -348,6 +438,7 @@ impl Config {
             simulation: SimulationSpec::default(),
             jobs: None,
             reconcile: ReconcileSpec::default(),
+            failover: FailoverSpec::default(),
             local_flink: None,
             metrics: None,
         };
@@ -473,6 +564,16 @@ fn resolve(file: ConfigFile, base: &Path, source: &str, problems: &mut Problems)
 
     let tick = duration(problems, "simulation.tick", &file.simulation.tick);
     let reconcile_interval = duration(problems, "reconcile.interval", &file.reconcile.interval);
+    let node_grace = duration(problems, "failover.nodeGrace", &file.failover.node_grace);
+    let site_grace = duration(problems, "failover.siteGrace", &file.failover.site_grace);
+    let tm_bound = duration(
+        problems,
+        "failover.taskManagerRecoveryBound",
+        &file.failover.task_manager_recovery_bound,
+    );
+    if file.failover.max_in_flight == 0 {
+        problems.field("failover.maxInFlight", "must be at least 1");
+    }
     if file.simulation.generate.nodes_per_site == 0 {
         problems.field("simulation.generate.nodesPerSite", "must be at least 1");
     }
@@ -588,6 +689,15 @@ fn resolve(file: ConfigFile, base: &Path, source: &str, problems: &mut Problems)
         simulation,
         jobs: file.jobs.as_deref().map(absolute),
         reconcile_interval: reconcile_interval?,
+        failover: FailoverConfig {
+            enabled: file.failover.enabled,
+            node_grace: node_grace?,
+            site_grace: site_grace?,
+            task_manager_recovery_bound: tm_bound?,
+            relaunches_before_other_site: file.failover.relaunches_before_other_site,
+            max_in_flight: file.failover.max_in_flight,
+            auto_failback: file.failover.auto_failback,
+        },
         local_flink,
         metrics: file.metrics.as_deref().map(|m| {
             if m.starts_with("http://") || m.starts_with("https://") {

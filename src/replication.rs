@@ -101,6 +101,7 @@ impl ReplicationDriver {
                     namespace: record.value.namespace.clone(),
                     name: record.value.name.clone(),
                     flink_id: flink_id.clone(),
+                    generation: record.value.generation,
                     peer: to.clone(),
                     from: in_site_storage(from_root, &checkpoints.dir),
                     to: in_site_storage(to_root, &checkpoints.dir),
@@ -181,6 +182,14 @@ impl ReplicationDriver {
         }) {
             return Ok(None);
         }
+        let pointer = CheckpointPointer {
+            checkpoint_id: latest.checkpoint_id,
+            uri: latest.peer_pointer.clone(),
+            // When the checkpoint completed at its source: its age is the RPO of a
+            // failover that restores it.
+            recorded_at_unix_ms: (latest.source_completed_at.unwrap_or(latest.recorded_at) * 1000.0)
+                as i64,
+        };
         self.controller
             .store
             .put_checkpoint(
@@ -188,16 +197,19 @@ impl ReplicationDriver {
                 &copy.name,
                 CheckpointKind::Replicated,
                 &copy.peer.0,
-                &CheckpointPointer {
-                    checkpoint_id: latest.checkpoint_id,
-                    uri: latest.peer_pointer.clone(),
-                    // When the checkpoint completed at its source: its age is the RPO of a
-                    // failover that restores it.
-                    recorded_at_unix_ms: (latest.source_completed_at.unwrap_or(latest.recorded_at)
-                        * 1000.0) as i64,
-                },
+                &pointer,
             )
             .await?;
+        // Only now, with every file verified at the peer and the pointer stored, may the
+        // failover engine restore from it there.
+        if let Some(event) = crate::controller::failover::replicated_event(
+            &copy.job,
+            copy.generation,
+            &copy.peer.0,
+            &pointer,
+        ) {
+            self.controller.failover.notify(event);
+        }
         Ok(Some(latest.checkpoint_id))
     }
 
@@ -235,8 +247,138 @@ struct Copy {
     namespace: String,
     name: String,
     flink_id: String,
+    generation: u64,
     peer: SiteId,
     from: String,
     to: String,
     ledger: Arc<FileLedger>,
+}
+
+/// Copies a savepoint directory (everything below it: savepoints are self-contained) from
+/// `from`'s storage to the same path in `to`'s, verifying each file by length and SHA-256
+/// read back from the target, and returns the savepoint's URI at `to`. Sites without a
+/// storage root share one namespace: the savepoint is already readable there.
+pub async fn copy_savepoint(
+    roots: &BTreeMap<SiteId, String>,
+    from: &SiteId,
+    to: &SiteId,
+    savepoint: &str,
+) -> Result<String, String> {
+    let (Some(from_root), Some(to_root)) = (roots.get(from), roots.get(to)) else {
+        return Ok(savepoint.to_string());
+    };
+    let source = hdfs_sync::StorageUrl::parse(&in_site_storage(from_root, savepoint))
+        .map_err(|e| e.to_string())?;
+    // The same path below the target's root as below the source's.
+    let from_base = hdfs_sync::StorageUrl::parse(from_root).map_err(|e| e.to_string())?;
+    let relative = source
+        .relative_to(&from_base)
+        .ok_or_else(|| format!("savepoint {savepoint} is not in {from}'s storage {from_root}"))?;
+    let target = hdfs_sync::StorageUrl::parse(to_root)
+        .and_then(|root| root.join(&relative))
+        .map_err(|e| e.to_string())?;
+    let to_base = hdfs_sync::StorageUrl::parse(to_root).map_err(|e| e.to_string())?;
+    let source_fs = hdfs_sync::storage_for(&source).map_err(|e| e.to_string())?;
+    let target_fs = hdfs_sync::storage_for(&target).map_err(|e| e.to_string())?;
+    let mut pending = vec![String::new()];
+    while let Some(relative) = pending.pop() {
+        let dir = if relative.is_empty() {
+            source.clone()
+        } else {
+            source.join(&relative).map_err(|e| e.to_string())?
+        };
+        for entry in source_fs.list(&dir).await.map_err(|e| e.to_string())? {
+            let path = if relative.is_empty() {
+                entry.name.clone()
+            } else {
+                format!("{relative}/{}", entry.name)
+            };
+            if entry.is_dir {
+                pending.push(path);
+                continue;
+            }
+            if path == "_metadata" {
+                continue;
+            }
+            let from_url = source.join(&path).map_err(|e| e.to_string())?;
+            let to_url = target.join(&path).map_err(|e| e.to_string())?;
+            copy_verified(&*source_fs, &from_url, &*target_fs, &to_url).await?;
+        }
+    }
+    // `_metadata` last, so the copy counts as a savepoint only once everything is there; an
+    // absolute reference into the source's storage is rewritten to the same path in the
+    // target's (savepoints Flink writes are relative and pass through unchanged).
+    let metadata_url = source.join("_metadata").map_err(|e| e.to_string())?;
+    let original = source_fs
+        .read_all(&metadata_url)
+        .await
+        .map_err(|e| format!("{metadata_url}: {e}"))?;
+    let parsed = hdfs_sync::CheckpointMetadata::parse(&original, &metadata_url.to_string())
+        .map_err(|e| e.to_string())?;
+    let rewritten = parsed
+        .rewrite_uris(&original, |uri| {
+            let url = hdfs_sync::StorageUrl::parse(uri).ok()?;
+            let relative = url.relative_to(&from_base)?;
+            Some(to_base.join(&relative).ok()?.to_flink_string())
+        })
+        .map_err(|e| e.to_string())?;
+    let target_metadata = target.join("_metadata").map_err(|e| e.to_string())?;
+    target_fs
+        .write_all(&target_metadata, bytes::Bytes::from(rewritten.clone()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let written = target_fs
+        .read_all(&target_metadata)
+        .await
+        .map_err(|e| e.to_string())?;
+    if written != rewritten {
+        return Err(format!(
+            "{target_metadata}: copy does not match after writing"
+        ));
+    }
+    if let Some(parent) = target.parent() {
+        target_fs
+            .sync_dir(&parent)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(target.to_flink_string())
+}
+
+async fn copy_verified(
+    source_fs: &dyn hdfs_sync::Storage,
+    from: &hdfs_sync::StorageUrl,
+    target_fs: &dyn hdfs_sync::Storage,
+    to: &hdfs_sync::StorageUrl,
+) -> Result<(), String> {
+    use sha2::{Digest, Sha256};
+    let mut reader = source_fs.open_read(from).await.map_err(|e| e.to_string())?;
+    let mut writer = target_fs.create(to).await.map_err(|e| e.to_string())?;
+    let mut hash = Sha256::new();
+    let mut len = 0u64;
+    loop {
+        match reader.next_chunk().await {
+            Ok(Some(chunk)) => {
+                hash.update(&chunk);
+                len += chunk.len() as u64;
+                if let Err(e) = writer.write(chunk).await {
+                    writer.abort().await;
+                    return Err(e.to_string());
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                writer.abort().await;
+                return Err(e.to_string());
+            }
+        }
+    }
+    writer.commit().await.map_err(|e| e.to_string())?;
+    let written = target_fs.read_all(to).await.map_err(|e| e.to_string())?;
+    if written.len() as u64 != len || Sha256::digest(&written) != hash.finalize() {
+        return Err(format!(
+            "{to}: copy does not match its source after writing"
+        ));
+    }
+    Ok(())
 }

@@ -479,15 +479,6 @@ async fn a_failover_dry_run_plans_every_move_and_changes_nothing() {
     let plan: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(plan["plan"]["moves"].as_array().unwrap().len(), 2, "{body}");
 
-    let (status, _) = api
-        .send(
-            "POST",
-            "/api/v1/failover",
-            Some(TOKEN),
-            r#"{"from":"dc-a","mode":"forced"}"#,
-        )
-        .await;
-    assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
     let (status, body) = api
         .send(
             "POST",
@@ -512,6 +503,38 @@ async fn a_failover_dry_run_plans_every_move_and_changes_nothing() {
         before,
         "a dry run changed the store"
     );
+
+    // Without dryRun the leader's failover engine starts the operation; its progress is
+    // served, and cancelling an operation that does not exist names it.
+    let (status, body) = api
+        .send(
+            "POST",
+            "/api/v1/failover",
+            Some(TOKEN),
+            r#"{"from":"dc-a","mode":"forced"}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let op: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = op["id"].as_u64().unwrap();
+    assert_eq!(op["from"], "dc-a");
+    assert_eq!(op["to"], "dc-b");
+    assert!(op["progress"]["total"].as_u64().unwrap() >= 1, "{body}");
+    let (status, body) = api
+        .send("GET", &format!("/api/v1/failover/{id}"), None, "")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = api.send("GET", "/api/v1/failover", None, "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()[0]["id"],
+        id
+    );
+    let (status, body) = api
+        .send("POST", "/api/v1/failover/99/cancel", Some(TOKEN), "")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body.contains("99"), "{body}");
 }
 
 #[tokio::test]
@@ -520,12 +543,13 @@ async fn every_documented_route_exists() {
     let (status, body) = api.send("GET", "/api/v1/openapi.json", None, "").await;
     assert_eq!(status, StatusCode::OK);
     let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(doc["paths"].as_object().unwrap().len(), 15);
+    assert_eq!(doc["paths"].as_object().unwrap().len(), 18);
     for (method, path, _, _) in openapi::ROUTES {
         let uri = path
             .replace("{namespace}", "shop")
             .replace("{name}", "orders")
-            .replace("{site}", "dc-a");
+            .replace("{site}", "dc-a")
+            .replace("{id}", "1");
         let (_, body) = api
             .send(&method.to_uppercase(), &uri, Some(TOKEN), "{}")
             .await;

@@ -266,6 +266,11 @@ pub enum Event {
     },
     OpsRequest(OpsRequest),
     QuorumChanged(bool),
+    /// The job was deleted: the engine forgets it (answer: `Forget`). Generations still
+    /// running are the driver's to stop, as for any deleted job.
+    JobRemoved {
+        job: JobId,
+    },
     Tick,
 }
 
@@ -319,6 +324,10 @@ pub enum Command {
         missing: Resources,
     },
     ReportPlan(FailoverPlan),
+    /// Delete the job's durable record (it was removed).
+    Forget {
+        job: JobId,
+    },
     Rejected {
         request: OpsRequest,
         error: RequestError,
@@ -667,6 +676,14 @@ impl Engine {
                     );
                 }
             }
+            Event::JobRemoved { job } => {
+                if self.jobs.remove(&job).is_some() {
+                    self.dirty.jobs.remove(&job);
+                    self.fence_sent.retain(|(j, _, _), _| j != &job);
+                    self.audit(&mut out, now, None, Some(&job), None, "job removed".into());
+                    self.act(&mut out, Command::Forget { job });
+                }
+            }
             Event::Tick => {}
         }
         self.evaluate(now, placer, &mut out);
@@ -732,6 +749,30 @@ impl Engine {
         let id = spec.demand.id.clone();
         if let Some(existing) = self.jobs.get_mut(&id) {
             existing.spec = spec;
+            // The driver launched a newer generation on its own (a spec change relaunches with
+            // a savepoint): adopt it, unless the engine is itself moving the job, and fence
+            // the one it replaced.
+            let idle = matches!(existing.phase, JobPhase::Running | JobPhase::Down { .. });
+            if generation > existing.generation && idle {
+                let replaced = StaleGeneration {
+                    site: existing.site.clone(),
+                    generation: existing.generation,
+                };
+                existing.stale.insert(replaced);
+                existing.generation = generation;
+                existing.site = site.clone();
+                existing.phase = JobPhase::Running;
+                existing.failures_in_site = 0;
+                existing.task_managers_lost_since = None;
+                self.audit(
+                    out,
+                    now,
+                    None,
+                    Some(&id),
+                    Some(&site),
+                    format!("adopted generation {generation} launched by the controller"),
+                );
+            }
         } else {
             self.jobs.insert(
                 id.clone(),

@@ -21,6 +21,7 @@ use scheduler::placement::{self, PlacementOptions, PlacementRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::controller::failover::{DriverError, RequestOutcome};
 use crate::controller::{Controller, JobStatus, new_record, stream_job_of};
 use crate::site::simulated::{Fault, SimulatedSiteHandle};
 use crate::state::{Expected, StateError};
@@ -109,7 +110,13 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
             "/api/v1/jobs/{namespace}/{name}/rightsize",
             axum::routing::post(reports::rightsize),
         )
-        .route("/api/v1/failover", axum::routing::post(failover));
+        .route("/api/v1/failover", get(list_failovers).post(failover))
+        .route("/api/v1/failover/{id}", get(get_failover))
+        .route(
+            "/api/v1/failover/{id}/cancel",
+            axum::routing::post(cancel_failover),
+        )
+        .route("/api/v1/recoveries", get(recoveries));
     if !state.simulated.is_empty() {
         router = router.route(
             "/api/v1/sim/{site}/faults",
@@ -141,6 +148,18 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+/// The HTTP status a state-store error maps to.
+fn state_status(error: &StateError) -> StatusCode {
+    match error {
+        StateError::NotLeader { .. } | StateError::Fenced { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        StateError::Conflict { .. } => StatusCode::CONFLICT,
+        StateError::NotFound { .. } => StatusCode::NOT_FOUND,
+        StateError::InvalidName { .. } => StatusCode::BAD_REQUEST,
+        StateError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -675,15 +694,28 @@ struct FailoverRequest {
     mode: failover::MoveMode,
     #[serde(default)]
     dry_run: bool,
+    /// `failback`: move home the jobs whose preferred site is `to` and that run in `from`.
+    #[serde(default)]
+    kind: FailoverKind,
 }
 
-/// Ops-triggered failover. The dry run returns the engine's plan (what moves where, what does
-/// not fit and why, expected RPO per job) and changes nothing; executing one is not built yet.
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum FailoverKind {
+    #[default]
+    Failover,
+    Failback,
+}
+
+/// Ops-triggered failover or failback. The dry run returns the engine's plan (what moves
+/// where, what does not fit and why, expected RPO per job) and changes nothing; otherwise the
+/// leader's failover engine starts an operation (202 with it; progress at
+/// `GET /api/v1/failover/{id}`).
 async fn failover(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let caller = auth::authorize(&headers, &state.token).map_err(|(s, m)| ApiError::new(s, m))?;
     let mut de = serde_json::Deserializer::from_slice(&body);
     let request: FailoverRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -739,15 +771,178 @@ async fn failover(
             "request body: to: must differ from from",
         ));
     }
-    if !request.dry_run {
-        let error = ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "executing a failover is not built yet; send dryRun: true for the plan",
-        );
-        return Err(state
-            .rejected(&caller, "failover", &format!("{from} -> {to}"), error)
-            .await);
+    let target = format!("{from} -> {to}");
+    let action = match request.kind {
+        FailoverKind::Failover => "failover",
+        FailoverKind::Failback => "failback",
+    };
+    if request.dry_run && request.kind == FailoverKind::Failover {
+        let plan =
+            crate::failover_plan::dry_run(&state.controller, &from, &to, request.mode).await?;
+        return Ok((
+            StatusCode::OK,
+            Json(json!({ "dryRun": true, "plan": plan })),
+        ));
     }
-    let plan = crate::failover_plan::dry_run(&state.controller, &from, &to, request.mode).await?;
-    Ok(Json(json!({ "dryRun": true, "plan": plan })))
+    let ops_request = match request.kind {
+        FailoverKind::Failover => failover::OpsRequest::Failover {
+            from,
+            to,
+            mode: request.mode,
+            dry_run: request.dry_run,
+        },
+        FailoverKind::Failback => failover::OpsRequest::Failback {
+            from,
+            to,
+            mode: request.mode,
+            dry_run: request.dry_run,
+        },
+    };
+    let outcome = match state.controller.failover_request(ops_request).await {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            let status = match error {
+                DriverError::NotLeading => StatusCode::SERVICE_UNAVAILABLE,
+                DriverError::State(ref e) => state_status(e),
+            };
+            let error = ApiError::new(status, error.to_string());
+            return Err(state.rejected(&caller, action, &target, error).await);
+        }
+    };
+    match outcome {
+        RequestOutcome::Plan(plan) => Ok((
+            StatusCode::OK,
+            Json(json!({ "dryRun": true, "plan": plan })),
+        )),
+        RequestOutcome::Rejected(error) => {
+            let error = ApiError::new(StatusCode::CONFLICT, error.to_string());
+            Err(state.rejected(&caller, action, &target, error).await)
+        }
+        RequestOutcome::Operation(op) => {
+            state
+                .controller
+                .audit_as(
+                    &caller.actor,
+                    action,
+                    &target,
+                    &format!("ok: operation {} started", op.id),
+                )
+                .await;
+            state.wake.notify_one();
+            Ok((StatusCode::ACCEPTED, Json(operation_view(&op))))
+        }
+    }
+}
+
+/// An operation as the API shows it: the persisted state machine plus its progress counts.
+fn operation_view(op: &failover::Operation) -> Value {
+    let mut value = serde_json::to_value(op).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        map.insert(
+            "progress".into(),
+            serde_json::to_value(op.progress()).unwrap_or(Value::Null),
+        );
+        map.insert("finished".into(), Value::Bool(!op.is_active()));
+    }
+    value
+}
+
+/// `GET /api/v1/failover`: every operation, oldest first.
+async fn list_failovers(State(state): State<Arc<ApiState>>) -> ApiResult<Json<Value>> {
+    let ops = state.controller.failover_operations().await?;
+    Ok(Json(Value::Array(ops.iter().map(operation_view).collect())))
+}
+
+fn operation_id(id: &str) -> ApiResult<u64> {
+    id.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("operation id {id:?} is not a number"),
+        )
+    })
+}
+
+/// `GET /api/v1/failover/{id}`: one operation, its progress, and the RTO/RPO of each job
+/// it relaunched so far.
+async fn get_failover(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = operation_id(&id)?;
+    let Some(op) = state.controller.failover_operation(id).await? else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no failover operation {id}"),
+        ));
+    };
+    let mut view = operation_view(&op);
+    let reports: Vec<_> = state
+        .controller
+        .failover
+        .reports()
+        .into_iter()
+        .filter(|r| r.op == Some(id))
+        .collect();
+    if let Value::Object(map) = &mut view {
+        map.insert(
+            "recoveries".into(),
+            serde_json::to_value(reports).unwrap_or(Value::Null),
+        );
+    }
+    Ok(Json(view))
+}
+
+/// `POST /api/v1/failover/{id}/cancel`: pending jobs stay where they run; jobs already
+/// moving finish; every job ends running exactly once.
+async fn cancel_failover(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    let caller = auth::authorize(&headers, &state.token).map_err(|(s, m)| ApiError::new(s, m))?;
+    let op = operation_id(&id)?;
+    let target = format!("operation {op}");
+    match state
+        .controller
+        .failover_request(failover::OpsRequest::Cancel { op })
+        .await
+    {
+        Ok(RequestOutcome::Operation(operation)) => {
+            state
+                .controller
+                .audit_as(&caller.actor, "cancel", &target, "ok")
+                .await;
+            state.wake.notify_one();
+            Ok(Json(operation_view(&operation)))
+        }
+        Ok(RequestOutcome::Rejected(error)) => {
+            let status = match error {
+                failover::RequestError::UnknownOperation { .. } => StatusCode::NOT_FOUND,
+                _ => StatusCode::CONFLICT,
+            };
+            let error = ApiError::new(status, error.to_string());
+            Err(state.rejected(&caller, "cancel", &target, error).await)
+        }
+        Ok(RequestOutcome::Plan(_)) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cancel answered with a plan",
+        )),
+        Err(error) => {
+            let status = match error {
+                DriverError::NotLeading => StatusCode::SERVICE_UNAVAILABLE,
+                DriverError::State(ref e) => state_status(e),
+            };
+            let error = ApiError::new(status, error.to_string());
+            Err(state.rejected(&caller, "cancel", &target, error).await)
+        }
+    }
+}
+
+/// `GET /api/v1/recoveries`: every relaunch the failover engine issued (reason, RTO, RPO)
+/// and every job it could not relaunch, as this replica saw them.
+async fn recoveries(State(state): State<Arc<ApiState>>) -> Json<Value> {
+    Json(json!({
+        "relaunched": state.controller.failover.reports(),
+        "notRelaunched": state.controller.failover.not_relaunched(),
+    }))
 }

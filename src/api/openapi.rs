@@ -84,8 +84,32 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
     (
         "post",
         "/api/v1/failover",
-        "Ops-triggered failover {from, to, mode: planned|forced, dryRun}; the dry run returns the plan",
+        "Ops-triggered failover or failback {from, to, mode: planned|forced, dryRun, kind: failover|failback}; the dry run returns the plan, otherwise 202 with the started operation",
         true,
+    ),
+    (
+        "get",
+        "/api/v1/failover",
+        "Every failover operation (site loss, failover, failback) with its progress",
+        false,
+    ),
+    (
+        "get",
+        "/api/v1/failover/{id}",
+        "One operation: per-job step, progress, and the RTO/RPO of each job it relaunched",
+        false,
+    ),
+    (
+        "post",
+        "/api/v1/failover/{id}/cancel",
+        "Cancel an operation: jobs not yet moving stay where they run; moving ones finish",
+        true,
+    ),
+    (
+        "get",
+        "/api/v1/recoveries",
+        "Every relaunch the failover engine issued (reason, RTO, RPO) and every job it could not relaunch",
+        false,
     ),
     (
         "post",
@@ -137,7 +161,9 @@ pub fn build() -> Value {
             responses["401"] = json!({"description": "No bearer token"});
             responses["403"] = json!({"description": "Wrong bearer token"});
             responses["413"] = json!({"description": "Body larger than api.maxBodyBytes"});
-            if (*method != "delete" && !path.ends_with("/rightsize")) || path.contains("/sim/") {
+            if (*method != "delete" && !path.ends_with("/rightsize") && !path.ends_with("/cancel"))
+                || path.contains("/sim/")
+            {
                 operation["requestBody"] = if *path == "/api/v1/failover" {
                     json!({"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FailoverRequest"}}}})
                 } else if path.contains("/sim/") {
@@ -166,7 +192,8 @@ pub fn build() -> Value {
                     "from": {"type": "string"},
                     "to": {"type": "string"},
                     "mode": {"enum": ["planned", "forced"]},
-                    "dryRun": {"type": "boolean"}
+                    "dryRun": {"type": "boolean"},
+                    "kind": {"enum": ["failover", "failback"]}
                 }, "required": ["from", "mode"]},
                 "Fault": {"type": "object", "properties": {
                     "kind": {"enum": ["node-down", "site-down", "partition", "slow-storage"]},

@@ -105,7 +105,13 @@ async fn run_controller(
 
     let controller = Arc::new(
         Controller::new(built.sites.clone(), store, config.policy.clone())
-            .with_storage_roots(storage_roots),
+            .with_storage_roots(storage_roots)
+            .with_failover(
+                config
+                    .failover
+                    .engine_config(built.sites.keys().cloned().collect()),
+                config.failover.enabled,
+            ),
     );
     let replication = Arc::new(
         ReplicationDriver::open(

@@ -38,6 +38,17 @@ pub struct ControllerMetrics {
     pub stops: Family<SiteLabel, Counter>,
     pub site_errors: Family<ErrorLabel, Counter>,
     pub site_reachable: Family<SiteLabel, Gauge>,
+    /// Failover engine: relaunches by reason kind, their RTO from detection, sites lost.
+    pub failover_relaunches: Family<ReasonLabel, Counter>,
+    pub failover_rto_seconds: Histogram,
+    pub failover_rpo_seconds: Histogram,
+    pub sites_lost: Family<SiteLabel, Counter>,
+    pub failover_not_relaunched: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
 }
 
 impl Default for ControllerMetrics {
@@ -63,7 +74,43 @@ impl ControllerMetrics {
             stops: Family::default(),
             site_errors: Family::default(),
             site_reachable: Family::default(),
+            failover_relaunches: Family::default(),
+            // 10 ms .. ~5.7 min.
+            failover_rto_seconds: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.01, 2.0, 16),
+            ),
+            // 1 s .. ~9 h.
+            failover_rpo_seconds: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 16),
+            ),
+            sites_lost: Family::default(),
+            failover_not_relaunched: Counter::default(),
         };
+        registry.register(
+            "failover_relaunches",
+            "Generations the failover engine relaunched, by reason",
+            metrics.failover_relaunches.clone(),
+        );
+        registry.register(
+            "failover_rto_seconds",
+            "From the failover engine's detection to the relaunch command",
+            metrics.failover_rto_seconds.clone(),
+        );
+        registry.register(
+            "failover_rpo_seconds",
+            "Age of the checkpoint a relaunch restored from",
+            metrics.failover_rpo_seconds.clone(),
+        );
+        registry.register(
+            "sites_lost",
+            "Times a site was judged lost (and failed over)",
+            metrics.sites_lost.clone(),
+        );
+        registry.register(
+            "failover_not_relaunched",
+            "Jobs the failover engine could not relaunch (no checkpoint, no room)",
+            metrics.failover_not_relaunched.clone(),
+        );
         registry.register(
             "reconcile_duration_seconds",
             "Wall time of one reconcile pass",

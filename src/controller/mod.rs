@@ -2,6 +2,7 @@
 //! that reconciles them (`reconcile`). The HTTP API (`crate::api`) reads and edits through
 //! the same `Controller`.
 
+pub mod failover;
 pub mod launch;
 pub mod metrics;
 pub mod reconcile;
@@ -33,6 +34,8 @@ pub struct Controller {
     /// Each site's storage root URL (`hdfs://ns-a/`, `file:///data/dc-a`): where its jobs'
     /// checkpoint paths live. A site without one gets the job's checkpoint URI unchanged.
     pub storage_roots: BTreeMap<SiteId, String>,
+    /// Node loss, job failure, site loss and ops-triggered failovers (the failover engine).
+    pub failover: failover::FailoverDriver,
     leading: AtomicBool,
     passes: tokio::sync::watch::Sender<u64>,
 }
@@ -43,12 +46,14 @@ impl Controller {
         store: Arc<dyn StateStore>,
         policy: Policy,
     ) -> Controller {
+        let site_ids: Vec<SiteId> = sites.keys().cloned().collect();
         Controller {
             sites,
             store,
             policy,
             metrics: Arc::new(ControllerMetrics::new()),
             storage_roots: BTreeMap::new(),
+            failover: failover::FailoverDriver::new(::failover::EngineConfig::new(site_ids), true),
             leading: AtomicBool::new(false),
             passes: tokio::sync::watch::channel(0).0,
         }
@@ -59,12 +64,23 @@ impl Controller {
         self
     }
 
+    /// Replaces the failover engine's settings (graces, bounds); `enabled: false` leaves
+    /// every failure to the reconcile pass's in-site relaunch and never fails a site over.
+    pub fn with_failover(mut self, config: ::failover::EngineConfig, enabled: bool) -> Controller {
+        self.failover = failover::FailoverDriver::new(config, enabled);
+        self
+    }
+
     /// True while this replica leads and its reconcile loop acts.
     pub fn is_leading(&self) -> bool {
         self.leading.load(Ordering::SeqCst)
     }
 
     pub fn set_leading(&self, leading: bool) {
+        if !leading {
+            // Whatever the engine believed is now the next leader's to resume from the store.
+            self.failover.reset();
+        }
         self.leading.store(leading, Ordering::SeqCst);
         self.metrics.leader.set(i64::from(leading));
     }
@@ -84,6 +100,7 @@ impl Controller {
         stop: CancellationToken,
     ) -> Result<(), StateError> {
         let mut changes: Vec<_> = self.sites.values().map(|s| s.changes()).collect();
+        let answers = self.failover.answers_waiting();
         loop {
             match self.reconcile_once().await {
                 Ok(report) => {
@@ -132,6 +149,7 @@ impl Controller {
                 () = stop.cancelled() => return Ok(()),
                 () = tokio::time::sleep(interval) => {}
                 () = wake.notified() => {}
+                () = answers.notified() => {}
                 () = site_changed => {
                     // Coalesce a burst of changes (a ticking site reports many) into one pass.
                     tokio::time::sleep(Duration::from_millis(200)).await;

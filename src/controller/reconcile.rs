@@ -69,9 +69,25 @@ impl Controller {
     pub async fn reconcile_once(&self) -> Result<PassReport, StateError> {
         let started = Instant::now();
         let mut report = PassReport::default();
-        let records = self.store.list_jobs().await?;
+        let mut records = self.store.list_jobs().await?;
         report.jobs = records.len();
         let views = self.observe(&mut report).await;
+
+        // The failover engine acts first (node and site loss, failed jobs, operations); the
+        // rest of the pass then works from the records it rewrote.
+        let observed = super::failover::Observed {
+            snapshots: views
+                .iter()
+                .map(|(k, v)| (k.clone(), &v.snapshot))
+                .collect(),
+            jobs: views
+                .iter()
+                .map(|(k, v)| (k.clone(), v.jobs.as_slice()))
+                .collect(),
+        };
+        if self.drive_failover(&records, &observed).await? {
+            records = self.store.list_jobs().await?;
+        }
 
         self.stop_unwanted(&records, &views, &mut report).await;
 
@@ -252,6 +268,22 @@ impl Controller {
         };
 
         let generation = record.value.generation;
+        if self.failover.is_busy(&id) {
+            // The failover engine is fencing, relaunching or moving this job, or holds it
+            // down: its placement and generation are the engine's until it is done.
+            status.site = Some(placement.site.0.clone());
+            if status.phase != JobPhase::Launching {
+                status.phase = JobPhase::Unknown;
+            }
+            status
+                .message
+                .get_or_insert_with(|| "the failover engine is recovering this job".into());
+            kept.push(placement);
+            kept_demands.push(demand);
+            self.write_status(&record, &old_status, &status, report)
+                .await?;
+            return Ok(());
+        }
         let Some(view) = views.get(&placement.site) else {
             // Its site did not answer: the job may well still run there. Keep its capacity
             // booked and leave moving it to site failover.
@@ -352,6 +384,20 @@ impl Controller {
                 JobState::Finished => {
                     status.phase = JobPhase::Finished;
                     status.message = None;
+                    kept.push(placement);
+                    kept_demands.push(demand);
+                    self.write_status(&record, &old_status, &status, report)
+                        .await?;
+                }
+                JobState::Failed if self.failover_manages(&job) => {
+                    // The failover engine relaunches it (in its site, then the other after
+                    // repeated failures); it has seen the same observation this pass.
+                    status.phase = JobPhase::Failed;
+                    status.site = Some(placement.site.0.clone());
+                    status.message = Some(format!(
+                        "generation {generation} failed in {}; the failover engine relaunches it",
+                        placement.site
+                    ));
                     kept.push(placement);
                     kept_demands.push(demand);
                     self.write_status(&record, &old_status, &status, report)
@@ -616,6 +662,12 @@ impl Controller {
             }
         }
         Ok(())
+    }
+
+    /// Whether the failover engine, not this pass, relaunches `job` when it fails.
+    fn failover_manages(&self, job: &StreamJob) -> bool {
+        self.failover.enabled()
+            && job.spec.failover.mode != scheduler::input::streamjob::FailoverMode::None
     }
 
     /// Writes `status` when it differs from what is stored; counts the job's phase.

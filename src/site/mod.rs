@@ -61,6 +61,14 @@ pub trait Site: Send + Sync {
     async fn jobs(&self) -> Result<Vec<JobObservation>, SiteError>;
 
     async fn health(&self) -> SiteHealth;
+
+    /// When someone other than this controller last heard from the site: its etcd member or
+    /// agent renewing its liveness through the quorum. A site heard this way is alive even if
+    /// this controller cannot reach its API, so it must not be failed over. `None`: no such
+    /// observer (the site is judged by its API and nodes alone).
+    async fn peer_last_contact(&self) -> Option<DateTime<Utc>> {
+        None
+    }
 }
 
 /// Everything a site needs to run one generation of one job.

@@ -117,6 +117,9 @@ struct Inner {
 struct ClusterFile {
     jobs: Vec<SavedJob>,
     stopped: Vec<(JobId, u64)>,
+    /// A site that is down stays down for whichever controller process runs it next.
+    #[serde(default)]
+    site_down: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -391,6 +394,7 @@ impl Inner {
                 })
                 .collect(),
             stopped: state.stopped.iter().map(|(j, g)| (j.clone(), *g)).collect(),
+            site_down: state.faults.site_down,
         };
         let result = (|| -> std::io::Result<()> {
             if let Some(parent) = path.parent() {
@@ -421,6 +425,7 @@ impl Inner {
             .map_err(|e| self.invalid(format!("cluster file {}", path.display()), e.to_string()))?;
         let now = self.clock.now();
         let mut state = self.lock();
+        state.faults.site_down = file.site_down;
         let faults = state.faults.clone();
         state.jobs.clear();
         for saved in file.jobs {
@@ -552,6 +557,9 @@ impl Inner {
             job.update_state(&faults, now);
         }
         self.bump(&mut state);
+        if matches!(fault, Fault::SiteDown) {
+            self.save_locked(&state);
+        }
         Ok(())
     }
 
@@ -1106,6 +1114,13 @@ impl Site for SimulatedSite {
 
     async fn health(&self) -> SiteHealth {
         self.inner.health()
+    }
+
+    /// A partitioned site still renews its liveness through the quorum (its etcd member is
+    /// on its own side of the cut); a site that is down does not.
+    async fn peer_last_contact(&self) -> Option<DateTime<Utc>> {
+        let down = self.inner.lock().faults.site_down;
+        (!down).then(Utc::now)
     }
 }
 

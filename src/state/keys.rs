@@ -6,6 +6,7 @@
 //! <prefix>/checkpoints/<namespace>/<name>/replicated/<site>     CheckpointPointer (latest verified copy at peer <site>)
 //! <prefix>/sites/<site>                                         SiteRecord (state + epoch)
 //! <prefix>/ops/<id>                                             OperationRecord (failover state machine)
+//! <prefix>/failover/<job.ns.name | site.id | op.id>             failover engine record (JSON, resumed by a new leader)
 //! <prefix>/audit/<seq, 20 digits, zero-padded>                  AuditEntry
 //! <prefix>/election/<name>                                      etcd election (leader keys live below it)
 //! ```
@@ -109,6 +110,16 @@ impl KeyLayout {
 
     pub fn operations(&self) -> String {
         format!("{}/ops/", self.prefix)
+    }
+
+    /// One record of the failover engine (`job.<ns>.<name>`, `site.<id>`, `op.<id>`).
+    pub fn failover_record(&self, name: &str) -> Result<String, StateError> {
+        validate_segment("failover record name", name)?;
+        Ok(format!("{}/failover/{name}", self.prefix))
+    }
+
+    pub fn failover_records(&self) -> String {
+        format!("{}/failover/", self.prefix)
     }
 
     /// Zero-padded so that key order is sequence order.

@@ -106,6 +106,19 @@ pub trait StateStore: Send + Sync {
 
     async fn delete_operation(&self, id: &str, expected: Expected) -> Result<bool, StateError>;
 
+    /// Stores one failover engine record under `name` (see [`keys::KeyLayout::failover_record`]);
+    /// the engine owns the content, the store only keeps it durable.
+    async fn put_failover_record(
+        &self,
+        name: &str,
+        record: &serde_json::Value,
+    ) -> Result<i64, StateError>;
+
+    /// Every failover engine record, by name, ordered by name.
+    async fn list_failover_records(&self) -> Result<Vec<(String, serde_json::Value)>, StateError>;
+
+    async fn delete_failover_record(&self, name: &str) -> Result<bool, StateError>;
+
     /// Appends to the audit log; returns the entry's sequence number (the first is 1; each
     /// is greater than every earlier one).
     async fn append_audit(&self, entry: &AuditEntry) -> Result<u64, StateError>;

@@ -282,6 +282,35 @@ impl<B: KvBackend> StateStore for KvStateStore<B> {
         self.backend.delete(&key, expected).await
     }
 
+    async fn put_failover_record(
+        &self,
+        name: &str,
+        record: &serde_json::Value,
+    ) -> Result<i64, StateError> {
+        let key = self.layout.failover_record(name)?;
+        self.write(&key, record, Expected::Any).await
+    }
+
+    async fn list_failover_records(&self) -> Result<Vec<(String, serde_json::Value)>, StateError> {
+        let prefix = self.layout.failover_records();
+        Ok(self
+            .read_all::<serde_json::Value>(&prefix)
+            .await?
+            .into_iter()
+            .map(|(key, record)| {
+                (
+                    key.strip_prefix(&prefix).unwrap_or(&key).to_owned(),
+                    record.value,
+                )
+            })
+            .collect())
+    }
+
+    async fn delete_failover_record(&self, name: &str) -> Result<bool, StateError> {
+        let key = self.layout.failover_record(name)?;
+        self.backend.delete(&key, Expected::Any).await
+    }
+
     async fn append_audit(&self, entry: &AuditEntry) -> Result<u64, StateError> {
         let prefix = self.layout.audits();
         let mut attempt = 0;
