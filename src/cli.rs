@@ -34,6 +34,8 @@ pub enum Command {
     Report(crate::commands::report::ReportArgs),
     /// Ask a running controller to move a site's jobs to the other site (`--dry-run`: the plan).
     Failover(crate::commands::failover::FailoverArgs),
+    /// Play a failover scenario in a simulated two-site world; print the timeline and RTO/RPO.
+    Simulate(crate::commands::simulate::SimulateArgs),
 }
 
 #[derive(Debug, Args)]

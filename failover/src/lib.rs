@@ -4,6 +4,7 @@
 pub mod engine;
 pub mod health;
 pub mod operation;
+pub mod sim;
 pub mod types;
 
 pub use engine::{

@@ -11,6 +11,7 @@ pub mod generate;
 pub mod plan;
 pub mod report;
 pub mod run;
+pub mod simulate;
 pub mod sync;
 
 pub fn init_logging(filter: &str) {
@@ -37,6 +38,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Sync(args) => sync::run(&args),
         Command::Report(args) => report::run(&args),
         Command::Failover(args) => failover::run(&args),
+        Command::Simulate(args) => simulate::run(&args),
     }
 }
 

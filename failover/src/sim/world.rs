@@ -1,0 +1,1662 @@
+//! A fake two-site world that executes the engine's commands on a virtual clock: nodes that
+//! heart-beat or not, Flink generations that run, restart, fail and checkpoint, sites that go
+//! dark and come back with their zombies, a controller that may be cut off a site or lose
+//! quorum, replication between the sites' storage, and a leader that may die part-way
+//! through a command list and be replaced by one that resumes from the persisted records.
+//!
+//! Invariants are checked as commands execute and after every step (see [`World::check_invariants`]):
+//!
+//! - never two running generations of one job, across both sites;
+//! - every relaunch restores from a checkpoint readable in its target site (for a cross-site
+//!   relaunch: one replicated there);
+//! - new generations strictly increase (a re-issued launch keeps its generation and site);
+//! - no site is marked lost without quorum, nor while it was alive and visible (to the
+//!   controller or to its peer) for longer than the site grace.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use scheduler::model::{
+    JobId, JobPlacement, Node, PlacementPolicy, PodRole, Resources, SiteId, SiteSnapshot,
+};
+
+use super::placer::SchedulerPlacer;
+use super::report::{
+    CheckpointRecord, EntryKind, JobEnd, NotRelaunched, Recovery, Stats, TimelineEntry, Violation,
+};
+use crate::engine::{Command, Engine, EngineConfig, Event, JobPhase, Record};
+use crate::types::{
+    CheckpointKind, CheckpointPointer, JobObserved, JobSpec, NodeHeartbeat, PlacementOutcome,
+    Placer, RunState, SiteObservation, Timestamp,
+};
+
+/// How the fake world answers: how long launches, fences, savepoints and replication take,
+/// and Flink's restart back-off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorldConfig {
+    /// From `Relaunch` to the generation running (and `LaunchSucceeded`).
+    pub launch_time: Duration,
+    /// From `Fence` to `Fenced`.
+    pub fence_time: Duration,
+    /// From `TriggerSavepoint` to `SavepointCompleted`.
+    pub savepoint_time: Duration,
+    /// From a completed checkpoint (or a savepoint) to its copy verified in the other site.
+    pub replication_delay: Duration,
+    /// Flink's restart back-off: first delay, doubled after each attempt up to the max.
+    /// Zero: one attempt per [`World::advance`].
+    pub restart_delay: Duration,
+    pub max_restart_delay: Duration,
+}
+
+impl Default for WorldConfig {
+    fn default() -> Self {
+        WorldConfig {
+            launch_time: Duration::from_secs(10),
+            fence_time: Duration::from_secs(1),
+            savepoint_time: Duration::from_secs(5),
+            replication_delay: Duration::from_secs(5),
+            restart_delay: Duration::from_secs(1),
+            max_restart_delay: Duration::from_secs(60),
+        }
+    }
+}
+
+impl WorldConfig {
+    /// Every answer at once and one restart attempt per step: the setting of the seeded
+    /// random runs.
+    pub fn instant() -> Self {
+        WorldConfig {
+            launch_time: Duration::ZERO,
+            fence_time: Duration::ZERO,
+            savepoint_time: Duration::ZERO,
+            replication_delay: Duration::ZERO,
+            restart_delay: Duration::ZERO,
+            max_restart_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// A job as the world knows it: what the engine is told, and how it checkpoints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimJob {
+    pub spec: JobSpec,
+    /// `None`: the job checkpoints only when told ([`World::complete_checkpoint`]).
+    pub checkpoint_interval: Option<Duration>,
+    /// Whether its checkpoints are copied to the other site.
+    pub replicate: bool,
+}
+
+/// When the leader dies next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashTrigger {
+    /// Part-way through the next command list longer than `n`, after executing `n` commands.
+    AfterCommands(usize),
+    /// Right after executing the `n`-th `Relaunch` from now (the rest of its list is lost).
+    AfterRelaunches(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InstanceState {
+    /// Launched, not yet up (counts as running for the invariant: it may already process).
+    Starting,
+    Running,
+    Restarting,
+    Failed,
+    /// Stopped with a savepoint; its deployment is still there until fenced.
+    Stopped,
+}
+
+#[derive(Debug, Clone)]
+struct Instance {
+    state: InstanceState,
+    placement: JobPlacement,
+    restarts: u32,
+    ready_at: Timestamp,
+    next_restart_at: Timestamp,
+    restart_delay: Duration,
+    next_checkpoint_at: Option<Timestamp>,
+    savepoint: Option<CheckpointPointer>,
+    /// Held by the site's epoch admission (README, driver guarantee 6): once its site was
+    /// marked lost, this generation never runs again; only a fence removes it.
+    held: bool,
+}
+
+impl Instance {
+    fn job_manager_node(&self) -> Option<&str> {
+        self.placement
+            .pods
+            .iter()
+            .find(|p| p.role == PodRole::Jobmanager)
+            .map(|p| p.node.as_str())
+    }
+
+    fn task_manager_nodes(&self) -> Vec<String> {
+        self.placement
+            .pods
+            .iter()
+            .filter(|p| p.role == PodRole::Taskmanager)
+            .map(|p| p.node.clone())
+            .collect()
+    }
+
+    fn counts_as_running(&self) -> bool {
+        matches!(self.state, InstanceState::Running | InstanceState::Starting)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct NodeState {
+    alive: bool,
+    last_heartbeat: Timestamp,
+    allocatable: Resources,
+}
+
+#[derive(Debug, Clone)]
+struct SiteState {
+    up: bool,
+    /// A `MarkSiteLost` was written and no `MarkSiteRecovered` since.
+    marked_lost: bool,
+    /// The controller cannot reach this site's API; `Some(true)`: the peer still hears it.
+    cut: Option<bool>,
+    /// Since when someone (the controller or the peer) has heard the site without a break.
+    visible_since: Option<Timestamp>,
+    nodes: BTreeMap<String, NodeState>,
+    instances: BTreeMap<(JobId, u64), Instance>,
+    /// Instances frozen by a site outage; they come back (as zombies) with the site.
+    dormant: BTreeMap<(JobId, u64), Instance>,
+}
+
+impl SiteState {
+    fn all_alive(&self, i: &Instance) -> bool {
+        i.placement
+            .pods
+            .iter()
+            .all(|p| self.nodes.get(&p.node).is_some_and(|n| n.alive))
+    }
+
+    /// Isolated: cut from the controller and unheard by the peer.
+    fn isolated(&self) -> bool {
+        self.cut == Some(false)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Due {
+    Answer(Event),
+    Replica {
+        job: JobId,
+        checkpoint: CheckpointPointer,
+        to: SiteId,
+    },
+}
+
+/// The world, the engine inside it, and everything the run reported so far.
+pub struct World {
+    start: Timestamp,
+    now: Timestamp,
+    config: WorldConfig,
+    /// Whether a restarting generation whose nodes are all alive comes up at its next attempt.
+    pub flink_recovers: bool,
+    quorum: bool,
+    sites: BTreeMap<SiteId, SiteState>,
+    jobs: BTreeMap<JobId, SimJob>,
+    engine: Engine,
+    policy: PlacementPolicy,
+    store: BTreeMap<String, Record>,
+    inbox: VecDeque<Event>,
+    due: BTreeMap<(Timestamp, u64), Due>,
+    seq: u64,
+    deferred: Vec<Command>,
+    /// (job, site, generation, id) of every checkpoint or savepoint readable in `site`.
+    readable: BTreeSet<(JobId, SiteId, u64, u64)>,
+    next_checkpoint_id: BTreeMap<JobId, u64>,
+    /// Highest generation ever issued per job, and where.
+    issued: BTreeMap<JobId, (u64, SiteId)>,
+    crash: Option<CrashTrigger>,
+    crash_hook: Option<Box<dyn FnMut(usize) -> Option<usize>>>,
+    /// Every event and command, for replaying a failing seed (off unless enabled).
+    trace: Option<Vec<String>>,
+    timeline: Vec<TimelineEntry>,
+    recoveries: Vec<Recovery>,
+    not_relaunched: Vec<NotRelaunched>,
+    checkpoints: Vec<CheckpointRecord>,
+    violations: Vec<Violation>,
+    stats: Stats,
+}
+
+fn record_key(r: &Record) -> String {
+    match r {
+        Record::Job(j) => format!("job/{}", j.id()),
+        Record::Site(s) => format!("site/{}", s.id),
+        Record::Operation(o) => format!("op/{}", o.id),
+    }
+}
+
+fn plus(t: Timestamp, d: Duration) -> Timestamp {
+    t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// The copy of `p` readable in `to`, under `to`'s storage.
+fn replica_of(p: &CheckpointPointer, to: &SiteId) -> CheckpointPointer {
+    CheckpointPointer {
+        site: to.clone(),
+        path: p
+            .path
+            .replacen(&format!("hdfs://{}/", p.site), &format!("hdfs://{to}/"), 1),
+        ..p.clone()
+    }
+}
+
+fn describe_pointer(p: &Option<CheckpointPointer>) -> String {
+    match p {
+        Some(p) => format!(
+            "from {} {} (gen {}, id {}, in {})",
+            match p.kind {
+                CheckpointKind::Checkpoint => "checkpoint",
+                CheckpointKind::Savepoint => "savepoint",
+            },
+            p.path,
+            p.generation,
+            p.id,
+            p.site
+        ),
+        None => "without state".to_string(),
+    }
+}
+
+/// The scheduler over the world's current nodes and running generations.
+struct WorldPlacer<'a> {
+    sites: &'a BTreeMap<SiteId, SiteState>,
+    jobs: &'a BTreeMap<JobId, SimJob>,
+    policy: &'a PlacementPolicy,
+    at: Timestamp,
+}
+
+impl Placer for WorldPlacer<'_> {
+    fn place(
+        &self,
+        site: &SiteId,
+        jobs: &[scheduler::model::JobDemand],
+        avoid: &BTreeSet<String>,
+    ) -> PlacementOutcome {
+        let Some(s) = self.sites.get(site) else {
+            return PlacementOutcome::default();
+        };
+        let snapshot = SiteSnapshot {
+            id: site.clone(),
+            nodes: s
+                .nodes
+                .iter()
+                .map(|(name, n)| Node {
+                    name: name.clone(),
+                    labels: BTreeMap::new(),
+                    taints: Vec::new(),
+                    unschedulable: false,
+                    ready: n.alive,
+                    allocatable: n.allocatable,
+                })
+                .collect(),
+            running_pods: Vec::new(),
+        };
+        let running: Vec<JobPlacement> =
+            s.instances.values().map(|i| i.placement.clone()).collect();
+        let demands = self.jobs.values().map(|j| j.spec.demand.clone()).collect();
+        SchedulerPlacer::new(vec![snapshot], running, demands, self.policy, self.at)
+            .place(site, jobs, avoid)
+    }
+}
+
+impl World {
+    /// A world of `sites` (each with its nodes and their allocatable capacity), all up, and an
+    /// engine that has just started watching them at `start`. No jobs, no quorum yet.
+    pub fn new(
+        engine: EngineConfig,
+        config: WorldConfig,
+        sites: Vec<(SiteId, Vec<(String, Resources)>)>,
+        start: Timestamp,
+    ) -> World {
+        let sites = sites
+            .into_iter()
+            .map(|(id, nodes)| {
+                let nodes = nodes
+                    .into_iter()
+                    .map(|(name, allocatable)| {
+                        (
+                            name,
+                            NodeState {
+                                alive: true,
+                                last_heartbeat: start,
+                                allocatable,
+                            },
+                        )
+                    })
+                    .collect();
+                (
+                    id,
+                    SiteState {
+                        up: true,
+                        marked_lost: false,
+                        cut: None,
+                        visible_since: Some(start),
+                        nodes,
+                        instances: BTreeMap::new(),
+                        dormant: BTreeMap::new(),
+                    },
+                )
+            })
+            .collect();
+        World {
+            start,
+            now: start,
+            config,
+            flink_recovers: true,
+            quorum: false,
+            sites,
+            jobs: BTreeMap::new(),
+            engine: Engine::new(engine, start),
+            policy: PlacementPolicy::default(),
+            store: BTreeMap::new(),
+            inbox: VecDeque::new(),
+            due: BTreeMap::new(),
+            seq: 0,
+            deferred: Vec::new(),
+            readable: BTreeSet::new(),
+            next_checkpoint_id: BTreeMap::new(),
+            issued: BTreeMap::new(),
+            crash: None,
+            crash_hook: None,
+            trace: None,
+            timeline: Vec::new(),
+            recoveries: Vec::new(),
+            not_relaunched: Vec::new(),
+            checkpoints: Vec::new(),
+            violations: Vec::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Keeps every event and command delivered from now on (see [`World::trace`]).
+    pub fn enable_trace(&mut self) {
+        self.trace.get_or_insert_with(Vec::new);
+    }
+
+    /// Decides, for each command list of `len` commands, whether the leader dies after the
+    /// returned number of commands (seeded random runs).
+    pub fn set_crash_hook(&mut self, hook: Box<dyn FnMut(usize) -> Option<usize>>) {
+        self.crash_hook = Some(hook);
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    /// Virtual time since the start.
+    pub fn elapsed(&self) -> Duration {
+        crate::types::elapsed(self.start, self.now)
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn config_mut(&mut self) -> &mut WorldConfig {
+        &mut self.config
+    }
+
+    pub fn trace(&self) -> &[String] {
+        self.trace.as_deref().unwrap_or(&[])
+    }
+
+    pub fn timeline(&self) -> &[TimelineEntry] {
+        &self.timeline
+    }
+
+    pub fn recoveries(&self) -> &[Recovery] {
+        &self.recoveries
+    }
+
+    pub fn violations(&self) -> &[Violation] {
+        &self.violations
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    pub fn site_ids(&self) -> Vec<SiteId> {
+        self.sites.keys().cloned().collect()
+    }
+
+    pub fn job_ids(&self) -> Vec<JobId> {
+        self.jobs.keys().cloned().collect()
+    }
+
+    pub fn site_is_up(&self, site: &SiteId) -> bool {
+        self.sites.get(site).is_some_and(|s| s.up)
+    }
+
+    /// Cut from the controller (`Some(peer_sees)`), or `None`.
+    pub fn cut(&self, site: &SiteId) -> Option<bool> {
+        self.sites.get(site).and_then(|s| s.cut)
+    }
+
+    pub fn node_is_alive(&self, site: &SiteId, node: &str) -> bool {
+        self.sites
+            .get(site)
+            .and_then(|s| s.nodes.get(node))
+            .is_some_and(|n| n.alive)
+    }
+
+    /// Generations running (not restarting, failed or held) in `site`.
+    pub fn running_generations(&self, site: &SiteId) -> Vec<(JobId, u64)> {
+        self.sites
+            .get(site)
+            .map(|w| {
+                w.instances
+                    .iter()
+                    .filter(|(_, i)| i.state == InstanceState::Running && !i.held)
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Places `jobs` in `site` with the scheduler, as the engine's placer would now.
+    pub fn place(&self, site: &SiteId, jobs: &[scheduler::model::JobDemand]) -> PlacementOutcome {
+        self.placer().place(site, jobs, &BTreeSet::new())
+    }
+
+    fn placer(&self) -> WorldPlacer<'_> {
+        WorldPlacer {
+            sites: &self.sites,
+            jobs: &self.jobs,
+            policy: &self.policy,
+            at: self.now,
+        }
+    }
+
+    /// Adds a job already running as generation 1 in `placement.site` and registers it with
+    /// the engine. `first_checkpoint_at`: when its periodic checkpoints start.
+    pub fn add_job(
+        &mut self,
+        job: SimJob,
+        placement: JobPlacement,
+        first_checkpoint_at: Option<Timestamp>,
+    ) {
+        let id = job.spec.demand.id.clone();
+        let site = placement.site.clone();
+        let now = self.now;
+        if let Some(s) = self.sites.get_mut(&site) {
+            s.instances.insert(
+                (id.clone(), 1),
+                Instance {
+                    state: InstanceState::Running,
+                    placement,
+                    restarts: 0,
+                    ready_at: now,
+                    next_restart_at: now,
+                    restart_delay: self.config.restart_delay,
+                    next_checkpoint_at: first_checkpoint_at,
+                    savepoint: None,
+                    held: false,
+                },
+            );
+        }
+        self.issued.insert(id.clone(), (1, site.clone()));
+        let spec = job.spec.clone();
+        self.jobs.insert(id, job);
+        self.deliver(Event::JobRegistered {
+            spec: Box::new(spec),
+            site,
+            generation: 1,
+        });
+    }
+
+    fn log(&mut self, kind: EntryKind, job: Option<&JobId>, site: Option<&SiteId>, text: String) {
+        self.timeline.push(TimelineEntry {
+            at: self.elapsed(),
+            kind,
+            job: job.cloned(),
+            site: site.cloned(),
+            text,
+        });
+    }
+
+    /// Notes a scenario event in the timeline.
+    pub fn note(&mut self, text: String) {
+        self.log(EntryKind::Inject, None, None, text);
+    }
+
+    fn violation(&mut self, message: String) {
+        if let Some(t) = &mut self.trace {
+            t.push(format!("    !! {message}"));
+        }
+        self.log(EntryKind::Violation, None, None, message.clone());
+        self.violations.push(Violation {
+            at: self.elapsed(),
+            message,
+        });
+    }
+
+    fn reachable(&self, s: &SiteId) -> bool {
+        self.sites.get(s).is_some_and(|w| w.up && w.cut.is_none())
+    }
+
+    /// Whether the peer (another site that is up and not isolated) hears `s`.
+    fn peer_hears(&self, s: &SiteId) -> bool {
+        let Some(w) = self.sites.get(s) else {
+            return false;
+        };
+        w.up && !w.isolated()
+            && self
+                .sites
+                .iter()
+                .any(|(o, ow)| o != s && ow.up && !ow.isolated())
+    }
+
+    fn refresh_visibility(&mut self) {
+        let now = self.now;
+        let ids: Vec<SiteId> = self.sites.keys().cloned().collect();
+        for s in ids {
+            let visible = self.reachable(&s) || self.peer_hears(&s);
+            if let Some(w) = self.sites.get_mut(&s) {
+                match (visible, w.visible_since) {
+                    (true, None) => w.visible_since = Some(now),
+                    (false, Some(_)) => w.visible_since = None,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    // ---- the engine's inputs --------------------------------------------------------------
+
+    /// Steps the engine with `event` at the current instant and executes its commands.
+    pub fn deliver(&mut self, event: Event) {
+        let secs = self.elapsed().as_secs();
+        if let Some(t) = &mut self.trace {
+            t.push(format!("t={secs} {event:?}"));
+        }
+        if let Event::LaunchSucceeded {
+            job,
+            generation,
+            site,
+        } = &event
+        {
+            let at = self.elapsed();
+            if let Some(r) = self
+                .recoveries
+                .iter_mut()
+                .rev()
+                .find(|r| &r.job == job && r.generation == *generation && &r.to == site)
+            {
+                r.running_at.get_or_insert(at);
+            }
+        }
+        let placer = WorldPlacer {
+            sites: &self.sites,
+            jobs: &self.jobs,
+            policy: &self.policy,
+            at: self.now,
+        };
+        let commands = self.engine.step(event, self.now, &placer);
+        self.execute(commands, true);
+    }
+
+    fn crash_index(&mut self, commands: &[Command]) -> Option<usize> {
+        match self.crash {
+            Some(CrashTrigger::AfterCommands(n)) if commands.len() > n => {
+                self.crash = None;
+                return Some(n);
+            }
+            Some(CrashTrigger::AfterRelaunches(n)) => {
+                let relaunches: Vec<usize> = commands
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| matches!(c, Command::Relaunch { .. }))
+                    .map(|(i, _)| i)
+                    .collect();
+                if relaunches.len() >= n.max(1) {
+                    self.crash = None;
+                    return Some(relaunches[n.max(1) - 1] + 1);
+                }
+                self.crash = Some(CrashTrigger::AfterRelaunches(n - relaunches.len()));
+            }
+            _ => {}
+        }
+        self.crash_hook.as_mut().and_then(|h| h(commands.len()))
+    }
+
+    /// Executes commands in order; the leader may die part-way (only when `may_crash`).
+    fn execute(&mut self, commands: Vec<Command>, may_crash: bool) {
+        let crash_at = if may_crash && !commands.is_empty() {
+            self.crash_index(&commands)
+        } else {
+            None
+        };
+        let len = commands.len();
+        for (i, c) in commands.into_iter().enumerate() {
+            if Some(i) == crash_at {
+                self.crash_leader();
+                return;
+            }
+            self.apply(c);
+        }
+        if crash_at == Some(len) {
+            self.crash_leader();
+        }
+    }
+
+    /// Arms a leader crash (see [`CrashTrigger`]).
+    pub fn arm_crash(&mut self, trigger: CrashTrigger) {
+        self.crash = Some(trigger);
+    }
+
+    /// The leader dies now; a new one loads every persisted record and resumes.
+    pub fn crash_leader(&mut self) {
+        self.stats.leader_crashes += 1;
+        let text = format!(
+            "leader crashed; a new leader resumes from {} persisted records",
+            self.store.len()
+        );
+        let secs = self.elapsed().as_secs();
+        if let Some(t) = &mut self.trace {
+            t.push(format!("t={secs} LEADER CRASH: {text}"));
+        }
+        self.log(EntryKind::Leader, None, None, text);
+        let config = self.engine.config().clone();
+        // Through JSON, as the real store would hand them back.
+        let records: Result<Vec<Record>, _> = self
+            .store
+            .values()
+            .map(|r| serde_json::to_string(r).and_then(|s| serde_json::from_str(&s)))
+            .collect();
+        let records = match records {
+            Ok(r) => r,
+            Err(e) => {
+                self.violation(format!("a record does not round-trip through JSON: {e}"));
+                self.store.values().cloned().collect()
+            }
+        };
+        let (engine, commands) = Engine::resume(config, records, self.now);
+        self.engine = engine;
+        self.execute(commands, false);
+        let q = self.quorum;
+        self.deliver(Event::QuorumChanged(q));
+    }
+
+    fn answer(&mut self, after: Duration, event: Event) {
+        if after.is_zero() {
+            self.inbox.push_back(event);
+        } else {
+            self.seq += 1;
+            self.due
+                .insert((plus(self.now, after), self.seq), Due::Answer(event));
+        }
+    }
+
+    /// Executes `command` as if the engine had issued it (tests of the world's checks).
+    pub fn apply_command(&mut self, command: Command) {
+        self.apply(command);
+    }
+
+    fn apply(&mut self, c: Command) {
+        if let Some(t) = &mut self.trace {
+            t.push(format!("    -> {}", short(&c)));
+        }
+        match c {
+            Command::Persist(r) => {
+                self.store.insert(record_key(&r), r);
+            }
+            // The registration of every job, and the relaunch and the report of a job not
+            // relaunched (logged as actions), would only repeat themselves.
+            Command::Audit(a)
+                if !a.message.starts_with("registered at generation")
+                    && !a.message.starts_with("relaunching as generation")
+                    && !a.message.starts_with("not relaunched:") =>
+            {
+                let text = match &a.job {
+                    Some(j) => format!("{j}: {}", a.message),
+                    None => match &a.site {
+                        Some(s) => format!("site {s}: {}", a.message),
+                        None => a.message.clone(),
+                    },
+                };
+                self.log(EntryKind::Engine, a.job.as_ref(), a.site.as_ref(), text);
+            }
+            Command::MarkSiteRecovered { site, epoch } => {
+                self.stats.site_recoveries += 1;
+                self.log(
+                    EntryKind::Action,
+                    None,
+                    Some(&site),
+                    format!("mark site {site} recovered (epoch {epoch})"),
+                );
+                if let Some(w) = self.sites.get_mut(&site) {
+                    w.marked_lost = false;
+                }
+            }
+            Command::MarkSiteLost { site, epoch } => self.mark_site_lost(site, epoch),
+            Command::Relaunch {
+                job,
+                generation,
+                site,
+                placement,
+                restore_from,
+                reason,
+            } => self.relaunch(job, generation, site, placement, restore_from, reason),
+            Command::Fence {
+                job,
+                generation,
+                site,
+            } => {
+                let reachable = self.reachable(&site);
+                self.log(
+                    EntryKind::Action,
+                    Some(&job),
+                    Some(&site),
+                    format!(
+                        "fence {job} generation {generation} in {site}{}",
+                        if reachable {
+                            ""
+                        } else {
+                            " (site unreachable: not done)"
+                        }
+                    ),
+                );
+                if reachable {
+                    self.stats.fences += 1;
+                    if let Some(s) = self.sites.get_mut(&site) {
+                        s.instances.remove(&(job.clone(), generation));
+                        s.dormant.remove(&(job.clone(), generation));
+                    }
+                    let after = self.config.fence_time;
+                    self.answer(
+                        after,
+                        Event::Fenced {
+                            job,
+                            generation,
+                            site,
+                        },
+                    );
+                }
+            }
+            Command::TriggerSavepoint {
+                op,
+                job,
+                generation,
+                site,
+            } => self.trigger_savepoint(op, job, generation, site),
+            Command::ReplicateSavepoint {
+                op,
+                job,
+                savepoint,
+                to,
+            } => {
+                let both_up = self.site_is_up(&savepoint.site) && self.site_is_up(&to);
+                if both_up {
+                    let replica = replica_of(&savepoint, &to);
+                    self.readable
+                        .insert((job.clone(), to, replica.generation, replica.id));
+                    let after = self.config.replication_delay;
+                    self.answer(after, Event::ReplicationCompleted { op, job, replica });
+                } else {
+                    // The driver retries replication until it succeeds.
+                    self.deferred.push(Command::ReplicateSavepoint {
+                        op,
+                        job,
+                        savepoint,
+                        to,
+                    });
+                }
+            }
+            Command::ReportRecovery(r) => {
+                let at = self.elapsed();
+                let row = self
+                    .recoveries
+                    .iter_mut()
+                    .rev()
+                    .find(|x| x.job == r.job && x.generation == r.generation && x.to == r.site);
+                match row {
+                    Some(row) => {
+                        row.op = r.op;
+                        row.reason = r.reason.to_string();
+                        row.reported = true;
+                        row.rto_from_detection = Some(r.rto_from_detection);
+                        row.rto_from_last_heartbeat = r.rto_from_last_heartbeat;
+                        row.rpo = r.rpo;
+                    }
+                    None => {
+                        let priority = self.priority(&r.job);
+                        self.recoveries.push(Recovery {
+                            job: r.job.clone(),
+                            priority,
+                            reason: r.reason.to_string(),
+                            op: r.op,
+                            from: r.site.clone(),
+                            to: r.site.clone(),
+                            nodes: Vec::new(),
+                            generation: r.generation,
+                            relaunched_at: at,
+                            running_at: None,
+                            reported: true,
+                            rto_from_detection: Some(r.rto_from_detection),
+                            rto_from_last_heartbeat: r.rto_from_last_heartbeat,
+                            rpo: r.rpo,
+                            restore_from: r.restore_from.clone(),
+                        });
+                    }
+                }
+                self.log(
+                    EntryKind::Recovery,
+                    Some(&r.job),
+                    Some(&r.site),
+                    format!(
+                        "{} generation {} in {}: RTO {} from detection, {} from last heartbeat; RPO {}",
+                        r.job,
+                        r.generation,
+                        r.site,
+                        super::report::fmt_duration(r.rto_from_detection),
+                        r.rto_from_last_heartbeat
+                            .map_or("unknown".into(), super::report::fmt_duration),
+                        r.rpo
+                            .map_or("none (no state)".into(), super::report::fmt_duration)
+                    ),
+                );
+            }
+            Command::ReportNotRelaunched {
+                job,
+                reason,
+                missing,
+            } => {
+                let priority = self.priority(&job);
+                self.log(
+                    EntryKind::Action,
+                    Some(&job),
+                    None,
+                    format!("{job} not relaunched: {reason}"),
+                );
+                self.not_relaunched.push(NotRelaunched {
+                    job,
+                    priority,
+                    at: self.elapsed(),
+                    reason,
+                    missing,
+                });
+            }
+            Command::ReportPlan(plan) => {
+                let moves: Vec<String> = plan
+                    .moves
+                    .iter()
+                    .map(|m| {
+                        format!(
+                            "{} (expected RPO {})",
+                            m.job,
+                            m.expected_rpo
+                                .map_or("none".into(), super::report::fmt_duration)
+                        )
+                    })
+                    .collect();
+                let not: Vec<String> = plan
+                    .not_fitting
+                    .iter()
+                    .map(|n| format!("{} ({})", n.job, n.reason))
+                    .collect();
+                self.log(
+                    EntryKind::Action,
+                    None,
+                    Some(&plan.from),
+                    format!(
+                        "dry run {} -> {} ({:?}): moves [{}]; does not move [{}]; preempts [{}]",
+                        plan.from,
+                        plan.to,
+                        plan.mode,
+                        moves.join(", "),
+                        not.join(", "),
+                        plan.preempt
+                            .iter()
+                            .map(|j| j.0.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+            }
+            Command::Rejected { request, error } => {
+                self.log(
+                    EntryKind::Action,
+                    None,
+                    None,
+                    format!("request rejected: {error} ({request:?})"),
+                );
+            }
+            // Audits already shown, and commands this world does not model, change nothing.
+            _ => {}
+        }
+    }
+
+    fn priority(&self, job: &JobId) -> scheduler::model::Priority {
+        self.jobs
+            .get(job)
+            .map_or(scheduler::model::Priority::Normal, |j| {
+                j.spec.demand.priority
+            })
+    }
+
+    fn mark_site_lost(&mut self, site: SiteId, epoch: u64) {
+        self.stats.site_losses += 1;
+        self.log(
+            EntryKind::Action,
+            None,
+            Some(&site),
+            format!("mark site {site} lost (epoch {epoch}): its old generations are held"),
+        );
+        // Epoch admission: every generation of the site's old epoch is held.
+        if let Some(w) = self.sites.get_mut(&site) {
+            w.marked_lost = true;
+            for i in w.instances.values_mut().chain(w.dormant.values_mut()) {
+                i.held = true;
+                if i.counts_as_running() {
+                    i.state = InstanceState::Restarting;
+                }
+            }
+        }
+        if !self.quorum {
+            self.violation(format!("site {site} marked lost without quorum"));
+        }
+        // Heard by the controller or the peer for longer than the grace: never lost.
+        let grace = self.engine.config().site.grace;
+        let now = self.now;
+        if let Some(since) = self.sites.get(&site).and_then(|s| s.visible_since)
+            && crate::types::elapsed(since, now) > grace
+        {
+            self.violation(format!(
+                "site {site} marked lost while alive and heard for {}",
+                super::report::fmt_duration(crate::types::elapsed(since, now))
+            ));
+        }
+    }
+
+    fn relaunch(
+        &mut self,
+        job: JobId,
+        generation: u64,
+        site: SiteId,
+        placement: JobPlacement,
+        restore_from: Option<CheckpointPointer>,
+        reason: crate::types::RelaunchReason,
+    ) {
+        let previous = self.issued.get(&job).cloned();
+        let mut nodes: Vec<String> = placement.pods.iter().map(|p| p.node.clone()).collect();
+        nodes.dedup();
+        self.log(
+            EntryKind::Action,
+            Some(&job),
+            Some(&site),
+            format!(
+                "relaunch {job} as generation {generation} in {site} on {} {}: {reason}",
+                if nodes.is_empty() {
+                    "(nodes of its own choosing)".to_string()
+                } else {
+                    nodes.join(",")
+                },
+                describe_pointer(&restore_from)
+            ),
+        );
+        // A new generation gets its recovery row now; the engine's report fills in the RTO.
+        // (A re-issued launch keeps its generation: no new row.)
+        let new_generation = previous.as_ref().is_none_or(|(g, _)| generation > *g);
+        if new_generation {
+            let rpo = restore_from.as_ref().map(|p| match p.kind {
+                CheckpointKind::Savepoint => Duration::ZERO,
+                CheckpointKind::Checkpoint => crate::types::elapsed(p.completed_at, self.now),
+            });
+            self.recoveries.push(Recovery {
+                job: job.clone(),
+                priority: self.priority(&job),
+                reason: reason.to_string(),
+                op: None,
+                from: previous.as_ref().map_or(site.clone(), |(_, s)| s.clone()),
+                to: site.clone(),
+                nodes,
+                generation,
+                relaunched_at: self.elapsed(),
+                running_at: None,
+                reported: false,
+                rto_from_detection: None,
+                rto_from_last_heartbeat: None,
+                rpo,
+                restore_from: restore_from.clone(),
+            });
+        }
+        if let Some(p) = &restore_from {
+            if p.site != site {
+                self.violation(format!(
+                    "{job} generation {generation} in {site} restores from a pointer in {}",
+                    p.site
+                ));
+            } else if !self
+                .readable
+                .contains(&(job.clone(), site.clone(), p.generation, p.id))
+            {
+                self.violation(format!(
+                    "{job} generation {generation} in {site} restores from {}, not readable there",
+                    p.path
+                ));
+            }
+        }
+        match &restore_from {
+            _ if !new_generation => {}
+            None => self.stats.fresh_starts += 1,
+            Some(_) if previous.as_ref().is_some_and(|(_, s)| s == &site) => {
+                self.stats.in_site_relaunches += 1
+            }
+            Some(_) => self.stats.cross_site_relaunches += 1,
+        }
+        let (max, max_site) = previous.unwrap_or((0, site.clone()));
+        if generation < max || (generation == max && max_site != site) {
+            self.violation(format!(
+                "{job}: generation {generation} in {site} issued after {max} in {max_site}"
+            ));
+        }
+        if generation >= max {
+            self.issued.insert(job.clone(), (generation, site.clone()));
+        }
+        let reachable = self.reachable(&site);
+        let now = self.now;
+        let config = self.config;
+        let interval = self.jobs.get(&job).and_then(|j| j.checkpoint_interval);
+        let Some(s) = self.sites.get_mut(&site) else {
+            self.violation(format!("{job} relaunched in unknown site {site}"));
+            return;
+        };
+        let conflict = s
+            .instances
+            .keys()
+            .any(|(j, g)| j == &job && *g != generation);
+        let key = (job.clone(), generation);
+        let result = if !reachable {
+            Err("site unreachable".to_string())
+        } else if let Some(existing) = s.instances.get(&key) {
+            // Idempotent: launching a running generation starts nothing new.
+            Ok(existing.ready_at.max(now))
+        } else if conflict {
+            Err("another generation still runs here".to_string())
+        } else {
+            let ready_at = plus(now, config.launch_time);
+            s.instances.insert(
+                key,
+                Instance {
+                    state: if config.launch_time.is_zero() {
+                        InstanceState::Running
+                    } else {
+                        InstanceState::Starting
+                    },
+                    placement,
+                    restarts: 0,
+                    ready_at,
+                    next_restart_at: ready_at,
+                    restart_delay: config.restart_delay,
+                    next_checkpoint_at: interval.map(|i| plus(ready_at, i)),
+                    savepoint: None,
+                    held: false,
+                },
+            );
+            Ok(ready_at)
+        };
+        match result {
+            Ok(ready_at) => {
+                let after = crate::types::elapsed(now, ready_at);
+                self.answer(
+                    after,
+                    Event::LaunchSucceeded {
+                        job,
+                        generation,
+                        site,
+                    },
+                );
+            }
+            Err(reason) => self.inbox.push_back(Event::LaunchFailed {
+                job,
+                generation,
+                site,
+                reason,
+            }),
+        }
+    }
+
+    fn trigger_savepoint(&mut self, op: u64, job: JobId, generation: u64, site: SiteId) {
+        self.log(
+            EntryKind::Action,
+            Some(&job),
+            Some(&site),
+            format!(
+                "stop {job} generation {generation} in {site} with a savepoint (operation {op})"
+            ),
+        );
+        let reachable = self.reachable(&site);
+        let id = self.next_checkpoint_id.entry(job.clone()).or_insert(0);
+        *id += 1;
+        let id = *id;
+        let now = self.now;
+        let instance = self
+            .sites
+            .get_mut(&site)
+            .and_then(|s| s.instances.get_mut(&(job.clone(), generation)));
+        let taken = match instance {
+            Some(i)
+                if reachable && (i.state == InstanceState::Running || i.savepoint.is_some()) =>
+            {
+                let sp = i.savepoint.get_or_insert_with(|| CheckpointPointer {
+                    site: site.clone(),
+                    generation,
+                    id,
+                    path: format!("hdfs://{site}/savepoints/{}/sp-{id}", job.0),
+                    completed_at: now,
+                    kind: CheckpointKind::Savepoint,
+                });
+                i.state = InstanceState::Stopped;
+                Some(sp.clone())
+            }
+            _ => None,
+        };
+        let after = self.config.savepoint_time;
+        match taken {
+            Some(sp) => {
+                if self
+                    .readable
+                    .insert((job.clone(), site.clone(), sp.generation, sp.id))
+                {
+                    self.checkpoints.push(CheckpointRecord {
+                        pointer: sp.clone(),
+                        job: job.clone(),
+                        replicated: Vec::new(),
+                    });
+                }
+                self.stats.savepoints += 1;
+                self.answer(
+                    after,
+                    Event::SavepointCompleted {
+                        op,
+                        job,
+                        savepoint: sp,
+                    },
+                );
+            }
+            None => self.answer(
+                after,
+                Event::SavepointFailed {
+                    op,
+                    job,
+                    reason: "not running".into(),
+                },
+            ),
+        }
+    }
+
+    // ---- faults and their repair ----------------------------------------------------------
+
+    /// The node stops heart-beating; what runs on it stops.
+    pub fn node_lost(&mut self, site: &SiteId, node: &str) {
+        if let Some(n) = self.sites.get_mut(site).and_then(|w| w.nodes.get_mut(node)) {
+            n.alive = false;
+        }
+    }
+
+    pub fn node_returns(&mut self, site: &SiteId, node: &str) {
+        if let Some(n) = self.sites.get_mut(site).and_then(|w| w.nodes.get_mut(node)) {
+            n.alive = true;
+        }
+    }
+
+    /// The whole site goes dark: its API, nodes and storage. What ran there is frozen and
+    /// comes back with the site.
+    pub fn site_lost(&mut self, site: &SiteId) {
+        if let Some(w) = self.sites.get_mut(site)
+            && w.up
+        {
+            w.up = false;
+            w.cut = None;
+            let frozen = std::mem::take(&mut w.instances);
+            w.dormant.extend(frozen);
+        }
+        self.refresh_visibility();
+    }
+
+    /// The site comes back, every node with it; its frozen generations come back restarting
+    /// (zombies), held if the site was marked lost meanwhile.
+    pub fn site_returns(&mut self, site: &SiteId) {
+        let now = self.now;
+        if let Some(w) = self.sites.get_mut(site)
+            && !w.up
+        {
+            w.up = true;
+            w.cut = None;
+            for n in w.nodes.values_mut() {
+                n.alive = true;
+                n.last_heartbeat = now;
+            }
+            let marked_lost = w.marked_lost;
+            let zombies = std::mem::take(&mut w.dormant);
+            for (k, mut i) in zombies {
+                if i.counts_as_running() {
+                    i.state = InstanceState::Restarting;
+                }
+                i.next_restart_at = now;
+                i.held = i.held || marked_lost;
+                w.instances.insert(k, i);
+            }
+        }
+        self.refresh_visibility();
+    }
+
+    /// The controller can no longer reach `site`'s API; `peer_sees`: the other site (through
+    /// the quorum) still hears it.
+    pub fn partition(&mut self, site: &SiteId, peer_sees: bool) {
+        if let Some(w) = self.sites.get_mut(site)
+            && w.up
+        {
+            w.cut = Some(peer_sees);
+        }
+        self.refresh_visibility();
+    }
+
+    /// Ends the partition of `site` (every site: `None`).
+    pub fn heal(&mut self, site: Option<&SiteId>) {
+        for (id, w) in &mut self.sites {
+            if site.is_none_or(|s| s == id) {
+                w.cut = None;
+            }
+        }
+        self.refresh_visibility();
+    }
+
+    pub fn quorum(&self) -> bool {
+        self.quorum
+    }
+
+    /// The controller gains or loses quorum with the witness (and tells the engine).
+    pub fn set_quorum(&mut self, quorum: bool) {
+        self.quorum = quorum;
+        self.deliver(Event::QuorumChanged(quorum));
+    }
+
+    /// Flink gives up on `job`: its generations in `site` (every site: `None`) fail. With a
+    /// site given, only the first generation found there, whatever its state.
+    pub fn job_fails(&mut self, job: &JobId, site: Option<&SiteId>) {
+        for (id, w) in &mut self.sites {
+            if let Some(s) = site {
+                if s != id {
+                    continue;
+                }
+                if let Some(i) = w
+                    .instances
+                    .iter_mut()
+                    .find(|((j, _), _)| j == job)
+                    .map(|(_, i)| i)
+                {
+                    i.state = InstanceState::Failed;
+                }
+            } else {
+                for ((j, _), i) in &mut w.instances {
+                    if j == job && i.counts_as_running() && !i.held {
+                        i.state = InstanceState::Failed;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `generation` of `job` completes a checkpoint in `site` now; with `replicate` its copy
+    /// is verified in the other sites that are up after the replication delay.
+    pub fn complete_checkpoint(
+        &mut self,
+        site: &SiteId,
+        job: &JobId,
+        generation: u64,
+        completed_at: Timestamp,
+        replicate: bool,
+    ) -> CheckpointPointer {
+        let id = self.next_checkpoint_id.entry(job.clone()).or_insert(0);
+        *id += 1;
+        let c = CheckpointPointer {
+            site: site.clone(),
+            generation,
+            id: *id,
+            path: format!("hdfs://{site}/checkpoints/{}/g{generation}/chk-{id}", job.0),
+            completed_at,
+            kind: CheckpointKind::Checkpoint,
+        };
+        self.readable
+            .insert((job.clone(), site.clone(), generation, c.id));
+        self.checkpoints.push(CheckpointRecord {
+            pointer: c.clone(),
+            job: job.clone(),
+            replicated: Vec::new(),
+        });
+        if self.reachable(site) {
+            self.deliver(Event::CheckpointCompleted {
+                job: job.clone(),
+                checkpoint: c.clone(),
+            });
+        }
+        if !replicate {
+            return c;
+        }
+        let targets: Vec<SiteId> = self
+            .sites
+            .iter()
+            .filter(|(o, w)| *o != site && w.up)
+            .map(|(o, _)| o.clone())
+            .collect();
+        for to in targets {
+            if self.config.replication_delay.is_zero() {
+                self.replicate_checkpoint(job.clone(), c.clone(), to);
+            } else {
+                self.seq += 1;
+                let at = plus(self.now, self.config.replication_delay);
+                self.due.insert(
+                    (at, self.seq),
+                    Due::Replica {
+                        job: job.clone(),
+                        checkpoint: c.clone(),
+                        to,
+                    },
+                );
+            }
+        }
+        c
+    }
+
+    /// The copy of `checkpoint` is verified in `to` now, if both sites are still up.
+    pub fn replicate_checkpoint(&mut self, job: JobId, checkpoint: CheckpointPointer, to: SiteId) {
+        if !(self.site_is_up(&checkpoint.site) && self.site_is_up(&to)) {
+            return;
+        }
+        let replica = replica_of(&checkpoint, &to);
+        self.readable
+            .insert((job.clone(), to.clone(), replica.generation, replica.id));
+        let now = self.now;
+        if let Some(r) = self
+            .checkpoints
+            .iter_mut()
+            .rev()
+            .find(|r| r.pointer == checkpoint)
+        {
+            r.replicated.push((to.clone(), now));
+        }
+        if self.reachable(&to) {
+            self.deliver(Event::CheckpointReplicated { job, replica });
+        }
+    }
+
+    // ---- time -----------------------------------------------------------------------------
+
+    /// Advances the clock by `dt`: nodes heart-beat, Flink restarts and checkpoints, answers
+    /// and replicas that are due arrive, then the controller observes every site it reaches,
+    /// hears the peer reports, and ticks.
+    pub fn advance(&mut self, dt: Duration) {
+        self.now = plus(self.now, dt);
+        self.stats.steps += 1;
+        let now = self.now;
+        self.refresh_visibility();
+        let (recover, max_delay) = (self.flink_recovers, self.config.max_restart_delay);
+        let mut checkpoints: Vec<(SiteId, JobId, u64, Timestamp)> = Vec::new();
+        for (id, w) in &mut self.sites {
+            if !w.up {
+                continue;
+            }
+            for n in w.nodes.values_mut() {
+                if n.alive {
+                    n.last_heartbeat = now;
+                }
+            }
+            let nodes_ok: BTreeMap<(JobId, u64), bool> = w
+                .instances
+                .iter()
+                .map(|(k, i)| (k.clone(), w.all_alive(i)))
+                .collect();
+            for (k, i) in &mut w.instances {
+                if i.held {
+                    continue;
+                }
+                let alive = nodes_ok.get(k).copied().unwrap_or(false);
+                let attempt_due = i.restart_delay.is_zero() || now >= i.next_restart_at;
+                let back_off = |i: &mut Instance| {
+                    i.restarts += 1;
+                    i.next_restart_at = plus(now, i.restart_delay);
+                    i.restart_delay = (i.restart_delay * 2).min(max_delay);
+                };
+                match i.state {
+                    InstanceState::Starting if now >= i.ready_at => {
+                        i.state = InstanceState::Running;
+                    }
+                    InstanceState::Running if !alive => {
+                        i.state = InstanceState::Restarting;
+                        back_off(i);
+                    }
+                    // Zombies and restarting jobs come up again on their own: that is the
+                    // hazard fencing must beat.
+                    InstanceState::Restarting if attempt_due && alive && recover => {
+                        i.state = InstanceState::Running;
+                    }
+                    InstanceState::Restarting if attempt_due => back_off(i),
+                    _ => {}
+                }
+                if i.state == InstanceState::Running
+                    && let Some(at) = i.next_checkpoint_at
+                    && at <= now
+                {
+                    let interval = self
+                        .jobs
+                        .get(&k.0)
+                        .and_then(|j| j.checkpoint_interval)
+                        .unwrap_or(Duration::from_secs(60));
+                    let mut next = at;
+                    let mut last = at;
+                    while next <= now {
+                        last = next;
+                        next = plus(next, interval);
+                    }
+                    i.next_checkpoint_at = Some(next);
+                    checkpoints.push((id.clone(), k.0.clone(), k.1, last));
+                } else if i.state != InstanceState::Running
+                    && let Some(at) = i.next_checkpoint_at
+                    && at <= now
+                {
+                    // No checkpoint while not running: the next one comes an interval after.
+                    let interval = self
+                        .jobs
+                        .get(&k.0)
+                        .and_then(|j| j.checkpoint_interval)
+                        .unwrap_or(Duration::from_secs(60));
+                    i.next_checkpoint_at = Some(plus(now, interval));
+                }
+            }
+        }
+        for (site, job, generation, at) in checkpoints {
+            let replicate = self.jobs.get(&job).is_some_and(|j| j.replicate);
+            self.complete_checkpoint(&site, &job, generation, at, replicate);
+        }
+        while let Some(entry) = self.due.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            match entry.remove() {
+                Due::Answer(e) => self.inbox.push_back(e),
+                Due::Replica {
+                    job,
+                    checkpoint,
+                    to,
+                } => self.replicate_checkpoint(job, checkpoint, to),
+            }
+        }
+        for c in std::mem::take(&mut self.deferred) {
+            self.apply(c);
+        }
+        self.drain_inbox();
+        let ids: Vec<SiteId> = self.sites.keys().cloned().collect();
+        for s in &ids {
+            if self.peer_hears(s) {
+                self.deliver(Event::PeerReport {
+                    site: s.clone(),
+                    last_contact: now,
+                });
+            }
+            if self.reachable(s)
+                && let Some(observation) = self.observe(s)
+            {
+                self.deliver(Event::SnapshotObserved(observation));
+            }
+        }
+        self.deliver(Event::Tick);
+        self.drain_inbox();
+    }
+
+    fn drain_inbox(&mut self) {
+        while let Some(e) = self.inbox.pop_front() {
+            self.deliver(e);
+        }
+    }
+
+    fn observe(&self, s: &SiteId) -> Option<SiteObservation> {
+        let w = self.sites.get(s)?;
+        Some(SiteObservation {
+            site: s.clone(),
+            observed_at: self.now,
+            nodes: w
+                .nodes
+                .iter()
+                .map(|(n, state)| NodeHeartbeat {
+                    name: n.clone(),
+                    last_heartbeat: state.last_heartbeat,
+                })
+                .collect(),
+            jobs: w
+                .instances
+                .iter()
+                .map(|((j, g), i)| JobObserved {
+                    job: j.clone(),
+                    generation: *g,
+                    state: match i.state {
+                        InstanceState::Running => RunState::Running,
+                        InstanceState::Starting | InstanceState::Restarting => RunState::Restarting,
+                        InstanceState::Failed => RunState::Failed,
+                        InstanceState::Stopped => RunState::Finished,
+                    },
+                    restarts: i.restarts,
+                    job_manager_node: i.job_manager_node().map(str::to_string),
+                    task_manager_nodes: i.task_manager_nodes(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Never two running generations of one job (checked after every step; recorded as a
+    /// violation). Returns whether it held.
+    pub fn check_invariants(&mut self) -> bool {
+        let mut broken = Vec::new();
+        for job in self.jobs.keys() {
+            let running: Vec<String> = self
+                .sites
+                .iter()
+                .flat_map(|(s, w)| {
+                    w.instances
+                        .iter()
+                        .filter(|((j, _), i)| j == job && i.counts_as_running() && !i.held)
+                        .map(move |((_, g), _)| format!("{s}/gen{g}"))
+                })
+                .collect();
+            if running.len() > 1 {
+                broken.push(format!("{job} runs twice: {}", running.join(", ")));
+            }
+        }
+        let held = broken.is_empty();
+        for b in broken {
+            self.violation(b);
+        }
+        held
+    }
+
+    /// Every job's state now, for the report.
+    pub fn job_ends(&self) -> Vec<JobEnd> {
+        self.engine
+            .jobs()
+            .map(|r| {
+                let running_in = self
+                    .sites
+                    .iter()
+                    .filter(|(_, w)| {
+                        w.up && w.instances.iter().any(|((j, _), i)| {
+                            j == r.id() && i.state == InstanceState::Running && !i.held
+                        })
+                    })
+                    .map(|(s, _)| s.clone())
+                    .collect();
+                JobEnd {
+                    job: r.id().clone(),
+                    priority: r.spec.demand.priority,
+                    site: r.site.clone(),
+                    generation: r.generation,
+                    phase: match &r.phase {
+                        JobPhase::Running => "running".to_string(),
+                        JobPhase::Fencing { target, .. } => {
+                            format!("fencing (to relaunch in {target})")
+                        }
+                        JobPhase::Launching { .. } => "launching".to_string(),
+                        JobPhase::InOperation { op } => format!("moving (operation {op})"),
+                        JobPhase::Down { reason } => format!("down: {reason}"),
+                    },
+                    running_in,
+                }
+            })
+            .collect()
+    }
+
+    /// Everything the run reported, with each job's state now, as the outcome of the run
+    /// named `name` (seed, duration and step as the scenario gave them).
+    pub fn into_outcome(
+        self,
+        name: String,
+        seed: u64,
+        duration: Duration,
+        step: Duration,
+    ) -> super::report::Outcome {
+        super::report::Outcome {
+            name,
+            seed,
+            duration,
+            step,
+            jobs: self.job_ends(),
+            stats: self.stats,
+            timeline: self.timeline,
+            recoveries: self.recoveries,
+            not_relaunched: self.not_relaunched,
+            checkpoints: self.checkpoints,
+            violations: self.violations,
+        }
+    }
+}
+
+/// A command in one line, for the trace.
+fn short(c: &Command) -> String {
+    match c {
+        Command::Persist(Record::Job(j)) => {
+            format!("Persist({} gen {} {:?})", j.id(), j.generation, j.phase)
+        }
+        Command::Persist(r) => format!("Persist({})", record_key(r)),
+        Command::Audit(a) => format!("Audit({})", a.message),
+        Command::Relaunch {
+            job,
+            generation,
+            site,
+            restore_from,
+            ..
+        } => {
+            format!(
+                "Relaunch({job} gen {generation} in {site} from {:?})",
+                restore_from.as_ref().map(|r| (&r.site, r.generation, r.id))
+            )
+        }
+        other => format!("{other:?}"),
+    }
+}
