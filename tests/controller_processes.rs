@@ -292,3 +292,227 @@ async fn a_frozen_leader_is_deposed_and_steps_down_when_it_resumes() {
     let after = wait_all_running(&client, &replicas[other]).await;
     assert_eq!(after, before, "a generation changed across the hand-over");
 }
+
+const CHAOS_JOBS: usize = 8;
+
+/// Three replicas on etcd with short graces, a 2 s replication interval and eight jobs in
+/// dc-a (half of them critical), checkpointing every 2 s.
+fn write_chaos_config(dir: &Path, etcd: &str) -> PathBuf {
+    std::fs::write(dir.join("token"), TOKEN).unwrap();
+    std::fs::write(
+        dir.join("policy.yaml"),
+        "apiVersion: twinsite.io/v1alpha1\nkind: Policy\nsites:\n  - name: dc-a\n  - name: dc-b\nreplication:\n  interval: 2s\n",
+    )
+    .unwrap();
+    let jobs: Vec<String> = (0..CHAOS_JOBS)
+        .map(|i| {
+            format!(
+                r#"apiVersion: twinsite.io/v1alpha1
+kind: StreamJob
+metadata: {{name: job-{i}, namespace: shop}}
+spec:
+  priority: {priority}
+  image: flink:2.0.0
+  flinkVersion: v2_0
+  jarURI: hdfs:///jars/job-{i}.jar
+  parallelism: 2
+  jobManager: {{resources: {{cpu: "1", memory: 2Gi}}}}
+  taskManager: {{resources: {{cpu: "1", memory: 2Gi}}, slots: 1}}
+  placement: {{sites: {{preferred: dc-a}}}}
+  checkpoints: {{dir: "hdfs:///flink/checkpoints/shop/job-{i}", interval: 2s}}
+"#,
+                priority = if i % 2 == 0 { "critical" } else { "high" }
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("jobs.yaml"), jobs.join("---\n")).unwrap();
+    let config = format!(
+        r#"apiVersion: twinsite.io/v1alpha1
+kind: ControllerConfig
+dataDir: data
+policy: policy.yaml
+jobs: jobs.yaml
+state:
+  etcd:
+    endpoints: ["{etcd}"]
+    leaseTtl: {ttl}s
+api:
+  tokenFile: token
+simulation:
+  generate: {{nodesPerSite: 20, sampleJobs: 0, seed: 3}}
+reconcile:
+  interval: 1s
+failover:
+  nodeGrace: 2s
+  siteGrace: 3s
+  maxInFlight: 2
+"#,
+        ttl = LEASE_TTL.as_secs()
+    );
+    let path = dir.join("twinsite.yaml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+async fn post(client: &reqwest::Client, url: &str, body: &str) -> Option<(u16, String)> {
+    let response = client
+        .post(url)
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?))
+}
+
+/// (job, site, generation, phase) as the replica serves them.
+async fn placed(client: &reqwest::Client, replica: &Replica) -> Vec<(String, String, u64, String)> {
+    let Some((200, body)) = get(client, &replica.url("/api/v1/jobs")).await else {
+        return vec![];
+    };
+    let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
+    list.iter()
+        .map(|j| {
+            (
+                j["name"].as_str().unwrap_or("?").to_string(),
+                j["site"].as_str().unwrap_or("-").to_string(),
+                j["generation"].as_u64().unwrap_or(0),
+                j["status"]["phase"].as_str().unwrap_or("?").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_loss_survives_killing_the_leader_mid_failover_and_every_job_ends_running_once_in_the_survivor()
+ {
+    let etcd = EtcdServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_chaos_config(dir.path(), etcd.endpoint());
+    let client = reqwest::Client::new();
+    let mut replicas: Vec<Replica> = (0..3)
+        .map(|i| start(dir.path(), &config, &format!("x{i}")))
+        .collect();
+    let leader = wait_for_leader(
+        &client,
+        &replicas.iter().collect::<Vec<_>>(),
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // Every job runs in dc-a and has a checkpoint replicated to dc-b.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (status, body) = post(
+            &client,
+            &replicas[leader].url("/api/v1/failover"),
+            r#"{"from":"dc-a","mode":"forced","dryRun":true}"#,
+        )
+        .await
+        .unwrap_or((0, String::new()));
+        let plan: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let moves = plan["plan"]["moves"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if status == 200
+            && moves.len() == CHAOS_JOBS
+            && moves.iter().all(|m| !m["restore_from"].is_null())
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "checkpoints never all replicated to dc-b: {body}\n{}",
+            replicas[leader].log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    let (status, body) = post(
+        &client,
+        &replicas[leader].url("/api/v1/sim/dc-a/faults"),
+        r#"{"kind":"site-down"}"#,
+    )
+    .await
+    .unwrap();
+    assert!((200..300).contains(&status), "{status} {body}");
+    let site_down_at = Instant::now();
+
+    // Kill the leader as soon as its failover of dc-a has started.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some((200, body)) = get(&client, &replicas[leader].url("/api/v1/failover")).await
+            && body.contains("site-loss")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dc-a was never judged lost:\n{}",
+            replicas[leader].log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let detected = site_down_at.elapsed();
+    let mid_failover = placed(&client, &replicas[leader]).await;
+    replicas[leader].child.kill().unwrap();
+    let _ = replicas[leader].child.wait();
+    let dead = replicas.remove(leader);
+
+    let survivors: Vec<&Replica> = replicas.iter().collect();
+    let new_leader =
+        wait_for_leader(&client, &survivors, LEASE_TTL + Duration::from_secs(15)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let end = loop {
+        let jobs = placed(&client, survivors[new_leader]).await;
+        if jobs.len() == CHAOS_JOBS
+            && jobs
+                .iter()
+                .all(|(_, site, _, phase)| site == "dc-b" && phase == "running")
+        {
+            break jobs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs never all ran in dc-b: {jobs:?}\nmid-failover: {mid_failover:?}\n{}",
+            survivors[new_leader].log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!(
+        "FIGURE site loss with leader kill: dc-a down -> judged lost {detected:?}; -> all {CHAOS_JOBS} running in dc-b {:?}",
+        site_down_at.elapsed()
+    );
+
+    // Exactly one generation of each job in dc-b's cluster: the one the store names.
+    let cluster: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("data/simulated-clusters/dc-b.json")).unwrap(),
+    )
+    .unwrap();
+    let deployed: Vec<(String, u64)> = cluster["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            (
+                j["spec"]["job"].as_str().unwrap().to_string(),
+                j["spec"]["generation"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    for (name, _, generation, _) in &end {
+        let copies: Vec<_> = deployed
+            .iter()
+            .filter(|(job, _)| job == &format!("shop/{name}"))
+            .collect();
+        assert_eq!(
+            copies,
+            [&(format!("shop/{name}"), *generation)],
+            "{deployed:?}"
+        );
+    }
+    drop(dead);
+}
