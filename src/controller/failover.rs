@@ -126,6 +126,8 @@ struct Answers {
     plan: Option<FailoverPlan>,
     rejected: Option<RequestError>,
     acted: bool,
+    /// Generations launched (job, generation), for the pass report.
+    launched: Vec<(JobId, u64)>,
 }
 
 impl FailoverDriver {
@@ -251,15 +253,16 @@ fn generation_of_path(job: &JobId, current: u64, path: &str) -> Option<u64> {
 }
 
 impl Controller {
-    /// The failover part of a pass: feed the engine, execute its commands. Returns whether it
-    /// changed any stored job (the pass then re-reads them). Fails only on store errors.
+    /// The failover part of a pass: feed the engine, execute its commands. Returns the
+    /// generations it launched when it changed anything (the pass then re-reads the jobs).
+    /// Fails only on store errors.
     pub(crate) async fn drive_failover(
         &self,
         records: &[Versioned<JobRecord>],
         observed: &Observed<'_>,
-    ) -> Result<bool, StateError> {
+    ) -> Result<Option<Vec<(JobId, u64)>>, StateError> {
         if !self.failover.enabled() {
-            return Ok(false);
+            return Ok(None);
         }
         let now = chrono::Utc::now();
         let mut guard = self.failover.live.lock().await;
@@ -276,7 +279,7 @@ impl Controller {
             resumed = commands;
         }
         let Some(live) = guard.as_mut() else {
-            return Ok(false);
+            return Ok(None);
         };
         let placer = self.placer(records, observed, now);
         let mut events = vec![Event::QuorumChanged(true)];
@@ -301,7 +304,7 @@ impl Controller {
         }
         let answers = self.execute(live, &placer, commands, now).await?;
         self.refresh_busy(&live.engine);
-        Ok(answers.acted)
+        Ok(answers.acted.then_some(answers.launched))
     }
 
     /// Hands an ops request to the engine and executes what it answers. Only the leader can,
@@ -728,6 +731,13 @@ impl Controller {
                 reason,
             } => {
                 answers.acted = true;
+                let failure = matches!(
+                    reason,
+                    failover::RelaunchReason::JobFailed { .. }
+                        | failover::RelaunchReason::LaunchFailed { .. }
+                        | failover::RelaunchReason::JobManagerNodeLost { .. }
+                        | failover::RelaunchReason::TaskManagersNotRecovered { .. }
+                );
                 let result = self
                     .relaunch(
                         &job,
@@ -735,8 +745,12 @@ impl Controller {
                         &placement,
                         restore_from.as_ref(),
                         &reason.to_string(),
+                        failure,
                     )
                     .await?;
+                if result.is_ok() {
+                    answers.launched.push((job.clone(), generation));
+                }
                 self.failover
                     .metrics_relaunch(&self.metrics, reason_kind(&reason));
                 Ok(Some(match result {
@@ -963,6 +977,7 @@ impl Controller {
         placement: &JobPlacement,
         restore_from: Option<&EnginePointer>,
         reason: &str,
+        failure: bool,
     ) -> Result<Result<(), String>, StateError> {
         let Some((namespace, name)) = job.0.split_once('/') else {
             return Ok(Err(format!("job id {job} is not namespace/name")));
@@ -1000,6 +1015,8 @@ impl Controller {
             status.last_checkpoint = None;
             status.launched_spec = Some(spec_hash(&job_spec));
             status.message = Some(format!("failover: {reason}"));
+            // Relaunches after failures count (a new checkpoint resets them); a move doesn't.
+            status.relaunches = if failure { status.relaunches + 1 } else { 0 };
             record.status = status.to_value();
             match self
                 .store

@@ -85,7 +85,8 @@ impl Controller {
                 .map(|(k, v)| (k.clone(), v.jobs.as_slice()))
                 .collect(),
         };
-        if self.drive_failover(&records, &observed).await? {
+        if let Some(launched) = self.drive_failover(&records, &observed).await? {
+            report.launched.extend(launched);
             records = self.store.list_jobs().await?;
         }
 
@@ -450,6 +451,16 @@ impl Controller {
                     });
                 }
             },
+            None if report.launched.contains(&(id.clone(), generation)) => {
+                // The failover engine launched it earlier in this pass (after the sites were
+                // observed): nothing to do until the next observation.
+                status.phase = JobPhase::Launching;
+                status.site = Some(placement.site.0.clone());
+                kept.push(placement);
+                kept_demands.push(demand);
+                self.write_status(&record, &old_status, &status, report)
+                    .await?;
+            }
             None => {
                 // Persisted but not running there: the launch never arrived (a crash between
                 // persisting and launching) or was refused. Launch the same generation again;
