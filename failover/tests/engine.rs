@@ -891,3 +891,54 @@ fn failback_after_a_site_returns_is_never_automatic_unless_policy_says_so() {
         ]
     );
 }
+
+#[test]
+fn a_newer_generation_the_driver_launched_itself_is_adopted_and_the_one_it_replaced_fenced() {
+    let mut h = Harness::new(|_| {});
+    h.register("j1", Priority::Normal, FailoverMode::RestoreRequired, "a");
+    h.step(
+        Event::JobRegistered {
+            spec: Box::new(spec(
+                "j1",
+                Priority::Normal,
+                FailoverMode::RestoreRequired,
+                "a",
+            )),
+            site: site("a"),
+            generation: 2,
+        },
+        t(1),
+    );
+    assert_eq!(h.engine.job(&job("j1")).unwrap().generation, 2);
+    // Generation 1 still shows up in the site: it is fenced, generation 2 is left alone.
+    let acted = h.observe(
+        "a",
+        t(2),
+        &[],
+        vec![
+            observed("j1", 1, RunState::Running, 0, "a-1", "a-2"),
+            observed("j1", 2, RunState::Running, 0, "a-2", "a-3"),
+        ],
+    );
+    assert_eq!(acted, vec![fence("j1", 1, "a")]);
+}
+
+#[test]
+fn a_removed_job_is_forgotten_and_its_record_deleted() {
+    let mut h = Harness::new(|_| {});
+    h.register("j1", Priority::Normal, FailoverMode::RestoreRequired, "a");
+    let commands = h.step(Event::JobRemoved { job: job("j1") }, t(1));
+    assert!(
+        commands.contains(&Command::Forget { job: job("j1") }),
+        "{commands:?}"
+    );
+    assert!(h.engine.job(&job("j1")).is_none());
+    // A job it no longer knows is never relaunched, whatever its site reports.
+    let acted = h.observe(
+        "a",
+        t(2),
+        &[],
+        vec![observed("j1", 1, RunState::Failed, 0, "a-1", "a-2")],
+    );
+    assert!(relaunches(&acted).is_empty(), "{acted:?}");
+}
