@@ -266,6 +266,13 @@ pub enum Event {
     },
     OpsRequest(OpsRequest),
     QuorumChanged(bool),
+    /// The driver heard from every listed site's API at the given instant. Sent first in a
+    /// batch of events, so that no site is judged on a contact older than the batch while
+    /// the others' snapshots are being processed.
+    /// Carries each site's node heartbeats too; judges nothing by itself.
+    SitesHeard {
+        sites: Vec<(SiteId, Timestamp, Vec<crate::types::NodeHeartbeat>)>,
+    },
     /// The job was deleted: the engine forgets it (answer: `Forget`). Generations still
     /// running are the driver's to stop, as for any deleted job.
     JobRemoved {
@@ -675,6 +682,19 @@ impl Engine {
                         format!("quorum with witness: {q}"),
                     );
                 }
+            }
+            Event::SitesHeard { sites } => {
+                for (site, at, nodes) in sites {
+                    if let Some(v) = self.views.get_mut(&site) {
+                        v.last_api_contact = v.last_api_contact.max(Some(at));
+                        v.nodes = nodes
+                            .into_iter()
+                            .map(|n| (n.name, n.last_heartbeat))
+                            .collect();
+                    }
+                }
+                // Bookkeeping only: the snapshots that follow are where judging happens.
+                return out.0;
             }
             Event::JobRemoved { job } => {
                 if self.jobs.remove(&job).is_some() {

@@ -942,3 +942,49 @@ fn a_removed_job_is_forgotten_and_its_record_deleted() {
     );
     assert!(relaunches(&acted).is_empty(), "{acted:?}");
 }
+
+#[test]
+fn sites_heard_together_are_not_judged_on_an_old_contact_while_a_batch_is_processed() {
+    let mut h = Harness::new(|_| {});
+    h.register("j1", Priority::Normal, FailoverMode::RestoreRequired, "a");
+    h.observe(
+        "a",
+        t(0),
+        &[],
+        vec![observed("j1", 1, RunState::Running, 0, "a-1", "a-2")],
+    );
+    h.observe("b", t(0), &[], vec![]);
+    // A batch at t(100): both sites answered. Without the contact first, processing a's
+    // snapshot would judge b on its contact of t(0).
+    assert_eq!(
+        h.act(
+            Event::SitesHeard {
+                sites: ["a", "b"]
+                    .map(|s| {
+                        let nodes = (1..=3)
+                            .map(|i| NodeHeartbeat {
+                                name: format!("{s}-{i}"),
+                                last_heartbeat: t(100),
+                            })
+                            .collect();
+                        (site(s), t(100), nodes)
+                    })
+                    .to_vec(),
+            },
+            t(100),
+        ),
+        vec![]
+    );
+    let acted = h.observe(
+        "a",
+        t(100),
+        &[],
+        vec![observed("j1", 1, RunState::Running, 0, "a-1", "a-2")],
+    );
+    assert!(
+        !acted
+            .iter()
+            .any(|c| matches!(c, Command::MarkSiteLost { .. })),
+        "{acted:?}"
+    );
+}

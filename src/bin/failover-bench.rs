@@ -175,9 +175,26 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let issued = controller.failover.reports().len() - before_reports;
-    let not_fitting = controller.failover.not_relaunched().len();
+    let not_relaunched = controller.failover.not_relaunched();
+    let mut reasons: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for n in &not_relaunched {
+        let reason: String = n.reason.chars().take(60).collect();
+        reasons.entry(reason).or_default().insert(n.job.0.clone());
+    }
+    let not_fitting = reasons
+        .values()
+        .flatten()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     println!(
-        "site {lost} down ({displaced} jobs): judged lost after {:.2} s (site grace {SITE_GRACE:?}); the pass that judged it issued {issued} relaunches and reported {not_fitting} not relaunched in {:.2} s",
+        "not-relaunched reports: {} for {not_fitting} distinct jobs",
+        not_relaunched.len()
+    );
+    for (reason, jobs) in &reasons {
+        println!("  {} jobs: {reason}", jobs.len());
+    }
+    println!(
+        "site {lost} down ({displaced} jobs): judged lost after {:.2} s (site grace {SITE_GRACE:?}); the pass that judged it issued {issued} relaunches ({not_fitting} jobs not relaunched) in {:.2} s",
         judged.as_secs_f64(),
         pass.as_secs_f64()
     );

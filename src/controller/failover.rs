@@ -282,7 +282,22 @@ impl Controller {
             return Ok(None);
         };
         let placer = self.placer(records, observed, now);
-        let mut events = vec![Event::QuorumChanged(true)];
+        // Contact with every site that answered first: a long pass must not make a healthy
+        // site look silent while the other site's events are processed.
+        let observations = self.observations(live, records, observed, now);
+        let heard = observations
+            .iter()
+            .filter_map(|e| match e {
+                Event::SnapshotObserved(o) => {
+                    Some((o.site.clone(), o.observed_at, o.nodes.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut events = vec![
+            Event::SitesHeard { sites: heard },
+            Event::QuorumChanged(true),
+        ];
         events.extend(self.registrations(&live.engine, records));
         events.append(&mut lock(&self.failover.inbox));
         let (answers, retries) = {
@@ -294,7 +309,7 @@ impl Controller {
         };
         events.extend(answers);
         events.extend(self.peer_reports().await);
-        events.extend(self.observations(live, records, observed, now));
+        events.extend(observations);
         events.push(Event::Tick);
 
         let mut commands = resumed;
