@@ -3,61 +3,20 @@
 //! and when the job's process dies relaunches the next generation from the latest checkpoint
 //! with its keyed state intact.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use scheduler::input::{Policy, parse_stream_jobs};
 use scheduler::model::{JobId, Resources, SiteId};
+use support::flink::{first_counts, flink_python, max_counts, repo_root};
 use twinsite::controller::{Controller, JobPhase, JobStatus, new_record};
 use twinsite::site::Site;
 use twinsite::site::local_flink::{LocalFlinkConfig, LocalFlinkSite};
 use twinsite::state::{EmbeddedStateStore, Expected, StateStore};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
-}
-
-fn flink_python() -> PathBuf {
-    let out = Command::new("bash")
-        .arg(repo_root().join("tests/flink/setup-venv.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run tests/flink/setup-venv.sh");
-    assert!(out.status.success(), "PyFlink venv setup failed");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
-/// Every `(key, count)` a keyed_counter run printed (`COUNT> +U[3, 17]`), in order.
-fn counts(log: &Path) -> Vec<(i64, i64)> {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    text.lines()
-        .filter_map(|line| {
-            let (_, body) = line.trim().strip_prefix("COUNT> ")?.split_once('[')?;
-            let (k, n) = body.trim_end_matches(']').split_once(", ")?;
-            Some((k.trim().parse().ok()?, n.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-fn max_counts(log: &Path) -> BTreeMap<i64, i64> {
-    let mut out = BTreeMap::new();
-    for (k, n) in counts(log) {
-        let e = out.entry(k).or_insert(n);
-        *e = (*e).max(n);
-    }
-    out
-}
-
-fn first_counts(log: &Path) -> BTreeMap<i64, i64> {
-    let mut out = BTreeMap::new();
-    for (k, n) in counts(log) {
-        out.entry(k).or_insert(n);
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_flink_job_is_relaunched_from_its_latest_checkpoint_with_its_state() {

@@ -3,9 +3,23 @@
 //! checkpointing under the site's storage directory and restoring from an explicit path.
 //!
 //! Program convention: `jarURI` names a PyFlink program (`file:///…/job.py`), run as
-//! `python <program> <checkpoint-dir URI> [<restore path>] [spec.args…]`. Stopping kills the
-//! job's process group, as losing its pods would. Not the default site kind (it needs the
-//! PyFlink venv and takes seconds per job): end-to-end tests and demos use it.
+//! `python <program> <checkpoint-dir URI> [<restore path>] [spec.args…]` with
+//! `TWINSITE_FLINK_JOB_ID` set to the generation's derived Flink job id
+//! ([`flink_job_id`](super::flink_job_id)); the program sets it as Flink's
+//! `$internal.pipeline.job-id`, so its checkpoints land in `<checkpoint dir>/<that id>/chk-N`,
+//! where the controller's replication and the failover engine look for them (a random job
+//! id would never be replicated). Stopping kills the job's process group, as losing its pods
+//! would. Not the default site kind (it needs the PyFlink venv and takes seconds per job):
+//! end-to-end tests and demos use it.
+//!
+//! Fault drill: [`LocalFlinkSite::fail_site`] loses the whole site. Every job's process group
+//! is killed, and the storage root is moved aside to `<root>.lost` with a regular file left
+//! at `<root>`, so every path below the root fails (`ENOTDIR`) for every reader and writer
+//! (replication, restores, the site itself), even root, for whom `chmod` denies nothing.
+//! Until [`LocalFlinkSite::recover_site`], every call answers `SiteError::Unreachable` and
+//! `health()` reports the API unreachable with `last_contact` frozen at the fault. Recovery
+//! puts the storage back; the killed generations stay dead and show as `Failed` (nothing here
+//! restarts them, unlike a Kubernetes Deployment), for the controller to fence.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
@@ -19,7 +33,9 @@ use chrono::{DateTime, Utc};
 use scheduler::model::{JobId, Node, Resources, SiteId, SiteSnapshot};
 use tokio::sync::watch;
 
-use super::{CheckpointRef, JobObservation, JobState, LaunchSpec, Site, SiteError, SiteHealth};
+use super::{
+    CheckpointRef, JobObservation, JobState, LaunchSpec, Site, SiteError, SiteHealth, flink_job_id,
+};
 
 #[derive(Debug, Clone)]
 pub struct LocalFlinkConfig {
@@ -51,12 +67,16 @@ struct State {
     jobs: BTreeMap<JobId, Process>,
     stopped: BTreeMap<JobId, u64>,
     version: u64,
+    /// When `fail_site` lost the site; `None` while it is up.
+    failed_at: Option<DateTime<Utc>>,
 }
 
 struct Process {
     spec: LaunchSpec,
     child: Child,
     checkpoint_dir: PathBuf,
+    /// The Flink job id this generation was given: its checkpoints are under it.
+    flink_job_id: String,
     launched_at: SystemTime,
 }
 
@@ -95,6 +115,54 @@ impl LocalFlinkSite {
     pub fn resolve(&self, uri: &str) -> Result<PathBuf, SiteError> {
         self.inner.resolve(uri)
     }
+
+    /// Fault drill: the whole site is lost (see the module docs). Kills every job's process
+    /// group, moves the storage root aside to `<root>.lost` and leaves a regular file at
+    /// `<root>`, so nothing can read or write below it; from now on every call answers
+    /// `Unreachable`. Idempotent.
+    pub fn fail_site(&self) -> std::io::Result<()> {
+        let inner = &self.inner;
+        let mut state = inner.lock();
+        if state.failed_at.is_some() {
+            return Ok(());
+        }
+        for process in state.jobs.values_mut() {
+            kill_group(&mut process.child);
+        }
+        let root = &inner.config.storage_root;
+        let aside = inner.lost_root();
+        if root.exists() {
+            std::fs::rename(root, &aside)?;
+        }
+        std::fs::write(
+            root,
+            "twinsite fault drill: this site is lost; its storage is moved aside\n",
+        )?;
+        state.failed_at = Some(Utc::now());
+        tracing::warn!(site = %inner.config.site, jobs = state.jobs.len(), "local Flink site failed (fault drill)");
+        inner.bump(&mut state);
+        Ok(())
+    }
+
+    /// Ends `fail_site`: the storage is back where it was and the site answers again. The
+    /// generations the fault killed stay dead (observed as `Failed`) until they are stopped.
+    pub fn recover_site(&self) -> std::io::Result<()> {
+        let inner = &self.inner;
+        let mut state = inner.lock();
+        if state.failed_at.is_none() {
+            return Ok(());
+        }
+        let root = &inner.config.storage_root;
+        std::fs::remove_file(root)?;
+        let aside = inner.lost_root();
+        if aside.exists() {
+            std::fs::rename(&aside, root)?;
+        }
+        state.failed_at = None;
+        tracing::info!(site = %inner.config.site, "local Flink site recovered (fault drill)");
+        inner.bump(&mut state);
+        Ok(())
+    }
 }
 
 impl Inner {
@@ -105,6 +173,24 @@ impl Inner {
     fn bump(&self, state: &mut State) {
         state.version += 1;
         self.changes.send_replace(state.version);
+    }
+
+    /// `Unreachable` while the site is failed (`fail_site`).
+    fn reachable(&self, state: &State) -> Result<(), SiteError> {
+        match state.failed_at {
+            None => Ok(()),
+            Some(at) => Err(SiteError::Unreachable {
+                site: self.config.site.clone(),
+                reason: format!("site lost at {at} (fault drill)"),
+            }),
+        }
+    }
+
+    /// Where `fail_site` moves the storage root: `<root>.lost`, next to it.
+    fn lost_root(&self) -> PathBuf {
+        let mut name = self.config.storage_root.as_os_str().to_owned();
+        name.push(".lost");
+        PathBuf::from(name)
     }
 
     fn invalid(&self, object: String, reason: impl Into<String>) -> SiteError {
@@ -146,6 +232,7 @@ impl Inner {
         spec.validate_for(&self.config.site)?;
         let program = self.program(spec)?;
         let mut state = self.lock();
+        self.reachable(&state)?;
         if let Some(running) = state.jobs.get(&spec.job) {
             if running.spec.generation == spec.generation {
                 return Ok(());
@@ -176,8 +263,10 @@ impl Inner {
         std::fs::create_dir_all(&checkpoint_dir).map_err(|e| storage(&checkpoint_dir, e))?;
         std::fs::create_dir_all(&self.config.log_dir)
             .map_err(|e| storage(&self.config.log_dir, e))?;
+        let flink_job_id = flink_job_id(&spec.job, spec.generation);
         let mut command = Command::new(&self.config.python);
         command
+            .env("TWINSITE_FLINK_JOB_ID", &flink_job_id)
             .arg(&program)
             .arg(format!("file://{}", checkpoint_dir.display()));
         if let Some(restore) = &spec.restore_from {
@@ -214,6 +303,7 @@ impl Inner {
                 spec: spec.clone(),
                 child,
                 checkpoint_dir,
+                flink_job_id,
                 launched_at: SystemTime::now(),
             },
         );
@@ -221,8 +311,9 @@ impl Inner {
         Ok(())
     }
 
-    fn stop(&self, job: &JobId, generation: u64) {
+    fn stop(&self, job: &JobId, generation: u64) -> Result<(), SiteError> {
         let mut state = self.lock();
+        self.reachable(&state)?;
         if let Some(process) = state.jobs.get_mut(job)
             && process.spec.generation == generation
         {
@@ -233,10 +324,12 @@ impl Inner {
         let stopped = state.stopped.entry(job.clone()).or_insert(generation);
         *stopped = (*stopped).max(generation);
         self.bump(&mut state);
+        Ok(())
     }
 
-    fn observe(&self) -> Vec<JobObservation> {
+    fn observe(&self) -> Result<Vec<JobObservation>, SiteError> {
         let mut state = self.lock();
+        self.reachable(&state)?;
         let mut out = Vec::new();
         for process in state.jobs.values_mut() {
             let job_state = match process.child.try_wait() {
@@ -252,11 +345,12 @@ impl Inner {
                 restarts: 0,
                 latest_completed_checkpoint: latest_checkpoint(
                     &process.checkpoint_dir,
+                    &process.flink_job_id,
                     process.launched_at,
                 ),
             });
         }
-        out
+        Ok(out)
     }
 }
 
@@ -283,19 +377,29 @@ fn kill_group(child: &mut Child) {
 }
 
 /// The newest complete checkpoint (`<dir>/<flink-job-id>/chk-N/_metadata`) written by this
-/// generation: only job-id directories created since the launch count, so the previous
-/// generation's checkpoints are never reported as this one's.
-fn latest_checkpoint(dir: &Path, since: SystemTime) -> Option<CheckpointRef> {
+/// generation: under its own Flink job id when the program used it, else (a program that
+/// ignores `TWINSITE_FLINK_JOB_ID`) under any job-id directory created since the launch, so
+/// the previous generation's checkpoints are never reported as this one's.
+fn latest_checkpoint(dir: &Path, flink_job_id: &str, since: SystemTime) -> Option<CheckpointRef> {
+    let own = dir.join(flink_job_id);
+    let job_dirs: Vec<PathBuf> = if own.is_dir() {
+        vec![own]
+    } else {
+        std::fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .filter(|job_dir| {
+                job_dir
+                    .metadata()
+                    .and_then(|m| m.created().or_else(|_| m.modified()))
+                    .is_ok_and(|created| created + std::time::Duration::from_secs(1) >= since)
+            })
+            .map(|job_dir| job_dir.path())
+            .collect()
+    };
     let mut best: Option<(u64, PathBuf, SystemTime)> = None;
-    for job_dir in std::fs::read_dir(dir).ok()?.flatten() {
-        let created = job_dir
-            .metadata()
-            .and_then(|m| m.created().or_else(|_| m.modified()))
-            .ok()?;
-        if created + std::time::Duration::from_secs(1) < since {
-            continue;
-        }
-        let Ok(entries) = std::fs::read_dir(job_dir.path()) else {
+    for job_dir in job_dirs {
+        let Ok(entries) = std::fs::read_dir(&job_dir) else {
             continue;
         };
         for entry in entries.flatten() {
@@ -330,6 +434,7 @@ impl Site for LocalFlinkSite {
     }
 
     async fn snapshot(&self) -> Result<SiteSnapshot, SiteError> {
+        self.inner.reachable(&self.inner.lock())?;
         Ok(SiteSnapshot {
             id: self.inner.config.site.clone(),
             nodes: vec![Node {
@@ -371,7 +476,7 @@ impl Site for LocalFlinkSite {
             .map_err(|e| SiteError::Unreachable {
                 site: self.inner.config.site.clone(),
                 reason: format!("stop task failed: {e}"),
-            })
+            })?
     }
 
     async fn stop_with_savepoint(
@@ -380,6 +485,7 @@ impl Site for LocalFlinkSite {
         _generation: u64,
         _target_dir: &str,
     ) -> Result<String, SiteError> {
+        self.inner.reachable(&self.inner.lock())?;
         Err(SiteError::Unsupported {
             site: self.inner.config.site.clone(),
             operation: "stop with savepoint".into(),
@@ -394,15 +500,16 @@ impl Site for LocalFlinkSite {
             .map_err(|e| SiteError::Unreachable {
                 site: self.inner.config.site.clone(),
                 reason: format!("observe task failed: {e}"),
-            })
+            })?
     }
 
     async fn health(&self) -> SiteHealth {
+        let failed_at = self.inner.lock().failed_at;
         SiteHealth {
             site: self.inner.config.site.clone(),
-            api_reachable: true,
-            last_contact: Some(Utc::now()),
-            detail: None,
+            api_reachable: failed_at.is_none(),
+            last_contact: Some(failed_at.unwrap_or_else(Utc::now)),
+            detail: failed_at.map(|at| format!("site lost at {at} (fault drill)")),
         }
     }
 }

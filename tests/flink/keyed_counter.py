@@ -1,11 +1,14 @@
 """A keyed counter on RocksDB with incremental checkpoints, for replication tests.
 
-Usage: python keyed_counter.py CHECKPOINT_DIR [RESTORE_PATH]
+Usage: [TWINSITE_FLINK_JOB_ID=<32 hex>] python keyed_counter.py CHECKPOINT_DIR [RESTORE_PATH]
 Counts rows per key (k in 0..4) from a generated source and prints every updated count as
 `COUNT <k> <n>`; checkpoints every 500 ms into CHECKPOINT_DIR (file:///...). With RESTORE_PATH
 (a chk-N directory) the job restores from it, so counts continue instead of starting at 1.
+With TWINSITE_FLINK_JOB_ID (a local-Flink site sets it) the Flink job gets that id, so its
+checkpoints are in CHECKPOINT_DIR/<that id>/chk-N.
 The test kills the process: a checkpoint directory is what a dead site leaves behind.
 """
+import os
 import sys
 
 from pyflink.common import Configuration
@@ -27,6 +30,11 @@ def main():
     conf.set_string("table.exec.mini-batch.enabled", "false")
     if len(sys.argv) > 2:
         conf.set_string("execution.state-recovery.path", sys.argv[2])
+    # The Flink job id the launcher derived for this generation (a local-Flink site sets it),
+    # so checkpoints land in CHECKPOINT_DIR/<that id>/chk-N where the controller looks.
+    job_id = os.environ.get("TWINSITE_FLINK_JOB_ID")
+    if job_id:
+        conf.set_string("$internal.pipeline.job-id", job_id)
     env = TableEnvironment.create(
         EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(conf).build())
     env.execute_sql("""

@@ -3,4 +3,5 @@
 
 pub mod etcd;
 pub mod fixtures;
+pub mod flink;
 pub mod prometheus;

@@ -1,0 +1,93 @@
+//! Real Apache Flink for the local-Flink tests: the PyFlink venv and what the keyed counter
+//! (`tests/flink/keyed_counter.py`) printed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+/// The keyed counter, as a StreamJob's `jarURI`.
+pub fn keyed_counter_uri() -> String {
+    format!(
+        "file://{}",
+        repo_root().join("tests/flink/keyed_counter.py").display()
+    )
+}
+
+/// Python of the PyFlink venv (installed on first use by `tests/flink/setup-venv.sh`).
+pub fn flink_python() -> PathBuf {
+    let out = Command::new("bash")
+        .arg(repo_root().join("tests/flink/setup-venv.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run tests/flink/setup-venv.sh");
+    assert!(out.status.success(), "PyFlink venv setup failed");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// One line the counter's print sink wrote: `COUNT> +U[3, 17]` is `("+U", 3, 17)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Count {
+    pub kind: String,
+    pub key: i64,
+    pub count: i64,
+}
+
+/// Every count a keyed_counter run printed, in order.
+pub fn counts(log: &Path) -> Vec<Count> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let (kind, body) = line.trim().strip_prefix("COUNT> ")?.split_once('[')?;
+            let (k, n) = body.trim_end_matches(']').split_once(", ")?;
+            Some(Count {
+                kind: kind.to_string(),
+                key: k.trim().parse().ok()?,
+                count: n.trim().parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// The highest count printed per key.
+pub fn max_counts(log: &Path) -> BTreeMap<i64, i64> {
+    let mut out = BTreeMap::new();
+    for c in counts(log) {
+        let e = out.entry(c.key).or_insert(c.count);
+        *e = (*e).max(c.count);
+    }
+    out
+}
+
+/// The first count printed per key.
+pub fn first_counts(log: &Path) -> BTreeMap<i64, i64> {
+    let mut out = BTreeMap::new();
+    for c in counts(log) {
+        out.entry(c.key).or_insert(c.count);
+    }
+    out
+}
+
+/// Per key, the count the run started from: its first update retracts it (`-U[k, n]`: n),
+/// or, without a retraction, adds one to it (`+I[k, 1]` after no state: 0).
+pub fn started_from(log: &Path) -> BTreeMap<i64, i64> {
+    let mut out = BTreeMap::new();
+    for c in counts(log) {
+        out.entry(c.key)
+            .or_insert(if c.kind == "-U" { c.count } else { c.count - 1 });
+    }
+    out
+}
+
+/// The lowest count printed per key.
+pub fn min_counts(log: &Path) -> BTreeMap<i64, i64> {
+    let mut out = BTreeMap::new();
+    for c in counts(log) {
+        let e = out.entry(c.key).or_insert(c.count);
+        *e = (*e).min(c.count);
+    }
+    out
+}
