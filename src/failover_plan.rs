@@ -6,12 +6,12 @@
 
 use failover::{
     CheckpointKind as EngineCheckpointKind, CheckpointPointer as EngineCheckpoint, Engine,
-    EngineConfig, Event, FailoverMode, FailoverPlan, JobSpec, MoveMode,
+    EngineConfig, Event, FailoverPlan, MoveMode,
 };
 use scheduler::input::streamjob;
 use scheduler::model::{JobPlacement, SiteId};
 
-use crate::controller::{Controller, stream_job_of};
+use crate::controller::Controller;
 use crate::state::{CheckpointKind, StateError};
 
 /// The scheduler as the engine's placer (one adapter, in the failover crate, shared with
@@ -38,26 +38,24 @@ pub async fn dry_run(
     let mut demands = Vec::new();
     let mut events = Vec::new();
     for record in controller.store.list_jobs().await? {
-        let (Some(stored), Ok(job)) = (&record.value.placement, stream_job_of(&record.value))
-        else {
+        let (Some(stored), Some((spec, stream_mode))) = (
+            &record.value.placement,
+            crate::controller::failover::engine_spec(&record.value),
+        ) else {
             continue;
         };
-        let Ok(demand) = job.demand() else { continue };
         if let Ok(p) = serde_json::from_value::<JobPlacement>(stored.detail.clone()) {
             running.push(p);
         }
-        demands.push(demand.clone());
+        demands.push(spec.demand.clone());
         // Jobs that opted out of relaunch stay out of site failover.
-        if job.spec.failover.mode == streamjob::FailoverMode::None {
+        if stream_mode == streamjob::FailoverMode::None {
             continue;
         }
-        let id = job.id();
+        let id = spec.demand.id.clone();
         let generation = record.value.generation;
         events.push(Event::JobRegistered {
-            spec: Box::new(JobSpec {
-                demand,
-                mode: FailoverMode::RestoreRequired,
-            }),
+            spec: Box::new(spec),
             site: SiteId(stored.site.clone()),
             generation,
         });

@@ -15,7 +15,7 @@ use crate::operation::{
 };
 use crate::types::{
     CheckpointKind, CheckpointPointer, FailoverMode, JobSpec, NotFitting, Placer, RelaunchReason,
-    RunState, SiteObservation, Timestamp, elapsed,
+    RunState, SiteMoves, SiteObservation, Timestamp, elapsed,
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -625,14 +625,41 @@ impl Engine {
 
     /// Advances the engine by one event at `now`; returns the commands to execute in order.
     pub fn step(&mut self, event: Event, now: Timestamp, placer: &dyn Placer) -> Vec<Command> {
+        self.step_all([event], now, placer)
+    }
+
+    /// Advances the engine by several events that arrived together (a pass's observations,
+    /// the answers to one round of commands): each is applied in order, then the engine
+    /// judges once. Equivalent to stepping them one by one except that judging, and the
+    /// write-ahead records, happen once instead of per event, which keeps a site loss of a
+    /// thousand jobs linear instead of quadratic.
+    pub fn step_all(
+        &mut self,
+        events: impl IntoIterator<Item = Event>,
+        now: Timestamp,
+        placer: &dyn Placer,
+    ) -> Vec<Command> {
         let mut out = Out(Vec::new());
+        let mut judge = false;
+        for event in events {
+            judge |= self.apply(event, now, placer, &mut out);
+        }
+        if judge {
+            self.evaluate(now, placer, &mut out);
+            self.flush(&mut out);
+        }
+        out.0
+    }
+
+    /// Applies one event; `false` when it is bookkeeping only and needs no judging.
+    fn apply(&mut self, event: Event, now: Timestamp, placer: &dyn Placer, out: &mut Out) -> bool {
         match event {
             Event::JobRegistered {
                 spec,
                 site,
                 generation,
-            } => self.on_job_registered(*spec, site, generation, now, &mut out),
-            Event::SnapshotObserved(o) => self.on_snapshot(o, now, &mut out),
+            } => self.on_job_registered(*spec, site, generation, now, out),
+            Event::SnapshotObserved(o) => self.on_snapshot(o, now, out),
             Event::PeerReport { site, last_contact } => {
                 if let Some(v) = self.views.get_mut(&site) {
                     v.peer_last_contact = v.peer_last_contact.max(Some(last_contact));
@@ -648,33 +675,33 @@ impl Engine {
                 job,
                 generation,
                 site,
-            } => self.on_launch_succeeded(&job, generation, &site, now, &mut out),
+            } => self.on_launch_succeeded(&job, generation, &site, now, out),
             Event::LaunchFailed {
                 job,
                 generation,
                 site,
                 reason,
-            } => self.on_launch_failed(&job, generation, &site, reason, now, placer, &mut out),
+            } => self.on_launch_failed(&job, generation, &site, reason, now, placer, out),
             Event::Fenced {
                 job,
                 generation,
                 site,
-            } => self.on_fenced(&job, generation, &site, now, placer, &mut out),
+            } => self.on_fenced(&job, generation, &site, now, placer, out),
             Event::SavepointCompleted { op, job, savepoint } => {
-                self.on_savepoint(op, &job, Ok(savepoint), now, &mut out)
+                self.on_savepoint(op, &job, Ok(savepoint), now, out)
             }
             Event::SavepointFailed { op, job, reason } => {
-                self.on_savepoint(op, &job, Err(reason), now, &mut out)
+                self.on_savepoint(op, &job, Err(reason), now, out)
             }
             Event::ReplicationCompleted { op, job, replica } => {
-                self.on_replication(op, &job, replica, now, placer, &mut out)
+                self.on_replication(op, &job, replica, now, placer, out)
             }
-            Event::OpsRequest(request) => self.on_request(request, now, placer, &mut out),
+            Event::OpsRequest(request) => self.on_request(request, now, placer, out),
             Event::QuorumChanged(q) => {
                 if self.quorum != q {
                     self.quorum = q;
                     self.audit(
-                        &mut out,
+                        out,
                         now,
                         None,
                         None,
@@ -694,21 +721,19 @@ impl Engine {
                     }
                 }
                 // Bookkeeping only: the snapshots that follow are where judging happens.
-                return out.0;
+                return false;
             }
             Event::JobRemoved { job } => {
                 if self.jobs.remove(&job).is_some() {
                     self.dirty.jobs.remove(&job);
                     self.fence_sent.retain(|(j, _, _), _| j != &job);
-                    self.audit(&mut out, now, None, Some(&job), None, "job removed".into());
-                    self.act(&mut out, Command::Forget { job });
+                    self.audit(out, now, None, Some(&job), None, "job removed".into());
+                    self.act(out, Command::Forget { job });
                 }
             }
             Event::Tick => {}
         }
-        self.evaluate(now, placer, &mut out);
-        self.flush(&mut out);
-        out.0
+        true
     }
 
     /// The plan an operation would follow, without changing anything.
@@ -721,7 +746,8 @@ impl Engine {
         now: Timestamp,
         placer: &dyn Placer,
     ) -> FailoverPlan {
-        let (jobs, not_fitting, preempt) = self.plan_moves(from, to, mode, failback, now, placer);
+        let (jobs, not_fitting, preempt) =
+            self.plan_moves(from, to, mode, failback, false, now, placer);
         let moves = jobs
             .iter()
             .map(|j| {
@@ -1237,6 +1263,7 @@ impl Engine {
                 };
                 self.start_operation(
                     kind,
+                    false,
                     from.clone(),
                     to.clone(),
                     *mode,
@@ -1424,6 +1451,7 @@ impl Engine {
         };
         self.start_operation(
             OpKind::SiteLoss { epoch },
+            true,
             site.clone(),
             survivor,
             MoveMode::Forced,
@@ -1650,6 +1678,7 @@ impl Engine {
             );
             self.start_operation(
                 OpKind::Failback,
+                true,
                 from,
                 site.clone(),
                 MoveMode::Planned,
@@ -1829,7 +1858,9 @@ impl Engine {
         let Some(r) = self.jobs.get(job) else {
             return SiteId(String::new());
         };
-        if r.failures_in_site < self.config.relaunches_before_other_site {
+        if r.failures_in_site < self.config.relaunches_before_other_site
+            || r.spec.site_moves == SiteMoves::OperatorOnly
+        {
             return r.site.clone();
         }
         self.config
@@ -2134,12 +2165,16 @@ impl Engine {
     }
 
     /// Which jobs move, in priority order, and where; which do not fit and why.
+    /// `automatic`: the engine moves the jobs on its own (site loss, policy failback), so
+    /// jobs only an operator may move stay where they are.
+    #[allow(clippy::too_many_arguments)]
     fn plan_moves(
         &self,
         from: &SiteId,
         to: &SiteId,
         mode: MoveMode,
         failback: bool,
+        automatic: bool,
         now: Timestamp,
         placer: &dyn Placer,
     ) -> (Vec<OpJob>, Vec<NotFitting>, Vec<JobId>) {
@@ -2165,7 +2200,16 @@ impl Engine {
         let mut not_fitting = Vec::new();
         let mut demands: Vec<JobDemand> = Vec::new();
         for r in candidates {
-            if !r.spec.demand.sites.allows(to) {
+            if automatic && r.spec.site_moves == SiteMoves::OperatorOnly {
+                not_fitting.push(NotFitting {
+                    job: r.id().clone(),
+                    reason: format!(
+                        "failover mode manual: moved to {to} only by an operator's failover \
+                         (twinsite failover --from {from} --to {to})"
+                    ),
+                    missing: Resources::ZERO,
+                });
+            } else if !r.spec.demand.sites.allows(to) {
                 not_fitting.push(NotFitting {
                     job: r.id().clone(),
                     reason: format!("job may not run in site {to}"),
@@ -2231,6 +2275,7 @@ impl Engine {
     fn start_operation(
         &mut self,
         kind: OpKind,
+        requested_by_policy: bool,
         from: SiteId,
         to: SiteId,
         mode: MoveMode,
@@ -2240,7 +2285,13 @@ impl Engine {
         placer: &dyn Placer,
         out: &mut Out,
     ) {
-        let (jobs, not_fitting, preempt) = self.plan_moves(&from, &to, mode, failback, now, placer);
+        let automatic = match kind {
+            OpKind::SiteLoss { .. } => true,
+            OpKind::Failover => false,
+            OpKind::Failback => requested_by_policy,
+        };
+        let (jobs, not_fitting, preempt) =
+            self.plan_moves(&from, &to, mode, failback, automatic, now, placer);
         let id = self.operations.keys().next_back().map_or(1, |k| k + 1);
         let source_reachable = self.reachable(&from);
         for j in &jobs {

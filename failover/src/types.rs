@@ -29,11 +29,27 @@ pub enum FailoverMode {
     FreshStartAllowed,
 }
 
+/// Who may move a job to the other site.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SiteMoves {
+    /// The engine moves it on its own: after a site loss, after repeated failures in its
+    /// site, and back home when policy allows automatic failback.
+    #[default]
+    Automatic,
+    /// Only an operator's failover or failback moves it (`failover.mode: manual`); on its
+    /// own the engine relaunches it in its current site only.
+    OperatorOnly,
+}
+
 /// What the engine needs to know about one job besides its run-time record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
     pub demand: JobDemand,
     pub mode: FailoverMode,
+    /// Absent in records written before it existed: those jobs moved automatically.
+    #[serde(default)]
+    pub site_moves: SiteMoves,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -39,6 +39,16 @@ impl Harness {
         commands
     }
 
+    fn step_all(&mut self, events: Vec<Event>, at: Timestamp) -> Vec<Command> {
+        let commands = self.engine.step_all(events, at, &self.placer);
+        for c in &commands {
+            if let Command::Persist(r) = c {
+                self.store.insert(key(r), r.clone());
+            }
+        }
+        commands
+    }
+
     fn act(&mut self, event: Event, at: Timestamp) -> Vec<Command> {
         actions(&self.step(event, at))
     }
@@ -987,4 +997,161 @@ fn sites_heard_together_are_not_judged_on_an_old_contact_while_a_batch_is_proces
             .any(|c| matches!(c, Command::MarkSiteLost { .. })),
         "{acted:?}"
     );
+}
+
+/// The answers to one round of relaunches, all successful.
+fn launch_answers(round: &[Command]) -> Vec<Event> {
+    round
+        .iter()
+        .filter_map(|c| match c {
+            Command::Relaunch {
+                job,
+                generation,
+                site,
+                ..
+            } => Some(Event::LaunchSucceeded {
+                job: job.clone(),
+                generation: *generation,
+                site: site.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn answers_fed_together_relaunch_the_same_jobs_in_the_same_order_with_fewer_writes_than_answers_fed_one_by_one()
+ {
+    let run = |together: bool| {
+        let mut h = Harness::new(|c| c.max_in_flight = 1);
+        let mut round = lose_site_b(&mut h);
+        let mut launched = Vec::new();
+        let mut writes = 0;
+        while !round.is_empty() {
+            launched.extend(relaunches(&round));
+            writes += round
+                .iter()
+                .filter(|c| matches!(c, Command::Persist(_)))
+                .count();
+            let answers = launch_answers(&round);
+            round = if together {
+                h.step_all(answers, t(92))
+            } else {
+                answers.into_iter().flat_map(|a| h.step(a, t(92))).collect()
+            };
+        }
+        (launched, h.store, writes)
+    };
+    let (one_by_one, store_one_by_one, writes_one_by_one) = run(false);
+    let (together, store_together, writes_together) = run(true);
+    assert_eq!(one_by_one.len(), 4, "{one_by_one:?}");
+    assert_eq!(together, one_by_one);
+    assert_eq!(store_together, store_one_by_one);
+    assert!(
+        writes_together <= writes_one_by_one,
+        "{writes_together} > {writes_one_by_one}"
+    );
+}
+
+#[test]
+fn a_round_of_answers_is_judged_once_so_every_record_is_written_once_per_round() {
+    let mut h = Harness::new(|c| c.max_in_flight = 8);
+    let round = lose_site_b(&mut h);
+    assert_eq!(relaunches(&round).len(), 4);
+    let next = h.step_all(launch_answers(&round), t(92));
+    let mut keys: Vec<String> = next
+        .iter()
+        .filter_map(|c| match c {
+            Command::Persist(r) => Some(key(r)),
+            _ => None,
+        })
+        .collect();
+    let written = keys.len();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), written, "a record written twice in one round");
+    assert!(
+        keys.iter().any(|k| k.starts_with("op")),
+        "the finished operation is recorded: {keys:?}"
+    );
+}
+
+fn register_operator_only(h: &mut Harness, name: &str, at_site: &str) {
+    let mut spec = spec(
+        name,
+        Priority::Critical,
+        FailoverMode::RestoreRequired,
+        at_site,
+    );
+    spec.site_moves = SiteMoves::OperatorOnly;
+    h.step(
+        Event::JobRegistered {
+            spec: Box::new(spec),
+            site: site(at_site),
+            generation: 1,
+        },
+        t(0),
+    );
+}
+
+#[test]
+fn a_manual_job_is_not_moved_by_a_site_loss_but_is_reported_and_moved_by_an_operators_failover() {
+    let mut h = Harness::new(|_| {});
+    register_operator_only(&mut h, "j-manual", "b");
+    h.replicated("j-manual", checkpoint("a", 1, 6, t(40)));
+    let commands = lose_site_b(&mut h);
+    let moved: Vec<String> = relaunches(&commands).into_iter().map(|r| r.0).collect();
+    assert!(!moved.contains(&"ns/j-manual".to_string()), "{moved:?}");
+    assert_eq!(moved.len(), 4, "the automatic jobs still move: {moved:?}");
+    let reported = commands.iter().find_map(|c| match c {
+        Command::ReportNotRelaunched { job: j, reason, .. } if j == &job("j-manual") => {
+            Some(reason.clone())
+        }
+        _ => None,
+    });
+    let reported = reported.expect("the manual job is reported as not relaunched");
+    assert!(
+        reported.contains("manual") && reported.contains("twinsite failover --from b --to a"),
+        "{reported}"
+    );
+    assert_eq!(
+        h.engine.job(&job("j-manual")).map(|r| r.generation),
+        Some(1)
+    );
+
+    let request = Event::OpsRequest(OpsRequest::Failover {
+        from: site("b"),
+        to: site("a"),
+        mode: MoveMode::Forced,
+        dry_run: false,
+    });
+    let commands = h.step(request, t(100));
+    assert_eq!(
+        relaunches(&commands),
+        vec![("ns/j-manual".into(), 2, "a".into(), Some(6))]
+    );
+}
+
+#[test]
+fn a_failing_manual_job_is_relaunched_only_in_its_own_site() {
+    let mut h = Harness::new(|c| c.relaunches_before_other_site = 1);
+    register_operator_only(&mut h, "j1", "a");
+    h.replicated("j1", checkpoint("b", 1, 4, t(-5)));
+    h.complete("j1", checkpoint("a", 1, 5, t(0)));
+    let mut seen = Vec::new();
+    for (generation, at) in [(1u64, 10i64), (2, 20), (3, 30)] {
+        h.keep_alive(t(at));
+        let failed = vec![observed(
+            "j1",
+            generation,
+            RunState::Failed,
+            3,
+            "a-1",
+            "a-2",
+        )];
+        h.observe("a", t(at), &[], failed);
+        seen.extend(relaunches(&h.act(fenced("j1", generation, "a"), t(at + 1))));
+    }
+    let sites: Vec<&str> = seen.iter().map(|r| r.2.as_str()).collect();
+    assert_eq!(sites, ["a", "a", "a"], "{seen:?}");
 }

@@ -268,15 +268,40 @@ pub fn render_operation(op: &serde_json::Value) -> String {
     for n in op["not_fitting"].as_array().cloned().unwrap_or_default() {
         let _ = writeln!(
             out,
-            "{:<40} {:<10} {:>8} {:>8}  not moved: {}",
+            "{:<40} {:<10} {:>8} {:>8}  not moved: {}{}",
             n["job"].as_str().unwrap_or("?"),
             "-",
             "-",
             "-",
-            n["reason"].as_str().unwrap_or("?")
+            n["reason"].as_str().unwrap_or("?"),
+            missing(&n["missing"])
         );
     }
     out
+}
+
+/// ` (missing 4 cpu, 16 GiB memory)`: the capacity a job that did not fit lacks; empty when
+/// capacity was not why.
+fn missing(resources: &serde_json::Value) -> String {
+    let get = |k: &str| resources[k].as_i64().unwrap_or(0);
+    let mut parts = Vec::new();
+    if get("cpu_milli") > 0 {
+        parts.push(format!("{} cpu", get("cpu_milli") as f64 / 1000.0));
+    }
+    if get("memory_bytes") > 0 {
+        parts.push(format!(
+            "{:.1} GiB memory",
+            get("memory_bytes") as f64 / f64::from(1u32 << 30)
+        ));
+    }
+    if get("pods") > 0 {
+        parts.push(format!("{} pods", get("pods")));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" (missing {})", parts.join(", "))
+    }
 }
 
 /// The plan as a table: moves, jobs that do not fit, jobs preempted at the target.
@@ -324,9 +349,10 @@ pub fn render(plan: &serde_json::Value) -> String {
         for n in &not_fitting {
             let _ = writeln!(
                 out,
-                "{:<40} {}",
+                "{:<40} {}{}",
                 n["job"].as_str().unwrap_or("?"),
-                n["reason"].as_str().unwrap_or("?")
+                n["reason"].as_str().unwrap_or("?"),
+                missing(&n["missing"])
             );
         }
     }
@@ -351,7 +377,12 @@ mod tests {
             "moves": [{"job": "shop/orders", "placement": {"pods": [{}, {}]},
                        "expected_rpo": {"secs": 42, "nanos": 0},
                        "restore_from": {"path": "file:///b/chk-7"}}],
-            "not_fitting": [{"job": "shop/clicks", "reason": "no checkpoint replicated to dc-b"}],
+            "not_fitting": [
+                {"job": "shop/clicks", "reason": "no checkpoint replicated to dc-b",
+                 "missing": {"cpu_milli": 0, "memory_bytes": 0, "pods": 0}},
+                {"job": "shop/search", "reason": "no room on any node",
+                 "missing": {"cpu_milli": 4500, "memory_bytes": 17179869184_i64, "pods": 0}}
+            ],
             "preempt": []
         });
         let text = render(&plan);
@@ -364,7 +395,11 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("NOT MOVED (1)") && text.contains("no checkpoint replicated"),
+            text.contains("NOT MOVED (2)") && text.contains("no checkpoint replicated to dc-b\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("no room on any node (missing 4.5 cpu, 16.0 GiB memory)"),
             "{text}"
         );
     }

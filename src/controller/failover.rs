@@ -5,14 +5,16 @@
 //! "What the driver must guarantee"; this file is the driver it describes.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use futures::StreamExt;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use failover::{
     CheckpointKind as EngineCheckpointKind, CheckpointPointer as EnginePointer, Command, Engine,
     EngineConfig, Event, FailoverMode, FailoverPlan, JobObserved, JobSpec, NodeHeartbeat,
-    Operation, OpsRequest, Record, RecoveryReport, RequestError, RunState, SiteObservation,
-    Timestamp,
+    Operation, OpsRequest, Record, RecoveryReport, RequestError, RunState, SiteMoves,
+    SiteObservation, Timestamp,
 };
 use scheduler::input::streamjob;
 use scheduler::model::{JobDemand, JobId, JobPlacement, PodRole, SiteId};
@@ -130,6 +132,15 @@ struct Answers {
     launched: Vec<(JobId, u64)>,
 }
 
+impl Answers {
+    fn merge(&mut self, other: Answers) {
+        self.plan = self.plan.take().or(other.plan);
+        self.rejected = self.rejected.take().or(other.rejected);
+        self.acted |= other.acted;
+        self.launched.extend(other.launched);
+    }
+}
+
 impl FailoverDriver {
     pub fn new(config: EngineConfig, enabled: bool) -> FailoverDriver {
         FailoverDriver {
@@ -224,7 +235,7 @@ fn engine_state(state: JobState) -> RunState {
 }
 
 /// The engine's view of a stored job: its demand, and whether it may start without state.
-fn engine_spec(record: &JobRecord) -> Option<(JobSpec, streamjob::FailoverMode)> {
+pub(crate) fn engine_spec(record: &JobRecord) -> Option<(JobSpec, streamjob::FailoverMode)> {
     let job = stream_job_of(record).ok()?;
     let demand = job.demand().ok()?;
     let mode = if job.spec.checkpoints.is_some() {
@@ -233,7 +244,18 @@ fn engine_spec(record: &JobRecord) -> Option<(JobSpec, streamjob::FailoverMode)>
         // No checkpoints configured: the job keeps no state twinsite could restore.
         FailoverMode::FreshStartAllowed
     };
-    Some((JobSpec { demand, mode }, job.spec.failover.mode))
+    let site_moves = match job.spec.failover.mode {
+        streamjob::FailoverMode::Manual => SiteMoves::OperatorOnly,
+        streamjob::FailoverMode::Auto | streamjob::FailoverMode::None => SiteMoves::Automatic,
+    };
+    Some((
+        JobSpec {
+            demand,
+            mode,
+            site_moves,
+        },
+        job.spec.failover.mode,
+    ))
 }
 
 fn stored_placement(record: &JobRecord) -> Option<JobPlacement> {
@@ -314,9 +336,7 @@ impl Controller {
 
         let mut commands = resumed;
         commands.extend(retries);
-        for event in events {
-            commands.extend(live.engine.step(event, now, &placer));
-        }
+        commands.extend(live.engine.step_all(events, now, &placer));
         let answers = self.execute(live, &placer, commands, now).await?;
         self.refresh_busy(&live.engine);
         Ok(answers.acted.then_some(answers.launched))
@@ -354,11 +374,9 @@ impl Controller {
             _ => None,
         };
         // Jobs created or relaunched since the last pass are known before the plan is made.
-        let mut commands = Vec::new();
-        for event in self.registrations(&live.engine, &records) {
-            commands.extend(live.engine.step(event, now, &placer));
-        }
-        commands.extend(live.engine.step(Event::OpsRequest(request), now, &placer));
+        let mut events = self.registrations(&live.engine, &records);
+        events.push(Event::OpsRequest(request));
+        let commands = live.engine.step_all(events, now, &placer);
         let answers = self.execute(live, &placer, commands, now).await?;
         self.refresh_busy(&live.engine);
         if let Some(error) = answers.rejected {
@@ -671,9 +689,15 @@ impl Controller {
         *lock(&self.failover.busy) = busy;
     }
 
-    /// Executes commands in order, feeding each answer back to the engine (its commands run
-    /// after the ones already queued). A store write that fails ends execution with the error:
-    /// nothing after it may run (driver guarantee 1).
+    /// Executes the engine's commands in rounds: a round is everything the engine issued
+    /// without waiting for an answer, and the answers of a round are fed back together
+    /// (`Engine::step_all`), whose commands make the next round.
+    ///
+    /// Within a round the write-ahead records go first, each record once in its last version
+    /// (the engine issued the whole round from one line of state, so that version covers
+    /// every command of the round), then audits, site marks and reports in order, then
+    /// relaunches and fences concurrently, `maxInFlight` at a time. A store write that fails
+    /// ends execution with the error: nothing after it may run (driver guarantee 1).
     async fn execute(
         &self,
         live: &mut Live,
@@ -681,24 +705,73 @@ impl Controller {
         commands: Vec<Command>,
         now: Timestamp,
     ) -> Result<Answers, StateError> {
-        let mut queue: VecDeque<Command> = commands.into();
         let mut answers = Answers::default();
+        let mut round = commands;
         let mut executed = 0usize;
-        while let Some(command) = queue.pop_front() {
-            executed += 1;
+        while !round.is_empty() {
+            executed += round.len();
             if executed > MAX_COMMANDS_PER_PASS {
                 tracing::error!(
-                    left = queue.len() + 1,
+                    left = round.len(),
                     "failover engine issued too many commands in one pass; the rest wait for the next"
                 );
                 break;
             }
-            let answer = self.execute_one(command, now, &mut answers).await?;
-            if let Some(event) = answer {
-                queue.extend(live.engine.step(event, now, placer));
-            }
+            let events = self.execute_round(round, now, &mut answers).await?;
+            round = if events.is_empty() {
+                Vec::new()
+            } else {
+                live.engine.step_all(events, now, placer)
+            };
         }
         Ok(answers)
+    }
+
+    async fn execute_round(
+        &self,
+        commands: Vec<Command>,
+        now: Timestamp,
+        answers: &mut Answers,
+    ) -> Result<Vec<Event>, StateError> {
+        let mut records: Vec<(String, Command)> = Vec::new();
+        let mut in_order = Vec::new();
+        let mut actions = Vec::new();
+        for command in commands {
+            match &command {
+                Command::Persist(record) => {
+                    let name = record_name(record);
+                    records.retain(|(n, _)| n != &name);
+                    records.push((name, command));
+                }
+                Command::Forget { job } => {
+                    let name = job_record_name(job);
+                    records.retain(|(n, _)| n != &name);
+                    records.push((name, command));
+                }
+                Command::Relaunch { .. } | Command::Fence { .. } => actions.push(command),
+                _ => in_order.push(command),
+            }
+        }
+        let mut events = Vec::new();
+        let sequential = records.into_iter().map(|(_, c)| c).chain(in_order);
+        for command in sequential {
+            events.extend(self.execute_one(command, now, answers).await?);
+        }
+        let concurrency = self.failover.config.max_in_flight.max(1);
+        let results: Vec<_> = futures::stream::iter(actions)
+            .map(|command| async move {
+                let mut own = Answers::default();
+                let event = self.execute_one(command, now, &mut own).await;
+                (event, own)
+            })
+            .buffered(concurrency)
+            .collect()
+            .await;
+        for (event, own) in results {
+            answers.merge(own);
+            events.extend(event?);
+        }
+        Ok(events)
     }
 
     async fn execute_one(

@@ -119,6 +119,7 @@ pub fn start(plan: &Plan) -> Result<World, ScenarioError> {
                 spec: JobSpec {
                     demand: job.demand.clone(),
                     mode: job.mode,
+                    site_moves: job.site_moves,
                 },
                 checkpoint_interval: Some(job.checkpoint_interval),
                 replicate: job.replicate,

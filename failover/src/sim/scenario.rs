@@ -12,7 +12,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
 use crate::operation::MoveMode;
-use crate::types::FailoverMode;
+use crate::types::{FailoverMode, SiteMoves};
 
 /// A bad scenario: where (source, line, column, field) and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -231,6 +231,9 @@ pub struct JobSpecYaml {
     /// `restore-required` (default) or `fresh-start-allowed`.
     #[serde(default)]
     pub failover: Option<FailoverMode>,
+    /// `automatic` (default) or `operator-only` (a StreamJob's `failover.mode: manual`).
+    #[serde(default)]
+    pub site_moves: Option<SiteMoves>,
     /// Default 60s.
     #[serde(default)]
     pub checkpoint_interval: Option<Dur>,
@@ -479,6 +482,7 @@ impl fmt::Display for Action {
 pub struct JobPlan {
     pub demand: JobDemand,
     pub mode: FailoverMode,
+    pub site_moves: SiteMoves,
     pub checkpoint_interval: Duration,
     pub replicate: bool,
     /// JobManager node, then TaskManager nodes; empty: the scheduler places it.
@@ -749,6 +753,7 @@ impl Scenario {
                     allow_offline: false,
                 },
                 mode: j.failover.unwrap_or_default(),
+                site_moves: j.site_moves.unwrap_or_default(),
                 checkpoint_interval: interval,
                 replicate: j.replicate.unwrap_or(true),
                 nodes,

@@ -41,6 +41,7 @@ pub fn spec(name: &str, priority: Priority, mode: FailoverMode, home: &str) -> J
             allow_offline: false,
         },
         mode,
+        site_moves: SiteMoves::Automatic,
     }
 }
 
