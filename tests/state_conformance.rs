@@ -216,6 +216,51 @@ mod suite {
         assert_eq!(page[0].entry.action, "cordon");
     }
 
+    pub async fn a_batch_of_audit_entries_keeps_its_order_and_loses_none_to_a_racing_appender(
+        store: &dyn StateStore,
+    ) {
+        store.append_audit(&audit("before")).await.unwrap();
+        let batch = |tag: &str| -> Vec<AuditEntry> {
+            (0..10).map(|i| audit(&format!("{tag}-{i}"))).collect()
+        };
+        store.append_audits(&batch("alone")).await.unwrap();
+        let all = store.list_audit(1, 0).await.unwrap();
+        let actions: Vec<&str> = all.iter().map(|r| r.entry.action.as_str()).collect();
+        let expected: Vec<String> = std::iter::once("before".to_string())
+            .chain((0..10).map(|i| format!("alone-{i}")))
+            .collect();
+        assert_eq!(actions, expected);
+        assert_eq!(
+            all.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            (1..=11).collect::<Vec<u64>>()
+        );
+
+        let single = audit("single");
+        let raced = batch("raced");
+        let (batched, singles) = futures::join!(
+            store.append_audits(&raced),
+            futures::future::join_all((0..5).map(|_| store.append_audit(&single))),
+        );
+        batched.unwrap();
+        for seq in singles {
+            seq.unwrap();
+        }
+        let all = store.list_audit(1, 0).await.unwrap();
+        assert_eq!(
+            all.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            (1..=26).collect::<Vec<u64>>(),
+            "every entry has its own number"
+        );
+        let count = |prefix: &str| {
+            all.iter()
+                .filter(|r| r.entry.action.starts_with(prefix))
+                .count()
+        };
+        assert_eq!((count("raced-"), count("single")), (10, 5));
+        store.append_audits(&[]).await.unwrap();
+        assert_eq!(store.list_audit(1, 0).await.unwrap().len(), 26);
+    }
+
     pub async fn checkpoint_pointers_are_kept_per_kind_and_site(store: &dyn StateStore) {
         let pointer = |id: u64, site: &str| CheckpointPointer {
             checkpoint_id: id,
@@ -407,6 +452,7 @@ conformance!(
     concurrent_generation_bumps_are_never_lost,
     a_site_epoch_never_decreases,
     audit_sequence_numbers_increase_in_append_order,
+    a_batch_of_audit_entries_keeps_its_order_and_loses_none_to_a_racing_appender,
     checkpoint_pointers_are_kept_per_kind_and_site,
     operations_persist_as_resumable_state_machines,
     listing_returns_every_job_across_pages,

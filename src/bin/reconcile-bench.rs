@@ -9,26 +9,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context;
 use scheduler::generate::{GenerateParams, generate};
 use scheduler::input::Policy;
 use scheduler::model::SiteId;
 use twinsite::controller::Controller;
 use twinsite::site::simulated::{SimulatedSite, SimulatedSiteConfig};
 use twinsite::site::{Site, SystemClock};
-use twinsite::state::{EmbeddedStateStore, StateStore};
 
-fn arg(name: &str, default: u64) -> anyhow::Result<u64> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name) {
-        Some(i) => args
-            .get(i + 1)
-            .with_context(|| format!("{name} needs a value"))?
-            .parse()
-            .with_context(|| format!("{name}: expected a whole number")),
-        None => Ok(default),
-    }
-}
+mod common;
+use common::arg;
 
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -65,43 +54,9 @@ async fn main() -> anyhow::Result<()> {
         )?;
         sites.insert(id.clone(), Arc::new(site));
     }
-    let etcd_url = {
-        let args: Vec<String> = std::env::args().collect();
-        args.iter()
-            .position(|a| a == "--etcd")
-            .and_then(|i| args.get(i + 1).cloned())
-    };
-    // Held to the end: dropping it would give leadership up.
-    let (store, _leadership): (Arc<dyn StateStore>, Option<twinsite::leader::Leadership>) =
-        match &etcd_url {
-            None => (
-                Arc::new(EmbeddedStateStore::open(&dir.path().join("state"))?),
-                None,
-            ),
-            Some(url) => {
-                let prefix = format!("/twinsite-bench/{}", std::process::id());
-                let mut config = twinsite::state::EtcdConfig::new(vec![url.clone()]);
-                config.key_prefix = prefix.clone();
-                let client = twinsite::state::connect_etcd(&config).await?;
-                let elector = twinsite::leader::LeaderElector::new(
-                    client.clone(),
-                    format!("{prefix}/election/bench"),
-                    "bench",
-                    std::time::Duration::from_secs(30),
-                );
-                let leadership = elector.campaign().await?;
-                let store = twinsite::state::EtcdStateStore::on_etcd(client, &prefix)?;
-                store.set_leader(Some(leadership.leader_key.clone()));
-                (Arc::new(store), Some(leadership))
-            }
-        };
-    println!(
-        "store: {}",
-        etcd_url.as_deref().map_or(
-            "embedded (local directory, fsync per record)".to_string(),
-            |u| { format!("etcd at {u}") }
-        )
-    );
+    let bench_store = common::open_store(dir.path()).await?;
+    let store = Arc::clone(&bench_store.store);
+    println!("store: {}", bench_store.description);
     let controller = Controller::new(sites, store, Policy::default_two_sites());
     controller.set_leading(true);
     let stream_jobs = scheduler::input::parse_stream_jobs("generated", &generated.jobs_yaml)?;

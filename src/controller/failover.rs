@@ -30,6 +30,8 @@ use crate::state::{CheckpointKind, Expected, JobRecord, SiteRecord, StateError, 
 /// Commands one pass may execute before it stops and leaves the rest to the next pass: a
 /// guard against an engine/driver loop, far above what a site loss of 1000 jobs needs.
 const MAX_COMMANDS_PER_PASS: usize = 200_000;
+/// Write-ahead records of one round written at once.
+const RECORD_WRITES_AT_ONCE: usize = 32;
 /// Recovery reports kept in memory for the API.
 const KEPT_REPORTS: usize = 10_000;
 
@@ -208,6 +210,20 @@ impl FailoverDriver {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What an engine audit entry is about, as the audit log's target: `op 3 shop/orders`,
+/// `shop/orders@dc-a`, `dc-b`, ….
+fn audit_target(entry: &failover::AuditEntry) -> String {
+    match (&entry.op, &entry.job, &entry.site) {
+        (Some(op), Some(job), _) => format!("op {op} {job}"),
+        (Some(op), None, Some(site)) => format!("op {op} {site}"),
+        (Some(op), None, None) => format!("op {op}"),
+        (None, Some(job), Some(site)) => format!("{job}@{site}"),
+        (None, Some(job), None) => job.to_string(),
+        (None, None, Some(site)) => site.to_string(),
+        (None, None, None) => "engine".into(),
+    }
 }
 
 /// Name of a record in the store's failover keyspace.
@@ -734,10 +750,18 @@ impl Controller {
         answers: &mut Answers,
     ) -> Result<Vec<Event>, StateError> {
         let mut records: Vec<(String, Command)> = Vec::new();
+        let mut audits = Vec::new();
         let mut in_order = Vec::new();
         let mut actions = Vec::new();
         for command in commands {
             match &command {
+                Command::Audit(entry) => audits.push(crate::state::AuditEntry {
+                    actor: "failover".into(),
+                    action: "failover".into(),
+                    target: audit_target(entry),
+                    at_unix_ms: chrono::Utc::now().timestamp_millis(),
+                    result: entry.message.clone(),
+                }),
                 Command::Persist(record) => {
                     let name = record_name(record);
                     records.retain(|(n, _)| n != &name);
@@ -752,9 +776,24 @@ impl Controller {
                 _ => in_order.push(command),
             }
         }
+        // Different records, so they may be written at once (etcd commits concurrent writes
+        // together); every one must succeed before anything acts.
+        let writes: Vec<_> = futures::stream::iter(records)
+            .map(|(_, command)| async move {
+                let mut own = Answers::default();
+                self.execute_one(command, now, &mut own).await
+            })
+            .buffer_unordered(RECORD_WRITES_AT_ONCE)
+            .collect()
+            .await;
+        for write in writes {
+            write?;
+        }
+        if let Err(error) = self.store.append_audits(&audits).await {
+            tracing::warn!(%error, entries = audits.len(), "audit append failed");
+        }
         let mut events = Vec::new();
-        let sequential = records.into_iter().map(|(_, c)| c).chain(in_order);
-        for command in sequential {
+        for command in in_order {
             events.extend(self.execute_one(command, now, answers).await?);
         }
         let concurrency = self.failover.config.max_in_flight.max(1);
@@ -797,17 +836,13 @@ impl Controller {
                 Ok(None)
             }
             Command::Audit(entry) => {
-                let target = match (&entry.op, &entry.job, &entry.site) {
-                    (Some(op), Some(job), _) => format!("op {op} {job}"),
-                    (Some(op), None, Some(site)) => format!("op {op} {site}"),
-                    (Some(op), None, None) => format!("op {op}"),
-                    (None, Some(job), Some(site)) => format!("{job}@{site}"),
-                    (None, Some(job), None) => job.to_string(),
-                    (None, None, Some(site)) => site.to_string(),
-                    (None, None, None) => "engine".into(),
-                };
-                self.audit_as("failover", "failover", &target, &entry.message)
-                    .await;
+                self.audit_as(
+                    "failover",
+                    "failover",
+                    &audit_target(&entry),
+                    &entry.message,
+                )
+                .await;
                 Ok(None)
             }
             Command::Relaunch {

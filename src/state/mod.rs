@@ -123,6 +123,16 @@ pub trait StateStore: Send + Sync {
     /// is greater than every earlier one).
     async fn append_audit(&self, entry: &AuditEntry) -> Result<u64, StateError>;
 
+    /// Appends several entries (a failover round's audit trail), in order unless another
+    /// appender races for the same numbers. Stops at the first failure; entries already
+    /// appended stay.
+    async fn append_audits(&self, entries: &[AuditEntry]) -> Result<(), StateError> {
+        for entry in entries {
+            self.append_audit(entry).await?;
+        }
+        Ok(())
+    }
+
     /// Entries with `seq >= from_seq`, oldest first, at most `limit` (0: no limit).
     async fn list_audit(&self, from_seq: u64, limit: usize)
     -> Result<Vec<AuditRecord>, StateError>;

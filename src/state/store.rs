@@ -333,6 +333,39 @@ impl<B: KvBackend> StateStore for KvStateStore<B> {
         }
     }
 
+    /// One read of the last sequence, then every entry written at once (the backend may
+    /// commit them together: etcd batches concurrent writes into one fsync). An entry
+    /// another appender beat to its number is appended after, on its own.
+    async fn append_audits(&self, entries: &[AuditEntry]) -> Result<(), StateError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let prefix = self.layout.audits();
+        let last = match self.backend.last(&prefix).await? {
+            Some((key, _)) => parse_audit_seq(&prefix, &key)?,
+            None => 0,
+        };
+        let writes = entries
+            .iter()
+            .zip(last + 1..)
+            .map(|(entry, seq)| async move {
+                let key = self.layout.audit(seq);
+                (entry, self.write(&key, entry, Expected::Absent).await)
+            });
+        let mut raced = Vec::new();
+        for (entry, result) in futures::future::join_all(writes).await {
+            match result {
+                Ok(_) => {}
+                Err(StateError::Conflict { .. }) => raced.push(entry),
+                Err(err) => return Err(err),
+            }
+        }
+        for entry in raced {
+            self.append_audit(entry).await?;
+        }
+        Ok(())
+    }
+
     async fn list_audit(
         &self,
         from_seq: u64,
