@@ -470,6 +470,7 @@ impl Engine {
                 _ => {}
             }
         }
+        let mut reports = Vec::new();
         for op in engine.operations.values().filter(|o| o.is_active()) {
             for j in &op.jobs {
                 let cmd = match &j.step {
@@ -497,19 +498,48 @@ impl Engine {
                         generation,
                         site,
                         restore_from,
-                    } => Command::Relaunch {
-                        job: j.job.clone(),
-                        generation: *generation,
-                        site: site.clone(),
-                        placement: j.placement.clone(),
-                        restore_from: restore_from.clone(),
-                        reason: RelaunchReason::Operation { op: op.id },
-                    },
+                    } => {
+                        let reason = match op.kind {
+                            OpKind::SiteLoss { epoch } => RelaunchReason::SiteLost {
+                                site: op.from.clone(),
+                                epoch,
+                            },
+                            _ => RelaunchReason::Operation { op: op.id },
+                        };
+                        // The leader that first issued it may have died before reporting:
+                        // report again, timed from the operation's start (so the leader
+                        // change counts in the RTO).
+                        reports.push(Command::ReportRecovery(RecoveryReport {
+                            job: j.job.clone(),
+                            generation: *generation,
+                            site: site.clone(),
+                            reason: reason.clone(),
+                            op: Some(op.id),
+                            restore_from: restore_from.clone(),
+                            rto_from_detection: elapsed(op.requested_at, now),
+                            rto_from_last_heartbeat: op
+                                .last_sign_of_life
+                                .map(|at| elapsed(at, now)),
+                            rpo: restore_from.as_ref().map(|c| match c.kind {
+                                CheckpointKind::Savepoint => Duration::ZERO,
+                                CheckpointKind::Checkpoint => elapsed(c.completed_at, now),
+                            }),
+                        }));
+                        Command::Relaunch {
+                            job: j.job.clone(),
+                            generation: *generation,
+                            site: site.clone(),
+                            placement: j.placement.clone(),
+                            restore_from: restore_from.clone(),
+                            reason,
+                        }
+                    }
                     _ => continue,
                 };
                 out.0.push(cmd);
             }
         }
+        out.0.extend(reports);
         let ops: Vec<u64> = engine.operations.keys().copied().collect();
         out.0.push(Command::Audit(AuditEntry {
             at: now,

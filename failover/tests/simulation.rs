@@ -70,7 +70,10 @@ impl Run {
                 FailoverMode::RestoreRequired
             };
             let node = format!("{home}-{}", rng.random_range(1..=3));
-            let spec = spec(&format!("j{i}"), priority, mode, home);
+            let mut spec = spec(&format!("j{i}"), priority, mode, home);
+            if rng.random_bool(0.2) {
+                spec.site_moves = SiteMoves::OperatorOnly;
+            }
             let placement = JobPlacement {
                 job: spec.demand.id.clone(),
                 site: site(home),

@@ -97,8 +97,8 @@ pub struct Recovery {
     #[serde(serialize_with = "opt_secs", deserialize_with = "de_opt_secs")]
     pub running_at: Option<Duration>,
     /// Whether the engine reported this recovery (`ReportRecovery`). A leader that dies
-    /// between the relaunch and its report leaves the RTO unknown; the new leader re-issues
-    /// the launch without a report.
+    /// between the relaunch and its report leaves it to the new leader, which reports the
+    /// re-issued launch timed from the operation's start.
     pub reported: bool,
     /// From the engine's judgement (or the ops request) to the relaunch command.
     #[serde(serialize_with = "opt_secs", deserialize_with = "de_opt_secs")]

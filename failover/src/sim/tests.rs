@@ -328,10 +328,21 @@ fn a_leader_crash_in_the_middle_of_a_failover_leaves_every_job_running_exactly_o
         .filter(|e| e.kind == EntryKind::Action && e.text.starts_with("relaunch "))
         .count();
     assert_eq!(relaunches_before, 3, "{}", o.render());
-    // One row per moved job, even for the relaunch whose report died with the leader.
+    // One row per moved job, each reported: the relaunch whose report died with the leader
+    // is reported by the new one, its RTO counting the leader change.
     let moved: Vec<&Recovery> = o.recoveries.iter().filter(|r| r.to == site("b")).collect();
     assert_eq!(moved.len(), 6, "{}", o.render());
-    assert!(moved.iter().any(|r| !r.reported), "{}", o.render());
+    assert!(moved.iter().all(|r| r.reported), "{}", o.render());
+    let crashed_at = o.timeline[crash].at;
+    let reissued: Vec<&&Recovery> = moved
+        .iter()
+        .filter(|r| r.relaunched_at >= crashed_at)
+        .collect();
+    assert!(!reissued.is_empty(), "{}", o.render());
+    for r in reissued {
+        let rto = r.rto_from_detection.unwrap_or_default();
+        assert!(rto >= Duration::from_secs(20), "{}: {rto:?}", r.job);
+    }
     for end in &o.jobs {
         assert_eq!(end.running_in.len(), 1, "{}: {:?}", end.job, end.running_in);
     }

@@ -573,24 +573,32 @@ impl World {
 
     /// Steps the engine with `event` at the current instant and executes its commands.
     pub fn deliver(&mut self, event: Event) {
+        self.deliver_all(vec![event]);
+    }
+
+    /// Steps the engine with events that arrived together (`Engine::step_all`, as the
+    /// controller's driver feeds a round of answers) and executes its commands.
+    pub fn deliver_all(&mut self, events: Vec<Event>) {
         let secs = self.elapsed().as_secs();
-        if let Some(t) = &mut self.trace {
-            t.push(format!("t={secs} {event:?}"));
-        }
-        if let Event::LaunchSucceeded {
-            job,
-            generation,
-            site,
-        } = &event
-        {
-            let at = self.elapsed();
-            if let Some(r) = self
-                .recoveries
-                .iter_mut()
-                .rev()
-                .find(|r| &r.job == job && r.generation == *generation && &r.to == site)
+        for event in &events {
+            if let Some(t) = &mut self.trace {
+                t.push(format!("t={secs} {event:?}"));
+            }
+            if let Event::LaunchSucceeded {
+                job,
+                generation,
+                site,
+            } = event
             {
-                r.running_at.get_or_insert(at);
+                let at = self.elapsed();
+                if let Some(r) = self
+                    .recoveries
+                    .iter_mut()
+                    .rev()
+                    .find(|r| &r.job == job && r.generation == *generation && &r.to == site)
+                {
+                    r.running_at.get_or_insert(at);
+                }
             }
         }
         let placer = WorldPlacer {
@@ -599,7 +607,7 @@ impl World {
             policy: &self.policy,
             at: self.now,
         };
-        let commands = self.engine.step(event, self.now, &placer);
+        let commands = self.engine.step_all(events, self.now, &placer);
         self.execute(commands, true);
     }
 
@@ -1051,6 +1059,19 @@ impl World {
                 self.stats.in_site_relaunches += 1
             }
             Some(_) => self.stats.cross_site_relaunches += 1,
+        }
+        let operator_only = self
+            .jobs
+            .get(&job)
+            .is_some_and(|j| j.spec.site_moves == crate::types::SiteMoves::OperatorOnly);
+        if operator_only
+            && new_generation
+            && previous.as_ref().is_some_and(|(_, s)| s != &site)
+            && !matches!(reason, crate::types::RelaunchReason::Operation { .. })
+        {
+            self.violation(format!(
+                "{job} (failover mode manual) moved to {site} without an operator: {reason}"
+            ));
         }
         let (max, max_site) = previous.unwrap_or((0, site.clone()));
         if generation < max || (generation == max && max_site != site) {
@@ -1512,9 +1533,12 @@ impl World {
         self.drain_inbox();
     }
 
+    /// Answers that are due together are fed together, a round at a time, as the
+    /// controller's driver does.
     fn drain_inbox(&mut self) {
-        while let Some(e) = self.inbox.pop_front() {
-            self.deliver(e);
+        while !self.inbox.is_empty() {
+            let round: Vec<Event> = self.inbox.drain(..).collect();
+            self.deliver_all(round);
         }
     }
 
