@@ -374,10 +374,17 @@ async fn copy_verified(
         }
     }
     writer.commit().await.map_err(|e| e.to_string())?;
-    let written = target_fs.read_all(to).await.map_err(|e| e.to_string())?;
-    if written.len() as u64 != len || Sha256::digest(&written) != hash.finalize() {
+    // Read back in chunks: a savepoint file may be gigabytes.
+    let mut reader = target_fs.open_read(to).await.map_err(|e| e.to_string())?;
+    let mut written = Sha256::new();
+    let mut written_len = 0u64;
+    while let Some(chunk) = reader.next_chunk().await.map_err(|e| e.to_string())? {
+        written.update(&chunk);
+        written_len += chunk.len() as u64;
+    }
+    if written_len != len || written.finalize() != hash.finalize() {
         return Err(format!(
-            "{to}: copy does not match its source after writing"
+            "{to}: copy does not match its source after writing ({written_len} bytes read back, {len} copied)"
         ));
     }
     Ok(())
