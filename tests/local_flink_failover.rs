@@ -19,7 +19,7 @@ use failover::RelaunchReason;
 use scheduler::input::{Policy, parse_stream_jobs};
 use scheduler::model::{JobId, Resources, SiteId};
 use support::flink::{
-    Count, counts, flink_python, keyed_counter_uri, max_counts, min_counts, started_from,
+    Count, counts, flink_python, keyed_counter_job_yaml, max_counts, min_counts, started_from,
 };
 use twinsite::controller::{Controller, JobStatus, PassReport, new_record};
 use twinsite::replication::ReplicationDriver;
@@ -170,26 +170,6 @@ impl World {
     }
 }
 
-fn job_yaml() -> String {
-    format!(
-        r#"apiVersion: twinsite.io/v1alpha1
-kind: StreamJob
-metadata: {{name: counter, namespace: shop}}
-spec:
-  priority: high
-  image: flink:2.0.0
-  flinkVersion: v2_0
-  jarURI: {}
-  parallelism: 1
-  jobManager: {{resources: {{cpu: "1", memory: 1Gi}}}}
-  taskManager: {{resources: {{cpu: "1", memory: 1Gi}}}}
-  placement: {{sites: {{preferred: dc-a}}}}
-  checkpoints: {{dir: "hdfs:///flink/checkpoints/shop/counter", interval: 1s, incremental: true, retained: 3}}
-"#,
-        keyed_counter_uri()
-    )
-}
-
 /// The checkpoint id of a `…/chk-N` path.
 fn checkpoint_id(path: &str) -> u64 {
     path.trim_end_matches('/')
@@ -241,7 +221,7 @@ fn is_a_cut_of(output: &[Count], state: &BTreeMap<i64, i64>) -> bool {
 async fn a_lost_site_fails_over_to_the_replicated_checkpoint_and_the_keyed_state_continues() {
     let started = Instant::now();
     let w = World::new().await;
-    let job = parse_stream_jobs("counter.yaml", &job_yaml())
+    let job = parse_stream_jobs("counter.yaml", &keyed_counter_job_yaml())
         .unwrap()
         .remove(0);
     w.store

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use scheduler::input::{Policy, parse_stream_jobs};
 use scheduler::model::{JobId, Resources, SiteId};
-use support::flink::{first_counts, flink_python, max_counts, repo_root};
+use support::flink::{first_counts, flink_python, keyed_counter_job_yaml, max_counts};
 use twinsite::controller::{Controller, JobPhase, JobStatus, new_record};
 use twinsite::site::Site;
 use twinsite::site::local_flink::{LocalFlinkConfig, LocalFlinkSite};
@@ -42,24 +42,7 @@ async fn a_dead_flink_job_is_relaunched_from_its_latest_checkpoint_with_its_stat
         Policy::default_two_sites(),
     );
     controller.set_leading(true);
-    let program = repo_root().join("tests/flink/keyed_counter.py");
-    let yaml = format!(
-        r#"apiVersion: twinsite.io/v1alpha1
-kind: StreamJob
-metadata: {{name: counter, namespace: shop}}
-spec:
-  priority: high
-  image: flink:2.0.0
-  flinkVersion: v2_0
-  jarURI: file://{}
-  parallelism: 1
-  jobManager: {{resources: {{cpu: "1", memory: 1Gi}}}}
-  taskManager: {{resources: {{cpu: "1", memory: 1Gi}}}}
-  placement: {{sites: {{preferred: dc-a}}}}
-  checkpoints: {{dir: "hdfs:///flink/checkpoints/shop/counter", interval: 1s, incremental: true, retained: 3}}
-"#,
-        program.display()
-    );
+    let yaml = keyed_counter_job_yaml();
     let job = parse_stream_jobs("counter.yaml", &yaml).unwrap().remove(0);
     store
         .put_job(&new_record(&job), Expected::Absent)

@@ -17,6 +17,28 @@ pub fn keyed_counter_uri() -> String {
     )
 }
 
+/// The keyed counter as a StreamJob `shop/counter` preferring dc-a, checkpointing every
+/// second into `hdfs:///flink/checkpoints/shop/counter`.
+pub fn keyed_counter_job_yaml() -> String {
+    format!(
+        r#"apiVersion: twinsite.io/v1alpha1
+kind: StreamJob
+metadata: {{name: counter, namespace: shop}}
+spec:
+  priority: high
+  image: flink:2.0.0
+  flinkVersion: v2_0
+  jarURI: {}
+  parallelism: 1
+  jobManager: {{resources: {{cpu: "1", memory: 1Gi}}}}
+  taskManager: {{resources: {{cpu: "1", memory: 1Gi}}}}
+  placement: {{sites: {{preferred: dc-a}}}}
+  checkpoints: {{dir: "hdfs:///flink/checkpoints/shop/counter", interval: 1s, incremental: true, retained: 3}}
+"#,
+        keyed_counter_uri()
+    )
+}
+
 /// Python of the PyFlink venv (installed on first use by `tests/flink/setup-venv.sh`).
 pub fn flink_python() -> PathBuf {
     let out = Command::new("bash")
