@@ -255,8 +255,8 @@ struct Copy {
 }
 
 /// Copies a savepoint directory (everything below it: savepoints are self-contained) from
-/// `from`'s storage to the same path in `to`'s, verifying each file by length and SHA-256
-/// read back from the target, and returns the savepoint's URI at `to`. Sites without a
+/// `from`'s storage to the same path in `to`'s, verifying each file by length and checksum
+/// (hdfs-sync's XXH64) read back from the target, and returns the savepoint's URI at `to`. Sites without a
 /// storage root share one namespace: the savepoint is already readable there.
 pub async fn copy_savepoint(
     roots: &BTreeMap<SiteId, String>,
@@ -351,10 +351,10 @@ async fn copy_verified(
     target_fs: &dyn hdfs_sync::Storage,
     to: &hdfs_sync::StorageUrl,
 ) -> Result<(), String> {
-    use sha2::{Digest, Sha256};
+    use hdfs_sync::checksum::{self, Xxh64};
     let mut reader = source_fs.open_read(from).await.map_err(|e| e.to_string())?;
     let mut writer = target_fs.create(to).await.map_err(|e| e.to_string())?;
-    let mut hash = Sha256::new();
+    let mut hash = Xxh64::new();
     let mut len = 0u64;
     loop {
         match reader.next_chunk().await {
@@ -374,17 +374,15 @@ async fn copy_verified(
         }
     }
     writer.commit().await.map_err(|e| e.to_string())?;
-    // Read back in chunks: a savepoint file may be gigabytes.
-    let mut reader = target_fs.open_read(to).await.map_err(|e| e.to_string())?;
-    let mut written = Sha256::new();
-    let mut written_len = 0u64;
-    while let Some(chunk) = reader.next_chunk().await.map_err(|e| e.to_string())? {
-        written.update(&chunk);
-        written_len += chunk.len() as u64;
-    }
-    if written_len != len || written.finalize() != hash.finalize() {
+    let mut written = target_fs.open_read(to).await.map_err(|e| e.to_string())?;
+    let (written_len, written_sum) = checksum::of_stream(&mut *written)
+        .await
+        .map_err(|e| e.to_string())?;
+    let copied_sum = hash.hex();
+    if (written_len, &written_sum) != (len, &copied_sum) {
         return Err(format!(
-            "{to}: copy does not match its source after writing ({written_len} bytes read back, {len} copied)"
+            "{to}: copy does not match its source after writing \
+             ({written_len} bytes {written_sum} read back, {len} bytes {copied_sum} copied)"
         ));
     }
     Ok(())

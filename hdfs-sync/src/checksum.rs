@@ -154,9 +154,37 @@ pub fn of(data: &[u8]) -> String {
     h.hex()
 }
 
+/// Length and recorded checksum of everything `reader` yields, chunk by chunk: how a copy is
+/// verified by reading it back (a file may be gigabytes).
+pub async fn of_stream(
+    reader: &mut dyn crate::storage::ReadStream,
+) -> Result<(u64, String), crate::StorageError> {
+    let mut h = Xxh64::new();
+    let mut len = 0u64;
+    while let Some(chunk) = reader.next_chunk().await? {
+        len += chunk.len() as u64;
+        h.update(&chunk);
+    }
+    Ok((len, h.hex()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_file_read_back_in_chunks_has_the_length_and_checksum_of_its_bytes() {
+        use crate::storage::{LocalStorage, Storage};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("part-0");
+        // Three whole chunks and a tail, so the stream really arrives in pieces.
+        let data = pattern(3 * crate::storage::CHUNK_SIZE + 5);
+        std::fs::write(&path, &data).unwrap();
+        let url = crate::StorageUrl::parse(&format!("file://{}", path.display())).unwrap();
+        let mut reader = LocalStorage.open_read(&url).await.unwrap();
+        let (len, sum) = of_stream(&mut *reader).await.unwrap();
+        assert_eq!((len, sum), (data.len() as u64, of(&data)));
+    }
 
     fn pattern(n: usize) -> Vec<u8> {
         (0..n).map(|i| ((i * 31 + 7) % 251) as u8).collect()
