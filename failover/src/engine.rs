@@ -38,6 +38,9 @@ pub struct EngineConfig {
     pub max_launches_per_move: u32,
     /// Start a failback on its own once a lost site is healthy again. Off unless policy says.
     pub auto_failback: bool,
+    /// A job that runs nowhere is tried again this often (and at once when a site recovers):
+    /// room may have been freed, a checkpoint replicated, a site become healthy.
+    pub down_retry: Duration,
 }
 
 impl EngineConfig {
@@ -53,6 +56,7 @@ impl EngineConfig {
             fence_retry: Duration::from_secs(15),
             max_launches_per_move: 3,
             auto_failback: false,
+            down_retry: Duration::from_secs(30),
         }
     }
 }
@@ -108,6 +112,12 @@ pub struct JobRecord {
     pub stale: BTreeSet<StaleGeneration>,
     /// When lost TaskManager nodes were first seen with a healthy JobManager.
     pub task_managers_lost_since: Option<Timestamp>,
+    /// The epoch of its site when the current generation was issued or adopted. Once the
+    /// site's epoch is higher (the site was judged lost since), that generation may never
+    /// run again (epoch admission) and the job must get a new one. `None` in records
+    /// written before it existed.
+    #[serde(default)]
+    pub epoch: Option<u64>,
 }
 
 impl JobRecord {
@@ -384,7 +394,12 @@ pub struct Engine {
     quorum: bool,
     dirty: Dirty,
     fence_sent: BTreeMap<(JobId, SiteId, u64), Timestamp>,
+    /// When each job that runs nowhere was last tried (or went down): see `revive_down_jobs`.
+    down_tried: BTreeMap<JobId, Timestamp>,
 }
+
+/// A site a job that runs nowhere may be relaunched in, with what it would restore from.
+type Host = (SiteId, Option<CheckpointPointer>);
 
 /// Collects commands; an action first flushes pending `Persist`s so the state that led to an
 /// action is durable before the action runs.
@@ -400,6 +415,7 @@ impl Engine {
             quorum: false,
             dirty: Dirty::default(),
             fence_sent: BTreeMap::new(),
+            down_tried: BTreeMap::new(),
             config,
         };
         for site in engine.config.sites.clone() {
@@ -446,6 +462,22 @@ impl Engine {
         engine.reconcile();
         let mut out = Out(Vec::new());
         engine.flush(&mut out);
+        // A loss written just before the leader died may never have reached the sites:
+        // marked again (idempotent) before anything is moved off them.
+        // So may a recovery: a site marked lost once is marked again with its state.
+        for s in engine.sites.values() {
+            match s.status {
+                SiteStatus::Lost { .. } => out.0.push(Command::MarkSiteLost {
+                    site: s.id.clone(),
+                    epoch: s.epoch,
+                }),
+                SiteStatus::Up if s.epoch > 0 => out.0.push(Command::MarkSiteRecovered {
+                    site: s.id.clone(),
+                    epoch: s.epoch,
+                }),
+                _ => {}
+            }
+        }
         for record in engine.jobs.values() {
             match &record.phase {
                 JobPhase::Fencing { .. } => out.0.push(Command::Fence {
@@ -540,6 +572,20 @@ impl Engine {
             }
         }
         out.0.extend(reports);
+        // A re-issued fence the site does not answer (it may be unreachable) is issued
+        // again after `fence_retry`, like any other.
+        for c in &out.0 {
+            if let Command::Fence {
+                job,
+                generation,
+                site,
+            } = c
+            {
+                engine
+                    .fence_sent
+                    .insert((job.clone(), site.clone(), *generation), now);
+            }
+        }
         let ops: Vec<u64> = engine.operations.keys().copied().collect();
         out.0.push(Command::Audit(AuditEntry {
             at: now,
@@ -602,7 +648,18 @@ impl Engine {
                 }) => Some(JobPhase::Down { reason }),
                 Some(step) if step.is_finished() => Some(JobPhase::Running),
                 Some(_) => None,
-                None => Some(JobPhase::Running),
+                // The operation was never written: the job record may name a generation
+                // that was never launched. Whatever runs of it is stopped, and the job is
+                // relaunched like any job that runs nowhere.
+                None => {
+                    r.stale.insert(StaleGeneration {
+                        site: r.site.clone(),
+                        generation: r.generation,
+                    });
+                    Some(JobPhase::Down {
+                        reason: format!("operation {op} was lost with the leader that started it"),
+                    })
+                }
             };
             if let Some(phase) = released {
                 r.phase = phase;
@@ -840,6 +897,7 @@ impl Engine {
                 existing.phase = JobPhase::Running;
                 existing.failures_in_site = 0;
                 existing.task_managers_lost_since = None;
+                existing.epoch = self.sites.get(&site).map(|s| s.epoch);
                 self.audit(
                     out,
                     now,
@@ -862,6 +920,7 @@ impl Engine {
                     failures_in_site: 0,
                     stale: BTreeSet::new(),
                     task_managers_lost_since: None,
+                    epoch: self.sites.get(&site).map(|s| s.epoch),
                 },
             );
             self.audit(
@@ -1153,6 +1212,21 @@ impl Engine {
                     self.drive_operation(op, now, placer, out);
                 }
             }
+            // The generation the engine counts on was stopped (a fence issued before it
+            // became current again, a late answer): the job runs nowhere now, so it is
+            // relaunched like any job that runs nowhere.
+            JobPhase::Running | JobPhase::Launching { .. }
+                if r.generation == generation && &r.site == site =>
+            {
+                self.mark_down(
+                    job,
+                    format!("its generation {generation} in {site} was stopped"),
+                    Resources::ZERO,
+                    now,
+                    out,
+                );
+                self.down_tried.remove(job);
+            }
             _ => {}
         }
     }
@@ -1315,6 +1389,8 @@ impl Engine {
         for site in &sites {
             self.judge_site(site, now, placer, out);
         }
+        self.release_orphans(now, out);
+        self.stop_waiting_on_lost_sites(now, placer, out);
         for site in &sites {
             let fresh = self.view_is_fresh(site, now);
             if fresh {
@@ -1324,6 +1400,7 @@ impl Engine {
             self.retry_pending_fences(site, now, out);
             self.check_returning(site, now, placer, out);
         }
+        self.revive_down_jobs(None, now, placer, out);
         let active: Vec<u64> = self
             .operations
             .values()
@@ -1346,6 +1423,19 @@ impl Engine {
         self.sites
             .get(site)
             .is_some_and(|s| !matches!(s.status, SiteStatus::Lost { .. }))
+    }
+
+    /// Whether something may be started in `site` now: `Up`, and its API heard within the
+    /// site grace (counted from when this engine started watching): a target silent that
+    /// long is not waited for.
+    fn can_reach(&self, site: &SiteId, now: Timestamp) -> bool {
+        self.is_up(site)
+            && self.views.get(site).is_some_and(|v| {
+                let heard = v
+                    .last_api_contact
+                    .map_or(v.watching_since, |t| t.max(v.watching_since));
+                elapsed(heard, now) <= self.config.site.grace
+            })
     }
 
     fn is_up(&self, site: &SiteId) -> bool {
@@ -1461,6 +1551,7 @@ impl Engine {
         for op in doomed {
             self.cancel_pending(op, &format!("target site {site} lost"), now, out);
         }
+        self.stop_waiting_on_lost_sites(now, placer, out);
         let Some(survivor) = self
             .config
             .sites
@@ -1532,6 +1623,7 @@ impl Engine {
         };
         let site = r.site.clone();
         self.dirty.jobs.insert(job.clone());
+        self.down_tried.insert(job.clone(), now);
         self.audit(
             out,
             now,
@@ -1671,25 +1763,8 @@ impl Engine {
                 epoch,
             },
         );
-        // Jobs that could not go anywhere come back home first.
-        let down: Vec<JobId> = self
-            .jobs
-            .values()
-            .filter(|r| &r.site == site && matches!(r.phase, JobPhase::Down { .. }))
-            .map(|r| r.id().clone())
-            .collect();
-        for job in down {
-            self.relaunch_job(
-                &job,
-                site,
-                RelaunchReason::SiteReturned { site: site.clone() },
-                now,
-                None,
-                now,
-                placer,
-                out,
-            );
-        }
+        // Jobs that could not go anywhere come back (home first) before any failback.
+        self.revive_down_jobs(Some(site), now, placer, out);
         if self.config.auto_failback
             && let Some(from) = self
                 .config
@@ -1745,9 +1820,20 @@ impl Engine {
             let Some(r) = self.jobs.get(&o.job) else {
                 continue;
             };
+            // A job waiting for its turn in an operation still runs at the source like any
+            // other: its failures are judged too (see `leave_operation`).
+            let waiting_to_move = match r.phase {
+                JobPhase::InOperation { op } => self
+                    .operations
+                    .get(&op)
+                    .and_then(|o| o.jobs.iter().find(|j| &j.job == r.id()))
+                    .is_some_and(|j| j.step == MoveStep::Pending),
+                _ => false,
+            };
             if r.generation != o.generation
                 || &r.site != site
-                || !matches!(r.phase, JobPhase::Running | JobPhase::Launching { .. })
+                || !(waiting_to_move
+                    || matches!(r.phase, JobPhase::Running | JobPhase::Launching { .. }))
             {
                 continue;
             }
@@ -1776,6 +1862,12 @@ impl Engine {
             }
         }
         for (job, finding) in findings {
+            if !matches!(
+                finding,
+                Finding::TaskManagersFine | Finding::TaskManagersLost(_)
+            ) {
+                self.leave_operation(&job, now, out);
+            }
             match finding {
                 Finding::JobManagerLost(node, hb) => {
                     self.audit(
@@ -1841,6 +1933,7 @@ impl Engine {
                             if elapsed(since, now) >= self.config.task_manager_recovery_bound =>
                         {
                             r.task_managers_lost_since = None;
+                            self.leave_operation(&job, now, out);
                             self.audit(
                                 out,
                                 now,
@@ -1879,6 +1972,37 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// A job that fails at the source before its move started leaves the operation (it
+    /// stays where it is, `Left`) so that it is recovered in its site now instead of waiting,
+    /// failed, for its turn. A no-op for a job in no operation.
+    fn leave_operation(&mut self, job: &JobId, now: Timestamp, out: &mut Out) {
+        let Some(JobPhase::InOperation { op }) = self.jobs.get(job).map(|r| r.phase.clone()) else {
+            return;
+        };
+        let Some(j) = self.operations.get_mut(&op).and_then(|o| o.job_mut(job)) else {
+            return;
+        };
+        if j.step != MoveStep::Pending {
+            return;
+        }
+        j.step = MoveStep::Left {
+            reason: "it failed at the source before its move started; recovered there".into(),
+        };
+        self.dirty.ops.insert(op);
+        if let Some(r) = self.jobs.get_mut(job) {
+            r.phase = JobPhase::Running;
+            self.dirty.jobs.insert(job.clone());
+        }
+        self.audit(
+            out,
+            now,
+            Some(op),
+            Some(job),
+            None,
+            "failed before its move started: left at the source and recovered there".into(),
+        );
     }
 
     /// Tier 2 relaunches stay in the job's site; after `relaunches_before_other_site` failed
@@ -2014,6 +2138,33 @@ impl Engine {
             );
             return;
         };
+        let target = target.clone();
+        self.issue_relaunch(
+            job,
+            &target,
+            placement,
+            restore,
+            reason,
+            (detected_at, last_heartbeat),
+            now,
+            out,
+        );
+    }
+
+    /// Issues generation + 1 of `job` in `target` on `placement`, from `restore`, and reports
+    /// it. `timing`: when the failure was detected and the last heartbeat before it, for RTO.
+    #[allow(clippy::too_many_arguments)]
+    fn issue_relaunch(
+        &mut self,
+        job: &JobId,
+        target: &SiteId,
+        placement: JobPlacement,
+        restore: Option<CheckpointPointer>,
+        reason: RelaunchReason,
+        timing: (Timestamp, Option<Timestamp>),
+        now: Timestamp,
+        out: &mut Out,
+    ) {
         let generation = self.adopt_new_generation(
             job,
             target,
@@ -2024,6 +2175,7 @@ impl Engine {
                 restore_from: restore.clone(),
             },
         );
+        self.down_tried.remove(job);
         self.audit(
             out,
             now,
@@ -2044,16 +2196,260 @@ impl Engine {
             },
         );
         self.report_recovery(
-            job,
-            generation,
-            target,
-            reason,
-            None,
-            restore,
-            detected_at,
-            last_heartbeat,
-            now,
+            job, generation, target, reason, None, restore, timing.0, timing.1, now, out,
+        );
+    }
+
+    /// Moves waiting for a fence in a lost site go on: that generation is held there by
+    /// epoch admission and fenced when the site returns, like any of its generations.
+    /// Checked on every judgement, not only when the site is found lost: the leader that
+    /// found it may have died before writing the operations it changed.
+    fn stop_waiting_on_lost_sites(&mut self, now: Timestamp, placer: &dyn Placer, out: &mut Out) {
+        let waiting: Vec<(u64, JobId, SiteId, u64)> = self
+            .operations
+            .values()
+            .filter(|o| o.is_active())
+            .flat_map(|o| {
+                o.jobs.iter().filter_map(move |j| match &j.step {
+                    MoveStep::Fencing { generation, site } => {
+                        Some((o.id, j.job.clone(), site.clone(), *generation))
+                    }
+                    _ => None,
+                })
+            })
+            .filter(|(_, _, site, _)| !self.reachable(site))
+            .collect();
+        for (op, job, site, generation) in waiting {
+            if let Some(r) = self.jobs.get_mut(&job) {
+                r.stale.insert(StaleGeneration {
+                    site: site.clone(),
+                    generation,
+                });
+                self.dirty.jobs.insert(job.clone());
+            }
+            self.fence_sent.remove(&(job.clone(), site, generation));
+            self.after_move_fence(op, &job, now, out);
+            self.drive_operation(op, now, placer, out);
+        }
+    }
+
+    /// A job whose current generation belongs to an older epoch of its site (the site was
+    /// judged lost after it was launched) but that no operation moved: a leader died between
+    /// writing the site's loss and the operation that moves its jobs. That generation may
+    /// never run again (epoch admission), so the job is down until a site may host it, and
+    /// `revive_down_jobs` relaunches it (at once: it waited long enough).
+    fn release_orphans(&mut self, now: Timestamp, out: &mut Out) {
+        let orphans: Vec<(JobId, SiteId, u64)> = self
+            .jobs
+            .values()
+            .filter(|r| {
+                !matches!(
+                    r.phase,
+                    JobPhase::InOperation { .. } | JobPhase::Down { .. }
+                )
+            })
+            .filter_map(|r| {
+                let site = self.sites.get(&r.site)?;
+                let outdated = match r.epoch {
+                    Some(e) => e < site.epoch,
+                    // Older records: only a site still lost tells.
+                    None => matches!(site.status, SiteStatus::Lost { .. }),
+                };
+                outdated.then(|| (r.id().clone(), r.site.clone(), site.epoch))
+            })
+            .collect();
+        for (job, site, epoch) in orphans {
+            self.mark_down(
+                &job,
+                format!("its site {site} was lost (epoch {epoch}) before the job was moved"),
+                Resources::ZERO,
+                now,
+                out,
+            );
+            self.down_tried.remove(&job);
+        }
+    }
+
+    /// Liveness: a job that runs nowhere (`Down`) runs again as soon as a site that may host
+    /// it is `Up` and has room. Its own site first (from its latest checkpoint there, or as
+    /// it first started when its lineage never completed one); then, for a job the engine
+    /// may move, another site holding a checkpoint replicated there (any allowed site for a
+    /// job that may start fresh). A job waits while an old generation of it in a reachable
+    /// site is not confirmed fenced: it may still run there. Each job is tried once per
+    /// `down_retry`, and every one at once when `returned` (a site) has just recovered.
+    /// Jobs placed together in one site are placed by one placer call, in priority order.
+    fn revive_down_jobs(
+        &mut self,
+        returned: Option<&SiteId>,
+        now: Timestamp,
+        placer: &dyn Placer,
+        out: &mut Out,
+    ) {
+        let retry = self.config.down_retry;
+        let mut due: Vec<&JobRecord> = self
+            .jobs
+            .values()
+            .filter(|r| matches!(r.phase, JobPhase::Down { .. }))
+            .filter(|r| {
+                returned.is_some()
+                    || self
+                        .down_tried
+                        .get(r.id())
+                        .is_none_or(|at| elapsed(*at, now) >= retry)
+            })
+            .filter(|r| !r.stale.iter().any(|s| self.reachable(&s.site)))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        due.sort_by(|a, b| {
+            b.spec
+                .demand
+                .priority
+                .cmp(&a.spec.demand.priority)
+                .then_with(|| a.id().cmp(b.id()))
+        });
+        // Each job's candidate sites, most preferred first, with the restore point there.
+        let mut candidates: Vec<(JobId, Vec<Host>)> = due
+            .iter()
+            .map(|r| {
+                let mut sites: Vec<SiteId> = vec![r.site.clone()];
+                sites.extend(self.config.sites.iter().filter(|s| **s != r.site).cloned());
+                let hosts = sites
+                    .into_iter()
+                    .filter(|s| self.is_up(s) && r.spec.demand.sites.allows(s))
+                    .filter(|s| s == &r.site || r.spec.site_moves == SiteMoves::Automatic)
+                    .filter_map(|s| self.restore_point(r, &s).ok().map(|p| (s, p)))
+                    .collect();
+                (r.id().clone(), hosts)
+            })
+            .collect();
+        let mut last_refusal: BTreeMap<JobId, (String, Resources)> = BTreeMap::new();
+        for (job, hosts) in &candidates {
+            self.down_tried.insert(job.clone(), now);
+            // No site may host it: its reason says why its own site cannot, once that site
+            // is up (the reason it went down may be about a site it no longer waits for).
+            if hosts.is_empty()
+                && let Some(r) = self.jobs.get(job)
+                && self.is_up(&r.site)
+            {
+                let why = if !r.spec.demand.sites.allows(&r.site) {
+                    Some(format!("job may not run in site {}", r.site))
+                } else {
+                    self.restore_point(r, &r.site).err()
+                };
+                if let Some(why) = why {
+                    last_refusal.insert(job.clone(), (why, Resources::ZERO));
+                }
+            }
+        }
+        while candidates.iter().any(|(_, hosts)| !hosts.is_empty()) {
+            // One placer call per site, over every job whose next candidate it is.
+            let mut by_site: BTreeMap<SiteId, Vec<JobId>> = BTreeMap::new();
+            for (job, hosts) in &candidates {
+                if let Some((site, _)) = hosts.first() {
+                    by_site.entry(site.clone()).or_default().push(job.clone());
+                }
+            }
+            let mut placed: BTreeMap<JobId, JobPlacement> = BTreeMap::new();
+            for (site, jobs) in &by_site {
+                let demands: Vec<JobDemand> = jobs
+                    .iter()
+                    .filter_map(|j| self.jobs.get(j).map(|r| r.spec.demand.clone()))
+                    .collect();
+                let outcome = placer.place(site, &demands, &self.lost_nodes(site, now));
+                for n in outcome.not_fitting {
+                    last_refusal.insert(
+                        n.job.clone(),
+                        (format!("does not fit in {site}: {}", n.reason), n.missing),
+                    );
+                }
+                for p in outcome.placed {
+                    if jobs.contains(&p.job) && &p.site == site {
+                        placed.insert(p.job.clone(), p);
+                    }
+                }
+            }
+            for (job, hosts) in &mut candidates {
+                if hosts.is_empty() {
+                    continue;
+                }
+                let (site, restore) = hosts.remove(0);
+                let Some(placement) = placed.remove(job) else {
+                    last_refusal
+                        .entry(job.clone())
+                        .or_insert_with(|| (format!("no placement in {site}"), Resources::ZERO));
+                    continue;
+                };
+                hosts.clear();
+                last_refusal.remove(job);
+                let reason = if returned == Some(&site) {
+                    RelaunchReason::SiteReturned { site: site.clone() }
+                } else {
+                    RelaunchReason::Revived {
+                        was_down: match self.jobs.get(job).map(|r| &r.phase) {
+                            Some(JobPhase::Down { reason }) => reason.clone(),
+                            _ => String::new(),
+                        },
+                    }
+                };
+                self.issue_relaunch(
+                    job,
+                    &site,
+                    placement,
+                    restore,
+                    reason,
+                    (now, None),
+                    now,
+                    out,
+                );
+            }
+        }
+        for (job, (reason, missing)) in last_refusal {
+            self.stay_down(&job, reason, missing, now, out);
+        }
+    }
+
+    /// A job tried again that still cannot run: its reason is updated (and reported) only
+    /// when it changed, so a retry every `down_retry` writes and reports nothing new.
+    fn stay_down(
+        &mut self,
+        job: &JobId,
+        reason: String,
+        missing: Resources,
+        now: Timestamp,
+        out: &mut Out,
+    ) {
+        let Some(r) = self.jobs.get_mut(job) else {
+            return;
+        };
+        if r.phase
+            == (JobPhase::Down {
+                reason: reason.clone(),
+            })
+        {
+            return;
+        }
+        r.phase = JobPhase::Down {
+            reason: reason.clone(),
+        };
+        let site = r.site.clone();
+        self.dirty.jobs.insert(job.clone());
+        self.audit(
             out,
+            now,
+            None,
+            Some(job),
+            Some(&site),
+            format!("still not relaunched: {reason}"),
+        );
+        self.act(
+            out,
+            Command::ReportNotRelaunched {
+                job: job.clone(),
+                reason,
+                missing,
+            },
         );
     }
 
@@ -2063,15 +2459,24 @@ impl Engine {
         r: &JobRecord,
         target: &SiteId,
     ) -> Result<Option<CheckpointPointer>, String> {
-        let pointer = if target == &r.site {
-            r.latest_complete.get(target)
+        let in_site = target == &r.site;
+        let pointer = if in_site {
+            // A copy replicated back home is an ancestor of the lineage: still valid.
+            r.latest_complete
+                .get(target)
+                .or_else(|| r.latest_replicated.get(target))
         } else {
             r.latest_replicated.get(target)
         };
+        // A lineage that never completed a checkpoint holds no state a restore could keep:
+        // in its own site it starts as its first launch did (the lost site may hold a
+        // checkpoint never reported, so this never applies across sites).
+        let never_checkpointed = r.latest_complete.is_empty() && r.latest_replicated.is_empty();
         match (pointer, r.spec.mode) {
             (Some(p), _) => Ok(Some(p.clone())),
             (None, FailoverMode::FreshStartAllowed) => Ok(None),
-            (None, FailoverMode::RestoreRequired) => Err(if target == &r.site {
+            (None, FailoverMode::RestoreRequired) if in_site && never_checkpointed => Ok(None),
+            (None, FailoverMode::RestoreRequired) => Err(if in_site {
                 format!("no complete checkpoint in {target} and the job must restore from one")
             } else {
                 format!("no checkpoint replicated to {target} and the job must restore from one")
@@ -2097,6 +2502,7 @@ impl Engine {
         }
         r.generation += 1;
         r.site = target.clone();
+        r.epoch = self.sites.get(target).map(|s| s.epoch);
         r.phase = phase;
         r.task_managers_lost_since = None;
         r.latest_complete.clear();
@@ -2208,7 +2614,7 @@ impl Engine {
         now: Timestamp,
         placer: &dyn Placer,
     ) -> (Vec<OpJob>, Vec<NotFitting>, Vec<JobId>) {
-        let mut candidates: Vec<&JobRecord> = self
+        let candidates: Vec<&JobRecord> = self
             .jobs
             .values()
             .filter(|r| &r.site == from)
@@ -2220,6 +2626,22 @@ impl Engine {
                 !matches!(r.phase, JobPhase::Down { .. }) || !self.reachable(from)
             })
             .collect();
+        // A job being recovered in its live site (fenced, relaunched) is left to finish
+        // that first; a later failover moves it. From a lost site, everything moves.
+        let (candidates, recovering): (Vec<&JobRecord>, Vec<&JobRecord>) =
+            candidates.into_iter().partition(|r| {
+                !self.reachable(from)
+                    || matches!(r.phase, JobPhase::Running | JobPhase::Down { .. })
+            });
+        let mut not_fitting: Vec<NotFitting> = recovering
+            .iter()
+            .map(|r| NotFitting {
+                job: r.id().clone(),
+                reason: format!("being recovered in {from}; not moved by this failover"),
+                missing: Resources::ZERO,
+            })
+            .collect();
+        let mut candidates = candidates;
         candidates.sort_by(|a, b| {
             b.spec
                 .demand
@@ -2227,7 +2649,6 @@ impl Engine {
                 .cmp(&a.spec.demand.priority)
                 .then_with(|| a.id().cmp(b.id()))
         });
-        let mut not_fitting = Vec::new();
         let mut demands: Vec<JobDemand> = Vec::new();
         for r in candidates {
             if automatic && r.spec.site_moves == SiteMoves::OperatorOnly {
@@ -2284,10 +2705,13 @@ impl Engine {
                         .not_fitting
                         .iter()
                         .find(|n| n.job == d.id)
-                        .cloned()
+                        .map(|n| NotFitting {
+                            reason: format!("does not fit in {to}: {}", n.reason),
+                            ..n.clone()
+                        })
                         .unwrap_or_else(|| NotFitting {
                             job: d.id.clone(),
-                            reason: format!("the placer returned no placement in {to}"),
+                            reason: format!("no placement in {to}"),
                             missing: Resources::ZERO,
                         }),
                 ),
@@ -2422,11 +2846,30 @@ impl Engine {
     /// Starts pending jobs up to the concurrency bound and closes the operation when done.
     fn drive_operation(&mut self, op: u64, now: Timestamp, placer: &dyn Placer, out: &mut Out) {
         let _ = placer;
+        let Some(o) = self.operations.get(&op) else {
+            return;
+        };
+        let target_reachable = self.can_reach(&o.to, now);
+        if !target_reachable {
+            // A planned move whose savepoint cannot reach a silent target goes back to its
+            // source from that savepoint: nothing of it was started at the target.
+            let stuck: Vec<JobId> = o
+                .jobs
+                .iter()
+                .filter(|j| j.step == MoveStep::Replicating)
+                .map(|j| j.job.clone())
+                .collect();
+            for job in stuck {
+                self.launch_move(op, &job, now, out);
+            }
+        }
         loop {
             let Some(o) = self.operations.get(&op) else {
                 return;
             };
-            if o.state != OpState::Running || o.in_flight() >= o.max_in_flight {
+            // Nothing more starts moving towards a target that does not answer.
+            if o.state != OpState::Running || o.in_flight() >= o.max_in_flight || !target_reachable
+            {
                 break;
             }
             let Some(next) = o
@@ -2599,7 +3042,7 @@ impl Engine {
         }
         // A target lost mid-move sends the job back to its source when that is healthy, from
         // the savepoint taken there (planned) or its latest complete checkpoint (forced).
-        let (target, restore) = if self.is_up(&to) {
+        let (target, restore) = if self.can_reach(&to, now) {
             let restore = match mode {
                 MoveMode::Planned => j
                     .savepoint_at_target
@@ -2610,7 +3053,7 @@ impl Engine {
                 MoveMode::Forced => self.restore_point(r, &to),
             };
             (to.clone(), restore)
-        } else if self.is_up(&from) {
+        } else if self.can_reach(&from, now) {
             let restore = match (&j.savepoint_at_source, mode) {
                 (Some(sp), _) => Ok(Some(sp.clone())),
                 (None, _) => r

@@ -132,6 +132,22 @@ pub enum RelaunchReason {
     Operation { op: u64 },
     /// Its site came back after a loss during which the job could not be placed elsewhere.
     SiteReturned { site: SiteId },
+    /// It ran nowhere (`was_down` says why) until a site that may host it had room again.
+    Revived { was_down: String },
+}
+
+impl RelaunchReason {
+    /// Whether the relaunch follows a failure of the job in its site (counted against it, and
+    /// reset by its next checkpoint) rather than a move or a return.
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            RelaunchReason::JobManagerNodeLost { .. }
+                | RelaunchReason::TaskManagersNotRecovered { .. }
+                | RelaunchReason::JobFailed { .. }
+                | RelaunchReason::LaunchFailed { .. }
+        )
+    }
 }
 
 impl fmt::Display for RelaunchReason {
@@ -154,6 +170,7 @@ impl fmt::Display for RelaunchReason {
             }
             RelaunchReason::Operation { op } => write!(f, "operation {op}"),
             RelaunchReason::SiteReturned { site } => write!(f, "site {site} returned"),
+            RelaunchReason::Revived { was_down } => write!(f, "runs again (was down: {was_down})"),
         }
     }
 }

@@ -614,7 +614,7 @@ fn a_dry_run_returns_the_whole_plan_and_changes_nothing() {
                 "no checkpoint replicated to b and the job must restore from one",
                 0
             ),
-            ("ns/j-big", "not enough cpu", 3000),
+            ("ns/j-big", "does not fit in b: not enough cpu", 3000),
         ]
     );
 }
@@ -772,16 +772,14 @@ fn a_lost_site_that_returns_has_its_stale_generations_fenced_before_anything_run
         "b",
     );
     h.replicated("j1", checkpoint("a", 1, 3, t(0)));
-    h.replicated("j-big", checkpoint("a", 1, 3, t(0)));
+    // Nothing of j-big reached a: it can go nowhere until b returns.
     h.complete("j-big", checkpoint("b", 1, 6, t(0)));
-    h.placer.refuse.insert(job("j-big"));
     h.observe("b", t(0), &[], vec![]);
     let lost = h.observe("a", t(31), &[], vec![]);
     assert_eq!(
         relaunches(&lost),
         vec![("ns/j1".into(), 2, "a".into(), Some(3))]
     );
-    h.placer.refuse.clear();
 
     let zombies = vec![
         observed("j1", 1, RunState::Restarting, 0, "b-1", "b-2"),
@@ -1154,4 +1152,183 @@ fn a_failing_manual_job_is_relaunched_only_in_its_own_site() {
     }
     let sites: Vec<&str> = seen.iter().map(|r| r.2.as_str()).collect();
     assert_eq!(sites, ["a", "a", "a"], "{seen:?}");
+}
+
+fn not_relaunched(commands: &[Command]) -> Vec<(String, String)> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::ReportNotRelaunched { job, reason, .. } => {
+                Some((job.0.clone(), reason.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Issue #14: a job that must restore from a checkpoint but never completed one cannot move
+/// to the survivor (its lost site may hold a checkpoint never reported), so it stays down
+/// while its site is lost. Once its site is back and clean it runs there again, as its
+/// first launch did: there is no checkpoint whose state a fresh start would drop.
+#[test]
+fn a_job_that_never_checkpointed_comes_home_without_state_once_its_site_returns() {
+    let mut h = Harness::new(|_| {});
+    h.register("j-new", Priority::High, FailoverMode::RestoreRequired, "b");
+    h.observe("b", t(0), &[], vec![]);
+    let lost = h.observe("a", t(31), &[], vec![]);
+    assert_eq!(relaunches(&lost), vec![]);
+    assert_eq!(
+        not_relaunched(&lost),
+        vec![(
+            "ns/j-new".into(),
+            "no checkpoint replicated to a and the job must restore from one".into()
+        )]
+    );
+    assert!(matches!(
+        h.engine.job(&job("j-new")).unwrap().phase,
+        JobPhase::Down { .. }
+    ));
+    // Retries while b is lost change nothing and report nothing again.
+    for at in [62, 93, 124] {
+        assert_eq!(h.observe("a", t(at), &[], vec![]), vec![], "at {at} s");
+    }
+
+    h.observe("a", t(200), &[], vec![]);
+    let returned = h.observe(
+        "b",
+        t(200),
+        &[],
+        vec![observed("j-new", 1, RunState::Restarting, 0, "b-1", "b-2")],
+    );
+    assert_eq!(returned, vec![fence("j-new", 1, "b")]);
+    let clean = h.act(fenced("j-new", 1, "b"), t(201));
+    assert_eq!(
+        relaunches(&clean),
+        vec![("ns/j-new".into(), 2, "b".into(), None)],
+        "{clean:?}"
+    );
+    let report = &reports(&clean)[0];
+    assert_eq!(
+        report.reason,
+        RelaunchReason::SiteReturned { site: site("b") }
+    );
+    assert_eq!(report.rpo, None, "started without state");
+    assert!(matches!(
+        h.engine.job(&job("j-new")).unwrap().phase,
+        JobPhase::Launching { .. }
+    ));
+}
+
+/// Issue #14, the same class: a job that did not fit in the survivor runs there once room
+/// is freed, within one retry interval, and is not reported again while it still waits.
+#[test]
+fn a_job_that_did_not_fit_runs_once_room_is_freed_and_is_reported_once_while_it_waits() {
+    let mut h = Harness::new(|c| c.down_retry = Duration::from_secs(30));
+    h.register(
+        "j-big",
+        Priority::Normal,
+        FailoverMode::RestoreRequired,
+        "b",
+    );
+    h.replicated("j-big", checkpoint("a", 1, 3, t(0)));
+    h.placer.refuse.insert(job("j-big"));
+    h.observe("b", t(0), &[], vec![]);
+    let lost = h.observe("a", t(31), &[], vec![]);
+    assert_eq!(relaunches(&lost), vec![]);
+    assert_eq!(not_relaunched(&lost).len(), 1, "{lost:?}");
+    // Tried again every 30 s; the answer is the same, so nothing is written or reported.
+    let retried = h.observe("a", t(62), &[], vec![]);
+    assert!(
+        !retried
+            .iter()
+            .any(|c| matches!(c, Command::Persist(_) | Command::ReportNotRelaunched { .. })),
+        "{retried:?}"
+    );
+    h.placer.refuse.clear();
+    assert_eq!(
+        relaunches(&h.observe("a", t(80), &[], vec![])),
+        vec![],
+        "not before the retry interval"
+    );
+    let freed = h.step_all(
+        vec![Event::SnapshotObserved(SiteObservation {
+            site: site("a"),
+            observed_at: t(93),
+            nodes: vec![],
+            jobs: vec![],
+        })],
+        t(93),
+    );
+    assert_eq!(
+        relaunches(&freed),
+        vec![("ns/j-big".into(), 2, "a".into(), Some(3))]
+    );
+    assert!(matches!(
+        reports(&freed)[0].reason,
+        RelaunchReason::Revived { .. }
+    ));
+}
+
+/// A job whose JobManager node is lost before its first checkpoint is relaunched in its
+/// site without state (as it first started), not left down for want of a checkpoint.
+#[test]
+fn a_job_lost_before_its_first_checkpoint_is_relaunched_in_its_site_without_state() {
+    let mut h = Harness::new(|_| {});
+    h.register("j1", Priority::Normal, FailoverMode::RestoreRequired, "a");
+    let running = || vec![observed("j1", 1, RunState::Running, 0, "a-1", "a-2")];
+    h.keep_alive(t(21));
+    assert_eq!(
+        h.observe("a", t(21), &[(1, t(0))], running()),
+        vec![fence("j1", 1, "a")]
+    );
+    assert_eq!(
+        relaunches(&h.act(fenced("j1", 1, "a"), t(22))),
+        vec![("ns/j1".into(), 2, "a".into(), None)]
+    );
+}
+
+/// A job preempted to make room for a more important one during a failover runs again
+/// once its site has room (here: once the placer takes it again).
+#[test]
+fn a_job_preempted_by_a_failover_runs_again_once_its_site_has_room() {
+    let mut h = Harness::new(|_| {});
+    h.register(
+        "j-crit",
+        Priority::Critical,
+        FailoverMode::RestoreRequired,
+        "b",
+    );
+    h.register(
+        "j-cheap",
+        Priority::BestEffort,
+        FailoverMode::FreshStartAllowed,
+        "a",
+    );
+    h.replicated("j-crit", checkpoint("a", 1, 3, t(0)));
+    h.placer.preempt = vec![job("j-cheap")];
+    h.placer.refuse.insert(job("j-cheap"));
+    h.observe("b", t(0), &[], vec![]);
+    let lost = h.observe("a", t(31), &[], vec![]);
+    assert!(lost.contains(&fence("j-cheap", 1, "a")), "{lost:?}");
+    h.placer.preempt.clear();
+    h.act(fenced("j-cheap", 1, "a"), t(32));
+    assert!(matches!(
+        h.engine.job(&job("j-cheap")).unwrap().phase,
+        JobPhase::Down { .. }
+    ));
+    h.placer.refuse.clear();
+    h.observe("a", t(40), &[], vec![]);
+    let again = h.step_all(
+        vec![Event::SnapshotObserved(SiteObservation {
+            site: site("a"),
+            observed_at: t(70),
+            nodes: vec![],
+            jobs: vec![],
+        })],
+        t(70),
+    );
+    assert_eq!(
+        relaunches(&again),
+        vec![("ns/j-cheap".into(), 2, "a".into(), None)]
+    );
 }

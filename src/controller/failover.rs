@@ -88,8 +88,8 @@ pub struct FailoverDriver {
     reports: Mutex<VecDeque<RecoveryReport>>,
     not_relaunched: Mutex<VecDeque<NotRelaunched>>,
     /// Jobs the engine is moving or holding (not `Running` in its view): the reconcile pass
-    /// leaves their placement and generation to the engine.
-    busy: Mutex<BTreeSet<JobId>>,
+    /// leaves their placement and generation to the engine and shows what it says.
+    busy: Mutex<BTreeMap<JobId, Held>>,
     /// Notified when a background command (savepoint, copy) answered: run a pass now.
     wake: std::sync::Arc<tokio::sync::Notify>,
 }
@@ -115,6 +115,119 @@ impl AnswerSink {
 
     fn retry(&self, command: Command) {
         lock(&self.inbox).retries.push(command);
+    }
+}
+
+/// A job the failover engine holds: not `Running` in its view, so its placement and
+/// generation are the engine's, and its status says what the engine is doing with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held {
+    pub site: SiteId,
+    pub generation: u64,
+    pub doing: Doing,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Doing {
+    /// Stopping the current generation before relaunching in `target`.
+    Fencing { target: SiteId, reason: String },
+    /// The new generation is launched; the site has not confirmed it yet.
+    Launching { reason: String },
+    /// Moved by operation `op` from `from` to `to`; `started`: its move is under way (else
+    /// it still runs at `from`, waiting for its turn).
+    Moving {
+        op: u64,
+        from: SiteId,
+        to: SiteId,
+        started: bool,
+    },
+    /// Runs nowhere; `reason` says why. Tried again whenever a site may host it.
+    Down { reason: String },
+}
+
+impl Held {
+    fn of(record: &failover::JobRecord, engine: &Engine) -> Option<Held> {
+        let doing = match &record.phase {
+            failover::JobPhase::Running => return None,
+            failover::JobPhase::Fencing { reason, target, .. } => Doing::Fencing {
+                target: target.clone(),
+                reason: reason.to_string(),
+            },
+            failover::JobPhase::Launching { .. } => Doing::Launching {
+                reason: "relaunched by the failover engine".into(),
+            },
+            failover::JobPhase::InOperation { op } => {
+                let operation = engine.operation(*op);
+                let step = operation.and_then(|o| o.jobs.iter().find(|j| &j.job == record.id()));
+                Doing::Moving {
+                    op: *op,
+                    from: operation.map_or_else(|| record.site.clone(), |o| o.from.clone()),
+                    to: operation.map_or_else(|| record.site.clone(), |o| o.to.clone()),
+                    started: step.is_some_and(|j| j.step != failover::MoveStep::Pending),
+                }
+            }
+            failover::JobPhase::Down { reason } => Doing::Down {
+                reason: reason.clone(),
+            },
+        };
+        Some(Held {
+            site: record.site.clone(),
+            generation: record.generation,
+            doing,
+        })
+    }
+
+    /// The phase and message the job's status shows, given what its site reports for the
+    /// stored generation (`observed`, `None` when the site does not run it) and whether the
+    /// site answered this pass. Says what is true: a job that runs nowhere is `pending`
+    /// with the engine's reason, never `unknown` about a site that answers.
+    pub fn status(&self, observed: Option<JobState>, site_answered: bool) -> (StatusPhase, String) {
+        let site = &self.site;
+        let generation = self.generation;
+        match &self.doing {
+            Doing::Down { reason } => (
+                StatusPhase::Pending,
+                format!("runs nowhere: {reason}; it is relaunched as soon as a site may host it"),
+            ),
+            _ if !site_answered => (
+                StatusPhase::Unknown,
+                format!("site {site} is unreachable; the failover engine is recovering this job"),
+            ),
+            Doing::Fencing { target, reason } => (
+                StatusPhase::Launching,
+                format!(
+                    "failover: stopping generation {generation} in {site} before relaunching it in {target} ({reason})"
+                ),
+            ),
+            Doing::Launching { reason } => (
+                match observed {
+                    Some(JobState::Running) => StatusPhase::Running,
+                    _ => StatusPhase::Launching,
+                },
+                format!("failover: generation {generation} in {site}, {reason}"),
+            ),
+            Doing::Moving {
+                op,
+                from,
+                to,
+                started,
+            } => {
+                let phase = match observed {
+                    Some(JobState::Running) => StatusPhase::Running,
+                    Some(JobState::Restarting) => StatusPhase::Restarting,
+                    _ => StatusPhase::Launching,
+                };
+                let what = if *started {
+                    "moving"
+                } else {
+                    "waiting to move"
+                };
+                (
+                    phase,
+                    format!("{what} from {from} to {to} (failover operation {op})"),
+                )
+            }
+        }
     }
 }
 
@@ -154,7 +267,7 @@ impl FailoverDriver {
             shared: std::sync::Arc::new(Mutex::new(Background::default())),
             reports: Mutex::new(VecDeque::new()),
             not_relaunched: Mutex::new(VecDeque::new()),
-            busy: Mutex::new(BTreeSet::new()),
+            busy: Mutex::new(BTreeMap::new()),
             wake: std::sync::Arc::new(tokio::sync::Notify::new()),
         }
     }
@@ -194,8 +307,9 @@ impl FailoverDriver {
         }
     }
 
-    pub fn is_busy(&self, job: &JobId) -> bool {
-        lock(&self.busy).contains(job)
+    /// What the engine says about a job it holds (moving, relaunching, or down), if it does.
+    pub fn held(&self, job: &JobId) -> Option<Held> {
+        lock(&self.busy).get(job).cloned()
     }
 
     /// Recovery reports (RTO/RPO per relaunch), oldest first.
@@ -697,10 +811,9 @@ impl Controller {
     }
 
     fn refresh_busy(&self, engine: &Engine) {
-        let busy: BTreeSet<JobId> = engine
+        let busy: BTreeMap<JobId, Held> = engine
             .jobs()
-            .filter(|r| !matches!(r.phase, failover::JobPhase::Running))
-            .map(|r| r.id().clone())
+            .filter_map(|r| Some((r.id().clone(), Held::of(r, engine)?)))
             .collect();
         *lock(&self.failover.busy) = busy;
     }
@@ -854,13 +967,7 @@ impl Controller {
                 reason,
             } => {
                 answers.acted = true;
-                let failure = matches!(
-                    reason,
-                    failover::RelaunchReason::JobFailed { .. }
-                        | failover::RelaunchReason::LaunchFailed { .. }
-                        | failover::RelaunchReason::JobManagerNodeLost { .. }
-                        | failover::RelaunchReason::TaskManagersNotRecovered { .. }
-                );
+                let failure = reason.is_failure();
                 let result = self
                     .relaunch(
                         &job,
@@ -1218,6 +1325,7 @@ fn reason_kind(reason: &failover::RelaunchReason) -> &'static str {
         R::SiteLost { .. } => "site-lost",
         R::Operation { .. } => "operation",
         R::SiteReturned { .. } => "site-returned",
+        R::Revived { .. } => "revived",
     }
 }
 

@@ -269,16 +269,18 @@ impl Controller {
         };
 
         let generation = record.value.generation;
-        if self.failover.is_busy(&id) {
+        if let Some(held) = self.failover.held(&id) {
             // The failover engine is fencing, relaunching or moving this job, or holds it
-            // down: its placement and generation are the engine's until it is done.
+            // down: its placement and generation are the engine's until it is done, and the
+            // status says what the engine is doing.
+            let view = views.get(&placement.site);
+            let observed = view
+                .and_then(|v| v.job(&id).find(|o| o.generation == generation))
+                .map(|o| o.state);
+            let (phase, message) = held.status(observed, view.is_some());
             status.site = Some(placement.site.0.clone());
-            if status.phase != JobPhase::Launching {
-                status.phase = JobPhase::Unknown;
-            }
-            status
-                .message
-                .get_or_insert_with(|| "the failover engine is recovering this job".into());
+            status.phase = phase;
+            status.message = Some(message);
             kept.push(placement);
             kept_demands.push(demand);
             self.write_status(&record, &old_status, &status, report)

@@ -167,6 +167,13 @@ pub struct Stats {
     pub fences: u64,
     pub savepoints: u64,
     pub leader_crashes: u64,
+    /// Relaunches of jobs that ran nowhere, once a site could host them again.
+    #[serde(default)]
+    pub revivals: u64,
+    /// The longest a job ran nowhere while a healthy site with room could host it (the
+    /// liveness bound caps it), in seconds of virtual time.
+    #[serde(default)]
+    pub longest_wait_secs: u64,
 }
 
 impl Stats {
@@ -180,6 +187,8 @@ impl Stats {
         self.fences += o.fences;
         self.savepoints += o.savepoints;
         self.leader_crashes += o.leader_crashes;
+        self.revivals += o.revivals;
+        self.longest_wait_secs = self.longest_wait_secs.max(o.longest_wait_secs);
     }
 }
 

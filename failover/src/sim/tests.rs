@@ -485,5 +485,32 @@ fn the_documented_format_example_is_a_valid_scenario() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(plan.events.len(), 15, "{:?}", plan.events);
     let o = run(&plan).unwrap();
-    assert!(o.violations.is_empty(), "{:?}", o.violations);
+    assert!(o.violations.is_empty(), "{}", o.render());
+}
+
+/// Issue #14: the shipped site-loss example promises that the jobs that could go nowhere
+/// while a was lost (no room in b, nothing replicated to b) come home once a is back and
+/// clean, each exactly once, and that the liveness checks hold throughout.
+#[test]
+fn every_job_that_could_go_nowhere_during_the_shipped_site_loss_comes_home_when_its_site_returns() {
+    let o = run_ok(include_str!("../../scenarios/site-loss-20-jobs.yaml"));
+    assert!(o.violations.is_empty(), "{}", o.render());
+    let stranded: Vec<&JobId> = o
+        .not_relaunched
+        .iter()
+        .filter(|n| n.job.0.starts_with("shop/") && n.at < secs(8 * 60))
+        .map(|n| &n.job)
+        .collect();
+    assert!(stranded.len() >= 2, "{}", o.render());
+    for job in stranded {
+        let end = o.jobs.iter().find(|e| &e.job == job).unwrap();
+        assert_eq!(end.running_in, vec![site("a")], "{job}\n{}", o.render());
+        assert!(
+            o.recoveries
+                .iter()
+                .any(|r| &r.job == job && r.to == site("a") && r.relaunched_at >= secs(8 * 60)),
+            "{job} is relaunched in a after it returns\n{}",
+            o.render()
+        );
+    }
 }

@@ -11,7 +11,11 @@
 //!   relaunch: one replicated there);
 //! - new generations strictly increase (a re-issued launch keeps its generation and site);
 //! - no site is marked lost without quorum, nor while it was alive and visible (to the
-//!   controller or to its peer) for longer than the site grace.
+//!   controller or to its peer) for longer than the site grace;
+//! - never stranded (liveness): a job that runs nowhere while a site may host it (up and
+//!   reachable, allowed, a checkpoint it may restore from readable there, room for it)
+//!   runs again within [`World::liveness_bound`]; a job the engine says is down does not
+//!   run, and one it says runs does.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -156,6 +160,8 @@ struct SiteState {
     up: bool,
     /// A `MarkSiteLost` was written and no `MarkSiteRecovered` since.
     marked_lost: bool,
+    /// The highest epoch it was marked lost with.
+    marked_epoch: u64,
     /// The controller cannot reach this site's API; `Some(true)`: the peer still hears it.
     cut: Option<bool>,
     /// Since when someone (the controller or the peer) has heard the site without a break.
@@ -222,7 +228,17 @@ pub struct World {
     checkpoints: Vec<CheckpointRecord>,
     violations: Vec<Violation>,
     stats: Stats,
+    /// How long a job may run nowhere while a site could host it, and the engine's view of
+    /// a job may disagree with the world, before it is a violation.
+    pub liveness_bound: Duration,
+    /// Since when each job has been in a state the liveness checks watch (see
+    /// [`World::check_invariants`]), by job and check.
+    waiting: BTreeMap<(JobId, &'static str), Timestamp>,
 }
+
+/// Default of [`World::liveness_bound`]: two retries of a job that runs nowhere, a fence
+/// retry and a launch, with room to spare.
+pub const LIVENESS_BOUND: Duration = Duration::from_secs(150);
 
 fn record_key(r: &Record) -> String {
     match r {
@@ -336,6 +352,7 @@ impl World {
                     SiteState {
                         up: true,
                         marked_lost: false,
+                        marked_epoch: 0,
                         cut: None,
                         visible_since: Some(start),
                         nodes,
@@ -372,6 +389,8 @@ impl World {
             checkpoints: Vec::new(),
             violations: Vec::new(),
             stats: Stats::default(),
+            liveness_bound: LIVENESS_BOUND,
+            waiting: BTreeMap::new(),
         }
     }
 
@@ -714,6 +733,9 @@ impl World {
         }
         match c {
             Command::Persist(r) => {
+                if let Record::Site(site) = &r {
+                    self.check_loss_judgement(site);
+                }
                 self.store.insert(record_key(&r), r);
             }
             // The registration of every job, and the relaunch and the report of a job not
@@ -733,6 +755,10 @@ impl World {
                 self.log(EntryKind::Engine, a.job.as_ref(), a.site.as_ref(), text);
             }
             Command::MarkSiteRecovered { site, epoch } => {
+                // Idempotent: a new leader marks a recovered site again.
+                if !self.sites.get(&site).is_some_and(|w| w.marked_lost) {
+                    return;
+                }
                 self.stats.site_recoveries += 1;
                 self.log(
                     EntryKind::Action,
@@ -950,7 +976,23 @@ impl World {
             })
     }
 
+    /// Epoch admission: once a site is marked lost, every generation of its old epoch is
+    /// held and never runs again. Idempotent (a new leader marks a lost site again).
     fn mark_site_lost(&mut self, site: SiteId, epoch: u64) {
+        let Some(w) = self.sites.get_mut(&site) else {
+            return;
+        };
+        if w.marked_epoch >= epoch {
+            return;
+        }
+        w.marked_epoch = epoch;
+        w.marked_lost = true;
+        for i in w.instances.values_mut().chain(w.dormant.values_mut()) {
+            i.held = true;
+            if i.counts_as_running() {
+                i.state = InstanceState::Restarting;
+            }
+        }
         self.stats.site_losses += 1;
         self.log(
             EntryKind::Action,
@@ -958,27 +1000,34 @@ impl World {
             Some(&site),
             format!("mark site {site} lost (epoch {epoch}): its old generations are held"),
         );
-        // Epoch admission: every generation of the site's old epoch is held.
-        if let Some(w) = self.sites.get_mut(&site) {
-            w.marked_lost = true;
-            for i in w.instances.values_mut().chain(w.dormant.values_mut()) {
-                i.held = true;
-                if i.counts_as_running() {
-                    i.state = InstanceState::Restarting;
-                }
-            }
+    }
+
+    /// The engine's judgement that a site is lost is the durable write of its new epoch: it
+    /// must hold quorum, and the site must not have been heard (by the controller or the
+    /// peer) for longer than the grace.
+    fn check_loss_judgement(&mut self, record: &crate::engine::SiteRecord) {
+        let crate::engine::SiteStatus::Lost { .. } = record.status else {
+            return;
+        };
+        let key = format!("site/{}", record.id);
+        let known = match self.store.get(&key) {
+            Some(Record::Site(old)) => old.epoch,
+            _ => 0,
+        };
+        if record.epoch <= known {
+            return;
         }
+        let site = &record.id;
         if !self.quorum {
-            self.violation(format!("site {site} marked lost without quorum"));
+            self.violation(format!("site {site} judged lost without quorum"));
         }
-        // Heard by the controller or the peer for longer than the grace: never lost.
         let grace = self.engine.config().site.grace;
         let now = self.now;
-        if let Some(since) = self.sites.get(&site).and_then(|s| s.visible_since)
+        if let Some(since) = self.sites.get(site).and_then(|s| s.visible_since)
             && crate::types::elapsed(since, now) > grace
         {
             self.violation(format!(
-                "site {site} marked lost while alive and heard for {}",
+                "site {site} judged lost while alive and heard for {}",
                 super::report::fmt_duration(crate::types::elapsed(since, now))
             ));
         }
@@ -1051,6 +1100,15 @@ impl World {
                     p.path
                 ));
             }
+        }
+        if new_generation
+            && matches!(
+                reason,
+                crate::types::RelaunchReason::Revived { .. }
+                    | crate::types::RelaunchReason::SiteReturned { .. }
+            )
+        {
+            self.stats.revivals += 1;
         }
         match &restore_from {
             _ if !new_generation => {}
@@ -1594,11 +1652,148 @@ impl World {
                 broken.push(format!("{job} runs twice: {}", running.join(", ")));
             }
         }
+        broken.extend(self.check_liveness());
         let held = broken.is_empty();
         for b in broken {
             self.violation(b);
         }
         held
+    }
+
+    /// Never stranded, and the engine's word about a job true (issue #14). A job that runs
+    /// nowhere while some site may host it must run again within the bound: the site is up
+    /// and the controller reaches it, the job may run there (its site constraint; its own
+    /// site, or any for a job the engine may move), it has something to start from there
+    /// (a checkpoint readable there, or its own site and no checkpoint ever, or a job
+    /// allowed to start fresh), and the scheduler finds room. A generation the controller
+    /// cannot see (in a site cut off from it) may still run, so its job is not stranded.
+    fn check_liveness(&mut self) -> Vec<String> {
+        let now = self.now;
+        let mut watched: Vec<((JobId, &'static str), String)> = Vec::new();
+        for id in self.jobs.keys() {
+            let Some(r) = self.engine.job(id) else {
+                continue;
+            };
+            let instances = || {
+                self.sites.iter().flat_map(move |(s, w)| {
+                    w.instances
+                        .iter()
+                        .filter(move |((j, _), i)| j == id && !i.held && w.up)
+                        .map(move |((_, g), i)| (s, w, *g, i))
+                })
+            };
+            let runs_in: Vec<&SiteId> = instances()
+                .filter(|(_, _, _, i)| {
+                    i.counts_as_running() || i.state == InstanceState::Restarting
+                })
+                .map(|(s, _, _, _)| s)
+                .collect();
+            let maybe_runs = instances().any(|(_, w, _, _)| w.cut.is_some());
+            match &r.phase {
+                JobPhase::Down { reason } => {
+                    if let Some(s) = instances()
+                        .find(|(_, w, _, i)| i.counts_as_running() && w.cut.is_none())
+                        .map(|(s, _, _, _)| s)
+                    {
+                        watched.push((
+                            (id.clone(), "down but running"),
+                            format!(
+                                "the engine says {id} runs nowhere ({reason}) but it runs in {s}"
+                            ),
+                        ));
+                    }
+                }
+                JobPhase::Running => {
+                    let current = self.sites.get(&r.site).is_some_and(|w| {
+                        w.up && w.cut.is_none()
+                            && w.instances
+                                .get(&(id.clone(), r.generation))
+                                .is_some_and(|i| !i.held)
+                    });
+                    let reachable = self
+                        .sites
+                        .get(&r.site)
+                        .is_some_and(|w| w.up && w.cut.is_none());
+                    if reachable && !current {
+                        watched.push((
+                            (id.clone(), "running but absent"),
+                            format!(
+                                "the engine says {id} runs as generation {} in {} but that generation is not there",
+                                r.generation, r.site
+                            ),
+                        ));
+                    }
+                }
+                _ => {}
+            }
+            // While its site is silent but not judged lost, and the engine cannot judge it
+            // (no quorum, or the peer still hears the site), moving the job would risk
+            // running it twice: waiting is right.
+            let judgeable = self.sites.get(&r.site).is_some_and(|w| {
+                (w.up && w.cut.is_none())
+                    || w.marked_lost
+                    || (self.quorum && w.visible_since.is_none())
+            });
+            if !runs_in.is_empty() || maybe_runs || !judgeable {
+                continue;
+            }
+            if let Some(host) = self.sites.keys().find(|s| self.may_host(r, s)) {
+                watched.push((
+                    (id.clone(), "stranded"),
+                    format!(
+                        "{id} runs nowhere although {host} may host it and has room (engine: {:?})",
+                        r.phase
+                    ),
+                ));
+            }
+        }
+        let mut broken = Vec::new();
+        let still: BTreeSet<(JobId, &'static str)> =
+            watched.iter().map(|(k, _)| k.clone()).collect();
+        self.waiting.retain(|k, _| still.contains(k));
+        for (key, message) in watched {
+            let since = *self.waiting.entry(key.clone()).or_insert(now);
+            let waited = crate::types::elapsed(since, now);
+            if key.1 == "stranded" {
+                self.stats.longest_wait_secs = self.stats.longest_wait_secs.max(waited.as_secs());
+            }
+            if waited > self.liveness_bound {
+                broken.push(format!(
+                    "{message}, for {}",
+                    super::report::fmt_duration(waited)
+                ));
+                self.waiting.remove(&key);
+            }
+        }
+        broken
+    }
+
+    /// Whether `site` may host the job of `r` now (see [`World::check_liveness`]).
+    fn may_host(&self, r: &crate::engine::JobRecord, site: &SiteId) -> bool {
+        let Some(w) = self.sites.get(site) else {
+            return false;
+        };
+        let spec = &r.spec;
+        let own = site == &r.site;
+        let may_move = own || spec.site_moves == crate::types::SiteMoves::Automatic;
+        let never_checkpointed = r.latest_complete.is_empty() && r.latest_replicated.is_empty();
+        let has_start = spec.mode == crate::types::FailoverMode::FreshStartAllowed
+            || r.latest_replicated.contains_key(site)
+            || own && (r.latest_complete.contains_key(site) || never_checkpointed);
+        if !(w.up && w.cut.is_none() && spec.demand.sites.allows(site) && may_move && has_start) {
+            return false;
+        }
+        let dead: BTreeSet<String> = w
+            .nodes
+            .iter()
+            .filter(|(_, n)| !n.alive)
+            .map(|(name, _)| name.clone())
+            .collect();
+        !self
+            .placer()
+            .place(site, std::slice::from_ref(&spec.demand), &dead)
+            .placed
+            .is_empty()
     }
 
     /// Every job's state now, for the report.
