@@ -645,3 +645,79 @@ async fn a_job_that_could_go_nowhere_runs_again_at_home_once_its_site_returns() 
         "payments never checkpointed: it starts as it first did"
     );
 }
+
+/// Issue #14, part 2: a dry run asks the engine that would carry the request out, with the
+/// persisted site states. While dc-a is lost, a failover into it is refused by the dry run
+/// exactly as by the real request (a fresh engine would have believed every site healthy
+/// and promised the moves), and a follower's dry run, resumed from the store, agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_promises_only_what_the_real_failover_would_do() {
+    let w = World::new().await;
+    w.add(&job("orders", "dc-b")).await;
+    w.add(&job("clicks", "dc-a")).await;
+    w.pass().await;
+    w.checkpoint_and_replicate(1).await;
+    w.sim("dc-a").handle().inject(Fault::SiteDown).unwrap();
+    w.passes_for(SITE_GRACE.as_secs_f64() + 1.5).await;
+    assert_eq!(
+        w.store.get_site("dc-a").await.unwrap().unwrap().value.state,
+        "lost"
+    );
+    let into_lost = |dry_run| OpsRequest::Failover {
+        from: SiteId("dc-b".into()),
+        to: SiteId("dc-a".into()),
+        mode: MoveMode::Forced,
+        dry_run,
+    };
+    let real = w
+        .controller
+        .failover_request(into_lost(false))
+        .await
+        .unwrap();
+    let dry = w
+        .controller
+        .failover_dry_run(into_lost(true))
+        .await
+        .unwrap();
+    let RequestOutcome::Rejected(error) = &real else {
+        panic!("the real request must be refused: {real:?}");
+    };
+    assert!(error.to_string().contains("dc-a"), "{error}");
+    assert_eq!(
+        dry, real,
+        "the dry run answers what the real request answered"
+    );
+
+    // A follower has no live engine: its dry run resumes one from the store and agrees.
+    w.controller.set_leading(false);
+    let follower = w
+        .controller
+        .failover_dry_run(into_lost(true))
+        .await
+        .unwrap();
+    assert_eq!(follower, real);
+    // And a plan it does make restores from what the real run would.
+    let out_of_lost = w
+        .controller
+        .failover_dry_run(OpsRequest::Failover {
+            from: SiteId("dc-a".into()),
+            to: SiteId("dc-b".into()),
+            mode: MoveMode::Forced,
+            dry_run: true,
+        })
+        .await
+        .unwrap();
+    let RequestOutcome::Plan(plan) = out_of_lost else {
+        panic!("expected a plan: {out_of_lost:?}");
+    };
+    let clicks = w.record("clicks").await;
+    assert_eq!(
+        clicks.placement.as_ref().unwrap().site,
+        "dc-b",
+        "clicks moved when dc-a was lost"
+    );
+    assert!(
+        plan.moves.is_empty(),
+        "nothing left in dc-a to move: {plan:?}"
+    );
+}

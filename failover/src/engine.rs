@@ -143,6 +143,10 @@ pub struct SiteRecord {
     pub id: SiteId,
     pub epoch: u64,
     pub status: SiteStatus,
+    /// Nodes not heard at the last observation, with when they last were: a new leader
+    /// keeps counting their silence from there instead of granting them a fresh grace.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub silent_nodes: BTreeMap<String, Timestamp>,
 }
 
 /// One unit of durable state, written by `Command::Persist`.
@@ -152,6 +156,24 @@ pub enum Record {
     Job(Box<JobRecord>),
     Site(SiteRecord),
     Operation(Box<Operation>),
+}
+
+impl Record {
+    /// The name a store keeps this record under: `job.<namespace>.<name>`, `site.<id>`,
+    /// `op.<id, 12 digits>` (sorted by id).
+    pub fn key(&self) -> String {
+        match self {
+            Record::Job(j) => Record::job_key(j.id()),
+            Record::Site(s) => format!("site.{}", s.id),
+            Record::Operation(o) => format!("op.{:012}", o.id),
+        }
+    }
+
+    /// The key of a job's record. Namespaces are DNS labels (no dots), so the first dot
+    /// after `job.` splits them off.
+    pub fn job_key(job: &JobId) -> String {
+        format!("job.{}", job.0.replacen('/', ".", 1))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -276,13 +298,10 @@ pub enum Event {
     },
     OpsRequest(OpsRequest),
     QuorumChanged(bool),
-    /// The driver heard from every listed site's API at the given instant. Sent first in a
-    /// batch of events, so that no site is judged on a contact older than the batch while
-    /// the others' snapshots are being processed.
-    /// Carries each site's node heartbeats too; judges nothing by itself.
-    SitesHeard {
-        sites: Vec<(SiteId, Timestamp, Vec<crate::types::NodeHeartbeat>)>,
-    },
+    /// Every job the state store holds: the engine registers the placed jobs it does not
+    /// know, knows at an older generation (a relaunch by the controller: adopted, the old
+    /// one fenced) or with another spec, and forgets the ones no longer stored.
+    JobsStored(Vec<crate::types::StoredJob>),
     /// The job was deleted: the engine forgets it (answer: `Forget`). Generations still
     /// running are the driver's to stop, as for any deleted job.
     JobRemoved {
@@ -349,6 +368,11 @@ pub enum Command {
         request: OpsRequest,
         error: RequestError,
     },
+    /// The request started operation `op` (a failover, a failback), or is cancelling it.
+    Accepted {
+        request: OpsRequest,
+        op: u64,
+    },
 }
 
 /// Volatile knowledge of one site, rebuilt from observations after a restart.
@@ -398,6 +422,20 @@ pub struct Engine {
     down_tried: BTreeMap<JobId, Timestamp>,
 }
 
+/// For events that place nothing (a removal).
+struct NoPlacer;
+
+impl Placer for NoPlacer {
+    fn place(
+        &self,
+        _site: &SiteId,
+        _jobs: &[JobDemand],
+        _avoid: &BTreeSet<String>,
+    ) -> crate::types::PlacementOutcome {
+        crate::types::PlacementOutcome::default()
+    }
+}
+
 /// A site a job that runs nowhere may be relaunched in, with what it would restore from.
 type Host = (SiteId, Option<CheckpointPointer>);
 
@@ -425,6 +463,7 @@ impl Engine {
                     id: site.clone(),
                     epoch: 0,
                     status: SiteStatus::Up,
+                    silent_nodes: BTreeMap::new(),
                 },
             );
             engine.views.insert(site, SiteView::new(now));
@@ -448,10 +487,11 @@ impl Engine {
                     engine.jobs.insert(j.id().clone(), *j);
                 }
                 Record::Site(s) => {
-                    engine
+                    let view = engine
                         .views
                         .entry(s.id.clone())
                         .or_insert(SiteView::new(now));
+                    view.nodes = s.silent_nodes.clone();
                     engine.sites.insert(s.id.clone(), s);
                 }
                 Record::Operation(o) => {
@@ -797,19 +837,7 @@ impl Engine {
                     );
                 }
             }
-            Event::SitesHeard { sites } => {
-                for (site, at, nodes) in sites {
-                    if let Some(v) = self.views.get_mut(&site) {
-                        v.last_api_contact = v.last_api_contact.max(Some(at));
-                        v.nodes = nodes
-                            .into_iter()
-                            .map(|n| (n.name, n.last_heartbeat))
-                            .collect();
-                    }
-                }
-                // Bookkeeping only: the snapshots that follow are where judging happens.
-                return false;
-            }
+            Event::JobsStored(stored) => return self.on_jobs_stored(stored, now, out),
             Event::JobRemoved { job } => {
                 if self.jobs.remove(&job).is_some() {
                     self.dirty.jobs.remove(&job);
@@ -941,12 +969,29 @@ impl Engine {
             return;
         };
         view.last_api_contact = view.last_api_contact.max(Some(o.observed_at));
-        view.nodes = o
-            .nodes
+        let mut nodes = BTreeMap::new();
+        for n in &o.nodes {
+            let known = view.nodes.get(&n.name).copied();
+            let heard = match n.last_heartbeat {
+                Some(at) => known.map_or(at, |k| k.max(at)),
+                // Seen but not heard: silent since it last was, or since first seen.
+                None => known.unwrap_or(o.observed_at),
+            };
+            nodes.insert(n.name.clone(), heard);
+        }
+        let silent: BTreeMap<String, Timestamp> = nodes
             .iter()
-            .map(|n| (n.name.clone(), n.last_heartbeat))
+            .filter(|(_, heard)| **heard < o.observed_at)
+            .map(|(n, at)| (n.clone(), *at))
             .collect();
+        view.nodes = nodes;
         view.jobs = o.jobs;
+        if let Some(s) = self.sites.get_mut(&site)
+            && s.silent_nodes != silent
+        {
+            s.silent_nodes = silent;
+            self.dirty.sites.insert(site.clone());
+        }
         let was_lost = matches!(
             self.sites.get(&site).map(|s| &s.status),
             Some(SiteStatus::Lost { .. })
@@ -968,6 +1013,70 @@ impl Engine {
         self.record_stale_observations(&site);
         self.issue_stale_fences(&site, now, out);
         self.judge_jobs(&site, now, out);
+        // Checkpoints after judging, as they arrived before: a failure is judged against
+        // the relaunch count the checkpoint would reset.
+        let completed: Vec<(JobId, CheckpointPointer)> = self
+            .views
+            .get(&site)
+            .map(|v| {
+                v.jobs
+                    .iter()
+                    .filter_map(|j| {
+                        let c = j.latest_checkpoint.as_ref()?;
+                        Some((
+                            j.job.clone(),
+                            CheckpointPointer {
+                                site: site.clone(),
+                                generation: j.generation,
+                                id: c.id,
+                                path: c.path.clone(),
+                                completed_at: c.completed_at,
+                                kind: CheckpointKind::Checkpoint,
+                            },
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (job, checkpoint) in completed {
+            self.on_checkpoint_completed(&job, checkpoint);
+        }
+    }
+
+    /// Registers what is new or changed in the store and forgets what is gone; `true` when
+    /// anything changed (then the engine judges).
+    fn on_jobs_stored(
+        &mut self,
+        stored: Vec<crate::types::StoredJob>,
+        now: Timestamp,
+        out: &mut Out,
+    ) -> bool {
+        let mut changed = false;
+        let present: BTreeSet<JobId> = stored.iter().map(|j| j.id.clone()).collect();
+        for job in stored {
+            let Some(placed) = job.placed else {
+                continue;
+            };
+            let new = match self.jobs.get(&job.id) {
+                None => true,
+                Some(known) => known.generation < placed.generation || known.spec != placed.spec,
+            };
+            if new {
+                self.on_job_registered(placed.spec, placed.site, placed.generation, now, out);
+                changed = true;
+            }
+        }
+        let gone: Vec<JobId> = self
+            .jobs
+            .keys()
+            .filter(|id| !present.contains(*id))
+            .cloned()
+            .collect();
+        for job in gone {
+            self.apply(Event::JobRemoved { job }, now, &NoPlacer, out);
+            changed = true;
+        }
+        changed
     }
 
     fn on_checkpoint_completed(&mut self, job: &JobId, c: CheckpointPointer) {
@@ -1365,7 +1474,7 @@ impl Engine {
                 } else {
                     OpKind::Failover
                 };
-                self.start_operation(
+                let op = self.start_operation(
                     kind,
                     false,
                     from.clone(),
@@ -1377,6 +1486,10 @@ impl Engine {
                     placer,
                     out,
                 );
+                out.0.push(Command::Accepted {
+                    request: request.clone(),
+                    op,
+                });
             }
             OpsRequest::Cancel { op } => self.cancel(*op, &request, now, placer, out),
         }
@@ -2738,7 +2851,7 @@ impl Engine {
         now: Timestamp,
         placer: &dyn Placer,
         out: &mut Out,
-    ) {
+    ) -> u64 {
         let automatic = match kind {
             OpKind::SiteLoss { .. } => true,
             OpKind::Failover => false,
@@ -2808,6 +2921,7 @@ impl Engine {
             self.start_fencing_preempted(&victim, now, out);
         }
         self.drive_operation(id, now, placer, out);
+        id
     }
 
     fn start_fencing_preempted(&mut self, job: &JobId, now: Timestamp, out: &mut Out) {
@@ -3164,6 +3278,10 @@ impl Engine {
         }
         self.cancel_pending(op, "cancelled by ops", now, out);
         self.drive_operation(op, now, placer, out);
+        out.0.push(Command::Accepted {
+            request: request.clone(),
+            op,
+        });
     }
 
     /// Jobs not yet started stay where they run; jobs whose source is lost keep moving (a

@@ -96,10 +96,12 @@ impl Harness {
         let nodes = (1..=3)
             .map(|i| NodeHeartbeat {
                 name: format!("{at_site}-{i}"),
-                last_heartbeat: silent_since
-                    .iter()
-                    .find(|(n, _)| *n == i)
-                    .map_or(at, |(_, since)| *since),
+                last_heartbeat: Some(
+                    silent_since
+                        .iter()
+                        .find(|(n, _)| *n == i)
+                        .map_or(at, |(_, since)| *since),
+                ),
             })
             .collect();
         self.act(
@@ -152,6 +154,7 @@ fn observed(
         restarts,
         job_manager_node: Some(jm.to_string()),
         task_manager_nodes: vec![tm.to_string()],
+        latest_checkpoint: None,
     }
 }
 
@@ -466,20 +469,27 @@ fn a_planned_switchover_savepoints_fences_replicates_then_launches_with_zero_rpo
     let mut h = Harness::new(|_| {});
     h.register("j1", Priority::Normal, FailoverMode::RestoreRequired, "a");
     h.keep_alive(t(10));
-    let request = Event::OpsRequest(OpsRequest::Failover {
+    let failover = OpsRequest::Failover {
         from: site("a"),
         to: site("b"),
         mode: MoveMode::Planned,
         dry_run: false,
-    });
+    };
     assert_eq!(
-        h.act(request, t(10)),
-        vec![Command::TriggerSavepoint {
-            op: 1,
-            job: job("j1"),
-            generation: 1,
-            site: site("a")
-        }]
+        h.act(Event::OpsRequest(failover.clone()), t(10)),
+        vec![
+            Command::TriggerSavepoint {
+                op: 1,
+                job: job("j1"),
+                generation: 1,
+                site: site("a")
+            },
+            // The request's answer names the operation it started.
+            Command::Accepted {
+                request: failover,
+                op: 1
+            },
+        ]
     );
     let mut sp = checkpoint("a", 1, 9, t(11));
     sp.kind = CheckpointKind::Savepoint;
@@ -951,8 +961,10 @@ fn a_removed_job_is_forgotten_and_its_record_deleted() {
     assert!(relaunches(&acted).is_empty(), "{acted:?}");
 }
 
+/// A pass's observations are applied together and judged once: a site whose snapshot comes
+/// later in the pass is never judged on its contact from the pass before.
 #[test]
-fn sites_heard_together_are_not_judged_on_an_old_contact_while_a_batch_is_processed() {
+fn the_sites_of_one_pass_are_judged_together_never_on_an_older_contact() {
     let mut h = Harness::new(|_| {});
     h.register("j1", Priority::Normal, FailoverMode::RestoreRequired, "a");
     h.observe(
@@ -962,39 +974,32 @@ fn sites_heard_together_are_not_judged_on_an_old_contact_while_a_batch_is_proces
         vec![observed("j1", 1, RunState::Running, 0, "a-1", "a-2")],
     );
     h.observe("b", t(0), &[], vec![]);
-    // A batch at t(100): both sites answered. Without the contact first, processing a's
-    // snapshot would judge b on its contact of t(0).
-    assert_eq!(
-        h.act(
-            Event::SitesHeard {
-                sites: ["a", "b"]
-                    .map(|s| {
-                        let nodes = (1..=3)
-                            .map(|i| NodeHeartbeat {
-                                name: format!("{s}-{i}"),
-                                last_heartbeat: t(100),
-                            })
-                            .collect();
-                        (site(s), t(100), nodes)
-                    })
-                    .to_vec(),
-            },
-            t(100),
-        ),
-        vec![]
-    );
-    let acted = h.observe(
-        "a",
+    // One pass at t(100): both sites answered; a's snapshot is applied before b's.
+    let snapshot = |s: &str, jobs| {
+        Event::SnapshotObserved(SiteObservation {
+            site: site(s),
+            observed_at: t(100),
+            nodes: (1..=3)
+                .map(|i| NodeHeartbeat {
+                    name: format!("{s}-{i}"),
+                    last_heartbeat: Some(t(100)),
+                })
+                .collect(),
+            jobs,
+        })
+    };
+    let acted = h.step_all(
+        vec![
+            snapshot(
+                "a",
+                vec![observed("j1", 1, RunState::Running, 0, "a-1", "a-2")],
+            ),
+            snapshot("b", vec![]),
+            Event::Tick,
+        ],
         t(100),
-        &[],
-        vec![observed("j1", 1, RunState::Running, 0, "a-1", "a-2")],
     );
-    assert!(
-        !acted
-            .iter()
-            .any(|c| matches!(c, Command::MarkSiteLost { .. })),
-        "{acted:?}"
-    );
+    assert_eq!(actions(&acted), vec![], "{acted:?}");
 }
 
 /// The answers to one round of relaunches, all successful.
@@ -1330,5 +1335,61 @@ fn a_job_preempted_by_a_failover_runs_again_once_its_site_has_room() {
     assert_eq!(
         relaunches(&again),
         vec![("ns/j-cheap".into(), 2, "a".into(), None)]
+    );
+}
+
+/// Issue #14, part 2: the engine tracks node heartbeats itself and persists the silence of
+/// the nodes it no longer hears, so a new leader does not grant a silent node a fresh grace.
+/// A node reported without a heartbeat of its own (not Ready) stays silent since it was last
+/// heard, across the change of leader.
+#[test]
+fn a_new_leader_keeps_counting_a_silent_nodes_grace_from_when_it_was_last_heard() {
+    let mut h = Harness::new(|_| {});
+    h.register("j1", Priority::Normal, FailoverMode::RestoreRequired, "a");
+    h.complete("j1", checkpoint("a", 1, 5, t(0)));
+    let observe = |h: &mut Harness, at: i64| {
+        let mut acted = h.keep_alive(t(at));
+        acted.extend(h.step_all(
+            vec![Event::SnapshotObserved(SiteObservation {
+                site: site("a"),
+                observed_at: t(at),
+                nodes: (1..=3)
+                    .map(|i| NodeHeartbeat {
+                        name: format!("a-{i}"),
+                        // a-1 goes NotReady after t(0); the site gives no heartbeat time.
+                        last_heartbeat: (i != 1 || at == 0).then_some(t(at)),
+                    })
+                    .collect(),
+                jobs: vec![observed("j1", 1, RunState::Running, 0, "a-1", "a-2")],
+            })],
+            t(at),
+        ));
+        acted
+    };
+    observe(&mut h, 0);
+    let silent = observe(&mut h, 10);
+    assert!(
+        silent.iter().any(|c| matches!(
+            c,
+            Command::Persist(Record::Site(s))
+                if s.id == site("a") && s.silent_nodes.get("a-1") == Some(&t(0))
+        )),
+        "the node's silence is written: {silent:?}"
+    );
+
+    // A new leader at t(15), from the persisted records (through JSON, as etcd would).
+    let stored: Vec<Record> = h
+        .store
+        .values()
+        .map(|r| serde_json::from_str(&serde_json::to_string(r).unwrap()).unwrap())
+        .collect();
+    let (engine, _) = Engine::resume(h.engine.config().clone(), stored, t(15));
+    h.engine = engine;
+    h.step(Event::QuorumChanged(true), t(15));
+    assert_eq!(actions(&observe(&mut h, 20)), vec![], "within the grace");
+    assert_eq!(
+        actions(&observe(&mut h, 21)),
+        vec![fence("j1", 1, "a")],
+        "lost 20 s after it was last heard, not 20 s after the new leader first saw it"
     );
 }

@@ -27,6 +27,8 @@ use scheduler::model::{JobPlacement, PodPlacement, PodRole, Priority, Resources,
 
 const SITES: [&str; 2] = ["a", "b"];
 const STEPS: usize = 200;
+/// Chance that the leader dies before any one effect of the driver.
+const CRASH_PER_EFFECT: f64 = 0.005;
 
 /// The world of one seed, and the random source of its disturbances.
 struct Run {
@@ -53,13 +55,12 @@ impl Run {
             .collect();
         let mut world = World::new(config, WorldConfig::instant(), sites, t(0));
         world.enable_trace();
-        // The leader dies part-way through 2 % of the command lists.
+        // The leader dies before 0.5 % of the effects (a write, a mark, a report, a launch,
+        // a fence): anywhere inside a round, with whatever ran before it done.
         let mut crashes = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_c8a5);
-        world.set_crash_hook(Box::new(move |len| {
-            crashes
-                .random_bool(0.02)
-                .then(|| crashes.random_range(0..len))
-        }));
+        world.set_crash_hook(Box::new(move || crashes.random_bool(CRASH_PER_EFFECT)));
+        // Concurrent relaunches and fences of a round complete in a seeded order.
+        world.set_interleaving_seed(seed ^ 0x1eaf_0dd5);
         world.set_quorum(true);
         for i in 0..4 {
             let home = SITES[i % 2];
@@ -196,7 +197,8 @@ impl Run {
     /// Time passes: Flink's own behaviour and the kubelets', then what the controller observes.
     fn advance(&mut self) {
         let dt = Duration::from_secs(self.rng.random_range(1..=8));
-        self.world.flink_recovers = self.rng.random_bool(0.3);
+        let recovers = self.rng.random_bool(0.3);
+        self.world.set_flink_recovers(recovers);
         self.world.advance(dt);
     }
 }
