@@ -14,6 +14,12 @@ use crate::url::StorageUrl;
 pub const HEADER_MAGIC: u32 = 0x4960_672d;
 const MASTER_STATE_MAGIC: u32 = 0xc96b_1696;
 pub const SUPPORTED_VERSIONS: std::ops::RangeInclusive<u32> = 3..=7;
+
+/// The largest `_metadata` read or parsed: 64 MiB. Flink's own are kilobytes to a few
+/// megabytes (state handles, plus inline state below `state.storage.fs.memory-threshold`,
+/// at most 1 MiB per handle); a file is read whole into memory, so a bound is what stands
+/// between a `/dev/zero`-sized file and the process.
+pub const MAX_METADATA_BYTES: u64 = 64 * 1024 * 1024;
 const JAVA_SERIALIZATION_MAGIC: [u8; 4] = [0xac, 0xed, 0x00, 0x05];
 
 /// What a stream state handle stands for.
@@ -361,6 +367,15 @@ impl<'a> Parser<'a> {
     }
 
     fn parse(mut self) -> Parsed<CheckpointMetadata> {
+        if self.data.len() as u64 > MAX_METADATA_BYTES {
+            return self.fail(
+                0,
+                format!(
+                    "a file of at most {MAX_METADATA_BYTES} bytes, found {}",
+                    self.data.len()
+                ),
+            );
+        }
         let magic = self.i32("the header magic number")? as u32;
         if magic != HEADER_MAGIC {
             return self.fail(
