@@ -597,3 +597,26 @@ fn sigterm_stops_a_continuous_sync_at_once_even_with_a_fifo_metadata_in_the_tree
     assert!(output.status.success(), "{stderr}");
     assert!(took < Duration::from_secs(2), "stopping took {took:?}");
 }
+
+#[test]
+fn a_default_ledger_directory_linked_outside_the_peer_is_refused_before_anything_is_copied() {
+    let tree = tree();
+    let elsewhere = tree.dst.parent().unwrap().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::create_dir_all(&tree.dst).unwrap();
+    let link = tree.dst.join(".twinsite");
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+    let output = twinsite()
+        .args(["sync", "--once", "--from", &file_url(&tree.src)])
+        .args(["--to", &file_url(&tree.dst)])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} is a symbolic link", file_url(&link))),
+        "{stderr}"
+    );
+    assert_eq!(files_below(&elsewhere), Vec::<PathBuf>::new());
+    assert!(!tree.dst.join(JOB).exists(), "copied before the ledger was checked");
+}
