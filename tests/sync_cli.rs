@@ -618,5 +618,8 @@ fn a_default_ledger_directory_linked_outside_the_peer_is_refused_before_anything
         "{stderr}"
     );
     assert_eq!(files_below(&elsewhere), Vec::<PathBuf>::new());
-    assert!(!tree.dst.join(JOB).exists(), "copied before the ledger was checked");
+    assert!(
+        !tree.dst.join(JOB).exists(),
+        "copied before the ledger was checked"
+    );
 }
