@@ -278,8 +278,10 @@ pub async fn copy_savepoint(
         .and_then(|root| root.join(&relative))
         .map_err(|e| e.to_string())?;
     let to_base = hdfs_sync::StorageUrl::parse(to_root).map_err(|e| e.to_string())?;
+    // Each side confined to its storage (local: nothing below the root is followed); the
+    // target's root is the site's, as the directory above the savepoint is synced too.
     let source_fs = hdfs_sync::storage_for(&source).map_err(|e| e.to_string())?;
-    let target_fs = hdfs_sync::storage_for(&target).map_err(|e| e.to_string())?;
+    let target_fs = hdfs_sync::storage_for(&to_base).map_err(|e| e.to_string())?;
     let mut pending = vec![String::new()];
     while let Some(relative) = pending.pop() {
         let dir = if relative.is_empty() {
@@ -310,9 +312,10 @@ pub async fn copy_savepoint(
     // target's (savepoints Flink writes are relative and pass through unchanged).
     let metadata_url = source.join("_metadata").map_err(|e| e.to_string())?;
     let original = source_fs
-        .read_all(&metadata_url)
+        .read_bounded(&metadata_url, hdfs_sync::metadata::MAX_METADATA_BYTES)
         .await
         .map_err(|e| format!("{metadata_url}: {e}"))?;
+    let (original, metadata_permissions) = (original.bytes, original.permissions);
     let parsed = hdfs_sync::CheckpointMetadata::parse(&original, &metadata_url.to_string())
         .map_err(|e| e.to_string())?;
     let rewritten = parsed
@@ -324,13 +327,21 @@ pub async fn copy_savepoint(
         .map_err(|e| e.to_string())?;
     let target_metadata = target.join("_metadata").map_err(|e| e.to_string())?;
     target_fs
-        .write_all(&target_metadata, bytes::Bytes::from(rewritten.clone()))
+        .write_all_with_permissions(
+            &target_metadata,
+            bytes::Bytes::from(rewritten.clone()),
+            metadata_permissions,
+        )
         .await
         .map_err(|e| e.to_string())?;
     let written = target_fs
-        .read_all(&target_metadata)
+        .read_bounded(
+            &target_metadata,
+            (rewritten.len() as u64).max(hdfs_sync::metadata::MAX_METADATA_BYTES),
+        )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .bytes;
     if written != rewritten {
         return Err(format!(
             "{target_metadata}: copy does not match after writing"
@@ -353,7 +364,11 @@ async fn copy_verified(
 ) -> Result<(), String> {
     use hdfs_sync::checksum::{self, Xxh64};
     let mut reader = source_fs.open_read(from).await.map_err(|e| e.to_string())?;
-    let mut writer = target_fs.create(to).await.map_err(|e| e.to_string())?;
+    // No wider than the source's permission bits.
+    let mut writer = target_fs
+        .create_with_permissions(to, reader.permissions())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut hash = Xxh64::new();
     let mut len = 0u64;
     loop {

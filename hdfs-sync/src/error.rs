@@ -7,6 +7,15 @@ pub enum StorageErrorKind {
     NotFound,
     PermissionDenied,
     NoSpace,
+    /// A symbolic link below the storage root: never followed, on either side.
+    Symlink,
+    /// Something that is not a regular file (FIFO, device, socket, directory) where a file is
+    /// read: opening a FIFO blocks and a device never ends.
+    NotAFile,
+    /// A file larger than the caller's bound (`_metadata`: [`crate::metadata::MAX_METADATA_BYTES`]).
+    TooLarge,
+    /// A path that does not lie under the storage's root.
+    OutsideRoot,
     Other,
 }
 
@@ -24,6 +33,10 @@ fn kind_text(kind: StorageErrorKind) -> &'static str {
         StorageErrorKind::NotFound => "not found: ",
         StorageErrorKind::PermissionDenied => "permission denied: ",
         StorageErrorKind::NoSpace => "no space left: ",
+        StorageErrorKind::Symlink => "symbolic link refused: ",
+        StorageErrorKind::NotAFile => "not a regular file: ",
+        StorageErrorKind::TooLarge => "too large: ",
+        StorageErrorKind::OutsideRoot => "outside the storage root: ",
         StorageErrorKind::Other => "",
     }
 }
@@ -136,6 +149,10 @@ impl SyncError {
                 StorageErrorKind::NotFound => "not_found",
                 StorageErrorKind::PermissionDenied => "permission_denied",
                 StorageErrorKind::NoSpace => "no_space",
+                StorageErrorKind::Symlink => "symlink",
+                StorageErrorKind::NotAFile => "not_a_file",
+                StorageErrorKind::TooLarge => "too_large",
+                StorageErrorKind::OutsideRoot => "outside_root",
                 StorageErrorKind::Other => "storage",
             },
             SyncError::Metadata(_) => "metadata",

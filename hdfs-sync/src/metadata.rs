@@ -8,12 +8,20 @@
 //! No length prefix encloses any state handle, so a rewrite splices new path strings into the
 //! original bytes and leaves everything else byte-for-byte as Flink wrote it.
 
+use std::sync::Arc;
+
 use crate::error::MetadataError;
 use crate::url::StorageUrl;
 
 pub const HEADER_MAGIC: u32 = 0x4960_672d;
 const MASTER_STATE_MAGIC: u32 = 0xc96b_1696;
 pub const SUPPORTED_VERSIONS: std::ops::RangeInclusive<u32> = 3..=7;
+
+/// The largest `_metadata` read or parsed: 64 MiB. Flink's own are kilobytes to a few
+/// megabytes (state handles, plus inline state below `state.storage.fs.memory-threshold`,
+/// at most 1 MiB per handle); a file is read whole into memory, so a bound is what stands
+/// between a `/dev/zero`-sized file and the process.
+pub const MAX_METADATA_BYTES: u64 = 64 * 1024 * 1024;
 const JAVA_SERIALIZATION_MAGIC: [u8; 4] = [0xac, 0xed, 0x00, 0x05];
 
 /// What a stream state handle stands for.
@@ -42,9 +50,12 @@ pub struct StateHandle {
     /// State size in bytes as recorded (for Inline: the inline byte count).
     pub size: u64,
     /// Where in the checkpoint the handle sits, for messages: `operator <id> subtask <n> <role>`.
-    pub location: String,
-    /// Byte range of the path string (u16 length + bytes) within `_metadata`.
-    span: (usize, usize),
+    /// Shared by the handles of one place: a hostile file packing millions of handles into
+    /// its 64 MiB costs one struct per handle, not one string more.
+    pub location: Arc<str>,
+    /// Byte range of the path string (u16 length + bytes) within `_metadata` (at most
+    /// [`MAX_METADATA_BYTES`] long, so `u32` holds it: a smaller struct per handle).
+    span: (u32, u32),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +121,7 @@ impl CheckpointMetadata {
                     .join("_metadata")
                     .map(|u| u.to_string())
                     .unwrap_or_default(),
-                offset: handle.span.0,
+                offset: handle.span.0 as usize,
                 expected: format!(
                     "a resolvable file URI at {}, found `{}`: {reason}",
                     handle.location, handle.path
@@ -147,7 +158,7 @@ impl CheckpointMetadata {
             let Some(new_path) = map(&handle.path) else {
                 continue;
             };
-            let (start, end) = handle.span;
+            let (start, end) = (handle.span.0 as usize, handle.span.1 as usize);
             if start < cursor || end > original.len() {
                 return Err(MetadataError {
                     file: "rewrite".to_string(),
@@ -274,7 +285,7 @@ struct Parser<'a> {
     pos: usize,
     file: &'a str,
     version: u32,
-    location: String,
+    location: Arc<str>,
     handles: Vec<StateHandle>,
     depth: usize,
 }
@@ -288,7 +299,7 @@ impl<'a> Parser<'a> {
             pos: 0,
             file,
             version: 0,
-            location: String::new(),
+            location: Arc::from(""),
             handles: Vec::new(),
             depth: 0,
         }
@@ -349,18 +360,29 @@ impl<'a> Parser<'a> {
         Ok(n as usize)
     }
 
-    fn utf(&mut self, what: &str) -> Parsed<(String, (usize, usize))> {
+    /// A string and its byte range (positions fit `u32`: the input is at most
+    /// [`MAX_METADATA_BYTES`] long, checked first).
+    fn utf(&mut self, what: &str) -> Parsed<(String, (u32, u32))> {
         let start = self.pos;
         let len_bytes = self.take(2, what)?;
         let len = u16::from_be_bytes([len_bytes[0], len_bytes[1]]) as usize;
         let body = self.take(len, what)?;
         match decode_modified_utf8(body) {
-            Some(s) => Ok((s, (start, self.pos))),
+            Some(s) => Ok((s, (start as u32, self.pos as u32))),
             None => self.fail(start, format!("{what} as modified UTF-8")),
         }
     }
 
     fn parse(mut self) -> Parsed<CheckpointMetadata> {
+        if self.data.len() as u64 > MAX_METADATA_BYTES {
+            return self.fail(
+                0,
+                format!(
+                    "a file of at most {MAX_METADATA_BYTES} bytes, found {}",
+                    self.data.len()
+                ),
+            );
+        }
         let magic = self.i32("the header magic number")? as u32;
         if magic != HEADER_MAGIC {
             return self.fail(
@@ -442,7 +464,7 @@ impl<'a> Parser<'a> {
         let operator_id = format!("{:016x}{:016x}", upper as u64, lower as u64);
         let parallelism = self.i32("the operator parallelism")?;
         let max_parallelism = self.i32("the operator max parallelism")?;
-        self.location = format!("operator {operator_id} coordinator state");
+        self.location = Arc::from(format!("operator {operator_id} coordinator state"));
         let at = self.pos;
         let coordinator = self.stream_handle()?;
         if !matches!(coordinator, None | Some(HandleKind::Inline)) {
@@ -468,7 +490,7 @@ impl<'a> Parser<'a> {
                     // Finished subtask: index stored as -(i + 1), no state follows.
                     continue;
                 }
-                self.location = format!("operator {operator_id} subtask {index}");
+                self.location = Arc::from(format!("operator {operator_id} subtask {index}"));
                 self.subtask_state()?;
                 subtask_states += 1;
             }
@@ -487,18 +509,18 @@ impl<'a> Parser<'a> {
         let base = self.location.clone();
         for role in ["managed operator state", "raw operator state"] {
             if self.i32("an operator state presence flag")? != 0 {
-                self.location = format!("{base} {role}");
+                self.location = Arc::from(format!("{base} {role}"));
                 self.operator_state_handle()?;
             }
         }
         for role in ["managed keyed state", "raw keyed state"] {
-            self.location = format!("{base} {role}");
+            self.location = Arc::from(format!("{base} {role}"));
             self.keyed_handle()?;
         }
         for role in ["input channel state", "result subpartition state"] {
             let n = self.count(&format!("the number of {role} handles"), 1)?;
             for i in 0..n {
-                self.location = format!("{base} {role} [{i}]");
+                self.location = Arc::from(format!("{base} {role} [{i}]"));
                 self.channel_handle()?;
             }
         }
@@ -578,7 +600,7 @@ impl<'a> Parser<'a> {
                     kind: HandleKind::Directory,
                     path,
                     size: 0,
-                    location: format!("{} ({what})", self.location),
+                    location: Arc::from(format!("{} ({what})", self.location)),
                     span,
                 });
             }
@@ -629,13 +651,14 @@ impl<'a> Parser<'a> {
                 if kind == INCREMENTAL_KEY_GROUPS_HANDLE_V2 {
                     self.i64("the checkpointed size")?;
                 }
-                self.location = format!("{base} (RocksDB meta data)");
+                self.location = Arc::from(format!("{base} (RocksDB meta data)"));
                 self.stream_handle()?;
                 for list in ["shared", "private"] {
                     let n = self.count(&format!("the number of {list} state files"), 3)?;
+                    // One location for the whole list: the handle's own path names the file.
+                    self.location = Arc::from(format!("{base} ({list} state files)"));
                     for _ in 0..n {
-                        let (local, _) = self.utf("a local file name")?;
-                        self.location = format!("{base} ({list} {local})");
+                        self.utf("a local file name")?;
                         self.stream_handle()?;
                     }
                 }

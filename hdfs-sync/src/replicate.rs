@@ -15,9 +15,9 @@ use tokio::task::JoinSet;
 use crate::bandwidth::BandwidthLimiter;
 use crate::checksum::{self, Xxh64};
 use crate::discovery::{self, CompleteCheckpoint};
-use crate::error::{StorageErrorKind, SyncError};
+use crate::error::{StorageError, StorageErrorKind, SyncError};
 use crate::ledger::{ReplicatedCheckpoint, ReplicationLedger};
-use crate::metadata::{CheckpointMetadata, HandleKind};
+use crate::metadata::{CheckpointMetadata, HandleKind, MAX_METADATA_BYTES};
 use crate::storage::{Storage, TEMP_SUFFIX, WriteStream};
 use crate::url::StorageUrl;
 
@@ -557,13 +557,19 @@ impl Replicator {
             checkpoint_id: checkpoint.id,
         };
         let metadata_url = checkpoint.dir.join("_metadata")?;
-        let metadata_bytes = match inner.source.read_all(&metadata_url).await {
-            Ok(bytes) => bytes,
+        // Bounded, and only a regular file: `_metadata` is read whole into memory.
+        let source_metadata = match inner
+            .source
+            .read_bounded(&metadata_url, MAX_METADATA_BYTES)
+            .await
+        {
+            Ok(file) => file,
             Err(e) if e.kind == StorageErrorKind::NotFound => {
                 return Ok(self.skipped(job, checkpoint.id, "source _metadata vanished"));
             }
             Err(e) => return Err(e.into()),
         };
+        let metadata_bytes = source_metadata.bytes;
         let metadata = CheckpointMetadata::parse(&metadata_bytes, &metadata_url.to_string())?;
         let references = metadata.referenced_files(&checkpoint.dir)?;
         let mut files: Vec<(String, StorageUrl)> = Vec::with_capacity(references.len());
@@ -678,7 +684,7 @@ impl Replicator {
                 }
                 Err(join_error) => {
                     if first_error.is_none() {
-                        first_error = Some(SyncError::Storage(crate::error::StorageError::new(
+                        first_error = Some(SyncError::Storage(StorageError::new(
                             "copy",
                             &checkpoint.dir,
                             StorageErrorKind::Other,
@@ -742,6 +748,20 @@ impl Replicator {
         // `_metadata` but lost a file's name. Reused files are included: the run that copied
         // them may have crashed before getting here.
         let peer_metadata_url = self.peer_url(&metadata_url)?;
+        if peer_metadata.len() as u64 > MAX_METADATA_BYTES {
+            // Longer peer URIs made it grow: the peer could not read it back, nor Flink's
+            // limit-free reader be trusted with it.
+            return Err(SyncError::Storage(StorageError::new(
+                "write",
+                &peer_metadata_url,
+                StorageErrorKind::TooLarge,
+                format!(
+                    "{} bytes once rewritten for the peer, more than the {MAX_METADATA_BYTES} a \
+                     `_metadata` may have",
+                    peer_metadata.len()
+                ),
+            )));
+        }
         for dir in self.with_ancestors(peer_dirs) {
             inner.peer.sync_dir(&dir).await?;
         }
@@ -752,9 +772,17 @@ impl Replicator {
         };
         inner
             .peer
-            .write_all(&peer_metadata_url, Bytes::from(peer_metadata))
+            .write_all_with_permissions(
+                &peer_metadata_url,
+                Bytes::from(peer_metadata),
+                source_metadata.permissions,
+            )
             .await?;
-        let written = inner.peer.read_all(&peer_metadata_url).await?;
+        let written = inner
+            .peer
+            .read_bounded(&peer_metadata_url, MAX_METADATA_BYTES)
+            .await?
+            .bytes;
         let actual = VerifiedFile {
             len: written.len() as u64,
             checksum: checksum::of(&written),
@@ -962,7 +990,15 @@ impl Replicator {
     ) -> Result<(u64, String, Box<dyn WriteStream>), SyncError> {
         let inner = &self.inner;
         let mut reader = self.timed("open", src, inner.source.open_read(src)).await?;
-        let mut writer = self.timed("create", peer, inner.peer.create(peer)).await?;
+        // No wider than the source: a 0600 state file stays 0600 at the peer.
+        let permissions = reader.permissions();
+        let mut writer = self
+            .timed(
+                "create",
+                peer,
+                inner.peer.create_with_permissions(peer, permissions),
+            )
+            .await?;
         let mut hasher = Xxh64::new();
         let mut len = 0u64;
         let streamed: Result<(), SyncError> = async {
@@ -1018,7 +1054,11 @@ impl Replicator {
         for c in &kept {
             let dir = StorageUrl::parse(&c.peer_pointer)?;
             let meta_url = dir.join("_metadata")?;
-            let bytes = inner.peer.read_all(&meta_url).await?;
+            let bytes = inner
+                .peer
+                .read_bounded(&meta_url, MAX_METADATA_BYTES)
+                .await?
+                .bytes;
             let meta = CheckpointMetadata::parse(&bytes, &meta_url.to_string())?;
             for r in meta.referenced_files(&dir)? {
                 // In shared-nameservice mode references name the source root's paths.

@@ -126,9 +126,9 @@ async fn a_job_restores_its_keyed_state_from_the_replicated_copy_after_the_sourc
     // --- replicate to the other site, then lose the first site entirely
     let ledger = Arc::new(MemoryLedger::default());
     let replicator = Replicator::new(
-        Arc::new(LocalStorage),
+        Arc::new(LocalStorage::new(&src)),
         StorageUrl::local(&src).unwrap(),
-        Arc::new(LocalStorage),
+        Arc::new(LocalStorage::new(&peer)),
         StorageUrl::local(&peer).unwrap(),
         ledger.clone(),
         SyncOptions::default(),

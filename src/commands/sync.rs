@@ -64,7 +64,7 @@ pub enum UriModeArg {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum VerifyArg {
-    /// Re-read every copied file at the peer and compare length and SHA-256.
+    /// Re-read every copied file at the peer and compare length and checksum (XXH64).
     ReadBack,
     /// Compare lengths only (cheaper; trusts the checksum of the bytes sent).
     Length,
@@ -76,10 +76,22 @@ pub fn run(args: &SyncArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(sync(args));
-    // After a signal, file operations already handed to blocking threads finish on their own
-    // (each is one chunk, one fsync or one rename); do not hang on a stuck filesystem.
-    runtime.shutdown_timeout(Duration::from_secs(5));
+    stop_runtime(runtime);
     result
+}
+
+/// How long the exit waits for file operations already handed to blocking threads.
+///
+/// Shutting the runtime down first drops every task (a dropped local writer removes its
+/// temporary file), then waits this long for the blocking threads. What is cut short is safe:
+/// an unfinished write is a temporary file, a rename is atomic, and nothing is recorded before
+/// a whole checkpoint is verified. A healthy disk finishes a chunk in milliseconds; a call
+/// stuck on a hung filesystem (or, before FIFOs were refused, a FIFO's open) never finishes,
+/// and must not hold the exit: the README promises that a signal stops `sync` at once.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(250);
+
+fn stop_runtime(runtime: tokio::runtime::Runtime) {
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
 }
 
 async fn sync(args: &SyncArgs) -> anyhow::Result<()> {
@@ -120,6 +132,11 @@ async fn sync(args: &SyncArgs) -> anyhow::Result<()> {
     peer.mkdirs(&to)
         .await
         .with_context(|| format!("--to {to}: cannot create the peer checkpoint root"))?;
+    if args.ledger.is_none() {
+        // The default ledger lives below the peer root, where nothing may be a link either:
+        // checked (and its directory made) through the peer storage, which refuses them.
+        check_default_ledger(peer.as_ref(), &to).await?;
+    }
     let ledger: Arc<dyn ReplicationLedger> =
         Arc::new(FileLedger::open(&ledger_path).await.context("--ledger")?);
 
@@ -193,6 +210,23 @@ async fn check_source(source: &dyn Storage, from: &StorageUrl) -> anyhow::Result
         Ok(Some(_)) => bail!("--from {from}: is a file, not a checkpoint directory"),
         Ok(None) => bail!("--from {from}: no such directory"),
         Err(e) => Err(e).with_context(|| format!("--from {from}: cannot reach the source")),
+    }
+}
+
+/// `<peer root>/.twinsite/` and the ledger in it, when they exist, are a directory and a
+/// file, not links (a linked `.twinsite/` would put the ledger's writes outside the peer).
+async fn check_default_ledger(peer: &dyn Storage, to: &StorageUrl) -> anyhow::Result<()> {
+    let dir = to.join(".twinsite")?;
+    peer.mkdirs(&dir)
+        .await
+        .with_context(|| format!("--to {to}: cannot create the ledger's directory"))?;
+    let ledger = dir.join("replication-ledger.json")?;
+    match peer.stat(&ledger).await {
+        Ok(Some(meta)) if meta.is_dir => {
+            bail!("{ledger}: the default ledger is a directory, not a file")
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("--to {to}: the default ledger")),
     }
 }
 
@@ -457,5 +491,33 @@ impl Progress {
             Progress::Bar { bar, .. } => bar.finish_and_clear(),
             Progress::Log { .. } => self.tick(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a signal leaves when a file operation is stuck in the kernel (a hung mount): the
+    /// exit must not wait for it (it used to wait 5 s).
+    #[test]
+    fn stopping_the_runtime_does_not_wait_for_a_stuck_blocking_call() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        runtime.spawn_blocking(move || {
+            started_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_secs(30));
+        });
+        started_rx.recv().unwrap();
+        let stopping = Instant::now();
+        stop_runtime(runtime);
+        assert!(
+            stopping.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            stopping.elapsed()
+        );
     }
 }

@@ -125,8 +125,9 @@ pub fn replicator(
     Replicator::new(source, url(src), peer, url(dst), ledger, options)
 }
 
-pub fn local() -> Arc<dyn Storage> {
-    Arc::new(LocalStorage)
+/// The local backend confined to `root`, as `twinsite sync` opens it for `--from`/`--to`.
+pub fn local(root: &Path) -> Arc<dyn Storage> {
+    Arc::new(LocalStorage::new(root))
 }
 
 pub fn fast_options() -> SyncOptions {
