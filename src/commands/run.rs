@@ -66,6 +66,8 @@ async fn run_controller(
             config.data_dir.display()
         )
     })?;
+    // Tokens first: a token file others can read stops the start before anything is opened.
+    let access = api_access(&config)?;
     let built = build_sites(&config).await?;
     let storage_roots = storage_roots(&config, &built);
     let seed_jobs = match &config.jobs {
@@ -135,7 +137,6 @@ async fn run_controller(
         .context("replication ledgers")?,
     );
     let replication_interval = config.policy.replication().interval;
-    let access = api_access(&config)?;
     let wake = Arc::new(tokio::sync::Notify::new());
     let simulated_handles: BTreeMap<SiteId, SimulatedSiteHandle> =
         if config.simulation.admin_endpoint {
