@@ -240,3 +240,36 @@ fn a_job_naming_a_site_the_policy_lacks_is_reported_against_the_job_file() {
         "jobs.yaml: trade/orders-enrich: spec.placement.sites.allowed[1]: unknown site \"dc-c\"; the policy's sites are \"dc-a\", \"dc-b\""
     );
 }
+
+#[test]
+fn redaction_patterns_are_kept_and_bad_ones_are_named() {
+    let policy = parse_policy("example-two-sites.yaml", TWO_SITES).unwrap();
+    assert_eq!(
+        policy.redaction_keys(),
+        ["fs.oss.accessKeyId", "*.credentials.*"]
+    );
+    let message = error_of(&TWO_SITES.replace(
+        "keys: [fs.oss.accessKeyId, \"*.credentials.*\"]",
+        "keys: [\"has space\", \"\", ok]",
+    ));
+    assert!(
+        message.contains("policy.yaml: redaction.keys[0]: ' ' is not allowed"),
+        "{message}"
+    );
+    assert!(
+        message.contains("policy.yaml: redaction.keys[1]: must be 1 to 253 characters, found 0"),
+        "{message}"
+    );
+    let many = (0..65)
+        .map(|i| format!("k{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let message = error_of(&TWO_SITES.replace(
+        "keys: [fs.oss.accessKeyId, \"*.credentials.*\"]",
+        &format!("keys: [{many}]"),
+    ));
+    assert!(
+        message.contains("redaction.keys: at most 64 patterns, found 65"),
+        "{message}"
+    );
+}

@@ -36,6 +36,9 @@ pub struct Controller {
     pub storage_roots: BTreeMap<SiteId, String>,
     /// Node loss, job failure, site loss and ops-triggered failovers (the failover engine).
     pub failover: failover::FailoverDriver,
+    /// Hides secret-looking values (built-in patterns and the policy's `redaction.keys`)
+    /// from API responses and the audit log.
+    pub redactor: crate::redact::Redactor,
     leading: AtomicBool,
     passes: tokio::sync::watch::Sender<u64>,
 }
@@ -50,6 +53,7 @@ impl Controller {
         Controller {
             sites,
             store,
+            redactor: crate::redact::Redactor::new(policy.redaction_keys()),
             policy,
             metrics: Arc::new(ControllerMetrics::new()),
             storage_roots: BTreeMap::new(),
@@ -177,14 +181,17 @@ impl Controller {
         Ok(created)
     }
 
-    /// Appends an audit entry by `actor`; failures are logged, not fatal.
+    /// Appends an audit entry by `actor`; failures are logged, not fatal. Secret-looking
+    /// values in `target` and `result` (e.g. echoed by a parse error) are redacted first.
     pub async fn audit_as(&self, actor: &str, action: &str, target: &str, result: &str) {
         let entry = crate::state::AuditEntry {
             actor: actor.into(),
             action: action.into(),
-            target: target.into(),
+            target: self.redactor.redact_text(target),
             at_unix_ms: chrono::Utc::now().timestamp_millis(),
-            result: result.into(),
+            result: self
+                .redactor
+                .redact_text_keeping(result, &[target.rsplit('/').next().unwrap_or(target)]),
         };
         if let Err(error) = self.store.append_audit(&entry).await {
             tracing::warn!(%error, action, target, "audit append failed");

@@ -44,6 +44,31 @@ pub struct PolicyFile {
     pub detection: DetectionSpec,
     #[serde(default)]
     pub replication: ReplicationSpec,
+    /// Extra secret-looking keys the controller's API and audit log redact.
+    #[serde(default, skip_serializing_if = "RedactionSpec::is_empty")]
+    pub redaction: RedactionSpec,
+}
+
+/// Most patterns `redaction.keys` may list, and longest one: bounds what every API response
+/// and audit entry is matched against.
+pub const MAX_REDACTION_KEYS: usize = 64;
+pub const MAX_REDACTION_KEY_LEN: usize = 253;
+
+/// Keys whose values the controller never shows or records, beside the built-in
+/// `*password*`, `*secret*`, `*token*` and `*key*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedactionSpec {
+    /// Case-insensitive patterns of whole keys (`*` matches any run of characters), e.g.
+    /// `fs.oss.accessKeyId` or `*.credentials.*`.
+    #[serde(default)]
+    pub keys: Vec<String>,
+}
+
+impl RedactionSpec {
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -385,6 +410,7 @@ impl Policy {
             failover_reserve: vec![reserve("dc-a", "dc-b"), reserve("dc-b", "dc-a")],
             detection: DetectionSpec::default(),
             replication: ReplicationSpec::default(),
+            redaction: RedactionSpec::default(),
         };
         let placement = PlacementPolicy {
             pools: Vec::new(),
@@ -456,6 +482,11 @@ impl Policy {
 
     pub fn replication(&self) -> Replication {
         self.replication
+    }
+
+    /// The policy's extra redaction patterns (`redaction.keys`), validated.
+    pub fn redaction_keys(&self) -> &[String] {
+        &self.file.redaction.keys
     }
 
     /// Checks what a job file can only be checked against the policy: every site a job
@@ -701,6 +732,8 @@ fn resolve(file: PolicyFile, problems: &mut Problems) -> Option<Policy> {
         problems.field("replication.parallelCopies", "must be at least 1, found 0");
     }
 
+    check_redaction(&file.redaction, problems);
+
     if problems.len() > before {
         return None;
     }
@@ -728,6 +761,38 @@ fn resolve(file: PolicyFile, problems: &mut Problems) -> Option<Policy> {
         },
         file,
     })
+}
+
+fn check_redaction(redaction: &RedactionSpec, problems: &mut Problems) {
+    if redaction.keys.len() > MAX_REDACTION_KEYS {
+        problems.field(
+            "redaction.keys",
+            format!(
+                "at most {MAX_REDACTION_KEYS} patterns, found {}",
+                redaction.keys.len()
+            ),
+        );
+        return;
+    }
+    for (i, key) in redaction.keys.iter().enumerate() {
+        let at = format!("redaction.keys[{i}]");
+        if key.is_empty() || key.len() > MAX_REDACTION_KEY_LEN {
+            problems.field(
+                at,
+                format!(
+                    "must be 1 to {MAX_REDACTION_KEY_LEN} characters, found {}",
+                    key.len()
+                ),
+            );
+        } else if let Some(bad) = key.chars().find(|c| !c.is_ascii_graphic()) {
+            problems.field(
+                at,
+                format!(
+                    "{bad:?} is not allowed: a pattern is a key of printable ASCII without spaces, `*` matching any run of characters"
+                ),
+            );
+        }
+    }
 }
 
 fn resolve_offline(
