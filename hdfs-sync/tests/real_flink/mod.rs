@@ -56,6 +56,7 @@ pub fn kill_group(child: &mut Child) {
     let _ = Command::new("kill")
         .args(["-s", "KILL", "--"])
         .arg(format!("-{}", child.id()))
+        .stderr(Stdio::null()) // a group that already exited is not worth a line
         .status();
     let _ = child.kill();
     let _ = child.wait();
