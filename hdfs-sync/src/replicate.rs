@@ -766,6 +766,8 @@ impl Replicator {
         };
         let metadata_bytes = source_metadata.bytes;
         let metadata = CheckpointMetadata::parse(&metadata_bytes, &metadata_url.to_string())?;
+        // Every path resolves (or fails naming where in `_metadata` it sits) before any lookup.
+        let mut references = metadata.referenced_files(&checkpoint.dir)?;
         let foreign = match self
             .foreign_relative_files(job, checkpoint, &metadata)
             .await
@@ -777,7 +779,6 @@ impl Replicator {
             }
             Err(e) => return Err(e),
         };
-        let mut references = metadata.referenced_files(&checkpoint.dir)?;
         if !foreign.is_empty() {
             // Relative handles resolve to the directory they were found in, not `chk-N/`.
             let by_own_url: BTreeMap<StorageUrl, &StorageUrl> = foreign
