@@ -154,8 +154,15 @@ impl ReplicationDriver {
     async fn copy(&self, copy: &Copy) -> Result<Option<u64>, String> {
         let mut options = self.options.clone();
         options.jobs = Some(vec![copy.flink_id.clone()]);
-        if let Some(dir) = &copy.restored_from {
-            let dir = hdfs_sync::StorageUrl::parse(dir).map_err(|e| e.to_string())?;
+        // Only a hint: a restore path that does not lie in the source site's storage (a
+        // status written before the job moved, a path hdfs-sync refuses) must not stop the
+        // job's replication; it only cannot help find relative names outside `chk-N/`.
+        let in_source_storage = |dir: &str| {
+            let dir = hdfs_sync::StorageUrl::parse(dir).ok()?;
+            let root = hdfs_sync::StorageUrl::parse(&copy.from_storage).ok()?;
+            dir.starts_with(&root).then_some(dir)
+        };
+        if let Some(dir) = copy.restored_from.as_deref().and_then(in_source_storage) {
             options.restored_from.insert(copy.flink_id.clone(), dir);
         }
         let replicator = Replicator::from_urls_in_storage(

@@ -251,13 +251,31 @@ async fn a_checkpoint_using_a_savepoints_files_replicates_them_within_the_site_s
         "{round:?}"
     );
 
-    // The status says where generation 1 came from (as a launch from that savepoint sets it).
+    // A restore path that cannot be in dc-a's storage is no help, and no harm either: the
+    // round fails as before, naming the file, instead of refusing the job's replication.
     let mut status = JobStatus::from_value(&record.value.status);
+    status.restore_from = Some("file:///../escapes".into());
+    let mut value = record.value.clone();
+    value.status = status.to_value();
+    let revision = store
+        .put_job(&value, Expected::Revision(record.revision))
+        .await
+        .unwrap();
+    let round = driver.round().await.unwrap();
+    assert!(
+        round
+            .failed
+            .iter()
+            .any(|(_, _, reason)| reason.contains("`d288d179`")),
+        "{round:?}"
+    );
+
+    // The status says where generation 1 came from (as a launch from that savepoint sets it).
     status.restore_from = Some(format!("hdfs:///{savepoint_path}"));
     let mut value = record.value.clone();
     value.status = status.to_value();
     store
-        .put_job(&value, Expected::Revision(record.revision))
+        .put_job(&value, Expected::Revision(revision))
         .await
         .unwrap();
     let round = driver.round().await.unwrap();
