@@ -16,6 +16,7 @@ use hdfs_sync::{FileLedger, ReplicationLedger, Replicator, SyncError, SyncOption
 use scheduler::model::{JobId, SiteId};
 
 use crate::controller::launch::in_site_storage;
+use crate::controller::status::JobStatus;
 use crate::controller::{Controller, stream_job_of};
 use crate::site::flink_job_id;
 use crate::state::{CheckpointKind, CheckpointPointer, StateError};
@@ -89,6 +90,12 @@ impl ReplicationDriver {
             };
             let id = job.id();
             let flink_id = flink_job_id(&id, record.value.generation);
+            // The savepoint or checkpoint this generation was restored from: a job restored
+            // in CLAIM mode from a native savepoint goes on using its files, which Flink 2.3.0
+            // names relative to `chk-N/` (see hdfs-sync's README, "References outside chk-N").
+            let restored_from = JobStatus::from_value(&record.value.status)
+                .restore_from
+                .map(|path| in_site_storage(from_root, &path));
             for ((from, to), ledger) in &self.ledgers {
                 if from != &from_site {
                     continue;
@@ -103,8 +110,11 @@ impl ReplicationDriver {
                     flink_id: flink_id.clone(),
                     generation: record.value.generation,
                     peer: to.clone(),
+                    from_storage: from_root.clone(),
                     from: in_site_storage(from_root, &checkpoints.dir),
+                    to_storage: to_root.clone(),
                     to: in_site_storage(to_root, &checkpoints.dir),
+                    restored_from: restored_from.clone(),
                     ledger: Arc::clone(ledger),
                 });
             }
@@ -139,11 +149,26 @@ impl ReplicationDriver {
     }
 
     /// Copies one job's newest checkpoint to one peer; `Some` when the ledger has one there.
+    /// Each site's storage root bounds what a checkpoint may reference (its checkpoint
+    /// directory, and savepoints elsewhere in the site's storage).
     async fn copy(&self, copy: &Copy) -> Result<Option<u64>, String> {
         let mut options = self.options.clone();
         options.jobs = Some(vec![copy.flink_id.clone()]);
-        let replicator = Replicator::from_urls(
+        // Only a hint: a restore path that does not lie in the source site's storage (a
+        // status written before the job moved, a path hdfs-sync refuses) must not stop the
+        // job's replication; it only cannot help find relative names outside `chk-N/`.
+        let in_source_storage = |dir: &str| {
+            let dir = hdfs_sync::StorageUrl::parse(dir).ok()?;
+            let root = hdfs_sync::StorageUrl::parse(&copy.from_storage).ok()?;
+            dir.starts_with(&root).then_some(dir)
+        };
+        if let Some(dir) = copy.restored_from.as_deref().and_then(in_source_storage) {
+            options.restored_from.insert(copy.flink_id.clone(), dir);
+        }
+        let replicator = Replicator::from_urls_in_storage(
+            &copy.from_storage,
             &copy.from,
+            &copy.to_storage,
             &copy.to,
             Arc::clone(&copy.ledger) as Arc<dyn ReplicationLedger>,
             options,
@@ -249,8 +274,13 @@ struct Copy {
     flink_id: String,
     generation: u64,
     peer: SiteId,
+    /// The site storage roots around `from` and `to`.
+    from_storage: String,
     from: String,
+    to_storage: String,
     to: String,
+    /// Where the running generation was restored from, in the source site's storage.
+    restored_from: Option<String>,
     ledger: Arc<FileLedger>,
 }
 

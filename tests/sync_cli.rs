@@ -623,3 +623,131 @@ fn a_default_ledger_directory_linked_outside_the_peer_is_refused_before_anything
         "copied before the ledger was checked"
     );
 }
+
+/// The fixture's newest checkpoint as Flink 2.3.0 leaves it after a CLAIM restore from a
+/// native savepoint: a file it names relative to `chk-N/` lies in the savepoint directory,
+/// beside the checkpoint root in the site's storage. Returns (savepoint dir, file name).
+fn as_if_restored_from_a_savepoint(tree: &Tree) -> (PathBuf, String) {
+    let chk = tree.src.join(format!("{JOB}/chk-{NEWEST}"));
+    let savepoint = tree
+        .src
+        .parent()
+        .unwrap()
+        .join("savepoints/savepoint-39d632-0123456789ab");
+    std::fs::create_dir_all(&savepoint).unwrap();
+    let name = std::fs::read_dir(&chk)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .find(|n| n != "_metadata")
+        .unwrap();
+    std::fs::rename(chk.join(&name), savepoint.join(&name)).unwrap();
+    (savepoint, name)
+}
+
+#[test]
+fn a_checkpoint_using_a_savepoints_file_replicates_with_the_storage_roots_and_where_it_was_restored_from()
+ {
+    let tree = tree();
+    let (savepoint, name) = as_if_restored_from_a_savepoint(&tree);
+    let site_a = tree.src.parent().unwrap().to_path_buf();
+    let site_b = tree.dst.parent().unwrap().to_path_buf();
+
+    // Not knowing where the job was restored from: refused, naming the file and why.
+    let output = sync_once(&tree, &[]);
+    let (stdout, stderr) = text(&output);
+    assert!(
+        !output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains(&format!("`{name}`")) && stdout.contains("FLINK-39964"),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(recorded(&tree.ledger).is_empty());
+
+    let output = sync_once(
+        &tree,
+        &[
+            "--from-storage",
+            &file_url(&site_a),
+            "--to-storage",
+            &file_url(&site_b),
+            "--restored-from",
+            &format!("{JOB}={}", file_url(&savepoint)),
+        ],
+    );
+    let (stdout, stderr) = text(&output);
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert_eq!(recorded(&tree.ledger), [NEWEST]);
+    let peer_file = site_b
+        .join(savepoint.strip_prefix(&site_a).unwrap())
+        .join(&name);
+    assert!(peer_file.is_file(), "{} missing", peer_file.display());
+    // The peer's `_metadata` names it there, by absolute URI.
+    let peer_chk = tree.dst.join(format!("{JOB}/chk-{NEWEST}"));
+    let bytes = std::fs::read(peer_chk.join("_metadata")).unwrap();
+    let metadata = CheckpointMetadata::parse(&bytes, "peer").unwrap();
+    assert!(
+        metadata
+            .file_handles()
+            .any(|h| h.path == format!("file:{}", peer_file.display())),
+        "{:?}",
+        metadata.handles
+    );
+}
+
+#[test]
+fn bad_storage_roots_and_restored_from_values_are_named_with_their_flags() {
+    let tree = tree();
+    let site_a = file_url(tree.src.parent().unwrap());
+    let elsewhere = file_url(&tree.dst.join("x"));
+    let both_sites = file_url(tree.src.parent().unwrap().parent().unwrap());
+    for (extra, expected) in [
+        (
+            vec!["--from-storage", elsewhere.as_str()],
+            "is not inside --from-storage",
+        ),
+        (
+            vec![
+                "--from-storage",
+                site_a.as_str(),
+                "--to-storage",
+                site_a.as_str(),
+            ],
+            "is not inside --to-storage",
+        ),
+        (
+            vec![
+                "--from-storage",
+                site_a.as_str(),
+                "--to-storage",
+                both_sites.as_str(),
+            ],
+            "overlap",
+        ),
+        (
+            vec!["--restored-from", "no-equals-sign"],
+            "expected JOB=URL",
+        ),
+        (
+            vec!["--restored-from", &format!("{JOB}=no-scheme")],
+            "--restored-from",
+        ),
+        (
+            vec!["--restored-from", &format!("{JOB}={elsewhere}")],
+            "is not inside the source storage",
+        ),
+    ] {
+        let output = sync_once(&tree, &extra);
+        let (stdout, stderr) = text(&output);
+        assert!(!output.status.success(), "{extra:?} succeeded");
+        assert!(
+            stderr.contains(expected),
+            "{extra:?}: {expected} not in\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        );
+    }
+    assert!(recorded(&tree.ledger).is_empty());
+}

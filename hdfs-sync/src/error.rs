@@ -107,6 +107,21 @@ pub enum SyncError {
         reference: String,
         root: String,
     },
+    /// A file `_metadata` names relative to `chk-N/` that is not there: written by Flink
+    /// before FLINK-39964 after a CLAIM restore from a native savepoint.
+    #[error(
+        "checkpoint {checkpoint} names `{file}` relative to its own directory, where it is not{searched}: \
+         Flink before the fix of FLINK-39964 (2.3.0 and earlier) writes the files a job restored \
+         in CLAIM mode from a native savepoint still uses so, and cannot restore such a \
+         checkpoint itself; the directory the job was restored from (`restored_from`) tells \
+         where they are"
+    )]
+    UnresolvedRelativeReference {
+        checkpoint: String,
+        file: String,
+        /// `, nor … in <dir>` when a restored-from directory was searched, else empty.
+        searched: String,
+    },
     #[error("{what} {url} took longer than {seconds} s")]
     Timeout {
         what: &'static str,
@@ -158,6 +173,7 @@ impl SyncError {
             SyncError::Metadata(_) => "metadata",
             SyncError::VerifyFailed { .. } => "verify_failed",
             SyncError::ReferenceOutsideRoot { .. } => "reference_outside_root",
+            SyncError::UnresolvedRelativeReference { .. } => "unresolved_reference",
             SyncError::Timeout { .. } => "timeout",
             SyncError::Ledger { .. } => "ledger",
             SyncError::InvalidOption { .. } => "invalid_option",

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use hdfs_sync::metadata::{HandleKind, MAX_METADATA_BYTES, encode_modified_utf8};
+use hdfs_sync::metadata::{HandleKind, MAX_METADATA_BYTES, Rewrite, encode_modified_utf8};
 use hdfs_sync::{CheckpointMetadata, StorageUrl};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -264,6 +264,32 @@ fn exercise(bytes: &[u8]) -> Result<(), String> {
             .all(|h| h.path.starts_with("hdfs://peer/root"));
         if !moved_ok {
             return Err("a rewritten URI is not under the new root".into());
+        }
+    }
+    // Naming every relative file by absolute URI (a savepoint's files at the peer) must parse
+    // again into the same handles, the relative ones now files of the same size.
+    if let Ok(absolute) = meta.rewrite_handles(bytes, |h| match h.kind {
+        HandleKind::Relative => Rewrite::Absolute(format!("hdfs://peer/savepoint/{}", h.path)),
+        _ => Rewrite::Keep,
+    }) {
+        let again =
+            CheckpointMetadata::parse(&absolute, "relative made absolute").map_err(|e| {
+                format!("a file with relative handles made absolute does not parse: {e}")
+            })?;
+        let expected: Vec<(HandleKind, u64)> = meta
+            .handles
+            .iter()
+            .map(|h| match h.kind {
+                HandleKind::Relative => (HandleKind::File, h.size),
+                kind => (kind, h.size),
+            })
+            .collect();
+        let found: Vec<(HandleKind, u64)> =
+            again.handles.iter().map(|h| (h.kind, h.size)).collect();
+        if found != expected {
+            return Err(format!(
+                "making relative handles absolute changed the handles: {expected:?} became {found:?}"
+            ));
         }
     }
     Ok(())

@@ -11,8 +11,8 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use hdfs_sync::url::Scheme;
 use hdfs_sync::{
-    FileLedger, JobOutcome, ProgressEvent, ReplicationLedger, Replicator, RoundReport, Storage,
-    StorageUrl, SyncOptions, UriMode, VerifyMode, parse_bandwidth, storage_for,
+    FileLedger, JobOutcome, ProgressEvent, ReplicationLedger, Replicator, RoundReport, SiteStorage,
+    Storage, StorageUrl, SyncOptions, UriMode, VerifyMode, parse_bandwidth, storage_for,
 };
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -27,6 +27,19 @@ pub struct SyncArgs {
     /// Checkpoint root at the peer site (created if missing).
     #[arg(long, value_name = "URL")]
     pub to: String,
+    /// The source site's storage root around --from (default: --from itself). A checkpoint
+    /// may then use files anywhere in it, such as the native savepoint a job was restored from
+    /// in CLAIM mode; they go to the same path below --to-storage.
+    #[arg(long, value_name = "URL")]
+    pub from_storage: Option<String>,
+    /// The peer site's storage root around --to (default: --to itself).
+    #[arg(long, value_name = "URL")]
+    pub to_storage: Option<String>,
+    /// `JOB=URL`: the savepoint directory a job was restored from (repeatable), inside
+    /// --from-storage. Flink 2.3.0 names the savepoint's files its checkpoints still use
+    /// relative to `chk-N/`, where they are not (FLINK-39964); they are looked up there.
+    #[arg(long = "restored-from", value_name = "JOB=URL")]
+    pub restored_from: Vec<String>,
     /// Only this job (repeatable); without it, every job directory under --from.
     #[arg(long = "job", value_name = "ID")]
     pub jobs: Vec<String>,
@@ -126,8 +139,46 @@ async fn sync(args: &SyncArgs) -> anyhow::Result<()> {
         ),
     };
 
-    let source = storage_for(&from).with_context(|| format!("--from {from}"))?;
-    let peer = storage_for(&to).with_context(|| format!("--to {to}"))?;
+    let storage_root = |flag: &str, given: &Option<String>, root: &StorageUrl, root_flag: &str| {
+        let Some(given) = given else {
+            return Ok(root.clone());
+        };
+        let url = StorageUrl::parse(given).with_context(|| flag.to_string())?;
+        if !root.starts_with(&url) {
+            bail!(
+                "{root_flag} {root} is not inside {flag} {url}: the storage root holds the checkpoint root"
+            );
+        }
+        Ok(url)
+    };
+    let from_storage = storage_root("--from-storage", &args.from_storage, &from, "--from")?;
+    let to_storage = storage_root("--to-storage", &args.to_storage, &to, "--to")?;
+    if to_storage.starts_with(&from_storage) || from_storage.starts_with(&to_storage) {
+        bail!(
+            "--from-storage {from_storage} and --to-storage {to_storage} overlap: a site's \
+             files could be read as the other's; give two separate storage roots"
+        );
+    }
+    let mut restored_from = std::collections::BTreeMap::new();
+    for given in &args.restored_from {
+        let Some((job, dir)) = given.split_once('=').filter(|(job, _)| !job.is_empty()) else {
+            bail!("--restored-from {given:?}: expected JOB=URL");
+        };
+        let dir = StorageUrl::parse(dir).with_context(|| format!("--restored-from {given}"))?;
+        if !dir.starts_with(&from_storage) {
+            bail!(
+                "--restored-from {given}: {dir} is not inside the source storage \
+                 {from_storage} (give --from-storage)"
+            );
+        }
+        if restored_from.insert(job.to_string(), dir).is_some() {
+            bail!("--restored-from: job {job} given twice");
+        }
+    }
+
+    // Each backend is confined to its storage root (below it, no link is followed).
+    let source = storage_for(&from_storage).with_context(|| format!("--from {from}"))?;
+    let peer = storage_for(&to_storage).with_context(|| format!("--to {to}"))?;
     check_source(source.as_ref(), &from).await?;
     peer.mkdirs(&to)
         .await
@@ -154,17 +205,25 @@ async fn sync(args: &SyncArgs) -> anyhow::Result<()> {
             VerifyArg::ReadBack => VerifyMode::ReadBack,
             VerifyArg::Length => VerifyMode::LengthOnly,
         },
+        restored_from,
         ..SyncOptions::default()
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let replicator = Replicator::new(
-        source,
-        from.clone(),
-        peer,
-        to.clone(),
+    let replicator = Replicator::between(
+        SiteStorage {
+            storage: source,
+            storage_root: from_storage,
+            checkpoint_root: from.clone(),
+        },
+        SiteStorage {
+            storage: peer,
+            storage_root: to_storage,
+            checkpoint_root: to.clone(),
+        },
         ledger.clone(),
         options,
     )
+    .context("--from-storage, --to-storage, --restored-from")?
     .with_progress(tx);
     tracing::info!(
         from = %from,
