@@ -951,6 +951,7 @@ fn the_schema_check_catches_unknown_fields_wrong_types_and_values_outside_an_enu
 #[test]
 fn every_rendered_flink_deployment_passes_the_operators_default_validator_rules() {
     let name_pattern = regex::Regex::new(r"^[a-z]([-a-z\d]{0,43}[a-z\d])?$").unwrap();
+    let flink_memory = regex::Regex::new(r"^[1-9][0-9]*m$").unwrap();
     for (launch, config) in varied_specs() {
         let object = rendered_flink_deployment(&launch, &config);
         let spec_body = &object["spec"];
@@ -1004,9 +1005,7 @@ fn every_rendered_flink_deployment_passes_the_operators_default_validator_rules(
         for role in ["jobManager", "taskManager"] {
             let memory = spec_body[role]["resource"]["memory"].as_str().unwrap();
             assert!(
-                regex::Regex::new(r"^[1-9][0-9]*m$")
-                    .unwrap()
-                    .is_match(memory),
+                flink_memory.is_match(memory),
                 "{job}: {role} memory {memory}"
             );
             assert!(spec_body[role]["resource"]["cpu"].as_f64().unwrap() > 0.0);

@@ -27,6 +27,9 @@ use serde_json::{Value, json};
 
 pub type FakeBody = BoxBody<Bytes, Infallible>;
 
+/// The fake Flink REST's stop with savepoint: `(job id, target dir) -> savepoint path`.
+type RestStopHook = Arc<dyn Fn(&str, &str) -> String + Send + Sync>;
+
 /// One request as the fake server saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -48,7 +51,7 @@ struct State {
     /// Savepoint requests the fake Flink REST answered: (job id, target dir).
     rest_stops: Vec<(String, String)>,
     /// What the fake Flink REST does on `POST /jobs/<id>/stop`: returns the savepoint path.
-    on_rest_stop: Option<Arc<dyn Fn(&str, &str) -> String + Send + Sync>>,
+    on_rest_stop: Option<RestStopHook>,
 }
 
 struct Watch {
@@ -85,12 +88,13 @@ fn decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
-                out.push(b as char);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16)
+        {
+            out.push(b as char);
+            i += 3;
+            continue;
         }
         out.push(bytes[i] as char);
         i += 1;
@@ -145,9 +149,9 @@ struct Path {
 
 fn parse_path(path: &str) -> Option<Path> {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let rest = match parts.first()? {
-        &"api" => &parts[2..],
-        &"apis" => &parts[3..],
+    let rest = match *parts.first()? {
+        "api" => &parts[2..],
+        "apis" => &parts[3..],
         _ => return None,
     };
     let (namespace, rest) = match rest {
@@ -492,10 +496,10 @@ impl FakeApi {
                         .and_then(|e| e["metadata"]["uid"].as_str().map(str::to_owned))
                         .unwrap_or_else(|| format!("uid-{name}-{}", s.resource_version + 1));
                     object["metadata"]["uid"] = json!(uid);
-                    if let Some(status) = existing.as_ref().map(|e| e["status"].clone()) {
-                        if !status.is_null() {
-                            object["status"] = status;
-                        }
+                    if let Some(status) = existing.as_ref().map(|e| e["status"].clone())
+                        && !status.is_null()
+                    {
+                        object["status"] = status;
                     }
                     object
                 }
