@@ -1381,3 +1381,12 @@ spec:
         reflectors.abort();
     }
 }
+
+#[test]
+fn a_flink_deployment_may_plan_more_task_managers_than_its_parallelism_needs() {
+    // A job whose Flink plan needs more slots than its parallelism: the placement is sized
+    // for the plan, and Flink's resource manager starts a TaskManager per slots requested.
+    let mut launch = spec(None);
+    launch.parallelism = 2; // 2 / 2 slots = 1 TaskManager at least; the plan has 3
+    launch_objects(&launch, &operator_config()).unwrap();
+}
