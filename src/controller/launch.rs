@@ -227,6 +227,37 @@ spec:
         );
     }
 
+    #[tokio::test]
+    async fn a_launch_carries_the_epoch_of_its_sites_record() {
+        use crate::state::{EmbeddedStateStore, SiteRecord, StateStore};
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(EmbeddedStateStore::open(dir.path()).unwrap());
+        let controller = crate::controller::Controller::new(
+            std::collections::BTreeMap::new(),
+            store.clone(),
+            scheduler::input::Policy::default_two_sites(),
+        );
+        let site = SiteId("dc-a".into());
+        assert_eq!(
+            controller.site_epoch(&site).await.unwrap(),
+            0,
+            "no record yet"
+        );
+        store
+            .put_site(&SiteRecord {
+                site: "dc-a".into(),
+                epoch: 4,
+                state: "active".into(),
+                detail: serde_json::Value::Null,
+            })
+            .await
+            .unwrap();
+        let epoch = controller.site_epoch(&site).await.unwrap();
+        assert_eq!(epoch, 4);
+        let spec = launch_spec(&job(), 1, &placement(), None, None, epoch).unwrap();
+        assert_eq!(spec.epoch, 4);
+    }
+
     #[test]
     fn the_spec_hash_changes_with_the_spec_and_only_then() {
         let a = job();
