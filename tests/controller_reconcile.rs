@@ -320,7 +320,7 @@ async fn a_copy_running_in_the_other_site_is_stopped_so_the_job_never_runs_in_tw
     w.pass().await;
     // A stray copy in dc-b (e.g. a site that came back after a failover).
     let stray = placement(&j.id(), "dc-b", "dc-b-n1", &["dc-b-n2"]);
-    let spec = twinsite::controller::launch::launch_spec(&j, 1, &stray, None, None).unwrap();
+    let spec = twinsite::controller::launch::launch_spec(&j, 1, &stray, None, None, 0).unwrap();
     w.site("dc-b").launch(&spec).await.unwrap();
     let report = w.pass().await;
     assert_eq!(

@@ -176,6 +176,7 @@ async fn the_newest_verified_copy_becomes_the_replicated_pointer_and_restores_in
         &placement,
         Some(pointer.uri.clone()),
         Some(&peer_root),
+        0,
     )
     .unwrap();
     sims["dc-b"].launch(&spec).await.unwrap();

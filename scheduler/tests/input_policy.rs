@@ -67,6 +67,7 @@ fn the_two_site_example_resolves_pools_quotas_and_reserves() {
         Some(200 << 20)
     );
     assert_eq!(policy.detection().site_grace.as_secs(), 30);
+    assert_eq!(policy.detection().pod_eviction_timeout.as_secs(), 20);
     assert!(policy.tier(Priority::Critical).preempts);
     assert!(!policy.tier(Priority::BestEffort).preempts);
 }
@@ -210,6 +211,43 @@ fn a_site_grace_shorter_than_two_probes_is_refused() {
             .contains("detection.siteGrace: \"8s\" must be at least twice detection.probeInterval"),
         "{message}"
     );
+}
+
+#[test]
+fn the_pod_eviction_timeout_defaults_to_thirty_seconds() {
+    let policy = parse_policy("minimal.yaml", MINIMAL).unwrap();
+    assert_eq!(
+        policy.detection().pod_eviction_timeout,
+        std::time::Duration::from_secs(30)
+    );
+}
+
+#[test]
+fn a_pod_eviction_timeout_must_be_whole_seconds_up_to_kubernetes_own_five_minutes() {
+    for (value, expected) in [
+        (
+            "1500ms",
+            "detection.podEvictionTimeout: \"1500ms\" must be whole seconds",
+        ),
+        (
+            "6m",
+            "detection.podEvictionTimeout: \"6m\" is longer than Kubernetes' own default of 5m",
+        ),
+        ("0s", "detection.podEvictionTimeout"),
+        ("soon", "detection.podEvictionTimeout"),
+    ] {
+        let message = error_of(&TWO_SITES.replace(
+            "podEvictionTimeout: 20s",
+            &format!("podEvictionTimeout: {value}"),
+        ));
+        assert!(message.contains(expected), "{value}: {message}");
+    }
+    let policy = parse_policy(
+        "policy.yaml",
+        &TWO_SITES.replace("podEvictionTimeout: 20s", "podEvictionTimeout: 5m"),
+    )
+    .unwrap();
+    assert_eq!(policy.detection().pod_eviction_timeout.as_secs(), 300);
 }
 
 #[test]

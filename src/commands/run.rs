@@ -502,7 +502,13 @@ pub async fn build_sites(config: &Config) -> anyhow::Result<BuiltSites> {
             .site(id)
             .with_context(|| format!("policy: site {id} vanished"))?;
         if let Some(kubernetes) = &spec.kubernetes {
-            let site = kube_site(id, kubernetes).await?;
+            let site = kube_site(
+                id,
+                kubernetes,
+                spec.storage.as_deref(),
+                config.policy.detection().pod_eviction_timeout,
+            )
+            .await?;
             sites.insert(id.clone(), Arc::new(site));
             continue;
         }
@@ -618,6 +624,8 @@ fn simulated_storage_root(
 async fn kube_site(
     id: &SiteId,
     spec: &scheduler::input::policy::KubernetesSpec,
+    storage: Option<&str>,
+    pod_eviction_timeout: std::time::Duration,
 ) -> anyhow::Result<crate::site::kube::KubeSite> {
     use kube::config::{KubeConfigOptions, Kubeconfig};
     let options = KubeConfigOptions {
@@ -644,10 +652,26 @@ async fn kube_site(
         }
         scheduler::input::policy::LaunchMode::Standalone => crate::site::LaunchMode::Standalone,
     };
-    let (site, reflectors) = crate::site::kube::KubeSite::new(
-        client,
-        crate::site::kube::KubeSiteConfig::new(id.clone(), mode),
-    );
+    let config = crate::site::kube::KubeSiteConfig {
+        namespace: spec.namespace.clone(),
+        pod_eviction_timeout,
+        ..crate::site::kube::KubeSiteConfig::new(id.clone(), mode)
+    };
+    // Its checkpoints are read where its jobs write them: the site's storage.
+    let storage = match storage {
+        Some(root) => {
+            let root = hdfs_sync::StorageUrl::parse(root)
+                .with_context(|| format!("policy: sites[{id}].storage {root:?}"))?;
+            let storage = hdfs_sync::storage_for(&root)
+                .with_context(|| format!("site {id}: cannot open its storage {root}"))?;
+            Some(crate::site::kube::CheckpointStorage { root, storage })
+        }
+        None => {
+            tracing::warn!(site = %id, "no sites[].storage in the policy: this Kubernetes site reports no checkpoints");
+            None
+        }
+    };
+    let (site, reflectors) = crate::site::kube::KubeSite::with_storage(client, config, storage);
     tokio::spawn(reflectors);
     Ok(site)
 }

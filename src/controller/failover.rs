@@ -1157,6 +1157,7 @@ impl Controller {
             placement,
             restore,
             self.storage_roots.get(&placement.site).map(String::as_str),
+            self.site_epoch(&placement.site).await?,
         ) {
             Ok(spec) => spec,
             Err(error) => return Ok(Err(error.to_string())),

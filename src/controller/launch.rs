@@ -21,13 +21,15 @@ pub struct LaunchError {
 /// The launch of `generation` of `job` on `placement`, restoring from `restore_from`. With
 /// `site_storage` (the site's storage root, e.g. `hdfs://nameservice-a/`), the job's
 /// checkpoint directory is placed under it: a StreamJob names a path, each site's HDFS
-/// supplies the cluster.
+/// supplies the cluster. `site_epoch` is the placement site's current epoch
+/// ([`Controller::site_epoch`](super::Controller::site_epoch)).
 pub fn launch_spec(
     job: &StreamJob,
     generation: u64,
     placement: &JobPlacement,
     restore_from: Option<String>,
     site_storage: Option<&str>,
+    site_epoch: u64,
 ) -> Result<LaunchSpec, LaunchError> {
     let id = job.id();
     let fail = |field: &str, message: String| LaunchError {
@@ -72,6 +74,7 @@ pub fn launch_spec(
     Ok(LaunchSpec {
         job: id,
         generation,
+        epoch: site_epoch,
         placement: placement.clone(),
         image: spec.image.clone(),
         flink_version: spec.flink_version.clone(),
@@ -88,6 +91,21 @@ pub fn launch_spec(
         checkpoint_interval_ms,
         restore_from,
     })
+}
+
+impl super::Controller {
+    /// The epoch of `site` as its stored record says (0 before any site event wrote one):
+    /// what every launch there carries.
+    pub async fn site_epoch(
+        &self,
+        site: &scheduler::model::SiteId,
+    ) -> Result<u64, crate::state::StateError> {
+        Ok(self
+            .store
+            .get_site(&site.0)
+            .await?
+            .map_or(0, |record| record.value.epoch))
+    }
 }
 
 /// `uri`'s path under the site storage `root`: `hdfs:///flink/x` under `file:///data/dc-a`
@@ -171,9 +189,11 @@ spec:
             &placement(),
             Some("hdfs:///x/chk-9".into()),
             None,
+            4,
         )
         .unwrap();
         assert_eq!(spec.generation, 3);
+        assert_eq!(spec.epoch, 4);
         assert_eq!(spec.task_slots, 2);
         assert_eq!(spec.checkpoint_interval_ms, 30_000);
         assert_eq!(spec.task_manager.cpu_milli, 2000);
@@ -200,11 +220,42 @@ spec:
             in_site_storage("file:///data/dc-a", "file:///data/dc-a/flink/x"),
             "file:///data/dc-a/flink/x"
         );
-        let spec = launch_spec(&job(), 1, &placement(), None, Some("hdfs://ns-a/")).unwrap();
+        let spec = launch_spec(&job(), 1, &placement(), None, Some("hdfs://ns-a/"), 0).unwrap();
         assert_eq!(
             spec.checkpoint_dir,
             "hdfs://ns-a/flink/checkpoints/shop/orders"
         );
+    }
+
+    #[tokio::test]
+    async fn a_launch_carries_the_epoch_of_its_sites_record() {
+        use crate::state::{EmbeddedStateStore, SiteRecord, StateStore};
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(EmbeddedStateStore::open(dir.path()).unwrap());
+        let controller = crate::controller::Controller::new(
+            std::collections::BTreeMap::new(),
+            store.clone(),
+            scheduler::input::Policy::default_two_sites(),
+        );
+        let site = SiteId("dc-a".into());
+        assert_eq!(
+            controller.site_epoch(&site).await.unwrap(),
+            0,
+            "no record yet"
+        );
+        store
+            .put_site(&SiteRecord {
+                site: "dc-a".into(),
+                epoch: 4,
+                state: "active".into(),
+                detail: serde_json::Value::Null,
+            })
+            .await
+            .unwrap();
+        let epoch = controller.site_epoch(&site).await.unwrap();
+        assert_eq!(epoch, 4);
+        let spec = launch_spec(&job(), 1, &placement(), None, None, epoch).unwrap();
+        assert_eq!(spec.epoch, 4);
     }
 
     #[test]

@@ -471,6 +471,7 @@ impl Controller {
                     &placement,
                     status.restore_from.clone(),
                     self.storage_roots.get(&placement.site).map(String::as_str),
+                    self.site_epoch(&placement.site).await?,
                 );
                 match spec {
                     Ok(spec) => match view.site.launch(&spec).await {
@@ -631,6 +632,7 @@ impl Controller {
             &placement,
             status.restore_from.clone(),
             self.storage_roots.get(&placement.site).map(String::as_str),
+            self.site_epoch(&placement.site).await?,
         );
         let spec = match spec {
             Ok(spec) => spec,

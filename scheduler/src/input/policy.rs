@@ -241,6 +241,11 @@ pub struct DetectionSpec {
     pub probe_interval: String,
     #[serde(default = "default_flink_recovery_grace")]
     pub flink_recovery_grace: String,
+    /// `tolerationSeconds` of the `NoExecute` tolerations for `node.kubernetes.io/unreachable`
+    /// and `node.kubernetes.io/not-ready` on every pod twinsite launches in a Kubernetes site:
+    /// how long Kubernetes leaves them on a dead node (its own default is five minutes).
+    #[serde(default = "default_pod_eviction_timeout")]
+    pub pod_eviction_timeout: String,
 }
 
 fn default_node_grace() -> String {
@@ -255,6 +260,14 @@ fn default_probe_interval() -> String {
 fn default_flink_recovery_grace() -> String {
     "2m".to_string()
 }
+fn default_pod_eviction_timeout() -> String {
+    "30s".to_string()
+}
+
+/// Kubernetes' own `tolerationSeconds` for unreachable and not-ready nodes
+/// (`--default-unreachable-toleration-seconds`): a longer timeout would keep twinsite's pods
+/// on a dead node longer than plain Kubernetes does.
+pub const MAX_POD_EVICTION_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Default for DetectionSpec {
     fn default() -> Self {
@@ -263,6 +276,7 @@ impl Default for DetectionSpec {
             site_grace: default_site_grace(),
             probe_interval: default_probe_interval(),
             flink_recovery_grace: default_flink_recovery_grace(),
+            pod_eviction_timeout: default_pod_eviction_timeout(),
         }
     }
 }
@@ -336,6 +350,8 @@ pub struct Detection {
     pub site_grace: Duration,
     pub probe_interval: Duration,
     pub flink_recovery_grace: Duration,
+    /// Whole seconds, 1 to 300 (`MAX_POD_EVICTION_TIMEOUT`).
+    pub pod_eviction_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -437,6 +453,7 @@ impl Policy {
                 site_grace: Duration::from_secs(60),
                 probe_interval: Duration::from_secs(5),
                 flink_recovery_grace: Duration::from_secs(120),
+                pod_eviction_timeout: Duration::from_secs(30),
             },
             replication: Replication {
                 interval: Duration::from_secs(30),
@@ -709,6 +726,30 @@ fn resolve(file: PolicyFile, problems: &mut Problems) -> Option<Policy> {
         "detection.flinkRecoveryGrace",
         &d.flink_recovery_grace,
     );
+    let pod_eviction_timeout = positive_duration(
+        problems,
+        "detection.podEvictionTimeout",
+        &d.pod_eviction_timeout,
+    );
+    if let Some(timeout) = pod_eviction_timeout {
+        if timeout.subsec_nanos() != 0 {
+            problems.field(
+                "detection.podEvictionTimeout",
+                format!(
+                    "{:?} must be whole seconds: it becomes the pods' tolerationSeconds",
+                    d.pod_eviction_timeout
+                ),
+            );
+        } else if timeout > MAX_POD_EVICTION_TIMEOUT {
+            problems.field(
+                "detection.podEvictionTimeout",
+                format!(
+                    "{:?} is longer than Kubernetes' own default of 5m: pods would stay on a dead node longer than without it",
+                    d.pod_eviction_timeout
+                ),
+            );
+        }
+    }
     if let (Some(probe), Some(site)) = (probe_interval, site_grace)
         && site < probe * 2
     {
@@ -749,6 +790,7 @@ fn resolve(file: PolicyFile, problems: &mut Problems) -> Option<Policy> {
             site_grace: site_grace?,
             probe_interval: probe_interval?,
             flink_recovery_grace: flink_recovery_grace?,
+            pod_eviction_timeout: pod_eviction_timeout?,
         },
         replication: Replication {
             interval: interval?,
