@@ -6,6 +6,10 @@ use std::fmt;
 use std::time::Duration;
 
 use scheduler::k8s::Quantity;
+use scheduler::limits::{
+    MAX_SCENARIO_JOBS, MAX_SCENARIO_NODES_PER_SITE, MAX_SCENARIO_STEPS, MAX_SCENARIO_WORK,
+    MAX_TASK_MANAGERS_PER_JOB, MIN_CHECKPOINT_INTERVAL,
+};
 use scheduler::model::{JobDemand, JobId, Priority, Resources, SiteConstraint, SiteId, TenantId};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -597,11 +601,24 @@ impl Scenario {
                 ),
             ));
         }
-        if duration.as_secs_f64() / step.as_secs_f64() > 1_000_000.0 {
+        let steps = duration.as_nanos().div_ceil(step.as_nanos());
+        if steps > u128::from(MAX_SCENARIO_STEPS) {
             return Err(c.err(
                 None,
                 "step",
-                "more than 1 000 000 steps: make the step longer or the duration shorter",
+                format!(
+                    "{steps} steps, more than {MAX_SCENARIO_STEPS}: make the step longer or the duration shorter"
+                ),
+            ));
+        }
+        if self.jobs.len() > MAX_SCENARIO_JOBS {
+            return Err(c.err(
+                None,
+                "jobs",
+                format!(
+                    "{} jobs, more than the {MAX_SCENARIO_JOBS} a scenario may have",
+                    self.jobs.len()
+                ),
             ));
         }
         if self.sites.len() != 2 {
@@ -621,11 +638,14 @@ impl Scenario {
                     "a site name must not be empty nor contain '/' or spaces",
                 ));
             }
-            if spec.nodes == 0 || spec.nodes > 10_000 {
+            if spec.nodes == 0 || spec.nodes > MAX_SCENARIO_NODES_PER_SITE {
                 return Err(c.err(
                     None,
                     format!("{field}.nodes"),
-                    "must be between 1 and 10000",
+                    format!(
+                        "must be between 1 and {MAX_SCENARIO_NODES_PER_SITE}, found {}",
+                        spec.nodes
+                    ),
                 ));
             }
             let cpu = quantity(&spec.cpu, "16", true)
@@ -640,11 +660,11 @@ impl Scenario {
         }
         let site_names: Vec<String> = self.sites.keys().cloned().collect();
         let site_of = |name: &str| site_names.iter().any(|s| s == name);
-        let has_node = |site: &str, node: &str| {
-            sites
-                .iter()
-                .any(|(s, nodes)| s.0 == site && nodes.iter().any(|(n, _)| n == node))
-        };
+        let node_names: BTreeSet<(&str, &str)> = sites
+            .iter()
+            .flat_map(|(s, nodes)| nodes.iter().map(move |(n, _)| (s.0.as_str(), n.as_str())))
+            .collect();
+        let has_node = |site: &str, node: &str| node_names.contains(&(site, node));
         let mut jobs = Vec::new();
         let mut ids = BTreeSet::new();
         for (i, spanned) in self.jobs.iter().enumerate() {
@@ -672,8 +692,14 @@ impl Scenario {
                 ));
             }
             let task_managers = j.task_managers.unwrap_or(1);
-            if task_managers == 0 {
-                return Err(c.err(at, field("task-managers"), "must be at least 1"));
+            if task_managers == 0 || task_managers > MAX_TASK_MANAGERS_PER_JOB {
+                return Err(c.err(
+                    at,
+                    field("task-managers"),
+                    format!(
+                        "must be between 1 and {MAX_TASK_MANAGERS_PER_JOB}, found {task_managers}"
+                    ),
+                ));
             }
             let size = |p: &Option<PodSize>, f: &str, cpu: &str, mem: &str| {
                 let (cq, mq) = p
@@ -690,8 +716,16 @@ impl Scenario {
             let interval = j
                 .checkpoint_interval
                 .map_or(Duration::from_secs(60), |d| d.0);
-            if interval.is_zero() {
-                return Err(c.err(at, field("checkpoint-interval"), "must be longer than zero"));
+            if interval < MIN_CHECKPOINT_INTERVAL {
+                return Err(c.err(
+                    at,
+                    field("checkpoint-interval"),
+                    format!(
+                        "must be at least {}ms (Flink's shortest checkpoint interval), found {}",
+                        MIN_CHECKPOINT_INTERVAL.as_millis(),
+                        humantime::format_duration(interval)
+                    ),
+                ));
             }
             let nodes = j.nodes.clone().unwrap_or_default();
             if !nodes.is_empty() {
@@ -760,6 +794,7 @@ impl Scenario {
                 line: Some(spanned.referenced.line()).filter(|l| *l > 0),
             });
         }
+        self.check_work(&c, duration, steps, &jobs)?;
         let mut engine =
             crate::engine::EngineConfig::new(sites.iter().map(|(s, _)| s.clone()).collect());
         let k = &self.engine;
@@ -812,7 +847,7 @@ impl Scenario {
         let mut events = Vec::new();
         for (i, spanned) in self.events.iter().enumerate() {
             let at = Some(&spanned.referenced);
-            let action = self.action(&c, i, at, &spanned.value, &sites, &ids)?;
+            let action = self.action(&c, i, at, &spanned.value, &sites, &node_names, &ids)?;
             if spanned.value.at.0 > duration {
                 return Err(c.err(
                     at,
@@ -849,6 +884,59 @@ impl Scenario {
         })
     }
 
+    /// Refuses a scenario whose run would do more than [`MAX_SCENARIO_WORK`] units of work:
+    /// every step visits every job, and every checkpoint a job takes over the duration is one
+    /// more. The step count alone does not bound it: a 1 ms checkpoint interval over a day is
+    /// 86 million checkpoints of one job.
+    fn check_work(
+        &self,
+        c: &Checker,
+        duration: Duration,
+        steps: u128,
+        jobs: &[JobPlan],
+    ) -> Result<(), ScenarioError> {
+        let visits = steps.saturating_mul(jobs.len() as u128);
+        let checkpoints: u128 = jobs
+            .iter()
+            .map(|j| {
+                duration
+                    .as_nanos()
+                    .div_ceil(j.checkpoint_interval.as_nanos().max(1))
+            })
+            .sum();
+        let work = visits.saturating_add(checkpoints);
+        if work <= u128::from(MAX_SCENARIO_WORK) {
+            return Ok(());
+        }
+        let what = format!(
+            "the run would do {work} units of work ({steps} steps × {} jobs + {checkpoints} checkpoints over {}), more than {MAX_SCENARIO_WORK}",
+            jobs.len(),
+            super::report::fmt_duration(duration)
+        );
+        if checkpoints >= visits {
+            // Name the job whose checkpoints cost most: the shortest interval.
+            let (i, job) = jobs
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, j)| j.checkpoint_interval)
+                .ok_or_else(|| c.err(None, "duration", what.clone()))?;
+            let at = self.jobs.get(i).map(|s| &s.referenced);
+            return Err(c.err(
+                at,
+                format!("jobs[{i}].checkpoint-interval"),
+                format!(
+                    "{what}: make the checkpoint interval ({}) longer or the duration shorter",
+                    humantime::format_duration(job.checkpoint_interval)
+                ),
+            ));
+        }
+        Err(c.err(
+            None,
+            "step",
+            format!("{what}: make the step longer, the duration shorter or the jobs fewer"),
+        ))
+    }
+
     fn action(
         &self,
         c: &Checker,
@@ -856,6 +944,7 @@ impl Scenario {
         at: Option<&serde_saphyr::Location>,
         e: &EventSpec,
         sites: &[(SiteId, Vec<(String, Resources)>)],
+        node_names: &BTreeSet<(&str, &str)>,
         jobs: &BTreeSet<String>,
     ) -> Result<Action, ScenarioError> {
         use super::world::CrashTrigger;
@@ -880,9 +969,9 @@ impl Scenario {
             }
         };
         let node = |f: &str, r: &NodeRef| {
-            let found = sites.iter().find(|(s, nodes)| {
+            let found = sites.iter().find(|(s, _)| {
                 r.site.as_ref().is_none_or(|want| &s.0 == want)
-                    && nodes.iter().any(|(n, _)| n == &r.node)
+                    && node_names.contains(&(s.0.as_str(), r.node.as_str()))
             });
             match found {
                 Some((s, _)) => Ok((s.clone(), r.node.clone())),
