@@ -96,6 +96,16 @@ impl ReplicationDriver {
                 let Some(to_root) = self.controller.storage_roots.get(to) else {
                     continue;
                 };
+                let (from_dir, to_dir) = match (
+                    in_site_storage(from_root, &checkpoints.dir),
+                    in_site_storage(to_root, &checkpoints.dir),
+                ) {
+                    (Ok(from_dir), Ok(to_dir)) => (from_dir, to_dir),
+                    (Err(reason), _) | (_, Err(reason)) => {
+                        tracing::warn!(job = %id, %reason, "checkpoints not replicated");
+                        continue;
+                    }
+                };
                 work.push(Copy {
                     job: id.clone(),
                     namespace: record.value.namespace.clone(),
@@ -103,8 +113,8 @@ impl ReplicationDriver {
                     flink_id: flink_id.clone(),
                     generation: record.value.generation,
                     peer: to.clone(),
-                    from: in_site_storage(from_root, &checkpoints.dir),
-                    to: in_site_storage(to_root, &checkpoints.dir),
+                    from: from_dir,
+                    to: to_dir,
                     ledger: Arc::clone(ledger),
                 });
             }
@@ -267,7 +277,7 @@ pub async fn copy_savepoint(
     let (Some(from_root), Some(to_root)) = (roots.get(from), roots.get(to)) else {
         return Ok(savepoint.to_string());
     };
-    let source = hdfs_sync::StorageUrl::parse(&in_site_storage(from_root, savepoint))
+    let source = hdfs_sync::StorageUrl::parse(&in_site_storage(from_root, savepoint)?)
         .map_err(|e| e.to_string())?;
     // The same path below the target's root as below the source's.
     let from_base = hdfs_sync::StorageUrl::parse(from_root).map_err(|e| e.to_string())?;

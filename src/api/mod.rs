@@ -398,6 +398,10 @@ async fn create_job(
         Err(error) => return Err(state.rejected(&caller, "create", "(unparsed)", error).await),
     };
     let target = job.id().0;
+    if let Err(message) = state.controller.tenant_room(&job).await? {
+        let error = ApiError::new(StatusCode::FORBIDDEN, message);
+        return Err(state.rejected(&caller, "create", &target, error).await);
+    }
     let result = state
         .controller
         .store
@@ -447,6 +451,10 @@ async fn replace_job(
         Ok(job) => job,
         Err(error) => return Err(state.rejected(&caller, "replace", &target, error).await),
     };
+    if let Err(message) = controller.tenant_room(&job).await? {
+        let error = ApiError::new(StatusCode::FORBIDDEN, message);
+        return Err(state.rejected(&caller, "replace", &target, error).await);
+    }
     let existing = controller.store.get_job(&namespace, &name).await?;
     let (record, expected) = match existing {
         // Keep generation, placement and status: the loop sees the new spec and relaunches.
