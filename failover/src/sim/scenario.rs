@@ -512,6 +512,13 @@ pub struct Plan {
     pub events: Vec<(Duration, Action)>,
 }
 
+/// What events may name: the sites, their nodes (site, node), the job ids.
+struct Known<'a> {
+    sites: Vec<&'a SiteId>,
+    nodes: BTreeSet<(&'a str, &'a str)>,
+    jobs: &'a BTreeSet<String>,
+}
+
 struct Checker<'a> {
     source: &'a str,
 }
@@ -844,10 +851,15 @@ impl Scenario {
         set(w.replication_delay, &mut world.replication_delay);
         set(w.restart_delay, &mut world.restart_delay);
         set(w.max_restart_delay, &mut world.max_restart_delay);
+        let known = Known {
+            sites: sites.iter().map(|(s, _)| s).collect(),
+            nodes: node_names,
+            jobs: &ids,
+        };
         let mut events = Vec::new();
         for (i, spanned) in self.events.iter().enumerate() {
             let at = Some(&spanned.referenced);
-            let action = self.action(&c, i, at, &spanned.value, &sites, &node_names, &ids)?;
+            let action = self.action(&c, i, at, &spanned.value, &known)?;
             if spanned.value.at.0 > duration {
                 return Err(c.err(
                     at,
@@ -943,15 +955,14 @@ impl Scenario {
         i: usize,
         at: Option<&serde_saphyr::Location>,
         e: &EventSpec,
-        sites: &[(SiteId, Vec<(String, Resources)>)],
-        node_names: &BTreeSet<(&str, &str)>,
-        jobs: &BTreeSet<String>,
+        known: &Known,
     ) -> Result<Action, ScenarioError> {
+        let (sites, node_names, jobs) = (&known.sites, &known.nodes, known.jobs);
         use super::world::CrashTrigger;
         use crate::engine::OpsRequest;
         let field = |f: &str| format!("events[{i}].{f}");
         let site = |f: &str, name: &str| {
-            if sites.iter().any(|(s, _)| s.0 == name) {
+            if sites.iter().any(|s| s.0 == name) {
                 Ok(SiteId(name.to_string()))
             } else {
                 Err(c.err(
@@ -961,7 +972,7 @@ impl Scenario {
                         "unknown site {name:?}; the sites are {}",
                         sites
                             .iter()
-                            .map(|(s, _)| s.0.as_str())
+                            .map(|s| s.0.as_str())
                             .collect::<Vec<_>>()
                             .join(", ")
                     ),
@@ -969,12 +980,12 @@ impl Scenario {
             }
         };
         let node = |f: &str, r: &NodeRef| {
-            let found = sites.iter().find(|(s, _)| {
+            let found = sites.iter().find(|s| {
                 r.site.as_ref().is_none_or(|want| &s.0 == want)
                     && node_names.contains(&(s.0.as_str(), r.node.as_str()))
             });
             match found {
-                Some((s, _)) => Ok((s.clone(), r.node.clone())),
+                Some(s) => Ok(((*s).clone(), r.node.clone())),
                 None => Err(c.err(
                     at,
                     field(f),
@@ -988,9 +999,8 @@ impl Scenario {
         let other = |from: &SiteId| {
             sites
                 .iter()
-                .map(|(s, _)| s.clone())
-                .find(|s| s != from)
-                .unwrap_or_else(|| from.clone())
+                .find(|s| **s != from)
+                .map_or_else(|| from.clone(), |s| (*s).clone())
         };
         let mut found: Vec<(&str, Action)> = Vec::new();
         if let Some(r) = &e.node_lost {
