@@ -428,3 +428,20 @@ proptest! {
         }
     }
 }
+
+/// Found by the fuzzer: checking `siteGrace >= 2 × probeInterval` overflowed `Duration`.
+#[test]
+fn a_probe_interval_whose_double_overflows_is_refused_not_a_panic() {
+    let message = parse_policy(
+        "policy.yaml",
+        "apiVersion: twinsite.io/v1alpha1\nkind: Policy\nsites: [{name: dc-a}]\ndetection: {probeInterval: 9999999999999999999s, siteGrace: 60s}\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        message.contains(
+            "detection.siteGrace: \"60s\" must be at least twice detection.probeInterval"
+        ),
+        "{message}"
+    );
+}

@@ -700,8 +700,9 @@ fn resolve(file: PolicyFile, problems: &mut Problems) -> Option<Policy> {
         "detection.flinkRecoveryGrace",
         &d.flink_recovery_grace,
     );
+    // `checked_mul`: a probe interval of a billion hours is refused here, not a panic.
     if let (Some(probe), Some(site)) = (probe_interval, site_grace)
-        && site < probe * 2
+        && probe.checked_mul(2).is_none_or(|twice| site < twice)
     {
         problems.field(
             "detection.siteGrace",
