@@ -27,7 +27,7 @@ static ALLOCATOR: cap::Cap<std::alloc::System> =
 /// Cases per target in a plain `cargo test` (debug), each target well under 20 s: YAML
 /// targets parse, place and write back every case; most mutations of kubectl's JSON fail
 /// early, so those targets run more.
-const YAML_CASES: u32 = 4_000;
+const YAML_CASES: u32 = 6_000;
 const JSON_CASES: u32 = 16_000;
 
 fn corpus(target: &str) -> PathBuf {
