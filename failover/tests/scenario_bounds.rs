@@ -101,3 +101,27 @@ fn a_scenario_within_the_bounds_still_runs() {
     .unwrap();
     assert!(outcome.violations.is_empty(), "{:?}", outcome.violations);
 }
+
+/// Found by the fuzzer: an interval of 2^64-1 seconds overflowed the virtual clock.
+#[test]
+fn a_duration_longer_than_a_scenario_may_be_is_refused_naming_the_field() {
+    let error = refusal(&scenario(
+        "12h",
+        "    checkpoint-interval: 18446744073709551615\n",
+    ));
+    assert_eq!(error.field.as_deref(), Some("jobs[0].checkpoint-interval"));
+    assert!(
+        error
+            .message
+            .ends_with("is longer than a scenario may be (3650 days)"),
+        "{}",
+        error.message
+    );
+    let error = refusal(&format!(
+        "{}world: {{restart-delay: 99999999d}}\n",
+        scenario("12h", "")
+    ));
+    assert_eq!(error.field.as_deref(), Some("world.restart-delay"));
+    let error = refusal(&scenario("3651d\nstep: 1d", ""));
+    assert_eq!(error.field.as_deref(), Some("duration"));
+}

@@ -58,6 +58,11 @@ pub const MAX_GENERATION: u64 = (1 << 53) - 1;
 /// exact arithmetic on the digits small.
 pub const MAX_QUANTITY_CHARS: usize = 128;
 
+/// The longest time a failover scenario simulates, and the longest duration anywhere in it
+/// (checkpoint interval, grace, delay): ten years. The virtual clock adds these to its
+/// instants, and chrono panics past its range; ten years keep every sum far inside it.
+pub const MAX_SCENARIO_SPAN: Duration = Duration::from_secs(3650 * 24 * 3600);
+
 /// Nodes per site in a failover scenario.
 pub const MAX_SCENARIO_NODES_PER_SITE: u32 = 10_000;
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use scheduler::k8s::Quantity;
 use scheduler::limits::{
-    MAX_SCENARIO_JOBS, MAX_SCENARIO_NODES_PER_SITE, MAX_SCENARIO_STEPS, MAX_SCENARIO_WORK,
-    MAX_TASK_MANAGERS_PER_JOB, MIN_CHECKPOINT_INTERVAL,
+    MAX_SCENARIO_JOBS, MAX_SCENARIO_NODES_PER_SITE, MAX_SCENARIO_SPAN, MAX_SCENARIO_STEPS,
+    MAX_SCENARIO_WORK, MAX_TASK_MANAGERS_PER_JOB, MIN_CHECKPOINT_INTERVAL,
 };
 use scheduler::model::{JobDemand, JobId, Priority, Resources, SiteConstraint, SiteId, TenantId};
 use serde::Deserialize;
@@ -597,6 +597,8 @@ impl Scenario {
         if duration.is_zero() {
             return Err(c.err(None, "duration", "must be longer than zero"));
         }
+        within_span(&c, None, "duration", duration)?;
+        self.check_knob_spans(&c)?;
         let step = self.step.map_or(Duration::from_secs(1), |s| s.0);
         if step.is_zero() || step > duration {
             return Err(c.err(
@@ -723,6 +725,7 @@ impl Scenario {
             let interval = j
                 .checkpoint_interval
                 .map_or(Duration::from_secs(60), |d| d.0);
+            within_span(&c, at, field("checkpoint-interval"), interval)?;
             if interval < MIN_CHECKPOINT_INTERVAL {
                 return Err(c.err(
                     at,
@@ -894,6 +897,33 @@ impl Scenario {
             world,
             events,
         })
+    }
+
+    /// Every duration among the engine and world settings is within [`MAX_SCENARIO_SPAN`].
+    fn check_knob_spans(&self, c: &Checker) -> Result<(), ScenarioError> {
+        let (k, w) = (&self.engine, &self.world);
+        let knobs = [
+            ("engine.node-grace", k.node_grace),
+            ("engine.site-grace", k.site_grace),
+            ("engine.site-suspect-after", k.site_suspect_after),
+            (
+                "engine.task-manager-recovery-bound",
+                k.task_manager_recovery_bound,
+            ),
+            ("engine.fence-retry", k.fence_retry),
+            ("world.launch-time", w.launch_time),
+            ("world.fence-time", w.fence_time),
+            ("world.savepoint-time", w.savepoint_time),
+            ("world.replication-delay", w.replication_delay),
+            ("world.restart-delay", w.restart_delay),
+            ("world.max-restart-delay", w.max_restart_delay),
+        ];
+        for (field, value) in knobs {
+            if let Some(value) = value {
+                within_span(c, None, field, value.0)?;
+            }
+        }
+        Ok(())
     }
 
     /// Refuses a scenario whose run would do more than [`MAX_SCENARIO_WORK`] units of work:
@@ -1072,6 +1102,7 @@ impl Scenario {
             found.push(("job-fails", Action::JobFails(JobId::new(ns, name))));
         }
         if let Some(d) = e.replication_delay {
+            within_span(c, at, field("replication-delay"), d.0)?;
             found.push(("replication-delay", Action::ReplicationDelay(d.0)));
         }
         if let Some(ops) = &e.ops {
@@ -1125,6 +1156,27 @@ impl Scenario {
             )),
         }
     }
+}
+
+/// `Err` naming `field` when `value` is longer than [`MAX_SCENARIO_SPAN`].
+fn within_span(
+    c: &Checker,
+    at: Option<&serde_saphyr::Location>,
+    field: impl Into<String>,
+    value: Duration,
+) -> Result<(), ScenarioError> {
+    if value <= MAX_SCENARIO_SPAN {
+        return Ok(());
+    }
+    Err(c.err(
+        at,
+        field,
+        format!(
+            "{} is longer than a scenario may be ({} days)",
+            humantime::format_duration(value),
+            MAX_SCENARIO_SPAN.as_secs() / 86_400
+        ),
+    ))
 }
 
 /// A serde path as a person reads it: without the `value` of the located wrappers, nor a
