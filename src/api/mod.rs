@@ -614,6 +614,10 @@ async fn create_job(
         Err(error) => return Err(state.rejected(&caller, "create", "(unparsed)", error).await),
     };
     let target = job.id().0;
+    if let Err(message) = state.controller.tenant_room(&job).await? {
+        let error = ApiError::new(StatusCode::FORBIDDEN, message);
+        return Err(state.rejected(&caller, "create", &target, error).await);
+    }
     let mut record = new_record(&job);
     record.spec = object;
     let result = state
@@ -790,6 +794,10 @@ async fn replace_job(
         Ok(parsed) => parsed,
         Err(error) => return Err(state.rejected(&caller, "replace", &target, error).await),
     };
+    if let Err(message) = controller.tenant_room(&job).await? {
+        let error = ApiError::new(StatusCode::FORBIDDEN, message);
+        return Err(state.rejected(&caller, "replace", &target, error).await);
+    }
     let existing = controller.store.get_job(&namespace, &name).await?;
     let prepared = preconditions
         .check(&namespace, &name, existing.as_ref().map(|c| c.revision))

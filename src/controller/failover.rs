@@ -932,7 +932,10 @@ impl Controller {
                 generation,
                 site,
             } => {
-                let target = self.savepoint_dir(&job, &site).await?;
+                let target = match self.savepoint_dir(&job, &site).await? {
+                    Ok(target) => target,
+                    Err(reason) => return Ok(Some(Event::SavepointFailed { op, job, reason })),
+                };
                 let Some(handle) = self.sites.get(&site).cloned() else {
                     return Ok(Some(Event::SavepointFailed {
                         op,
@@ -1139,7 +1142,11 @@ impl Controller {
             status.launched_spec = Some(spec_hash(&job_spec));
             status.message = Some(format!("failover: {reason}"));
             // Relaunches after failures count (a new checkpoint resets them); a move doesn't.
-            status.relaunches = if failure { status.relaunches + 1 } else { 0 };
+            status.relaunches = if failure {
+                status.relaunches.saturating_add(1)
+            } else {
+                0
+            };
             record.status = status.to_value();
             match self
                 .store
@@ -1178,7 +1185,11 @@ impl Controller {
     }
 
     /// Where a job's savepoints go in `site`: under its checkpoint directory.
-    async fn savepoint_dir(&self, job: &JobId, site: &SiteId) -> Result<String, StateError> {
+    async fn savepoint_dir(
+        &self,
+        job: &JobId,
+        site: &SiteId,
+    ) -> Result<Result<String, String>, StateError> {
         let (namespace, name) = job.0.split_once('/').unwrap_or(("", &job.0));
         let dir = match self.store.get_job(namespace, name).await? {
             Some(record) => stream_job_of(&record.value)
@@ -1190,7 +1201,7 @@ impl Controller {
         let dir = format!("{}/savepoints", dir.trim_end_matches('/'));
         Ok(match self.storage_roots.get(site) {
             Some(root) => in_site_storage(root, &dir),
-            None => dir,
+            None => Ok(dir),
         })
     }
 }
