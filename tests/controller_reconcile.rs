@@ -755,7 +755,10 @@ async fn the_controller_process_starts_and_serves_a_store_holding_a_poison_recor
             "the jobs never settled:\n{}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
-        let jobs: Option<Vec<serde_json::Value>> = match client.get(&jobs_url).send().await {
+        // Reads need the read-only token, which the process writes at start.
+        let token = std::fs::read_to_string(data.join("api-read-token")).unwrap_or_default();
+        let request = client.get(&jobs_url).bearer_auth(token.trim());
+        let jobs: Option<Vec<serde_json::Value>> = match request.send().await {
             Ok(response) => response.json().await.ok(),
             Err(_) => None,
         };
