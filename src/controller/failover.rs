@@ -515,6 +515,12 @@ impl Effects for ControllerEffects<'_> {
                     .metrics
                     .failover_rto_seconds
                     .observe(report.rto_from_detection.as_secs_f64());
+                if let Some(delay) = report.rto_from_last_heartbeat {
+                    controller
+                        .metrics
+                        .failover_relaunch_delay_seconds
+                        .observe(delay.as_secs_f64());
+                }
                 if let Some(rpo) = report.rpo {
                     controller
                         .metrics
