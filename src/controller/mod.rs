@@ -39,6 +39,9 @@ pub struct Controller {
     /// Hides secret-looking values (built-in patterns and the policy's `redaction.keys`)
     /// from API responses and the audit log.
     pub redactor: crate::redact::Redactor,
+    /// Where this controller watches StreamJob objects (config `streamJobs`): the jobs that
+    /// came from there are edited through their objects, not the API.
+    pub stream_jobs: Option<crate::kube_jobs::Scope>,
     leading: AtomicBool,
     passes: tokio::sync::watch::Sender<u64>,
 }
@@ -58,6 +61,7 @@ impl Controller {
             metrics: Arc::new(ControllerMetrics::new()),
             storage_roots: BTreeMap::new(),
             failover: failover::FailoverDriver::new(::failover::EngineConfig::new(site_ids), true),
+            stream_jobs: None,
             leading: AtomicBool::new(false),
             passes: tokio::sync::watch::channel(0).0,
         }
@@ -65,6 +69,12 @@ impl Controller {
 
     pub fn with_storage_roots(mut self, roots: BTreeMap<SiteId, String>) -> Controller {
         self.storage_roots = roots;
+        self
+    }
+
+    /// The cluster (and namespace) whose StreamJob objects this controller watches.
+    pub fn with_stream_jobs(mut self, scope: crate::kube_jobs::Scope) -> Controller {
+        self.stream_jobs = Some(scope);
         self
     }
 

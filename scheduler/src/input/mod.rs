@@ -9,7 +9,7 @@ pub mod policy;
 pub mod streamjob;
 pub mod template;
 
-pub use common::API_VERSION;
+pub use common::{API_VERSION, dns1123_label_error};
 pub use error::{InputError, InputProblem, Problems};
 pub use flink_plan::{FlinkPlan, parse_flink_plan};
 pub use policy::{Policy, parse_policy};
