@@ -839,7 +839,18 @@ fn resolve_stream_jobs(
         problems.field("streamJobs.namespace", error);
         ok = false;
     }
-    let status_interval = duration(problems, "streamJobs.statusInterval", &spec.status_interval);
+    let status_interval = duration(problems, "streamJobs.statusInterval", &spec.status_interval)
+        .and_then(|interval| {
+            // A round reads every job and its checkpoint pointers: not a busy loop.
+            if interval < Duration::from_secs(1) {
+                problems.field(
+                    "streamJobs.statusInterval",
+                    format!("must be at least 1s, found {:?}", spec.status_interval),
+                );
+                return None;
+            }
+            Some(interval)
+        });
     let checkpoint_status_interval = duration(
         problems,
         "streamJobs.checkpointStatusInterval",
@@ -1075,6 +1086,51 @@ mod tests {
             err.contains("localFlink.sites[0]") && err.contains("localFlink.memory"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn stream_jobs_must_name_a_kubernetes_site_of_the_policy_and_every_bad_field_is_named() {
+        let err = parse(
+            "streamJobs:\n  site: dc-z\n  namespace: Not_A_Label\n  statusInterval: 10ms\n  checkpointStatusInterval: soon\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for field in [
+            "streamJobs.site",
+            "dc-z",
+            "streamJobs.namespace",
+            "streamJobs.statusInterval: must be at least 1s",
+            "streamJobs.checkpointStatusInterval",
+        ] {
+            assert!(err.contains(field), "{field}: {err}");
+        }
+        // The embedded default's sites are simulated: no cluster to hold objects.
+        let err = parse("streamJobs: {site: dc-a}\n").unwrap_err().to_string();
+        assert!(
+            err.contains("streamJobs.site") && err.contains("kubernetes"),
+            "{err}"
+        );
+        assert!(parse("streamJobs: {site: dc-a, colour: blue}\n").is_err());
+    }
+
+    #[test]
+    fn stream_jobs_of_a_kubernetes_site_resolve_with_their_namespace_and_intervals() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/example-two-sites.yaml"),
+            dir.path().join("policy.yaml"),
+        )
+        .unwrap();
+        let text = format!(
+            "{HEAD}policy: policy.yaml\nstreamJobs: {{site: dc-b, namespace: streaming, statusInterval: 30s}}\n"
+        );
+        let config = Config::parse("twinsite.yaml", &text, dir.path()).unwrap();
+        let watch = config.stream_jobs.unwrap();
+        assert_eq!(watch.scope.home.0, "dc-b");
+        assert_eq!(watch.scope.namespace.as_deref(), Some("streaming"));
+        assert_eq!(watch.status_interval, Duration::from_secs(30));
+        assert_eq!(watch.checkpoint_status_interval, Duration::from_secs(120));
+        assert!(parse("").unwrap().stream_jobs.is_none(), "off by default");
     }
 
     #[test]

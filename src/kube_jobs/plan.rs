@@ -174,3 +174,249 @@ pub fn plan_sync(
     }
     plan
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::kube_jobs::ORIGIN_ANNOTATION;
+
+    const NAMES: [&str; 5] = ["a", "b", "c", "d", "e"];
+
+    fn document(namespace: &str, name: &str, parallelism: i64, origin: Option<&str>) -> Value {
+        let mut metadata = json!({"name": name, "namespace": namespace});
+        if let Some(origin) = origin {
+            metadata["annotations"] = json!({ORIGIN_ANNOTATION: origin});
+        }
+        json!({
+            "apiVersion": "twinsite.io/v1alpha1", "kind": "StreamJob", "metadata": metadata,
+            "spec": {
+                "priority": "high", "image": "flink:2.0.0", "flinkVersion": "v2_0",
+                "jarURI": "hdfs:///jars/j.jar", "parallelism": parallelism,
+                "jobManager": {"resources": {"cpu": "1", "memory": "2Gi"}},
+                "taskManager": {"resources": {"cpu": "1", "memory": "2Gi"}},
+                "checkpoints": {"dir": format!("hdfs:///flink/checkpoints/{namespace}/{name}")},
+            },
+        })
+    }
+
+    fn cluster_object(namespace: &str, name: &str, parallelism: i64) -> ClusterObject {
+        ClusterObject::from_value(document(namespace, name, parallelism, None)).unwrap()
+    }
+
+    /// A stored job as a door would have written it (`origin` names that door).
+    fn stored(namespace: &str, name: &str, parallelism: i64, origin: Option<&str>) -> JobRecord {
+        let mut record = JobRecord {
+            namespace: namespace.into(),
+            name: name.into(),
+            spec: document(namespace, name, parallelism, origin),
+            generation: 4,
+            placement: None,
+            status: json!({"phase": "running", "site": "dc-b"}),
+        };
+        // The parser's own form (defaults filled in), as every door stores it.
+        let job = scheduler::input::parse_stream_jobs("t", &record.spec.to_string())
+            .unwrap()
+            .remove(0);
+        record.spec = serde_json::to_value(&job).unwrap();
+        record
+    }
+
+    fn scope(namespace: Option<&str>) -> Scope {
+        Scope {
+            home: SiteId("dc-a".into()),
+            namespace: namespace.map(str::to_owned),
+        }
+    }
+
+    /// The store after the plan's writes, each made as `StateStore` makes it (compare and set).
+    fn execute(
+        records: &[Versioned<JobRecord>],
+        writes: &[StoreWrite],
+    ) -> BTreeMap<(String, String), Versioned<JobRecord>> {
+        let mut store: BTreeMap<_, _> = records
+            .iter()
+            .map(|r| ((r.value.namespace.clone(), r.value.name.clone()), r.clone()))
+            .collect();
+        for write in writes {
+            match write {
+                StoreWrite::Create { record } => {
+                    let key = (record.namespace.clone(), record.name.clone());
+                    assert!(!store.contains_key(&key), "create over {key:?}");
+                    store.insert(
+                        key,
+                        Versioned {
+                            value: record.clone(),
+                            revision: 1,
+                        },
+                    );
+                }
+                StoreWrite::Update {
+                    record, revision, ..
+                } => {
+                    let key = (record.namespace.clone(), record.name.clone());
+                    assert_eq!(store[&key].revision, *revision);
+                    store.insert(
+                        key,
+                        Versioned {
+                            value: record.clone(),
+                            revision: revision + 1,
+                        },
+                    );
+                }
+                StoreWrite::Delete {
+                    namespace,
+                    name,
+                    revision,
+                } => {
+                    let gone = store.remove(&(namespace.clone(), name.clone())).unwrap();
+                    assert_eq!(gone.revision, *revision);
+                }
+            }
+        }
+        store
+    }
+
+    #[test]
+    fn a_job_the_api_made_is_adopted_by_an_object_of_its_name_keeping_the_controllers_state() {
+        let records = vec![Versioned {
+            value: stored("shop", "a", 3, None),
+            revision: 7,
+        }];
+        let objects = [cluster_object("shop", "a", 2)];
+        let plan = plan_sync(
+            &objects,
+            &records,
+            &scope(None),
+            &Policy::default_two_sites(),
+        );
+        let [
+            StoreWrite::Update {
+                record,
+                revision: 7,
+                adopted_from: Some(from),
+            },
+        ] = plan.writes.as_slice()
+        else {
+            panic!("{plan:?}");
+        };
+        assert_eq!(from, "the HTTP API");
+        assert_eq!(record.generation, 4);
+        assert_eq!(record.status["site"], "dc-b");
+        assert_eq!(record.spec["spec"]["parallelism"], 2);
+        assert_eq!(origin_of(&record.spec), Some("kubernetes/dc-a"));
+    }
+
+    #[test]
+    fn an_empty_list_deletes_only_the_jobs_this_origin_made() {
+        let records = vec![
+            Versioned {
+                value: stored("shop", "a", 2, Some("kubernetes/dc-a")),
+                revision: 1,
+            },
+            Versioned {
+                value: stored("shop", "b", 2, None),
+                revision: 2,
+            },
+            Versioned {
+                value: stored("shop", "c", 2, Some("kubernetes/dc-b")),
+                revision: 3,
+            },
+        ];
+        let plan = plan_sync(&[], &records, &scope(None), &Policy::default_two_sites());
+        assert_eq!(
+            plan.writes,
+            vec![StoreWrite::Delete {
+                namespace: "shop".into(),
+                name: "a".into(),
+                revision: 1
+            }]
+        );
+    }
+
+    proptest! {
+        /// Whatever the store and the objects: after the plan, every admitted object's job is
+        /// stored with its spec, a refused object's job is untouched, this origin's jobs
+        /// without an object are gone, every other door's job without an object is
+        /// untouched; and a second plan over the result writes nothing.
+        #[test]
+        fn the_store_after_a_plan_holds_exactly_the_objects_jobs_and_a_second_plan_is_empty(
+            objects in proptest::collection::btree_map(
+                (prop_oneof![Just("shop"), Just("bank")], 0..NAMES.len()),
+                0i64..4,
+                0..8,
+            ),
+            records in proptest::collection::btree_map(
+                (prop_oneof![Just("shop"), Just("bank")], 0..NAMES.len()),
+                (1i64..4, prop_oneof![
+                    Just(None), Just(Some("kubernetes/dc-a")), Just(Some("kubernetes/dc-b")),
+                ]),
+                0..8,
+            ),
+            watched in prop_oneof![Just(None), Just(Some("shop"))],
+        ) {
+            let policy = Policy::default_two_sites();
+            let scope = scope(watched);
+            // Parallelism 0 is refused at admission.
+            let objects: Vec<ClusterObject> = objects
+                .iter()
+                .map(|((ns, i), p)| cluster_object(ns, NAMES[*i], *p))
+                .collect();
+            let records: Vec<Versioned<JobRecord>> = records
+                .iter()
+                .enumerate()
+                .map(|(n, ((ns, i), (p, origin)))| Versioned {
+                    value: stored(ns, NAMES[*i], *p, *origin),
+                    revision: 10 + n as i64,
+                })
+                .collect();
+            let plan = plan_sync(&objects, &records, &scope, &policy);
+            let after = execute(&records, &plan.writes);
+            let before: BTreeMap<_, _> = records
+                .iter()
+                .map(|r| ((r.value.namespace.clone(), r.value.name.clone()), r.value.clone()))
+                .collect();
+            for object in &objects {
+                let key = object.key();
+                let in_scope = watched.is_none_or(|n| n == object.namespace);
+                match admit(object, &scope.home, &policy) {
+                    Ok(job) if in_scope => {
+                        let stored = &after[&key].value;
+                        prop_assert_eq!(&stored.spec, &new_record(&job).spec);
+                        if let Some(old) = before.get(&key) {
+                            prop_assert_eq!(stored.generation, old.generation);
+                            prop_assert_eq!(&stored.status, &old.status);
+                        }
+                    }
+                    Ok(_) => prop_assert_eq!(after.get(&key).map(|v| &v.value), before.get(&key)),
+                    Err(_) => {
+                        prop_assert!(!in_scope || plan.refused.contains_key(&key));
+                        prop_assert_eq!(after.get(&key).map(|v| &v.value), before.get(&key));
+                    }
+                }
+            }
+            let listed: std::collections::HashSet<_> = objects
+                .iter()
+                .filter(|o| watched.is_none_or(|n| n == o.namespace))
+                .map(ClusterObject::key)
+                .collect();
+            for (key, old) in &before {
+                if listed.contains(key) {
+                    continue;
+                }
+                if scope.owns(old) {
+                    prop_assert!(!after.contains_key(key), "{:?} kept", key);
+                } else {
+                    prop_assert_eq!(after.get(key).map(|v| &v.value), Some(old));
+                }
+            }
+            let again: Vec<_> = after.into_values().collect();
+            let second = plan_sync(&objects, &again, &scope, &policy);
+            prop_assert!(second.writes.is_empty(), "{:?}", second.writes);
+        }
+    }
+}

@@ -137,3 +137,153 @@ fn stale(
         _ => true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::state::{CheckpointPointer, Versioned};
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    fn checkpoint(site: &str, id: u64, at_s: i64) -> PublishedCheckpoint {
+        PublishedCheckpoint {
+            site: site.into(),
+            id,
+            path: format!("hdfs://{site}/chk-{id}"),
+            completed_at: DateTime::<Utc>::from_timestamp(at_s, 0)
+                .unwrap()
+                .to_rfc3339_opts(SecondsFormat::Millis, true),
+        }
+    }
+
+    fn running(last: Option<PublishedCheckpoint>) -> StreamJobStatus {
+        StreamJobStatus {
+            observed_generation: Some(2),
+            phase: Some(StreamJobPhase::Job(crate::controller::JobPhase::Running)),
+            site: Some("dc-a".into()),
+            generation: Some(5),
+            last_checkpoint: last,
+            replicated_checkpoint: None,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn a_newer_checkpoint_alone_is_written_once_the_shown_one_is_the_refresh_interval_older() {
+        let shown = running(Some(checkpoint("dc-a", 10, 1000)));
+        assert!(!needs_write(Some(&shown), &shown, MINUTE));
+        assert!(!needs_write(
+            Some(&shown),
+            &running(Some(checkpoint("dc-a", 11, 1030))),
+            MINUTE
+        ));
+        assert!(needs_write(
+            Some(&shown),
+            &running(Some(checkpoint("dc-a", 12, 1060))),
+            MINUTE
+        ));
+        // Older than shown (restored from an earlier one), in another site, or gone: at once.
+        assert!(needs_write(
+            Some(&shown),
+            &running(Some(checkpoint("dc-a", 9, 990))),
+            MINUTE
+        ));
+        assert!(needs_write(
+            Some(&shown),
+            &running(Some(checkpoint("dc-b", 11, 1001))),
+            MINUTE
+        ));
+        assert!(needs_write(Some(&shown), &running(None), MINUTE));
+        assert!(needs_write(None, &shown, MINUTE));
+    }
+
+    #[test]
+    fn the_status_shows_the_newest_checkpoint_of_the_jobs_site_and_the_newest_copy_elsewhere() {
+        let record = JobRecord {
+            namespace: "shop".into(),
+            name: "orders".into(),
+            spec: json!({"metadata": {"generation": 3}}),
+            generation: 5,
+            placement: None,
+            status: json!({"phase": "running", "site": "dc-a", "relaunches": 0}),
+        };
+        let entry = |kind, site: &str, id, at_ms| CheckpointEntry {
+            kind,
+            site: site.into(),
+            pointer: Versioned {
+                value: CheckpointPointer {
+                    checkpoint_id: id,
+                    uri: format!("hdfs://{site}/chk-{id}"),
+                    recorded_at_unix_ms: at_ms,
+                },
+                revision: 1,
+            },
+        };
+        let checkpoints = [
+            entry(CheckpointKind::Completed, "dc-a", 8, 8_000),
+            // A stale pointer from when the job ran in dc-b: not this generation's site.
+            entry(CheckpointKind::Completed, "dc-b", 9, 9_000),
+            entry(CheckpointKind::Replicated, "dc-b", 7, 7_000),
+            entry(CheckpointKind::Replicated, "dc-a", 6, 6_000),
+        ];
+        let status = desired_status(Some(&record), &checkpoints, Some(3), None).unwrap();
+        assert_eq!(status.observed_generation, Some(3));
+        assert_eq!(status.generation, Some(5));
+        assert_eq!(status.last_checkpoint.unwrap().id, 8);
+        let replicated = status.replicated_checkpoint.unwrap();
+        assert_eq!((replicated.site.as_str(), replicated.id), ("dc-b", 7));
+        assert_eq!(replicated.completed_at, "1970-01-01T00:00:07.000Z");
+
+        let refused = desired_status(
+            Some(&record),
+            &checkpoints,
+            Some(4),
+            Some("spec.parallelism: must be at least 1"),
+        )
+        .unwrap();
+        assert_eq!(refused.phase, Some(StreamJobPhase::Invalid));
+        assert_eq!(refused.observed_generation, Some(4));
+        let message = refused.message.unwrap();
+        assert!(
+            message.contains("spec.parallelism") && message.contains("generation 5"),
+            "{message}"
+        );
+        assert_eq!(
+            desired_status(None, &[], Some(1), None),
+            None,
+            "nothing stored, nothing to say"
+        );
+    }
+
+    proptest! {
+        /// A shown status equal to the desired one is never rewritten; one differing in
+        /// anything but its checkpoints always is.
+        #[test]
+        fn only_a_change_is_written(
+            phase in 0usize..3, other_phase in 0usize..3,
+            message in proptest::option::of("[a-z ]{0,8}"),
+            other_message in proptest::option::of("[a-z ]{0,8}"),
+            at in 0i64..10_000, other_at in 0i64..10_000,
+        ) {
+            let phases = [
+                StreamJobPhase::Invalid,
+                StreamJobPhase::Job(crate::controller::JobPhase::Running),
+                StreamJobPhase::Job(crate::controller::JobPhase::Pending),
+            ];
+            let status = |p: usize, m: &Option<String>, at: i64| StreamJobStatus {
+                phase: Some(phases[p]),
+                message: m.clone(),
+                ..running(Some(checkpoint("dc-a", at as u64, at)))
+            };
+            let shown = status(phase, &message, at);
+            prop_assert!(!needs_write(Some(&shown), &shown, MINUTE));
+            let desired = status(other_phase, &other_message, other_at);
+            if phase != other_phase || message != other_message {
+                prop_assert!(needs_write(Some(&shown), &desired, MINUTE));
+            }
+        }
+    }
+}
