@@ -650,3 +650,52 @@ async fn a_thousand_streamjobs_reach_a_consistent_store_and_a_broken_relist_dele
     );
     eprintln!("relist after 410 consistent after {rounds} rounds");
 }
+
+#[tokio::test]
+async fn a_restarted_controller_deletes_nothing_before_its_first_complete_list() {
+    // A first controller stored the jobs of 600 objects, then saw one deleted.
+    let h = harness_seeded(
+        |_| {},
+        |fake| {
+            for i in 0..600 {
+                fake.put("streamjobs", object("shop", &format!("job-{i:03}"), spec()));
+            }
+        },
+    );
+    let mut rounds_before_list = 0;
+    h.sync_until("600 stored", |jobs| jobs.len() == 600).await;
+    h.fake.remove("streamjobs", "shop", "job-000");
+    h.sync_until("job-000 deleted", |jobs| jobs.len() == 599)
+        .await;
+
+    // A second controller on the same store starts; its first list is slow: the second
+    // page expires and the list starts again. No round may act on a partial list.
+    let (client, fake) = FakeApi::start();
+    for object in h.fake.list("streamjobs") {
+        fake.put("streamjobs", object);
+    }
+    fake.expire_next_continue();
+    let (second, reflector) = StreamJobWatch::new(
+        client,
+        Arc::clone(&h.controller),
+        StreamJobWatchConfig::new(SiteId("dc-a".into())),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let report = second.sync_once().await.unwrap();
+    assert!(!report.listed, "{report:?}");
+    rounds_before_list += 1;
+    tokio::spawn(reflector);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let report = second.sync_once().await.unwrap();
+        assert_eq!(report.deleted, 0, "{report:?}");
+        assert_eq!(h.jobs().await.len(), 599);
+        if report.listed {
+            break;
+        }
+        rounds_before_list += 1;
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(rounds_before_list >= 1);
+}
