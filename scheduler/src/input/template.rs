@@ -113,9 +113,9 @@ fn parse(text: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
         }
         let after = &rest[i + 1..];
         let at = offset + i;
-        if after.starts_with('$') {
+        if let Some(tail) = after.strip_prefix('$') {
             pieces.push(Piece::Dollar);
-            rest = &after[1..];
+            rest = tail;
             offset = at + 2;
         } else if let Some(body) = after.strip_prefix('{') {
             let close = body.find('}').ok_or(TemplateError::Unterminated { at })?;
