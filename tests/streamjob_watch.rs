@@ -699,3 +699,95 @@ async fn a_restarted_controller_deletes_nothing_before_its_first_complete_list()
     }
     assert!(rounds_before_list >= 1);
 }
+
+/// The whole way, on the production loops: `kubectl apply` of a StreamJob with a per-site
+/// override → the watch's own run loop stores it and wakes the reconcile loop → the pass
+/// launches it in a simulated site with that site's env → `kubectl get sj` shows it running
+/// there; `kubectl delete` → the job is stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_apply_runs_the_job_with_its_sites_override_and_kubectl_delete_stops_it() {
+    use chrono::Utc;
+    use scheduler::model::{JobId, SiteSnapshot};
+    use twinsite::site::simulated::{SimulatedSite, SimulatedSiteConfig};
+    use twinsite::site::{ManualClock, Site};
+
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Utc::now());
+    let mut sims = BTreeMap::new();
+    for name in ["dc-a", "dc-b"] {
+        let sim = SimulatedSite::new(
+            SiteSnapshot {
+                id: SiteId(name.into()),
+                nodes: (1..=4)
+                    .map(|i| support::fixtures::node(&format!("{name}-n{i}")))
+                    .collect(),
+                running_pods: vec![],
+            },
+            dir.path().join(name),
+            Arc::new(clock.clone()),
+            SimulatedSiteConfig::default(),
+        );
+        sims.insert(name.to_owned(), sim);
+    }
+    let sites: BTreeMap<SiteId, Arc<dyn Site>> = sims
+        .iter()
+        .map(|(id, s)| (SiteId(id.clone()), Arc::new(s.clone()) as Arc<dyn Site>))
+        .collect();
+    let store = Arc::new(EmbeddedStateStore::open(&dir.path().join("state")).unwrap());
+    let mut config = StreamJobWatchConfig::new(SiteId("dc-a".into()));
+    config.status_interval = Duration::from_millis(100);
+    let controller = Arc::new(
+        Controller::new(
+            sites,
+            Arc::clone(&store) as Arc<dyn StateStore>,
+            Policy::default_two_sites(),
+        )
+        .with_stream_jobs(config.scope.clone()),
+    );
+    controller.set_leading(true);
+    let (client, fake) = FakeApi::start();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let (watch, reflector) =
+        StreamJobWatch::new(client, Arc::clone(&controller), config, Arc::clone(&wake));
+    tokio::spawn(reflector);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(Arc::clone(&watch).run(stop.clone()));
+
+    let mut job = spec();
+    job["placement"] = json!({"sites": {"preferred": "dc-a"}});
+    job["siteOverrides"] = json!({"dc-a": {"env": {"KAFKA_BOOTSTRAP": "kafka.${site}:9092"}}});
+    fake.put("streamjobs", object("shop", "orders", job));
+    tokio::time::timeout(Duration::from_secs(20), wake.notified())
+        .await
+        .expect("the watch wakes the reconcile loop when it stored a job");
+    assert!(store.get_job("shop", "orders").await.unwrap().is_some());
+
+    let id = JobId::new("shop", "orders");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        controller.reconcile_once().await.unwrap();
+        for sim in sims.values() {
+            sim.tick();
+        }
+        let status = fake.get("streamjobs", "shop", "orders").unwrap()["status"].clone();
+        if status["phase"] == "running" && status["site"] == "dc-a" {
+            assert_eq!(status["generation"], 1, "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never shown running: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let launched = sims["dc-a"].launched(&id).expect("orders runs in dc-a");
+    assert_eq!(launched.env["KAFKA_BOOTSTRAP"], "kafka.dc-a:9092");
+
+    fake.remove("streamjobs", "shop", "orders");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.get_job("shop", "orders").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "never deleted from the store");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    controller.reconcile_once().await.unwrap();
+    assert!(sims["dc-a"].launched(&id).is_none(), "stopped in dc-a");
+    stop.cancel();
+    running.await.unwrap();
+}
