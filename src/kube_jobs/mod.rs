@@ -464,7 +464,13 @@ impl StreamJobWatch {
             return Ok(Outcome::Dropped);
         }
         Ok(match self.write_status(object, &desired).await {
-            Ok(()) => Outcome::Written,
+            Ok(()) => {
+                if let Some(reason) = refusal {
+                    // Whole here (the status message is bounded), once per change of status.
+                    tracing::warn!(object = %format!("{}/{}", object.namespace, object.name), %reason, "StreamJob spec refused");
+                }
+                Outcome::Written
+            }
             Err(error) => {
                 tracing::warn!(object = %format!("{}/{}", object.namespace, object.name), %error, "StreamJob status write failed; retried next round");
                 Outcome::Failed

@@ -16,6 +16,24 @@ use crate::controller::JobStatus;
 use crate::crd::{PublishedCheckpoint, StreamJobPhase, StreamJobStatus};
 use crate::state::{CheckpointEntry, CheckpointKind, JobRecord};
 
+/// The longest `status.message` written, in bytes. An object may be as large as the API
+/// server allows (1.5 MiB), and a refusal names every bad field in it: a status too large to
+/// write would fail every round, for ever.
+pub const MAX_STATUS_MESSAGE: usize = 8 * 1024;
+
+/// `message` cut to [`MAX_STATUS_MESSAGE`] at a character boundary, saying so.
+fn bounded(message: String) -> String {
+    if message.len() <= MAX_STATUS_MESSAGE {
+        return message;
+    }
+    let total = message.len();
+    let mut end = MAX_STATUS_MESSAGE - 64;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} … (cut at {end} of {total} bytes)", &message[..end])
+}
+
 /// The status of an object whose job is `record` (`None`: nothing stored for it) and whose
 /// latest spec was `refused` (with why), at `object_generation`; `None` when there is
 /// nothing to say yet (admitted, not yet stored).
@@ -55,6 +73,7 @@ pub fn desired_status(
             _ => format!("spec refused: {reason}"),
         });
     }
+    status.message = status.message.map(bounded);
     Some(status)
 }
 
@@ -255,6 +274,23 @@ mod tests {
             desired_status(None, &[], Some(1), None),
             None,
             "nothing stored, nothing to say"
+        );
+    }
+
+    #[test]
+    fn a_refusal_too_long_for_a_status_is_cut_saying_so() {
+        let reason = "spec.siteOverrides.dc-a.env[\"É\"]: bad; ".repeat(1000);
+        let status = desired_status(None, &[], Some(1), Some(&reason)).unwrap();
+        let message = status.message.unwrap();
+        assert!(message.len() <= MAX_STATUS_MESSAGE, "{}", message.len());
+        assert!(message.starts_with("spec refused: spec.siteOverrides.dc-a.env"));
+        assert!(
+            message.ends_with(&format!(
+                "of {} bytes)",
+                reason.len() + "spec refused: ".len()
+            )),
+            "{}",
+            &message[message.len() - 60..]
         );
     }
 
