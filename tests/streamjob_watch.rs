@@ -791,3 +791,42 @@ async fn kubectl_apply_runs_the_job_with_its_sites_override_and_kubectl_delete_s
     stop.cancel();
     running.await.unwrap();
 }
+
+#[tokio::test]
+async fn one_jobs_unreadable_checkpoint_pointer_does_not_stop_the_other_jobs_statuses() {
+    use twinsite::state::KvBackend;
+    let h = harness(|_| {});
+    h.fake.put("streamjobs", object("shop", "orders", spec()));
+    h.fake.put("streamjobs", object("shop", "payments", spec()));
+    h.sync_until("both stored", |jobs| jobs.len() == 2).await;
+    let key = h
+        .store
+        .layout()
+        .checkpoint("shop", "orders", CheckpointKind::Completed, "dc-a")
+        .unwrap();
+    h.store
+        .backend()
+        .put(&key, b"{not json".to_vec(), twinsite::state::Expected::Any)
+        .await
+        .unwrap();
+    for name in ["orders", "payments"] {
+        let mut record = h.store.get_job("shop", name).await.unwrap().unwrap();
+        record.value.status = json!({"phase": "running", "site": "dc-a", "relaunches": 0});
+        h.store
+            .put_job(
+                &record.value,
+                twinsite::state::Expected::Revision(record.revision),
+            )
+            .await
+            .unwrap();
+    }
+    let report = h.watch.sync_once().await.expect("the round goes on");
+    assert_eq!(h.status_of("payments")["phase"], "running");
+    // Whether a store that skips the bad pointer shows orders running, or the read fails
+    // and orders waits for the next round, nothing else waits for it.
+    assert_eq!(
+        report.statuses_written + report.job_failures,
+        2,
+        "{report:?}"
+    );
+}

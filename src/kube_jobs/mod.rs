@@ -104,6 +104,9 @@ pub struct SyncReport {
     pub statuses_written: usize,
     /// Status writes the API server refused or did not answer: retried next round.
     pub status_failures: usize,
+    /// Store writes or reads of one job that failed for a reason of that job alone (a name
+    /// the store refuses, a corrupt pointer): logged, the other jobs synced, retried next round.
+    pub job_failures: usize,
     /// Writes computed but not made because leadership was lost during the round.
     pub dropped_not_leading: usize,
 }
@@ -381,7 +384,11 @@ impl StreamJobWatch {
                     // Someone wrote the job since the round read it: read again next round.
                     report.conflicts += 1;
                 }
-                Err(error) => return Err(error),
+                Err(error) if ends_round(&error) => return Err(error),
+                Err(error) => {
+                    tracing::warn!(job = %target, %error, "StreamJob sync: store write failed; the other jobs go on, retried next round");
+                    report.job_failures += 1;
+                }
             }
         }
         Ok(wrote)
@@ -424,6 +431,7 @@ impl StreamJobWatch {
                 Outcome::Nothing => {}
                 Outcome::Written => report.statuses_written += 1,
                 Outcome::Failed => report.status_failures += 1,
+                Outcome::JobFailed => report.job_failures += 1,
                 Outcome::Dropped => report.dropped_not_leading += 1,
             }
         }
@@ -438,12 +446,19 @@ impl StreamJobWatch {
         refusal: Option<&str>,
     ) -> Result<Outcome, StateError> {
         let checkpoints = match record {
-            Some(record) => {
-                self.controller
-                    .store
-                    .list_checkpoints(&record.namespace, &record.name)
-                    .await?
-            }
+            Some(record) => match self
+                .controller
+                .store
+                .list_checkpoints(&record.namespace, &record.name)
+                .await
+            {
+                Ok(checkpoints) => checkpoints,
+                Err(error) if ends_round(&error) => return Err(error),
+                Err(error) => {
+                    tracing::warn!(job = %format!("{}/{}", record.namespace, record.name), %error, "StreamJob status: checkpoint pointers unreadable; retried next round");
+                    return Ok(Outcome::JobFailed);
+                }
+            },
             None => Vec::new(),
         };
         let Some(desired) = desired_status(record, &checkpoints, object.generation, refusal) else {
@@ -505,5 +520,16 @@ enum Outcome {
     Nothing,
     Written,
     Failed,
+    JobFailed,
     Dropped,
+}
+
+/// Errors that concern the whole store (or this replica's right to write), not one job: the
+/// round stops. Any other error is one job's, and the round goes on without it.
+fn ends_round(error: &StateError) -> bool {
+    error.is_leadership_lost()
+        || matches!(
+            error,
+            StateError::Unavailable { .. } | StateError::Io { .. } | StateError::Locked { .. }
+        )
 }
