@@ -94,7 +94,10 @@ pub fn run(args: &SyncArgs) -> anyhow::Result<()> {
     // machine may not schedule them): their temporary files are removed here, by this thread.
     let discarded = hdfs_sync::storage::discard_unfinished_local_writes(SHUTDOWN_GRACE);
     if discarded > 0 {
-        tracing::debug!(discarded, "removed temporary files of unfinished copies at exit");
+        tracing::debug!(
+            discarded,
+            "removed temporary files of unfinished copies at exit"
+        );
     }
     result
 }
