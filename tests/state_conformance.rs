@@ -13,7 +13,7 @@ use twinsite::leader::{LeaderElector, Leadership};
 use twinsite::state::{
     AuditEntry, CheckpointKind, CheckpointPointer, EmbeddedStateStore, EtcdConfig, EtcdStateStore,
     EtcdTls, Expected, JobPlacement, JobRecord, KeyLayout, KvBackend, KvStateStore,
-    OperationRecord, SiteRecord, StateError, StateStore, connect_etcd,
+    OperationRecord, RecordKind, SiteRecord, StateError, StateStore, connect_etcd,
 };
 
 fn job(name: &str) -> JobRecord {
@@ -675,6 +675,41 @@ mod suite {
                 (format!("{prefix}/ops/op-2"), "operation"),
             ]
         );
+
+        // Deleted or rewritten behind the store's back (etcdctl): forgotten at the recheck;
+        // what is still there, unchanged, stays reported.
+        store
+            .backend()
+            .delete(&format!("{prefix}/ops/op-2"), Expected::Any)
+            .await
+            .unwrap();
+        let fixed = serde_json::to_vec(&pointer).unwrap();
+        put_raw(store, &format!("{checkpoints}/completed/east"), &fixed).await;
+        put_raw(
+            store,
+            &format!("{prefix}/failover/job.team-a.etl"),
+            b"{\"still",
+        )
+        .await;
+        store.recheck_unreadable().await.unwrap();
+        let mut kinds: Vec<String> = unreadable_keys(store);
+        kinds.sort();
+        assert_eq!(
+            kinds,
+            [
+                store.layout().audit(2),
+                odd_key,
+                format!("{checkpoints}/sideways/east"),
+                format!("{prefix}/failover/job.team-a.etl"),
+            ]
+        );
+        let failover = store
+            .unreadable_records()
+            .into_iter()
+            .find(|u| u.kind == RecordKind::Failover)
+            .unwrap();
+        let now = store.backend().get(&failover.key).await.unwrap().unwrap();
+        assert_eq!(failover.revision, now.mod_revision, "remembered anew");
     }
 
     pub async fn names_that_are_not_safe_key_segments_are_rejected(store: &dyn StateStore) {

@@ -126,6 +126,7 @@ impl Controller {
         // Site records are otherwise read only when a launch needs one: listing them (two
         // small records) reports an unreadable one before it holds a launch.
         self.store.list_sites().await?;
+        self.store.recheck_unreadable().await?;
         report.elapsed = started.elapsed();
         self.metrics.set_jobs_by_phase(&report.by_phase);
         self.metrics

@@ -57,6 +57,12 @@ pub trait StateStore: Send + Sync {
     /// rewritten through this store, or is deleted.
     fn unreadable_records(&self) -> Vec<UnreadableRecord>;
 
+    /// Reads again the remembered unreadable records of kinds no pass lists whole
+    /// (checkpoint, operation, failover, audit), one read each: one deleted or rewritten
+    /// since by another writer (etcdctl) is forgotten, or remembered anew if still
+    /// unreadable. Job and site records are settled by every pass's listing of them.
+    async fn recheck_unreadable(&self) -> Result<(), StateError>;
+
     /// Creates or replaces a job under `expected`; returns the new revision.
     async fn put_job(&self, job: &JobRecord, expected: Expected) -> Result<i64, StateError>;
 

@@ -298,6 +298,52 @@ impl<B: KvBackend> StateStore for KvStateStore<B> {
         self.registry().values().cloned().collect()
     }
 
+    async fn recheck_unreadable(&self) -> Result<(), StateError> {
+        let remembered: Vec<(String, RecordKind, i64)> = self
+            .registry()
+            .values()
+            // A key that was not UTF-8 is remembered as shown (U+FFFD), which cannot be read
+            // back by name: only the listing that found it can settle it.
+            .filter(|u| !matches!(u.kind, RecordKind::Job | RecordKind::Site))
+            .filter(|u| !u.key.contains(char::REPLACEMENT_CHARACTER))
+            .map(|u| (u.key.clone(), u.kind, u.revision))
+            .collect();
+        let audits = self.layout.audits();
+        for (key, kind, revision) in remembered {
+            let Some(entry) = self.backend.get(&key).await? else {
+                self.forget_unreadable(&key);
+                continue;
+            };
+            if entry.mod_revision == revision {
+                continue;
+            }
+            // Rewritten: decoded again as what its key promises.
+            let decoded = match kind {
+                RecordKind::Checkpoint => self
+                    .decode::<CheckpointPointer>(&key, kind, entry, checkpoint_key)
+                    .map(drop),
+                RecordKind::Operation => self
+                    .decode::<OperationRecord>(&key, kind, entry, operation_key)
+                    .map(drop),
+                RecordKind::Failover => self
+                    .decode::<serde_json::Value>(&key, kind, entry, any_key)
+                    .map(drop),
+                RecordKind::Audit if audit_seq(&audits, &key).is_none() => {
+                    Err(odd_audit_key(&key, entry.mod_revision))
+                }
+                RecordKind::Audit => self
+                    .decode::<AuditEntry>(&key, kind, entry, any_key)
+                    .map(drop),
+                RecordKind::Job | RecordKind::Site => continue,
+            };
+            match decoded {
+                Ok(()) => self.forget_unreadable(&key),
+                Err(unreadable) => self.note_unreadable(unreadable),
+            }
+        }
+        Ok(())
+    }
+
     async fn put_job(&self, job: &JobRecord, expected: Expected) -> Result<i64, StateError> {
         let key = self.layout.job(&job.namespace, &job.name)?;
         self.write(&key, job, expected).await
