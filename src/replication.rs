@@ -202,7 +202,7 @@ impl ReplicationDriver {
         let Ok(Some(latest)) = copy.ledger.latest_replicated(&copy.flink_id).await else {
             return Ok(None);
         };
-        let stored = self
+        let stored = match self
             .controller
             .store
             .get_checkpoint(
@@ -211,7 +211,12 @@ impl ReplicationDriver {
                 CheckpointKind::Replicated,
                 &copy.peer.0,
             )
-            .await?;
+            .await
+        {
+            // An unreadable pointer is replaced by the ledger's, which is the truth.
+            Err(StateError::Corrupt { .. }) => None,
+            stored => stored?,
+        };
         if stored.is_some_and(|s| {
             s.value.uri == latest.peer_pointer && s.value.checkpoint_id == latest.checkpoint_id
         }) {

@@ -1114,8 +1114,14 @@ impl Controller {
         let mut attempts = 0;
         let (job_spec, restore) = loop {
             attempts += 1;
-            let Some(current) = self.store.get_job(namespace, name).await? else {
-                return Ok(Err("the job was deleted".into()));
+            let current = match self.store.get_job(namespace, name).await {
+                Ok(Some(current)) => current,
+                Ok(None) => return Ok(Err("the job was deleted".into())),
+                // Its generation is unknown: launching could start a second one.
+                Err(StateError::Corrupt { reason, .. }) => {
+                    return Ok(Err(format!("its stored record cannot be used: {reason}")));
+                }
+                Err(error) => return Err(error),
             };
             let job_spec = match stream_job_of(&current.value) {
                 Ok(j) => j,
@@ -1161,13 +1167,17 @@ impl Controller {
                 Err(error) => return Err(error),
             }
         };
+        let epoch = match self.site_epoch(&placement.site).await? {
+            Ok(epoch) => epoch,
+            Err(reason) => return Ok(Err(reason)),
+        };
         let spec = match launch_spec(
             &job_spec,
             generation,
             placement,
             restore,
             self.storage_roots.get(&placement.site).map(String::as_str),
-            self.site_epoch(&placement.site).await?,
+            epoch,
         ) {
             Ok(spec) => spec,
             Err(error) => return Ok(Err(error.to_string())),
@@ -1194,7 +1204,12 @@ impl Controller {
         site: &SiteId,
     ) -> Result<Result<String, String>, StateError> {
         let (namespace, name) = job.0.split_once('/').unwrap_or(("", &job.0));
-        let dir = match self.store.get_job(namespace, name).await? {
+        let stored = match self.store.get_job(namespace, name).await {
+            // Unreadable: the default place, as for a job without a record.
+            Err(StateError::Corrupt { .. }) => None,
+            stored => stored?,
+        };
+        let dir = match stored {
             Some(record) => stream_job_of(&record.value)
                 .ok()
                 .and_then(|j| j.spec.checkpoints.map(|c| c.dir))

@@ -115,16 +115,20 @@ pub fn launch_spec(
 
 impl super::Controller {
     /// The epoch of `site` as its stored record says (0 before any site event wrote one):
-    /// what every launch there carries.
+    /// what every launch there carries. `Ok(Err(reason))` when that record is unreadable:
+    /// the epoch is unknown, and a launch with a guessed one could run beside a newer
+    /// generation or be fenced at once, so nothing is launched there until it is rewritten.
     pub async fn site_epoch(
         &self,
         site: &scheduler::model::SiteId,
-    ) -> Result<u64, crate::state::StateError> {
-        Ok(self
-            .store
-            .get_site(&site.0)
-            .await?
-            .map_or(0, |record| record.value.epoch))
+    ) -> Result<Result<u64, String>, crate::state::StateError> {
+        match self.store.get_site(&site.0).await {
+            Ok(record) => Ok(Ok(record.map_or(0, |record| record.value.epoch))),
+            Err(crate::state::StateError::Corrupt { location, reason }) => Ok(Err(format!(
+                "the record of site {site} ({location}) cannot be used ({reason}): its epoch is unknown, so nothing is launched there until it is rewritten"
+            ))),
+            Err(error) => Err(error),
+        }
     }
 }
 
@@ -339,7 +343,7 @@ spec:
         );
         let site = SiteId("dc-a".into());
         assert_eq!(
-            controller.site_epoch(&site).await.unwrap(),
+            controller.site_epoch(&site).await.unwrap().unwrap(),
             0,
             "no record yet"
         );
@@ -352,7 +356,7 @@ spec:
             })
             .await
             .unwrap();
-        let epoch = controller.site_epoch(&site).await.unwrap();
+        let epoch = controller.site_epoch(&site).await.unwrap().unwrap();
         assert_eq!(epoch, 4);
         let spec = launch_spec(&job(), 1, &placement(), None, None, epoch).unwrap();
         assert_eq!(spec.epoch, 4);

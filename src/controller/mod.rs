@@ -44,6 +44,16 @@ pub struct Controller {
     pub stream_jobs: Option<crate::kube_jobs::Scope>,
     leading: AtomicBool,
     passes: tokio::sync::watch::Sender<u64>,
+    /// Taken by [`Controller::tenant_room`] and held until the admitted write is done.
+    admission: tokio::sync::Mutex<()>,
+}
+
+/// Room for one job under its tenant, held from the check to the write that uses it: while
+/// it lives no other admission checks. Only the leader's writes reach the store (a
+/// follower's are refused), so one lock per process makes the bound exact.
+#[must_use = "hold it until the job is written"]
+pub struct Admission<'a> {
+    _turn: tokio::sync::MutexGuard<'a, ()>,
 }
 
 impl Controller {
@@ -64,6 +74,7 @@ impl Controller {
             stream_jobs: None,
             leading: AtomicBool::new(false),
             passes: tokio::sync::watch::channel(0).0,
+            admission: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -193,29 +204,46 @@ impl Controller {
 
     /// Whether the store has room for `job` under its tenant: at most
     /// [`scheduler::limits::MAX_JOBS_PER_TENANT`] jobs per tenant, counting `job` and not a
-    /// stored job of the same name (which `job` replaces). `Err` (the reason, naming the
-    /// field the tenant comes from) when it has not. Checked at admission; two admissions at
-    /// the same instant may each see room for the last one.
-    pub async fn tenant_room(&self, job: &StreamJob) -> Result<Result<(), String>, StateError> {
+    /// stored job of the same name (which `job` replaces). A job record that does not decode
+    /// counts for the tenant its namespace names (its spec's tenant is unknown). `Ok(Ok)`
+    /// holds the admission turn: keep it until the job is written, so that two admissions
+    /// never both take the last slot. `Err` (the reason, naming the field the tenant comes
+    /// from) when there is no room.
+    pub async fn tenant_room(
+        &self,
+        job: &StreamJob,
+    ) -> Result<Result<Admission<'_>, String>, StateError> {
+        let turn = self.admission.lock().await;
         let tenant = job.tenant();
         let id = job.id();
-        let records = self.store.list_jobs().await?;
-        let others = records
+        let scan = self.store.scan_jobs().await?;
+        let readable = scan.jobs.iter().map(|r| {
+            let record = &r.value;
+            let stored_tenant = record
+                .spec
+                .pointer("/spec/tenant")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or(&record.namespace);
+            (
+                stored_tenant,
+                record.namespace.as_str(),
+                record.name.as_str(),
+            )
+        });
+        let unreadable = scan
+            .unreadable
             .iter()
-            .filter(|r| {
-                let record = &r.value;
-                let stored_tenant = record
-                    .spec
-                    .pointer("/spec/tenant")
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or(&record.namespace);
-                stored_tenant == tenant.0
-                    && scheduler::model::JobId::new(&record.namespace, &record.name) != id
+            .filter_map(|u| u.job.as_ref())
+            .map(|(namespace, name)| (namespace.as_str(), namespace.as_str(), name.as_str()));
+        let others = readable
+            .chain(unreadable)
+            .filter(|(stored_tenant, namespace, name)| {
+                *stored_tenant == tenant.0 && scheduler::model::JobId::new(namespace, name) != id
             })
             .count();
         let max = scheduler::limits::MAX_JOBS_PER_TENANT;
         if others < max {
-            return Ok(Ok(()));
+            return Ok(Ok(Admission { _turn: turn }));
         }
         Ok(Err(format!(
             "{}: tenant {:?} already has {others} jobs, the most one tenant may have ({max}); delete one first",
