@@ -830,3 +830,38 @@ async fn one_jobs_unreadable_checkpoint_pointer_does_not_stop_the_other_jobs_sta
         "{report:?}"
     );
 }
+
+#[tokio::test]
+async fn an_object_whose_stored_record_does_not_decode_says_how_to_recover_and_is_stored_again_after_the_api_deletes_it()
+ {
+    use twinsite::state::KvBackend;
+    let h = harness(|_| {});
+    let app = api_state(&h);
+    let key = h.store.layout().job("shop", "orders").unwrap();
+    h.store
+        .backend()
+        .put(
+            &key,
+            b"\x00 not a record".to_vec(),
+            twinsite::state::Expected::Absent,
+        )
+        .await
+        .unwrap();
+    h.fake.put("streamjobs", object("shop", "orders", spec()));
+    h.fake.put("streamjobs", object("shop", "payments", spec()));
+    let report = h.sync_until("payments stored", has("payments")).await;
+    assert_eq!(report.refused, 1, "{report:?}");
+    let status = h.status_of("orders");
+    assert_eq!(status["phase"], "invalid");
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.contains(&key) && message.contains("DELETE /api/v1/jobs/shop/orders"),
+        "{message}"
+    );
+
+    let (code, body) = send(&app, "DELETE", "/api/v1/jobs/shop/orders", String::new()).await;
+    assert!(code.is_success(), "{code} {body}");
+    h.sync_until("orders stored again", has("orders")).await;
+    h.watch.sync_once().await.unwrap();
+    assert_eq!(h.status_of("orders")["phase"], "pending");
+}

@@ -252,6 +252,15 @@ impl Controller {
         )))
     }
 
+    /// The admission turn without a check of its own: for a caller that counts tenants
+    /// itself over many jobs at once (the StreamJob watch's round) and writes them while it
+    /// holds the turn, so its count and the API's never interleave.
+    pub async fn admission_turn(&self) -> Admission<'_> {
+        Admission {
+            _turn: self.admission.lock().await,
+        }
+    }
+
     /// Appends an audit entry by `actor`; failures are logged, not fatal. Secret-looking
     /// values in `target` and `result` (e.g. echoed by a parse error) are redacted first.
     pub async fn audit_as(&self, actor: &str, action: &str, target: &str, result: &str) {

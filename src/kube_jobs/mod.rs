@@ -270,15 +270,21 @@ impl StreamJobWatch {
         report.listed = true;
         let objects = self.objects();
         report.objects = objects.len();
-        let records = self.controller.store.list_jobs().await?;
+        // The API's admission turn from the count of tenants' jobs to the last write: the
+        // per-tenant bound holds across both doors.
+        let turn = self.controller.admission_turn().await;
+        let scan = self.controller.store.scan_jobs().await?;
+        let records = scan.jobs;
         let plan = plan_sync(
             &objects,
             &records,
+            &scan.unreadable,
             &self.config.scope,
             &self.controller.policy,
         );
         report.refused = plan.refused.len();
         let wrote = self.apply(plan.writes, &mut report).await?;
+        drop(turn);
         if wrote {
             self.wake.notify_one();
         }

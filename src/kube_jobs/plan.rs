@@ -18,7 +18,7 @@ use scheduler::model::SiteId;
 
 use super::admit::{ClusterObject, admit, origin, origin_of};
 use crate::controller::new_record;
-use crate::state::{JobRecord, Versioned};
+use crate::state::{JobRecord, UnreadableRecord, Versioned};
 
 /// Which objects and jobs the watch owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,10 +90,15 @@ fn stored_tenant(record: &JobRecord) -> String {
         .to_owned()
 }
 
-/// The store changes that make it hold the jobs of `objects` (a complete list).
+/// The store changes that make it hold the jobs of `objects` (a complete list), given the
+/// stored records that decode (`records`) and those that do not (`unreadable`: their jobs
+/// count against their namespace's tenant, as the API counts them, and an object of such a
+/// job is refused until the record is deleted: its generation is unknown, so nothing of it
+/// can be kept).
 pub fn plan_sync(
     objects: &[ClusterObject],
     records: &[Versioned<JobRecord>],
+    unreadable: &[UnreadableRecord],
     scope: &Scope,
     policy: &Policy,
 ) -> SyncPlan {
@@ -106,10 +111,31 @@ pub fn plan_sync(
     for record in records {
         *per_tenant.entry(stored_tenant(&record.value)).or_default() += 1;
     }
+    let unreadable: HashMap<(&str, &str), &UnreadableRecord> = unreadable
+        .iter()
+        .filter_map(|u| {
+            u.job
+                .as_ref()
+                .map(|(ns, name)| ((ns.as_str(), name.as_str()), u))
+        })
+        .collect();
+    for (namespace, _) in unreadable.keys() {
+        *per_tenant.entry((*namespace).to_owned()).or_default() += 1;
+    }
     let in_scope = |namespace: &str| scope.namespace.as_ref().is_none_or(|n| n == namespace);
     let mut seen = std::collections::HashSet::new();
     for object in objects.iter().filter(|o| in_scope(&o.namespace)) {
         seen.insert((object.namespace.as_str(), object.name.as_str()));
+        if let Some(bad) = unreadable.get(&(object.namespace.as_str(), object.name.as_str())) {
+            plan.refused.insert(
+                object.key(),
+                format!(
+                    "the stored record of this job ({}) cannot be used: {}; delete it (DELETE /api/v1/jobs/{}/{}, which stops what runs of it) and this object's job is stored again",
+                    bad.key, bad.reason, object.namespace, object.name
+                ),
+            );
+            continue;
+        }
         let job = match admit(object, &scope.home, policy) {
             Ok(job) => job,
             Err(reason) => {
@@ -291,6 +317,7 @@ mod tests {
         let plan = plan_sync(
             &objects,
             &records,
+            &[],
             &scope(None),
             &Policy::default_two_sites(),
         );
@@ -327,7 +354,13 @@ mod tests {
                 revision: 3,
             },
         ];
-        let plan = plan_sync(&[], &records, &scope(None), &Policy::default_two_sites());
+        let plan = plan_sync(
+            &[],
+            &records,
+            &[],
+            &scope(None),
+            &Policy::default_two_sites(),
+        );
         assert_eq!(
             plan.writes,
             vec![StoreWrite::Delete {
@@ -336,6 +369,61 @@ mod tests {
                 revision: 1
             }]
         );
+    }
+
+    fn unreadable(namespace: &str, name: &str) -> UnreadableRecord {
+        UnreadableRecord {
+            key: format!("/twinsite/v1/jobs/{namespace}/{name}"),
+            kind: crate::state::RecordKind::Job,
+            revision: 9,
+            reason: "record does not decode: expected value at line 1 column 1".into(),
+            job: Some((namespace.into(), name.into())),
+        }
+    }
+
+    #[test]
+    fn an_object_whose_stored_record_is_unreadable_is_refused_saying_how_to_recover() {
+        let plan = plan_sync(
+            &[cluster_object("shop", "a", 2)],
+            &[],
+            &[unreadable("shop", "a")],
+            &scope(None),
+            &Policy::default_two_sites(),
+        );
+        assert!(plan.writes.is_empty(), "{plan:?}");
+        let reason = &plan.refused[&("shop".to_owned(), "a".to_owned())];
+        assert!(
+            reason.contains("/twinsite/v1/jobs/shop/a")
+                && reason.contains("does not decode")
+                && reason.contains("DELETE /api/v1/jobs/shop/a"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn unreadable_jobs_count_against_their_namespaces_tenant_as_the_api_counts_them() {
+        let max = scheduler::limits::MAX_JOBS_PER_TENANT;
+        let full: Vec<_> = (0..max)
+            .map(|i| unreadable("shop", &format!("j{i}")))
+            .collect();
+        let plan = plan_sync(
+            &[cluster_object("shop", "a", 2)],
+            &[],
+            &full,
+            &scope(None),
+            &Policy::default_two_sites(),
+        );
+        assert!(plan.writes.is_empty(), "{:?}", plan.writes);
+        let reason = &plan.refused[&("shop".to_owned(), "a".to_owned())];
+        assert!(reason.contains("tenant \"shop\" already has"), "{reason}");
+        let room = plan_sync(
+            &[cluster_object("shop", "a", 2)],
+            &[],
+            &full[1..],
+            &scope(None),
+            &Policy::default_two_sites(),
+        );
+        assert_eq!(room.writes.len(), 1, "{room:?}");
     }
 
     proptest! {
@@ -374,7 +462,7 @@ mod tests {
                     revision: 10 + n as i64,
                 })
                 .collect();
-            let plan = plan_sync(&objects, &records, &scope, &policy);
+            let plan = plan_sync(&objects, &records, &[], &scope, &policy);
             let after = execute(&records, &plan.writes);
             let before: BTreeMap<_, _> = records
                 .iter()
@@ -415,7 +503,7 @@ mod tests {
                 }
             }
             let again: Vec<_> = after.into_values().collect();
-            let second = plan_sync(&objects, &again, &scope, &policy);
+            let second = plan_sync(&objects, &again, &[], &scope, &policy);
             prop_assert!(second.writes.is_empty(), "{:?}", second.writes);
         }
     }
