@@ -264,7 +264,34 @@ impl Controller {
     /// Appends an audit entry by `actor`; failures are logged, not fatal. Secret-looking
     /// values in `target` and `result` (e.g. echoed by a parse error) are redacted first.
     pub async fn audit_as(&self, actor: &str, action: &str, target: &str, result: &str) {
-        let entry = crate::state::AuditEntry {
+        let entry = self.audit_entry(actor, action, target, result);
+        if let Err(error) = self.store.append_audit(&entry).await {
+            tracing::warn!(%error, action, target, "audit append failed");
+        }
+    }
+
+    /// [`Controller::audit_as`] for many `(action, target, result)` at once, in one append.
+    pub async fn audit_all_as(&self, actor: &str, entries: &[(&str, String, String)]) {
+        if entries.is_empty() {
+            return;
+        }
+        let entries: Vec<_> = entries
+            .iter()
+            .map(|(action, target, result)| self.audit_entry(actor, action, target, result))
+            .collect();
+        if let Err(error) = self.store.append_audits(&entries).await {
+            tracing::warn!(%error, actor, entries = entries.len(), "audit append failed");
+        }
+    }
+
+    fn audit_entry(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        result: &str,
+    ) -> crate::state::AuditEntry {
+        crate::state::AuditEntry {
             actor: actor.into(),
             action: action.into(),
             target: self.redactor.redact_text(target),
@@ -272,9 +299,6 @@ impl Controller {
             result: self
                 .redactor
                 .redact_text_keeping(result, &[target.rsplit('/').next().unwrap_or(target)]),
-        };
-        if let Err(error) = self.store.append_audit(&entry).await {
-            tracing::warn!(%error, action, target, "audit append failed");
         }
     }
 }

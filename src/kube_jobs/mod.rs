@@ -54,8 +54,9 @@ pub struct StreamJobWatchConfig {
     /// A status whose only change is a newer checkpoint is written once the published one
     /// is this much older (see [`publish`]).
     pub checkpoint_status_interval: Duration,
-    /// Checkpoint pointers read from the store at once while computing statuses.
-    pub concurrent_reads: usize,
+    /// Store operations at once in a round (job writes, checkpoint-pointer reads): on etcd
+    /// each waits a network round trip.
+    pub store_concurrency: usize,
 }
 
 impl StreamJobWatchConfig {
@@ -67,7 +68,7 @@ impl StreamJobWatchConfig {
             },
             status_interval: Duration::from_secs(10),
             checkpoint_status_interval: Duration::from_secs(120),
-            concurrent_reads: 16,
+            store_concurrency: 16,
         }
     }
 }
@@ -316,88 +317,109 @@ impl StreamJobWatch {
         format!("streamjobs@{}", self.config.scope.home)
     }
 
-    /// Executes the store writes; `Ok(true)` when any was made.
+    /// Executes the store writes, `store_concurrency` at once (they name distinct jobs, each
+    /// compare-and-set), then audits those made in one append; `Ok(true)` when any was made.
+    /// A write that would start after leadership is lost is not made.
     async fn apply(
         &self,
         writes: Vec<StoreWrite>,
         report: &mut SyncReport,
     ) -> Result<bool, StateError> {
-        let store = &self.controller.store;
-        let actor = self.actor();
-        let mut wrote = false;
-        let total = writes.len();
-        for (done, write) in writes.into_iter().enumerate() {
-            if !self.controller.is_leading() {
-                report.dropped_not_leading += total - done;
-                break;
-            }
-            let target = write.target();
-            let (action, result, note) = match write {
-                StoreWrite::Create { record } => (
-                    "create",
-                    store.put_job(&record, Expected::Absent).await.map(drop),
-                    "ok: from its StreamJob object".to_owned(),
-                ),
-                StoreWrite::Update {
-                    record,
-                    revision,
-                    adopted_from,
-                } => {
-                    let note = match &adopted_from {
-                        Some(from) => format!("ok: adopted from {from} by its StreamJob object"),
-                        None => "ok: its StreamJob object changed".to_owned(),
-                    };
-                    let result = store.put_job(&record, Expected::Revision(revision)).await;
-                    if result.is_ok() && adopted_from.is_some() {
-                        report.adopted += 1;
-                    }
-                    (
-                        if adopted_from.is_some() {
-                            "adopt"
-                        } else {
-                            "replace"
-                        },
-                        result.map(drop),
-                        note,
-                    )
-                }
-                StoreWrite::Delete {
-                    namespace,
-                    name,
-                    revision,
-                } => (
-                    "delete",
-                    store
-                        .delete_job(&namespace, &name, Expected::Revision(revision))
-                        .await
-                        .map(drop),
-                    "ok: its StreamJob object is gone".to_owned(),
-                ),
+        let attempts: Vec<Option<Attempt>> = futures::stream::iter(writes)
+            .map(|write| self.write_one(write))
+            .buffer_unordered(self.config.store_concurrency.max(1))
+            .collect()
+            .await;
+        let mut made = Vec::new();
+        let mut fatal = None;
+        for attempt in attempts {
+            let Some(attempt) = attempt else {
+                report.dropped_not_leading += 1;
+                continue;
             };
-            match result {
+            match attempt.result {
                 Ok(()) => {
-                    wrote = true;
-                    match action {
+                    match attempt.action {
                         "create" => report.created += 1,
                         "delete" => report.deleted += 1,
+                        "adopt" => {
+                            report.adopted += 1;
+                            report.updated += 1;
+                        }
                         _ => report.updated += 1,
                     }
-                    self.controller
-                        .audit_as(&actor, action, &target, &note)
-                        .await;
+                    made.push((attempt.action, attempt.target, attempt.note));
                 }
                 Err(StateError::Conflict { .. }) => {
                     // Someone wrote the job since the round read it: read again next round.
                     report.conflicts += 1;
                 }
-                Err(error) if ends_round(&error) => return Err(error),
+                Err(error) if ends_round(&error) => fatal = fatal.or(Some(error)),
                 Err(error) => {
-                    tracing::warn!(job = %target, %error, "StreamJob sync: store write failed; the other jobs go on, retried next round");
+                    tracing::warn!(job = %attempt.target, %error, "StreamJob sync: store write failed; the other jobs go on, retried next round");
                     report.job_failures += 1;
                 }
             }
         }
-        Ok(wrote)
+        // What was written is audited even when the round ends on another write's failure.
+        self.controller.audit_all_as(&self.actor(), &made).await;
+        match fatal {
+            Some(error) => Err(error),
+            None => Ok(!made.is_empty()),
+        }
+    }
+
+    /// One store write, or `None` when this replica no longer leads.
+    async fn write_one(&self, write: StoreWrite) -> Option<Attempt> {
+        if !self.controller.is_leading() {
+            return None;
+        }
+        let store = &self.controller.store;
+        let target = write.target();
+        let (action, result, note) = match write {
+            StoreWrite::Create { record } => (
+                "create",
+                store.put_job(&record, Expected::Absent).await.map(drop),
+                "ok: from its StreamJob object".to_owned(),
+            ),
+            StoreWrite::Update {
+                record,
+                revision,
+                adopted_from,
+            } => {
+                let result = store.put_job(&record, Expected::Revision(revision)).await;
+                match adopted_from {
+                    Some(from) => (
+                        "adopt",
+                        result.map(drop),
+                        format!("ok: adopted from {from} by its StreamJob object"),
+                    ),
+                    None => (
+                        "replace",
+                        result.map(drop),
+                        "ok: its StreamJob object changed".to_owned(),
+                    ),
+                }
+            }
+            StoreWrite::Delete {
+                namespace,
+                name,
+                revision,
+            } => (
+                "delete",
+                store
+                    .delete_job(&namespace, &name, Expected::Revision(revision))
+                    .await
+                    .map(drop),
+                "ok: its StreamJob object is gone".to_owned(),
+            ),
+        };
+        Some(Attempt {
+            action,
+            target,
+            note,
+            result,
+        })
     }
 
     /// Brings every object's status up to date (only what changed is written).
@@ -429,7 +451,7 @@ impl StreamJobWatch {
             })
             .collect();
         let outcomes: Vec<_> = futures::stream::iter(pending)
-            .buffer_unordered(self.config.concurrent_reads.max(1))
+            .buffer_unordered(self.config.store_concurrency.max(1))
             .collect()
             .await;
         for outcome in outcomes {
@@ -520,6 +542,14 @@ impl StreamJobWatch {
             .await
             .map(drop)
     }
+}
+
+/// One store write made (or tried) by a round.
+struct Attempt {
+    action: &'static str,
+    target: String,
+    note: String,
+    result: Result<(), StateError>,
 }
 
 enum Outcome {
