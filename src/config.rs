@@ -53,6 +53,34 @@ pub struct ConfigFile {
     /// (JSON lines, see `scheduler/src/report/README.md`), relative to this file.
     #[serde(default)]
     pub metrics: Option<String>,
+    /// StreamJob objects in one site's cluster as a second door to the job store
+    /// (`kubectl apply -f job.yaml`); absent: jobs come from the API and `jobs` only.
+    #[serde(default)]
+    pub stream_jobs: Option<StreamJobsSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StreamJobsSpec {
+    /// The policy site (one with `kubernetes`) whose cluster holds the StreamJob objects.
+    pub site: String,
+    /// Watch this namespace only; absent: every namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Longest wait between two comparisons of objects, store and statuses.
+    #[serde(default = "default_status_interval")]
+    pub status_interval: String,
+    /// A status whose only change is a newer checkpoint is written once the shown one is
+    /// this much older.
+    #[serde(default = "default_checkpoint_status_interval")]
+    pub checkpoint_status_interval: String,
+}
+
+fn default_status_interval() -> String {
+    "10s".to_string()
+}
+fn default_checkpoint_status_interval() -> String {
+    "2m".to_string()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -373,6 +401,8 @@ pub struct Config {
     pub failover: FailoverConfig,
     pub local_flink: Option<LocalFlinkConfig>,
     pub metrics: Option<MetricsConfig>,
+    /// Where StreamJob objects are watched; `None`: nowhere.
+    pub stream_jobs: Option<crate::kube_jobs::StreamJobWatchConfig>,
 }
 
 /// Where job metrics come from.
@@ -460,6 +490,7 @@ impl Config {
             failover: FailoverSpec::default(),
             local_flink: None,
             metrics: None,
+            stream_jobs: None,
         };
         let mut problems = Problems::new("embedded default");
         let config = resolve(file, Path::new("."), "embedded default", &mut problems);
@@ -702,6 +733,11 @@ fn resolve(file: ConfigFile, base: &Path, source: &str, problems: &mut Problems)
         .filter(|_| ok)
     });
 
+    let stream_jobs = file
+        .stream_jobs
+        .as_ref()
+        .map(|spec| resolve_stream_jobs(spec, policy.as_ref(), problems));
+
     let simulation = SimulationConfig {
         sites: file
             .simulation
@@ -754,7 +790,77 @@ fn resolve(file: ConfigFile, base: &Path, source: &str, problems: &mut Problems)
                 MetricsConfig::File(absolute(Path::new(m)))
             }
         }),
+        stream_jobs: match stream_jobs {
+            Some(resolved) => Some(resolved?),
+            None => None,
+        },
     })
+}
+
+fn resolve_stream_jobs(
+    spec: &StreamJobsSpec,
+    policy: Option<&Policy>,
+    problems: &mut Problems,
+) -> Option<crate::kube_jobs::StreamJobWatchConfig> {
+    let mut ok = true;
+    let site = scheduler::model::SiteId(spec.site.clone());
+    match policy.map(|p| (p.site(&site), p)) {
+        Some((None, policy)) => {
+            problems.field(
+                "streamJobs.site",
+                format!(
+                    "the policy has no site {:?} (it has {})",
+                    spec.site,
+                    policy
+                        .site_ids()
+                        .iter()
+                        .map(|s| s.0.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            ok = false;
+        }
+        Some((Some(found), _)) if found.kubernetes.is_none() => {
+            problems.field(
+                "streamJobs.site",
+                format!(
+                    "site {:?} has no sites[].kubernetes in the policy: StreamJob objects live in a Kubernetes cluster",
+                    spec.site
+                ),
+            );
+            ok = false;
+        }
+        _ => {}
+    }
+    if let Some(namespace) = &spec.namespace
+        && let Some(error) = scheduler::input::dns1123_label_error(namespace)
+    {
+        problems.field("streamJobs.namespace", error);
+        ok = false;
+    }
+    let status_interval = duration(problems, "streamJobs.statusInterval", &spec.status_interval)
+        .and_then(|interval| {
+            // A round reads every job and its checkpoint pointers: not a busy loop.
+            if interval < Duration::from_secs(1) {
+                problems.field(
+                    "streamJobs.statusInterval",
+                    format!("must be at least 1s, found {:?}", spec.status_interval),
+                );
+                return None;
+            }
+            Some(interval)
+        });
+    let checkpoint_status_interval = duration(
+        problems,
+        "streamJobs.checkpointStatusInterval",
+        &spec.checkpoint_status_interval,
+    );
+    let mut config = crate::kube_jobs::StreamJobWatchConfig::new(site);
+    config.scope.namespace = spec.namespace.clone();
+    config.status_interval = status_interval?;
+    config.checkpoint_status_interval = checkpoint_status_interval?;
+    ok.then_some(config)
 }
 
 fn resolve_etcd(
@@ -980,6 +1086,51 @@ mod tests {
             err.contains("localFlink.sites[0]") && err.contains("localFlink.memory"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn stream_jobs_must_name_a_kubernetes_site_of_the_policy_and_every_bad_field_is_named() {
+        let err = parse(
+            "streamJobs:\n  site: dc-z\n  namespace: Not_A_Label\n  statusInterval: 10ms\n  checkpointStatusInterval: soon\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for field in [
+            "streamJobs.site",
+            "dc-z",
+            "streamJobs.namespace",
+            "streamJobs.statusInterval: must be at least 1s",
+            "streamJobs.checkpointStatusInterval",
+        ] {
+            assert!(err.contains(field), "{field}: {err}");
+        }
+        // The embedded default's sites are simulated: no cluster to hold objects.
+        let err = parse("streamJobs: {site: dc-a}\n").unwrap_err().to_string();
+        assert!(
+            err.contains("streamJobs.site") && err.contains("kubernetes"),
+            "{err}"
+        );
+        assert!(parse("streamJobs: {site: dc-a, colour: blue}\n").is_err());
+    }
+
+    #[test]
+    fn stream_jobs_of_a_kubernetes_site_resolve_with_their_namespace_and_intervals() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/example-two-sites.yaml"),
+            dir.path().join("policy.yaml"),
+        )
+        .unwrap();
+        let text = format!(
+            "{HEAD}policy: policy.yaml\nstreamJobs: {{site: dc-b, namespace: streaming, statusInterval: 30s}}\n"
+        );
+        let config = Config::parse("twinsite.yaml", &text, dir.path()).unwrap();
+        let watch = config.stream_jobs.unwrap();
+        assert_eq!(watch.scope.home.0, "dc-b");
+        assert_eq!(watch.scope.namespace.as_deref(), Some("streaming"));
+        assert_eq!(watch.status_interval, Duration::from_secs(30));
+        assert_eq!(watch.checkpoint_status_interval, Duration::from_secs(120));
+        assert!(parse("").unwrap().stream_jobs.is_none(), "off by default");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod config;
 pub mod controller;
 pub mod crd;
 pub mod failover_plan;
+pub mod kube_jobs;
 pub mod leader;
 pub mod metrics;
 pub mod redact;

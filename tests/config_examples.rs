@@ -32,6 +32,16 @@ fn the_production_config_example_parses_with_the_example_policy() {
         TokenSource::File("/var/run/secrets/twinsite/api/read-token".into())
     );
     assert!(config.api.metrics_require_token);
+    let stream_jobs = config
+        .stream_jobs
+        .as_ref()
+        .expect("the example watches StreamJobs");
+    assert_eq!(stream_jobs.scope.home.0, "dc-a");
+    assert_eq!(stream_jobs.scope.namespace, None);
+    assert_eq!(
+        stream_jobs.checkpoint_status_interval,
+        std::time::Duration::from_secs(120)
+    );
     // Both sites of the example policy are Kubernetes sites.
     for site in config.policy.site_ids() {
         assert!(

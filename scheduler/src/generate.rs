@@ -352,6 +352,7 @@ fn job(index: u32, tenants: &[&str], sites: &[String], rng: &mut ChaCha8Rng) -> 
                 ..FailoverSpec::default()
             },
             flink_configuration,
+            site_overrides: Default::default(),
         },
     }
 }

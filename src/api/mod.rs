@@ -287,6 +287,26 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// 409: the job came from a StreamJob object of the cluster this controller watches,
+    /// which is the job's truth; an API edit would be undone by the next sync.
+    pub(crate) fn owned_by_object(namespace: &str, name: &str, owner: &str) -> ApiError {
+        let message = format!(
+            "job {namespace}/{name} is owned by {owner}: change or delete it there (kubectl apply, kubectl delete), not through the API"
+        );
+        let status = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": "Conflict", "code": 409,
+            "details": {"name": name, "namespace": namespace, "group": "twinsite.io", "kind": "streamjobs"},
+        });
+        ApiError {
+            status: StatusCode::CONFLICT,
+            message,
+            extra: status.as_object().cloned(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = self.extra.unwrap_or_default();
@@ -610,6 +630,19 @@ fn parse_job_body(body: &[u8]) -> ApiResult<scheduler::input::StreamJob> {
         ));
     }
     let job = jobs.remove(0);
+    if job
+        .metadata
+        .annotations
+        .contains_key(crate::kube_jobs::ORIGIN_ANNOTATION)
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "request body: metadata.annotations[{:?}]: set by twinsite on jobs that come from StreamJob objects; remove it",
+                crate::kube_jobs::ORIGIN_ANNOTATION
+            ),
+        ));
+    }
     // Sizing errors (bad quantities, plan) are the user's to fix now, not the loop's later.
     job.demand()
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
@@ -880,6 +913,13 @@ async fn replace_job(
             return Err(state.rejected(&caller, "replace", &target, error).await);
         }
     };
+    if let Some(owner) = existing
+        .as_ref()
+        .and_then(|c| crate::kube_jobs::watch_owner(controller, &c.value))
+    {
+        let error = ApiError::owned_by_object(&namespace, &name, &owner);
+        return Err(state.rejected(&caller, "replace", &target, error).await);
+    }
     let prepared = preconditions
         .check(&namespace, &name, existing.as_ref().map(|c| c.revision))
         .and_then(|()| job_to_store(&state, &job, existing.as_ref().map(|c| &c.value.spec)));
@@ -988,6 +1028,24 @@ async fn delete_job(
         Err(error) => return Err(state.rejected(&caller, "delete", &target, error).await),
     };
     let no_such_job = || ApiError::new(StatusCode::NOT_FOUND, format!("no job {target}"));
+    let owned = match &controller.stream_jobs {
+        // Only with a watch configured: the check needs a read, and the delete then applies
+        // to the revision read, so the job cannot become watch-owned in between.
+        Some(_) => match readable_job(controller, &namespace, &name).await? {
+            Ok(Some(current)) => match crate::kube_jobs::watch_owner(controller, &current.value) {
+                Some(owner) => {
+                    let error = ApiError::owned_by_object(&namespace, &name, &owner);
+                    return Err(state.rejected(&caller, "delete", &target, error).await);
+                }
+                None => Some(current.revision),
+            },
+            // No owner can be read from a record that does not decode: the API may delete it
+            // (the watch recreates the job if its object still exists).
+            Err(unreadable) => Some(unreadable.revision),
+            Ok(None) => None,
+        },
+        None => None,
+    };
     let expected = if preconditions.is_empty() {
         Expected::Any
     } else {
@@ -1005,6 +1063,10 @@ async fn delete_job(
             return Err(state.rejected(&caller, "delete", &target, error).await);
         }
         Expected::Revision(revision)
+    };
+    let expected = match (expected, owned) {
+        (Expected::Any, Some(revision)) => Expected::Revision(revision),
+        (expected, _) => expected,
     };
     match controller
         .store

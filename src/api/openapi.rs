@@ -187,7 +187,7 @@ pub fn build_for(open_metrics: bool) -> Value {
                 params.push(json!({"name": "If-Match", "in": "header", "required": false, "schema": {"type": "string"},
                     "description": "The job's ETag (\"42\") or *: the change applies only to that revision"}));
                 operation["responses"]["409"] = json!({
-                    "description": "The revision named by If-Match, metadata.resourceVersion (PUT) or preconditions.resourceVersion (DELETE) is not current (Kubernetes Status, reason Conflict)",
+                    "description": "The revision named by If-Match, metadata.resourceVersion (PUT) or preconditions.resourceVersion (DELETE) is not current; or the job is owned by a StreamJob object of the watched cluster (config streamJobs), the message naming it: change it there (Kubernetes Status, reason Conflict)",
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}
                 });
             }

@@ -112,16 +112,18 @@ async fn run_controller(
         }
     };
 
-    let controller = Arc::new(
-        Controller::new(built.sites.clone(), store, config.policy.clone())
-            .with_storage_roots(storage_roots)
-            .with_failover(
-                config
-                    .failover
-                    .engine_config(built.sites.keys().cloned().collect()),
-                config.failover.enabled,
-            ),
-    );
+    let mut controller = Controller::new(built.sites.clone(), store, config.policy.clone())
+        .with_storage_roots(storage_roots)
+        .with_failover(
+            config
+                .failover
+                .engine_config(built.sites.keys().cloned().collect()),
+            config.failover.enabled,
+        );
+    if let Some(watch) = &config.stream_jobs {
+        controller = controller.with_stream_jobs(watch.scope.clone());
+    }
+    let controller = Arc::new(controller);
     let replication = Arc::new(
         ReplicationDriver::open(
             Arc::clone(&controller),
@@ -211,6 +213,25 @@ async fn run_controller(
             .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
             .await
     });
+    if let Some(watch_config) = &config.stream_jobs {
+        // Every replica watches (its list is warm when it wins); only the leader writes.
+        let site = &watch_config.scope.home;
+        let spec = config
+            .policy
+            .site(site)
+            .and_then(|s| s.kubernetes.as_ref())
+            .with_context(|| format!("streamJobs.site {site}: not a Kubernetes site"))?;
+        let client = kube_client(site, spec).await?;
+        let (watch, reflector) = crate::kube_jobs::StreamJobWatch::new(
+            client,
+            Arc::clone(&controller),
+            watch_config.clone(),
+            Arc::clone(&wake),
+        );
+        tokio::spawn(reflector);
+        tokio::spawn(watch.run(shutdown.clone()));
+        tracing::info!(site = %site, namespace = ?watch_config.scope.namespace, "watching StreamJob objects");
+    }
     // Simulated time runs only while this process runs; the "cluster" lives in it.
     let tickers: Vec<_> = built
         .simulated
@@ -621,12 +642,11 @@ fn simulated_storage_root(
     }
 }
 
-async fn kube_site(
+/// A client of the cluster the policy gives `id` (its kubeconfig and context).
+async fn kube_client(
     id: &SiteId,
     spec: &scheduler::input::policy::KubernetesSpec,
-    storage: Option<&str>,
-    pod_eviction_timeout: std::time::Duration,
-) -> anyhow::Result<crate::site::kube::KubeSite> {
+) -> anyhow::Result<kube::Client> {
     use kube::config::{KubeConfigOptions, Kubeconfig};
     let options = KubeConfigOptions {
         context: spec.context.clone(),
@@ -644,8 +664,17 @@ async fn kube_site(
             format!("policy: sites[{id}].kubernetes: no kubeconfig given and none found")
         })?,
     };
-    let client = kube::Client::try_from(kube_config)
-        .with_context(|| format!("site {id}: cannot build a Kubernetes client"))?;
+    kube::Client::try_from(kube_config)
+        .with_context(|| format!("site {id}: cannot build a Kubernetes client"))
+}
+
+async fn kube_site(
+    id: &SiteId,
+    spec: &scheduler::input::policy::KubernetesSpec,
+    storage: Option<&str>,
+    pod_eviction_timeout: std::time::Duration,
+) -> anyhow::Result<crate::site::kube::KubeSite> {
+    let client = kube_client(id, spec).await?;
     let mode = match spec.launch_mode {
         scheduler::input::policy::LaunchMode::FlinkOperator => {
             crate::site::LaunchMode::FlinkDeployment

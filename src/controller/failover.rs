@@ -1133,7 +1133,10 @@ impl Controller {
                     current.value.generation
                 )));
             }
-            let restore = restore_from.map(|c| c.path.clone());
+            let restore = restore_from.map(|c| super::launch::Restore {
+                path: c.path.clone(),
+                completed_at: Some(c.completed_at),
+            });
             let mut record = current.value.clone();
             record.generation = generation;
             record.placement = Some(crate::state::JobPlacement {
@@ -1143,7 +1146,7 @@ impl Controller {
             let mut status = JobStatus::from_value(&record.status);
             status.phase = StatusPhase::Launching;
             status.site = Some(placement.site.0.clone());
-            status.restore_from = restore.clone();
+            status.set_restore(restore.clone());
             status.last_checkpoint = None;
             status.launched_spec = Some(spec_hash(&job_spec));
             status.message = Some(format!("failover: {reason}"));

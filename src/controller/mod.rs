@@ -39,6 +39,9 @@ pub struct Controller {
     /// Hides secret-looking values (built-in patterns and the policy's `redaction.keys`)
     /// from API responses and the audit log.
     pub redactor: crate::redact::Redactor,
+    /// Where this controller watches StreamJob objects (config `streamJobs`): the jobs that
+    /// came from there are edited through their objects, not the API.
+    pub stream_jobs: Option<crate::kube_jobs::Scope>,
     leading: AtomicBool,
     passes: tokio::sync::watch::Sender<u64>,
     /// Taken by [`Controller::tenant_room`] and held until the admitted write is done.
@@ -68,6 +71,7 @@ impl Controller {
             metrics: Arc::new(ControllerMetrics::new()),
             storage_roots: BTreeMap::new(),
             failover: failover::FailoverDriver::new(::failover::EngineConfig::new(site_ids), true),
+            stream_jobs: None,
             leading: AtomicBool::new(false),
             passes: tokio::sync::watch::channel(0).0,
             admission: tokio::sync::Mutex::new(()),
@@ -76,6 +80,12 @@ impl Controller {
 
     pub fn with_storage_roots(mut self, roots: BTreeMap<SiteId, String>) -> Controller {
         self.storage_roots = roots;
+        self
+    }
+
+    /// The cluster (and namespace) whose StreamJob objects this controller watches.
+    pub fn with_stream_jobs(mut self, scope: crate::kube_jobs::Scope) -> Controller {
+        self.stream_jobs = Some(scope);
         self
     }
 
@@ -242,10 +252,46 @@ impl Controller {
         )))
     }
 
+    /// The admission turn without a check of its own: for a caller that counts tenants
+    /// itself over many jobs at once (the StreamJob watch's round) and writes them while it
+    /// holds the turn, so its count and the API's never interleave.
+    pub async fn admission_turn(&self) -> Admission<'_> {
+        Admission {
+            _turn: self.admission.lock().await,
+        }
+    }
+
     /// Appends an audit entry by `actor`; failures are logged, not fatal. Secret-looking
     /// values in `target` and `result` (e.g. echoed by a parse error) are redacted first.
     pub async fn audit_as(&self, actor: &str, action: &str, target: &str, result: &str) {
-        let entry = crate::state::AuditEntry {
+        let entry = self.audit_entry(actor, action, target, result);
+        if let Err(error) = self.store.append_audit(&entry).await {
+            tracing::warn!(%error, action, target, "audit append failed");
+        }
+    }
+
+    /// [`Controller::audit_as`] for many `(action, target, result)` at once, in one append.
+    pub async fn audit_all_as(&self, actor: &str, entries: &[(&str, String, String)]) {
+        if entries.is_empty() {
+            return;
+        }
+        let entries: Vec<_> = entries
+            .iter()
+            .map(|(action, target, result)| self.audit_entry(actor, action, target, result))
+            .collect();
+        if let Err(error) = self.store.append_audits(&entries).await {
+            tracing::warn!(%error, actor, entries = entries.len(), "audit append failed");
+        }
+    }
+
+    fn audit_entry(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        result: &str,
+    ) -> crate::state::AuditEntry {
+        crate::state::AuditEntry {
             actor: actor.into(),
             action: action.into(),
             target: self.redactor.redact_text(target),
@@ -253,9 +299,6 @@ impl Controller {
             result: self
                 .redactor
                 .redact_text_keeping(result, &[target.rsplit('/').next().unwrap_or(target)]),
-        };
-        if let Err(error) = self.store.append_audit(&entry).await {
-            tracing::warn!(%error, action, target, "audit append failed");
         }
     }
 }

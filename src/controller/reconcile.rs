@@ -349,7 +349,11 @@ impl Controller {
                         .stop_with_savepoint(&id, generation, &target)
                         .await
                     {
-                        Ok(path) => Some(path),
+                        // Its completion time as this controller saw it confirmed.
+                        Ok(path) => Some(super::launch::Restore {
+                            path,
+                            completed_at: Some(chrono::Utc::now()),
+                        }),
                         Err(error) => {
                             self.count_site_error(&placement.site, &error);
                             tracing::warn!(job = %id, %error, "savepoint failed; relaunching from the latest checkpoint");
@@ -360,13 +364,10 @@ impl Controller {
                 _ => None,
             };
             let _ = view.site.stop(&id, generation).await;
-            status.restore_from = restore.or_else(|| {
-                status
-                    .last_checkpoint
-                    .as_ref()
-                    .map(|c| c.path.clone())
-                    .or(status.restore_from.clone())
-            });
+            match restore {
+                Some(savepoint) => status.set_restore(Some(savepoint)),
+                None => status.restore_from_last_checkpoint(),
+            }
             status.relaunches = 0;
             status.message = Some("spec changed; relaunching with the new spec".into());
             to_place.push(ToPlace {
@@ -415,6 +416,7 @@ impl Controller {
                             status.last_checkpoint = Some(LastCheckpoint {
                                 id: checkpoint.id,
                                 path: checkpoint.path.clone(),
+                                completed_at: Some(checkpoint.completed_at),
                             });
                         }
                     }
@@ -475,11 +477,7 @@ impl Controller {
                         return Ok(());
                     }
                     status.relaunches += 1;
-                    status.restore_from = status
-                        .last_checkpoint
-                        .as_ref()
-                        .map(|c| c.path.clone())
-                        .or(status.restore_from.clone());
+                    status.restore_from_last_checkpoint();
                     status.message = Some(format!(
                         "generation {generation} failed in {}; relaunch {} of {max}",
                         placement.site, status.relaunches
@@ -522,7 +520,7 @@ impl Controller {
                     &job,
                     generation,
                     &placement,
-                    status.restore_from.clone(),
+                    status.restore(),
                     self.storage_roots.get(&placement.site).map(String::as_str),
                     epoch,
                 );
@@ -706,7 +704,7 @@ impl Controller {
             &t.job,
             generation,
             &placement,
-            status.restore_from.clone(),
+            status.restore(),
             self.storage_roots.get(&placement.site).map(String::as_str),
             epoch,
         );

@@ -1,7 +1,10 @@
 //! What the controller records about a job in its `JobRecord.status`: phase, site, generation
 //! and why. Typed here, stored as JSON so the state store stays schema-agnostic.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use super::launch::Restore;
 
 /// Where a job is in its life, as the controller sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -61,6 +64,10 @@ pub struct JobStatus {
     /// Checkpoint or savepoint directory the next launch restores from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_from: Option<String>,
+    /// When `restore_from` completed (`${restore.completedAt}` of the job's site overrides);
+    /// `None` when not known (a record written before this field existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_completed_at: Option<DateTime<Utc>>,
     /// Latest completed checkpoint seen for the running generation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checkpoint: Option<LastCheckpoint>,
@@ -75,6 +82,9 @@ pub struct JobStatus {
 pub struct LastCheckpoint {
     pub id: u64,
     pub path: String,
+    /// When the site reported it complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime<Utc>>,
 }
 
 impl JobStatus {
@@ -85,8 +95,32 @@ impl JobStatus {
             message: Some(message.into()),
             relaunches: 0,
             restore_from: None,
+            restore_completed_at: None,
             last_checkpoint: None,
             launched_spec: None,
+        }
+    }
+
+    /// What the next launch restores from, with its completion time when known.
+    pub fn restore(&self) -> Option<Restore> {
+        self.restore_from.as_ref().map(|path| Restore {
+            path: path.clone(),
+            completed_at: self.restore_completed_at,
+        })
+    }
+
+    /// Sets what the next launch restores from.
+    pub fn set_restore(&mut self, restore: Option<Restore>) {
+        self.restore_completed_at = restore.as_ref().and_then(|r| r.completed_at);
+        self.restore_from = restore.map(|r| r.path);
+    }
+
+    /// The next launch restores from the latest checkpoint of the running generation, or,
+    /// without one, from what the current generation was restored from.
+    pub fn restore_from_last_checkpoint(&mut self) {
+        if let Some(checkpoint) = &self.last_checkpoint {
+            self.restore_from = Some(checkpoint.path.clone());
+            self.restore_completed_at = checkpoint.completed_at;
         }
     }
 
@@ -121,9 +155,13 @@ mod tests {
             message: None,
             relaunches: 1,
             restore_from: Some("file:///x/chk-3".into()),
+            restore_completed_at: Some(
+                chrono::TimeZone::timestamp_millis_opt(&Utc, 1_000).unwrap(),
+            ),
             last_checkpoint: Some(LastCheckpoint {
                 id: 4,
                 path: "file:///x/chk-4".into(),
+                completed_at: Some(chrono::TimeZone::timestamp_millis_opt(&Utc, 2_000).unwrap()),
             }),
             launched_spec: Some("abc".into()),
         };

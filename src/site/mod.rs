@@ -94,6 +94,10 @@ pub struct LaunchSpec {
     pub entry_class: Option<String>,
     #[serde(default)]
     pub args: Vec<String>,
+    /// Environment variables of the JobManager and TaskManager containers (the job's
+    /// `spec.siteOverrides.<site>.env`, expanded).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
     pub parallelism: u32,
     pub task_slots: u32,
     /// Request (and limit) of the JobManager pod.

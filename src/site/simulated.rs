@@ -296,6 +296,12 @@ impl SimulatedSite {
     pub fn tick(&self) -> TickReport {
         self.inner.tick()
     }
+
+    /// The launch record of the generation of `job` this site runs (as a Deployment keeps
+    /// its pod template): what it was started with, its args and env among it.
+    pub fn launched(&self, job: &JobId) -> Option<LaunchSpec> {
+        self.inner.lock().jobs.get(job).map(|j| j.spec.clone())
+    }
 }
 
 impl SimulatedSiteHandle {

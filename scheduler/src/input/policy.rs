@@ -546,6 +546,12 @@ impl Policy {
                         .iter()
                         .enumerate()
                         .map(|(i, s)| (format!("spec.placement.sites.allowed[{i}]"), s)),
+                )
+                .chain(
+                    job.spec
+                        .site_overrides
+                        .keys()
+                        .map(|s| (format!("spec.siteOverrides[{s:?}]"), s)),
                 );
             for (field, site) in named {
                 if !sites.contains(site.as_str()) {
