@@ -100,7 +100,7 @@ impl ApiState {
             .get_job(namespace, name)
             .await?
             .ok_or_else(|| ApiError::stale(namespace, name, None))?;
-        Ok(job_view(&self.controller.redactor, record))
+        Ok(job_view(&self.controller, record))
     }
 
     /// Audits a refused request (401/403) without the presented token, within the rate
@@ -385,10 +385,15 @@ struct SiteSummary {
     storage: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     state: Option<crate::state::SiteRecord>,
+    /// The failover engine's judgement (the leader's): up, suspect, lost, returning,
+    /// unreachable-without-quorum, with the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health: Option<crate::controller::health::SiteHealth>,
 }
 
 async fn sites(State(state): State<Arc<ApiState>>) -> ApiResult<Json<Vec<SiteSummary>>> {
     let controller = &state.controller;
+    let judged = controller.site_health();
     let mut out = Vec::new();
     for (id, site) in &controller.sites {
         let health = site.health().await;
@@ -411,6 +416,7 @@ async fn sites(State(state): State<Arc<ApiState>>) -> ApiResult<Json<Vec<SiteSum
             jobs,
             storage: spec.and_then(|s| s.storage.clone()),
             state: controller.store.get_site(&id.0).await?.map(|v| v.value),
+            health: judged.iter().find(|h| h.site == id.0).cloned(),
         });
     }
     Ok(Json(out))
@@ -470,13 +476,22 @@ struct JobView {
     #[serde(skip_serializing_if = "Option::is_none")]
     placement: Option<Value>,
     status: JobStatus,
+    /// RPO exposure per peer site, as the leader judged it last (empty on a follower, and
+    /// for jobs it does not replicate).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    replication: Vec<crate::controller::exposure::PeerExposure>,
     spec: Value,
 }
 
 fn job_view(
-    redactor: &crate::redact::Redactor,
+    controller: &Controller,
     record: crate::state::Versioned<crate::state::JobRecord>,
 ) -> JobView {
+    let redactor = &controller.redactor;
+    let replication = controller.exposure.of(&scheduler::model::JobId::new(
+        &record.value.namespace,
+        &record.value.name,
+    ));
     let status = JobStatus::from_value(&record.value.status);
     let mut object = record.value.spec;
     redactor.redact_job(&mut object);
@@ -500,6 +515,7 @@ fn job_view(
         site: record.value.placement.as_ref().map(|p| p.site.clone()),
         placement: record.value.placement.map(|p| p.detail),
         status,
+        replication,
         spec,
     }
 }
@@ -511,11 +527,10 @@ fn etag(revision: i64) -> [(header::HeaderName, String); 1] {
 
 async fn list_jobs(State(state): State<Arc<ApiState>>) -> ApiResult<Json<Vec<JobView>>> {
     let records = state.controller.store.list_jobs().await?;
-    let redactor = &state.controller.redactor;
     Ok(Json(
         records
             .into_iter()
-            .map(|record| job_view(redactor, record))
+            .map(|record| job_view(&state.controller, record))
             .collect(),
     ))
 }
@@ -526,7 +541,7 @@ async fn get_job(
 ) -> ApiResult<impl IntoResponse> {
     match state.controller.store.get_job(&namespace, &name).await? {
         Some(record) => {
-            let view = job_view(&state.controller.redactor, record);
+            let view = job_view(&state.controller, record);
             Ok((etag(view.revision), Json(view)))
         }
         None => Err(ApiError::new(

@@ -2,7 +2,9 @@
 //! that reconciles them (`reconcile`). The HTTP API (`crate::api`) reads and edits through
 //! the same `Controller`.
 
+pub mod exposure;
 pub mod failover;
+pub mod health;
 pub mod launch;
 pub mod metrics;
 pub mod reconcile;
@@ -39,6 +41,10 @@ pub struct Controller {
     /// Hides secret-looking values (built-in patterns and the policy's `redaction.keys`)
     /// from API responses and the audit log.
     pub redactor: crate::redact::Redactor,
+    /// RPO exposure of every replicated job, judged by the leader (`exposure.rs`).
+    pub exposure: exposure::ExposureBook,
+    /// Site health and operations as the leader's failover engine last saw them.
+    pub engine_view: health::EngineView,
     leading: AtomicBool,
     passes: tokio::sync::watch::Sender<u64>,
 }
@@ -58,6 +64,8 @@ impl Controller {
             metrics: Arc::new(ControllerMetrics::new()),
             storage_roots: BTreeMap::new(),
             failover: failover::FailoverDriver::new(::failover::EngineConfig::new(site_ids), true),
+            exposure: exposure::ExposureBook::default(),
+            engine_view: health::EngineView::default(),
             leading: AtomicBool::new(false),
             passes: tokio::sync::watch::channel(0).0,
         }
@@ -84,6 +92,8 @@ impl Controller {
         if !leading {
             // Whatever the engine believed is now the next leader's to resume from the store.
             self.failover.reset();
+            self.reset_exposure();
+            self.reset_engine_view();
         }
         self.leading.store(leading, Ordering::SeqCst);
         self.metrics.leader.set(i64::from(leading));

@@ -22,7 +22,7 @@ pub use keys::KeyLayout;
 pub use kv::{KvBackend, KvEntry};
 pub use record::{
     AuditEntry, AuditRecord, CheckpointEntry, CheckpointKind, CheckpointPointer, Expected,
-    JobPlacement, JobRecord, OperationRecord, SiteRecord, Versioned,
+    JobCheckpoint, JobPlacement, JobRecord, OperationRecord, SiteRecord, Versioned,
 };
 pub use store::KvStateStore;
 
@@ -81,6 +81,11 @@ pub trait StateStore: Send + Sync {
         namespace: &str,
         name: &str,
     ) -> Result<Vec<CheckpointEntry>, StateError>;
+
+    /// Every pointer of every job in one read, ordered by namespace, name, kind, site. A
+    /// pointer whose key or value does not parse is left out (and logged), so one odd record
+    /// cannot hide every job's exposure.
+    async fn list_all_checkpoints(&self) -> Result<Vec<JobCheckpoint>, StateError>;
 
     async fn get_site(&self, site: &str) -> Result<Option<Versioned<SiteRecord>>, StateError>;
 

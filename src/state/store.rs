@@ -9,7 +9,7 @@ use super::keys::KeyLayout;
 use super::kv::{KvBackend, KvEntry};
 use super::{
     AuditEntry, AuditRecord, CheckpointEntry, CheckpointKind, CheckpointPointer, Expected,
-    JobRecord, OperationRecord, SiteRecord, StateError, StateStore, Versioned,
+    JobCheckpoint, JobRecord, OperationRecord, SiteRecord, StateError, StateStore, Versioned,
 };
 
 /// How often a read-check-write loop retries after losing a race before giving up with the
@@ -224,6 +224,50 @@ impl<B: KvBackend> StateStore for KvStateStore<B> {
             });
         }
         Ok(entries)
+    }
+
+    async fn list_all_checkpoints(&self) -> Result<Vec<JobCheckpoint>, StateError> {
+        let prefix = self.layout.checkpoints();
+        let mut out = Vec::new();
+        let mut start: Option<String> = None;
+        loop {
+            let page = self
+                .backend
+                .list(&prefix, start.as_deref(), LIST_PAGE)
+                .await?;
+            let full = page.len() == LIST_PAGE;
+            for (key, entry) in page {
+                start = Some(format!("{key}\0"));
+                let rest = key.strip_prefix(&prefix).unwrap_or_default();
+                let mut parts = rest.splitn(4, '/');
+                let parsed = (|| {
+                    let namespace = parts.next()?;
+                    let name = parts.next()?;
+                    let kind = CheckpointKind::parse(parts.next()?)?;
+                    let site = parts.next().filter(|s| !s.is_empty() && !s.contains('/'))?;
+                    Some((namespace.to_owned(), name.to_owned(), kind, site.to_owned()))
+                })();
+                let Some((namespace, name, kind, site)) = parsed else {
+                    tracing::warn!(%key, "checkpoint pointer key is not <namespace>/<name>/<kind>/<site>; skipped");
+                    continue;
+                };
+                match decode::<CheckpointPointer>(&key, entry) {
+                    Ok(pointer) => out.push(JobCheckpoint {
+                        namespace,
+                        name,
+                        entry: CheckpointEntry {
+                            kind,
+                            site,
+                            pointer,
+                        },
+                    }),
+                    Err(error) => tracing::warn!(%error, "checkpoint pointer skipped"),
+                }
+            }
+            if !full {
+                return Ok(out);
+            }
+        }
     }
 
     async fn get_site(&self, site: &str) -> Result<Option<Versioned<SiteRecord>>, StateError> {
