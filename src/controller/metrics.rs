@@ -341,6 +341,42 @@ impl ControllerMetrics {
         metrics
     }
 
+    /// Creates the per-site counters at zero, so that `increase()` and `rate()` see their
+    /// first increment and dashboards find every family from the start. Site error kinds
+    /// other than `unreachable` and `timeout` appear at their first error.
+    pub fn init_sites(&self, sites: &[String]) {
+        for site in sites {
+            let label = SiteLabel { site: site.clone() };
+            self.launches.get_or_create(&label).inc_by(0);
+            self.stops.get_or_create(&label).inc_by(0);
+            self.sites_lost.get_or_create(&label).inc_by(0);
+            for kind in ["unreachable", "timeout"] {
+                self.site_errors
+                    .get_or_create(&ErrorLabel {
+                        site: site.clone(),
+                        kind: kind.to_string(),
+                    })
+                    .inc_by(0);
+            }
+        }
+    }
+
+    /// Creates the replication counters of every ordered pair of sites with storage at zero.
+    pub fn init_replication_pairs(&self, sites: &[String]) {
+        for site in sites {
+            for peer in sites.iter().filter(|p| *p != site) {
+                let pair = SitePairLabel {
+                    site: site.clone(),
+                    peer: peer.clone(),
+                };
+                let r = &self.replication;
+                r.lag_breaches.get_or_create(&pair).inc_by(0);
+                r.copy_failures.get_or_create(&pair).inc_by(0);
+                r.checkpoints_replicated.get_or_create(&pair).inc_by(0);
+            }
+        }
+    }
+
     pub fn set_jobs_by_phase(&self, counts: &std::collections::BTreeMap<JobPhase, i64>) {
         for phase in JobPhase::ALL {
             self.jobs

@@ -56,12 +56,14 @@ impl Controller {
         policy: Policy,
     ) -> Controller {
         let site_ids: Vec<SiteId> = sites.keys().cloned().collect();
+        let metrics = Arc::new(ControllerMetrics::new());
+        metrics.init_sites(&site_ids.iter().map(|s| s.0.clone()).collect::<Vec<_>>());
         Controller {
             sites,
             store,
             redactor: crate::redact::Redactor::new(policy.redaction_keys()),
             policy,
-            metrics: Arc::new(ControllerMetrics::new()),
+            metrics,
             storage_roots: BTreeMap::new(),
             failover: failover::FailoverDriver::new(::failover::EngineConfig::new(site_ids), true),
             exposure: exposure::ExposureBook::default(),
@@ -72,6 +74,8 @@ impl Controller {
     }
 
     pub fn with_storage_roots(mut self, roots: BTreeMap<SiteId, String>) -> Controller {
+        self.metrics
+            .init_replication_pairs(&roots.keys().map(|s| s.0.clone()).collect::<Vec<_>>());
         self.storage_roots = roots;
         self
     }
