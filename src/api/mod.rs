@@ -218,7 +218,8 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
             "/api/v1/failover/{id}/cancel",
             axum::routing::post(cancel_failover),
         )
-        .route("/api/v1/recoveries", get(recoveries));
+        .route("/api/v1/recoveries", get(recoveries))
+        .route("/api/v1/diagnosis", get(diagnosis));
     if !state.simulated.is_empty() {
         router = router.route(
             "/api/v1/sim/{site}/faults",
@@ -1394,6 +1395,74 @@ async fn cancel_failover(
             Err(state.rejected(&caller, "cancel", &target, error).await)
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiagnosisQuery {
+    /// `namespace/name`: one job only.
+    job: Option<String>,
+    /// `false`: twinsite's own findings only (no Flink metrics are read).
+    metrics: Option<bool>,
+    /// `json` (default) or `table`.
+    format: Option<String>,
+}
+
+/// `GET /api/v1/diagnosis`: every job's findings (worst first) with evidence and a
+/// suggested action, from Flink's metrics (the configured source) and twinsite's own state.
+async fn diagnosis(
+    State(state): State<Arc<ApiState>>,
+    Query(query): Query<DiagnosisQuery>,
+) -> ApiResult<Response> {
+    let only = match query.job.as_deref() {
+        None => None,
+        Some(job) => {
+            let Some((namespace, name)) = job.split_once('/') else {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("query parameter job: {job:?} is not namespace/name"),
+                ));
+            };
+            if state
+                .controller
+                .store
+                .get_job(namespace, name)
+                .await?
+                .is_none()
+            {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("no job {namespace}/{name}"),
+                ));
+            }
+            Some(scheduler::model::JobId::new(namespace, name))
+        }
+    };
+    let table = match query.format.as_deref() {
+        None | Some("json") => false,
+        Some("table") => true,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("query parameter format: {other:?} is not json or table"),
+            ));
+        }
+    };
+    let report = crate::diagnosis::diagnose(
+        &state.controller,
+        state.metrics.as_deref(),
+        only.as_ref(),
+        query.metrics.unwrap_or(true),
+    )
+    .await?;
+    if table {
+        return Ok((
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            crate::diagnosis::render_table(&report),
+        )
+            .into_response());
+    }
+    Ok(Json(report).into_response())
 }
 
 /// `GET /api/v1/recoveries`: every relaunch the failover engine issued (reason, RTO, RPO)

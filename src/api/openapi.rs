@@ -114,6 +114,12 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
         false,
     ),
     (
+        "get",
+        "/api/v1/diagnosis",
+        "Every job's findings, worst first, with evidence and a suggested action: Flink metrics (consumer lag, backpressure, checkpoints, restarts, GC, skew, right-sizing) and twinsite's own (RPO exposure, failover readiness). Query: job=namespace/name, metrics=false (twinsite's findings only), format=json|table",
+        false,
+    ),
+    (
         "post",
         "/api/v1/jobs/{namespace}/{name}/rightsize",
         "One job's right-sizing and merge patch; with apply=true the patch is applied (audited)",

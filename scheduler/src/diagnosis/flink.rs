@@ -196,26 +196,28 @@ pub fn flink_findings(inputs: &FlinkInputs<'_>, t: &Thresholds) -> (Vec<Finding>
         (rs::PENDING_RECORDS, pending)
     };
     if !lag_series.is_empty() {
+        // The sum over source subtasks of each quarter's mean, for subtasks with samples in
+        // every quarter.
         let q = w.quarter();
-        let mut start = 0.0;
-        let mut end = 0.0;
+        let mut quarters = [0.0f64; 4];
         let mut counted = 0;
         for s in &lag_series {
-            if let (Some(a), Some(b)) = (
-                mean_between(s, w.from, w.from + q),
-                mean_between(s, w.to - q, w.to),
-            ) {
-                start += a;
-                end += b;
+            let means: Vec<Option<f64>> = (0..4)
+                .map(|i| mean_between(s, w.from + i * q, w.from + (i + 1) * q))
+                .collect();
+            if means.iter().all(Option::is_some) {
+                for (sum, mean) in quarters.iter_mut().zip(means) {
+                    *sum += mean.unwrap_or(0.0);
+                }
                 counted += 1;
             }
         }
+        let (start, end) = (quarters[0], quarters[3]);
+        let rising = quarters.windows(2).all(|p| p[1] >= p[0]);
         if counted == 0 {
             not_judged.push("consumer lag");
-        } else if end - start > t.lag_growth_min_records
-            && end > start * (1.0 + t.lag_growth_fraction)
-        {
-            let seconds = (w.to - w.from - q) as f64 / 1000.0;
+        } else if rising && end - start > t.lag_growth_min_records {
+            let seconds = (3 * q) as f64 / 1000.0;
             findings.push(Finding {
                 kind: FindingKind::ConsumerLagGrowing,
                 severity: Severity::Warning,
@@ -229,9 +231,8 @@ pub fn flink_findings(inputs: &FlinkInputs<'_>, t: &Thresholds) -> (Vec<Finding>
                     lag_metric,
                     Some(format!("sum over {counted} source subtasks")),
                     format!(
-                        "mean {} in the first quarter of the window, {} in the last",
-                        human_count(start),
-                        human_count(end)
+                        "mean per quarter of the window: {}",
+                        quarters.iter().map(|v| human_count(*v)).collect::<Vec<_>>().join(" → ")
                     ),
                 )],
                 action: recommendation_hint(inputs.recommendation).map_or_else(
@@ -748,6 +749,34 @@ mod tests {
             .expect("lag finding");
         assert!(lag.summary.contains("grew from"), "{}", lag.summary);
         assert_eq!(lag.evidence[0].source, rs::PENDING_RECORDS);
+    }
+
+    #[test]
+    fn lag_that_rose_for_hours_still_counts_as_growing_in_the_window() {
+        let mut s = healthy();
+        s.retain(|x| x.metric != rs::PENDING_RECORDS);
+        // A million records behind already, growing 20 000 an hour.
+        s.push(labelled(
+            rs::PENDING_RECORDS,
+            task("v1", "Source: a", "0"),
+            |t| 1e6 + (t - (END - 120 * MIN)) as f64 / 180.0,
+        ));
+        assert!(kinds(&s).contains(&FindingKind::ConsumerLagGrowing));
+    }
+
+    #[test]
+    fn lag_that_rose_and_fell_back_is_not_growth() {
+        let mut s = healthy();
+        s.retain(|x| x.metric != rs::PENDING_RECORDS);
+        s.push(labelled(
+            rs::PENDING_RECORDS,
+            task("v1", "Source: a", "0"),
+            |t| {
+                let into = (t - (END - 60 * MIN)) as f64 / MIN as f64;
+                if into < 50.0 { 1000.0 * into } else { 100.0 }
+            },
+        ));
+        assert!(!kinds(&s).contains(&FindingKind::ConsumerLagGrowing));
     }
 
     #[test]

@@ -232,10 +232,11 @@ pub fn rank(jobs: &mut [JobDiagnosis]) -> Summary {
 }
 
 /// The policy's `diagnosis` thresholds, resolved (defaults in `policies/README.md`).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Thresholds {
+    #[serde(with = "duration_text")]
     pub window: Duration,
-    pub lag_growth_fraction: f64,
     pub lag_growth_min_records: f64,
     pub backpressure_ms_per_second: f64,
     pub busy_ms_per_second: f64,
@@ -251,7 +252,6 @@ impl Default for Thresholds {
     fn default() -> Self {
         Thresholds {
             window: Duration::from_secs(3600),
-            lag_growth_fraction: 0.5,
             lag_growth_min_records: 10_000.0,
             backpressure_ms_per_second: 500.0,
             busy_ms_per_second: 900.0,
@@ -262,6 +262,22 @@ impl Default for Thresholds {
             skew_ratio: 2.0,
             skew_min_records_per_second: 10.0,
         }
+    }
+}
+
+/// A duration as `1h30m` in JSON, as the policy writes it.
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::human_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -359,6 +375,17 @@ mod tests {
                 serde_json::Value::String(kind.as_str().into())
             );
         }
+    }
+
+    #[test]
+    fn thresholds_round_trip_through_json_with_a_readable_window() {
+        let t = Thresholds {
+            window: Duration::from_secs(5400),
+            ..Thresholds::default()
+        };
+        let json = serde_json::to_value(t).unwrap();
+        assert_eq!(json["window"], "1h30m");
+        assert_eq!(serde_json::from_value::<Thresholds>(json).unwrap(), t);
     }
 
     #[test]

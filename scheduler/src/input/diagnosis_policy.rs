@@ -18,11 +18,8 @@ pub struct DiagnosisSpec {
     /// The recent stretch of metrics judged (lag trend, backpressure, failures, GC, skew).
     #[serde(default = "default_window")]
     pub window: String,
-    /// Consumer lag counts as growing when it rose by more than this fraction of its level
-    /// at the start of the window ...
-    #[serde(default = "default_lag_growth_fraction")]
-    pub lag_growth_fraction: f64,
-    /// ... and by more than this many records.
+    /// Consumer lag counts as growing when it rose in every quarter of the window and by
+    /// more than this many records from the first quarter to the last.
     #[serde(default = "default_lag_growth_min_records")]
     pub lag_growth_min_records: f64,
     /// A vertex whose most backpressured subtask spends more than this many ms per second
@@ -56,9 +53,6 @@ pub struct DiagnosisSpec {
 fn default_window() -> String {
     "1h".to_string()
 }
-fn default_lag_growth_fraction() -> f64 {
-    0.5
-}
 fn default_lag_growth_min_records() -> f64 {
     10_000.0
 }
@@ -88,7 +82,6 @@ impl Default for DiagnosisSpec {
     fn default() -> Self {
         DiagnosisSpec {
             window: default_window(),
-            lag_growth_fraction: default_lag_growth_fraction(),
             lag_growth_min_records: default_lag_growth_min_records(),
             backpressure_ms_per_second: default_backpressure(),
             busy_ms_per_second: default_busy(),
@@ -127,7 +120,6 @@ pub(crate) fn resolve(spec: &DiagnosisSpec, problems: &mut Problems) -> Option<T
             );
         }
     };
-    number("lagGrowthFraction", spec.lag_growth_fraction, 0.0, 1e6);
     number(
         "lagGrowthMinRecords",
         spec.lag_growth_min_records,
@@ -171,7 +163,6 @@ pub(crate) fn resolve(spec: &DiagnosisSpec, problems: &mut Problems) -> Option<T
     }
     Some(Thresholds {
         window: window?,
-        lag_growth_fraction: spec.lag_growth_fraction,
         lag_growth_min_records: spec.lag_growth_min_records,
         backpressure_ms_per_second: spec.backpressure_ms_per_second,
         busy_ms_per_second: spec.busy_ms_per_second,
