@@ -11,7 +11,9 @@
 
 pub mod auth;
 pub mod openapi;
+pub mod page;
 pub mod reports;
+pub mod session;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -154,6 +156,15 @@ fn open_path(access: &auth::Access, path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz") || (path == "/metrics" && access.open_metrics)
 }
 
+/// The operator page and its sign-in: they check a bearer token or the session cookie
+/// themselves (`page.rs`), so a browser can be shown the sign-in form.
+fn page_path(method: &Method, path: &str) -> bool {
+    matches!(
+        (method, path),
+        (&Method::GET | &Method::HEAD, "/") | (&Method::POST, "/login" | "/logout")
+    )
+}
+
 /// Authenticates and authorises every request before routing (so unknown paths and bodies
 /// of refused requests are never looked at), and hands the handlers the [`auth::Caller`].
 async fn require_token(
@@ -161,7 +172,9 @@ async fn require_token(
     mut request: Request,
     next: Next,
 ) -> Response {
-    if open_path(&state.access, request.uri().path()) {
+    if open_path(&state.access, request.uri().path())
+        || page_path(request.method(), request.uri().path())
+    {
         return next.run(request).await;
     }
     let needed = if matches!(*request.method(), Method::GET | Method::HEAD) {
@@ -193,6 +206,9 @@ async fn require_token(
 
 pub fn router(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
     let mut router = Router::new()
+        .route("/", get(page::page))
+        .route("/login", axum::routing::post(page::login))
+        .route("/logout", axum::routing::post(page::logout))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
