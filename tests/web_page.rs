@@ -366,6 +366,16 @@ async fn a_sign_in_from_another_site_or_without_the_forms_cookie_is_refused() {
             .iter()
             .all(|c| !c.starts_with("twinsite_session="))
     );
+    // The browser's cookie, but a form value the attacker chose (it cannot read the cookie).
+    let guessed = p
+        .post_form(
+            "/login",
+            &format!("token={READ}&csrf=0123456789abcdef0123456789abcdef"),
+            &[("cookie", &csrf_cookie)],
+        )
+        .await;
+    assert_eq!(guessed.status, StatusCode::FORBIDDEN, "{}", guessed.body);
+    assert!(guessed.cookies().iter().all(|c| !c.starts_with("twinsite_session=")));
     // Another site's page posting with the victim's cookie (a login CSRF).
     for (header, value) in [
         ("origin", "https://evil.example"),
