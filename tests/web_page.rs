@@ -375,7 +375,12 @@ async fn a_sign_in_from_another_site_or_without_the_forms_cookie_is_refused() {
         )
         .await;
     assert_eq!(guessed.status, StatusCode::FORBIDDEN, "{}", guessed.body);
-    assert!(guessed.cookies().iter().all(|c| !c.starts_with("twinsite_session=")));
+    assert!(
+        guessed
+            .cookies()
+            .iter()
+            .all(|c| !c.starts_with("twinsite_session="))
+    );
     // Another site's page posting with the victim's cookie (a login CSRF).
     for (header, value) in [
         ("origin", "https://evil.example"),

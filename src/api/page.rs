@@ -656,6 +656,23 @@ async fn render(
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Whatever a job's name or message holds, the page shows it as text: no markup
+        /// character survives escaping, and unescaping gives the text back.
+        #[test]
+        fn escaped_text_holds_no_markup_and_loses_nothing(text in ".{0,200}") {
+            let escaped = esc(&text);
+            proptest::prop_assert!(!escaped.contains(['<', '>', '"', '\'']));
+            let back = escaped
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&#39;", "'")
+                .replace("&amp;", "&");
+            proptest::prop_assert_eq!(back, text);
+        }
+    }
+
     #[test]
     fn every_character_html_gives_meaning_to_is_escaped() {
         assert_eq!(

@@ -263,6 +263,27 @@ mod tests {
         assert!(check_form_origin(&h, "abc").is_err());
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends as a session, only what this server issued opens the
+        /// page: every one-character change of a valid session, and any other text, is
+        /// refused (and nothing panics).
+        #[test]
+        fn only_an_issued_session_is_valid(
+            at in 0usize..200,
+            replacement in proptest::char::any(),
+            other in ".{0,300}",
+        ) {
+            let a = access();
+            let s = new_session(&a, 1000);
+            let at = at % s.len();
+            let mut altered: String = s.chars().take(at).collect();
+            altered.push(replacement);
+            altered.extend(s.chars().skip(at + 1));
+            proptest::prop_assert_eq!(valid_session(&a, &altered, 1000), altered == s);
+            proptest::prop_assert_eq!(valid_session(&a, &other, 1000), other == s);
+        }
+    }
+
     #[test]
     fn a_cookie_sent_twice_is_trusted_neither_time() {
         let mut h = HeaderMap::new();
