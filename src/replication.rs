@@ -112,13 +112,23 @@ impl ReplicationDriver {
             // names relative to `chk-N/` (see hdfs-sync's README, "References outside chk-N").
             let restored_from = JobStatus::from_value(&record.value.status)
                 .restore_from
-                .map(|path| in_site_storage(from_root, &path));
+                .and_then(|path| in_site_storage(from_root, &path).ok());
             for ((from, to), ledger) in &self.ledgers {
                 if from != &from_site {
                     continue;
                 }
                 let Some(to_root) = self.controller.storage_roots.get(to) else {
                     continue;
+                };
+                let (from_dir, to_dir) = match (
+                    in_site_storage(from_root, &checkpoints.dir),
+                    in_site_storage(to_root, &checkpoints.dir),
+                ) {
+                    (Ok(from_dir), Ok(to_dir)) => (from_dir, to_dir),
+                    (Err(reason), _) | (_, Err(reason)) => {
+                        tracing::warn!(job = %id, %reason, "checkpoints not replicated");
+                        continue;
+                    }
                 };
                 work.push(Copy {
                     job: id.clone(),
@@ -129,9 +139,9 @@ impl ReplicationDriver {
                     generation: record.value.generation,
                     peer: to.clone(),
                     from_storage: from_root.clone(),
-                    from: in_site_storage(from_root, &checkpoints.dir),
+                    from: from_dir,
                     to_storage: to_root.clone(),
-                    to: in_site_storage(to_root, &checkpoints.dir),
+                    to: to_dir,
                     restored_from: restored_from.clone(),
                     ledger: Arc::clone(ledger),
                 });
@@ -252,7 +262,7 @@ impl ReplicationDriver {
         let Ok(Some(latest)) = copy.ledger.latest_replicated(&copy.flink_id).await else {
             return Ok(None);
         };
-        let stored = self
+        let stored = match self
             .controller
             .store
             .get_checkpoint(
@@ -261,7 +271,12 @@ impl ReplicationDriver {
                 CheckpointKind::Replicated,
                 &copy.peer.0,
             )
-            .await?;
+            .await
+        {
+            // An unreadable pointer is replaced by the ledger's, which is the truth.
+            Err(StateError::Corrupt { .. }) => None,
+            stored => stored?,
+        };
         if stored.is_some_and(|s| {
             s.value.uri == latest.peer_pointer && s.value.checkpoint_id == latest.checkpoint_id
         }) {
@@ -392,7 +407,7 @@ pub async fn copy_savepoint(
     let (Some(from_root), Some(to_root)) = (roots.get(from), roots.get(to)) else {
         return Ok(savepoint.to_string());
     };
-    let source = hdfs_sync::StorageUrl::parse(&in_site_storage(from_root, savepoint))
+    let source = hdfs_sync::StorageUrl::parse(&in_site_storage(from_root, savepoint)?)
         .map_err(|e| e.to_string())?;
     // The same path below the target's root as below the source's.
     let from_base = hdfs_sync::StorageUrl::parse(from_root).map_err(|e| e.to_string())?;

@@ -138,12 +138,15 @@ impl World {
             .collect()
     }
 
+    /// The value of `name` for the job's replication from dc-a to dc-b (one job in these
+    /// tests; families per site pair also hold dc-b to dc-a, in no fixed order).
     fn metric(&self, name: &str) -> Option<String> {
         let text = self.controller.metrics.encode();
-        // One job in these tests: the first sample of the family is its own.
-        let line = text
-            .lines()
-            .find(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))?;
+        let line = text.lines().find(|l| {
+            l.starts_with(&format!("{name}{{"))
+                && l.contains("site=\"dc-a\"")
+                && l.contains("peer=\"dc-b\"")
+        })?;
         line.rsplit(' ').next().map(str::to_string)
     }
 }

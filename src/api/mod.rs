@@ -432,7 +432,11 @@ async fn sites(State(state): State<Arc<ApiState>>) -> ApiResult<Json<Vec<SiteSum
                 .map_or(0, |s| s.nodes.iter().filter(|n| n.ready).count()),
             jobs,
             storage: spec.and_then(|s| s.storage.clone()),
-            state: controller.store.get_site(&id.0).await?.map(|v| v.value),
+            // An unreadable site record is shown as none (it is reported with the others).
+            state: match controller.store.get_site(&id.0).await {
+                Err(StateError::Corrupt { .. }) => None,
+                record => record?.map(|v| v.value),
+            },
             health: judged.iter().find(|h| h.site == id.0).cloned(),
         });
     }
@@ -481,7 +485,9 @@ async fn nodes(
 struct JobView {
     namespace: String,
     name: String,
-    generation: u64,
+    /// Absent for a record that does not decode (its generation is unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    generation: Option<u64>,
     revision: i64,
     /// `revision` as a string, as Kubernetes writes it: send it back in
     /// `metadata.resourceVersion` (or `If-Match`) to edit only what was read.
@@ -525,7 +531,7 @@ fn job_view(
     JobView {
         namespace: record.value.namespace,
         name: record.value.name,
-        generation: record.value.generation,
+        generation: Some(record.value.generation),
         revision: record.revision,
         resource_version,
         metadata: Value::Object(metadata),
@@ -542,29 +548,85 @@ fn etag(revision: i64) -> [(header::HeaderName, String); 1] {
     [(header::ETAG, format!("\"{revision}\""))]
 }
 
+/// A job record that does not decode, as the job list shows it: `failed`, the message
+/// naming its key and why; nothing else of it is known.
+fn unreadable_job_view(record: crate::state::UnreadableRecord) -> JobView {
+    let (namespace, name) = record.job.clone().unwrap_or_default();
+    let resource_version = record.revision.to_string();
+    JobView {
+        namespace,
+        name,
+        generation: None,
+        revision: record.revision,
+        metadata: json!({ "resourceVersion": resource_version }),
+        resource_version,
+        site: None,
+        placement: None,
+        status: JobStatus {
+            phase: crate::controller::JobPhase::Failed,
+            ..JobStatus::pending(format!(
+                "stored record {} cannot be used: {}; twinsite neither stops, launches nor relaunches this job until the record is deleted (DELETE, then create the job again) or rewritten in the store",
+                record.key, record.reason
+            ))
+        },
+        replication: Vec::new(),
+        spec: Value::Null,
+    }
+}
+
 async fn list_jobs(State(state): State<Arc<ApiState>>) -> ApiResult<Json<Vec<JobView>>> {
-    let records = state.controller.store.list_jobs().await?;
-    Ok(Json(
-        records
-            .into_iter()
-            .map(|record| job_view(&state.controller, record))
-            .collect(),
-    ))
+    let scan = state.controller.store.scan_jobs().await?;
+    let mut views: Vec<JobView> = scan
+        .jobs
+        .into_iter()
+        .map(|record| job_view(&state.controller, record))
+        .chain(scan.unreadable.into_iter().map(unreadable_job_view))
+        .collect();
+    views.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    Ok(Json(views))
 }
 
 async fn get_job(
     State(state): State<Arc<ApiState>>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
-    match state.controller.store.get_job(&namespace, &name).await? {
-        Some(record) => {
+    match readable_job(&state.controller, &namespace, &name).await? {
+        Err(unreadable) => {
+            let view = unreadable_job_view(unreadable);
+            Ok((etag(view.revision), Json(view)))
+        }
+        Ok(Some(record)) => {
             let view = job_view(&state.controller, record);
             Ok((etag(view.revision), Json(view)))
         }
-        None => Err(ApiError::new(
+        Ok(None) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no job {namespace}/{name}"),
         )),
+    }
+}
+
+/// The stored job, or (`Err`) its record that does not decode, as the store reports it.
+async fn readable_job(
+    controller: &crate::controller::Controller,
+    namespace: &str,
+    name: &str,
+) -> Result<
+    Result<
+        Option<crate::state::Versioned<crate::state::JobRecord>>,
+        crate::state::UnreadableRecord,
+    >,
+    StateError,
+> {
+    match controller.store.get_job(namespace, name).await {
+        Err(StateError::Corrupt { location, reason }) => controller
+            .store
+            .unreadable_records()
+            .into_iter()
+            .find(|u| u.key == location)
+            .map(Err)
+            .ok_or(StateError::Corrupt { location, reason }),
+        result => result.map(Ok),
     }
 }
 
@@ -646,6 +708,13 @@ async fn create_job(
         Err(error) => return Err(state.rejected(&caller, "create", "(unparsed)", error).await),
     };
     let target = job.id().0;
+    let _admission = match state.controller.tenant_room(&job).await? {
+        Ok(admission) => admission,
+        Err(message) => {
+            let error = ApiError::new(StatusCode::FORBIDDEN, message);
+            return Err(state.rejected(&caller, "create", &target, error).await);
+        }
+    };
     let mut record = new_record(&job);
     record.spec = object;
     let result = state
@@ -822,7 +891,28 @@ async fn replace_job(
         Ok(parsed) => parsed,
         Err(error) => return Err(state.rejected(&caller, "replace", &target, error).await),
     };
-    let existing = controller.store.get_job(&namespace, &name).await?;
+    let _admission = match controller.tenant_room(&job).await? {
+        Ok(admission) => admission,
+        Err(message) => {
+            let error = ApiError::new(StatusCode::FORBIDDEN, message);
+            return Err(state.rejected(&caller, "replace", &target, error).await);
+        }
+    };
+    let existing = match readable_job(controller, &namespace, &name).await? {
+        Ok(existing) => existing,
+        // Its generation is unknown, so nothing of it can be kept: the job must go through
+        // a delete (which stops what runs of it) before it is created again.
+        Err(unreadable) => {
+            let error = ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "stored record {} cannot be used ({}): it cannot be replaced in place; delete the job, then create it again",
+                    unreadable.key, unreadable.reason
+                ),
+            );
+            return Err(state.rejected(&caller, "replace", &target, error).await);
+        }
+    };
     let prepared = preconditions
         .check(&namespace, &name, existing.as_ref().map(|c| c.revision))
         .and_then(|()| job_to_store(&state, &job, existing.as_ref().map(|c| &c.value.spec)));
@@ -934,15 +1024,20 @@ async fn delete_job(
     let expected = if preconditions.is_empty() {
         Expected::Any
     } else {
-        let Some(current) = controller.store.get_job(&namespace, &name).await? else {
-            return Err(state
-                .rejected(&caller, "delete", &target, no_such_job())
-                .await);
+        // An unreadable record is deleted like any other, at the revision it is stored at.
+        let revision = match readable_job(controller, &namespace, &name).await? {
+            Ok(Some(current)) => current.revision,
+            Err(unreadable) => unreadable.revision,
+            Ok(None) => {
+                return Err(state
+                    .rejected(&caller, "delete", &target, no_such_job())
+                    .await);
+            }
         };
-        if let Err(error) = preconditions.check(&namespace, &name, Some(current.revision)) {
+        if let Err(error) = preconditions.check(&namespace, &name, Some(revision)) {
             return Err(state.rejected(&caller, "delete", &target, error).await);
         }
-        Expected::Revision(current.revision)
+        Expected::Revision(revision)
     };
     match controller
         .store

@@ -337,14 +337,13 @@ async fn render(
     let mut out = head("twinsite", query.plan.is_none());
     let _ = write!(
         out,
-        "<h1>twinsite</h1><p><small>{} · this replica {} · {}</small>",
+        "<h1>twinsite</h1><div><small>{} · this replica {} · reloads every 10 s</small>",
         chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"),
         if controller.is_leading() {
             "leads"
         } else {
             "follows (sites' health, exposure and operations are the leader's to judge)"
-        },
-        "reloads every 10 s"
+        }
     );
     if let Some(session) = session {
         let _ = write!(
@@ -353,7 +352,7 @@ async fn render(
             session::logout_token(&state.access, session)
         );
     }
-    out.push_str("</p>");
+    out.push_str("</div>");
 
     // Sites.
     let health = controller.site_health();
@@ -367,7 +366,11 @@ async fn render(
     }
     for (id, site) in &controller.sites {
         let h = health.iter().find(|h| h.site == id.0);
-        let stored = controller.store.get_site(&id.0).await?.map(|v| v.value);
+        // An unreadable site record is shown as none (the page lists it with the others).
+        let stored = match controller.store.get_site(&id.0).await {
+            Err(crate::state::StateError::Corrupt { .. }) => None,
+            record => record?.map(|v| v.value),
+        };
         let status = h.map_or("unknown", |h| h.status);
         let epoch = h
             .map(|h| h.epoch)
@@ -496,6 +499,25 @@ async fn render(
         );
     }
     out.push_str("</table>");
+    let unreadable = controller.store.unreadable_records();
+    if !unreadable.is_empty() {
+        let _ = write!(
+            out,
+            "<h2 id=\"unreadable\">Stored records twinsite cannot use ({})</h2><p><small>Left out and never acted on; rewrite or delete them.</small></p><table><tr><th>key</th><th>kind</th><th>revision</th><th>why</th></tr>",
+            unreadable.len()
+        );
+        for u in &unreadable {
+            let _ = write!(
+                out,
+                "<tr class=\"bad\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&u.key),
+                u.kind.as_str(),
+                u.revision,
+                esc(&u.reason)
+            );
+        }
+        out.push_str("</table>");
+    }
 
     // Operations: active first, then the past ones, newest first.
     let mut ops = controller.failover_operations().await?;

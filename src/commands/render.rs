@@ -229,7 +229,9 @@ pub fn prepare(args: &RenderArgs) -> anyhow::Result<Rendered> {
     let restore = args
         .restore
         .as_deref()
-        .map(|path| in_site_storage(&storage_root, path));
+        .map(|path| in_site_storage(&storage_root, path))
+        .transpose()
+        .map_err(|reason| anyhow::anyhow!("--restore: {reason}"))?;
     let mut launches = Vec::new();
     for job in jobs {
         let id = job.id();

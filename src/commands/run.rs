@@ -362,8 +362,8 @@ async fn seed(controller: &Controller, jobs: &[StreamJob]) -> anyhow::Result<()>
     if jobs.is_empty() {
         return Ok(());
     }
-    let existing = controller.store.list_jobs().await?;
-    if !existing.is_empty() {
+    let existing = controller.store.scan_jobs().await?;
+    if !existing.jobs.is_empty() || !existing.unreadable.is_empty() {
         // A store with jobs is the truth; seeding only fills an empty one, so a job someone
         // deleted through the API is not resurrected by a restart.
         return Ok(());

@@ -933,7 +933,10 @@ impl Controller {
                 generation,
                 site,
             } => {
-                let target = self.savepoint_dir(&job, &site).await?;
+                let target = match self.savepoint_dir(&job, &site).await? {
+                    Ok(target) => target,
+                    Err(reason) => return Ok(Some(Event::SavepointFailed { op, job, reason })),
+                };
                 let Some(handle) = self.sites.get(&site).cloned() else {
                     return Ok(Some(Event::SavepointFailed {
                         op,
@@ -1112,8 +1115,14 @@ impl Controller {
         let mut attempts = 0;
         let (job_spec, restore) = loop {
             attempts += 1;
-            let Some(current) = self.store.get_job(namespace, name).await? else {
-                return Ok(Err("the job was deleted".into()));
+            let current = match self.store.get_job(namespace, name).await {
+                Ok(Some(current)) => current,
+                Ok(None) => return Ok(Err("the job was deleted".into())),
+                // Its generation is unknown: launching could start a second one.
+                Err(StateError::Corrupt { reason, .. }) => {
+                    return Ok(Err(format!("its stored record cannot be used: {reason}")));
+                }
+                Err(error) => return Err(error),
             };
             let job_spec = match stream_job_of(&current.value) {
                 Ok(j) => j,
@@ -1140,7 +1149,11 @@ impl Controller {
             status.launched_spec = Some(spec_hash(&job_spec));
             status.message = Some(format!("failover: {reason}"));
             // Relaunches after failures count (a new checkpoint resets them); a move doesn't.
-            status.relaunches = if failure { status.relaunches + 1 } else { 0 };
+            status.relaunches = if failure {
+                status.relaunches.saturating_add(1)
+            } else {
+                0
+            };
             record.status = status.to_value();
             match self
                 .store
@@ -1152,13 +1165,17 @@ impl Controller {
                 Err(error) => return Err(error),
             }
         };
+        let epoch = match self.site_epoch(&placement.site).await? {
+            Ok(epoch) => epoch,
+            Err(reason) => return Ok(Err(reason)),
+        };
         let spec = match launch_spec(
             &job_spec,
             generation,
             placement,
             restore,
             self.storage_roots.get(&placement.site).map(String::as_str),
-            self.site_epoch(&placement.site).await?,
+            epoch,
         ) {
             Ok(spec) => spec,
             Err(error) => return Ok(Err(error.to_string())),
@@ -1179,9 +1196,18 @@ impl Controller {
     }
 
     /// Where a job's savepoints go in `site`: under its checkpoint directory.
-    async fn savepoint_dir(&self, job: &JobId, site: &SiteId) -> Result<String, StateError> {
+    async fn savepoint_dir(
+        &self,
+        job: &JobId,
+        site: &SiteId,
+    ) -> Result<Result<String, String>, StateError> {
         let (namespace, name) = job.0.split_once('/').unwrap_or(("", &job.0));
-        let dir = match self.store.get_job(namespace, name).await? {
+        let stored = match self.store.get_job(namespace, name).await {
+            // Unreadable: the default place, as for a job without a record.
+            Err(StateError::Corrupt { .. }) => None,
+            stored => stored?,
+        };
+        let dir = match stored {
             Some(record) => stream_job_of(&record.value)
                 .ok()
                 .and_then(|j| j.spec.checkpoints.map(|c| c.dir))
@@ -1191,7 +1217,7 @@ impl Controller {
         let dir = format!("{}/savepoints", dir.trim_end_matches('/'));
         Ok(match self.storage_roots.get(site) {
             Some(root) => in_site_storage(root, &dir),
-            None => dir,
+            None => Ok(dir),
         })
     }
 }

@@ -65,6 +65,11 @@ pub struct OperationJobsLabel {
 pub type FloatGauge = Gauge<f64, AtomicU64>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabel {
     pub site: String,
     pub kind: String,
@@ -87,6 +92,8 @@ pub struct ControllerMetrics {
     pub failover_rpo_seconds: Histogram,
     pub sites_lost: Family<SiteLabel, Counter>,
     pub failover_not_relaunched: Counter,
+    /// Stored records that do not decode, by kind (`StateStore::unreadable_records`).
+    pub store_unreadable_records: Family<KindLabel, Gauge>,
     /// Site health and epoch as the failover engine sees them (the leader's).
     pub site_status: Family<SiteStatusLabel, Gauge>,
     pub site_epoch: Family<SiteLabel, Gauge>,
@@ -182,7 +189,13 @@ impl ControllerMetrics {
                     prometheus_client::metrics::histogram::exponential_buckets(0.01, 2.0, 16),
                 ),
             },
+            store_unreadable_records: Family::default(),
         };
+        registry.register(
+            "store_unreadable_records",
+            "Stored records this controller cannot decode, by kind: left out and never acted on (their keys are in the log and, for jobs, in GET /api/v1/jobs)",
+            metrics.store_unreadable_records.clone(),
+        );
         registry.register(
             "failover_relaunches",
             "Generations the failover engine relaunched, by reason",
@@ -330,6 +343,7 @@ impl ControllerMetrics {
             r.round_duration_seconds.clone(),
         );
         *metrics.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
+        metrics.set_unreadable_records(&[]);
         for phase in JobPhase::ALL {
             metrics
                 .jobs
@@ -384,6 +398,17 @@ impl ControllerMetrics {
                     phase: phase.as_str().into(),
                 })
                 .set(counts.get(&phase).copied().unwrap_or(0));
+        }
+    }
+
+    pub fn set_unreadable_records(&self, records: &[crate::state::UnreadableRecord]) {
+        for kind in crate::state::RecordKind::ALL {
+            let count = records.iter().filter(|r| r.kind == kind).count();
+            self.store_unreadable_records
+                .get_or_create(&KindLabel {
+                    kind: kind.as_str().into(),
+                })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
     }
 

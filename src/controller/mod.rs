@@ -47,6 +47,16 @@ pub struct Controller {
     pub engine_view: health::EngineView,
     leading: AtomicBool,
     passes: tokio::sync::watch::Sender<u64>,
+    /// Taken by [`Controller::tenant_room`] and held until the admitted write is done.
+    admission: tokio::sync::Mutex<()>,
+}
+
+/// Room for one job under its tenant, held from the check to the write that uses it: while
+/// it lives no other admission checks. Only the leader's writes reach the store (a
+/// follower's are refused), so one lock per process makes the bound exact.
+#[must_use = "hold it until the job is written"]
+pub struct Admission<'a> {
+    _turn: tokio::sync::MutexGuard<'a, ()>,
 }
 
 impl Controller {
@@ -70,6 +80,7 @@ impl Controller {
             engine_view: health::EngineView::default(),
             leading: AtomicBool::new(false),
             passes: tokio::sync::watch::channel(0).0,
+            admission: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -195,6 +206,56 @@ impl Controller {
         Ok(created)
     }
 
+    /// Whether the store has room for `job` under its tenant: at most
+    /// [`scheduler::limits::MAX_JOBS_PER_TENANT`] jobs per tenant, counting `job` and not a
+    /// stored job of the same name (which `job` replaces). A job record that does not decode
+    /// counts for the tenant its namespace names (its spec's tenant is unknown). `Ok(Ok)`
+    /// holds the admission turn: keep it until the job is written, so that two admissions
+    /// never both take the last slot. `Err` (the reason, naming the field the tenant comes
+    /// from) when there is no room.
+    pub async fn tenant_room(
+        &self,
+        job: &StreamJob,
+    ) -> Result<Result<Admission<'_>, String>, StateError> {
+        let turn = self.admission.lock().await;
+        let tenant = job.tenant();
+        let id = job.id();
+        let scan = self.store.scan_jobs().await?;
+        let readable = scan.jobs.iter().map(|r| {
+            let record = &r.value;
+            let stored_tenant = record
+                .spec
+                .pointer("/spec/tenant")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or(&record.namespace);
+            (
+                stored_tenant,
+                record.namespace.as_str(),
+                record.name.as_str(),
+            )
+        });
+        let unreadable = scan
+            .unreadable
+            .iter()
+            .filter_map(|u| u.job.as_ref())
+            .map(|(namespace, name)| (namespace.as_str(), namespace.as_str(), name.as_str()));
+        let others = readable
+            .chain(unreadable)
+            .filter(|(stored_tenant, namespace, name)| {
+                *stored_tenant == tenant.0 && scheduler::model::JobId::new(namespace, name) != id
+            })
+            .count();
+        let max = scheduler::limits::MAX_JOBS_PER_TENANT;
+        if others < max {
+            return Ok(Ok(Admission { _turn: turn }));
+        }
+        Ok(Err(format!(
+            "{}: tenant {:?} already has {others} jobs, the most one tenant may have ({max}); delete one first",
+            job.tenant_field(),
+            tenant.0
+        )))
+    }
+
     /// Appends an audit entry by `actor`; failures are logged, not fatal. Secret-looking
     /// values in `target` and `result` (e.g. echoed by a parse error) are redacted first.
     pub async fn audit_as(&self, actor: &str, action: &str, target: &str, result: &str) {
@@ -225,7 +286,30 @@ pub fn new_record(job: &StreamJob) -> JobRecord {
     }
 }
 
-/// The StreamJob a record holds (the whole object as the user gave it).
+/// The StreamJob a record holds (the whole object as the user gave it), checked as admission
+/// checks a new job. `Err` (the reason) for a record the controller must not act on: a spec
+/// that does not decode or breaks a rule or bound (one written straight into the store, or
+/// admitted by an older version), a name that is not the spec's, or a generation past
+/// [`scheduler::limits::MAX_GENERATION`]. Every reader of job records goes through here, so
+/// such a record is reported, never obeyed.
 pub fn stream_job_of(record: &JobRecord) -> Result<StreamJob, String> {
-    serde_json::from_value::<StreamJob>(record.spec.clone()).map_err(|e| e.to_string())
+    if record.generation > scheduler::limits::MAX_GENERATION {
+        return Err(format!(
+            "generation {} is past the largest twinsite writes ({})",
+            record.generation,
+            scheduler::limits::MAX_GENERATION
+        ));
+    }
+    let job = serde_json::from_value::<StreamJob>(record.spec.clone())
+        .map_err(|e| format!("the spec does not decode as a StreamJob: {e}"))?;
+    if job.metadata.namespace != record.namespace || job.metadata.name != record.name {
+        return Err(format!(
+            "the spec is of {}, not {}/{}",
+            job.id(),
+            record.namespace,
+            record.name
+        ));
+    }
+    job.validate().map_err(|e| e.to_string())?;
+    Ok(job)
 }

@@ -518,13 +518,35 @@ impl Policy {
         &self.file.redaction.keys
     }
 
+    /// The tenants the policy knows: those its quotas name. Empty when it sets no quota.
+    pub fn tenants(&self) -> BTreeSet<&str> {
+        self.file.quotas.iter().map(|q| q.tenant.as_str()).collect()
+    }
+
     /// Checks what a job file can only be checked against the policy: every site a job
-    /// prefers or allows is one of the policy's sites. `source` names the job file.
+    /// prefers or allows is one of the policy's sites, and, when the policy names tenants
+    /// (its quotas do), the job's tenant is one of them. `source` names the job file.
     pub fn check_jobs(&self, source: &str, jobs: &[StreamJob]) -> Result<(), InputError> {
         let sites: BTreeSet<&str> = self.file.sites.iter().map(|s| s.name.as_str()).collect();
+        let tenants = self.tenants();
         let mut problems = Problems::new(source);
         for job in jobs {
             problems.set_object(Some(job.id().to_string()));
+            let tenant = job.tenant();
+            if !tenants.is_empty() && !tenants.contains(tenant.0.as_str()) {
+                problems.field(
+                    job.tenant_field(),
+                    format!(
+                        "tenant {:?} is not in the policy, whose quotas name the tenants it admits: {}",
+                        tenant.0,
+                        tenants
+                            .iter()
+                            .map(|t| format!("{t:?}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+            }
             let wanted = &job.spec.placement.sites;
             let named = wanted
                 .preferred
@@ -762,8 +784,9 @@ fn resolve(file: PolicyFile, problems: &mut Problems) -> Option<Policy> {
             );
         }
     }
+    // `checked_mul`: a probe interval of a billion hours is refused here, not a panic.
     if let (Some(probe), Some(site)) = (probe_interval, site_grace)
-        && site < probe * 2
+        && probe.checked_mul(2).is_none_or(|twice| site < twice)
     {
         problems.field(
             "detection.siteGrace",
