@@ -23,7 +23,7 @@ use twinsite::api::{ApiState, router};
 use twinsite::controller::{Controller, JobStatus, new_record};
 use twinsite::site::simulated::{SimulatedSite, SimulatedSiteConfig};
 use twinsite::site::{ManualClock, Site};
-use twinsite::state::{EmbeddedStateStore, Expected, StateStore};
+use twinsite::state::{EmbeddedStateStore, Expected, KvBackend, StateStore};
 
 const ADMIN: &str = "page-admin-token-0123456789";
 const READ: &str = "page-read-token-9876543210";
@@ -45,6 +45,7 @@ spec:
 struct Page {
     app: axum::Router,
     store: Arc<EmbeddedStateStore>,
+    controller: Arc<Controller>,
     _dir: tempfile::TempDir,
 }
 
@@ -127,6 +128,7 @@ async fn page() -> Page {
         metrics: None,
     });
     Page {
+        controller: state.controller.clone(),
         app: router(state, 1 << 20),
         store,
         _dir: dir,
@@ -435,6 +437,56 @@ async fn the_dry_run_plan_of_a_site_is_shown_on_request() {
     let bad = p.get("/?plan=dc-z", &[("cookie", &cookie)]).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(bad.body.contains("dc-z"));
+}
+
+/// Hostile stored records (a job, a site and a checkpoint pointer that do not decode) never
+/// stop the page: it renders, lists each of them with its key and why, and shows the rest.
+#[tokio::test]
+async fn stored_records_that_do_not_decode_are_listed_and_the_page_still_renders() {
+    let p = page().await;
+    let prefix = "/twinsite/v1";
+    for (key, bytes) in [
+        (
+            format!("{prefix}/jobs/shop/legacy"),
+            br#"{"namespace": 5}"#.to_vec(),
+        ),
+        (format!("{prefix}/sites/dc-b"), b"not json".to_vec()),
+        (
+            format!("{prefix}/checkpoints/shop/orders/replicated/dc-b"),
+            b"{}".to_vec(),
+        ),
+    ] {
+        p.store
+            .backend()
+            .put(&key, bytes, Expected::Any)
+            .await
+            .unwrap();
+    }
+    // A pass of the exposure monitor reads every pointer, as the leader does every 5 s.
+    p.controller.monitor_exposure().await.unwrap();
+    let answer = p
+        .get("/", &[("authorization", &format!("Bearer {READ}"))])
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!(
+        answer.body.contains("shop/orders"),
+        "the readable job is shown"
+    );
+    assert!(
+        answer.body.contains("id=\"site-dc-b\""),
+        "dc-b is shown without its record"
+    );
+    let listed = &answer.body[answer
+        .body
+        .find("id=\"unreadable\"")
+        .unwrap_or_else(|| panic!("no unreadable records listed: {}", answer.body))..];
+    for key in [
+        "/twinsite/v1/jobs/shop/legacy",
+        "/twinsite/v1/sites/dc-b",
+        "/twinsite/v1/checkpoints/shop/orders/replicated/dc-b",
+    ] {
+        assert!(listed.contains(key), "{key} not listed: {listed}");
+    }
 }
 
 /// The `<tr>` of `job` in the page's job list.
