@@ -38,6 +38,9 @@ pub enum Command {
     Simulate(crate::commands::simulate::SimulateArgs),
     /// Print the Kubernetes objects a launch would create (YAML), for review and GitOps.
     Render(crate::commands::render::RenderArgs),
+    /// Which jobs are in trouble, why, and what to do (Flink metrics, RPO exposure, failover
+    /// readiness).
+    Diagnose(crate::commands::diagnose::DiagnoseArgs),
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@ pub mod commands;
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod diagnosis;
 pub mod failover_plan;
 pub mod kube_jobs;
 pub mod leader;

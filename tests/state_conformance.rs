@@ -309,6 +309,73 @@ mod suite {
         );
     }
 
+    pub async fn every_jobs_pointers_are_listed_in_one_read_across_pages(store: &dyn StateStore) {
+        let pointer = |id: u64| CheckpointPointer {
+            checkpoint_id: id,
+            uri: format!("file:///x/chk-{id}"),
+            recorded_at_unix_ms: 1_700_000_000_000,
+        };
+        // More pointers than one listing page (256), over many jobs and both kinds.
+        for i in 0..150u64 {
+            let name = format!("job-{i:03}");
+            store
+                .put_checkpoint(
+                    "team-a",
+                    &name,
+                    CheckpointKind::Completed,
+                    "east",
+                    &pointer(i),
+                )
+                .await
+                .unwrap();
+            store
+                .put_checkpoint(
+                    "team-a",
+                    &name,
+                    CheckpointKind::Replicated,
+                    "west",
+                    &pointer(i + 1),
+                )
+                .await
+                .unwrap();
+        }
+        store
+            .put_checkpoint(
+                "team-b",
+                "etl",
+                CheckpointKind::Replicated,
+                "east",
+                &pointer(9),
+            )
+            .await
+            .unwrap();
+        let all = store.list_all_checkpoints().await.unwrap();
+        assert_eq!(all.len(), 301);
+        let first = &all[0];
+        assert_eq!(
+            (
+                first.namespace.as_str(),
+                first.name.as_str(),
+                first.entry.kind,
+                first.entry.site.as_str()
+            ),
+            ("team-a", "job-000", CheckpointKind::Completed, "east")
+        );
+        let replicated_to_west = all
+            .iter()
+            .filter(|c| c.entry.kind == CheckpointKind::Replicated && c.entry.site == "west")
+            .count();
+        assert_eq!(replicated_to_west, 150);
+        let last = all.last().unwrap();
+        assert_eq!(
+            (
+                last.namespace.as_str(),
+                last.entry.pointer.value.checkpoint_id
+            ),
+            ("team-b", 9)
+        );
+    }
+
     pub async fn operations_persist_as_resumable_state_machines(store: &dyn StateStore) {
         let op = |state: &str| OperationRecord {
             id: "failover-east-0001".to_owned(),
@@ -782,6 +849,7 @@ conformance!(
     audit_sequence_numbers_increase_in_append_order,
     a_batch_of_audit_entries_keeps_its_order_and_loses_none_to_a_racing_appender,
     checkpoint_pointers_are_kept_per_kind_and_site,
+    every_jobs_pointers_are_listed_in_one_read_across_pages,
     operations_persist_as_resumable_state_machines,
     listing_returns_every_job_across_pages,
     names_that_are_not_safe_key_segments_are_rejected,

@@ -631,6 +631,19 @@ impl Engine {
         self.operations.get(&op)
     }
 
+    /// How healthy `site` looks at `now`: its durable status and, unless it is lost, the
+    /// health judgement of its signs of life (healthy, suspect, or silent past the grace
+    /// without quorum). Read-only: for metrics and dashboards, never for decisions, which
+    /// `step` takes.
+    pub fn site_health(&self, site: &SiteId, now: Timestamp) -> Option<(SiteRecord, SiteVerdict)> {
+        let record = self.sites.get(site)?.clone();
+        let verdict = match &record.status {
+            SiteStatus::Lost { since, .. } => SiteVerdict::Lost { since: *since },
+            _ => judge_site(&self.signs(site)?, self.quorum, now, &self.config.site),
+        };
+        Some((record, verdict))
+    }
+
     pub fn operations(&self) -> impl Iterator<Item = &Operation> {
         self.operations.values()
     }

@@ -497,6 +497,7 @@ fn policy(sites: &[String], tenants: &[&str], jobs: &[StreamJob]) -> PolicyFile 
         failover_reserve,
         detection: DetectionSpec::default(),
         replication: ReplicationSpec::default(),
+        diagnosis: Default::default(),
         redaction: Default::default(),
     }
 }

@@ -11,7 +11,9 @@
 
 pub mod auth;
 pub mod openapi;
+pub mod page;
 pub mod reports;
+pub mod session;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -100,7 +102,7 @@ impl ApiState {
             .get_job(namespace, name)
             .await?
             .ok_or_else(|| ApiError::stale(namespace, name, None))?;
-        Ok(job_view(&self.controller.redactor, record))
+        Ok(job_view(&self.controller, record))
     }
 
     /// Audits a refused request (401/403) without the presented token, within the rate
@@ -154,6 +156,15 @@ fn open_path(access: &auth::Access, path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz") || (path == "/metrics" && access.open_metrics)
 }
 
+/// The operator page and its sign-in: they check a bearer token or the session cookie
+/// themselves (`page.rs`), so a browser can be shown the sign-in form.
+fn page_path(method: &Method, path: &str) -> bool {
+    matches!(
+        (method, path),
+        (&Method::GET | &Method::HEAD, "/") | (&Method::POST, "/login" | "/logout")
+    )
+}
+
 /// Authenticates and authorises every request before routing (so unknown paths and bodies
 /// of refused requests are never looked at), and hands the handlers the [`auth::Caller`].
 async fn require_token(
@@ -161,7 +172,9 @@ async fn require_token(
     mut request: Request,
     next: Next,
 ) -> Response {
-    if open_path(&state.access, request.uri().path()) {
+    if open_path(&state.access, request.uri().path())
+        || page_path(request.method(), request.uri().path())
+    {
         return next.run(request).await;
     }
     let needed = if matches!(*request.method(), Method::GET | Method::HEAD) {
@@ -193,6 +206,9 @@ async fn require_token(
 
 pub fn router(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
     let mut router = Router::new()
+        .route("/", get(page::page))
+        .route("/login", axum::routing::post(page::login))
+        .route("/logout", axum::routing::post(page::logout))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -218,7 +234,8 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
             "/api/v1/failover/{id}/cancel",
             axum::routing::post(cancel_failover),
         )
-        .route("/api/v1/recoveries", get(recoveries));
+        .route("/api/v1/recoveries", get(recoveries))
+        .route("/api/v1/diagnosis", get(diagnosis));
     if !state.simulated.is_empty() {
         router = router.route(
             "/api/v1/sim/{site}/faults",
@@ -405,10 +422,15 @@ struct SiteSummary {
     storage: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     state: Option<crate::state::SiteRecord>,
+    /// The failover engine's judgement (the leader's): up, suspect, lost, returning,
+    /// unreachable-without-quorum, with the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health: Option<crate::controller::health::SiteHealth>,
 }
 
 async fn sites(State(state): State<Arc<ApiState>>) -> ApiResult<Json<Vec<SiteSummary>>> {
     let controller = &state.controller;
+    let judged = controller.site_health();
     let mut out = Vec::new();
     for (id, site) in &controller.sites {
         let health = site.health().await;
@@ -435,6 +457,7 @@ async fn sites(State(state): State<Arc<ApiState>>) -> ApiResult<Json<Vec<SiteSum
                 Err(StateError::Corrupt { .. }) => None,
                 record => record?.map(|v| v.value),
             },
+            health: judged.iter().find(|h| h.site == id.0).cloned(),
         });
     }
     Ok(Json(out))
@@ -496,13 +519,22 @@ struct JobView {
     #[serde(skip_serializing_if = "Option::is_none")]
     placement: Option<Value>,
     status: JobStatus,
+    /// RPO exposure per peer site, as the leader judged it last (empty on a follower, and
+    /// for jobs it does not replicate).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    replication: Vec<crate::controller::exposure::PeerExposure>,
     spec: Value,
 }
 
 fn job_view(
-    redactor: &crate::redact::Redactor,
+    controller: &Controller,
     record: crate::state::Versioned<crate::state::JobRecord>,
 ) -> JobView {
+    let redactor = &controller.redactor;
+    let replication = controller.exposure.of(&scheduler::model::JobId::new(
+        &record.value.namespace,
+        &record.value.name,
+    ));
     let status = JobStatus::from_value(&record.value.status);
     let mut object = record.value.spec;
     redactor.redact_job(&mut object);
@@ -526,6 +558,7 @@ fn job_view(
         site: record.value.placement.as_ref().map(|p| p.site.clone()),
         placement: record.value.placement.map(|p| p.detail),
         status,
+        replication,
         spec,
     }
 }
@@ -556,17 +589,17 @@ fn unreadable_job_view(record: crate::state::UnreadableRecord) -> JobView {
                 record.key, record.reason
             ))
         },
+        replication: Vec::new(),
         spec: Value::Null,
     }
 }
 
 async fn list_jobs(State(state): State<Arc<ApiState>>) -> ApiResult<Json<Vec<JobView>>> {
     let scan = state.controller.store.scan_jobs().await?;
-    let redactor = &state.controller.redactor;
     let mut views: Vec<JobView> = scan
         .jobs
         .into_iter()
-        .map(|record| job_view(redactor, record))
+        .map(|record| job_view(&state.controller, record))
         .chain(scan.unreadable.into_iter().map(unreadable_job_view))
         .collect();
     views.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
@@ -583,7 +616,7 @@ async fn get_job(
             Ok((etag(view.revision), Json(view)))
         }
         Ok(Some(record)) => {
-            let view = job_view(&state.controller.redactor, record);
+            let view = job_view(&state.controller, record);
             Ok((etag(view.revision), Json(view)))
         }
         Ok(None) => Err(ApiError::new(
@@ -1535,6 +1568,74 @@ async fn cancel_failover(
             Err(state.rejected(&caller, "cancel", &target, error).await)
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiagnosisQuery {
+    /// `namespace/name`: one job only.
+    job: Option<String>,
+    /// `false`: twinsite's own findings only (no Flink metrics are read).
+    metrics: Option<bool>,
+    /// `json` (default) or `table`.
+    format: Option<String>,
+}
+
+/// `GET /api/v1/diagnosis`: every job's findings (worst first) with evidence and a
+/// suggested action, from Flink's metrics (the configured source) and twinsite's own state.
+async fn diagnosis(
+    State(state): State<Arc<ApiState>>,
+    Query(query): Query<DiagnosisQuery>,
+) -> ApiResult<Response> {
+    let only = match query.job.as_deref() {
+        None => None,
+        Some(job) => {
+            let Some((namespace, name)) = job.split_once('/') else {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("query parameter job: {job:?} is not namespace/name"),
+                ));
+            };
+            if state
+                .controller
+                .store
+                .get_job(namespace, name)
+                .await?
+                .is_none()
+            {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("no job {namespace}/{name}"),
+                ));
+            }
+            Some(scheduler::model::JobId::new(namespace, name))
+        }
+    };
+    let table = match query.format.as_deref() {
+        None | Some("json") => false,
+        Some("table") => true,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("query parameter format: {other:?} is not json or table"),
+            ));
+        }
+    };
+    let report = crate::diagnosis::diagnose(
+        &state.controller,
+        state.metrics.as_deref(),
+        only.as_ref(),
+        query.metrics.unwrap_or(true),
+    )
+    .await?;
+    if table {
+        return Ok((
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            crate::diagnosis::render_table(&report),
+        )
+            .into_response());
+    }
+    Ok(Json(report).into_response())
 }
 
 /// `GET /api/v1/recoveries`: every relaunch the failover engine issued (reason, RTO, RPO)

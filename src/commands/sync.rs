@@ -470,7 +470,7 @@ impl Progress {
                         *copied += bytes;
                     }
                 }
-                ProgressEvent::FileCopied { .. } => {}
+                ProgressEvent::FileCopied { .. } | ProgressEvent::CheckpointBacklog { .. } => {}
                 ProgressEvent::CheckpointReplicated { job, checkpoint_id } => {
                     Self::settle(bar, running, &job);
                     bar.println(format!("{job}: chk-{checkpoint_id} replicated"));
@@ -502,6 +502,18 @@ impl Progress {
                     "copying checkpoint"
                 ),
                 ProgressEvent::BytesCopied { bytes, .. } => *copied += bytes,
+                ProgressEvent::CheckpointBacklog {
+                    job,
+                    checkpoint_id,
+                    files,
+                    bytes,
+                } => tracing::debug!(
+                    job,
+                    checkpoint = checkpoint_id,
+                    files,
+                    bytes = %HumanBytes(bytes),
+                    "not yet at the peer"
+                ),
                 ProgressEvent::FileCopied { job, path, bytes } => {
                     tracing::debug!(job, path, bytes, "file verified at the peer");
                 }

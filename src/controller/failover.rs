@@ -355,6 +355,7 @@ impl Controller {
         commands.extend(live.engine.step_all(events, now, &placer));
         let answers = self.execute(live, &placer, commands, now).await?;
         self.refresh_busy(&live.engine);
+        self.export_engine_view(&live.engine, now);
         Ok(answers.acted.then_some(answers.launched))
     }
 

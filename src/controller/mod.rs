@@ -2,7 +2,9 @@
 //! that reconciles them (`reconcile`). The HTTP API (`crate::api`) reads and edits through
 //! the same `Controller`.
 
+pub mod exposure;
 pub mod failover;
+pub mod health;
 pub mod launch;
 pub mod metrics;
 pub mod reconcile;
@@ -42,6 +44,10 @@ pub struct Controller {
     /// Where this controller watches StreamJob objects (config `streamJobs`): the jobs that
     /// came from there are edited through their objects, not the API.
     pub stream_jobs: Option<crate::kube_jobs::Scope>,
+    /// RPO exposure of every replicated job, judged by the leader (`exposure.rs`).
+    pub exposure: exposure::ExposureBook,
+    /// Site health and operations as the leader's failover engine last saw them.
+    pub engine_view: health::EngineView,
     leading: AtomicBool,
     passes: tokio::sync::watch::Sender<u64>,
     /// Taken by [`Controller::tenant_room`] and held until the admitted write is done.
@@ -63,15 +69,19 @@ impl Controller {
         policy: Policy,
     ) -> Controller {
         let site_ids: Vec<SiteId> = sites.keys().cloned().collect();
+        let metrics = Arc::new(ControllerMetrics::new());
+        metrics.init_sites(&site_ids.iter().map(|s| s.0.clone()).collect::<Vec<_>>());
         Controller {
             sites,
             store,
             redactor: crate::redact::Redactor::new(policy.redaction_keys()),
             policy,
-            metrics: Arc::new(ControllerMetrics::new()),
+            metrics,
             storage_roots: BTreeMap::new(),
             failover: failover::FailoverDriver::new(::failover::EngineConfig::new(site_ids), true),
             stream_jobs: None,
+            exposure: exposure::ExposureBook::default(),
+            engine_view: health::EngineView::default(),
             leading: AtomicBool::new(false),
             passes: tokio::sync::watch::channel(0).0,
             admission: tokio::sync::Mutex::new(()),
@@ -79,6 +89,8 @@ impl Controller {
     }
 
     pub fn with_storage_roots(mut self, roots: BTreeMap<SiteId, String>) -> Controller {
+        self.metrics
+            .init_replication_pairs(&roots.keys().map(|s| s.0.clone()).collect::<Vec<_>>());
         self.storage_roots = roots;
         self
     }
@@ -105,6 +117,8 @@ impl Controller {
         if !leading {
             // Whatever the engine believed is now the next leader's to resume from the store.
             self.failover.reset();
+            self.reset_exposure();
+            self.reset_engine_view();
         }
         self.leading.store(leading, Ordering::SeqCst);
         self.metrics.leader.set(i64::from(leading));

@@ -75,6 +75,35 @@ pub struct JobStatus {
     /// the spec changed and the job is relaunched with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launched_spec: Option<String>,
+    /// Kubernetes-style conditions; [`REPLICATION_BEHIND`] is written by the exposure
+    /// monitor (`controller/exposure.rs`) when the job's RPO exposure crosses
+    /// `replication.maxLag` either way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// The condition whose status is `True` while a site loss would cost the job more than
+/// `replication.maxLag` of processing (or all of its state).
+pub const REPLICATION_BEHIND: &str = "ReplicationBehind";
+
+/// A condition as Kubernetes writes them (`metav1.Condition`): one per `type`, `status`
+/// `True`/`False`, a CamelCase `reason`, a message, and when the status last changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    /// RFC 3339.
+    pub last_transition_time: String,
+}
+
+impl Condition {
+    pub fn is_true(&self) -> bool {
+        self.status == "True"
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +127,34 @@ impl JobStatus {
             restore_completed_at: None,
             last_checkpoint: None,
             launched_spec: None,
+            conditions: Vec::new(),
+        }
+    }
+
+    pub fn condition(&self, kind: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.kind == kind)
+    }
+
+    /// Sets the condition of `condition.kind`, keeping its transition time when the status
+    /// did not change. Returns whether anything changed.
+    pub fn set_condition(&mut self, mut condition: Condition) -> bool {
+        match self
+            .conditions
+            .iter_mut()
+            .find(|c| c.kind == condition.kind)
+        {
+            Some(existing) => {
+                if existing.status == condition.status {
+                    condition.last_transition_time = existing.last_transition_time.clone();
+                }
+                let changed = *existing != condition;
+                *existing = condition;
+                changed
+            }
+            None => {
+                self.conditions.push(condition);
+                true
+            }
         }
     }
 
@@ -164,8 +221,34 @@ mod tests {
                 completed_at: Some(chrono::TimeZone::timestamp_millis_opt(&Utc, 2_000).unwrap()),
             }),
             launched_spec: Some("abc".into()),
+            conditions: vec![Condition {
+                kind: REPLICATION_BEHIND.into(),
+                status: "True".into(),
+                reason: "LagAboveMaxLag".into(),
+                message: "chk-3 is 7m old".into(),
+                last_transition_time: "2026-12-05T10:00:00Z".into(),
+            }],
         };
         assert_eq!(JobStatus::from_value(&status.to_value()), status);
+    }
+
+    #[test]
+    fn a_condition_keeps_its_transition_time_until_its_status_changes() {
+        let mut status = JobStatus::pending("x");
+        let condition = |state: &str, message: &str, at: &str| Condition {
+            kind: REPLICATION_BEHIND.into(),
+            status: state.into(),
+            reason: "R".into(),
+            message: message.into(),
+            last_transition_time: at.into(),
+        };
+        assert!(status.set_condition(condition("True", "a", "t1")));
+        assert!(!status.set_condition(condition("True", "a", "t2")));
+        assert!(status.set_condition(condition("True", "b", "t3")));
+        assert_eq!(status.conditions[0].last_transition_time, "t1");
+        assert!(status.set_condition(condition("False", "c", "t4")));
+        assert_eq!(status.conditions[0].last_transition_time, "t4");
+        assert_eq!(status.conditions.len(), 1);
     }
 
     #[test]

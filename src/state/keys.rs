@@ -88,6 +88,11 @@ impl KeyLayout {
         ))
     }
 
+    /// The prefix of every job's checkpoint pointers.
+    pub fn checkpoints(&self) -> String {
+        format!("{}/checkpoints/", self.prefix)
+    }
+
     pub fn checkpoints_of_job(&self, namespace: &str, name: &str) -> Result<String, StateError> {
         validate_segment("job namespace", namespace)?;
         validate_segment("job name", name)?;

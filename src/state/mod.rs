@@ -22,8 +22,8 @@ pub use keys::KeyLayout;
 pub use kv::{KvBackend, KvEntry};
 pub use record::{
     AuditEntry, AuditRecord, CheckpointEntry, CheckpointKind, CheckpointPointer, Expected,
-    JobPlacement, JobRecord, JobScan, OperationRecord, RecordKind, SiteRecord, UnreadableRecord,
-    Versioned,
+    JobCheckpoint, JobPlacement, JobRecord, JobScan, OperationRecord, RecordKind, SiteRecord,
+    UnreadableRecord, Versioned,
 };
 pub use store::KvStateStore;
 
@@ -105,6 +105,11 @@ pub trait StateStore: Send + Sync {
         namespace: &str,
         name: &str,
     ) -> Result<Vec<CheckpointEntry>, StateError>;
+
+    /// Every pointer of every job in one read, ordered by namespace, name, kind, site. A
+    /// pointer whose key or value does not parse is left out (and remembered, see
+    /// [`StateStore::unreadable_records`]), so one odd record cannot hide every job's exposure.
+    async fn list_all_checkpoints(&self) -> Result<Vec<JobCheckpoint>, StateError>;
 
     async fn get_site(&self, site: &str) -> Result<Option<Versioned<SiteRecord>>, StateError>;
 

@@ -89,6 +89,14 @@ pub struct CheckpointEntry {
     pub pointer: Versioned<CheckpointPointer>,
 }
 
+/// A checkpoint pointer with the job it belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobCheckpoint {
+    pub namespace: String,
+    pub name: String,
+    pub entry: CheckpointEntry,
+}
+
 /// The controller's view of one site.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SiteRecord {

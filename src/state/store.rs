@@ -19,8 +19,8 @@ use super::keys::KeyLayout;
 use super::kv::{KvBackend, KvEntry};
 use super::{
     AuditEntry, AuditRecord, CheckpointEntry, CheckpointKind, CheckpointPointer, Expected,
-    JobRecord, JobScan, OperationRecord, RecordKind, SiteRecord, StateError, StateStore,
-    UnreadableRecord, Versioned,
+    JobCheckpoint, JobRecord, JobScan, OperationRecord, RecordKind, SiteRecord, StateError,
+    StateStore, UnreadableRecord, Versioned,
 };
 
 /// How often a read-check-write loop retries after losing a race before giving up with the
@@ -437,6 +437,34 @@ impl<B: KvBackend> StateStore for KvStateStore<B> {
                     kind,
                     site: site.to_owned(),
                     pointer,
+                })
+            })
+            .collect())
+    }
+
+    async fn list_all_checkpoints(&self) -> Result<Vec<JobCheckpoint>, StateError> {
+        // Unreadable pointers are left out and remembered like every other unreadable record.
+        let (pointers, _) = self
+            .read_all(
+                &self.layout.checkpoints(),
+                RecordKind::Checkpoint,
+                checkpoint_key,
+            )
+            .await?;
+        Ok(pointers
+            .into_iter()
+            .filter_map(|(key, pointer)| {
+                // `checkpoint_key` let only keys of this shape through.
+                let (namespace, name) = self.layout.job_of_key(&key)?;
+                let (kind, site) = checkpoint_kind_and_site(&key)?;
+                Some(JobCheckpoint {
+                    namespace,
+                    name,
+                    entry: CheckpointEntry {
+                        kind,
+                        site: site.to_owned(),
+                        pointer,
+                    },
                 })
             })
             .collect())

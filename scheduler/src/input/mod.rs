@@ -2,6 +2,7 @@
 //! from text into the model with errors that name the source, the object and the field.
 
 mod common;
+pub mod diagnosis_policy;
 pub mod error;
 pub mod flink_plan;
 pub mod kube_objects;
