@@ -651,8 +651,18 @@ async fn in_chromium_the_page_shows_the_sample_jobs_then_a_site_loss_and_its_rec
         .collect();
     assert!(!relaunched.is_empty(), "{recoveries}");
 
-    browser.navigate(&tab, &home).await;
-    let page = browser.html(&tab).await;
+    // The operation's progress is stored as it happens, while the sites table is the engine's
+    // view exported at the end of the leader's pass: the page agrees within a pass or two.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let page = loop {
+        browser.navigate(&tab, &home).await;
+        let page = browser.html(&tab).await;
+        let site_lost = page.contains("id=\"site-dc-a\"") && page.contains("<td>lost</td>");
+        if (page.contains("site-loss dc-a → dc-b") && site_lost) || Instant::now() >= deadline {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
     assert!(page.contains("site-loss dc-a → dc-b"), "{page}");
     assert!(
         page.contains("id=\"site-dc-a\"") && page.contains("<td>lost</td>"),
