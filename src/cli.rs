@@ -36,6 +36,8 @@ pub enum Command {
     Failover(crate::commands::failover::FailoverArgs),
     /// Play a failover scenario in a simulated two-site world; print the timeline and RTO/RPO.
     Simulate(crate::commands::simulate::SimulateArgs),
+    /// Print the Kubernetes objects a launch would create (YAML), for review and GitOps.
+    Render(crate::commands::render::RenderArgs),
 }
 
 #[derive(Debug, Args)]

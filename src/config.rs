@@ -131,13 +131,25 @@ fn default_lease_ttl() -> String {
 pub struct ApiSpec {
     #[serde(default = "default_listen")]
     pub listen: String,
-    /// File holding the bearer token mutating requests must present (trailing newline
-    /// ignored). Exactly one of `tokenFile`, `tokenEnv`; neither: mutations are refused.
+    /// File holding the admin bearer token (every request; trailing newline ignored). At
+    /// most one of `tokenFile`, `tokenEnv`; neither: a generated `<dataDir>/api-token`.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
-    /// Environment variable holding the token.
+    /// Environment variable holding the admin token.
     #[serde(default)]
     pub token_env: Option<String>,
+    /// File holding the read-only token (GET and HEAD only). At most one of
+    /// `readTokenFile`, `readTokenEnv`; neither: generated in `<dataDir>/api-read-token`
+    /// when the admin token is generated too, otherwise none (reads need the admin token).
+    #[serde(default)]
+    pub read_token_file: Option<PathBuf>,
+    /// Environment variable holding the read-only token.
+    #[serde(default)]
+    pub read_token_env: Option<String>,
+    /// `/metrics` needs a token (read-only or admin) like every read; `false` serves it to
+    /// anyone who can reach the port.
+    #[serde(default = "yes")]
+    pub metrics_require_token: bool,
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
 }
@@ -155,6 +167,9 @@ impl Default for ApiSpec {
             listen: default_listen(),
             token_file: None,
             token_env: None,
+            read_token_file: None,
+            read_token_env: None,
+            metrics_require_token: true,
             max_body_bytes: default_max_body_bytes(),
         }
     }
@@ -392,7 +407,11 @@ pub struct EtcdConfigResolved {
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     pub listen: SocketAddr,
+    /// The admin token: every request.
     pub token: TokenSource,
+    /// The read-only token: GET and HEAD.
+    pub read_token: TokenSource,
+    pub metrics_require_token: bool,
     pub max_body_bytes: usize,
 }
 
@@ -545,19 +564,46 @@ fn resolve(file: ConfigFile, base: &Path, source: &str, problems: &mut Problems)
             None
         }
     };
-    let token = match (&file.api.token_file, &file.api.token_env) {
+    let mut token_source = |file_field: &str,
+                            env_field: &str,
+                            path: &Option<PathBuf>,
+                            var: &Option<String>| match (path, var) {
         (Some(_), Some(_)) => {
-            problems.field("api", "set only one of tokenFile and tokenEnv");
+            problems.field(
+                "api",
+                format!("set only one of {file_field} and {env_field}"),
+            );
             TokenSource::None
         }
         (Some(path), None) => TokenSource::File(absolute(path)),
         (None, Some(var)) if var.is_empty() => {
-            problems.field("api.tokenEnv", "must name an environment variable");
+            problems.field(
+                format!("api.{env_field}"),
+                "must name an environment variable",
+            );
             TokenSource::None
         }
         (None, Some(var)) => TokenSource::Env(var.clone()),
         (None, None) => TokenSource::None,
     };
+    let token = token_source(
+        "tokenFile",
+        "tokenEnv",
+        &file.api.token_file,
+        &file.api.token_env,
+    );
+    let read_token = token_source(
+        "readTokenFile",
+        "readTokenEnv",
+        &file.api.read_token_file,
+        &file.api.read_token_env,
+    );
+    if token != TokenSource::None && token == read_token {
+        problems.field(
+            "api.readTokenFile",
+            "names the same source as the admin token: the read-only role would be an admin",
+        );
+    }
     if file.api.max_body_bytes == 0 {
         problems.field("api.maxBodyBytes", "must be at least 1");
     }
@@ -684,6 +730,8 @@ fn resolve(file: ConfigFile, base: &Path, source: &str, problems: &mut Problems)
         api: ApiConfig {
             listen: listen?,
             token,
+            read_token,
+            metrics_require_token: file.api.metrics_require_token,
             max_body_bytes: file.api.max_body_bytes,
         },
         simulation,
@@ -789,28 +837,55 @@ fn resolve_etcd(
 }
 
 impl TokenSource {
-    /// Reads the token; `Ok(None)` when none is configured (mutations are then refused).
+    /// Reads the admin token; `Ok(None)` when none is configured.
     pub fn read(&self) -> Result<Option<String>, String> {
+        self.read_as("api.tokenFile", "api.tokenEnv")
+    }
+
+    /// Reads a token; errors name `file_field` or `env_field`, never the token. A file
+    /// other users may read is refused (see [`check_private_file`]).
+    pub fn read_as(&self, file_field: &str, env_field: &str) -> Result<Option<String>, String> {
         let token = match self {
             TokenSource::None => return Ok(None),
-            TokenSource::File(path) => std::fs::read_to_string(path)
-                .map_err(|e| format!("api.tokenFile {}: cannot read: {e}", path.display()))?,
+            TokenSource::File(path) => {
+                check_private_file(path, file_field)?;
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("{file_field} {}: cannot read: {e}", path.display()))?
+            }
             TokenSource::Env(var) => std::env::var(var)
-                .map_err(|_| format!("api.tokenEnv: environment variable {var} is not set"))?,
+                .map_err(|_| format!("{env_field}: environment variable {var} is not set"))?,
         };
         let token = token.trim_end_matches(['\n', '\r']).to_string();
         if token.len() < 16 {
             return Err(format!(
                 "{}: the API token must be at least 16 characters",
                 match self {
-                    TokenSource::File(path) => format!("api.tokenFile {}", path.display()),
-                    TokenSource::Env(var) => format!("api.tokenEnv {var}"),
+                    TokenSource::File(path) => format!("{file_field} {}", path.display()),
+                    TokenSource::Env(var) => format!("{env_field} {var}"),
                     TokenSource::None => String::new(),
                 }
             ));
         }
         Ok(Some(token))
     }
+}
+
+/// Refuses a token file that its group or other users may read or write: anyone who can
+/// read it holds the API. A missing file passes here (reading it then fails, naming it).
+/// `field` names the setting in the message (`api.tokenFile`).
+pub fn check_private_file(path: &Path, field: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(metadata) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{field} {path}: mode {mode:04o} lets other users read or replace the token (the group or the world has access); run `chmod 600 {path}` (for a Kubernetes Secret volume: defaultMode: 0400)",
+            path = path.display()
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -924,14 +999,73 @@ mod tests {
         assert!(err.contains("simulation.sites.dc-z"), "{err}");
     }
 
+    fn private_file(path: &Path, contents: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, contents).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
     #[test]
     fn a_short_token_is_refused_without_echoing_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
-        std::fs::write(&path, "hunter2\n").unwrap();
+        private_file(&path, "hunter2\n");
         let err = TokenSource::File(path).read().unwrap_err();
         assert!(err.contains("at least 16"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    /// Issue #13, finding 2: a token file its group or the world can read is refused,
+    /// naming the file, its mode and the fix, without echoing the token.
+    #[test]
+    fn a_token_file_others_can_read_is_refused_with_the_mode_and_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("read-token");
+        private_file(&path, "0123456789abcdef0123\n");
+        let source = TokenSource::File(path.clone());
+        assert_eq!(
+            source
+                .read_as("api.readTokenFile", "api.readTokenEnv")
+                .unwrap()
+                .as_deref(),
+            Some("0123456789abcdef0123")
+        );
+        for mode in [0o640, 0o604, 0o620, 0o644] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = source
+                .read_as("api.readTokenFile", "api.readTokenEnv")
+                .unwrap_err();
+            assert!(err.contains("api.readTokenFile"), "{err}");
+            assert!(err.contains(&path.display().to_string()), "{err}");
+            assert!(err.contains(&format!("{mode:04o}")), "{err}");
+            assert!(err.contains("chmod 600"), "{err}");
+            assert!(!err.contains("0123456789abcdef"), "{err}");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(source.read().is_ok());
+    }
+
+    #[test]
+    fn the_read_token_is_configured_like_the_admin_token_and_must_differ() {
+        let config = parse(
+            "api:\n  tokenFile: /run/secrets/token\n  readTokenEnv: TWINSITE_READ_TOKEN\n  metricsRequireToken: false\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.api.read_token,
+            TokenSource::Env("TWINSITE_READ_TOKEN".into())
+        );
+        assert!(!config.api.metrics_require_token);
+        assert!(parse("").unwrap().api.metrics_require_token);
+        let err = parse("api:\n  readTokenFile: a\n  readTokenEnv: B\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("readTokenFile and readTokenEnv"), "{err}");
+        let err = parse("api:\n  tokenFile: t\n  readTokenFile: t\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("api.readTokenFile"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod crd;
 pub mod failover_plan;
 pub mod leader;
 pub mod metrics;
+pub mod redact;
 pub mod replication;
 pub mod site;
 pub mod state;

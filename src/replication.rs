@@ -16,6 +16,7 @@ use hdfs_sync::{FileLedger, ReplicationLedger, Replicator, SyncError, SyncOption
 use scheduler::model::{JobId, SiteId};
 
 use crate::controller::launch::in_site_storage;
+use crate::controller::status::JobStatus;
 use crate::controller::{Controller, stream_job_of};
 use crate::site::flink_job_id;
 use crate::state::{CheckpointKind, CheckpointPointer, StateError};
@@ -89,12 +90,28 @@ impl ReplicationDriver {
             };
             let id = job.id();
             let flink_id = flink_job_id(&id, record.value.generation);
+            // The savepoint or checkpoint this generation was restored from: a job restored
+            // in CLAIM mode from a native savepoint goes on using its files, which Flink 2.3.0
+            // names relative to `chk-N/` (see hdfs-sync's README, "References outside chk-N").
+            let restored_from = JobStatus::from_value(&record.value.status)
+                .restore_from
+                .and_then(|path| in_site_storage(from_root, &path).ok());
             for ((from, to), ledger) in &self.ledgers {
                 if from != &from_site {
                     continue;
                 }
                 let Some(to_root) = self.controller.storage_roots.get(to) else {
                     continue;
+                };
+                let (from_dir, to_dir) = match (
+                    in_site_storage(from_root, &checkpoints.dir),
+                    in_site_storage(to_root, &checkpoints.dir),
+                ) {
+                    (Ok(from_dir), Ok(to_dir)) => (from_dir, to_dir),
+                    (Err(reason), _) | (_, Err(reason)) => {
+                        tracing::warn!(job = %id, %reason, "checkpoints not replicated");
+                        continue;
+                    }
                 };
                 work.push(Copy {
                     job: id.clone(),
@@ -103,8 +120,11 @@ impl ReplicationDriver {
                     flink_id: flink_id.clone(),
                     generation: record.value.generation,
                     peer: to.clone(),
-                    from: in_site_storage(from_root, &checkpoints.dir),
-                    to: in_site_storage(to_root, &checkpoints.dir),
+                    from_storage: from_root.clone(),
+                    from: from_dir,
+                    to_storage: to_root.clone(),
+                    to: to_dir,
+                    restored_from: restored_from.clone(),
                     ledger: Arc::clone(ledger),
                 });
             }
@@ -139,11 +159,26 @@ impl ReplicationDriver {
     }
 
     /// Copies one job's newest checkpoint to one peer; `Some` when the ledger has one there.
+    /// Each site's storage root bounds what a checkpoint may reference (its checkpoint
+    /// directory, and savepoints elsewhere in the site's storage).
     async fn copy(&self, copy: &Copy) -> Result<Option<u64>, String> {
         let mut options = self.options.clone();
         options.jobs = Some(vec![copy.flink_id.clone()]);
-        let replicator = Replicator::from_urls(
+        // Only a hint: a restore path that does not lie in the source site's storage (a
+        // status written before the job moved, a path hdfs-sync refuses) must not stop the
+        // job's replication; it only cannot help find relative names outside `chk-N/`.
+        let in_source_storage = |dir: &str| {
+            let dir = hdfs_sync::StorageUrl::parse(dir).ok()?;
+            let root = hdfs_sync::StorageUrl::parse(&copy.from_storage).ok()?;
+            dir.starts_with(&root).then_some(dir)
+        };
+        if let Some(dir) = copy.restored_from.as_deref().and_then(in_source_storage) {
+            options.restored_from.insert(copy.flink_id.clone(), dir);
+        }
+        let replicator = Replicator::from_urls_in_storage(
+            &copy.from_storage,
             &copy.from,
+            &copy.to_storage,
             &copy.to,
             Arc::clone(&copy.ledger) as Arc<dyn ReplicationLedger>,
             options,
@@ -249,8 +284,13 @@ struct Copy {
     flink_id: String,
     generation: u64,
     peer: SiteId,
+    /// The site storage roots around `from` and `to`.
+    from_storage: String,
     from: String,
+    to_storage: String,
     to: String,
+    /// Where the running generation was restored from, in the source site's storage.
+    restored_from: Option<String>,
     ledger: Arc<FileLedger>,
 }
 
@@ -267,7 +307,7 @@ pub async fn copy_savepoint(
     let (Some(from_root), Some(to_root)) = (roots.get(from), roots.get(to)) else {
         return Ok(savepoint.to_string());
     };
-    let source = hdfs_sync::StorageUrl::parse(&in_site_storage(from_root, savepoint))
+    let source = hdfs_sync::StorageUrl::parse(&in_site_storage(from_root, savepoint)?)
         .map_err(|e| e.to_string())?;
     // The same path below the target's root as below the source's.
     let from_base = hdfs_sync::StorageUrl::parse(from_root).map_err(|e| e.to_string())?;
@@ -278,8 +318,10 @@ pub async fn copy_savepoint(
         .and_then(|root| root.join(&relative))
         .map_err(|e| e.to_string())?;
     let to_base = hdfs_sync::StorageUrl::parse(to_root).map_err(|e| e.to_string())?;
+    // Each side confined to its storage (local: nothing below the root is followed); the
+    // target's root is the site's, as the directory above the savepoint is synced too.
     let source_fs = hdfs_sync::storage_for(&source).map_err(|e| e.to_string())?;
-    let target_fs = hdfs_sync::storage_for(&target).map_err(|e| e.to_string())?;
+    let target_fs = hdfs_sync::storage_for(&to_base).map_err(|e| e.to_string())?;
     let mut pending = vec![String::new()];
     while let Some(relative) = pending.pop() {
         let dir = if relative.is_empty() {
@@ -310,9 +352,10 @@ pub async fn copy_savepoint(
     // target's (savepoints Flink writes are relative and pass through unchanged).
     let metadata_url = source.join("_metadata").map_err(|e| e.to_string())?;
     let original = source_fs
-        .read_all(&metadata_url)
+        .read_bounded(&metadata_url, hdfs_sync::metadata::MAX_METADATA_BYTES)
         .await
         .map_err(|e| format!("{metadata_url}: {e}"))?;
+    let (original, metadata_permissions) = (original.bytes, original.permissions);
     let parsed = hdfs_sync::CheckpointMetadata::parse(&original, &metadata_url.to_string())
         .map_err(|e| e.to_string())?;
     let rewritten = parsed
@@ -324,13 +367,21 @@ pub async fn copy_savepoint(
         .map_err(|e| e.to_string())?;
     let target_metadata = target.join("_metadata").map_err(|e| e.to_string())?;
     target_fs
-        .write_all(&target_metadata, bytes::Bytes::from(rewritten.clone()))
+        .write_all_with_permissions(
+            &target_metadata,
+            bytes::Bytes::from(rewritten.clone()),
+            metadata_permissions,
+        )
         .await
         .map_err(|e| e.to_string())?;
     let written = target_fs
-        .read_all(&target_metadata)
+        .read_bounded(
+            &target_metadata,
+            (rewritten.len() as u64).max(hdfs_sync::metadata::MAX_METADATA_BYTES),
+        )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .bytes;
     if written != rewritten {
         return Err(format!(
             "{target_metadata}: copy does not match after writing"
@@ -353,7 +404,11 @@ async fn copy_verified(
 ) -> Result<(), String> {
     use hdfs_sync::checksum::{self, Xxh64};
     let mut reader = source_fs.open_read(from).await.map_err(|e| e.to_string())?;
-    let mut writer = target_fs.create(to).await.map_err(|e| e.to_string())?;
+    // No wider than the source's permission bits.
+    let mut writer = target_fs
+        .create_with_permissions(to, reader.permissions())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut hash = Xxh64::new();
     let mut len = 0u64;
     loop {

@@ -1,5 +1,6 @@
-//! The HTTP API through its router (no socket): auth, validation, body limits, audit, reads,
-//! the dry-run plan, the OpenAPI document and fault injection on simulated sites.
+//! The HTTP API through its router (no socket): auth (admin and read-only tokens), redaction,
+//! revision preconditions (409), validation, body limits, audit, reads, the dry-run plan, the
+//! OpenAPI document and fault injection on simulated sites.
 
 mod support;
 
@@ -13,6 +14,7 @@ use scheduler::input::Policy;
 use scheduler::model::{SiteId, SiteSnapshot};
 use support::fixtures::node;
 use tower::ServiceExt;
+use twinsite::api::auth::Access;
 use twinsite::api::{ApiState, openapi, router};
 use twinsite::controller::Controller;
 use twinsite::site::simulated::{SimulatedSite, SimulatedSiteConfig};
@@ -20,6 +22,7 @@ use twinsite::site::{ManualClock, Site};
 use twinsite::state::{EmbeddedStateStore, StateStore};
 
 const TOKEN: &str = "test-token-0123456789abcdef";
+const READ: &str = "read-token-fedcba9876543210";
 const MAX_BODY: usize = 64 * 1024;
 
 const JOB: &str = r#"apiVersion: twinsite.io/v1alpha1
@@ -48,6 +51,14 @@ fn api() -> Api {
 }
 
 fn api_with(metrics: Option<Arc<dyn twinsite::metrics::MetricsSource>>) -> Api {
+    api_with_options(metrics, Policy::default_two_sites(), false)
+}
+
+fn api_with_options(
+    metrics: Option<Arc<dyn twinsite::metrics::MetricsSource>>,
+    policy: Policy,
+    open_metrics: bool,
+) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap());
     let mut sites: BTreeMap<SiteId, Arc<dyn Site>> = BTreeMap::new();
@@ -70,12 +81,17 @@ fn api_with(metrics: Option<Arc<dyn twinsite::metrics::MetricsSource>>) -> Api {
     let controller = Arc::new(Controller::new(
         sites,
         Arc::clone(&store) as Arc<dyn StateStore>,
-        Policy::default_two_sites(),
+        policy,
     ));
     controller.set_leading(true);
     let state = Arc::new(ApiState {
         controller: Arc::clone(&controller),
-        token: TOKEN.into(),
+        access: Access {
+            admin_token: TOKEN.into(),
+            read_token: Some(READ.into()),
+            open_metrics,
+        },
+        refusals: Default::default(),
         simulated,
         wake: Arc::new(tokio::sync::Notify::new()),
         metrics,
@@ -96,9 +112,25 @@ impl Api {
         token: Option<&str>,
         body: &str,
     ) -> (StatusCode, String) {
+        let (status, _, body) = self.send_with(method, uri, token, &[], body).await;
+        (status, body)
+    }
+
+    /// `send` with extra headers; also returns the response's headers.
+    async fn send_with(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (StatusCode, axum::http::HeaderMap, String) {
         let mut request = Request::builder().method(method).uri(uri);
         if let Some(token) = token {
             request = request.header("authorization", format!("Bearer {token}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let response = self
             .app
@@ -107,10 +139,15 @@ impl Api {
             .await
             .unwrap();
         let status = response.status();
+        let headers = response.headers().clone();
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .unwrap();
-        (status, String::from_utf8_lossy(&bytes).into_owned())
+        (
+            status,
+            headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
     }
 
     async fn audit(&self) -> Vec<twinsite::state::AuditEntry> {
@@ -163,10 +200,12 @@ async fn creating_a_job_stores_it_audits_it_and_a_second_create_conflicts() {
     assert_eq!(audit[0].actor, "token");
     assert!(audit[1].result.starts_with("rejected"));
 
-    let (status, body) = api.send("GET", "/api/v1/jobs/shop/orders", None, "").await;
+    let (status, body) = api
+        .send("GET", "/api/v1/jobs/shop/orders", Some(READ), "")
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("\"pending\""), "{body}");
-    let (_, list) = api.send("GET", "/api/v1/jobs", None, "").await;
+    let (_, list) = api.send("GET", "/api/v1/jobs", Some(READ), "").await;
     assert_eq!(
         serde_json::from_str::<Vec<serde_json::Value>>(&list)
             .unwrap()
@@ -224,7 +263,9 @@ async fn replace_must_match_the_path_and_delete_removes_the_job() {
         .send("DELETE", "/api/v1/jobs/shop/orders", Some(TOKEN), "")
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = api.send("GET", "/api/v1/jobs/shop/orders", None, "").await;
+    let (status, _) = api
+        .send("GET", "/api/v1/jobs/shop/orders", Some(READ), "")
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -234,7 +275,7 @@ async fn reads_show_sites_nodes_plan_and_metrics() {
     api.send("POST", "/api/v1/jobs", Some(TOKEN), JOB).await;
     api.controller.reconcile_once().await.unwrap();
 
-    let (status, body) = api.send("GET", "/api/v1/sites", None, "").await;
+    let (status, body) = api.send("GET", "/api/v1/sites", Some(READ), "").await;
     assert_eq!(status, StatusCode::OK);
     let sites: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
     assert_eq!(sites.len(), 2);
@@ -246,23 +287,27 @@ async fn reads_show_sites_nodes_plan_and_metrics() {
         1
     );
 
-    let (_, body) = api.send("GET", "/api/v1/nodes?site=dc-b", None, "").await;
+    let (_, body) = api
+        .send("GET", "/api/v1/nodes?site=dc-b", Some(READ), "")
+        .await;
     assert_eq!(
         serde_json::from_str::<Vec<serde_json::Value>>(&body)
             .unwrap()
             .len(),
         3
     );
-    let (status, body) = api.send("GET", "/api/v1/nodes?site=dc-z", None, "").await;
+    let (status, body) = api
+        .send("GET", "/api/v1/nodes?site=dc-z", Some(READ), "")
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("dc-z"));
 
-    let (status, body) = api.send("GET", "/api/v1/plan", None, "").await;
+    let (status, body) = api.send("GET", "/api/v1/plan", Some(READ), "").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let plan: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(plan["plan"]["placements"].as_array().unwrap().len(), 1);
 
-    let (_, body) = api.send("GET", "/metrics", None, "").await;
+    let (_, body) = api.send("GET", "/metrics", Some(READ), "").await;
     assert!(
         body.contains("twinsite_jobs{phase=\"launching\"} 1"),
         "{body}"
@@ -284,23 +329,32 @@ async fn the_capacity_report_is_served_from_the_live_view() {
     let api = api();
     api.send("POST", "/api/v1/jobs", Some(TOKEN), JOB).await;
     api.controller.reconcile_once().await.unwrap();
-    let (status, body) = api.send("GET", "/api/v1/reports/capacity", None, "").await;
+    let (status, body) = api
+        .send("GET", "/api/v1/reports/capacity", Some(READ), "")
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let report: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(report["jobs"], 1);
     assert_eq!(report["placed"], 1);
     assert_eq!(report["sites"].as_array().unwrap().len(), 2);
     let (status, html) = api
-        .send("GET", "/api/v1/reports/capacity?format=html", None, "")
+        .send(
+            "GET",
+            "/api/v1/reports/capacity?format=html",
+            Some(READ),
+            "",
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("<svg"), "{html}");
     let (status, body) = api
-        .send("GET", "/api/v1/reports/capacity?format=pdf", None, "")
+        .send("GET", "/api/v1/reports/capacity?format=pdf", Some(READ), "")
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("pdf"), "{body}");
-    let (status, body) = api.send("GET", "/api/v1/recommendations", None, "").await;
+    let (status, body) = api
+        .send("GET", "/api/v1/recommendations", Some(READ), "")
+        .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.contains("metrics"), "{body}");
 }
@@ -322,7 +376,9 @@ async fn recommendations_come_from_the_configured_metrics_source() {
     let source = twinsite::metrics::file::FileSource::open(&path).unwrap();
     let api = api_with(Some(Arc::new(source)));
     api.send("POST", "/api/v1/jobs", Some(TOKEN), JOB).await;
-    let (status, body) = api.send("GET", "/api/v1/recommendations", None, "").await;
+    let (status, body) = api
+        .send("GET", "/api/v1/recommendations", Some(READ), "")
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
     let recommendations = answer["recommendations"].as_array().unwrap();
@@ -541,10 +597,10 @@ async fn a_failover_dry_run_plans_every_move_and_changes_nothing() {
     assert_eq!(op["to"], "dc-b");
     assert!(op["progress"]["total"].as_u64().unwrap() >= 1, "{body}");
     let (status, body) = api
-        .send("GET", &format!("/api/v1/failover/{id}"), None, "")
+        .send("GET", &format!("/api/v1/failover/{id}"), Some(READ), "")
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = api.send("GET", "/api/v1/failover", None, "").await;
+    let (status, body) = api.send("GET", "/api/v1/failover", Some(READ), "").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&body).unwrap()[0]["id"],
@@ -560,7 +616,9 @@ async fn a_failover_dry_run_plans_every_move_and_changes_nothing() {
 #[tokio::test]
 async fn every_documented_route_exists() {
     let api = api();
-    let (status, body) = api.send("GET", "/api/v1/openapi.json", None, "").await;
+    let (status, body) = api
+        .send("GET", "/api/v1/openapi.json", Some(READ), "")
+        .await;
     assert_eq!(status, StatusCode::OK);
     let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(doc["paths"].as_object().unwrap().len(), 18);
@@ -575,7 +633,7 @@ async fn every_documented_route_exists() {
             .await;
         assert!(!body.contains("no such endpoint"), "{method} {uri}: {body}");
     }
-    let (status, body) = api.send("GET", "/api/v1/nope", None, "").await;
+    let (status, body) = api.send("GET", "/api/v1/nope", Some(READ), "").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(body.contains("no such endpoint"));
 }
@@ -592,7 +650,9 @@ async fn faults_are_injected_and_cleared_on_simulated_sites_only() {
         .send("POST", "/api/v1/sim/dc-a/faults", Some(TOKEN), fault)
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
-    let (_, body) = api.send("GET", "/api/v1/sim/dc-a/faults", None, "").await;
+    let (_, body) = api
+        .send("GET", "/api/v1/sim/dc-a/faults", Some(READ), "")
+        .await;
     assert!(body.contains("dc-a-n1"), "{body}");
     let (status, body) = api
         .send(
@@ -615,6 +675,678 @@ async fn faults_are_injected_and_cleared_on_simulated_sites_only() {
     let audit = api.audit().await;
     assert_eq!(
         audit.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
-        ["inject-fault", "inject-fault", "clear-fault"]
+        // The refused injection without a token first, then the two tries and the clear.
+        ["authorize", "inject-fault", "inject-fault", "clear-fault"]
     );
+}
+
+/// A job whose settings hold secrets in every redactable place: Flink options (a built-in
+/// pattern and one only the policy names), program arguments and annotations.
+fn secret_job() -> String {
+    JOB.replace(
+        "metadata: {name: orders, namespace: shop}",
+        "metadata: {name: orders, namespace: shop, annotations: {vault.example/api-token: tok-5501, owner: ads}}",
+    ) + r#"  args: ["--input", "kafka", "--db-password", "pw-7712", "--api-key=key-3390"]
+  flinkConfiguration:
+    s3.secret-key: hunter2-secret
+    s3.endpoint: http://minio:9000
+    fs.oss.accessKeyId: oss-id-4242
+"#
+}
+
+const SECRETS: [&str; 5] = [
+    "tok-5501",
+    "pw-7712",
+    "key-3390",
+    "hunter2-secret",
+    "oss-id-4242",
+];
+
+fn assert_no_secret(what: &str, text: &str) {
+    for secret in SECRETS {
+        assert!(!text.contains(secret), "{what} shows {secret}: {text}");
+    }
+}
+
+/// The policy that also redacts `fs.oss.accessKeyId`.
+fn redacting_policy() -> Policy {
+    scheduler::input::parse_policy(
+        "policy.yaml",
+        &format!(
+            "{}redaction: {{keys: [fs.oss.accessKeyId]}}\n",
+            include_str!("../policies/minimal.yaml")
+        ),
+    )
+    .unwrap()
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// Issue #13, finding 2: every GET answered without authentication. Now every request but
+/// the probes needs a token; `/metrics` too unless configured open; unknown paths give
+/// nothing away before authentication.
+#[tokio::test]
+async fn reads_need_a_token_and_only_the_probes_are_open() {
+    let api = api();
+    api.send("POST", "/api/v1/jobs", Some(TOKEN), JOB).await;
+    for uri in [
+        "/api/v1/jobs",
+        "/api/v1/jobs/shop/orders",
+        "/api/v1/audit",
+        "/api/v1/sites",
+        "/api/v1/nodes",
+        "/api/v1/plan",
+        "/api/v1/openapi.json",
+        "/api/v1/failover",
+        "/api/v1/recoveries",
+        "/api/v1/reports/capacity",
+        "/api/v1/sim/dc-a/faults",
+        "/metrics",
+        "/api/v1/nope",
+    ] {
+        let (status, headers, body) = api.send_with("GET", uri, None, &[], "").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "GET {uri}: {body}");
+        assert!(
+            headers
+                .get("www-authenticate")
+                .is_some_and(|v| v.to_str().unwrap().starts_with("Bearer")),
+            "GET {uri}: {headers:?}"
+        );
+        assert!(!body.contains("orders"), "GET {uri}: {body}");
+        let (status, _) = api
+            .send("GET", uri, Some("wrong-token-0000000000"), "")
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "GET {uri}");
+    }
+    let (status, _) = api.send("HEAD", "/api/v1/jobs", None, "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    for uri in ["/healthz", "/readyz"] {
+        let (status, body) = api.send("GET", uri, None, "").await;
+        assert_ne!(status, StatusCode::UNAUTHORIZED, "{uri}: {body}");
+    }
+    for token in [READ, TOKEN] {
+        let (status, body) = api.send("GET", "/api/v1/jobs", Some(token), "").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("orders"), "{body}");
+        let (status, body) = api.send("GET", "/metrics", Some(token), "").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    let open = api_with_options(None, Policy::default_two_sites(), true);
+    let (status, body) = open.send("GET", "/metrics", None, "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("twinsite_leader"), "{body}");
+    let (status, _) = open.send("GET", "/api/v1/jobs", None, "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "only /metrics is opened");
+}
+
+/// The read-only token reads everything and changes nothing, whatever the endpoint.
+#[tokio::test]
+async fn the_read_only_token_is_refused_every_change_with_403() {
+    let api = api();
+    api.send("POST", "/api/v1/jobs", Some(TOKEN), JOB).await;
+    let before = api.store.list_jobs().await.unwrap();
+    let changed = JOB.replace("parallelism: 2", "parallelism: 3");
+    for (method, uri, body) in [
+        (
+            "POST",
+            "/api/v1/jobs",
+            JOB.replace("name: orders", "name: other"),
+        ),
+        ("PUT", "/api/v1/jobs/shop/orders", changed),
+        ("DELETE", "/api/v1/jobs/shop/orders", String::new()),
+        (
+            "POST",
+            "/api/v1/failover",
+            r#"{"from":"dc-a","mode":"forced"}"#.to_owned(),
+        ),
+        ("POST", "/api/v1/failover/1/cancel", String::new()),
+        (
+            "POST",
+            "/api/v1/sim/dc-a/faults",
+            r#"{"kind":"site-down"}"#.to_owned(),
+        ),
+        (
+            "POST",
+            "/api/v1/jobs/shop/orders/rightsize?apply=true",
+            String::new(),
+        ),
+    ] {
+        let (status, reply) = api.send(method, uri, Some(READ), &body).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {uri}: {reply}");
+        assert!(reply.contains("read-only"), "{reply}");
+    }
+    assert_eq!(api.store.list_jobs().await.unwrap(), before);
+    let (_, faults) = api
+        .send("GET", "/api/v1/sim/dc-a/faults", Some(READ), "")
+        .await;
+    assert_eq!(faults, "[]");
+}
+
+/// Refused requests (401 and 403) are audited, naming who tried what, and never the token
+/// that was presented nor the query string.
+#[tokio::test]
+async fn refused_requests_are_audited_without_the_presented_token() {
+    let api = api();
+    api.send("GET", "/api/v1/jobs?watch=1", None, "").await;
+    api.send(
+        "DELETE",
+        "/api/v1/jobs/shop/orders",
+        Some("guessed-token-1234567890"),
+        "",
+    )
+    .await;
+    api.send_with(
+        "POST",
+        "/api/v1/jobs",
+        Some(READ),
+        &[("x-twinsite-actor", "dashboard")],
+        JOB,
+    )
+    .await;
+    let audit = api.audit().await;
+    let shown: Vec<(&str, &str, &str)> = audit
+        .iter()
+        .map(|e| (e.actor.as_str(), e.action.as_str(), e.target.as_str()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("anonymous", "authorize", "GET /api/v1/jobs"),
+            (
+                "unknown-token",
+                "authorize",
+                "DELETE /api/v1/jobs/shop/orders"
+            ),
+            ("read-token:dashboard", "authorize", "POST /api/v1/jobs"),
+        ]
+    );
+    assert!(audit[0].result.starts_with("rejected: 401"), "{audit:?}");
+    assert!(audit[1].result.starts_with("rejected: 403"), "{audit:?}");
+    assert!(audit[2].result.contains("read-only"), "{audit:?}");
+    let everything = format!("{audit:?}");
+    for token in ["guessed-token-1234567890", READ, TOKEN, "watch"] {
+        assert!(!everything.contains(token), "{token} in {everything}");
+    }
+    // The audit log is served to token holders only, and shows the same.
+    let (status, body) = api.send("GET", "/api/v1/audit", Some(READ), "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("unknown-token"), "{body}");
+}
+
+/// Issue #13, finding 2: job specs came back with `s3.secret-key` verbatim. Every answer
+/// carrying a spec shows secret-looking values (built-in patterns and the policy's) as
+/// `<redacted>`, while the store keeps them for the launch.
+#[tokio::test]
+async fn secret_looking_values_are_redacted_in_every_answer_and_kept_in_the_store() {
+    let api = api_with_options(None, redacting_policy(), false);
+    let (status, created) = api
+        .send("POST", "/api/v1/jobs", Some(TOKEN), &secret_job())
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_no_secret("POST", &created);
+    let view = json(&created);
+    assert_eq!(
+        view["spec"]["flinkConfiguration"]["s3.secret-key"],
+        "<redacted>"
+    );
+    assert_eq!(
+        view["spec"]["flinkConfiguration"]["fs.oss.accessKeyId"],
+        "<redacted>"
+    );
+    assert_eq!(
+        view["spec"]["flinkConfiguration"]["s3.endpoint"],
+        "http://minio:9000"
+    );
+    assert_eq!(
+        view["spec"]["args"],
+        serde_json::json!([
+            "--input",
+            "kafka",
+            "--db-password",
+            "<redacted>",
+            "--api-key=<redacted>"
+        ])
+    );
+    assert_eq!(view["metadata"]["annotations"]["owner"], "ads");
+    for token in [READ, TOKEN] {
+        let (_, one) = api
+            .send("GET", "/api/v1/jobs/shop/orders", Some(token), "")
+            .await;
+        assert_no_secret("GET one", &one);
+        let (_, all) = api.send("GET", "/api/v1/jobs", Some(token), "").await;
+        assert_no_secret("GET all", &all);
+        assert!(all.contains("<redacted>"), "{all}");
+    }
+    let changed = secret_job().replace("parallelism: 2", "parallelism: 3");
+    let (status, replaced) = api
+        .send("PUT", "/api/v1/jobs/shop/orders", Some(TOKEN), &changed)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{replaced}");
+    assert_no_secret("PUT", &replaced);
+    let (_, plan) = api.send("GET", "/api/v1/plan", Some(READ), "").await;
+    assert_no_secret("plan", &plan);
+
+    let stored = api.store.get_job("shop", "orders").await.unwrap().unwrap();
+    let stored = stored.value.spec.to_string();
+    for secret in SECRETS {
+        assert!(stored.contains(secret), "the store lost {secret}: {stored}");
+    }
+}
+
+/// What goes into the audit log is redacted (an error message may echo a value), and
+/// entries written before redaction existed are redacted when served.
+#[tokio::test]
+async fn the_audit_log_holds_and_serves_no_secret_looking_value() {
+    let api = api_with_options(None, redacting_policy(), false);
+    api.controller
+        .audit_as(
+            "token",
+            "create",
+            "shop/keyed-agg",
+            "rejected: request body: shop/keyed-agg: spec.flinkConfiguration.s3.secret-key: invalid type: integer `4242000`, expected a string",
+        )
+        .await;
+    let stored = api.audit().await;
+    assert_eq!(
+        stored[0].result,
+        "rejected: request body: shop/keyed-agg: spec.flinkConfiguration.s3.secret-key: <redacted>, expected a string"
+    );
+    api.store
+        .append_audit(&twinsite::state::AuditEntry {
+            actor: "token".into(),
+            action: "create".into(),
+            target: "shop/orders".into(),
+            at_unix_ms: 0,
+            result: "rejected: fs.oss.accessKeyId=oss-id-4242; password: pw-7712".into(),
+        })
+        .await
+        .unwrap();
+    let (status, body) = api.send("GET", "/api/v1/audit", Some(READ), "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_no_secret("GET /api/v1/audit", &body);
+    assert!(!body.contains("4242000"), "{body}");
+    assert!(body.contains("fs.oss.accessKeyId=<redacted>"), "{body}");
+}
+
+/// The spec a GET shows (with `<redacted>` in it) can be edited and PUT back: every
+/// placeholder where the GET showed it keeps the stored value. A placeholder that stands for
+/// nothing stored is refused with 422 naming the field, and nothing is written.
+#[tokio::test]
+async fn a_get_edit_put_round_trip_keeps_the_stored_secrets() {
+    let api = api_with_options(None, redacting_policy(), false);
+    api.send("POST", "/api/v1/jobs", Some(TOKEN), &secret_job())
+        .await;
+    let (_, body) = api
+        .send("GET", "/api/v1/jobs/shop/orders", Some(READ), "")
+        .await;
+    let view = json(&body);
+    let mut spec = view["spec"].clone();
+    spec["parallelism"] = 4.into();
+    let edited = serde_json::json!({
+        "apiVersion": "twinsite.io/v1alpha1",
+        "kind": "StreamJob",
+        "metadata": view["metadata"],
+        "spec": spec,
+    });
+    let (status, reply) = api
+        .send(
+            "PUT",
+            "/api/v1/jobs/shop/orders",
+            Some(TOKEN),
+            &edited.to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let stored = api.store.get_job("shop", "orders").await.unwrap().unwrap();
+    let object = &stored.value.spec;
+    assert_eq!(object["spec"]["parallelism"], 4);
+    assert_eq!(
+        object["spec"]["flinkConfiguration"]["s3.secret-key"],
+        "hunter2-secret"
+    );
+    assert_eq!(
+        object["spec"]["flinkConfiguration"]["fs.oss.accessKeyId"],
+        "oss-id-4242"
+    );
+    assert_eq!(object["spec"]["args"][3], "pw-7712");
+    assert_eq!(object["spec"]["args"][4], "--api-key=key-3390");
+    assert_eq!(
+        object["metadata"]["annotations"]["vault.example/api-token"],
+        "tok-5501"
+    );
+    assert!(
+        object["metadata"].get("resourceVersion").is_none(),
+        "the precondition is not stored: {object}"
+    );
+    assert!(!object.to_string().contains("<redacted>"), "{object}");
+
+    let mut renamed = edited.clone();
+    renamed["metadata"]["resourceVersion"] = stored.revision.to_string().into();
+    renamed["spec"]["flinkConfiguration"]["s3.secret-key-v2"] = "<redacted>".into();
+    let (status, reply) = api
+        .send(
+            "PUT",
+            "/api/v1/jobs/shop/orders",
+            Some(TOKEN),
+            &renamed.to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reply}");
+    assert!(
+        reply.contains("spec.flinkConfiguration[s3.secret-key-v2]"),
+        "{reply}"
+    );
+    let (status, reply) = api
+        .send(
+            "POST",
+            "/api/v1/jobs",
+            Some(TOKEN),
+            &secret_job()
+                .replace("name: orders", "name: copy")
+                .replace("hunter2-secret", "<redacted>"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reply}");
+    assert!(
+        reply.contains("spec.flinkConfiguration[s3.secret-key]"),
+        "{reply}"
+    );
+    let after = api.store.get_job("shop", "orders").await.unwrap().unwrap();
+    assert_eq!(after, stored, "a refused PUT wrote something");
+    assert!(api.store.get_job("shop", "copy").await.unwrap().is_none());
+    let audit = api.audit().await;
+    assert_eq!(audit.last().unwrap().action, "create");
+    assert!(
+        audit.last().unwrap().result.starts_with("rejected"),
+        "{audit:?}"
+    );
+}
+
+/// Issue #13, finding 5: a PUT ignored `metadata.resourceVersion`, so two editors of the same
+/// revision silently overwrote each other. Now exactly one wins; the other gets 409 in
+/// Kubernetes' `Status` shape, and the stored spec is the winner's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_editors_of_one_revision_one_wins_and_the_other_gets_409() {
+    let api = api();
+    api.send("POST", "/api/v1/jobs", Some(TOKEN), JOB).await;
+    let (_, headers, body) = api
+        .send_with("GET", "/api/v1/jobs/shop/orders", Some(READ), &[], "")
+        .await;
+    let view = json(&body);
+    let revision = view["resourceVersion"].as_str().unwrap().to_owned();
+    assert_eq!(view["metadata"]["resourceVersion"], revision.as_str());
+    assert_eq!(view["revision"].to_string(), revision);
+    assert_eq!(
+        headers.get("etag").unwrap().to_str().unwrap(),
+        format!("\"{revision}\"")
+    );
+
+    let edit = |parallelism: u32| {
+        JOB.replace(
+            "metadata: {name: orders, namespace: shop}",
+            &format!(
+                "metadata: {{name: orders, namespace: shop, resourceVersion: \"{revision}\"}}"
+            ),
+        )
+        .replace("parallelism: 2", &format!("parallelism: {parallelism}"))
+    };
+    let (alice, bob) = (edit(3), edit(5));
+    let (first, second) = tokio::join!(
+        api.send("PUT", "/api/v1/jobs/shop/orders", Some(TOKEN), &alice),
+        api.send("PUT", "/api/v1/jobs/shop/orders", Some(TOKEN), &bob),
+    );
+    let outcomes = [first.0, second.0];
+    assert!(
+        outcomes.contains(&StatusCode::OK) && outcomes.contains(&StatusCode::CONFLICT),
+        "{first:?} {second:?}"
+    );
+    let (winner, loser) = if first.0 == StatusCode::OK {
+        (3, &second.1)
+    } else {
+        (5, &first.1)
+    };
+    let status = json(loser);
+    assert_eq!(status["kind"], "Status");
+    assert_eq!(status["reason"], "Conflict");
+    assert_eq!(status["code"], 409);
+    assert_eq!(status["details"]["name"], "orders");
+    assert!(
+        status["error"].as_str().unwrap().contains("modified"),
+        "{status}"
+    );
+    let stored = api.store.get_job("shop", "orders").await.unwrap().unwrap();
+    assert_eq!(stored.value.spec["spec"]["parallelism"], winner);
+
+    // If-Match works the same; the current ETag passes, a stale one is 409.
+    let (status, _) = api
+        .send_with(
+            "PUT",
+            "/api/v1/jobs/shop/orders",
+            Some(TOKEN),
+            &[("if-match", &format!("\"{revision}\""))],
+            JOB,
+        )
+        .await
+        .into_pair();
+    assert_eq!(status, StatusCode::CONFLICT);
+    let current = format!("\"{}\"", stored.revision);
+    let (status, body) = api
+        .send_with(
+            "PUT",
+            "/api/v1/jobs/shop/orders",
+            Some(TOKEN),
+            &[("if-match", &current)],
+            JOB,
+        )
+        .await
+        .into_pair();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        api.store
+            .get_job("shop", "orders")
+            .await
+            .unwrap()
+            .unwrap()
+            .value
+            .spec["spec"]["parallelism"],
+        2
+    );
+    // Without a revision a PUT replaces whatever is stored, as Kubernetes does.
+    let (status, _) = api
+        .send(
+            "PUT",
+            "/api/v1/jobs/shop/orders",
+            Some(TOKEN),
+            &edit(7).replace(
+                &format!("resourceVersion: \"{revision}\""),
+                "resourceVersion: \"\"",
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// A DELETE that names a stale revision (If-Match or DeleteOptions preconditions) is 409 and
+/// the job stays; the current revision deletes it.
+#[tokio::test]
+async fn a_delete_naming_a_stale_revision_is_409_and_keeps_the_job() {
+    let api = api();
+    let (_, body) = api.send("POST", "/api/v1/jobs", Some(TOKEN), JOB).await;
+    let first = json(&body)["resourceVersion"].as_str().unwrap().to_owned();
+    let changed = JOB.replace("parallelism: 2", "parallelism: 3");
+    api.send("PUT", "/api/v1/jobs/shop/orders", Some(TOKEN), &changed)
+        .await;
+    let current = api
+        .store
+        .get_job("shop", "orders")
+        .await
+        .unwrap()
+        .unwrap()
+        .revision;
+    let (status, body) = api
+        .send_with(
+            "DELETE",
+            "/api/v1/jobs/shop/orders",
+            Some(TOKEN),
+            &[("if-match", &format!("\"{first}\""))],
+            "",
+        )
+        .await
+        .into_pair();
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(
+        json(&body)["details"]["currentResourceVersion"],
+        current.to_string()
+    );
+    let options = |revision: &str| {
+        format!(
+            r#"{{"kind":"DeleteOptions","apiVersion":"v1","preconditions":{{"resourceVersion":"{revision}"}}}}"#
+        )
+    };
+    let (status, _) = api
+        .send(
+            "DELETE",
+            "/api/v1/jobs/shop/orders",
+            Some(TOKEN),
+            &options(&first),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(api.store.get_job("shop", "orders").await.unwrap().is_some());
+
+    let (status, body) = api
+        .send(
+            "DELETE",
+            "/api/v1/jobs/shop/orders",
+            Some(TOKEN),
+            r#"{"preconditions":{"uid":"x"}}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body.contains("preconditions") && body.contains("uid"),
+        "{body}"
+    );
+
+    let (status, body) = api
+        .send(
+            "DELETE",
+            "/api/v1/jobs/shop/orders",
+            Some(TOKEN),
+            &options(&current.to_string()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, _) = api
+        .send_with(
+            "DELETE",
+            "/api/v1/jobs/shop/orders",
+            Some(TOKEN),
+            &[("if-match", "*")],
+            "",
+        )
+        .await
+        .into_pair();
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let audit = api.audit().await;
+    let deletes: Vec<&str> = audit
+        .iter()
+        .filter(|e| e.action == "delete")
+        .map(|e| e.result.as_str())
+        .collect();
+    assert_eq!(deletes.len(), 5, "{deletes:?}");
+    assert_eq!(
+        deletes.iter().filter(|r| **r == "ok").count(),
+        1,
+        "{deletes:?}"
+    );
+}
+
+/// Revisions a client names are checked at the door: malformed ones are 400 naming where
+/// they came from; a PUT naming a revision of a job that is gone is 409, not a re-create.
+#[tokio::test]
+async fn malformed_revisions_are_400_and_a_revision_of_a_deleted_job_is_409() {
+    let api = api();
+    let (status, body) = api
+        .send(
+            "POST",
+            "/api/v1/jobs",
+            Some(TOKEN),
+            &JOB.replace(
+                "namespace: shop}",
+                "namespace: shop, resourceVersion: \"3\"}",
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("metadata.resourceVersion"), "{body}");
+    api.send("POST", "/api/v1/jobs", Some(TOKEN), JOB).await;
+    for (header, value) in [
+        ("if-match", "W/\"1\""),
+        ("if-match", "1"),
+        ("if-match", "\"abc\""),
+        ("if-match", "*, \"1\""),
+    ] {
+        let (status, _, body) = api
+            .send_with(
+                "PUT",
+                "/api/v1/jobs/shop/orders",
+                Some(TOKEN),
+                &[(header, value)],
+                JOB,
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{value}: {body}");
+        assert!(body.contains("If-Match"), "{body}");
+    }
+    let (status, body) = api
+        .send(
+            "PUT",
+            "/api/v1/jobs/shop/orders",
+            Some(TOKEN),
+            &JOB.replace(
+                "namespace: shop}",
+                "namespace: shop, resourceVersion: \"-4\"}",
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("metadata.resourceVersion"), "{body}");
+
+    let revision = api
+        .store
+        .get_job("shop", "orders")
+        .await
+        .unwrap()
+        .unwrap()
+        .revision;
+    api.send("DELETE", "/api/v1/jobs/shop/orders", Some(TOKEN), "")
+        .await;
+    let (status, body) = api
+        .send(
+            "PUT",
+            "/api/v1/jobs/shop/orders",
+            Some(TOKEN),
+            &JOB.replace(
+                "namespace: shop}",
+                &format!("namespace: shop, resourceVersion: \"{revision}\"}}"),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body.contains("does not exist"), "{body}");
+    assert!(api.store.get_job("shop", "orders").await.unwrap().is_none());
+}
+
+trait IntoPair {
+    fn into_pair(self) -> (StatusCode, String);
+}
+
+impl IntoPair for (StatusCode, axum::http::HeaderMap, String) {
+    fn into_pair(self) -> (StatusCode, String) {
+        (self.0, self.2)
+    }
 }

@@ -27,6 +27,11 @@ fn the_production_config_example_parses_with_the_example_policy() {
         config.api.token,
         TokenSource::File("/var/run/secrets/twinsite/api/token".into())
     );
+    assert_eq!(
+        config.api.read_token,
+        TokenSource::File("/var/run/secrets/twinsite/api/read-token".into())
+    );
+    assert!(config.api.metrics_require_token);
     // Both sites of the example policy are Kubernetes sites.
     for site in config.policy.site_ids() {
         assert!(

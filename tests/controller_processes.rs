@@ -55,8 +55,16 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The admin token file, readable by its owner only (the controller refuses anything else).
+fn write_token(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("token");
+    std::fs::write(&path, TOKEN).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 fn write_config(dir: &Path, etcd: &str) -> PathBuf {
-    std::fs::write(dir.join("token"), TOKEN).unwrap();
+    write_token(dir);
     let config = format!(
         r#"apiVersion: twinsite.io/v1alpha1
 kind: ControllerConfig
@@ -101,7 +109,8 @@ fn start(dir: &Path, config: &Path, name: &str) -> Replica {
 }
 
 async fn get(client: &reqwest::Client, url: &str) -> Option<(u16, String)> {
-    let response = client.get(url).send().await.ok()?;
+    // Reads need a token too; the admin token reads.
+    let response = client.get(url).bearer_auth(TOKEN).send().await.ok()?;
     let status = response.status().as_u16();
     Some((status, response.text().await.ok()?))
 }
@@ -298,7 +307,7 @@ const CHAOS_JOBS: usize = 8;
 /// Three replicas on etcd with short graces, a 2 s replication interval and eight jobs in
 /// dc-a (half of them critical), checkpointing every 2 s.
 fn write_chaos_config(dir: &Path, etcd: &str) -> PathBuf {
-    std::fs::write(dir.join("token"), TOKEN).unwrap();
+    write_token(dir);
     std::fs::write(
         dir.join("policy.yaml"),
         "apiVersion: twinsite.io/v1alpha1\nkind: Policy\nsites:\n  - name: dc-a\n  - name: dc-b\nreplication:\n  interval: 2s\n",

@@ -320,7 +320,7 @@ async fn a_copy_running_in_the_other_site_is_stopped_so_the_job_never_runs_in_tw
     w.pass().await;
     // A stray copy in dc-b (e.g. a site that came back after a failover).
     let stray = placement(&j.id(), "dc-b", "dc-b-n1", &["dc-b-n2"]);
-    let spec = twinsite::controller::launch::launch_spec(&j, 1, &stray, None, None).unwrap();
+    let spec = twinsite::controller::launch::launch_spec(&j, 1, &stray, None, None, 0).unwrap();
     w.site("dc-b").launch(&spec).await.unwrap();
     let report = w.pass().await;
     assert_eq!(
@@ -596,4 +596,194 @@ fn the_launch_spec_of_a_stored_job_matches_what_the_site_runs() {
     let record = new_record(&j);
     let back = twinsite::controller::stream_job_of(&record).unwrap();
     assert_eq!(back, j);
+}
+
+// ---- issue #13: records the controller must survive ---------------------------------------
+
+/// A record written straight into the store, bypassing admission: the valid `orders` job with
+/// `edit` applied to its stored JSON.
+async fn put_bypassing_admission(w: &World, name: &str, edit: impl FnOnce(&mut JobRecord)) {
+    let mut record = new_record(&job(name, "dc-a", ""));
+    edit(&mut record);
+    w.store.put_job(&record, Expected::Absent).await.unwrap();
+}
+
+/// The finding: `parallelism: 4294967295` (no maxParallelism) made placement allocate 32 GiB
+/// and abort the process, on every restart, because the record stays in the store.
+#[tokio::test]
+async fn a_stored_job_with_an_impossible_parallelism_is_failed_with_the_reason_and_the_pass_goes_on()
+ {
+    let mut w = World::new(4);
+    put_bypassing_admission(&w, "poison", |r| {
+        r.spec["spec"]["parallelism"] = serde_json::json!(4_294_967_295u64);
+    })
+    .await;
+    w.add(&job("orders", "dc-a", "")).await;
+
+    let report = w.pass().await;
+    assert_eq!(report.launched, [(JobId::new("shop", "orders"), 1)]);
+    assert_eq!(report.unusable.len(), 1, "{report:?}");
+    let status = w.status("poison").await;
+    assert_eq!(status.phase, JobPhase::Failed);
+    let message = status.message.unwrap();
+    assert!(
+        message
+            .contains("spec.parallelism: must be at most 32768 (Flink's bound), found 4294967295"),
+        "{message}"
+    );
+    assert!(w.running("poison").await.is_empty());
+    assert_eq!(w.record("poison").await.generation, 0, "never launched");
+
+    // A restarted controller starts on the same store and passes again.
+    w.restart_controller();
+    w.advance(Duration::from_secs(1));
+    let report = w.pass().await;
+    assert!(report.launched.is_empty(), "{report:?}");
+    assert_eq!(w.status("orders").await.phase, JobPhase::Running);
+    assert_eq!(w.status("poison").await.phase, JobPhase::Failed);
+}
+
+#[tokio::test]
+async fn stored_records_that_do_not_decode_or_break_a_rule_are_each_failed_with_their_reason() {
+    let w = World::new(4);
+    put_bypassing_admission(&w, "garbage", |r| {
+        r.spec = serde_json::json!({"not": "a StreamJob"});
+    })
+    .await;
+    put_bypassing_admission(&w, "climbs", |r| {
+        r.spec["spec"]["checkpoints"]["dir"] = serde_json::json!("hdfs:///../../../../tmp/x");
+    })
+    .await;
+    put_bypassing_admission(&w, "huge-memory", |r| {
+        r.spec["spec"]["taskManager"]["resources"]["memory"] =
+            serde_json::json!("99999999999999999999Ei");
+    })
+    .await;
+    put_bypassing_admission(&w, "last-generation", |r| r.generation = u64::MAX).await;
+    put_bypassing_admission(&w, "renamed", |r| {
+        r.spec["metadata"]["name"] = serde_json::json!("someone-else");
+    })
+    .await;
+    w.add(&job("orders", "dc-a", "")).await;
+
+    let report = w.pass().await;
+    assert_eq!(report.launched, [(JobId::new("shop", "orders"), 1)]);
+    for (name, reason) in [
+        ("garbage", "the spec does not decode as a StreamJob"),
+        (
+            "climbs",
+            "spec.checkpoints.dir: \"hdfs:///../../../../tmp/x\" has a \"..\" segment",
+        ),
+        (
+            "huge-memory",
+            "spec.taskManager.resources.memory: quantity \"99999999999999999999Ei\" is too large",
+        ),
+        ("last-generation", "generation 18446744073709551615 is past"),
+        (
+            "renamed",
+            "the spec is of shop/someone-else, not shop/renamed",
+        ),
+    ] {
+        let status = w.status(name).await;
+        assert_eq!(status.phase, JobPhase::Failed, "{name}");
+        let message = status.message.unwrap();
+        assert!(message.contains(reason), "{name}: {message}");
+        assert!(w.running(name).await.is_empty(), "{name} runs");
+    }
+}
+
+/// The same poison record, in the store of a real `twinsite run` process: it starts, serves
+/// the job as failed with the reason, and runs the other job.
+#[tokio::test]
+async fn the_controller_process_starts_and_serves_a_store_holding_a_poison_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    {
+        let store = EmbeddedStateStore::open(&data.join("state")).unwrap();
+        let mut poison = new_record(&job("poison", "dc-a", ""));
+        poison.spec["spec"]["parallelism"] = serde_json::json!(4_294_967_295u64);
+        store.put_job(&poison, Expected::Absent).await.unwrap();
+        store
+            .put_job(&new_record(&job("orders", "dc-a", "")), Expected::Absent)
+            .await
+            .unwrap();
+    }
+    std::fs::write(
+        dir.path().join("twinsite.yaml"),
+        "apiVersion: twinsite.io/v1alpha1\nkind: ControllerConfig\ndataDir: data\n\
+         simulation:\n  generate: {nodesPerSite: 6, sampleJobs: 0, seed: 1}\n\
+         reconcile:\n  interval: 1s\n",
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = dir.path().join("twinsite.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_twinsite"))
+        .args(["run", "--config"])
+        .arg(dir.path().join("twinsite.yaml"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("TWINSITE_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Kill(&mut child);
+
+    let client = reqwest::Client::new();
+    let jobs_url = format!("http://127.0.0.1:{port}/api/v1/jobs");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (poison, orders) = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            panic!(
+                "twinsite exited with {status}:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the jobs never settled:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        // Reads need the read-only token, which the process writes at start.
+        let token = std::fs::read_to_string(data.join("api-read-token")).unwrap_or_default();
+        let request = client.get(&jobs_url).bearer_auth(token.trim());
+        let jobs: Option<Vec<serde_json::Value>> = match request.send().await {
+            Ok(response) => response.json().await.ok(),
+            Err(_) => None,
+        };
+        let phase_of = |jobs: &[serde_json::Value], name: &str| {
+            jobs.iter()
+                .find(|j| j["name"] == name)
+                .map(|j| j["status"].clone())
+        };
+        if let Some(jobs) = jobs
+            && let (Some(poison), Some(orders)) =
+                (phase_of(&jobs, "poison"), phase_of(&jobs, "orders"))
+            && poison["phase"] == "failed"
+            && orders["phase"] == "running"
+        {
+            break (poison, orders);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        poison["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.parallelism: must be at most 32768"),
+        "{poison}"
+    );
+    assert_eq!(orders["site"], "dc-a");
+    assert!(child.0.try_wait().unwrap().is_none(), "still running");
 }

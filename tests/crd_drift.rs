@@ -466,7 +466,8 @@ fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy();
         if path.is_dir() {
-            if !name.starts_with('.') && name != "target" {
+            // Fuzz corpora hold inputs that must be refused: not examples.
+            if !name.starts_with('.') && name != "target" && name != "fuzz-corpus" {
                 yaml_files(&path, out);
             }
         } else if (name.ends_with(".yaml") || name.ends_with(".yml")) && !path.ends_with(CRD_PATH) {

@@ -14,6 +14,7 @@ use scheduler::model::{JobId, SiteId, SiteSnapshot};
 use support::fixtures::{node, placement};
 use twinsite::controller::{Controller, JobStatus, new_record};
 use twinsite::replication::ReplicationDriver;
+use twinsite::site::sim_metadata;
 use twinsite::site::simulated::{SimulatedSite, SimulatedSiteConfig};
 use twinsite::site::{ManualClock, Site};
 use twinsite::state::{CheckpointKind, EmbeddedStateStore, Expected, StateStore};
@@ -33,8 +34,19 @@ spec:
   checkpoints: {dir: "hdfs:///flink/checkpoints/shop/orders", interval: 10s, retained: 2}
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_newest_verified_copy_becomes_the_replicated_pointer_and_restores_in_the_peer() {
+/// Two simulated sites with storage below one temporary directory, the controller, the job
+/// placed nowhere yet, and its replication driver.
+struct World {
+    dir: tempfile::TempDir,
+    clock: ManualClock,
+    sims: BTreeMap<&'static str, SimulatedSite>,
+    store: Arc<EmbeddedStateStore>,
+    controller: Arc<Controller>,
+    driver: ReplicationDriver,
+    job: scheduler::input::StreamJob,
+}
+
+async fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap());
     let mut sims = BTreeMap::new();
@@ -80,6 +92,28 @@ async fn the_newest_verified_copy_becomes_the_replicated_pointer_and_restores_in
     .await
     .unwrap();
 
+    World {
+        dir,
+        clock,
+        sims,
+        store,
+        controller,
+        driver,
+        job,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newest_verified_copy_becomes_the_replicated_pointer_and_restores_in_the_peer() {
+    let World {
+        dir,
+        clock,
+        sims,
+        store,
+        controller,
+        driver,
+        job,
+    } = world().await;
     controller.reconcile_once().await.unwrap();
     // Nothing checkpointed yet: nothing to record, and no error either.
     let round = driver.round().await.unwrap();
@@ -142,6 +176,7 @@ async fn the_newest_verified_copy_becomes_the_replicated_pointer_and_restores_in
         &placement,
         Some(pointer.uri.clone()),
         Some(&peer_root),
+        0,
     )
     .unwrap();
     sims["dc-b"].launch(&spec).await.unwrap();
@@ -154,4 +189,147 @@ async fn the_newest_verified_copy_becomes_the_replicated_pointer_and_restores_in
         completed.id + 1,
         "Flink continues the restored checkpoint's counter"
     );
+}
+
+/// A job restored in CLAIM mode from a native savepoint checkpoints with references into the
+/// savepoint, which lies in its site's storage beside the checkpoints. The controller
+/// replicates such a checkpoint within each site's storage root, and tells hdfs-sync where
+/// the job was restored from (its status' `restoreFrom`) so that Flink 2.3.0's names of the
+/// savepoint's files, relative to `chk-N/` where they are not, can be found and relocated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_using_a_savepoints_files_replicates_them_within_the_site_storage() {
+    let World {
+        dir,
+        clock,
+        sims,
+        store,
+        controller,
+        driver,
+        ..
+    } = world().await;
+    controller.reconcile_once().await.unwrap();
+    for _ in 0..2 {
+        clock.advance(Duration::from_secs(11));
+        sims["dc-a"].tick();
+    }
+    controller.reconcile_once().await.unwrap();
+    let record = store.get_job("shop", "orders").await.unwrap().unwrap();
+    let newest = JobStatus::from_value(&record.value.status)
+        .last_checkpoint
+        .unwrap();
+    let chk = std::path::PathBuf::from(newest.path.strip_prefix("file://").unwrap());
+
+    // --- the savepoint generation 1 was restored from, in dc-a's storage
+    let savepoint_path = "flink/savepoints/shop/orders/savepoint-0a1b2c-0123456789ab";
+    let savepoint = dir.path().join("dc-a").join(savepoint_path);
+    std::fs::create_dir_all(&savepoint).unwrap();
+    std::fs::write(savepoint.join("d288d179"), b"an SST file of the savepoint").unwrap();
+    // --- the newest checkpoint names it as Flink 2.3.0 does: relative to chk-N/
+    let bytes = std::fs::read(chk.join("_metadata")).unwrap();
+    let mut meta = sim_metadata::parse(&newest.path, &bytes).unwrap();
+    let absolute = format!("file:{}/d288d179", savepoint.display());
+    meta.files.push(absolute.clone());
+    let size_of = |uri: &str| {
+        std::fs::metadata(uri.strip_prefix("file:").unwrap())
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    let with_uri = sim_metadata::render(&meta, size_of);
+    std::fs::write(
+        chk.join("_metadata"),
+        as_relative(&with_uri, &absolute, "d288d179"),
+    )
+    .unwrap();
+
+    // Without knowing where the job was restored from, the checkpoint is refused by name.
+    let round = driver.round().await.unwrap();
+    assert!(round.recorded.is_empty(), "{round:?}");
+    assert!(
+        round
+            .failed
+            .iter()
+            .any(|(_, _, reason)| reason.contains("`d288d179`") && reason.contains("FLINK-39964")),
+        "{round:?}"
+    );
+
+    // A restore path that cannot be in dc-a's storage is no help, and no harm either: the
+    // round fails as before, naming the file, instead of refusing the job's replication.
+    let mut status = JobStatus::from_value(&record.value.status);
+    status.restore_from = Some("file:///../escapes".into());
+    let mut value = record.value.clone();
+    value.status = status.to_value();
+    let revision = store
+        .put_job(&value, Expected::Revision(record.revision))
+        .await
+        .unwrap();
+    let round = driver.round().await.unwrap();
+    assert!(
+        round
+            .failed
+            .iter()
+            .any(|(_, _, reason)| reason.contains("`d288d179`")),
+        "{round:?}"
+    );
+
+    // The status says where generation 1 came from (as a launch from that savepoint sets it).
+    status.restore_from = Some(format!("hdfs:///{savepoint_path}"));
+    let mut value = record.value.clone();
+    value.status = status.to_value();
+    store
+        .put_job(&value, Expected::Revision(revision))
+        .await
+        .unwrap();
+    let round = driver.round().await.unwrap();
+    assert!(round.failed.is_empty(), "{round:?}");
+    assert_eq!(round.recorded.len(), 1, "{round:?}");
+
+    // The savepoint's file is at the same path in dc-b's storage, named there by URI.
+    let peer_file = dir
+        .path()
+        .join("dc-b")
+        .join(savepoint_path)
+        .join("d288d179");
+    assert_eq!(
+        std::fs::read(&peer_file).unwrap(),
+        b"an SST file of the savepoint"
+    );
+    let pointer = store
+        .get_checkpoint("shop", "orders", CheckpointKind::Replicated, "dc-b")
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    let peer_chk = pointer.uri.strip_prefix("file://").unwrap();
+    let peer_meta = std::fs::read(format!("{peer_chk}/_metadata")).unwrap();
+    let parsed = sim_metadata::parse(&pointer.uri, &peer_meta).unwrap();
+    assert!(
+        parsed
+            .files
+            .contains(&format!("file:{}", peer_file.display())),
+        "{parsed:?}"
+    );
+}
+
+/// `metadata` with the File handle naming `uri` turned into a Relative handle naming `name`
+/// (`type 2, size, path` becomes `type 6, name, size`), as Flink 2.3.0 writes a savepoint's
+/// file after a CLAIM restore.
+fn as_relative(metadata: &[u8], uri: &str, name: &str) -> Vec<u8> {
+    let utf = |s: &str| {
+        let mut out = (s.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(s.as_bytes());
+        out
+    };
+    let encoded = utf(uri);
+    let at = metadata
+        .windows(encoded.len())
+        .position(|w| w == encoded.as_slice())
+        .expect("the URI is in the metadata");
+    let (handle, size) = (at - 9, &metadata[at - 8..at]);
+    assert_eq!(metadata[handle], 2, "a File handle");
+    let mut out = metadata[..handle].to_vec();
+    out.push(6);
+    out.extend_from_slice(&utf(name));
+    out.extend_from_slice(size);
+    out.extend_from_slice(&metadata[at + encoded.len()..]);
+    out
 }

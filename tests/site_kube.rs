@@ -2,6 +2,8 @@
 //! sends (method, path, field manager, body) and how it reads recorded-shape list/watch
 //! JSON. No live API server is involved.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +15,9 @@ use kube::client::Body;
 use scheduler::model::{JobId, JobPlacement, PodPlacement, PodRole, Resources, SiteId};
 use serde_json::{Value, json};
 use twinsite::site::kube::{
-    FIELD_MANAGER, KubeSite, KubeSiteConfig, jobs_from, kube_error, object_base, snapshot_from,
+    CheckpointFinder, CheckpointStorage, FIELD_MANAGER, KubeSite, KubeSiteConfig, ObjectKind,
+    jobs_from, kube_error, launch_objects, object_base, object_name, observe_generations,
+    snapshot_from,
 };
 use twinsite::site::{JobState, LaunchMode, LaunchSpec, Site, SiteError, flink_job_id};
 
@@ -92,6 +96,7 @@ fn spec(restore_from: Option<&str>) -> LaunchSpec {
     LaunchSpec {
         job: job.clone(),
         generation: 7,
+        epoch: 3,
         placement: JobPlacement {
             job,
             site: SiteId("dc-a".into()),
@@ -197,6 +202,13 @@ async fn a_standalone_launch_applies_pinned_deployments_and_a_service_owned_by_t
             "team-a/orders"
         );
     }
+    for seen in [&jm, &svc, &tm0, &tm1] {
+        assert_eq!(seen.body["metadata"]["labels"]["twinsite.io/epoch"], "3");
+    }
+    assert_eq!(
+        jm.body["spec"]["template"]["metadata"]["labels"]["twinsite.io/epoch"],
+        "3"
+    );
     assert_eq!(svc.method, "PATCH");
     assert_eq!(
         svc.path_and_query,
@@ -216,6 +228,32 @@ async fn a_standalone_launch_applies_pinned_deployments_and_a_service_owned_by_t
         json!({"key": "metadata.name", "operator": "In", "values": ["dc-a-n1"]})
     );
     assert_eq!(jm_pod["tolerations"][0]["key"], "dedicated");
+    // Lost nodes: Kubernetes evicts after 30 s (the policy default), not its own 300 s.
+    for (index, taint) in [
+        (1, "node.kubernetes.io/unreachable"),
+        (2, "node.kubernetes.io/not-ready"),
+    ] {
+        assert_eq!(
+            jm_pod["tolerations"][index],
+            json!({"key": taint, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30})
+        );
+        assert_eq!(
+            tm1.body["spec"]["template"]["spec"]["tolerations"][index]["key"],
+            taint
+        );
+    }
+    assert_eq!(
+        jm_pod["containers"][0]["livenessProbe"]["tcpSocket"]["port"],
+        6123
+    );
+    assert_eq!(
+        jm_pod["containers"][0]["readinessProbe"]["httpGet"]["path"],
+        "/overview"
+    );
+    assert_eq!(
+        tm1.body["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["tcpSocket"]["port"],
+        6122
+    );
     let container = &jm_pod["containers"][0];
     assert_eq!(
         container["args"],
@@ -248,6 +286,25 @@ async fn a_standalone_launch_applies_pinned_deployments_and_a_service_owned_by_t
     );
     assert!(
         properties.contains("jobmanager.rpc.address: orders-g7-rest\n"),
+        "{properties}"
+    );
+    // A restarted JobManager container resumes from its HA store's latest checkpoint, not
+    // from --fromSavepoint: Kubernetes HA inside the site, one cluster id per generation.
+    for line in [
+        "high-availability.type: kubernetes\n",
+        "high-availability.storageDir: hdfs:///flink/checkpoints/team-a/orders/ha\n",
+        "kubernetes.cluster-id: orders-g7\n",
+        "kubernetes.namespace: team-a\n",
+        "state.savepoints.dir: hdfs:///flink/checkpoints/team-a/orders/savepoints\n",
+        "taskmanager.rpc.port: 6122\n",
+    ] {
+        assert!(properties.contains(line), "{line} in {properties}");
+    }
+    assert!(
+        properties.contains(&format!(
+            "$internal.pipeline.job-id: {}\n",
+            flink_job_id(&spec(None).job, 7)
+        )),
         "{properties}"
     );
 
@@ -324,11 +381,6 @@ async fn a_flink_deployment_launch_applies_the_operator_resource_with_an_explici
         spec_body["flinkConfiguration"]["state.checkpoints.dir"],
         "hdfs:///flink/checkpoints/team-a/orders"
     );
-    assert!(
-        spec_body["flinkConfiguration"]
-            .get("high-availability.type")
-            .is_none()
-    );
     assert_eq!(
         pinned_nodes(&spec_body["taskManager"]["podTemplate"]["spec"])["values"],
         json!(["dc-a-n2", "dc-a-n3"])
@@ -336,6 +388,27 @@ async fn a_flink_deployment_launch_applies_the_operator_resource_with_an_explici
     assert_eq!(
         spec_body["podTemplate"]["metadata"]["labels"]["twinsite.io/generation"],
         "7"
+    );
+    assert_eq!(
+        spec_body["podTemplate"]["metadata"]["labels"]["twinsite.io/epoch"],
+        "3"
+    );
+    // Replication looks for checkpoints under the derived job id: the operator must use it.
+    assert_eq!(
+        spec_body["flinkConfiguration"]["$internal.pipeline.job-id"],
+        flink_job_id(&spec(None).job, 7)
+    );
+    assert_eq!(
+        spec_body["flinkConfiguration"]["state.savepoints.dir"],
+        "hdfs:///flink/checkpoints/team-a/orders/savepoints"
+    );
+    assert_eq!(
+        spec_body["flinkConfiguration"]["high-availability.type"],
+        "kubernetes"
+    );
+    assert_eq!(
+        spec_body["podTemplate"]["spec"]["tolerations"][1]["tolerationSeconds"],
+        30
     );
 }
 
@@ -406,16 +479,32 @@ async fn stop_deletes_one_generation_by_labels_in_both_modes() {
         ),
     ] {
         let (site, mut api) = mock_site(mode);
-        let server =
-            tokio::spawn(async move { answer(&mut api, 200, list("List", "v1", vec![])).await });
+        let server = tokio::spawn(async move {
+            let first = answer(&mut api, 200, list("List", "v1", vec![])).await;
+            let second = if mode == LaunchMode::Standalone {
+                Some(answer(&mut api, 200, list("ConfigMapList", "v1", vec![])).await)
+            } else {
+                None
+            };
+            (first, second)
+        });
         site.stop(&JobId::new("team-a", "orders"), 7).await.unwrap();
-        let seen = server.await.unwrap();
+        let (seen, ha) = server.await.unwrap();
         assert_eq!(seen.method, "DELETE");
         assert_eq!(
             decode(&seen.path_and_query),
             format!("{path}?&labelSelector=twinsite.io/job=orders,twinsite.io/generation=7")
         );
         assert_eq!(seen.body["propagationPolicy"], "Background");
+        // Standalone: Flink's HA ConfigMaps of this generation go too (the operator deletes
+        // them itself with a FlinkDeployment).
+        if let Some(ha) = ha {
+            assert_eq!(ha.method, "DELETE");
+            assert_eq!(
+                decode(&ha.path_and_query),
+                "/api/v1/namespaces/team-a/configmaps?&labelSelector=app=orders-g7,configmap-type=high-availability"
+            );
+        }
     }
 }
 
@@ -487,6 +576,7 @@ async fn stop_with_savepoint_in_standalone_mode_uses_flink_rest_through_the_serv
         )
         .await;
         let delete = answer(&mut api, 200, list("DeploymentList", "apps/v1", vec![])).await;
+        answer(&mut api, 200, list("ConfigMapList", "v1", vec![])).await;
         (trigger, pending, done, delete)
     });
     let job = JobId::new("team-a", "orders");
@@ -775,4 +865,528 @@ async fn a_failing_watch_makes_the_site_unreachable_instead_of_serving_a_stale_i
     reflectors.abort();
     drop(site);
     server.abort();
+}
+
+// ------------------------------------------------ the operator's CRD and DefaultValidator
+
+const CRD_SCHEMA: &str = include_str!("fixtures/kube/flinkdeployment-crd-schema.json");
+
+fn crd_schema() -> Value {
+    serde_json::from_str::<Value>(CRD_SCHEMA).unwrap()["openAPIV3Schema"].clone()
+}
+
+fn operator_config() -> KubeSiteConfig {
+    KubeSiteConfig::new(SiteId("dc-a".into()), LaunchMode::FlinkDeployment)
+}
+
+/// Specs covering every optional part of a FlinkDeployment: restore path, entry class,
+/// arguments, tolerations, a shared namespace, old and new Flink versions.
+fn varied_specs() -> Vec<(LaunchSpec, KubeSiteConfig)> {
+    let mut out = Vec::new();
+    for restore in [
+        None,
+        Some("hdfs:///flink/checkpoints/team-a/orders/abc/chk-41"),
+    ] {
+        for version in ["v1_15", "v1_16", "v1_20", "v2_0"] {
+            let mut launch = spec(restore);
+            launch.flink_version = version.into();
+            out.push((launch, operator_config()));
+        }
+    }
+    let mut bare = spec(None);
+    bare.entry_class = None;
+    bare.args.clear();
+    bare.tolerations.clear();
+    out.push((bare, operator_config()));
+    let shared = KubeSiteConfig {
+        namespace: Some("flink-jobs".into()),
+        ..operator_config()
+    };
+    let mut long = spec(None);
+    long.job = JobId::new("team-a", &"very-long-streaming-job-name-".repeat(4));
+    long.placement.job = long.job.clone();
+    out.push((long.clone(), shared.clone()));
+    out.push((long, operator_config()));
+    out
+}
+
+fn rendered_flink_deployment(spec: &LaunchSpec, config: &KubeSiteConfig) -> Value {
+    let launch = launch_objects(spec, config).unwrap();
+    assert_eq!(launch.objects.len(), 1);
+    launch.objects[0].body.clone()
+}
+
+#[test]
+fn every_rendered_flink_deployment_is_valid_for_the_operators_crd_schema() {
+    let schema = crd_schema();
+    for (launch, config) in varied_specs() {
+        let object = rendered_flink_deployment(&launch, &config);
+        let problems = support::kube_schema::violations(&schema, &object);
+        assert!(problems.is_empty(), "{}: {problems:#?}", launch.job);
+    }
+}
+
+#[test]
+fn the_schema_check_catches_unknown_fields_wrong_types_and_values_outside_an_enum() {
+    let schema = crd_schema();
+    let mut object = rendered_flink_deployment(&spec(None), &operator_config());
+    object["spec"]["job"]["upgradeMod"] = json!("savepoint");
+    object["spec"]["jobManager"]["replicas"] = json!("1");
+    object["spec"]["flinkVersion"] = json!("v1_12");
+    object["spec"]["taskManager"]["podTemplate"]["spec"]["tolerations"] =
+        json!([{"key": "x", "tolerationSeconds": "30"}]);
+    let problems = support::kube_schema::violations(&schema, &object).join("\n");
+    for expected in [
+        "$.spec.job.upgradeMod: unknown field",
+        "$.spec.jobManager.replicas: expected integer",
+        "$.spec.flinkVersion: \"v1_12\" is not one of",
+        "$.spec.taskManager.podTemplate.spec.tolerations[0].tolerationSeconds: expected integer",
+    ] {
+        assert!(problems.contains(expected), "{expected} in\n{problems}");
+    }
+}
+
+/// The rules of the operator's `DefaultValidator.validateDeployment` (release 1.15 and
+/// main) that a launch can break, each checked on every varied spec.
+#[test]
+fn every_rendered_flink_deployment_passes_the_operators_default_validator_rules() {
+    let name_pattern = regex::Regex::new(r"^[a-z]([-a-z\d]{0,43}[a-z\d])?$").unwrap();
+    let flink_memory = regex::Regex::new(r"^[1-9][0-9]*m$").unwrap();
+    for (launch, config) in varied_specs() {
+        let object = rendered_flink_deployment(&launch, &config);
+        let spec_body = &object["spec"];
+        let conf = &spec_body["flinkConfiguration"];
+        let job = &launch.job;
+        // validateDeploymentName: DEPLOYMENT_NAME_PATTERN, at most 45 characters.
+        let name = object["metadata"]["name"].as_str().unwrap();
+        assert!(name_pattern.is_match(name), "{job}: name {name}");
+        // validateFlinkVersion: defined and FlinkVersion.isSupported (v1_15 and later).
+        assert!(spec_body["flinkVersion"].is_string(), "{job}");
+        // validateFlinkDeploymentConfig: FORBIDDEN_CONF_KEYS are the operator's own.
+        for key in [
+            "kubernetes.namespace",
+            "kubernetes.cluster-id",
+            "high-availability.cluster-id",
+        ] {
+            assert!(conf.get(key).is_none(), "{job}: {key}");
+        }
+        // validateFlinkDeploymentConfig: rollback and JobManager deployment recovery need
+        // HA; ours is on (`high-availability.type`, or `high-availability` before 1.17).
+        let ha = conf
+            .get("high-availability.type")
+            .or_else(|| conf.get("high-availability"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        assert!(
+            ha == "kubernetes" || ha.ends_with("KubernetesHaServicesFactory"),
+            "{job}: {ha}"
+        );
+        assert!(conf["high-availability.storageDir"].is_string(), "{job}");
+        // validateJobSpec: a non-stateless upgrade mode needs CheckpointingOptions
+        // .CHECKPOINTS_DIRECTORY; SAVEPOINT mode needs SAVEPOINT_DIRECTORY; parallelism > 0
+        // when taskManager.replicas is not set.
+        assert_ne!(spec_body["job"]["upgradeMode"], "stateless");
+        assert_eq!(spec_body["job"]["upgradeMode"], "savepoint");
+        assert_eq!(conf["state.checkpoints.dir"], json!(launch.checkpoint_dir));
+        assert_eq!(
+            conf["execution.checkpointing.dir"],
+            json!(launch.checkpoint_dir)
+        );
+        let savepoints = format!("{}/savepoints", launch.checkpoint_dir);
+        assert_eq!(conf["state.savepoints.dir"], json!(savepoints));
+        assert_eq!(
+            conf["execution.checkpointing.savepoint-dir"],
+            json!(savepoints)
+        );
+        assert!(spec_body["taskManager"].get("replicas").is_none());
+        assert!(spec_body["job"]["parallelism"].as_u64().unwrap() >= 1);
+        // validateJmSpec / validateTmSpec: memory defined (resource.memory), parseable as a
+        // Flink MemorySize; JobManager replicas 1 (more would need HA standby setup).
+        for role in ["jobManager", "taskManager"] {
+            let memory = spec_body[role]["resource"]["memory"].as_str().unwrap();
+            assert!(
+                flink_memory.is_match(memory),
+                "{job}: {role} memory {memory}"
+            );
+            assert!(spec_body[role]["resource"]["cpu"].as_f64().unwrap() > 0.0);
+        }
+        assert_eq!(spec_body["jobManager"]["replicas"], 1);
+        // validateServiceAccount: must be defined.
+        assert!(spec_body["serviceAccount"].is_string(), "{job}");
+        // validateLogConfig: no logConfiguration keys other than the two log files.
+        assert!(spec_body.get("logConfiguration").is_none());
+        // validateSpecChange: savepointRedeployNonce needs initialSavepointPath; none is set.
+        assert!(spec_body["job"].get("savepointRedeployNonce").is_none());
+    }
+}
+
+#[test]
+fn a_flink_configuration_the_operator_forbids_is_refused_naming_the_key() {
+    for key in [
+        "kubernetes.namespace",
+        "kubernetes.cluster-id",
+        "high-availability.cluster-id",
+    ] {
+        let mut launch = spec(None);
+        launch.flink_configuration.insert(key.into(), "x".into());
+        let error = launch_objects(&launch, &operator_config()).unwrap_err();
+        assert!(matches!(error, SiteError::Invalid { .. }), "{error:?}");
+        assert!(error.to_string().contains(key), "{error}");
+        // Standalone mode sets them itself, over the user's.
+        let standalone = KubeSiteConfig::new(SiteId("dc-a".into()), LaunchMode::Standalone);
+        launch_objects(&launch, &standalone).unwrap();
+    }
+}
+
+#[test]
+fn a_flink_version_the_operator_no_longer_runs_is_refused() {
+    for version in ["v1_14", "v1_13", "flink2"] {
+        let mut launch = spec(None);
+        launch.flink_version = version.into();
+        let error = launch_objects(&launch, &operator_config()).unwrap_err();
+        assert!(
+            error.to_string().contains("flinkVersion"),
+            "{version}: {error}"
+        );
+    }
+}
+
+#[test]
+fn standalone_objects_round_trip_through_kubernetes_own_types_without_losing_a_field() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Service;
+    fn without_nulls(value: &Value) -> Value {
+        match value {
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k.clone(), without_nulls(v)))
+                    .collect(),
+            ),
+            Value::Array(items) => Value::Array(items.iter().map(without_nulls).collect()),
+            other => other.clone(),
+        }
+    }
+    let config = KubeSiteConfig::new(SiteId("dc-a".into()), LaunchMode::Standalone);
+    for restore in [None, Some("hdfs:///x/chk-3")] {
+        let launch = launch_objects(&spec(restore), &config).unwrap();
+        assert_eq!(
+            launch.objects.len(),
+            4,
+            "JobManager, Service, two TaskManagers"
+        );
+        for object in &launch.objects {
+            let back = match object.kind {
+                ObjectKind::Deployment => serde_json::to_value(
+                    serde_json::from_value::<Deployment>(object.body.clone()).unwrap(),
+                ),
+                ObjectKind::Service => serde_json::to_value(
+                    serde_json::from_value::<Service>(object.body.clone()).unwrap(),
+                ),
+                ObjectKind::FlinkDeployment => unreachable!(),
+            }
+            .unwrap();
+            // A misspelt or misplaced field would be dropped by the typed round trip.
+            assert_eq!(without_nulls(&back), object.body, "{}", object.name);
+        }
+    }
+}
+
+#[test]
+fn in_a_shared_namespace_objects_are_named_and_selected_by_namespace_and_name() {
+    let config = KubeSiteConfig {
+        namespace: Some("flink-jobs".into()),
+        ..KubeSiteConfig::new(SiteId("dc-a".into()), LaunchMode::Standalone)
+    };
+    let a = JobId::new("team-a", "orders");
+    let b = JobId::new("team-b", "orders");
+    let (name_a, name_b) = (object_name(&a, 7, &config), object_name(&b, 7, &config));
+    assert_ne!(name_a, name_b);
+    for name in [&name_a, &name_b] {
+        assert!(name.len() <= 45 && name.ends_with("-g7"), "{name}");
+    }
+    let launch = launch_objects(&spec(None), &config).unwrap();
+    assert_eq!(launch.namespace, "flink-jobs");
+    for object in &launch.objects {
+        assert_eq!(object.body["metadata"]["namespace"], "flink-jobs");
+        assert_eq!(
+            object.body["metadata"]["labels"]["twinsite.io/namespace"],
+            "team-a"
+        );
+    }
+}
+
+// ------------------------------------------------ what a site reads back
+
+fn flink_deployment_with_status(status: Value) -> Arc<kube::api::DynamicObject> {
+    let mut body = rendered_flink_deployment(&spec(None), &operator_config());
+    body["status"] = status;
+    Arc::new(serde_json::from_value(body).unwrap())
+}
+
+fn pod_of(component: &str, node: &str, phase: &str) -> Arc<Pod> {
+    let owner = rendered_flink_deployment(&spec(None), &operator_config());
+    let mut pod =
+        support::kube_api::running_pod(&owner, &format!("p-{component}"), component, node);
+    pod["status"]["phase"] = json!(phase);
+    Arc::new(serde_json::from_value(pod).unwrap())
+}
+
+#[test]
+fn the_operators_job_status_decides_what_pods_cannot_tell() {
+    let nodes: Vec<Arc<K8sNode>> = ["dc-a-n1", "dc-a-n2"]
+        .iter()
+        .map(|n| Arc::new(serde_json::from_value(support::kube_api::node(n)).unwrap()))
+        .collect();
+    let running = vec![
+        pod_of("jobmanager", "dc-a-n1", "Running"),
+        pod_of("taskmanager", "dc-a-n2", "Running"),
+    ];
+    let state = |status: Value, pods: &[Arc<Pod>]| {
+        let generations =
+            observe_generations(&nodes, pods, &[flink_deployment_with_status(status)]);
+        assert_eq!(generations.len(), 1, "{generations:?}");
+        assert_eq!(generations[0].observation.generation, 7);
+        generations[0].observation.state
+    };
+    let job = |state: &str| json!({"lifecycleState": "STABLE", "jobStatus": {"state": state}});
+    assert_eq!(state(job("RUNNING"), &running), JobState::Running);
+    // Pods run, but Flink is restarting the job inside them, or gave up on it.
+    assert_eq!(state(job("RESTARTING"), &running), JobState::Restarting);
+    assert_eq!(state(job("FAILED"), &running), JobState::Failed);
+    assert_eq!(state(job("FINISHED"), &running), JobState::Finished);
+    assert_eq!(
+        state(
+            json!({"lifecycleState": "FAILED", "jobStatus": {"state": "RECONCILING"}}),
+            &running
+        ),
+        JobState::Failed
+    );
+    // Deployed, no pods yet: being deployed.
+    assert_eq!(state(json!({}), &[]), JobState::Restarting);
+    // The operator still says RUNNING, but a TaskManager pod is pending.
+    let pending = vec![
+        pod_of("jobmanager", "dc-a-n1", "Running"),
+        pod_of("taskmanager", "dc-a-n2", "Pending"),
+    ];
+    assert_eq!(state(job("RUNNING"), &pending), JobState::Restarting);
+    // The JobManager's node is gone (NotReady): the pods say it first.
+    let lost = vec![
+        pod_of("jobmanager", "dc-a-lost", "Running"),
+        pod_of("taskmanager", "dc-a-n2", "Running"),
+    ];
+    assert_eq!(state(job("RUNNING"), &lost), JobState::Failed);
+}
+
+#[tokio::test]
+async fn checkpoints_are_read_from_storage_and_savepoints_from_the_operators_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut launch = spec(None);
+    launch.checkpoint_dir = format!("file://{}/flink/checkpoints/team-a/orders", root.display());
+    let job_id = flink_job_id(&launch.job, 7);
+    let write = |uri: &str, id: u64| {
+        let path = twinsite::site::resolve_in_root(root, uri).unwrap();
+        std::fs::create_dir_all(&path).unwrap();
+        twinsite::site::sim_metadata::write(
+            &path,
+            &twinsite::site::sim_metadata::SimMetadata {
+                flink_job_id: job_id.clone(),
+                checkpoint_id: id,
+                files: vec![],
+            },
+            |_| 0,
+        )
+        .unwrap();
+    };
+    write(&format!("{}/{job_id}/chk-4", launch.checkpoint_dir), 4);
+    let savepoint = format!(
+        "{}/savepoints/savepoint-abcdef-0123456789ab",
+        launch.checkpoint_dir
+    );
+    write(&savepoint, 9);
+    let storage = CheckpointStorage {
+        root: hdfs_sync::StorageUrl::local(root).unwrap(),
+        storage: Arc::new(hdfs_sync::LocalStorage::new(root)),
+    };
+    let finder = CheckpointFinder::new(Some(storage), Duration::from_secs(60));
+    let mut body = launch_objects(&launch, &operator_config()).unwrap().objects[0]
+        .body
+        .clone();
+    body["status"] = json!({"jobStatus": {"state": "RUNNING", "savepointInfo": {"lastSavepoint": {
+        "location": savepoint, "timeStamp": 1_767_225_600_000_i64}}}});
+    let object: Arc<kube::api::DynamicObject> =
+        Arc::new(serde_json::from_value(body.clone()).unwrap());
+    let mut generations = observe_generations(&[], &[], &[object]);
+    finder.fill(&mut generations).await;
+    let latest = generations[0]
+        .observation
+        .latest_completed_checkpoint
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (latest.id, latest.path.as_str()),
+        (9, savepoint.as_str()),
+        "the savepoint is newer"
+    );
+
+    // A status naming a savepoint outside the site's storage is ignored, not followed.
+    body["status"]["jobStatus"]["savepointInfo"]["lastSavepoint"]["location"] =
+        json!("file:///etc/passwd-dir");
+    let object: Arc<kube::api::DynamicObject> = Arc::new(serde_json::from_value(body).unwrap());
+    let mut generations = observe_generations(&[], &[], &[object]);
+    finder.fill(&mut generations).await;
+    let latest = generations[0]
+        .observation
+        .latest_completed_checkpoint
+        .clone()
+        .unwrap();
+    assert_eq!(latest.id, 4, "{latest:?}");
+    assert_eq!(
+        latest.path,
+        format!("{}/{job_id}/chk-4", launch.checkpoint_dir)
+    );
+}
+
+// ------------------------------------------------ against the fake API server
+
+#[tokio::test]
+async fn a_conflicting_apply_is_a_permanent_conflict_and_a_watch_that_expires_is_listed_again() {
+    let (client, api) = support::kube_api::FakeApi::start();
+    api.put("nodes", support::kube_api::node("dc-a-n1"));
+    let config = KubeSiteConfig::new(SiteId("dc-a".into()), LaunchMode::FlinkDeployment);
+    let (site, reflectors) = KubeSite::new(client, config);
+    let reflectors = tokio::spawn(reflectors);
+    assert_eq!(site.snapshot().await.unwrap().nodes.len(), 1);
+
+    tracing::info!("--- 409 on the apply");
+    api.conflict_next_apply();
+    let error = site.launch(&spec(None)).await.unwrap_err();
+    assert!(matches!(error, SiteError::Conflict { .. }), "{error:?}");
+    assert!(!error.is_retryable());
+
+    tracing::info!("--- 410 Gone on every watch: the reflectors list again and keep serving");
+    let lists_before = api
+        .seen()
+        .iter()
+        .filter(|s| s.method == "GET" && !s.query.contains("watch=true"))
+        .count();
+    api.expire_watches();
+    api.put("nodes", support::kube_api::node("dc-a-n2"));
+    let mut nodes = 0;
+    for _ in 0..100 {
+        nodes = site.snapshot().await.map(|s| s.nodes.len()).unwrap_or(0);
+        if nodes == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(nodes, 2, "the node added after the expiry is seen");
+    let lists_after = api
+        .seen()
+        .iter()
+        .filter(|s| s.method == "GET" && !s.query.contains("watch=true"))
+        .count();
+    assert!(
+        lists_after > lists_before,
+        "a relist after 410: {lists_before} -> {lists_after}"
+    );
+    assert!(site.health().await.api_reachable);
+    reflectors.abort();
+}
+
+/// `twinsite render` prints what a launch sends: same function, same bodies. The only field
+/// a launch adds is the Service's ownerReference (the JobManager Deployment's uid exists
+/// only once it is applied).
+#[tokio::test]
+async fn render_prints_exactly_what_a_launch_applies() {
+    use twinsite::commands::render::{RenderArgs, RenderMode, prepare, to_yaml};
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = dir.path().join("jobs.yaml");
+    std::fs::write(
+        &jobs,
+        r#"apiVersion: twinsite.io/v1alpha1
+kind: StreamJob
+metadata: {name: orders, namespace: team-a}
+spec:
+  priority: high
+  image: flink:2.0.0
+  flinkVersion: v2_0
+  jarURI: hdfs:///jars/orders.jar
+  parallelism: 4
+  jobManager: {resources: {cpu: "1", memory: 2Gi}}
+  taskManager: {resources: {cpu: "2", memory: 4Gi}, slots: 2}
+  checkpoints: {dir: "hdfs:///flink/checkpoints/team-a/orders", interval: 30s}
+---
+apiVersion: twinsite.io/v1alpha1
+kind: StreamJob
+metadata: {name: payments, namespace: team-b}
+spec:
+  priority: critical
+  image: flink:1.20
+  flinkVersion: v1_20
+  jarURI: hdfs:///jars/payments.jar
+  entryClass: com.example.Payments
+  parallelism: 2
+  jobManager: {resources: {cpu: 500m, memory: 1Gi}}
+  taskManager: {resources: {cpu: "1", memory: 2Gi}}
+  checkpoints: {dir: "hdfs:///flink/checkpoints/team-b/payments", interval: 1m}
+"#,
+    )
+    .unwrap();
+    for mode in [RenderMode::FlinkOperator, RenderMode::Standalone] {
+        let args = RenderArgs {
+            site: "dc-a".into(),
+            jobs: jobs.clone(),
+            job: None,
+            generation: 3,
+            epoch: 5,
+            restore: Some("hdfs:///flink/checkpoints/team-a/orders/x/chk-2".into()),
+            config: None,
+            mode: Some(mode),
+            nodes: None,
+        };
+        let rendered = prepare(&args).unwrap();
+        assert_eq!(rendered.launches.len(), 2);
+        let text = to_yaml(&rendered).unwrap();
+        let printed: Vec<Value> = text
+            .split("\n---\n")
+            .skip(1)
+            .map(|doc| serde_saphyr::from_str::<Value>(doc).unwrap())
+            .collect();
+
+        let (client, api) = support::kube_api::FakeApi::start();
+        let (site, reflectors) = KubeSite::new(client, rendered.site.clone());
+        let reflectors = tokio::spawn(reflectors);
+        for (launch, _) in &rendered.launches {
+            site.launch(launch).await.unwrap();
+        }
+        let mut applied: Vec<Value> = api
+            .seen()
+            .into_iter()
+            .filter(|s| s.content_type.as_deref() == Some("application/apply-patch+yaml"))
+            .map(|s| s.body)
+            .collect();
+        for body in &mut applied {
+            if body["kind"] == "Service" {
+                assert!(body["metadata"]["ownerReferences"][0]["uid"].is_string());
+                body["metadata"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("ownerReferences");
+            }
+        }
+        assert_eq!(printed, applied, "{mode:?}");
+        assert_eq!(printed[0]["metadata"]["labels"]["twinsite.io/epoch"], "5");
+        reflectors.abort();
+    }
+}
+
+#[test]
+fn a_flink_deployment_may_plan_more_task_managers_than_its_parallelism_needs() {
+    // A job whose Flink plan needs more slots than its parallelism: the placement is sized
+    // for the plan, and Flink's resource manager starts a TaskManager per slots requested.
+    let mut launch = spec(None);
+    launch.parallelism = 2; // 2 / 2 slots = 1 TaskManager at least; the plan has 3
+    launch_objects(&launch, &operator_config()).unwrap();
 }

@@ -74,6 +74,7 @@ fn spec(generation: u64) -> LaunchSpec {
     LaunchSpec {
         job: job.clone(),
         generation,
+        epoch: 0,
         placement: JobPlacement {
             job,
             site: SiteId("dc-a".into()),

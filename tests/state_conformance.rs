@@ -12,8 +12,8 @@ use serde_json::json;
 use twinsite::leader::{LeaderElector, Leadership};
 use twinsite::state::{
     AuditEntry, CheckpointKind, CheckpointPointer, EmbeddedStateStore, EtcdConfig, EtcdStateStore,
-    EtcdTls, Expected, JobPlacement, JobRecord, KeyLayout, OperationRecord, SiteRecord, StateError,
-    StateStore, connect_etcd,
+    EtcdTls, Expected, JobPlacement, JobRecord, KeyLayout, KvBackend, KvStateStore,
+    OperationRecord, SiteRecord, StateError, StateStore, connect_etcd,
 };
 
 fn job(name: &str) -> JobRecord {
@@ -384,6 +384,51 @@ mod suite {
         assert_eq!(names, expected);
     }
 
+    /// Issue #13, finding 7: counters never wrap. A job at the largest generation cannot be
+    /// launched again; the store says so instead of handing out generation 0.
+    pub async fn a_generation_at_its_largest_is_refused_not_wrapped(store: &dyn StateStore) {
+        let mut last = job("etl");
+        last.generation = u64::MAX;
+        let written = store.put_job(&last, Expected::Absent).await.unwrap();
+        let err = store.bump_generation("team-a", "etl").await.unwrap_err();
+        assert!(matches!(err, StateError::CounterLimit { .. }), "{err:?}");
+        assert!(!err.is_retryable());
+        assert!(err.to_string().contains("/jobs/team-a/etl"), "{err}");
+        let stored = store.get_job("team-a", "etl").await.unwrap().unwrap();
+        assert_eq!(
+            (stored.value.generation, stored.revision),
+            (u64::MAX, written)
+        );
+    }
+
+    /// An audit log whose last entry holds the largest sequence number refuses to append
+    /// (single and batch), and keeps what it has.
+    pub async fn an_audit_log_at_its_largest_sequence_refuses_to_append<B: KvBackend>(
+        store: &KvStateStore<B>,
+    ) {
+        let last_key = store.layout().audit(u64::MAX);
+        store
+            .backend()
+            .put(
+                &last_key,
+                serde_json::to_vec(&audit("last")).unwrap(),
+                Expected::Absent,
+            )
+            .await
+            .unwrap();
+        let err = store.append_audit(&audit("one more")).await.unwrap_err();
+        assert!(matches!(err, StateError::CounterLimit { .. }), "{err:?}");
+        assert!(err.to_string().contains("audit sequence"), "{err}");
+        let err = store
+            .append_audits(&[audit("a"), audit("b")])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StateError::CounterLimit { .. }), "{err:?}");
+        let all = store.list_audit(1, 0).await.unwrap();
+        assert_eq!(all.len(), 1, "{all:?}");
+        assert_eq!(all[0].seq, u64::MAX);
+    }
+
     pub async fn names_that_are_not_safe_key_segments_are_rejected(store: &dyn StateStore) {
         let mut bad = job("etl");
         bad.name = "../escape".to_owned();
@@ -457,6 +502,8 @@ conformance!(
     operations_persist_as_resumable_state_machines,
     listing_returns_every_job_across_pages,
     names_that_are_not_safe_key_segments_are_rejected,
+    a_generation_at_its_largest_is_refused_not_wrapped,
+    an_audit_log_at_its_largest_sequence_refuses_to_append,
 );
 
 /// The embedded store must survive a restart with every record and revision intact.
@@ -504,6 +551,90 @@ async fn an_embedded_store_reopened_after_drop_has_every_record() {
     assert_eq!(next_seq, audit_seq + 1);
     let before = store.list_audit(1, 0).await.unwrap();
     assert_eq!(before.len(), 3);
+}
+
+/// Issue #13, finding 7: a record at revision `i64::MAX` made the next write wrap to a
+/// negative revision (release builds), and after a restart revisions repeated. Now the write
+/// past the limit is refused with nothing changed on disk, and a store at the limit does not
+/// open.
+#[tokio::test]
+async fn an_embedded_store_never_wraps_its_revision_and_refuses_to_open_at_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = EmbeddedStateStore::open(dir.path()).unwrap();
+        store.put_job(&job("etl"), Expected::Absent).await.unwrap();
+    }
+    std::fs::write(dir.path().join("REVISION"), format!("{}\n", i64::MAX - 1)).unwrap();
+    let record = dir.path().join("data/twinsite/v1/jobs/team-a/etl.rec");
+    {
+        let store = EmbeddedStateStore::open(dir.path()).unwrap();
+        let last = store.put_job(&job("etl"), Expected::Any).await.unwrap();
+        assert_eq!(last, i64::MAX);
+        let on_disk = std::fs::read(&record).unwrap();
+        let mut update = job("etl");
+        update.status = json!({"phase": "Running"});
+        let err = store.put_job(&update, Expected::Any).await.unwrap_err();
+        assert!(matches!(err, StateError::CounterLimit { .. }), "{err:?}");
+        let err = store
+            .delete_job("team-a", "etl", Expected::Any)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StateError::CounterLimit { .. }), "{err:?}");
+        assert_eq!(std::fs::read(&record).unwrap(), on_disk, "nothing written");
+        let stored = store.get_job("team-a", "etl").await.unwrap().unwrap();
+        assert_eq!((stored.value, stored.revision), (job("etl"), i64::MAX));
+    }
+    let err = EmbeddedStateStore::open(dir.path())
+        .err()
+        .expect("a store at the revision limit must not open");
+    assert!(matches!(err, StateError::CounterLimit { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains(&dir.path().display().to_string()) && message.contains("refuses"),
+        "{message}"
+    );
+}
+
+/// A record whose revision is negative (a counter that wrapped before this fix) fails the
+/// open naming the file: revisions after it could repeat.
+#[tokio::test]
+async fn a_record_with_a_negative_revision_fails_the_open_and_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = EmbeddedStateStore::open(dir.path()).unwrap();
+        store.put_job(&job("etl"), Expected::Absent).await.unwrap();
+    }
+    let record = dir.path().join("data/twinsite/v1/jobs/team-a/etl.rec");
+    let text = std::fs::read_to_string(&record).unwrap();
+    let (header, body) = text.split_once('\n').unwrap();
+    let mut fields: Vec<&str> = header.split(' ').collect();
+    fields[2] = "-9223372036854775808";
+    // The checksum covers the body only, so the record is otherwise intact.
+    std::fs::write(&record, format!("{}\n{body}", fields.join(" "))).unwrap();
+    let err = EmbeddedStateStore::open(dir.path())
+        .err()
+        .expect("a negative revision must fail the open");
+    assert!(matches!(err, StateError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("etl.rec"), "{err}");
+    assert!(err.to_string().contains("negative"), "{err}");
+}
+
+/// etcd computes its own revisions; the controller checks at start that they have room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_store_reports_its_revision_headroom() {
+    let fixture = etcd_fixture().await;
+    fixture
+        .store
+        .put_job(&job("etl"), Expected::Absent)
+        .await
+        .unwrap();
+    let revision = fixture
+        .store
+        .backend()
+        .check_revision_headroom("/twinsite/v1")
+        .await
+        .unwrap();
+    assert!(revision > 1, "{revision}");
 }
 
 /// A damaged record must stop the open with the file's name, never panic or load garbage.

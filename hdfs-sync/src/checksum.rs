@@ -181,7 +181,7 @@ mod tests {
         let data = pattern(3 * crate::storage::CHUNK_SIZE + 5);
         std::fs::write(&path, &data).unwrap();
         let url = crate::StorageUrl::parse(&format!("file://{}", path.display())).unwrap();
-        let mut reader = LocalStorage.open_read(&url).await.unwrap();
+        let mut reader = LocalStorage::new(dir.path()).open_read(&url).await.unwrap();
         let (len, sum) = of_stream(&mut *reader).await.unwrap();
         assert_eq!((len, sum), (data.len() as u64, of(&data)));
     }

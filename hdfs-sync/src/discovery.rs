@@ -51,7 +51,8 @@ pub async fn list_jobs(storage: &dyn Storage, root: &StorageUrl) -> Result<Vec<S
         .list(root)
         .await?
         .into_iter()
-        .filter(|e| e.is_dir && looks_like_job_id(&e.name))
+        // A link is kept, so that the job fails naming it instead of vanishing silently.
+        .filter(|e| (e.is_dir || e.is_symlink) && looks_like_job_id(&e.name))
         .map(|e| e.name)
         .collect();
     jobs.sort();
@@ -72,7 +73,8 @@ pub async fn discover_job(
     };
     let mut numbered: Vec<u64> = entries
         .iter()
-        .filter(|e| e.is_dir)
+        // A linked `chk-N/` is kept: looking into it fails, naming the link.
+        .filter(|e| e.is_dir || e.is_symlink)
         .filter_map(|e| checkpoint_number(&e.name))
         .collect();
     numbered.sort_unstable();
@@ -130,12 +132,16 @@ mod tests {
         std::fs::write(job.join("chk-1/_metadata"), b"x").unwrap();
         std::fs::write(job.join("chk-10/_metadata"), b"x").unwrap();
         let root = StorageUrl::local(tmp.path()).unwrap();
-        let found = discover_job(&LocalStorage, &root, "job-a").await.unwrap();
+        let found = discover_job(&LocalStorage::new(tmp.path()), &root, "job-a")
+            .await
+            .unwrap();
         let ids: Vec<u64> = found.complete.iter().map(|c| c.id).collect();
         assert_eq!(ids, [1, 10]);
         assert_eq!(found.in_progress, [2]);
         assert_eq!(found.latest().unwrap().id, 10);
-        let all = discover_all(&LocalStorage, &root, 4).await.unwrap();
+        let all = discover_all(&LocalStorage::new(tmp.path()), &root, 4)
+            .await
+            .unwrap();
         assert_eq!(all.len(), 1);
     }
 
@@ -143,7 +149,9 @@ mod tests {
     async fn a_missing_job_directory_has_no_checkpoints() {
         let tmp = tempfile::tempdir().unwrap();
         let root = StorageUrl::local(tmp.path()).unwrap();
-        let found = discover_job(&LocalStorage, &root, "gone").await.unwrap();
+        let found = discover_job(&LocalStorage::new(tmp.path()), &root, "gone")
+            .await
+            .unwrap();
         assert!(found.complete.is_empty());
     }
 }

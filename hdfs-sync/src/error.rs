@@ -7,6 +7,15 @@ pub enum StorageErrorKind {
     NotFound,
     PermissionDenied,
     NoSpace,
+    /// A symbolic link below the storage root: never followed, on either side.
+    Symlink,
+    /// Something that is not a regular file (FIFO, device, socket, directory) where a file is
+    /// read: opening a FIFO blocks and a device never ends.
+    NotAFile,
+    /// A file larger than the caller's bound (`_metadata`: [`crate::metadata::MAX_METADATA_BYTES`]).
+    TooLarge,
+    /// A path that does not lie under the storage's root.
+    OutsideRoot,
     Other,
 }
 
@@ -24,6 +33,10 @@ fn kind_text(kind: StorageErrorKind) -> &'static str {
         StorageErrorKind::NotFound => "not found: ",
         StorageErrorKind::PermissionDenied => "permission denied: ",
         StorageErrorKind::NoSpace => "no space left: ",
+        StorageErrorKind::Symlink => "symbolic link refused: ",
+        StorageErrorKind::NotAFile => "not a regular file: ",
+        StorageErrorKind::TooLarge => "too large: ",
+        StorageErrorKind::OutsideRoot => "outside the storage root: ",
         StorageErrorKind::Other => "",
     }
 }
@@ -94,6 +107,21 @@ pub enum SyncError {
         reference: String,
         root: String,
     },
+    /// A file `_metadata` names relative to `chk-N/` that is not there: written by Flink
+    /// before FLINK-39964 after a CLAIM restore from a native savepoint.
+    #[error(
+        "checkpoint {checkpoint} names `{file}` relative to its own directory, where it is not{searched}: \
+         Flink before the fix of FLINK-39964 (2.3.0 and earlier) writes the files a job restored \
+         in CLAIM mode from a native savepoint still uses so, and cannot restore such a \
+         checkpoint itself; the directory the job was restored from (`restored_from`) tells \
+         where they are"
+    )]
+    UnresolvedRelativeReference {
+        checkpoint: String,
+        file: String,
+        /// `, nor … in <dir>` when a restored-from directory was searched, else empty.
+        searched: String,
+    },
     #[error("{what} {url} took longer than {seconds} s")]
     Timeout {
         what: &'static str,
@@ -136,11 +164,16 @@ impl SyncError {
                 StorageErrorKind::NotFound => "not_found",
                 StorageErrorKind::PermissionDenied => "permission_denied",
                 StorageErrorKind::NoSpace => "no_space",
+                StorageErrorKind::Symlink => "symlink",
+                StorageErrorKind::NotAFile => "not_a_file",
+                StorageErrorKind::TooLarge => "too_large",
+                StorageErrorKind::OutsideRoot => "outside_root",
                 StorageErrorKind::Other => "storage",
             },
             SyncError::Metadata(_) => "metadata",
             SyncError::VerifyFailed { .. } => "verify_failed",
             SyncError::ReferenceOutsideRoot { .. } => "reference_outside_root",
+            SyncError::UnresolvedRelativeReference { .. } => "unresolved_reference",
             SyncError::Timeout { .. } => "timeout",
             SyncError::Ledger { .. } => "ledger",
             SyncError::InvalidOption { .. } => "invalid_option",

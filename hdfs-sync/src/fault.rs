@@ -181,9 +181,13 @@ impl Storage for FaultyStorage {
         self.inner.open_read(url).await
     }
 
-    async fn create(&self, url: &StorageUrl) -> Result<Box<dyn WriteStream>, StorageError> {
+    async fn create_with_permissions(
+        &self,
+        url: &StorageUrl,
+        permissions: Option<u32>,
+    ) -> Result<Box<dyn WriteStream>, StorageError> {
         self.check(FaultOp::Create, "create", url).await?;
-        let inner = self.inner.create(url).await?;
+        let inner = self.inner.create_with_permissions(url, permissions).await?;
         Ok(Box::new(FaultyWriter {
             inner,
             faults: self.faults.clone(),

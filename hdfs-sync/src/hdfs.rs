@@ -1,6 +1,12 @@
 //! HDFS backend (`hdfs://`, `viewfs://`) on hdfs-native. Deliberately thin: every call maps
 //! one-to-one onto a NameNode/DataNode operation. Compiled and type-checked here, never run
 //! against a live NameNode (none can run on this machine): see the crate README.
+//!
+//! Symbolic links: hdfs-native's `FileStatus` does not say whether an entry is a link (a link
+//! lists as a file), and it does not resolve links: the NameNode answers an operation whose
+//! path crosses one with `UnresolvedLinkException` (links are also disabled in HDFS unless a
+//! cluster turns them on). That answer is mapped to [`StorageErrorKind::Symlink`], so a link
+//! is refused, never followed, but only when it is used, not when it is listed.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -47,6 +53,11 @@ fn map_err(op: &'static str, url: &str, err: HdfsError) -> StorageError {
                 StorageErrorKind::NoSpace
             } else if class.contains("FileNotFoundException") {
                 StorageErrorKind::NotFound
+            } else if class.contains("UnresolvedLinkException")
+                || class.contains("UnresolvedPathException")
+            {
+                // The path crosses a symbolic link, which this client never follows.
+                StorageErrorKind::Symlink
             } else {
                 StorageErrorKind::Other
             }
@@ -59,6 +70,7 @@ fn map_err(op: &'static str, url: &str, err: HdfsError) -> StorageError {
 struct HdfsReader {
     reader: hdfs_native::file::FileReader,
     url: String,
+    permissions: u32,
 }
 
 #[async_trait]
@@ -70,6 +82,10 @@ impl ReadStream for HdfsReader {
             .await
             .map_err(|e| map_err("read", &self.url, e))?;
         Ok(if chunk.is_empty() { None } else { Some(chunk) })
+    }
+
+    fn permissions(&self) -> Option<u32> {
+        Some(self.permissions)
     }
 }
 
@@ -122,6 +138,8 @@ impl Storage for HdfsStorage {
             .map(|s| DirEntry {
                 name: s.path.rsplit('/').next().unwrap_or("").to_string(),
                 is_dir: s.isdir,
+                // hdfs-native does not say; using one fails with `Symlink` (see the module doc).
+                is_symlink: false,
                 len: s.length as u64,
             })
             .collect())
@@ -142,6 +160,20 @@ impl Storage for HdfsStorage {
     }
 
     async fn open_read(&self, url: &StorageUrl) -> Result<Box<dyn ReadStream>, StorageError> {
+        // One more NameNode call per file: its permission bits, so the copy is no wider.
+        let status = self
+            .client
+            .get_file_info(url.path())
+            .await
+            .map_err(|e| map_err("open", &url.to_string(), e))?;
+        if status.isdir {
+            return Err(StorageError::new(
+                "open",
+                url,
+                StorageErrorKind::NotAFile,
+                format!("{url} is a directory; only files are read"),
+            ));
+        }
         let reader = self
             .client
             .read(url.path())
@@ -150,10 +182,15 @@ impl Storage for HdfsStorage {
         Ok(Box::new(HdfsReader {
             reader,
             url: url.to_string(),
+            permissions: u32::from(status.permission) & 0o777,
         }))
     }
 
-    async fn create(&self, url: &StorageUrl) -> Result<Box<dyn WriteStream>, StorageError> {
+    async fn create_with_permissions(
+        &self,
+        url: &StorageUrl,
+        permissions: Option<u32>,
+    ) -> Result<Box<dyn WriteStream>, StorageError> {
         let parent = url.parent().ok_or_else(|| {
             StorageError::new(
                 "create",
@@ -169,7 +206,12 @@ impl Storage for HdfsStorage {
             .client
             .create(
                 temp.path(),
-                WriteOptions::default().create_parent(true).overwrite(true),
+                // The source's bits when copying, hdfs-native's 0644 otherwise. hdfs-native
+                // sends them as the already-masked permission: no umask narrows them further.
+                WriteOptions::default()
+                    .create_parent(true)
+                    .overwrite(true)
+                    .permission(permissions.map_or(0o644, |bits| bits & 0o777)),
             )
             .await
             .map_err(|e| map_err("create", &url.to_string(), e))?;
@@ -198,5 +240,42 @@ impl Storage for HdfsStorage {
             .mkdirs(url.path(), 0o755, true)
             .await
             .map_err(|e| map_err("mkdirs", &url.to_string(), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_crossing_an_hdfs_symlink_is_refused_as_a_link() {
+        for class in [
+            "org.apache.hadoop.fs.UnresolvedLinkException",
+            "org.apache.hadoop.hdfs.protocol.UnresolvedPathException",
+        ] {
+            let err = map_err(
+                "open",
+                "hdfs://ns/ckpt/job/shared/x",
+                HdfsError::RPCError(class.to_string(), "/ckpt/job/shared".to_string()),
+            );
+            assert_eq!(err.kind, StorageErrorKind::Symlink, "{class}");
+            assert!(
+                err.to_string().contains("hdfs://ns/ckpt/job/shared/x"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_rpc_failures_keep_their_kinds() {
+        let denied = map_err(
+            "create",
+            "hdfs://ns/x",
+            HdfsError::RPCError(
+                "org.apache.hadoop.security.AccessControlException".to_string(),
+                "no".to_string(),
+            ),
+        );
+        assert_eq!(denied.kind, StorageErrorKind::PermissionDenied);
     }
 }

@@ -85,28 +85,18 @@ mod tests {
         let a = StorageUrl::local(&tmp.path().join("site-a/jars")).unwrap();
         let b = StorageUrl::local(&tmp.path().join("site-b/jars")).unwrap();
         let jar = StorageUrl::local(&jar_path).unwrap();
-        let r = publish_jar(
-            &LocalStorage,
-            &jar,
-            &[(&LocalStorage, &a), (&LocalStorage, &b)],
-        )
-        .await
-        .unwrap();
+        let local = LocalStorage::new(tmp.path());
+        let r = publish_jar(&local, &jar, &[(&local, &a), (&local, &b)])
+            .await
+            .unwrap();
         for root in [&a, &b] {
-            let got = LocalStorage
-                .read_all(&r.url_at(root).unwrap())
-                .await
-                .unwrap();
+            let got = local.read_all(&r.url_at(root).unwrap()).await.unwrap();
             assert_eq!(got, b"PK jar bytes");
         }
         // Publishing again is idempotent and yields the same reference.
-        let again = publish_jar(
-            &LocalStorage,
-            &jar,
-            &[(&LocalStorage, &a), (&LocalStorage, &b)],
-        )
-        .await
-        .unwrap();
+        let again = publish_jar(&local, &jar, &[(&local, &a), (&local, &b)])
+            .await
+            .unwrap();
         assert_eq!(again, r);
     }
 }

@@ -27,7 +27,7 @@ pub use ledger::{FileLedger, MemoryLedger, ReplicatedCheckpoint, ReplicationLedg
 pub use metadata::CheckpointMetadata;
 pub use replicate::{
     JobMetrics, JobOutcome, ProgressEvent, ReplicationMetrics, Replicator, RoundReport,
-    SyncOptions, UriMode, VerifyMode,
+    SiteStorage, SyncOptions, UriMode, VerifyMode,
 };
 pub use storage::{LocalStorage, Storage, storage_for};
 pub use url::StorageUrl;

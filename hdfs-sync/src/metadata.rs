@@ -8,12 +8,20 @@
 //! No length prefix encloses any state handle, so a rewrite splices new path strings into the
 //! original bytes and leaves everything else byte-for-byte as Flink wrote it.
 
+use std::sync::Arc;
+
 use crate::error::MetadataError;
 use crate::url::StorageUrl;
 
 pub const HEADER_MAGIC: u32 = 0x4960_672d;
 const MASTER_STATE_MAGIC: u32 = 0xc96b_1696;
 pub const SUPPORTED_VERSIONS: std::ops::RangeInclusive<u32> = 3..=7;
+
+/// The largest `_metadata` read or parsed: 64 MiB. Flink's own are kilobytes to a few
+/// megabytes (state handles, plus inline state below `state.storage.fs.memory-threshold`,
+/// at most 1 MiB per handle); a file is read whole into memory, so a bound is what stands
+/// between a `/dev/zero`-sized file and the process.
+pub const MAX_METADATA_BYTES: u64 = 64 * 1024 * 1024;
 const JAVA_SERIALIZATION_MAGIC: [u8; 4] = [0xac, 0xed, 0x00, 0x05];
 
 /// What a stream state handle stands for.
@@ -42,9 +50,12 @@ pub struct StateHandle {
     /// State size in bytes as recorded (for Inline: the inline byte count).
     pub size: u64,
     /// Where in the checkpoint the handle sits, for messages: `operator <id> subtask <n> <role>`.
-    pub location: String,
-    /// Byte range of the path string (u16 length + bytes) within `_metadata`.
-    span: (usize, usize),
+    /// Shared by the handles of one place: a hostile file packing millions of handles into
+    /// its 64 MiB costs one struct per handle, not one string more.
+    pub location: Arc<str>,
+    /// Byte range of the path string (u16 length + bytes) within `_metadata` (at most
+    /// [`MAX_METADATA_BYTES`] long, so `u32` holds it: a smaller struct per handle).
+    span: (u32, u32),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +121,7 @@ impl CheckpointMetadata {
                     .join("_metadata")
                     .map(|u| u.to_string())
                     .unwrap_or_default(),
-                offset: handle.span.0,
+                offset: handle.span.0 as usize,
                 expected: format!(
                     "a resolvable file URI at {}, found `{}`: {reason}",
                     handle.location, handle.path
@@ -135,38 +146,105 @@ impl CheckpointMetadata {
         original: &[u8],
         mut map: impl FnMut(&str) -> Option<String>,
     ) -> Result<Vec<u8>, MetadataError> {
+        self.rewrite_handles(original, |handle| match handle.kind {
+            HandleKind::File | HandleKind::Segment | HandleKind::Directory => {
+                map(&handle.path).map_or(Rewrite::Keep, Rewrite::Uri)
+            }
+            HandleKind::Relative | HandleKind::Inline => Rewrite::Keep,
+        })
+    }
+
+    /// Re-serialises `original` (the bytes this was parsed from) with each handle as `decide`
+    /// says. Every byte of a kept handle, and everything that is not a handle's path (the
+    /// Java-serialised trailer included), stays as Flink wrote it.
+    pub fn rewrite_handles(
+        &self,
+        original: &[u8],
+        mut decide: impl FnMut(&StateHandle) -> Rewrite,
+    ) -> Result<Vec<u8>, MetadataError> {
+        let fail = |offset: usize, expected: String| MetadataError {
+            file: "rewrite".to_string(),
+            offset,
+            expected,
+        };
+        let encode = |offset: usize, path: &str| {
+            encode_modified_utf8(path).ok_or_else(|| {
+                fail(
+                    offset,
+                    format!("a path of at most 65535 bytes, got `{path}`"),
+                )
+            })
+        };
         let mut out = Vec::with_capacity(original.len());
         let mut cursor = 0;
         for handle in &self.handles {
-            if !matches!(
-                handle.kind,
-                HandleKind::File | HandleKind::Segment | HandleKind::Directory
-            ) {
+            let rewrite = decide(handle);
+            if rewrite == Rewrite::Keep {
                 continue;
             }
-            let Some(new_path) = map(&handle.path) else {
-                continue;
+            let (start, end) = (handle.span.0 as usize, handle.span.1 as usize);
+            // A relative handle is `type, path, size`; its file form is `type, size, path`, so
+            // the whole handle is replaced, from its type byte to the end of its size.
+            let (start, end) = match (&rewrite, handle.kind) {
+                (
+                    Rewrite::Uri(_),
+                    HandleKind::File | HandleKind::Segment | HandleKind::Directory,
+                ) => (start, end),
+                (Rewrite::Absolute(_), HandleKind::Relative) => (
+                    start
+                        .checked_sub(1)
+                        .ok_or_else(|| fail(start, "a handle type byte".to_string()))?,
+                    end + 8,
+                ),
+                _ => {
+                    return Err(fail(
+                        start,
+                        format!(
+                            "a rewrite that fits a {:?} handle at {}, got {rewrite:?}",
+                            handle.kind, handle.location
+                        ),
+                    ));
+                }
             };
-            let (start, end) = handle.span;
             if start < cursor || end > original.len() {
-                return Err(MetadataError {
-                    file: "rewrite".to_string(),
-                    offset: start,
-                    expected: "the bytes the metadata was parsed from".to_string(),
-                });
+                return Err(fail(
+                    start,
+                    "the bytes the metadata was parsed from".to_string(),
+                ));
             }
             out.extend_from_slice(&original[cursor..start]);
-            let encoded = encode_modified_utf8(&new_path).ok_or_else(|| MetadataError {
-                file: "rewrite".to_string(),
-                offset: start,
-                expected: format!("a path of at most 65535 bytes, got `{new_path}`"),
-            })?;
-            out.extend_from_slice(&encoded);
+            match &rewrite {
+                Rewrite::Uri(path) => out.extend_from_slice(&encode(start, path)?),
+                Rewrite::Absolute(path) => {
+                    if original[start] != RELATIVE_STREAM_STATE_HANDLE {
+                        return Err(fail(start, "a relative file handle here".to_string()));
+                    }
+                    out.push(FILE_STREAM_STATE_HANDLE);
+                    // The size exactly as Flink wrote it.
+                    out.extend_from_slice(&original[end - 8..end]);
+                    out.extend_from_slice(&encode(start, path)?);
+                }
+                Rewrite::Keep => {}
+            }
             cursor = end;
         }
         out.extend_from_slice(&original[cursor..]);
         Ok(out)
     }
+}
+
+/// What [`CheckpointMetadata::rewrite_handles`] writes for one handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rewrite {
+    /// The handle byte for byte.
+    Keep,
+    /// A File, Segment or Directory handle naming this URI instead.
+    Uri(String),
+    /// A Relative handle written as a File handle of the same size naming this absolute URI:
+    /// how Flink itself writes a file that lies outside the checkpoint's own directory
+    /// (since FLINK-39964; 2.3.0 and earlier write such a file as relative, and cannot
+    /// restore it).
+    Absolute(String),
 }
 
 fn resolve(handle: &StateHandle, checkpoint_dir: &StorageUrl) -> Result<StorageUrl, String> {
@@ -274,7 +352,7 @@ struct Parser<'a> {
     pos: usize,
     file: &'a str,
     version: u32,
-    location: String,
+    location: Arc<str>,
     handles: Vec<StateHandle>,
     depth: usize,
 }
@@ -288,7 +366,7 @@ impl<'a> Parser<'a> {
             pos: 0,
             file,
             version: 0,
-            location: String::new(),
+            location: Arc::from(""),
             handles: Vec::new(),
             depth: 0,
         }
@@ -349,18 +427,29 @@ impl<'a> Parser<'a> {
         Ok(n as usize)
     }
 
-    fn utf(&mut self, what: &str) -> Parsed<(String, (usize, usize))> {
+    /// A string and its byte range (positions fit `u32`: the input is at most
+    /// [`MAX_METADATA_BYTES`] long, checked first).
+    fn utf(&mut self, what: &str) -> Parsed<(String, (u32, u32))> {
         let start = self.pos;
         let len_bytes = self.take(2, what)?;
         let len = u16::from_be_bytes([len_bytes[0], len_bytes[1]]) as usize;
         let body = self.take(len, what)?;
         match decode_modified_utf8(body) {
-            Some(s) => Ok((s, (start, self.pos))),
+            Some(s) => Ok((s, (start as u32, self.pos as u32))),
             None => self.fail(start, format!("{what} as modified UTF-8")),
         }
     }
 
     fn parse(mut self) -> Parsed<CheckpointMetadata> {
+        if self.data.len() as u64 > MAX_METADATA_BYTES {
+            return self.fail(
+                0,
+                format!(
+                    "a file of at most {MAX_METADATA_BYTES} bytes, found {}",
+                    self.data.len()
+                ),
+            );
+        }
         let magic = self.i32("the header magic number")? as u32;
         if magic != HEADER_MAGIC {
             return self.fail(
@@ -442,7 +531,7 @@ impl<'a> Parser<'a> {
         let operator_id = format!("{:016x}{:016x}", upper as u64, lower as u64);
         let parallelism = self.i32("the operator parallelism")?;
         let max_parallelism = self.i32("the operator max parallelism")?;
-        self.location = format!("operator {operator_id} coordinator state");
+        self.location = Arc::from(format!("operator {operator_id} coordinator state"));
         let at = self.pos;
         let coordinator = self.stream_handle()?;
         if !matches!(coordinator, None | Some(HandleKind::Inline)) {
@@ -468,7 +557,7 @@ impl<'a> Parser<'a> {
                     // Finished subtask: index stored as -(i + 1), no state follows.
                     continue;
                 }
-                self.location = format!("operator {operator_id} subtask {index}");
+                self.location = Arc::from(format!("operator {operator_id} subtask {index}"));
                 self.subtask_state()?;
                 subtask_states += 1;
             }
@@ -487,18 +576,18 @@ impl<'a> Parser<'a> {
         let base = self.location.clone();
         for role in ["managed operator state", "raw operator state"] {
             if self.i32("an operator state presence flag")? != 0 {
-                self.location = format!("{base} {role}");
+                self.location = Arc::from(format!("{base} {role}"));
                 self.operator_state_handle()?;
             }
         }
         for role in ["managed keyed state", "raw keyed state"] {
-            self.location = format!("{base} {role}");
+            self.location = Arc::from(format!("{base} {role}"));
             self.keyed_handle()?;
         }
         for role in ["input channel state", "result subpartition state"] {
             let n = self.count(&format!("the number of {role} handles"), 1)?;
             for i in 0..n {
-                self.location = format!("{base} {role} [{i}]");
+                self.location = Arc::from(format!("{base} {role} [{i}]"));
                 self.channel_handle()?;
             }
         }
@@ -578,7 +667,7 @@ impl<'a> Parser<'a> {
                     kind: HandleKind::Directory,
                     path,
                     size: 0,
-                    location: format!("{} ({what})", self.location),
+                    location: Arc::from(format!("{} ({what})", self.location)),
                     span,
                 });
             }
@@ -629,13 +718,14 @@ impl<'a> Parser<'a> {
                 if kind == INCREMENTAL_KEY_GROUPS_HANDLE_V2 {
                     self.i64("the checkpointed size")?;
                 }
-                self.location = format!("{base} (RocksDB meta data)");
+                self.location = Arc::from(format!("{base} (RocksDB meta data)"));
                 self.stream_handle()?;
                 for list in ["shared", "private"] {
                     let n = self.count(&format!("the number of {list} state files"), 3)?;
+                    // One location for the whole list: the handle's own path names the file.
+                    self.location = Arc::from(format!("{base} ({list} state files)"));
                     for _ in 0..n {
-                        let (local, _) = self.utf("a local file name")?;
-                        self.location = format!("{base} ({list} {local})");
+                        self.utf("a local file name")?;
                         self.stream_handle()?;
                     }
                 }
@@ -810,6 +900,9 @@ pub(crate) mod tests {
         pub fn file(&mut self, path: &str, size: i64) -> &mut Self {
             self.u8(FILE_STREAM_STATE_HANDLE).i64(size).utf(path)
         }
+        pub fn relative(&mut self, path: &str, size: i64) -> &mut Self {
+            self.u8(RELATIVE_STREAM_STATE_HANDLE).utf(path).i64(size)
+        }
         pub fn inline(&mut self, name: &str, data: &[u8]) -> &mut Self {
             self.u8(BYTE_STREAM_STATE_HANDLE)
                 .utf(name)
@@ -822,6 +915,18 @@ pub(crate) mod tests {
     /// A V6 checkpoint with one operator, one subtask: inline operator state and an
     /// incremental RocksDB handle with `shared` files (absolute) and a private file.
     pub fn synthetic_v6(checkpoint_id: i64, shared: &[&str], private_file: &str) -> Vec<u8> {
+        let shared: Vec<Ref> = shared.iter().map(|p| Ref::File(p, 1000)).collect();
+        synthetic_v6_refs(checkpoint_id, &shared, private_file)
+    }
+
+    /// A shared file of an incremental handle, by absolute URI or relative to `chk-N/`.
+    pub enum Ref<'a> {
+        File(&'a str, i64),
+        Relative(&'a str, i64),
+    }
+
+    /// As [`synthetic_v6`], with each shared file as `shared` says.
+    pub fn synthetic_v6_refs(checkpoint_id: i64, shared: &[Ref], private_file: &str) -> Vec<u8> {
         let mut w = Writer::default();
         w.i32(HEADER_MAGIC as i32)
             .i32(6)
@@ -848,8 +953,12 @@ pub(crate) mod tests {
             .i64(99);
         w.inline("meta", b"rocksdb-meta");
         w.i32(shared.len() as i32);
-        for (i, path) in shared.iter().enumerate() {
-            w.utf(&format!("{i:06}.sst")).file(path, 1000);
+        for (i, reference) in shared.iter().enumerate() {
+            w.utf(&format!("{i:06}.sst"));
+            match reference {
+                Ref::File(path, size) => w.file(path, *size),
+                Ref::Relative(path, size) => w.relative(path, *size),
+            };
         }
         w.i32(1).utf("MANIFEST-000001").file(private_file, 10);
         w.utf("handle-id");
@@ -909,6 +1018,95 @@ pub(crate) mod tests {
                 .inline_handles()
                 .any(|h| h.path == "file:/looks/like/a/path/but/is/inline")
         );
+    }
+
+    #[test]
+    fn a_relative_handle_rewritten_as_absolute_reparses_as_a_file_handle_of_the_same_size() {
+        let bytes = synthetic_v6_refs(
+            8,
+            &[
+                Ref::Relative("from-the-savepoint", 1234),
+                Ref::File("file:/src/job/shared/b", 77),
+                Ref::Relative("also-from-the-savepoint", 5),
+            ],
+            "file:/src/job/chk-8/p",
+        );
+        let meta = CheckpointMetadata::parse(&bytes, "mem").unwrap();
+        let out = meta
+            .rewrite_handles(&bytes, |h| match (h.kind, h.path.as_str()) {
+                (HandleKind::Relative, "from-the-savepoint") => {
+                    Rewrite::Absolute("file:/peer/savepoints/sp-1/from-the-savepoint".into())
+                }
+                (HandleKind::File, path) => Rewrite::Uri(path.replace("/src/", "/peer/")),
+                _ => Rewrite::Keep,
+            })
+            .unwrap();
+        let again = CheckpointMetadata::parse(&out, "rewritten").unwrap();
+        let handles: Vec<(HandleKind, &str, u64)> = again
+            .file_handles()
+            .map(|h| (h.kind, h.path.as_str(), h.size))
+            .collect();
+        assert_eq!(
+            handles,
+            [
+                (
+                    HandleKind::File,
+                    "file:/peer/savepoints/sp-1/from-the-savepoint",
+                    1234
+                ),
+                (HandleKind::File, "file:/peer/job/shared/b", 77),
+                (HandleKind::Relative, "also-from-the-savepoint", 5),
+                (HandleKind::File, "file:/peer/job/chk-8/p", 10),
+            ]
+        );
+        assert!(out.ends_with(b"properties"));
+        // Nothing but the handles changed: the same structure, operator by operator.
+        assert_eq!(again.operators, meta.operators);
+        assert_eq!(
+            again.inline_handles().count(),
+            meta.inline_handles().count()
+        );
+        // Keeping every handle gives back Flink's bytes.
+        assert_eq!(
+            meta.rewrite_handles(&bytes, |_| Rewrite::Keep).unwrap(),
+            bytes
+        );
+    }
+
+    #[test]
+    fn a_rewrite_that_does_not_fit_the_handle_is_refused() {
+        let bytes = synthetic_v6_refs(
+            8,
+            &[
+                Ref::Relative("r", 1),
+                Ref::File("file:/src/job/shared/f", 2),
+            ],
+            "file:/src/job/chk-8/p",
+        );
+        let meta = CheckpointMetadata::parse(&bytes, "mem").unwrap();
+        for (kind, rewrite) in [
+            (
+                HandleKind::Relative,
+                Rewrite::Uri("file:/elsewhere/r".into()),
+            ),
+            (
+                HandleKind::File,
+                Rewrite::Absolute("file:/elsewhere/f".into()),
+            ),
+            (HandleKind::Inline, Rewrite::Uri("file:/elsewhere/i".into())),
+        ] {
+            let err = meta
+                .rewrite_handles(&bytes, |h| {
+                    if h.kind == kind {
+                        rewrite.clone()
+                    } else {
+                        Rewrite::Keep
+                    }
+                })
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("{kind:?} handle")), "{err}");
+        }
     }
 
     #[test]

@@ -15,9 +15,9 @@ use tokio::task::JoinSet;
 use crate::bandwidth::BandwidthLimiter;
 use crate::checksum::{self, Xxh64};
 use crate::discovery::{self, CompleteCheckpoint};
-use crate::error::{StorageErrorKind, SyncError};
+use crate::error::{StorageError, StorageErrorKind, SyncError};
 use crate::ledger::{ReplicatedCheckpoint, ReplicationLedger};
-use crate::metadata::{CheckpointMetadata, HandleKind};
+use crate::metadata::{CheckpointMetadata, HandleKind, MAX_METADATA_BYTES, Rewrite};
 use crate::storage::{Storage, TEMP_SUFFIX, WriteStream};
 use crate::url::StorageUrl;
 
@@ -63,6 +63,13 @@ pub struct SyncOptions {
     pub retry_backoff: Duration,
     /// Longest any single storage call may take before the file is retried.
     pub io_timeout: Duration,
+    /// Per job: the savepoint (or checkpoint) directory it was restored from. Flink before
+    /// the fix of FLINK-39964 (2.3.0 and earlier) names the files of a native savepoint that a
+    /// job restored from it in CLAIM mode still uses by paths relative to `chk-N/`, where
+    /// they are not; they are looked up here instead (same name, same recorded size), copied
+    /// to the same place below the peer's storage root, and named by absolute URI in the
+    /// peer's `_metadata`. Must lie inside the source storage root.
+    pub restored_from: BTreeMap<String, StorageUrl>,
 }
 
 impl Default for SyncOptions {
@@ -80,6 +87,7 @@ impl Default for SyncOptions {
             attempts: 4,
             retry_backoff: Duration::from_millis(100),
             io_timeout: Duration::from_secs(120),
+            restored_from: BTreeMap::new(),
         }
     }
 }
@@ -209,6 +217,15 @@ const MANIFEST_FLUSH_EVERY: usize = 32;
 /// the disk always has writes queued while the next files stream.
 const SYNCS_PER_SLOT: usize = 3;
 
+/// One side of a replication: the checkpoint root (`<root>/<job>/chk-N/`) and the storage
+/// root around it, which a checkpoint's references may reach (a savepoint directory beside
+/// the checkpoints). `storage` must reach all of `storage_root`.
+pub struct SiteStorage {
+    pub storage: Arc<dyn Storage>,
+    pub storage_root: StorageUrl,
+    pub checkpoint_root: StorageUrl,
+}
+
 /// Copies checkpoints of every (selected) job from one root to another. Cheap to clone.
 #[derive(Clone)]
 pub struct Replicator {
@@ -218,8 +235,12 @@ pub struct Replicator {
 struct Inner {
     source: Arc<dyn Storage>,
     source_root: StorageUrl,
+    /// What references may reach at the source (`source_root` or a directory above it); a
+    /// file below it outside `source_root` goes to the same path below `peer_storage_root`.
+    source_storage_root: StorageUrl,
     peer: Arc<dyn Storage>,
     peer_root: StorageUrl,
+    peer_storage_root: StorageUrl,
     ledger: Arc<dyn ReplicationLedger>,
     options: SyncOptions,
     limiter: BandwidthLimiter,
@@ -240,6 +261,7 @@ fn secs(t: Option<SystemTime>) -> Option<f64> {
 }
 
 impl Replicator {
+    /// Replicates `source_root` to `peer_root`; references outside `source_root` are refused.
     pub fn new(
         source: Arc<dyn Storage>,
         source_root: StorageUrl,
@@ -248,13 +270,67 @@ impl Replicator {
         ledger: Arc<dyn ReplicationLedger>,
         options: SyncOptions,
     ) -> Self {
+        Self::build(
+            SiteStorage {
+                storage: source,
+                storage_root: source_root.clone(),
+                checkpoint_root: source_root,
+            },
+            SiteStorage {
+                storage: peer,
+                storage_root: peer_root.clone(),
+                checkpoint_root: peer_root,
+            },
+            ledger,
+            options,
+        )
+    }
+
+    /// Replicates the source's checkpoint root to the peer's; a referenced file elsewhere in
+    /// the source's storage root (a savepoint directory) is copied to the same path below the
+    /// peer's storage root. Each checkpoint root must lie inside its storage root.
+    pub fn between(
+        source: SiteStorage,
+        peer: SiteStorage,
+        ledger: Arc<dyn ReplicationLedger>,
+        options: SyncOptions,
+    ) -> Result<Self, SyncError> {
+        for side in [&source, &peer] {
+            if !side.checkpoint_root.starts_with(&side.storage_root) {
+                return Err(SyncError::InvalidOption {
+                    field: "checkpoint root",
+                    value: side.checkpoint_root.to_string(),
+                    reason: format!("not inside its storage root {}", side.storage_root),
+                });
+            }
+        }
+        for (job, dir) in &options.restored_from {
+            if !dir.starts_with(&source.storage_root) {
+                return Err(SyncError::InvalidOption {
+                    field: "restored_from",
+                    value: format!("{job}={dir}"),
+                    reason: format!("not inside the source storage root {}", source.storage_root),
+                });
+            }
+        }
+        Ok(Self::build(source, peer, ledger, options))
+    }
+
+    fn build(
+        source: SiteStorage,
+        peer: SiteStorage,
+        ledger: Arc<dyn ReplicationLedger>,
+        options: SyncOptions,
+    ) -> Self {
         let limiter = BandwidthLimiter::new(options.bandwidth);
         Self {
             inner: Arc::new(Inner {
-                source,
-                source_root,
-                peer,
-                peer_root,
+                source: source.storage,
+                source_root: source.checkpoint_root,
+                source_storage_root: source.storage_root,
+                peer: peer.storage,
+                peer_root: peer.checkpoint_root,
+                peer_storage_root: peer.storage_root,
                 ledger,
                 options,
                 limiter,
@@ -283,6 +359,32 @@ impl Replicator {
             ledger,
             options,
         ))
+    }
+
+    /// Like [`Replicator::from_urls`], with the storage roots around `from` and `to` (see
+    /// [`Replicator::between`]); each backend is opened at its storage root.
+    pub fn from_urls_in_storage(
+        from_storage: &str,
+        from: &str,
+        to_storage: &str,
+        to: &str,
+        ledger: Arc<dyn ReplicationLedger>,
+        options: SyncOptions,
+    ) -> Result<Self, SyncError> {
+        let side = |storage: &str, root: &str| -> Result<SiteStorage, SyncError> {
+            let storage_root = StorageUrl::parse(storage)?;
+            Ok(SiteStorage {
+                storage: crate::storage::storage_for(&storage_root)?,
+                storage_root,
+                checkpoint_root: StorageUrl::parse(root)?,
+            })
+        };
+        Self::between(
+            side(from_storage, from)?,
+            side(to_storage, to)?,
+            ledger,
+            options,
+        )
     }
 
     /// Sends progress events to `tx` (must be called before the replicator is cloned).
@@ -496,7 +598,7 @@ impl Replicator {
         for dir in dirs {
             let mut next = Some(dir);
             while let Some(d) = next {
-                if !d.starts_with(&self.inner.peer_root) || !seen.insert(d.clone()) {
+                if !d.starts_with(&self.inner.peer_storage_root) || !seen.insert(d.clone()) {
                     break;
                 }
                 next = d.parent();
@@ -507,18 +609,111 @@ impl Replicator {
     }
 
     fn peer_url(&self, source: &StorageUrl) -> Result<StorageUrl, SyncError> {
-        let rel = self.relative(source)?;
-        self.inner.peer_root.join(&rel)
+        Ok(self.place(source, "")?.1)
     }
 
-    fn relative(&self, source: &StorageUrl) -> Result<String, SyncError> {
-        source
-            .relative_to(&self.inner.source_root)
-            .ok_or_else(|| SyncError::ReferenceOutsideRoot {
-                checkpoint: String::new(),
+    /// Where a source file goes at the peer, and its key in the job's manifest: below the
+    /// checkpoint root, the same path below the peer's (key: that path); elsewhere in the
+    /// source storage root, the same path below the peer's storage root (key: that path with
+    /// a leading `/`, which no path below the checkpoint root has). Anything else is refused.
+    fn place(
+        &self,
+        source: &StorageUrl,
+        checkpoint: &str,
+    ) -> Result<(String, StorageUrl), SyncError> {
+        let inner = &self.inner;
+        if let Some(rel) = source.relative_to(&inner.source_root) {
+            let peer = inner.peer_root.join(&rel)?;
+            return Ok((rel, peer));
+        }
+        match source.relative_to(&inner.source_storage_root) {
+            Some(rel) => {
+                let peer = inner.peer_storage_root.join(&rel)?;
+                Ok((format!("/{rel}"), peer))
+            }
+            None => Err(SyncError::ReferenceOutsideRoot {
+                checkpoint: checkpoint.to_string(),
                 reference: source.to_string(),
-                root: self.inner.source_root.to_string(),
-            })
+                root: inner.source_storage_root.to_string(),
+            }),
+        }
+    }
+
+    /// The source files of `metadata`'s relative handles that are not in `chk-N/` (Flink
+    /// before FLINK-39964 after a CLAIM restore from a native savepoint), by handle path: found
+    /// in the job's `restored_from` directory with the recorded size, or an error naming the
+    /// first one missing.
+    async fn foreign_relative_files(
+        &self,
+        job: &str,
+        checkpoint: &CompleteCheckpoint,
+        metadata: &CheckpointMetadata,
+    ) -> Result<BTreeMap<String, StorageUrl>, SyncError> {
+        let inner = &self.inner;
+        let mut listings: BTreeMap<StorageUrl, BTreeMap<String, u64>> = BTreeMap::new();
+        let mut foreign = BTreeMap::new();
+        for handle in metadata
+            .handles
+            .iter()
+            .filter(|h| h.kind == HandleKind::Relative)
+        {
+            if foreign.contains_key(&handle.path) {
+                continue;
+            }
+            let own = checkpoint.dir.join(&handle.path)?;
+            if self.file_len(&own, &mut listings).await?.is_some() {
+                continue;
+            }
+            let unresolved = |searched: String| SyncError::UnresolvedRelativeReference {
+                checkpoint: checkpoint.dir.to_string(),
+                file: handle.path.clone(),
+                searched,
+            };
+            let Some(dir) = inner.options.restored_from.get(job) else {
+                return Err(unresolved(String::new()));
+            };
+            let there = dir.join(&handle.path)?;
+            match self.file_len(&there, &mut listings).await? {
+                Some(len) if len == handle.size => {
+                    foreign.insert(handle.path.clone(), there);
+                }
+                found => {
+                    return Err(unresolved(format!(
+                        ", nor with its recorded {} bytes in {dir}, where the job was restored \
+                         from ({})",
+                        handle.size,
+                        found.map_or("absent".to_string(), |len| format!("{len} bytes there"))
+                    )));
+                }
+            }
+        }
+        Ok(foreign)
+    }
+
+    /// The length of the regular file `url` at the source (`None`: absent), from one
+    /// listing of its directory per call site.
+    async fn file_len(
+        &self,
+        url: &StorageUrl,
+        listings: &mut BTreeMap<StorageUrl, BTreeMap<String, u64>>,
+    ) -> Result<Option<u64>, SyncError> {
+        let Some(dir) = url.parent() else {
+            return Ok(None);
+        };
+        if !listings.contains_key(&dir) {
+            let entries = match self.inner.source.list(&dir).await {
+                Ok(entries) => entries
+                    .into_iter()
+                    // A link counts as present: opening it refuses it by name.
+                    .filter(|e| !e.is_dir)
+                    .map(|e| (e.name, e.len))
+                    .collect(),
+                Err(e) if e.kind == StorageErrorKind::NotFound => BTreeMap::new(),
+                Err(e) => return Err(e.into()),
+            };
+            listings.insert(dir.clone(), entries);
+        }
+        Ok(listings[&dir].get(url.file_name()).copied())
     }
 
     async fn load_manifest(&self, job: &str) -> Result<(StorageUrl, Manifest), SyncError> {
@@ -557,26 +752,52 @@ impl Replicator {
             checkpoint_id: checkpoint.id,
         };
         let metadata_url = checkpoint.dir.join("_metadata")?;
-        let metadata_bytes = match inner.source.read_all(&metadata_url).await {
-            Ok(bytes) => bytes,
+        // Bounded, and only a regular file: `_metadata` is read whole into memory.
+        let source_metadata = match inner
+            .source
+            .read_bounded(&metadata_url, MAX_METADATA_BYTES)
+            .await
+        {
+            Ok(file) => file,
             Err(e) if e.kind == StorageErrorKind::NotFound => {
                 return Ok(self.skipped(job, checkpoint.id, "source _metadata vanished"));
             }
             Err(e) => return Err(e.into()),
         };
+        let metadata_bytes = source_metadata.bytes;
         let metadata = CheckpointMetadata::parse(&metadata_bytes, &metadata_url.to_string())?;
-        let references = metadata.referenced_files(&checkpoint.dir)?;
-        let mut files: Vec<(String, StorageUrl)> = Vec::with_capacity(references.len());
+        // Every path resolves (or fails naming where in `_metadata` it sits) before any lookup.
+        let mut references = metadata.referenced_files(&checkpoint.dir)?;
+        let foreign = match self
+            .foreign_relative_files(job, checkpoint, &metadata)
+            .await
+        {
+            Ok(foreign) => foreign,
+            // Flink subsumed the checkpoint while we looked: its own files are gone too.
+            Err(_) if self.source_gone(checkpoint).await => {
+                return Ok(self.skipped(job, checkpoint.id, "source checkpoint vanished"));
+            }
+            Err(e) => return Err(e),
+        };
+        if !foreign.is_empty() {
+            // Relative handles resolve to the directory they were found in, not `chk-N/`.
+            let by_own_url: BTreeMap<StorageUrl, &StorageUrl> = foreign
+                .iter()
+                .map(|(path, there)| Ok((checkpoint.dir.join(path)?, there)))
+                .collect::<Result<_, SyncError>>()?;
+            for reference in &mut references {
+                if reference.kind == HandleKind::Relative
+                    && let Some(there) = by_own_url.get(&reference.url)
+                {
+                    reference.url = (*there).clone();
+                }
+            }
+        }
+        let checkpoint_text = checkpoint.dir.to_string();
+        let mut files: Vec<(String, StorageUrl, StorageUrl)> = Vec::with_capacity(references.len());
         for reference in &references {
-            let rel = reference
-                .url
-                .relative_to(&inner.source_root)
-                .ok_or_else(|| SyncError::ReferenceOutsideRoot {
-                    checkpoint: checkpoint.dir.to_string(),
-                    reference: reference.url.to_string(),
-                    root: inner.source_root.to_string(),
-                })?;
-            files.push((rel, reference.url.clone()));
+            let (key, peer) = self.place(&reference.url, &checkpoint_text)?;
+            files.push((key, reference.url.clone(), peer));
         }
         let total_bytes: u64 = references.iter().map(|r| r.state_size).sum();
         self.emit(ProgressEvent::CheckpointStarted {
@@ -596,8 +817,7 @@ impl Replicator {
         let mut peer_dirs: BTreeSet<StorageUrl> = BTreeSet::new();
         let mut peer_files = Vec::with_capacity(files.len());
         let mut listed: BTreeMap<StorageUrl, BTreeMap<String, u64>> = BTreeMap::new();
-        for (rel, src) in files {
-            let peer = inner.peer_root.join(&rel)?;
+        for (rel, src, peer) in files {
             if let Some(dir) = peer.parent() {
                 peer_dirs.insert(dir.clone());
                 if manifest.files.contains_key(&rel) && !listed.contains_key(&dir) {
@@ -678,7 +898,7 @@ impl Replicator {
                 }
                 Err(join_error) => {
                     if first_error.is_none() {
-                        first_error = Some(SyncError::Storage(crate::error::StorageError::new(
+                        first_error = Some(SyncError::Storage(StorageError::new(
                             "copy",
                             &checkpoint.dir,
                             StorageErrorKind::Other,
@@ -713,26 +933,49 @@ impl Replicator {
         }
 
         // `_metadata` goes last: the peer's chk-N is complete only when everything is there.
+        // A relative handle whose file lies outside `chk-N/` becomes a file handle naming it
+        // by absolute URI, as Flink itself writes it since FLINK-39964: at the peer's copy in
+        // `Rewrite` mode, at the same (shared-nameservice) URI otherwise.
         let peer_metadata = match inner.options.uri_mode {
-            UriMode::SharedNameservice => metadata_bytes.clone(),
+            UriMode::SharedNameservice if foreign.is_empty() => metadata_bytes.clone(),
+            UriMode::SharedNameservice => {
+                metadata.rewrite_handles(&metadata_bytes, |h| {
+                    match (h.kind, foreign.get(&h.path)) {
+                        (HandleKind::Relative, Some(src)) => {
+                            Rewrite::Absolute(src.to_flink_string())
+                        }
+                        _ => Rewrite::Keep,
+                    }
+                })?
+            }
             UriMode::Rewrite => {
-                let source_root = inner.source_root.clone();
-                let peer_root = inner.peer_root.clone();
                 let checkpoint_dir = checkpoint.dir.clone();
-                metadata.rewrite_uris(&metadata_bytes, |path| {
-                    let url = if path.starts_with('/') {
-                        StorageUrl::parse(&format!(
-                            "{}://{}{}",
-                            checkpoint_dir.scheme().as_str(),
-                            checkpoint_dir.authority(),
-                            path
-                        ))
-                        .ok()?
-                    } else {
-                        StorageUrl::parse(path).ok()?
-                    };
-                    let rel = url.relative_to(&source_root)?;
-                    Some(peer_root.join(&rel).ok()?.to_flink_string())
+                metadata.rewrite_handles(&metadata_bytes, |h| match h.kind {
+                    HandleKind::Relative => match foreign.get(&h.path) {
+                        Some(src) => self.peer_url(src).map_or(Rewrite::Keep, |peer| {
+                            Rewrite::Absolute(peer.to_flink_string())
+                        }),
+                        None => Rewrite::Keep,
+                    },
+                    HandleKind::File | HandleKind::Segment | HandleKind::Directory => {
+                        let url = if h.path.starts_with('/') {
+                            StorageUrl::parse(&format!(
+                                "{}://{}{}",
+                                checkpoint_dir.scheme().as_str(),
+                                checkpoint_dir.authority(),
+                                h.path
+                            ))
+                        } else {
+                            StorageUrl::parse(&h.path)
+                        };
+                        // Files outside the storage root failed the checkpoint above; a
+                        // directory outside it is kept as it is.
+                        match url.and_then(|url| self.peer_url(&url)) {
+                            Ok(peer) => Rewrite::Uri(peer.to_flink_string()),
+                            Err(_) => Rewrite::Keep,
+                        }
+                    }
+                    HandleKind::Inline => Rewrite::Keep,
                 })?
             }
         };
@@ -742,6 +985,20 @@ impl Replicator {
         // `_metadata` but lost a file's name. Reused files are included: the run that copied
         // them may have crashed before getting here.
         let peer_metadata_url = self.peer_url(&metadata_url)?;
+        if peer_metadata.len() as u64 > MAX_METADATA_BYTES {
+            // Longer peer URIs made it grow: the peer could not read it back, nor Flink's
+            // limit-free reader be trusted with it.
+            return Err(SyncError::Storage(StorageError::new(
+                "write",
+                &peer_metadata_url,
+                StorageErrorKind::TooLarge,
+                format!(
+                    "{} bytes once rewritten for the peer, more than the {MAX_METADATA_BYTES} a \
+                     `_metadata` may have",
+                    peer_metadata.len()
+                ),
+            )));
+        }
         for dir in self.with_ancestors(peer_dirs) {
             inner.peer.sync_dir(&dir).await?;
         }
@@ -752,9 +1009,17 @@ impl Replicator {
         };
         inner
             .peer
-            .write_all(&peer_metadata_url, Bytes::from(peer_metadata))
+            .write_all_with_permissions(
+                &peer_metadata_url,
+                Bytes::from(peer_metadata),
+                source_metadata.permissions,
+            )
             .await?;
-        let written = inner.peer.read_all(&peer_metadata_url).await?;
+        let written = inner
+            .peer
+            .read_bounded(&peer_metadata_url, MAX_METADATA_BYTES)
+            .await?
+            .bytes;
         let actual = VerifiedFile {
             len: written.len() as u64,
             checksum: checksum::of(&written),
@@ -962,7 +1227,15 @@ impl Replicator {
     ) -> Result<(u64, String, Box<dyn WriteStream>), SyncError> {
         let inner = &self.inner;
         let mut reader = self.timed("open", src, inner.source.open_read(src)).await?;
-        let mut writer = self.timed("create", peer, inner.peer.create(peer)).await?;
+        // No wider than the source: a 0600 state file stays 0600 at the peer.
+        let permissions = reader.permissions();
+        let mut writer = self
+            .timed(
+                "create",
+                peer,
+                inner.peer.create_with_permissions(peer, permissions),
+            )
+            .await?;
         let mut hasher = Xxh64::new();
         let mut len = 0u64;
         let streamed: Result<(), SyncError> = async {
@@ -1018,7 +1291,11 @@ impl Replicator {
         for c in &kept {
             let dir = StorageUrl::parse(&c.peer_pointer)?;
             let meta_url = dir.join("_metadata")?;
-            let bytes = inner.peer.read_all(&meta_url).await?;
+            let bytes = inner
+                .peer
+                .read_bounded(&meta_url, MAX_METADATA_BYTES)
+                .await?
+                .bytes;
             let meta = CheckpointMetadata::parse(&bytes, &meta_url.to_string())?;
             for r in meta.referenced_files(&dir)? {
                 // In shared-nameservice mode references name the source root's paths.

@@ -1,13 +1,24 @@
 //! The storage interface both sites' filesystems are reached through, and its local backend.
 //! Writes always go to a temporary name beside the target and are renamed on commit.
+//!
+//! The local backend is confined to a root (the `--from` or `--to` directory) and never
+//! follows a symbolic link below it, on either side: each path is opened one component at a
+//! time from the root's directory (`openat` with `O_NOFOLLOW`), so a link swapped in between
+//! a check and a use is refused too. Files are read only when they are regular files, and a
+//! copy is created no wider than its source's permission bits.
 
+use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use rustix::fs::{AtFlags, CWD, Dir, FileType, Mode, OFlags, Stat};
+use rustix::io::Errno;
 
 use crate::error::{StorageError, StorageErrorKind};
 use crate::url::{Scheme, StorageUrl};
@@ -22,6 +33,9 @@ pub const TEMP_SUFFIX: &str = ".twinsite-tmp";
 pub struct DirEntry {
     pub name: String,
     pub is_dir: bool,
+    /// A symbolic link (never followed: `is_dir` is false even when it points at one).
+    /// Backends that cannot tell (HDFS through hdfs-native) say `false`.
+    pub is_symlink: bool,
     pub len: u64,
 }
 
@@ -32,11 +46,25 @@ pub struct FileMeta {
     pub modified: Option<SystemTime>,
 }
 
+/// A whole small file and its permission bits, as [`Storage::read_bounded`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WholeFile {
+    pub bytes: Vec<u8>,
+    /// Permission bits of the file read (see [`ReadStream::permissions`]).
+    pub permissions: Option<u32>,
+}
+
 /// A file being read, chunk by chunk.
 #[async_trait]
 pub trait ReadStream: Send {
     /// The next chunk, `None` at end of file.
     async fn next_chunk(&mut self) -> Result<Option<Bytes>, StorageError>;
+
+    /// Permission bits (`0o777` at most) of the file being read, when the backend knows them:
+    /// a copy is created with no more permission than its source.
+    fn permissions(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// A file being written under a temporary name; `commit` makes it visible under its own.
@@ -58,7 +86,16 @@ pub trait Storage: Send + Sync {
     async fn stat(&self, url: &StorageUrl) -> Result<Option<FileMeta>, StorageError>;
     async fn open_read(&self, url: &StorageUrl) -> Result<Box<dyn ReadStream>, StorageError>;
     /// Starts writing `url` through a temporary file beside it; parents are created.
-    async fn create(&self, url: &StorageUrl) -> Result<Box<dyn WriteStream>, StorageError>;
+    async fn create(&self, url: &StorageUrl) -> Result<Box<dyn WriteStream>, StorageError> {
+        self.create_with_permissions(url, None).await
+    }
+    /// Like [`Storage::create`], the new file getting at most the permission bits
+    /// `permissions` (a copy passes its source's; `None`: the backend's default for new files).
+    async fn create_with_permissions(
+        &self,
+        url: &StorageUrl,
+        permissions: Option<u32>,
+    ) -> Result<Box<dyn WriteStream>, StorageError>;
     /// Deletes a file, or a directory with everything below it. Missing is not an error.
     async fn delete(&self, url: &StorageUrl) -> Result<(), StorageError>;
     async fn mkdirs(&self, url: &StorageUrl) -> Result<(), StorageError>;
@@ -68,7 +105,9 @@ pub trait Storage: Send + Sync {
         Ok(())
     }
 
-    /// Reads a whole (small) file.
+    /// Reads a whole file this process wrote (a manifest), or one whose size does not matter.
+    /// Files from the outside whose size is not bounded elsewhere go through
+    /// [`Storage::read_bounded`].
     async fn read_all(&self, url: &StorageUrl) -> Result<Vec<u8>, StorageError> {
         let mut stream = self.open_read(url).await?;
         let mut out = Vec::new();
@@ -78,9 +117,50 @@ pub trait Storage: Send + Sync {
         Ok(out)
     }
 
+    /// Reads a whole file of at most `limit` bytes. A larger one is refused (`TooLarge`) by
+    /// its size before any byte is read, or as soon as more than `limit` bytes arrive (a file
+    /// still growing): never more than `limit` bytes are held.
+    async fn read_bounded(&self, url: &StorageUrl, limit: u64) -> Result<WholeFile, StorageError> {
+        let too_large = |size: &str| {
+            StorageError::new(
+                "read",
+                url,
+                StorageErrorKind::TooLarge,
+                format!("{size} bytes, more than the {limit} this file may have"),
+            )
+        };
+        let expected = match self.stat(url).await? {
+            Some(meta) if meta.len > limit => return Err(too_large(&meta.len.to_string())),
+            Some(meta) => meta.len,
+            // Missing: `open_read` says so in its own words.
+            None => 0,
+        };
+        let mut stream = self.open_read(url).await?;
+        let permissions = stream.permissions();
+        // The size was checked against `limit`, so this allocation is bounded.
+        let mut bytes = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
+        while let Some(chunk) = stream.next_chunk().await? {
+            if (bytes.len() as u64).saturating_add(chunk.len() as u64) > limit {
+                return Err(too_large("grew while being read: over"));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(WholeFile { bytes, permissions })
+    }
+
     /// Writes a whole (small) file atomically.
     async fn write_all(&self, url: &StorageUrl, data: Bytes) -> Result<(), StorageError> {
-        let mut writer = self.create(url).await?;
+        self.write_all_with_permissions(url, data, None).await
+    }
+
+    /// [`Storage::write_all`] with at most the permission bits `permissions`.
+    async fn write_all_with_permissions(
+        &self,
+        url: &StorageUrl,
+        data: Bytes,
+        permissions: Option<u32>,
+    ) -> Result<(), StorageError> {
+        let mut writer = self.create_with_permissions(url, permissions).await?;
         if let Err(e) = writer.write(data).await {
             writer.abort().await;
             return Err(e);
@@ -89,26 +169,47 @@ pub trait Storage: Send + Sync {
     }
 }
 
-/// Opens the backend a URL's scheme names (`file://` locally, `hdfs://`/`viewfs://` through
-/// hdfs-native, configured from the usual Hadoop config directory and environment).
-pub fn storage_for(url: &StorageUrl) -> Result<Arc<dyn Storage>, StorageError> {
-    match url.scheme() {
-        Scheme::File => Ok(Arc::new(LocalStorage)),
-        Scheme::Hdfs | Scheme::Viewfs => Ok(Arc::new(crate::hdfs::HdfsStorage::connect(url)?)),
+/// Opens the backend a URL's scheme names, confined to `root` (`file://` locally, confined
+/// to that directory; `hdfs://`/`viewfs://` through hdfs-native, configured from the usual
+/// Hadoop config directory and environment).
+pub fn storage_for(root: &StorageUrl) -> Result<Arc<dyn Storage>, StorageError> {
+    match root.scheme() {
+        Scheme::File => Ok(Arc::new(LocalStorage::new(root.path()))),
+        Scheme::Hdfs | Scheme::Viewfs => Ok(Arc::new(crate::hdfs::HdfsStorage::connect(root)?)),
     }
 }
 
-/// The local filesystem (`file://`).
+/// The local filesystem (`file://`), confined to one root directory.
+///
+/// The root is taken as the operator wrote it: it may be, or pass through, a symbolic link.
+/// Below it nothing is followed: every path is opened one component at a time from the
+/// root's directory with `O_NOFOLLOW`, so a link anywhere below the root (a `shared/` or job
+/// directory, a file) is refused with [`StorageErrorKind::Symlink`] naming it, whether it was
+/// there before or swapped in during the call. Paths are normalised [`StorageUrl`]s (no `..`),
+/// and a URL outside the root is refused with [`StorageErrorKind::OutsideRoot`]. Hard links
+/// are not links to refuse: they are the file itself (and, with the kernel's default
+/// `protected_hardlinks`, only its owner can make one).
 ///
 /// File contents move through `std::fs` on tokio's blocking pool, one hop per chunk, straight
 /// into and out of the chunk buffers: `tokio::fs::File` would copy every chunk once more
 /// through a buffer of its own. Chunk buffers are recycled (see [`ChunkPool`]) because a fresh
 /// megabyte costs 256 page faults, each zeroing a page.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LocalStorage;
+#[derive(Debug, Clone)]
+pub struct LocalStorage {
+    root: Arc<Path>,
+}
 
-fn local_path(url: &StorageUrl) -> PathBuf {
-    PathBuf::from(url.path())
+impl LocalStorage {
+    /// Local files at and below `root` (an absolute path).
+    pub fn new(root: impl AsRef<Path>) -> Self {
+        Self {
+            root: Arc::from(root.as_ref()),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
 }
 
 /// Runs blocking file work off the async workers; a panic there becomes an error of `op`.
@@ -180,6 +281,7 @@ enum ReaderState {
 struct LocalReader {
     state: ReaderState,
     url: String,
+    permissions: u32,
 }
 
 #[async_trait]
@@ -222,6 +324,10 @@ impl ReadStream for LocalReader {
             }
         }
     }
+
+    fn permissions(&self) -> Option<u32> {
+        Some(self.permissions)
+    }
 }
 
 impl Drop for LocalReader {
@@ -236,8 +342,11 @@ struct LocalWriter {
     /// `None` while a write is on the blocking pool, and for good once such a write's future
     /// was dropped.
     file: Option<std::fs::File>,
-    temp: std::path::PathBuf,
-    target: std::path::PathBuf,
+    /// The directory the temporary file and its target are in, opened without following links:
+    /// the rename and the clean-up act on it, never on a path looked up again.
+    dir: Arc<OwnedFd>,
+    temp: OsString,
+    target: OsString,
     url: String,
     /// Set once the temporary file is renamed onto the target.
     committed: bool,
@@ -271,12 +380,12 @@ impl WriteStream for LocalWriter {
 
     async fn commit(mut self: Box<Self>) -> Result<(), StorageError> {
         let file = self.take_file("commit")?;
-        let (temp, target) = (self.temp.clone(), self.target.clone());
+        let (dir, temp, target) = (self.dir.clone(), self.temp.clone(), self.target.clone());
         // Synced before the rename, so the target name never shows data still in flight.
         let result = blocking("commit", &self.url, move || {
             file.sync_all()?;
             drop(file);
-            std::fs::rename(&temp, &target)
+            rustix::fs::renameat(&*dir, &temp, &*dir, &target).map_err(std::io::Error::from)
         })
         .await?;
         self.committed = result.is_ok();
@@ -294,22 +403,8 @@ impl Drop for LocalWriter {
     /// removes its temporary file, so an interrupted sync leaves no litter behind.
     fn drop(&mut self) {
         if !self.committed {
-            let _ = std::fs::remove_file(&self.temp);
+            let _ = rustix::fs::unlinkat(&*self.dir, &self.temp, AtFlags::empty());
         }
-    }
-}
-
-/// Creates the temporary file `temp` in `parent`, creating `parent` when it is missing.
-fn create_temp(
-    parent: &Path,
-    temp: &Path,
-) -> Result<std::fs::File, (&'static str, std::io::Error)> {
-    match std::fs::File::create(temp) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(parent).map_err(|e| ("mkdirs", e))?;
-            std::fs::File::create(temp).map_err(|e| ("create", e))
-        }
-        other => other.map_err(|e| ("create", e)),
     }
 }
 
@@ -321,113 +416,521 @@ pub fn temp_name(file_name: &str) -> String {
     format!(".{file_name}.{}-{n}{TEMP_SUFFIX}", std::process::id())
 }
 
+/// Opens the root as the operator named it (it may be, or pass through, a link). On Linux
+/// `O_PATH`: walking through a directory needs only search permission on it.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const ROOT: OFlags = OFlags::DIRECTORY.union(OFlags::CLOEXEC).union(OFlags::PATH);
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const ROOT: OFlags = OFlags::DIRECTORY.union(OFlags::CLOEXEC);
+/// Opens a directory below the root on the way to a path: never through a link.
+const WALK: OFlags = ROOT.union(OFlags::NOFOLLOW);
+/// Opens a directory to list or fsync it.
+const READ_DIR: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::CLOEXEC);
+
+fn file_url(path: &Path) -> String {
+    format!("file://{}", path.display())
+}
+
+// `struct stat`'s field types differ between targets, hence the casts.
+#[allow(clippy::unnecessary_cast)]
+fn file_type(st: &Stat) -> FileType {
+    FileType::from_raw_mode(st.st_mode as rustix::fs::RawMode)
+}
+
+#[allow(clippy::unnecessary_cast)]
+fn size(st: &Stat) -> u64 {
+    u64::try_from(st.st_size as i64).unwrap_or(0)
+}
+
+#[allow(clippy::unnecessary_cast)]
+fn permission_bits(st: &Stat) -> u32 {
+    st.st_mode as u32 & 0o777
+}
+
+#[allow(clippy::unnecessary_cast)]
+fn modified(st: &Stat) -> Option<SystemTime> {
+    let seconds = u64::try_from(st.st_mtime as i64).ok()?;
+    let nanos = u32::try_from(st.st_mtime_nsec as u64).ok()?;
+    // A timestamp beyond what SystemTime holds is reported as unknown, not a panic.
+    SystemTime::UNIX_EPOCH.checked_add(Duration::new(seconds, nanos.min(999_999_999)))
+}
+
+fn describe(kind: FileType) -> &'static str {
+    match kind {
+        FileType::RegularFile => "a regular file",
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a symbolic link",
+        FileType::Fifo => "a FIFO (named pipe)",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        FileType::Unknown => "of an unknown file type",
+    }
+}
+
+/// The last component of a path and the directory holding it, opened without following a
+/// link. `parent` is `None` when the path is the root itself, named as the operator wrote it.
+struct Target {
+    parent: Option<OwnedFd>,
+    name: OsString,
+}
+
+impl Target {
+    fn dir(&self) -> BorrowedFd<'_> {
+        match &self.parent {
+            Some(fd) => fd.as_fd(),
+            None => CWD,
+        }
+    }
+
+    /// Below the root nothing is followed; the root itself may be a link.
+    fn no_follow(&self) -> OFlags {
+        if self.parent.is_some() {
+            OFlags::NOFOLLOW
+        } else {
+            OFlags::empty()
+        }
+    }
+
+    fn stat_flags(&self) -> AtFlags {
+        if self.parent.is_some() {
+            AtFlags::SYMLINK_NOFOLLOW
+        } else {
+            AtFlags::empty()
+        }
+    }
+}
+
+/// One call's path, split into its components below the root. Runs on the blocking pool.
+struct Walk {
+    root: Arc<Path>,
+    op: &'static str,
+    /// The URL the call was given, named in every error.
+    url: String,
+    names: Vec<OsString>,
+}
+
+impl LocalStorage {
+    fn walk(&self, op: &'static str, url: &StorageUrl) -> Result<Walk, StorageError> {
+        let outside = |why: String| StorageError::new(op, url, StorageErrorKind::OutsideRoot, why);
+        let below = Path::new(url.path())
+            .strip_prefix(&self.root)
+            .map_err(|_| {
+                outside(format!(
+                    "this storage reads and writes only below {}",
+                    file_url(&self.root)
+                ))
+            })?;
+        let mut names = Vec::new();
+        for component in below.components() {
+            match component {
+                Component::Normal(name) => names.push(name.to_os_string()),
+                other => {
+                    return Err(outside(format!(
+                        "`{}` is not a name below {}",
+                        other.as_os_str().to_string_lossy(),
+                        file_url(&self.root)
+                    )));
+                }
+            }
+        }
+        Ok(Walk {
+            root: self.root.clone(),
+            op,
+            url: url.to_string(),
+            names,
+        })
+    }
+
+    /// Runs `f` on the blocking pool with the walk of `url`.
+    async fn on_walk<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        url: &StorageUrl,
+        f: impl FnOnce(Walk) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let walk = self.walk(op, url)?;
+        blocking(op, &url.to_string(), move || f(walk)).await?
+    }
+}
+
+impl Walk {
+    fn error(&self, kind: StorageErrorKind, message: impl ToString) -> StorageError {
+        StorageError::new(self.op, &self.url, kind, message)
+    }
+
+    fn io(&self, err: impl Into<std::io::Error>) -> StorageError {
+        StorageError::from_io(self.op, &self.url, &err.into())
+    }
+
+    /// The URL of the first `count` components below the root.
+    fn url_of(&self, count: usize) -> String {
+        let mut path = self.root.to_path_buf();
+        path.extend(&self.names[..count]);
+        file_url(&path)
+    }
+
+    fn link_refused(&self, count: usize) -> StorageError {
+        self.error(
+            StorageErrorKind::Symlink,
+            format!(
+                "{} is a symbolic link; nothing below {} is followed",
+                self.url_of(count),
+                file_url(&self.root)
+            ),
+        )
+    }
+
+    /// Why component `index` (in directory `dir`) could not be opened: a link is named as one
+    /// (refused, not missing), anything else keeps its OS error.
+    fn refused(&self, dir: BorrowedFd<'_>, index: usize, errno: Errno) -> StorageError {
+        if matches!(errno, Errno::LOOP | Errno::NOTDIR | Errno::MLINK)
+            && let Ok(st) = rustix::fs::statat(dir, &self.names[index], AtFlags::SYMLINK_NOFOLLOW)
+        {
+            match file_type(&st) {
+                FileType::Symlink => return self.link_refused(index + 1),
+                FileType::Directory => {}
+                other if errno == Errno::NOTDIR => {
+                    return self.error(
+                        StorageErrorKind::Other,
+                        format!(
+                            "{} is {}, not a directory",
+                            self.url_of(index + 1),
+                            describe(other)
+                        ),
+                    );
+                }
+                _ => {}
+            }
+        }
+        self.io(errno)
+    }
+
+    fn refused_target(&self, target: &Target, errno: Errno) -> StorageError {
+        match &target.parent {
+            Some(parent) => self.refused(parent.as_fd(), self.names.len() - 1, errno),
+            None => self.io(errno),
+        }
+    }
+
+    /// Opens the root, creating it (and its parents) first with `create`.
+    fn open_root(&self, create: bool) -> Result<OwnedFd, StorageError> {
+        match rustix::fs::openat(CWD, &*self.root, ROOT, Mode::empty()) {
+            Err(Errno::NOENT) if create => {
+                std::fs::create_dir_all(&self.root)
+                    .map_err(|e| StorageError::from_io("mkdirs", &self.url, &e))?;
+                rustix::fs::openat(CWD, &*self.root, ROOT, Mode::empty()).map_err(|e| self.io(e))
+            }
+            other => other.map_err(|e| self.io(e)),
+        }
+    }
+
+    /// Opens the directory made of the first `count` components, one at a time and never
+    /// through a link; with `create`, missing ones are made, then opened the same way.
+    fn open_dir(&self, count: usize, create: bool) -> Result<OwnedFd, StorageError> {
+        let mut dir = self.open_root(create)?;
+        for (index, name) in self.names[..count].iter().enumerate() {
+            let opened = match rustix::fs::openat(&dir, name, WALK, Mode::empty()) {
+                Err(Errno::NOENT) if create => {
+                    match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o777)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => {
+                            return Err(StorageError::from_io("mkdirs", &self.url, &e.into()));
+                        }
+                    }
+                    rustix::fs::openat(&dir, name, WALK, Mode::empty())
+                }
+                other => other,
+            };
+            dir = opened.map_err(|e| self.refused(dir.as_fd(), index, e))?;
+        }
+        Ok(dir)
+    }
+
+    /// The last component and its directory (see [`Walk::open_dir`]).
+    fn target(&self, create: bool) -> Result<Target, StorageError> {
+        match self.names.split_last() {
+            None => Ok(Target {
+                parent: None,
+                name: self.root.as_os_str().to_os_string(),
+            }),
+            Some((last, _)) => Ok(Target {
+                parent: Some(self.open_dir(self.names.len() - 1, create)?),
+                name: last.clone(),
+            }),
+        }
+    }
+
+    /// What is at the target itself (a link is reported as a link); `None`: nothing.
+    fn lstat(&self, target: &Target) -> Result<Option<Stat>, StorageError> {
+        match rustix::fs::statat(target.dir(), &target.name, target.stat_flags()) {
+            Ok(st) => Ok(Some(st)),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(self.io(e)),
+        }
+    }
+
+    /// Only regular files are read: opening a FIFO waits for a writer that may never come, and
+    /// a device (`/dev/zero`) never ends.
+    fn regular_file(&self, st: &Stat) -> Result<(), StorageError> {
+        match file_type(st) {
+            FileType::RegularFile => Ok(()),
+            FileType::Symlink => Err(self.link_refused(self.names.len())),
+            other => Err(self.error(
+                StorageErrorKind::NotAFile,
+                format!(
+                    "{} is {}; only regular files are read",
+                    self.url,
+                    describe(other)
+                ),
+            )),
+        }
+    }
+
+    fn list(&self) -> Result<Vec<DirEntry>, StorageError> {
+        let target = self.target(false)?;
+        let dir = rustix::fs::openat(
+            target.dir(),
+            &target.name,
+            READ_DIR | target.no_follow(),
+            Mode::empty(),
+        )
+        .map_err(|e| self.refused_target(&target, e))?;
+        let mut out = Vec::new();
+        for entry in Dir::read_from(&dir).map_err(|e| self.io(e))? {
+            let entry = entry.map_err(|e| self.io(e))?;
+            let name = entry.file_name();
+            if matches!(name.to_bytes(), b"." | b"..") {
+                continue;
+            }
+            let st = match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                // Deleted between readdir and stat: it is simply gone.
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(self.io(e)),
+            };
+            let kind = file_type(&st);
+            out.push(DirEntry {
+                name: OsStr::from_bytes(name.to_bytes())
+                    .to_string_lossy()
+                    .into_owned(),
+                is_dir: kind == FileType::Directory,
+                is_symlink: kind == FileType::Symlink,
+                len: size(&st),
+            });
+        }
+        Ok(out)
+    }
+
+    fn stat(&self) -> Result<Option<FileMeta>, StorageError> {
+        let target = match self.target(false) {
+            Ok(target) => target,
+            Err(e) if e.kind == StorageErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(st) = self.lstat(&target)? else {
+            return Ok(None);
+        };
+        if file_type(&st) == FileType::Symlink {
+            return Err(self.link_refused(self.names.len()));
+        }
+        Ok(Some(FileMeta {
+            len: size(&st),
+            is_dir: file_type(&st) == FileType::Directory,
+            modified: modified(&st),
+        }))
+    }
+
+    fn open_read(&self) -> Result<(std::fs::File, u32), StorageError> {
+        let target = self.target(false)?;
+        // Checked before opening, so a FIFO or a device is never opened at all.
+        match self.lstat(&target)? {
+            Some(st) => self.regular_file(&st)?,
+            None => return Err(self.io(Errno::NOENT)),
+        }
+        // O_NONBLOCK: should a FIFO be swapped in after the check, opening it does not wait.
+        let fd = rustix::fs::openat(
+            target.dir(),
+            &target.name,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | target.no_follow(),
+            Mode::empty(),
+        )
+        .map_err(|e| self.refused_target(&target, e))?;
+        // And checked again on what was opened, in case the name was replaced in between.
+        let st = rustix::fs::fstat(&fd).map_err(|e| self.io(e))?;
+        self.regular_file(&st)?;
+        Ok((std::fs::File::from(fd), permission_bits(&st)))
+    }
+
+    fn create(&self, permissions: Option<u32>) -> Result<LocalWriter, StorageError> {
+        let target = self.target(true)?;
+        let Some(dir) = target.parent else {
+            return Err(self.error(
+                StorageErrorKind::Other,
+                "the storage root is where files are written, not a file to write",
+            ));
+        };
+        let temp = OsString::from(temp_name(&target.name.to_string_lossy()));
+        // Created with the source's bits (never wider; the umask still applies), so a 0600
+        // file is not readable by others at the peer even for a moment.
+        let mode = Mode::from_raw_mode(permissions.map_or(0o666, |bits| bits & 0o777));
+        let fd = rustix::fs::openat(
+            &dir,
+            &temp,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            mode,
+        )
+        .map_err(|e| self.io(e))?;
+        Ok(LocalWriter {
+            file: Some(std::fs::File::from(fd)),
+            dir: Arc::new(dir),
+            temp,
+            target: target.name,
+            url: self.url.clone(),
+            committed: false,
+        })
+    }
+
+    fn delete(&self) -> Result<(), StorageError> {
+        if self.names.is_empty() {
+            return Err(self.error(
+                StorageErrorKind::Other,
+                "refusing to delete the storage root itself",
+            ));
+        }
+        let target = match self.target(false) {
+            Ok(target) => target,
+            Err(e) if e.kind == StorageErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let Some(st) = self.lstat(&target)? else {
+            return Ok(());
+        };
+        let result = if file_type(&st) == FileType::Directory {
+            remove_tree(target.dir(), &target.name)
+        } else {
+            // A link is removed itself, never what it points at.
+            ignore_missing(rustix::fs::unlinkat(
+                target.dir(),
+                &target.name,
+                AtFlags::empty(),
+            ))
+        };
+        result.map_err(|e| self.io(e))
+    }
+
+    fn mkdirs(&self) -> Result<(), StorageError> {
+        self.open_dir(self.names.len(), true).map(drop)
+    }
+
+    fn sync_dir(&self) -> Result<(), StorageError> {
+        let target = self.target(false)?;
+        let dir = rustix::fs::openat(
+            target.dir(),
+            &target.name,
+            READ_DIR | target.no_follow(),
+            Mode::empty(),
+        )
+        .map_err(|e| self.refused_target(&target, e))?;
+        rustix::fs::fsync(&dir).map_err(|e| self.io(e))
+    }
+}
+
+fn ignore_missing(result: rustix::io::Result<()>) -> rustix::io::Result<()> {
+    match result {
+        Err(Errno::NOENT) => Ok(()),
+        other => other,
+    }
+}
+
+/// Removes directory `name` in `parent` and everything below it, without following a link
+/// (a link inside is removed, not entered) and without recursion (a deep hostile tree costs
+/// file descriptors, which run out with an error, not stack).
+fn remove_tree(parent: BorrowedFd<'_>, name: &OsStr) -> rustix::io::Result<()> {
+    let open = |dir: BorrowedFd<'_>, name: &OsStr| {
+        rustix::fs::openat(dir, name, READ_DIR | OFlags::NOFOLLOW, Mode::empty())
+    };
+    // Directories being emptied, outermost first, each with its name in the one before.
+    let mut stack: Vec<(OwnedFd, OsString)> = vec![(open(parent, name)?, name.to_os_string())];
+    while let Some((dir, _)) = stack.last() {
+        let mut subdirectory = None;
+        for entry in Dir::read_from(dir)? {
+            let entry = entry?;
+            let entry_name = OsStr::from_bytes(entry.file_name().to_bytes());
+            if matches!(entry_name.as_bytes(), b"." | b"..") {
+                continue;
+            }
+            match rustix::fs::statat(dir, entry_name, AtFlags::SYMLINK_NOFOLLOW) {
+                Err(Errno::NOENT) => {}
+                Err(e) => return Err(e),
+                Ok(st) if file_type(&st) == FileType::Directory => {
+                    subdirectory = Some(entry_name.to_os_string());
+                    break;
+                }
+                Ok(_) => ignore_missing(rustix::fs::unlinkat(dir, entry_name, AtFlags::empty()))?,
+            }
+        }
+        match subdirectory {
+            Some(sub) => {
+                let fd = open(dir.as_fd(), &sub)?;
+                stack.push((fd, sub));
+            }
+            None => {
+                let Some((_, emptied)) = stack.pop() else {
+                    break;
+                };
+                let holder = stack.last().map_or(parent, |(fd, _)| fd.as_fd());
+                ignore_missing(rustix::fs::unlinkat(holder, &emptied, AtFlags::REMOVEDIR))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Storage for LocalStorage {
     async fn list(&self, dir: &StorageUrl) -> Result<Vec<DirEntry>, StorageError> {
         // One trip to the blocking pool for the whole directory, not one per entry.
-        let path = local_path(dir);
-        blocking("list", &dir.to_string(), move || {
-            let mut out = Vec::new();
-            for entry in std::fs::read_dir(path)? {
-                let entry = entry?;
-                let meta = match entry.metadata() {
-                    Ok(m) => m,
-                    // Deleted between readdir and stat: it is simply gone.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e),
-                };
-                out.push(DirEntry {
-                    name: entry.file_name().to_string_lossy().into_owned(),
-                    is_dir: meta.is_dir(),
-                    len: meta.len(),
-                });
-            }
-            Ok(out)
-        })
-        .await?
-        .map_err(|e| StorageError::from_io("list", dir, &e))
+        self.on_walk("list", dir, |walk| walk.list()).await
     }
 
     async fn stat(&self, url: &StorageUrl) -> Result<Option<FileMeta>, StorageError> {
-        match tokio::fs::metadata(local_path(url)).await {
-            Ok(meta) => Ok(Some(FileMeta {
-                len: meta.len(),
-                is_dir: meta.is_dir(),
-                modified: meta.modified().ok(),
-            })),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StorageError::from_io("stat", url, &e)),
-        }
+        self.on_walk("stat", url, |walk| walk.stat()).await
     }
 
     async fn open_read(&self, url: &StorageUrl) -> Result<Box<dyn ReadStream>, StorageError> {
-        let path = local_path(url);
-        let file = blocking("open", &url.to_string(), move || std::fs::File::open(path))
-            .await?
-            .map_err(|e| StorageError::from_io("open", url, &e))?;
+        let (file, permissions) = self.on_walk("open", url, |walk| walk.open_read()).await?;
         Ok(Box::new(LocalReader {
             state: ReaderState::Idle(file, ChunkPool::take()),
             url: url.to_string(),
+            permissions,
         }))
     }
 
-    async fn create(&self, url: &StorageUrl) -> Result<Box<dyn WriteStream>, StorageError> {
-        let target = local_path(url);
-        let parent = target
-            .parent()
-            .ok_or_else(|| {
-                StorageError::new(
-                    "create",
-                    url,
-                    StorageErrorKind::Other,
-                    "no parent directory",
-                )
-            })?
-            .to_path_buf();
-        let temp = parent.join(temp_name(url.file_name()));
-        let temp_path = temp.clone();
+    async fn create_with_permissions(
+        &self,
+        url: &StorageUrl,
+        permissions: Option<u32>,
+    ) -> Result<Box<dyn WriteStream>, StorageError> {
         // One trip to the blocking pool; the parent usually exists already.
-        let file = blocking("create", &url.to_string(), move || {
-            create_temp(&parent, &temp_path)
-        })
-        .await?
-        .map_err(|(op, e)| StorageError::from_io(op, url, &e))?;
-        Ok(Box::new(LocalWriter {
-            file: Some(file),
-            temp,
-            target,
-            url: url.to_string(),
-            committed: false,
-        }))
+        let writer = self
+            .on_walk("create", url, move |walk| walk.create(permissions))
+            .await?;
+        Ok(Box::new(writer))
     }
 
     async fn delete(&self, url: &StorageUrl) -> Result<(), StorageError> {
-        let path = local_path(url);
-        let result = match tokio::fs::symlink_metadata(&path).await {
-            Ok(meta) if meta.is_dir() => tokio::fs::remove_dir_all(&path).await,
-            Ok(_) => tokio::fs::remove_file(&path).await,
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StorageError::from_io("delete", url, &e)),
-        }
+        self.on_walk("delete", url, |walk| walk.delete()).await
     }
 
     async fn mkdirs(&self, url: &StorageUrl) -> Result<(), StorageError> {
-        tokio::fs::create_dir_all(local_path(url))
-            .await
-            .map_err(|e| StorageError::from_io("mkdirs", url, &e))
+        self.on_walk("mkdirs", url, |walk| walk.mkdirs()).await
     }
 
     async fn sync_dir(&self, dir: &StorageUrl) -> Result<(), StorageError> {
         // A file's fsync does not cover its name: the rename lives in the directory.
-        let path = local_path(dir);
-        blocking("sync", &dir.to_string(), move || {
-            std::fs::File::open(path)?.sync_all()
-        })
-        .await?
-        .map_err(|e| StorageError::from_io("sync", dir, &e))
+        self.on_walk("sync", dir, |walk| walk.sync_dir()).await
     }
 }

@@ -56,7 +56,14 @@ async fn a_replicated_real_checkpoint_references_only_the_peer_once_the_source_i
     let src = install_fixture(&tmp.path().join("src"));
     let dst = tmp.path().join("dst");
     let ledger = Arc::new(MemoryLedger::default());
-    let r = replicator(local(), &src, local(), &dst, ledger.clone(), fast_options());
+    let r = replicator(
+        local(&src),
+        &src,
+        local(&dst),
+        &dst,
+        ledger.clone(),
+        fast_options(),
+    );
     let report = r.run_once().await.unwrap();
     assert!(
         matches!(
@@ -101,9 +108,9 @@ async fn in_shared_nameservice_mode_metadata_is_copied_byte_for_byte() {
         ..fast_options()
     };
     let r = replicator(
-        local(),
+        local(&src),
         &src,
-        local(),
+        local(&dst),
         &dst,
         Arc::new(MemoryLedger::default()),
         options,
@@ -122,9 +129,9 @@ async fn an_incremental_checkpoint_copies_only_its_new_files() {
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     let first = write_checkpoint(&src, "job", 1, &[], 10, 10_000);
     let r = replicator(
-        local(),
+        local(&src),
         &src,
-        local(),
+        local(&dst),
         &dst,
         Arc::new(MemoryLedger::default()),
         fast_options(),
@@ -154,7 +161,14 @@ async fn retention_keeps_the_newest_k_and_only_the_shared_files_they_reference()
         retain: 2,
         ..fast_options()
     };
-    let r = replicator(local(), &src, local(), &dst, ledger.clone(), options);
+    let r = replicator(
+        local(&src),
+        &src,
+        local(&dst),
+        &dst,
+        ledger.clone(),
+        options,
+    );
     // Each checkpoint drops the oldest shared file and adds one, like RocksDB compaction.
     let mut live: Vec<String> = Vec::new();
     for id in 1..=5u64 {
@@ -207,9 +221,9 @@ async fn metrics_report_source_and_peer_checkpoints_lag_bytes_and_failures() {
     write_checkpoint(&src, "bad", 3, &[], 1, 10);
     std::fs::write(src.join("bad/chk-3/_metadata"), b"garbage").unwrap();
     let r = replicator(
-        local(),
+        local(&src),
         &src,
-        local(),
+        local(&dst),
         &dst,
         Arc::new(MemoryLedger::default()),
         fast_options(),
@@ -238,8 +252,8 @@ async fn metrics_report_source_and_peer_checkpoints_lag_bytes_and_failures() {
 
 // ---------------------------------------------------------------- faults
 
-fn faulty_peer() -> (Arc<FaultyStorage>, Arc<dyn hdfs_sync::Storage>) {
-    let f = Arc::new(FaultyStorage::new(Arc::new(LocalStorage)));
+fn faulty_peer(dst: &std::path::Path) -> (Arc<FaultyStorage>, Arc<dyn hdfs_sync::Storage>) {
+    let f = Arc::new(FaultyStorage::new(Arc::new(LocalStorage::new(dst))));
     let as_storage: Arc<dyn hdfs_sync::Storage> = f.clone();
     (f, as_storage)
 }
@@ -260,7 +274,7 @@ async fn a_copy_corrupted_every_time_is_never_marked_replicated() {
     let tmp = tempfile::tempdir().unwrap();
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     write_checkpoint(&src, "job", 1, &[], 3, 1000);
-    let (faults, peer) = faulty_peer();
+    let (faults, peer) = faulty_peer(&dst);
     faults.add(Fault {
         op: FaultOp::Write,
         url_contains: "sst-1-1".into(),
@@ -268,7 +282,14 @@ async fn a_copy_corrupted_every_time_is_never_marked_replicated() {
         times: None,
     });
     let ledger = Arc::new(MemoryLedger::default());
-    let r = replicator(local(), &src, peer, &dst, ledger.clone(), fast_options());
+    let r = replicator(
+        local(&src),
+        &src,
+        peer,
+        &dst,
+        ledger.clone(),
+        fast_options(),
+    );
     let report = r.run_once().await.unwrap();
     assert!(
         matches!(
@@ -288,7 +309,7 @@ async fn a_truncated_copy_is_detected_retried_and_then_replicated() {
     let tmp = tempfile::tempdir().unwrap();
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     write_checkpoint(&src, "job", 1, &[], 3, 1000);
-    let (faults, peer) = faulty_peer();
+    let (faults, peer) = faulty_peer(&dst);
     faults.add(Fault {
         op: FaultOp::Write,
         url_contains: "sst-1-2".into(),
@@ -296,7 +317,14 @@ async fn a_truncated_copy_is_detected_retried_and_then_replicated() {
         times: Some(1),
     });
     let ledger = Arc::new(MemoryLedger::default());
-    let r = replicator(local(), &src, peer, &dst, ledger.clone(), fast_options());
+    let r = replicator(
+        local(&src),
+        &src,
+        peer,
+        &dst,
+        ledger.clone(),
+        fast_options(),
+    );
     let report = r.run_once().await.unwrap();
     assert!(
         matches!(&report.jobs["job"], JobOutcome::Replicated { .. }),
@@ -323,9 +351,9 @@ async fn a_sync_killed_mid_copy_resumes_without_recopying_verified_files() {
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let first = replicator(
-        local(),
+        local(&src),
         &src,
-        local(),
+        local(&dst),
         &dst,
         ledger.clone(),
         options.clone(),
@@ -345,7 +373,14 @@ async fn a_sync_killed_mid_copy_resumes_without_recopying_verified_files() {
     let _ = task.await;
     assert!(ledger.replicated("job").await.unwrap().is_empty());
 
-    let second = replicator(local(), &src, local(), &dst, ledger.clone(), options);
+    let second = replicator(
+        local(&src),
+        &src,
+        local(&dst),
+        &dst,
+        ledger.clone(),
+        options,
+    );
     let report = second.run_once().await.unwrap();
     let JobOutcome::Replicated { files_reused, .. } = report.jobs["job"] else {
         panic!("{report:?}")
@@ -373,7 +408,7 @@ async fn a_source_checkpoint_deleted_during_copy_is_skipped_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     write_checkpoint(&src, "job", 1, &[], 6, 1000);
-    let source = Arc::new(FaultyStorage::new(Arc::new(LocalStorage)));
+    let source = Arc::new(FaultyStorage::new(Arc::new(LocalStorage::new(&src))));
     let job_dir = src.join("job");
     // Flink subsuming the checkpoint: its directory and its shared files disappear.
     source.add(Fault {
@@ -389,7 +424,7 @@ async fn a_source_checkpoint_deleted_during_copy_is_skipped_cleanly() {
         file_parallelism: 1,
         ..fast_options()
     };
-    let r = replicator(source, &src, local(), &dst, ledger.clone(), options);
+    let r = replicator(source, &src, local(&dst), &dst, ledger.clone(), options);
     let report = r.run_once().await.unwrap();
     assert_eq!(
         report.jobs["job"],
@@ -407,7 +442,14 @@ async fn a_checkpoint_without_metadata_is_not_replicated_and_a_corrupt_one_is_re
     write_checkpoint(&src, "job", 1, &[], 1, 10);
     std::fs::remove_file(src.join("job/chk-1/_metadata")).unwrap();
     let ledger = Arc::new(MemoryLedger::default());
-    let r = replicator(local(), &src, local(), &dst, ledger.clone(), fast_options());
+    let r = replicator(
+        local(&src),
+        &src,
+        local(&dst),
+        &dst,
+        ledger.clone(),
+        fast_options(),
+    );
     let report = r.run_once().await.unwrap();
     assert_eq!(
         report.jobs["job"],
@@ -440,7 +482,7 @@ async fn permission_denied_fails_one_job_and_the_others_still_replicate() {
     for job in ["a", "denied", "z"] {
         write_checkpoint(&src, job, 1, &[], 2, 100);
     }
-    let (faults, peer) = faulty_peer();
+    let (faults, peer) = faulty_peer(&dst);
     faults.add(Fault {
         op: FaultOp::Create,
         url_contains: "/denied/".into(),
@@ -448,7 +490,14 @@ async fn permission_denied_fails_one_job_and_the_others_still_replicate() {
         times: None,
     });
     let ledger = Arc::new(MemoryLedger::default());
-    let r = replicator(local(), &src, peer, &dst, ledger.clone(), fast_options());
+    let r = replicator(
+        local(&src),
+        &src,
+        peer,
+        &dst,
+        ledger.clone(),
+        fast_options(),
+    );
     let report = r.run_once().await.unwrap();
     assert!(
         matches!(
@@ -474,7 +523,7 @@ async fn a_full_disk_fails_the_checkpoint_without_retrying_or_recording() {
     let tmp = tempfile::tempdir().unwrap();
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     write_checkpoint(&src, "job", 1, &[], 2, 100);
-    let (faults, peer) = faulty_peer();
+    let (faults, peer) = faulty_peer(&dst);
     faults.add(Fault {
         op: FaultOp::Write,
         url_contains: "sst-1-1".into(),
@@ -482,7 +531,14 @@ async fn a_full_disk_fails_the_checkpoint_without_retrying_or_recording() {
         times: Some(1),
     });
     let ledger = Arc::new(MemoryLedger::default());
-    let r = replicator(local(), &src, peer, &dst, ledger.clone(), fast_options());
+    let r = replicator(
+        local(&src),
+        &src,
+        peer,
+        &dst,
+        ledger.clone(),
+        fast_options(),
+    );
     let report = r.run_once().await.unwrap();
     assert!(
         matches!(
@@ -509,7 +565,7 @@ async fn a_hung_job_times_out_without_stalling_the_others() {
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     write_checkpoint(&src, "fast", 1, &[], 2, 100);
     write_checkpoint(&src, "slow", 1, &[], 2, 100);
-    let source = Arc::new(FaultyStorage::new(Arc::new(LocalStorage)));
+    let source = Arc::new(FaultyStorage::new(Arc::new(LocalStorage::new(&src))));
     source.add(Fault {
         op: FaultOp::Open,
         url_contains: "/slow/shared/".into(),
@@ -524,7 +580,7 @@ async fn a_hung_job_times_out_without_stalling_the_others() {
     let r = replicator(
         source,
         &src,
-        local(),
+        local(&dst),
         &dst,
         Arc::new(MemoryLedger::default()),
         options,
@@ -554,7 +610,7 @@ async fn in_continuous_mode_a_stuck_job_does_not_hold_back_the_others() {
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     write_checkpoint(&src, "fast", 1, &[], 1, 100);
     write_checkpoint(&src, "stuck", 1, &[], 1, 100);
-    let source = Arc::new(FaultyStorage::new(Arc::new(LocalStorage)));
+    let source = Arc::new(FaultyStorage::new(Arc::new(LocalStorage::new(&src))));
     source.add(Fault {
         op: FaultOp::Open,
         url_contains: "/stuck/shared/".into(),
@@ -566,7 +622,7 @@ async fn in_continuous_mode_a_stuck_job_does_not_hold_back_the_others() {
         interval: Duration::from_millis(50),
         ..fast_options()
     };
-    let r = replicator(source, &src, local(), &dst, ledger.clone(), options);
+    let r = replicator(source, &src, local(&dst), &dst, ledger.clone(), options);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn({
         let r = r.clone();
@@ -606,7 +662,7 @@ async fn a_checkpoint_is_not_recorded_until_the_peer_directories_holding_its_fil
         let tmp = tempfile::tempdir().unwrap();
         let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
         write_checkpoint(&src, "job", 1, &[], 2, 100);
-        let (faults, peer) = faulty_peer();
+        let (faults, peer) = faulty_peer(&dst);
         faults.add(Fault {
             op: FaultOp::SyncDir,
             url_contains: dir.into(),
@@ -614,7 +670,14 @@ async fn a_checkpoint_is_not_recorded_until_the_peer_directories_holding_its_fil
             times: None,
         });
         let ledger = Arc::new(MemoryLedger::default());
-        let r = replicator(local(), &src, peer, &dst, ledger.clone(), fast_options());
+        let r = replicator(
+            local(&src),
+            &src,
+            peer,
+            &dst,
+            ledger.clone(),
+            fast_options(),
+        );
         let report = r.run_once().await.unwrap();
         assert!(
             matches!(&report.jobs["job"], JobOutcome::Failed { error, .. } if error.contains(dir)),
@@ -640,7 +703,7 @@ async fn a_file_corrupted_after_its_copy_but_before_verification_is_never_record
     let tmp = tempfile::tempdir().unwrap();
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     write_checkpoint(&src, "job", 1, &[], 3, 1000);
-    let (faults, peer) = faulty_peer();
+    let (faults, peer) = faulty_peer(&dst);
     let corrupted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let count = corrupted.clone();
     // The peer's file is opened only to be read back, after its fsync and rename.
@@ -656,7 +719,14 @@ async fn a_file_corrupted_after_its_copy_but_before_verification_is_never_record
         times: None,
     });
     let ledger = Arc::new(MemoryLedger::default());
-    let r = replicator(local(), &src, peer, &dst, ledger.clone(), fast_options());
+    let r = replicator(
+        local(&src),
+        &src,
+        peer,
+        &dst,
+        ledger.clone(),
+        fast_options(),
+    );
     let report = r.run_once().await.unwrap();
     let JobOutcome::Failed { label, error, .. } = &report.jobs["job"] else {
         panic!("{report:?}")
@@ -693,7 +763,7 @@ async fn with_length_verification_a_file_cut_short_after_its_copy_is_never_recor
     let tmp = tempfile::tempdir().unwrap();
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     write_checkpoint(&src, "job", 1, &[], 2, 1000);
-    let (faults, peer) = faulty_peer();
+    let (faults, peer) = faulty_peer(&dst);
     // LengthOnly stats the peer's file instead of reading it back.
     faults.add(Fault {
         op: FaultOp::Stat,
@@ -712,7 +782,7 @@ async fn with_length_verification_a_file_cut_short_after_its_copy_is_never_recor
         verify: hdfs_sync::VerifyMode::LengthOnly,
         ..fast_options()
     };
-    let r = replicator(local(), &src, peer, &dst, ledger.clone(), options);
+    let r = replicator(local(&src), &src, peer, &dst, ledger.clone(), options);
     let report = r.run_once().await.unwrap();
     assert!(
         matches!(
@@ -744,7 +814,7 @@ async fn directories_are_synced_before_metadata_appears_and_the_checkpoint_direc
     std::fs::write(src.join("job/chk-2/_metadata"), metadata_v6(2, &files)).unwrap();
     std::fs::remove_dir_all(src.join("job/chk-1")).unwrap();
 
-    let (faults, peer) = faulty_peer();
+    let (faults, peer) = faulty_peer(&dst);
     let synced: Arc<std::sync::Mutex<Vec<(String, bool)>>> = Arc::default();
     let log = synced.clone();
     let metadata = dst.join("job/chk-2/_metadata");
@@ -759,7 +829,14 @@ async fn directories_are_synced_before_metadata_appears_and_the_checkpoint_direc
         times: None,
     });
     let ledger = Arc::new(MemoryLedger::default());
-    let r = replicator(local(), &src, peer, &dst, ledger.clone(), fast_options());
+    let r = replicator(
+        local(&src),
+        &src,
+        peer,
+        &dst,
+        ledger.clone(),
+        fast_options(),
+    );
     let report = r.run_once().await.unwrap();
     assert!(
         matches!(
@@ -795,7 +872,14 @@ async fn a_manifest_written_with_sha256_checksums_is_still_reused() {
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     let first = write_checkpoint(&src, "job", 1, &[], 4, 1000);
     let ledger = Arc::new(MemoryLedger::default());
-    let r = replicator(local(), &src, local(), &dst, ledger.clone(), fast_options());
+    let r = replicator(
+        local(&src),
+        &src,
+        local(&dst),
+        &dst,
+        ledger.clone(),
+        fast_options(),
+    );
     r.run_once().await.unwrap();
     // Rewrite the manifest as the previous release wrote it: `sha256` and bare hex.
     let path = dst.join("job/.twinsite/verified.json");

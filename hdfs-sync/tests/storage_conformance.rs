@@ -92,7 +92,11 @@ async fn conformance(storage: &dyn Storage, root: &StorageUrl) {
 #[tokio::test]
 async fn the_local_backend_conforms() {
     let tmp = tempfile::tempdir().unwrap();
-    conformance(&LocalStorage, &StorageUrl::local(tmp.path()).unwrap()).await;
+    conformance(
+        &LocalStorage::new(tmp.path()),
+        &StorageUrl::local(tmp.path()).unwrap(),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -101,10 +105,11 @@ async fn a_local_writer_dropped_before_commit_leaves_no_temporary_file() {
     let tmp = tempfile::tempdir().unwrap();
     let root = StorageUrl::local(tmp.path()).unwrap();
     let file = root.join("chk-1/data.bin").unwrap();
-    let mut writer = LocalStorage.create(&file).await.unwrap();
+    let local = LocalStorage::new(tmp.path());
+    let mut writer = local.create(&file).await.unwrap();
     writer.write(Bytes::from_static(b"half")).await.unwrap();
     assert_eq!(
-        LocalStorage
+        local
             .list(&root.join("chk-1").unwrap())
             .await
             .unwrap()
@@ -112,18 +117,12 @@ async fn a_local_writer_dropped_before_commit_leaves_no_temporary_file() {
         1
     );
     drop(writer);
-    assert_eq!(
-        LocalStorage
-            .list(&root.join("chk-1").unwrap())
-            .await
-            .unwrap(),
-        []
-    );
+    assert_eq!(local.list(&root.join("chk-1").unwrap()).await.unwrap(), []);
 }
 
 #[tokio::test]
 async fn the_fault_wrapper_without_faults_conforms() {
     let tmp = tempfile::tempdir().unwrap();
-    let storage = FaultyStorage::new(Arc::new(LocalStorage));
+    let storage = FaultyStorage::new(Arc::new(LocalStorage::new(tmp.path())));
     conformance(&storage, &StorageUrl::local(tmp.path()).unwrap()).await;
 }

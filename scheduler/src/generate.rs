@@ -496,5 +496,6 @@ fn policy(sites: &[String], tenants: &[&str], jobs: &[StreamJob]) -> PolicyFile 
         failover_reserve,
         detection: DetectionSpec::default(),
         replication: ReplicationSpec::default(),
+        redaction: Default::default(),
     }
 }

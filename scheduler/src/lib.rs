@@ -4,6 +4,7 @@
 pub mod generate;
 pub mod input;
 pub mod k8s;
+pub mod limits;
 pub mod model;
 pub mod placement;
 pub mod report;

@@ -67,6 +67,7 @@ fn the_two_site_example_resolves_pools_quotas_and_reserves() {
         Some(200 << 20)
     );
     assert_eq!(policy.detection().site_grace.as_secs(), 30);
+    assert_eq!(policy.detection().pod_eviction_timeout.as_secs(), 20);
     assert!(policy.tier(Priority::Critical).preempts);
     assert!(!policy.tier(Priority::BestEffort).preempts);
 }
@@ -213,6 +214,43 @@ fn a_site_grace_shorter_than_two_probes_is_refused() {
 }
 
 #[test]
+fn the_pod_eviction_timeout_defaults_to_thirty_seconds() {
+    let policy = parse_policy("minimal.yaml", MINIMAL).unwrap();
+    assert_eq!(
+        policy.detection().pod_eviction_timeout,
+        std::time::Duration::from_secs(30)
+    );
+}
+
+#[test]
+fn a_pod_eviction_timeout_must_be_whole_seconds_up_to_kubernetes_own_five_minutes() {
+    for (value, expected) in [
+        (
+            "1500ms",
+            "detection.podEvictionTimeout: \"1500ms\" must be whole seconds",
+        ),
+        (
+            "6m",
+            "detection.podEvictionTimeout: \"6m\" is longer than Kubernetes' own default of 5m",
+        ),
+        ("0s", "detection.podEvictionTimeout"),
+        ("soon", "detection.podEvictionTimeout"),
+    ] {
+        let message = error_of(&TWO_SITES.replace(
+            "podEvictionTimeout: 20s",
+            &format!("podEvictionTimeout: {value}"),
+        ));
+        assert!(message.contains(expected), "{value}: {message}");
+    }
+    let policy = parse_policy(
+        "policy.yaml",
+        &TWO_SITES.replace("podEvictionTimeout: 20s", "podEvictionTimeout: 5m"),
+    )
+    .unwrap();
+    assert_eq!(policy.detection().pod_eviction_timeout.as_secs(), 300);
+}
+
+#[test]
 fn a_job_file_given_as_policy_is_named_by_kind() {
     let message =
         error_of("apiVersion: twinsite.io/v1alpha1\nkind: StreamJob\nmetadata: {name: x}\n");
@@ -238,5 +276,38 @@ fn a_job_naming_a_site_the_policy_lacks_is_reported_against_the_job_file() {
     assert_eq!(
         message,
         "jobs.yaml: trade/orders-enrich: spec.placement.sites.allowed[1]: unknown site \"dc-c\"; the policy's sites are \"dc-a\", \"dc-b\""
+    );
+}
+
+#[test]
+fn redaction_patterns_are_kept_and_bad_ones_are_named() {
+    let policy = parse_policy("example-two-sites.yaml", TWO_SITES).unwrap();
+    assert_eq!(
+        policy.redaction_keys(),
+        ["fs.oss.accessKeyId", "*.credentials.*"]
+    );
+    let message = error_of(&TWO_SITES.replace(
+        "keys: [fs.oss.accessKeyId, \"*.credentials.*\"]",
+        "keys: [\"has space\", \"\", ok]",
+    ));
+    assert!(
+        message.contains("policy.yaml: redaction.keys[0]: ' ' is not allowed"),
+        "{message}"
+    );
+    assert!(
+        message.contains("policy.yaml: redaction.keys[1]: must be 1 to 253 characters, found 0"),
+        "{message}"
+    );
+    let many = (0..65)
+        .map(|i| format!("k{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let message = error_of(&TWO_SITES.replace(
+        "keys: [fs.oss.accessKeyId, \"*.credentials.*\"]",
+        &format!("keys: [{many}]"),
+    ));
+    assert!(
+        message.contains("redaction.keys: at most 64 patterns, found 65"),
+        "{message}"
     );
 }

@@ -164,21 +164,56 @@ fn every_quantity_of_apimachinerys_parse_table_has_the_value_and_milli_value_go_
 }
 
 #[test]
-fn a_binary_quantity_above_int64_is_capped_at_the_int64_maximum_as_apimachinery_caps_it() {
-    // TestQuantityParse: {"9Ei", maxAllowed}, {"9223372036854775807Ki", maxAllowed}.
-    for text in ["9Ei", "9223372036854775807Ki", "8Ei", "-9Ei"] {
-        let want = if text.starts_with('-') {
-            -i64::MAX
-        } else {
-            i64::MAX
-        };
-        assert_eq!(value(text), Ok(want), "{text}");
-        assert_eq!(
-            milli(text),
-            Err(QuantityError::TooLarge(text.to_owned())),
-            "{text}: 2^63-1 thousandths do not fit an int64"
-        );
+fn a_binary_quantity_above_int64_is_too_large_where_apimachinery_would_cap_it() {
+    // TestQuantityParse caps these at maxAllowed ({"9Ei", maxAllowed},
+    // {"9223372036854775807Ki", maxAllowed}); the Quantity documentation says no quantity may
+    // exceed 2^63-1, and a capped memory request is not the one the user wrote.
+    for text in [
+        "9Ei",
+        "9223372036854775807Ki",
+        "8Ei",
+        "-9Ei",
+        "99999999999999999999Ei",
+    ] {
+        let too_large = Err(QuantityError::TooLarge(text.to_owned()));
+        assert_eq!(value(text), too_large, "{text}");
+        assert_eq!(milli(text), too_large, "{text}");
+        assert_eq!(Quantity::new(text).nano_value().ok(), None, "{text}");
     }
+    assert_eq!(value("7Ei"), Ok(7 << 60), "the largest whole Ei that fits");
+    assert_eq!(
+        value("8191Pi"),
+        Ok(8191 << 50),
+        "just under 2^63 in a smaller suffix"
+    );
+}
+
+#[test]
+fn memory_and_cpu_of_the_same_oversize_amount_are_refused_alike() {
+    let oversize = "99999999999999999999Ei";
+    assert!(matches!(value(oversize), Err(QuantityError::TooLarge(_))));
+    assert!(matches!(milli(oversize), Err(QuantityError::TooLarge(_))));
+}
+
+#[test]
+fn a_quantity_longer_than_the_bound_is_refused_before_any_arithmetic() {
+    let long = format!(
+        "0.{}1",
+        "0".repeat(scheduler::k8s::quantity::MAX_QUANTITY_CHARS)
+    );
+    assert!(matches!(value(&long), Err(QuantityError::TooLong(_))));
+    let at_bound = format!(
+        "0.{}1",
+        "0".repeat(scheduler::k8s::quantity::MAX_QUANTITY_CHARS - 3)
+    );
+    assert_eq!(
+        value(&at_bound),
+        Ok(1),
+        "a tiny amount rounds up to one unit"
+    );
+    // A megabyte of digits would take the exact arithmetic minutes; the bound answers at once.
+    let huge = "7".repeat(1 << 20);
+    assert!(matches!(milli(&huge), Err(QuantityError::TooLong(_))));
 }
 
 #[test]

@@ -1,8 +1,13 @@
 //! The HTTP API (axum, JSON): health, metrics, sites, nodes, jobs (read and edit), a dry-run
 //! plan, the audit log, the OpenAPI document and, for simulated sites only, fault injection.
 //!
-//! Reads work on every replica; writes go to the state store, which refuses them on a
-//! replica that does not lead (503, with the reason). Every mutation is audited.
+//! Every request but `/healthz`, `/readyz` (and `/metrics` when configured open) needs a
+//! bearer token (`auth`): the read-only token reads, the admin token does everything.
+//! Refusals (401/403) are audited. Job specs and audit entries are shown redacted
+//! (`crate::redact`). Reads work on every replica; writes go to the state store, which
+//! refuses them on a replica that does not lead (503, with the reason). Every mutation is
+//! audited. A job edit or delete that names a revision (`metadata.resourceVersion`,
+//! `If-Match`, or a DeleteOptions body) is refused with 409 when the revision is stale.
 
 pub mod auth;
 pub mod openapi;
@@ -11,11 +16,12 @@ pub mod reports;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use scheduler::model::{JobPlacement, SiteId};
 use scheduler::placement::{self, PlacementOptions, PlacementRequest};
 use serde::{Deserialize, Serialize};
@@ -29,8 +35,10 @@ use crate::state::{Expected, StateError};
 /// What the handlers share.
 pub struct ApiState {
     pub controller: Arc<Controller>,
-    /// The token mutations must present.
-    pub token: String,
+    /// Tokens and what they may do.
+    pub access: auth::Access,
+    /// Rate limit of refusal audit entries.
+    pub refusals: auth::RefusalLog,
     /// Fault injection handles of simulated sites; empty disables `/api/v1/sim`.
     pub simulated: BTreeMap<SiteId, SimulatedSiteHandle>,
     /// Tells the reconcile loop to run a pass now (after an edit).
@@ -60,7 +68,8 @@ impl ApiState {
     }
 
     /// After a job write: audits its outcome and, when it succeeded, wakes the reconcile loop
-    /// and returns the job as now stored.
+    /// and returns the job as now stored. A lost compare-and-set is a 409 in the shape of
+    /// Kubernetes' `Status` (someone else changed or deleted the job meanwhile).
     async fn written(
         &self,
         caller: &auth::Caller,
@@ -77,15 +86,108 @@ impl ApiState {
         self.controller
             .audit_as(&caller.actor, action, &target, &outcome)
             .await;
-        result?;
+        match result {
+            Ok(_) => {}
+            Err(StateError::Conflict { actual, .. }) => {
+                return Err(ApiError::stale(namespace, name, actual));
+            }
+            Err(error) => return Err(error.into()),
+        }
         self.wake.notify_one();
         let record = self
             .controller
             .store
             .get_job(namespace, name)
             .await?
-            .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "deleted concurrently"))?;
-        Ok(job_view(record))
+            .ok_or_else(|| ApiError::stale(namespace, name, None))?;
+        Ok(job_view(&self.controller.redactor, record))
+    }
+
+    /// Audits a refused request (401/403) without the presented token, within the rate
+    /// limit; the path is bounded and redacted, the query string is left out.
+    async fn audit_refusal(&self, method: &Method, path: &str, refusal: &auth::Refusal) {
+        let decision = self.refusals.admit(std::time::Instant::now());
+        if decision.suppressed_before > 0 {
+            self.controller
+                .audit_as(
+                    "api",
+                    "authorize",
+                    "refused requests",
+                    &format!(
+                        "rejected: {} more refused requests in the previous {} s were not audited one by one (limit {} per window)",
+                        decision.suppressed_before,
+                        auth::REFUSAL_WINDOW.as_secs(),
+                        auth::REFUSALS_AUDITED_PER_WINDOW
+                    ),
+                )
+                .await;
+        }
+        if !decision.audit_this {
+            tracing::debug!(%method, status = %refusal.status, "refused request not audited (rate limit)");
+            return;
+        }
+        let mut shown = path.to_owned();
+        if shown.len() > MAX_AUDITED_PATH {
+            let mut end = MAX_AUDITED_PATH;
+            while !shown.is_char_boundary(end) {
+                end -= 1;
+            }
+            shown.truncate(end);
+            shown.push('…');
+        }
+        self.controller
+            .audit_as(
+                &refusal.actor,
+                "authorize",
+                &format!("{method} {shown}"),
+                &format!("rejected: {} {}", refusal.status.as_u16(), refusal.message),
+            )
+            .await;
+    }
+}
+
+/// Longest request path an audit entry keeps.
+const MAX_AUDITED_PATH: usize = 256;
+
+/// Paths any client may call without a token.
+fn open_path(access: &auth::Access, path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz") || (path == "/metrics" && access.open_metrics)
+}
+
+/// Authenticates and authorises every request before routing (so unknown paths and bodies
+/// of refused requests are never looked at), and hands the handlers the [`auth::Caller`].
+async fn require_token(
+    State(state): State<Arc<ApiState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if open_path(&state.access, request.uri().path()) {
+        return next.run(request).await;
+    }
+    let needed = if matches!(*request.method(), Method::GET | Method::HEAD) {
+        auth::Role::Read
+    } else {
+        auth::Role::Admin
+    };
+    match auth::authorize(request.headers(), &state.access, needed) {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(refusal) => {
+            state
+                .audit_refusal(request.method(), request.uri().path(), &refusal)
+                .await;
+            let status = refusal.status;
+            let mut response = ApiError::new(status, refusal.message).into_response();
+            if status == StatusCode::UNAUTHORIZED {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"twinsite\""),
+                );
+            }
+            response
+        }
     }
 }
 
@@ -126,14 +228,21 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
     router
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            require_token,
+        ))
         .with_state(state)
 }
 
-/// An error body: `{"error": "..."}` with a status.
+/// An error body: `{"error": "..."}` with a status; a conflict also carries the fields of
+/// Kubernetes' `Status` (`kind`, `reason`, `details`, `code`, ...).
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// Extra members of the body, e.g. a Kubernetes `Status`.
+    pub extra: Option<serde_json::Map<String, Value>>,
 }
 
 impl ApiError {
@@ -141,13 +250,48 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            extra: None,
+        }
+    }
+
+    /// 409: the job changed (or was deleted) since the revision the client named, as the
+    /// Kubernetes API says it. `current`: the job's revision now, `None` when it is gone.
+    pub(crate) fn stale(namespace: &str, name: &str, current: Option<i64>) -> ApiError {
+        let message = match current {
+            Some(revision) => format!(
+                "Operation cannot be fulfilled on streamjobs.twinsite.io \"{namespace}/{name}\": the object has been modified (it is at resourceVersion {revision} now); please apply your changes to the latest version and try again"
+            ),
+            None => format!(
+                "Operation cannot be fulfilled on streamjobs.twinsite.io \"{namespace}/{name}\": the object does not exist any more (deleted since the resourceVersion you named)"
+            ),
+        };
+        let mut details = json!({"name": name, "namespace": namespace, "group": "twinsite.io", "kind": "streamjobs"});
+        if let Some(revision) = current {
+            details["currentResourceVersion"] = Value::String(revision.to_string());
+        }
+        let status = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": "Conflict",
+            "details": details,
+            "code": 409,
+        });
+        ApiError {
+            status: StatusCode::CONFLICT,
+            message,
+            extra: status.as_object().cloned(),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        let mut body = self.extra.unwrap_or_default();
+        body.insert("error".into(), Value::String(self.message));
+        (self.status, Json(Value::Object(body))).into_response()
     }
 }
 
@@ -307,13 +451,20 @@ async fn nodes(
     Ok(Json(Value::Array(out)))
 }
 
-/// A job as the API shows it.
+/// A job as the API shows it: secret-looking values redacted (`crate::redact`), its
+/// revision also as a Kubernetes `resourceVersion` (and, on single-job answers, the `ETag`).
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct JobView {
     namespace: String,
     name: String,
     generation: u64,
     revision: i64,
+    /// `revision` as a string, as Kubernetes writes it: send it back in
+    /// `metadata.resourceVersion` (or `If-Match`) to edit only what was read.
+    resource_version: String,
+    /// The StreamJob's metadata as stored (annotations redacted) with `resourceVersion`.
+    metadata: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     site: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -322,19 +473,30 @@ struct JobView {
     spec: Value,
 }
 
-fn job_view(record: crate::state::Versioned<crate::state::JobRecord>) -> JobView {
+fn job_view(
+    redactor: &crate::redact::Redactor,
+    record: crate::state::Versioned<crate::state::JobRecord>,
+) -> JobView {
     let status = JobStatus::from_value(&record.value.status);
-    let spec = record
-        .value
-        .spec
-        .get("spec")
-        .cloned()
-        .unwrap_or(Value::Null);
+    let mut object = record.value.spec;
+    redactor.redact_job(&mut object);
+    let spec = object.get("spec").cloned().unwrap_or(Value::Null);
+    let resource_version = record.revision.to_string();
+    let mut metadata = match object.get("metadata") {
+        Some(Value::Object(map)) => map.clone(),
+        _ => serde_json::Map::new(),
+    };
+    metadata.insert(
+        "resourceVersion".into(),
+        Value::String(resource_version.clone()),
+    );
     JobView {
         namespace: record.value.namespace,
         name: record.value.name,
         generation: record.value.generation,
         revision: record.revision,
+        resource_version,
+        metadata: Value::Object(metadata),
         site: record.value.placement.as_ref().map(|p| p.site.clone()),
         placement: record.value.placement.map(|p| p.detail),
         status,
@@ -342,17 +504,31 @@ fn job_view(record: crate::state::Versioned<crate::state::JobRecord>) -> JobView
     }
 }
 
+/// The `ETag` header of a job at `revision`: a strong tag, `"<revision>"`.
+fn etag(revision: i64) -> [(header::HeaderName, String); 1] {
+    [(header::ETAG, format!("\"{revision}\""))]
+}
+
 async fn list_jobs(State(state): State<Arc<ApiState>>) -> ApiResult<Json<Vec<JobView>>> {
     let records = state.controller.store.list_jobs().await?;
-    Ok(Json(records.into_iter().map(job_view).collect()))
+    let redactor = &state.controller.redactor;
+    Ok(Json(
+        records
+            .into_iter()
+            .map(|record| job_view(redactor, record))
+            .collect(),
+    ))
 }
 
 async fn get_job(
     State(state): State<Arc<ApiState>>,
     Path((namespace, name)): Path<(String, String)>,
-) -> ApiResult<Json<JobView>> {
+) -> ApiResult<impl IntoResponse> {
     match state.controller.store.get_job(&namespace, &name).await? {
-        Some(record) => Ok(Json(job_view(record))),
+        Some(record) => {
+            let view = job_view(&state.controller.redactor, record);
+            Ok((etag(view.revision), Json(view)))
+        }
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no job {namespace}/{name}"),
@@ -387,21 +563,67 @@ fn check_policy(state: &ApiState, job: &scheduler::input::StreamJob) -> ApiResul
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
+/// The job as it will be stored: `resourceVersion` dropped (it is the client's
+/// precondition, the store keeps the revision), and every `<redacted>` placeholder replaced
+/// by the value it stands for in `stored`, or refused with 422 naming its field.
+fn job_to_store(
+    state: &ApiState,
+    job: &scheduler::input::StreamJob,
+    stored: Option<&Value>,
+) -> ApiResult<Value> {
+    let mut job = job.clone();
+    job.metadata.resource_version = None;
+    let mut object = serde_json::to_value(&job).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the job: {e}"),
+        )
+    })?;
+    state
+        .controller
+        .redactor
+        .restore(&mut object, stored)
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("request body: {e}"),
+            )
+        })?;
+    Ok(object)
+}
+
 async fn create_job(
     State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<auth::Caller>,
     body: axum::body::Bytes,
-) -> ApiResult<(StatusCode, Json<JobView>)> {
-    let caller = auth::authorize(&headers, &state.token).map_err(|(s, m)| ApiError::new(s, m))?;
-    let job = match parse_job_body(&body).and_then(|job| check_policy(&state, &job).map(|()| job)) {
-        Ok(job) => job,
+) -> ApiResult<impl IntoResponse> {
+    let prepared = parse_job_body(&body)
+        .and_then(|job| check_policy(&state, &job).map(|()| job))
+        .and_then(|job| {
+            if job.metadata.resource_version.is_some() {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "request body: metadata.resourceVersion: must not be set when creating a job (the store assigns it; PUT edits an existing job)",
+                ));
+            }
+            let object = job_to_store(&state, &job, None)?;
+            Ok((job, object))
+        });
+    let (job, object) = match prepared {
+        Ok(prepared) => prepared,
         Err(error) => return Err(state.rejected(&caller, "create", "(unparsed)", error).await),
     };
     let target = job.id().0;
+    if let Err(message) = state.controller.tenant_room(&job).await? {
+        let error = ApiError::new(StatusCode::FORBIDDEN, message);
+        return Err(state.rejected(&caller, "create", &target, error).await);
+    }
+    let mut record = new_record(&job);
+    record.spec = object;
     let result = state
         .controller
         .store
-        .put_job(&new_record(&job), Expected::Absent)
+        .put_job(&record, Expected::Absent)
         .await;
     if let Err(StateError::Conflict { .. }) = result {
         let error = ApiError::new(
@@ -419,16 +641,135 @@ async fn create_job(
             result,
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(view)))
+    Ok((StatusCode::CREATED, etag(view.revision), Json(view)))
+}
+
+/// Most entity tags one `If-Match` may list.
+const MAX_IF_MATCH_TAGS: usize = 16;
+
+/// The revision a client says it edits: `If-Match` and `metadata.resourceVersion` (PUT) or
+/// `preconditions.resourceVersion` (DELETE). Each one given must hold.
+#[derive(Debug, Default)]
+struct Preconditions {
+    if_match: Option<IfMatch>,
+    resource_version: Option<i64>,
+}
+
+#[derive(Debug)]
+enum IfMatch {
+    /// `*`: the job must exist.
+    Exists,
+    /// One of these revisions must be the current one.
+    Revisions(Vec<i64>),
+}
+
+impl Preconditions {
+    /// From the `If-Match` header(s) and a `resourceVersion` (`field` names where it came
+    /// from, for a 400). An empty `resourceVersion` means none, as in Kubernetes.
+    fn of(headers: &HeaderMap, resource_version: Option<&str>, field: &str) -> ApiResult<Self> {
+        let resource_version = match resource_version.map(str::trim) {
+            None | Some("") => None,
+            Some(text) => match text.parse::<i64>() {
+                Ok(revision) if revision > 0 => Some(revision),
+                _ => {
+                    let shown: String = text.chars().take(40).collect();
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "{field}: expected the resourceVersion a GET returned (a positive integer), found {shown:?}"
+                        ),
+                    ));
+                }
+            },
+        };
+        Ok(Preconditions {
+            if_match: parse_if_match(headers)?,
+            resource_version,
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.if_match.is_none() && self.resource_version.is_none()
+    }
+
+    /// 409 (Kubernetes' `Status`) when the job's revision now (`None`: it does not exist)
+    /// breaks one of them.
+    fn check(&self, namespace: &str, name: &str, current: Option<i64>) -> ApiResult<()> {
+        let stale = || ApiError::stale(namespace, name, current);
+        if let Some(wanted) = self.resource_version
+            && current != Some(wanted)
+        {
+            return Err(stale());
+        }
+        match (&self.if_match, current) {
+            (None, _) => Ok(()),
+            (Some(_), None) => Err(stale()),
+            (Some(IfMatch::Exists), Some(_)) => Ok(()),
+            (Some(IfMatch::Revisions(tags)), Some(revision)) if tags.contains(&revision) => Ok(()),
+            (Some(IfMatch::Revisions(_)), Some(_)) => Err(stale()),
+        }
+    }
+}
+
+/// `If-Match: "12"`, `If-Match: "12", "13"` or `If-Match: *` (RFC 9110 13.1.1). Weak tags
+/// never match under `If-Match`, so they are refused rather than silently failing.
+fn parse_if_match(headers: &HeaderMap) -> ApiResult<Option<IfMatch>> {
+    let mut values = headers.get_all(header::IF_MATCH).iter().peekable();
+    if values.peek().is_none() {
+        return Ok(None);
+    }
+    let bad = |why: String| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "If-Match: {why} (send the ETag a GET of the job returned, e.g. If-Match: \"42\", or *)"
+            ),
+        )
+    };
+    let mut tags = Vec::new();
+    let mut star = false;
+    for value in values {
+        let text = value
+            .to_str()
+            .map_err(|_| bad("not visible ASCII".to_owned()))?;
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if part == "*" {
+                star = true;
+                continue;
+            }
+            if tags.len() == MAX_IF_MATCH_TAGS {
+                return Err(bad(format!("more than {MAX_IF_MATCH_TAGS} entity tags")));
+            }
+            let shown: String = part.chars().take(40).collect();
+            if part.starts_with("W/") {
+                return Err(bad(format!(
+                    "{shown} is a weak entity tag, which never matches under If-Match"
+                )));
+            }
+            let revision = part
+                .strip_prefix('"')
+                .and_then(|p| p.strip_suffix('"'))
+                .and_then(|p| p.parse::<i64>().ok())
+                .filter(|r| *r > 0)
+                .ok_or_else(|| bad(format!("{shown} is not an entity tag of a job")))?;
+            tags.push(revision);
+        }
+    }
+    match (star, tags.is_empty()) {
+        (true, true) => Ok(Some(IfMatch::Exists)),
+        (true, false) => Err(bad("* cannot be combined with entity tags".to_owned())),
+        (false, true) => Err(bad("no entity tag".to_owned())),
+        (false, false) => Ok(Some(IfMatch::Revisions(tags))),
+    }
 }
 
 async fn replace_job(
     State(state): State<Arc<ApiState>>,
     Path((namespace, name)): Path<(String, String)>,
+    Extension(caller): Extension<auth::Caller>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> ApiResult<Json<JobView>> {
-    let caller = auth::authorize(&headers, &state.token).map_err(|(s, m)| ApiError::new(s, m))?;
+) -> ApiResult<impl IntoResponse> {
     let controller = &state.controller;
     let target = format!("{namespace}/{name}");
     let parsed = parse_job_body(&body).and_then(|job| {
@@ -441,40 +782,147 @@ async fn replace_job(
                 ),
             ));
         }
-        check_policy(&state, &job).map(|()| job)
+        check_policy(&state, &job)?;
+        let preconditions = Preconditions::of(
+            &headers,
+            job.metadata.resource_version.as_deref(),
+            "request body: metadata.resourceVersion",
+        )?;
+        Ok((job, preconditions))
     });
-    let job = match parsed {
-        Ok(job) => job,
+    let (job, preconditions) = match parsed {
+        Ok(parsed) => parsed,
         Err(error) => return Err(state.rejected(&caller, "replace", &target, error).await),
     };
+    if let Err(message) = controller.tenant_room(&job).await? {
+        let error = ApiError::new(StatusCode::FORBIDDEN, message);
+        return Err(state.rejected(&caller, "replace", &target, error).await);
+    }
     let existing = controller.store.get_job(&namespace, &name).await?;
+    let prepared = preconditions
+        .check(&namespace, &name, existing.as_ref().map(|c| c.revision))
+        .and_then(|()| job_to_store(&state, &job, existing.as_ref().map(|c| &c.value.spec)));
+    let object = match prepared {
+        Ok(object) => object,
+        Err(error) => return Err(state.rejected(&caller, "replace", &target, error).await),
+    };
     let (record, expected) = match existing {
         // Keep generation, placement and status: the loop sees the new spec and relaunches.
+        // The write is conditional on the revision just read (and checked against the
+        // client's), so an edit racing in between makes this one fail with 409.
         Some(current) => {
             let mut record = current.value;
-            record.spec = serde_json::to_value(&job).unwrap_or_default();
+            record.spec = object;
             (record, Expected::Revision(current.revision))
         }
-        None => (new_record(&job), Expected::Absent),
+        None => {
+            let mut record = new_record(&job);
+            record.spec = object;
+            (record, Expected::Absent)
+        }
     };
     let result = controller.store.put_job(&record, expected).await;
     let view = state
         .written(&caller, "replace", &namespace, &name, result)
         .await?;
-    Ok(Json(view))
+    Ok((etag(view.revision), Json(view)))
+}
+
+/// The body a DELETE may carry: Kubernetes' `DeleteOptions`, of which only
+/// `preconditions.resourceVersion` means something here; other fields are refused.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DeleteOptions {
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    preconditions: Option<DeletePreconditions>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DeletePreconditions {
+    #[serde(default)]
+    resource_version: Option<String>,
+}
+
+fn delete_preconditions(headers: &HeaderMap, body: &[u8]) -> ApiResult<Preconditions> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "request body is not UTF-8"))?;
+    if text.trim().is_empty() {
+        return Preconditions::of(headers, None, "");
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let options: DeleteOptions = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "request body: {}: {} (expected DeleteOptions, e.g. {{\"preconditions\": {{\"resourceVersion\": \"42\"}}}})",
+                e.path(),
+                e.inner()
+            ),
+        )
+    })?;
+    if let Some(kind) = options.kind.as_deref().filter(|k| *k != "DeleteOptions") {
+        let shown: String = kind.chars().take(40).collect();
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("request body: kind: expected DeleteOptions, found {shown:?}"),
+        ));
+    }
+    if let Some(version) = options
+        .api_version
+        .as_deref()
+        .filter(|v| !matches!(*v, "v1" | "meta.k8s.io/v1"))
+    {
+        let shown: String = version.chars().take(40).collect();
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("request body: apiVersion: expected v1 or meta.k8s.io/v1, found {shown:?}"),
+        ));
+    }
+    Preconditions::of(
+        headers,
+        options
+            .preconditions
+            .as_ref()
+            .and_then(|p| p.resource_version.as_deref()),
+        "request body: preconditions.resourceVersion",
+    )
 }
 
 async fn delete_job(
     State(state): State<Arc<ApiState>>,
     Path((namespace, name)): Path<(String, String)>,
+    Extension(caller): Extension<auth::Caller>,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> ApiResult<StatusCode> {
-    let caller = auth::authorize(&headers, &state.token).map_err(|(s, m)| ApiError::new(s, m))?;
     let controller = &state.controller;
     let target = format!("{namespace}/{name}");
+    let preconditions = match delete_preconditions(&headers, &body) {
+        Ok(preconditions) => preconditions,
+        Err(error) => return Err(state.rejected(&caller, "delete", &target, error).await),
+    };
+    let no_such_job = || ApiError::new(StatusCode::NOT_FOUND, format!("no job {target}"));
+    let expected = if preconditions.is_empty() {
+        Expected::Any
+    } else {
+        let Some(current) = controller.store.get_job(&namespace, &name).await? else {
+            return Err(state
+                .rejected(&caller, "delete", &target, no_such_job())
+                .await);
+        };
+        if let Err(error) = preconditions.check(&namespace, &name, Some(current.revision)) {
+            return Err(state.rejected(&caller, "delete", &target, error).await);
+        }
+        Expected::Revision(current.revision)
+    };
     match controller
         .store
-        .delete_job(&namespace, &name, Expected::Any)
+        .delete_job(&namespace, &name, expected)
         .await
     {
         Ok(true) => {
@@ -484,14 +932,12 @@ async fn delete_job(
             state.wake.notify_one();
             Ok(StatusCode::NO_CONTENT)
         }
-        Ok(false) => {
-            controller
-                .audit_as(&caller.actor, "delete", &target, "rejected: no such job")
-                .await;
-            Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no job {target}"),
-            ))
+        Ok(false) => Err(state
+            .rejected(&caller, "delete", &target, no_such_job())
+            .await),
+        Err(StateError::Conflict { actual, .. }) => {
+            let error = ApiError::stale(&namespace, &name, actual);
+            Err(state.rejected(&caller, "delete", &target, error).await)
         }
         Err(error) => {
             controller
@@ -578,10 +1024,18 @@ async fn audit(
         .store
         .list_audit(query.from.unwrap_or(1), limit)
         .await?;
+    let redactor = &state.controller.redactor;
     Ok(Json(Value::Array(
         entries
             .into_iter()
-            .map(|r| json!({ "seq": r.seq, "entry": r.entry }))
+            .map(|r| {
+                // Entries written before redaction existed are redacted on the way out.
+                let mut entry = r.entry;
+                let name = entry.target.rsplit('/').next().unwrap_or("").to_owned();
+                entry.result = redactor.redact_text_keeping(&entry.result, &[&name]);
+                entry.target = redactor.redact_text(&entry.target);
+                json!({ "seq": r.seq, "entry": entry })
+            })
             .collect(),
     )))
 }
@@ -625,11 +1079,10 @@ fn parse_fault(body: &[u8]) -> ApiResult<Fault> {
 async fn change_fault(
     state: &ApiState,
     site: &str,
-    headers: &HeaderMap,
+    caller: &auth::Caller,
     body: &[u8],
     inject: bool,
 ) -> ApiResult<StatusCode> {
-    let caller = auth::authorize(headers, &state.token).map_err(|(s, m)| ApiError::new(s, m))?;
     let handle = simulated_site(state, site)?;
     let action = if inject {
         "inject-fault"
@@ -638,7 +1091,7 @@ async fn change_fault(
     };
     let fault = match parse_fault(body) {
         Ok(fault) => fault,
-        Err(error) => return Err(state.rejected(&caller, action, site, error).await),
+        Err(error) => return Err(state.rejected(caller, action, site, error).await),
     };
     let target = format!(
         "{site}: {}",
@@ -660,7 +1113,7 @@ async fn change_fault(
         }
         Err(error) => {
             let error = ApiError::new(StatusCode::BAD_REQUEST, error.to_string());
-            Err(state.rejected(&caller, action, &target, error).await)
+            Err(state.rejected(caller, action, &target, error).await)
         }
     }
 }
@@ -668,19 +1121,19 @@ async fn change_fault(
 async fn inject_fault(
     State(state): State<Arc<ApiState>>,
     Path(site): Path<String>,
-    headers: HeaderMap,
+    Extension(caller): Extension<auth::Caller>,
     body: axum::body::Bytes,
 ) -> ApiResult<StatusCode> {
-    change_fault(&state, &site, &headers, &body, true).await
+    change_fault(&state, &site, &caller, &body, true).await
 }
 
 async fn clear_fault(
     State(state): State<Arc<ApiState>>,
     Path(site): Path<String>,
-    headers: HeaderMap,
+    Extension(caller): Extension<auth::Caller>,
     body: axum::body::Bytes,
 ) -> ApiResult<StatusCode> {
-    change_fault(&state, &site, &headers, &body, false).await
+    change_fault(&state, &site, &caller, &body, false).await
 }
 
 /// `POST /api/v1/failover` body.
@@ -713,10 +1166,9 @@ enum FailoverKind {
 /// `GET /api/v1/failover/{id}`).
 async fn failover(
     State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<auth::Caller>,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let caller = auth::authorize(&headers, &state.token).map_err(|(s, m)| ApiError::new(s, m))?;
     let mut de = serde_json::Deserializer::from_slice(&body);
     let request: FailoverRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         ApiError::new(
@@ -896,9 +1348,8 @@ async fn get_failover(
 async fn cancel_failover(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    Extension(caller): Extension<auth::Caller>,
 ) -> ApiResult<Json<Value>> {
-    let caller = auth::authorize(&headers, &state.token).map_err(|(s, m)| ApiError::new(s, m))?;
     let op = operation_id(&id)?;
     let target = format!("operation {op}");
     match state

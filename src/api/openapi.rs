@@ -1,5 +1,7 @@
 //! The OpenAPI 3.1 document of the API, served at `/api/v1/openapi.json`. Written by hand
 //! from `ROUTES`; a test checks every route in it answers (no 404 from the router).
+//! Security: every operation but `/healthz` and `/readyz` needs a bearer token (read-only for
+//! GET, admin for the rest); `/metrics` as configured (`api.metricsRequireToken`).
 
 use axum::Json;
 use serde_json::{Value, json};
@@ -137,7 +139,13 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
     ),
 ];
 
+/// The document for an API whose `/metrics` needs a token.
 pub fn build() -> Value {
+    build_for(false)
+}
+
+/// The document; `open_metrics`: `/metrics` answers without a token.
+pub fn build_for(open_metrics: bool) -> Value {
     let mut paths = serde_json::Map::new();
     for (method, path, summary, mutates) in ROUTES {
         let params: Vec<Value> = path
@@ -155,13 +163,53 @@ pub fn build() -> Value {
                 "503": {"description": "Not the leader, or the state store is unavailable"}
             }
         });
-        if *mutates {
+        let open = matches!(*path, "/healthz" | "/readyz") || (*path == "/metrics" && open_metrics);
+        if !open {
             operation["security"] = json!([{"bearer": []}]);
             let responses = &mut operation["responses"];
-            responses["401"] = json!({"description": "No bearer token"});
-            responses["403"] = json!({"description": "Wrong bearer token"});
+            responses["401"] = json!({"description": "No bearer token (WWW-Authenticate: Bearer)"});
+            responses["403"] = if *mutates {
+                json!({"description": "Wrong token, or the read-only token (changes need the admin token)"})
+            } else {
+                json!({"description": "Wrong token"})
+            };
+        }
+        if path.starts_with("/api/v1/jobs/{namespace}/{name}") && !path.ends_with("/rightsize") {
+            let etag = json!({"ETag": {"description": "The job's revision as a strong entity tag, \"<resourceVersion>\"", "schema": {"type": "string"}}});
+            match *method {
+                "get" | "put" => operation["responses"]["200"]["headers"] = etag,
+                _ => {}
+            }
+            if matches!(*method, "put" | "delete") {
+                let params = operation["parameters"]
+                    .as_array_mut()
+                    .expect("parameters is an array");
+                params.push(json!({"name": "If-Match", "in": "header", "required": false, "schema": {"type": "string"},
+                    "description": "The job's ETag (\"42\") or *: the change applies only to that revision"}));
+                operation["responses"]["409"] = json!({
+                    "description": "The revision named by If-Match, metadata.resourceVersion (PUT) or preconditions.resourceVersion (DELETE) is not current (Kubernetes Status, reason Conflict)",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}
+                });
+            }
+        }
+        if *path == "/api/v1/jobs" && *method == "post" {
+            operation["responses"]["409"] =
+                json!({"description": "The job exists; PUT replaces it"});
+        }
+        if *mutates {
+            let responses = &mut operation["responses"];
             responses["413"] = json!({"description": "Body larger than api.maxBodyBytes"});
-            if (*method != "delete" && !path.ends_with("/rightsize") && !path.ends_with("/cancel"))
+            if path.starts_with("/api/v1/jobs")
+                && !path.ends_with("/rightsize")
+                && *method != "delete"
+            {
+                responses["422"] = json!({"description": "A <redacted> placeholder where no stored value exists (the body names the field)"});
+            }
+            if *method == "delete" && path.starts_with("/api/v1/jobs/") {
+                operation["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DeleteOptions"}}}});
+            } else if (*method != "delete"
+                && !path.ends_with("/rightsize")
+                && !path.ends_with("/cancel"))
                 || path.contains("/sim/")
             {
                 operation["requestBody"] = if *path == "/api/v1/failover" {
@@ -184,9 +232,29 @@ pub fn build() -> Value {
         "info": {"title": "twinsite", "version": env!("CARGO_PKG_VERSION")},
         "paths": paths,
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                "description": "The read-only token (api.readTokenFile/readTokenEnv) may GET; the admin token (api.tokenFile/tokenEnv) may do everything"}},
             "schemas": {
                 "Error": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
+                "Status": {"type": "object", "description": "Kubernetes' Status, plus error", "properties": {
+                    "error": {"type": "string"},
+                    "kind": {"const": "Status"},
+                    "apiVersion": {"const": "v1"},
+                    "status": {"const": "Failure"},
+                    "message": {"type": "string"},
+                    "reason": {"const": "Conflict"},
+                    "details": {"type": "object", "properties": {
+                        "name": {"type": "string"}, "namespace": {"type": "string"},
+                        "group": {"type": "string"}, "kind": {"type": "string"},
+                        "currentResourceVersion": {"type": "string"}
+                    }},
+                    "code": {"const": 409}
+                }, "required": ["error", "kind", "reason", "code"]},
+                "DeleteOptions": {"type": "object", "additionalProperties": false, "properties": {
+                    "kind": {"const": "DeleteOptions"},
+                    "apiVersion": {"enum": ["v1", "meta.k8s.io/v1"]},
+                    "preconditions": {"type": "object", "additionalProperties": false, "properties": {"resourceVersion": {"type": "string"}}}
+                }},
                 "StreamJob": {"type": "object", "description": "A StreamJob (twinsite.io/v1alpha1); schema in deploy/crd/"},
                 "FailoverRequest": {"type": "object", "properties": {
                     "from": {"type": "string"},
@@ -205,6 +273,8 @@ pub fn build() -> Value {
     })
 }
 
-pub async fn document() -> Json<Value> {
-    Json(build())
+pub async fn document(
+    axum::extract::State(state): axum::extract::State<std::sync::Arc<super::ApiState>>,
+) -> Json<Value> {
+    Json(build_for(state.access.open_metrics))
 }

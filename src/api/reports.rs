@@ -193,10 +193,8 @@ pub async fn rightsize(
     State(state): State<Arc<ApiState>>,
     axum::extract::Path((namespace, name)): axum::extract::Path<(String, String)>,
     Query(query): Query<RightsizeQuery>,
-    headers: axum::http::HeaderMap,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
 ) -> Result<Response, ApiError> {
-    let caller =
-        super::auth::authorize(&headers, &state.token).map_err(|(s, m)| ApiError::new(s, m))?;
     let Some(source) = &state.metrics else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -9,6 +9,7 @@ use crate::cli::Command;
 pub mod failover;
 pub mod generate;
 pub mod plan;
+pub mod render;
 pub mod report;
 pub mod run;
 pub mod simulate;
@@ -39,6 +40,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Report(args) => report::run(&args),
         Command::Failover(args) => failover::run(&args),
         Command::Simulate(args) => simulate::run(&args),
+        Command::Render(args) => render::run(&args),
     }
 }
 

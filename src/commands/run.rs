@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
 use crate::cli::RunArgs;
-use crate::config::{Config, StateConfig, TokenSource};
+use crate::config::{Config, StateConfig};
 use crate::controller::Controller;
 use crate::leader::LeaderElector;
 use crate::replication::ReplicationDriver;
@@ -66,6 +66,8 @@ async fn run_controller(
             config.data_dir.display()
         )
     })?;
+    // Tokens first: a token file others can read stops the start before anything is opened.
+    let access = api_access(&config)?;
     let built = build_sites(&config).await?;
     let storage_roots = storage_roots(&config, &built);
     let seed_jobs = match &config.jobs {
@@ -95,6 +97,13 @@ async fn run_controller(
                 client.clone(),
                 &etcd.store.key_prefix,
             )?);
+            // Revisions are what compare-and-set compares: refuse a store that has no room
+            // left for them (the embedded store checks the same at open).
+            store
+                .backend()
+                .check_revision_headroom(&etcd.store.key_prefix)
+                .await
+                .context("state.etcd")?;
             let election = KeyLayout::new(&etcd.store.key_prefix)?
                 .election(&etcd.election)
                 .context("state.etcd.election")?;
@@ -128,7 +137,6 @@ async fn run_controller(
         .context("replication ledgers")?,
     );
     let replication_interval = config.policy.replication().interval;
-    let token = api_token(&config)?;
     let wake = Arc::new(tokio::sync::Notify::new());
     let simulated_handles: BTreeMap<SiteId, SimulatedSiteHandle> =
         if config.simulation.admin_endpoint {
@@ -186,7 +194,8 @@ async fn run_controller(
     let api_state = Arc::new(ApiState {
         metrics,
         controller: Arc::clone(&controller),
-        token,
+        access,
+        refusals: Default::default(),
         simulated: simulated_handles,
         wake: Arc::clone(&wake),
     });
@@ -364,23 +373,63 @@ async fn seed(controller: &Controller, jobs: &[StreamJob]) -> anyhow::Result<()>
     Ok(())
 }
 
-fn api_token(config: &Config) -> anyhow::Result<String> {
-    if let Some(token) = config.api.token.read().map_err(anyhow::Error::msg)? {
-        return Ok(token);
+/// The API's access rules from the configuration: the admin token, the read-only token and
+/// whether `/metrics` needs one.
+fn api_access(config: &Config) -> anyhow::Result<api::auth::Access> {
+    let admin = config.api.token.read().map_err(anyhow::Error::msg)?;
+    let read = config
+        .api
+        .read_token
+        .read_as("api.readTokenFile", "api.readTokenEnv")
+        .map_err(anyhow::Error::msg)?;
+    let generated = admin.is_none();
+    let admin = match admin {
+        Some(token) => token,
+        // No token configured: make one, readable only by this user, rather than leave the
+        // API open or closed. Its path is logged; the token itself never is.
+        None => generated_token(&config.data_dir.join("api-token"), "API requests (admin)")?,
+    };
+    let read = match read {
+        Some(token) => Some(token),
+        // A generated read token beside a generated admin token (the embedded default). With
+        // a configured admin token there is none unless configured: every replica of a
+        // deployment would generate a different one.
+        None if generated => Some(generated_token(
+            &config.data_dir.join("api-read-token"),
+            "API reads (read-only)",
+        )?),
+        None => {
+            tracing::info!(
+                "no read-only API token configured (api.readTokenFile/readTokenEnv): reads need the admin token"
+            );
+            None
+        }
+    };
+    if read.as_deref() == Some(admin.as_str()) {
+        bail!(
+            "api.readTokenFile/readTokenEnv: the read-only token equals the admin token, so it would not be read-only; give it its own value"
+        );
     }
-    // No token configured: make one, readable only by this user, rather than leave the API
-    // open or closed. Its path is logged; the token itself never is.
-    debug_assert_eq!(config.api.token, TokenSource::None);
-    let path = config.data_dir.join("api-token");
-    let token = match std::fs::read_to_string(&path) {
+    Ok(api::auth::Access {
+        admin_token: admin,
+        read_token: read,
+        open_metrics: !config.api.metrics_require_token,
+    })
+}
+
+/// The token in `path`, generated (mode 0600) when the file is missing or too short. An
+/// existing file its group or the world may read is refused, not used.
+fn generated_token(path: &Path, purpose: &str) -> anyhow::Result<String> {
+    crate::config::check_private_file(path, "dataDir").map_err(anyhow::Error::msg)?;
+    let token = match std::fs::read_to_string(path) {
         Ok(existing) if existing.trim().len() >= 16 => existing.trim().to_string(),
         _ => {
             let token = api::auth::generate_token();
-            write_private(&path, &token)?;
+            write_private(path, &token)?;
             token
         }
     };
-    tracing::info!(token_file = %path.display(), "API mutations need the bearer token in this file");
+    tracing::info!(token_file = %path.display(), "{purpose} need the bearer token in this file");
     Ok(token)
 }
 
@@ -388,10 +437,15 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
+    // `mode` applies only when the file is created: never reuse a leftover with other bits.
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot replace {}", tmp.display())),
+    }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("cannot write {}", tmp.display()))?;
@@ -448,7 +502,13 @@ pub async fn build_sites(config: &Config) -> anyhow::Result<BuiltSites> {
             .site(id)
             .with_context(|| format!("policy: site {id} vanished"))?;
         if let Some(kubernetes) = &spec.kubernetes {
-            let site = kube_site(id, kubernetes).await?;
+            let site = kube_site(
+                id,
+                kubernetes,
+                spec.storage.as_deref(),
+                config.policy.detection().pod_eviction_timeout,
+            )
+            .await?;
             sites.insert(id.clone(), Arc::new(site));
             continue;
         }
@@ -564,6 +624,8 @@ fn simulated_storage_root(
 async fn kube_site(
     id: &SiteId,
     spec: &scheduler::input::policy::KubernetesSpec,
+    storage: Option<&str>,
+    pod_eviction_timeout: std::time::Duration,
 ) -> anyhow::Result<crate::site::kube::KubeSite> {
     use kube::config::{KubeConfigOptions, Kubeconfig};
     let options = KubeConfigOptions {
@@ -590,10 +652,26 @@ async fn kube_site(
         }
         scheduler::input::policy::LaunchMode::Standalone => crate::site::LaunchMode::Standalone,
     };
-    let (site, reflectors) = crate::site::kube::KubeSite::new(
-        client,
-        crate::site::kube::KubeSiteConfig::new(id.clone(), mode),
-    );
+    let config = crate::site::kube::KubeSiteConfig {
+        namespace: spec.namespace.clone(),
+        pod_eviction_timeout,
+        ..crate::site::kube::KubeSiteConfig::new(id.clone(), mode)
+    };
+    // Its checkpoints are read where its jobs write them: the site's storage.
+    let storage = match storage {
+        Some(root) => {
+            let root = hdfs_sync::StorageUrl::parse(root)
+                .with_context(|| format!("policy: sites[{id}].storage {root:?}"))?;
+            let storage = hdfs_sync::storage_for(&root)
+                .with_context(|| format!("site {id}: cannot open its storage {root}"))?;
+            Some(crate::site::kube::CheckpointStorage { root, storage })
+        }
+        None => {
+            tracing::warn!(site = %id, "no sites[].storage in the policy: this Kubernetes site reports no checkpoints");
+            None
+        }
+    };
+    let (site, reflectors) = crate::site::kube::KubeSite::with_storage(client, config, storage);
     tokio::spawn(reflectors);
     Ok(site)
 }

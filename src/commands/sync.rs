@@ -11,8 +11,8 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use hdfs_sync::url::Scheme;
 use hdfs_sync::{
-    FileLedger, JobOutcome, ProgressEvent, ReplicationLedger, Replicator, RoundReport, Storage,
-    StorageUrl, SyncOptions, UriMode, VerifyMode, parse_bandwidth, storage_for,
+    FileLedger, JobOutcome, ProgressEvent, ReplicationLedger, Replicator, RoundReport, SiteStorage,
+    Storage, StorageUrl, SyncOptions, UriMode, VerifyMode, parse_bandwidth, storage_for,
 };
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -27,6 +27,19 @@ pub struct SyncArgs {
     /// Checkpoint root at the peer site (created if missing).
     #[arg(long, value_name = "URL")]
     pub to: String,
+    /// The source site's storage root around --from (default: --from itself). A checkpoint
+    /// may then use files anywhere in it, such as the native savepoint a job was restored from
+    /// in CLAIM mode; they go to the same path below --to-storage.
+    #[arg(long, value_name = "URL")]
+    pub from_storage: Option<String>,
+    /// The peer site's storage root around --to (default: --to itself).
+    #[arg(long, value_name = "URL")]
+    pub to_storage: Option<String>,
+    /// `JOB=URL`: the savepoint directory a job was restored from (repeatable), inside
+    /// --from-storage. Flink 2.3.0 names the savepoint's files its checkpoints still use
+    /// relative to `chk-N/`, where they are not (FLINK-39964); they are looked up there.
+    #[arg(long = "restored-from", value_name = "JOB=URL")]
+    pub restored_from: Vec<String>,
     /// Only this job (repeatable); without it, every job directory under --from.
     #[arg(long = "job", value_name = "ID")]
     pub jobs: Vec<String>,
@@ -64,7 +77,7 @@ pub enum UriModeArg {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum VerifyArg {
-    /// Re-read every copied file at the peer and compare length and SHA-256.
+    /// Re-read every copied file at the peer and compare length and checksum (XXH64).
     ReadBack,
     /// Compare lengths only (cheaper; trusts the checksum of the bytes sent).
     Length,
@@ -76,10 +89,22 @@ pub fn run(args: &SyncArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(sync(args));
-    // After a signal, file operations already handed to blocking threads finish on their own
-    // (each is one chunk, one fsync or one rename); do not hang on a stuck filesystem.
-    runtime.shutdown_timeout(Duration::from_secs(5));
+    stop_runtime(runtime);
     result
+}
+
+/// How long the exit waits for file operations already handed to blocking threads.
+///
+/// Shutting the runtime down first drops every task (a dropped local writer removes its
+/// temporary file), then waits this long for the blocking threads. What is cut short is safe:
+/// an unfinished write is a temporary file, a rename is atomic, and nothing is recorded before
+/// a whole checkpoint is verified. A healthy disk finishes a chunk in milliseconds; a call
+/// stuck on a hung filesystem (or, before FIFOs were refused, a FIFO's open) never finishes,
+/// and must not hold the exit: the README promises that a signal stops `sync` at once.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(250);
+
+fn stop_runtime(runtime: tokio::runtime::Runtime) {
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
 }
 
 async fn sync(args: &SyncArgs) -> anyhow::Result<()> {
@@ -114,12 +139,55 @@ async fn sync(args: &SyncArgs) -> anyhow::Result<()> {
         ),
     };
 
-    let source = storage_for(&from).with_context(|| format!("--from {from}"))?;
-    let peer = storage_for(&to).with_context(|| format!("--to {to}"))?;
+    let storage_root = |flag: &str, given: &Option<String>, root: &StorageUrl, root_flag: &str| {
+        let Some(given) = given else {
+            return Ok(root.clone());
+        };
+        let url = StorageUrl::parse(given).with_context(|| flag.to_string())?;
+        if !root.starts_with(&url) {
+            bail!(
+                "{root_flag} {root} is not inside {flag} {url}: the storage root holds the checkpoint root"
+            );
+        }
+        Ok(url)
+    };
+    let from_storage = storage_root("--from-storage", &args.from_storage, &from, "--from")?;
+    let to_storage = storage_root("--to-storage", &args.to_storage, &to, "--to")?;
+    if to_storage.starts_with(&from_storage) || from_storage.starts_with(&to_storage) {
+        bail!(
+            "--from-storage {from_storage} and --to-storage {to_storage} overlap: a site's \
+             files could be read as the other's; give two separate storage roots"
+        );
+    }
+    let mut restored_from = std::collections::BTreeMap::new();
+    for given in &args.restored_from {
+        let Some((job, dir)) = given.split_once('=').filter(|(job, _)| !job.is_empty()) else {
+            bail!("--restored-from {given:?}: expected JOB=URL");
+        };
+        let dir = StorageUrl::parse(dir).with_context(|| format!("--restored-from {given}"))?;
+        if !dir.starts_with(&from_storage) {
+            bail!(
+                "--restored-from {given}: {dir} is not inside the source storage \
+                 {from_storage} (give --from-storage)"
+            );
+        }
+        if restored_from.insert(job.to_string(), dir).is_some() {
+            bail!("--restored-from: job {job} given twice");
+        }
+    }
+
+    // Each backend is confined to its storage root (below it, no link is followed).
+    let source = storage_for(&from_storage).with_context(|| format!("--from {from}"))?;
+    let peer = storage_for(&to_storage).with_context(|| format!("--to {to}"))?;
     check_source(source.as_ref(), &from).await?;
     peer.mkdirs(&to)
         .await
         .with_context(|| format!("--to {to}: cannot create the peer checkpoint root"))?;
+    if args.ledger.is_none() {
+        // The default ledger lives below the peer root, where nothing may be a link either:
+        // checked (and its directory made) through the peer storage, which refuses them.
+        check_default_ledger(peer.as_ref(), &to).await?;
+    }
     let ledger: Arc<dyn ReplicationLedger> =
         Arc::new(FileLedger::open(&ledger_path).await.context("--ledger")?);
 
@@ -137,17 +205,25 @@ async fn sync(args: &SyncArgs) -> anyhow::Result<()> {
             VerifyArg::ReadBack => VerifyMode::ReadBack,
             VerifyArg::Length => VerifyMode::LengthOnly,
         },
+        restored_from,
         ..SyncOptions::default()
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let replicator = Replicator::new(
-        source,
-        from.clone(),
-        peer,
-        to.clone(),
+    let replicator = Replicator::between(
+        SiteStorage {
+            storage: source,
+            storage_root: from_storage,
+            checkpoint_root: from.clone(),
+        },
+        SiteStorage {
+            storage: peer,
+            storage_root: to_storage,
+            checkpoint_root: to.clone(),
+        },
         ledger.clone(),
         options,
     )
+    .context("--from-storage, --to-storage, --restored-from")?
     .with_progress(tx);
     tracing::info!(
         from = %from,
@@ -193,6 +269,23 @@ async fn check_source(source: &dyn Storage, from: &StorageUrl) -> anyhow::Result
         Ok(Some(_)) => bail!("--from {from}: is a file, not a checkpoint directory"),
         Ok(None) => bail!("--from {from}: no such directory"),
         Err(e) => Err(e).with_context(|| format!("--from {from}: cannot reach the source")),
+    }
+}
+
+/// `<peer root>/.twinsite/` and the ledger in it, when they exist, are a directory and a
+/// file, not links (a linked `.twinsite/` would put the ledger's writes outside the peer).
+async fn check_default_ledger(peer: &dyn Storage, to: &StorageUrl) -> anyhow::Result<()> {
+    let dir = to.join(".twinsite")?;
+    peer.mkdirs(&dir)
+        .await
+        .with_context(|| format!("--to {to}: cannot create the ledger's directory"))?;
+    let ledger = dir.join("replication-ledger.json")?;
+    match peer.stat(&ledger).await {
+        Ok(Some(meta)) if meta.is_dir => {
+            bail!("{ledger}: the default ledger is a directory, not a file")
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("--to {to}: the default ledger")),
     }
 }
 
@@ -457,5 +550,33 @@ impl Progress {
             Progress::Bar { bar, .. } => bar.finish_and_clear(),
             Progress::Log { .. } => self.tick(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a signal leaves when a file operation is stuck in the kernel (a hung mount): the
+    /// exit must not wait for it (it used to wait 5 s).
+    #[test]
+    fn stopping_the_runtime_does_not_wait_for_a_stuck_blocking_call() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        runtime.spawn_blocking(move || {
+            started_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_secs(30));
+        });
+        started_rx.recv().unwrap();
+        let stopping = Instant::now();
+        stop_runtime(runtime);
+        assert!(
+            stopping.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            stopping.elapsed()
+        );
     }
 }

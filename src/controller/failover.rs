@@ -616,7 +616,10 @@ impl Effects for ControllerEffects<'_> {
     ) -> impl Future<Output = Result<Option<Event>, StateError>> {
         let (job, site) = (job.clone(), site.clone());
         async move {
-            let target = self.controller.savepoint_dir(&job, &site).await?;
+            let target = match self.controller.savepoint_dir(&job, &site).await? {
+                Ok(target) => target,
+                Err(reason) => return Ok(Some(Event::SavepointFailed { op, job, reason })),
+            };
             let Some(handle) = self.controller.sites.get(&site).cloned() else {
                 return Ok(Some(Event::SavepointFailed {
                     op,
@@ -1042,7 +1045,11 @@ impl Controller {
             status.launched_spec = Some(spec_hash(&job_spec));
             status.message = Some(format!("failover: {reason}"));
             // Relaunches after failures count (a new checkpoint resets them); a move doesn't.
-            status.relaunches = if failure { status.relaunches + 1 } else { 0 };
+            status.relaunches = if failure {
+                status.relaunches.saturating_add(1)
+            } else {
+                0
+            };
             record.status = status.to_value();
             match self
                 .store
@@ -1060,6 +1067,7 @@ impl Controller {
             placement,
             restore,
             self.storage_roots.get(&placement.site).map(String::as_str),
+            self.site_epoch(&placement.site).await?,
         ) {
             Ok(spec) => spec,
             Err(error) => return Ok(Err(error.to_string())),
@@ -1080,7 +1088,11 @@ impl Controller {
     }
 
     /// Where a job's savepoints go in `site`: under its checkpoint directory.
-    async fn savepoint_dir(&self, job: &JobId, site: &SiteId) -> Result<String, StateError> {
+    async fn savepoint_dir(
+        &self,
+        job: &JobId,
+        site: &SiteId,
+    ) -> Result<Result<String, String>, StateError> {
         let (namespace, name) = job.0.split_once('/').unwrap_or(("", &job.0));
         let dir = match self.store.get_job(namespace, name).await? {
             Some(record) => stream_job_of(&record.value)
@@ -1092,7 +1104,7 @@ impl Controller {
         let dir = format!("{}/savepoints", dir.trim_end_matches('/'));
         Ok(match self.storage_roots.get(site) {
             Some(root) => in_site_storage(root, &dir),
-            None => dir,
+            None => Ok(dir),
         })
     }
 }

@@ -21,13 +21,15 @@ pub struct LaunchError {
 /// The launch of `generation` of `job` on `placement`, restoring from `restore_from`. With
 /// `site_storage` (the site's storage root, e.g. `hdfs://nameservice-a/`), the job's
 /// checkpoint directory is placed under it: a StreamJob names a path, each site's HDFS
-/// supplies the cluster.
+/// supplies the cluster. `site_epoch` is the placement site's current epoch
+/// ([`Controller::site_epoch`](super::Controller::site_epoch)).
 pub fn launch_spec(
     job: &StreamJob,
     generation: u64,
     placement: &JobPlacement,
     restore_from: Option<String>,
     site_storage: Option<&str>,
+    site_epoch: u64,
 ) -> Result<LaunchSpec, LaunchError> {
     let id = job.id();
     let fail = |field: &str, message: String| LaunchError {
@@ -57,7 +59,9 @@ pub fn launch_spec(
         ),
     };
     let checkpoint_dir = match site_storage {
-        Some(root) => in_site_storage(root, &checkpoint_dir),
+        Some(root) => {
+            in_site_storage(root, &checkpoint_dir).map_err(|m| fail("spec.checkpoints.dir", m))?
+        }
         None => checkpoint_dir,
     };
     let mut flink_configuration = spec.flink_configuration.clone();
@@ -72,6 +76,7 @@ pub fn launch_spec(
     Ok(LaunchSpec {
         job: id,
         generation,
+        epoch: site_epoch,
         placement: placement.clone(),
         image: spec.image.clone(),
         flink_version: spec.flink_version.clone(),
@@ -90,18 +95,47 @@ pub fn launch_spec(
     })
 }
 
-/// `uri`'s path under the site storage `root`: `hdfs:///flink/x` under `file:///data/dc-a`
-/// is `file:///data/dc-a/flink/x`. A URI already under `root` is kept.
-pub fn in_site_storage(root: &str, uri: &str) -> String {
-    let root = root.trim_end_matches('/');
-    if uri.starts_with(root) {
-        return uri.to_string();
+impl super::Controller {
+    /// The epoch of `site` as its stored record says (0 before any site event wrote one):
+    /// what every launch there carries.
+    pub async fn site_epoch(
+        &self,
+        site: &scheduler::model::SiteId,
+    ) -> Result<u64, crate::state::StateError> {
+        Ok(self
+            .store
+            .get_site(&site.0)
+            .await?
+            .map_or(0, |record| record.value.epoch))
     }
+}
+
+/// `uri`'s path under the site storage `root`: `hdfs:///flink/x` under `file:///data/dc-a`
+/// is `file:///data/dc-a/flink/x`. A URI already under `root` (in any spelling Flink writes,
+/// `file:/x` too) is kept. `Err` (the reason) when the path has a `..` segment, which could
+/// climb out of the root (admission refuses those; this is the second line, for anything that
+/// reaches here otherwise), or when `root` is not a storage URL.
+pub fn in_site_storage(root: &str, uri: &str) -> Result<String, String> {
+    let root_url = hdfs_sync::StorageUrl::parse(root)
+        .map_err(|e| format!("site storage root {root:?}: {e}"))?;
     let path = match uri.split_once("://") {
         Some((_, rest)) => rest.find('/').map_or("", |i| &rest[i..]),
-        None => uri,
+        None => uri.split_once(':').map_or(uri, |(_, path)| path),
     };
-    format!("{root}/{}", path.trim_start_matches('/'))
+    if path.split('/').any(|segment| segment == "..") {
+        return Err(format!(
+            "{uri:?} has a \"..\" segment: it could climb out of the site's storage {root:?}"
+        ));
+    }
+    if let Ok(url) = hdfs_sync::StorageUrl::parse(uri)
+        && url.starts_with(&root_url)
+    {
+        return Ok(url.to_string());
+    }
+    root_url
+        .join(path.trim_start_matches('/'))
+        .map(|url| url.to_string())
+        .map_err(|e| format!("{uri:?} under the site's storage {root:?}: {e}"))
 }
 
 /// A stable hash of a job's spec: a change of spec means a relaunch with the new one.
@@ -171,9 +205,11 @@ spec:
             &placement(),
             Some("hdfs:///x/chk-9".into()),
             None,
+            4,
         )
         .unwrap();
         assert_eq!(spec.generation, 3);
+        assert_eq!(spec.epoch, 4);
         assert_eq!(spec.task_slots, 2);
         assert_eq!(spec.checkpoint_interval_ms, 30_000);
         assert_eq!(spec.task_manager.cpu_milli, 2000);
@@ -189,22 +225,90 @@ spec:
     #[test]
     fn a_checkpoint_path_is_placed_in_the_sites_storage() {
         assert_eq!(
-            in_site_storage("file:///data/dc-a/", "hdfs:///flink/x"),
+            in_site_storage("file:///data/dc-a/", "hdfs:///flink/x").unwrap(),
             "file:///data/dc-a/flink/x"
         );
         assert_eq!(
-            in_site_storage("hdfs://ns-b", "hdfs://ns-a/flink/x"),
+            in_site_storage("hdfs://ns-b", "hdfs://ns-a/flink/x").unwrap(),
             "hdfs://ns-b/flink/x"
         );
         assert_eq!(
-            in_site_storage("file:///data/dc-a", "file:///data/dc-a/flink/x"),
+            in_site_storage("file:///data/dc-a", "file:///data/dc-a/flink/x").unwrap(),
             "file:///data/dc-a/flink/x"
         );
-        let spec = launch_spec(&job(), 1, &placement(), None, Some("hdfs://ns-a/")).unwrap();
+        assert_eq!(
+            in_site_storage("file:///data/dc-a", "file:/data/dc-a/flink/x").unwrap(),
+            "file:///data/dc-a/flink/x",
+            "Flink's own spelling of a local path"
+        );
+        let spec = launch_spec(&job(), 1, &placement(), None, Some("hdfs://ns-a/"), 0).unwrap();
         assert_eq!(
             spec.checkpoint_dir,
             "hdfs://ns-a/flink/checkpoints/shop/orders"
         );
+    }
+
+    #[tokio::test]
+    async fn a_launch_carries_the_epoch_of_its_sites_record() {
+        use crate::state::{EmbeddedStateStore, SiteRecord, StateStore};
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(EmbeddedStateStore::open(dir.path()).unwrap());
+        let controller = crate::controller::Controller::new(
+            std::collections::BTreeMap::new(),
+            store.clone(),
+            scheduler::input::Policy::default_two_sites(),
+        );
+        let site = SiteId("dc-a".into());
+        assert_eq!(
+            controller.site_epoch(&site).await.unwrap(),
+            0,
+            "no record yet"
+        );
+        store
+            .put_site(&SiteRecord {
+                site: "dc-a".into(),
+                epoch: 4,
+                state: "active".into(),
+                detail: serde_json::Value::Null,
+            })
+            .await
+            .unwrap();
+        let epoch = controller.site_epoch(&site).await.unwrap();
+        assert_eq!(epoch, 4);
+        let spec = launch_spec(&job(), 1, &placement(), None, None, epoch).unwrap();
+        assert_eq!(spec.epoch, 4);
+    }
+
+    #[test]
+    fn a_path_that_climbs_out_of_the_sites_storage_is_refused_not_placed() {
+        for uri in [
+            "hdfs:///../../../../tmp/x",
+            "hdfs:///flink/../../tmp/x",
+            "file:///data/dc-a/../dc-b/flink/x",
+            "file:/data/dc-a/../../etc",
+        ] {
+            let error = in_site_storage("file:///data/dc-a", uri).unwrap_err();
+            assert!(error.contains(".."), "{uri}: {error}");
+        }
+        // A sibling directory whose name starts like the root is not inside it.
+        assert_eq!(
+            in_site_storage("file:///data/dc-a", "file:///data/dc-a-evil/x").unwrap(),
+            "file:///data/dc-a/data/dc-a-evil/x"
+        );
+        let mut escaping = job();
+        if let Some(c) = escaping.spec.checkpoints.as_mut() {
+            c.dir = "hdfs:///../../../../tmp/x".into();
+        }
+        let error = launch_spec(
+            &escaping,
+            1,
+            &placement(),
+            None,
+            Some("file:///data/dc-a"),
+            0,
+        )
+        .unwrap_err();
+        assert_eq!(error.field, "spec.checkpoints.dir");
     }
 
     #[test]

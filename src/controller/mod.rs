@@ -36,6 +36,9 @@ pub struct Controller {
     pub storage_roots: BTreeMap<SiteId, String>,
     /// Node loss, job failure, site loss and ops-triggered failovers (the failover engine).
     pub failover: failover::FailoverDriver,
+    /// Hides secret-looking values (built-in patterns and the policy's `redaction.keys`)
+    /// from API responses and the audit log.
+    pub redactor: crate::redact::Redactor,
     leading: AtomicBool,
     passes: tokio::sync::watch::Sender<u64>,
 }
@@ -50,6 +53,7 @@ impl Controller {
         Controller {
             sites,
             store,
+            redactor: crate::redact::Redactor::new(policy.redaction_keys()),
             policy,
             metrics: Arc::new(ControllerMetrics::new()),
             storage_roots: BTreeMap::new(),
@@ -177,14 +181,50 @@ impl Controller {
         Ok(created)
     }
 
-    /// Appends an audit entry by `actor`; failures are logged, not fatal.
+    /// Whether the store has room for `job` under its tenant: at most
+    /// [`scheduler::limits::MAX_JOBS_PER_TENANT`] jobs per tenant, counting `job` and not a
+    /// stored job of the same name (which `job` replaces). `Err` (the reason, naming the
+    /// field the tenant comes from) when it has not. Checked at admission; two admissions at
+    /// the same instant may each see room for the last one.
+    pub async fn tenant_room(&self, job: &StreamJob) -> Result<Result<(), String>, StateError> {
+        let tenant = job.tenant();
+        let id = job.id();
+        let records = self.store.list_jobs().await?;
+        let others = records
+            .iter()
+            .filter(|r| {
+                let record = &r.value;
+                let stored_tenant = record
+                    .spec
+                    .pointer("/spec/tenant")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or(&record.namespace);
+                stored_tenant == tenant.0
+                    && scheduler::model::JobId::new(&record.namespace, &record.name) != id
+            })
+            .count();
+        let max = scheduler::limits::MAX_JOBS_PER_TENANT;
+        if others < max {
+            return Ok(Ok(()));
+        }
+        Ok(Err(format!(
+            "{}: tenant {:?} already has {others} jobs, the most one tenant may have ({max}); delete one first",
+            job.tenant_field(),
+            tenant.0
+        )))
+    }
+
+    /// Appends an audit entry by `actor`; failures are logged, not fatal. Secret-looking
+    /// values in `target` and `result` (e.g. echoed by a parse error) are redacted first.
     pub async fn audit_as(&self, actor: &str, action: &str, target: &str, result: &str) {
         let entry = crate::state::AuditEntry {
             actor: actor.into(),
             action: action.into(),
-            target: target.into(),
+            target: self.redactor.redact_text(target),
             at_unix_ms: chrono::Utc::now().timestamp_millis(),
-            result: result.into(),
+            result: self
+                .redactor
+                .redact_text_keeping(result, &[target.rsplit('/').next().unwrap_or(target)]),
         };
         if let Err(error) = self.store.append_audit(&entry).await {
             tracing::warn!(%error, action, target, "audit append failed");
@@ -204,7 +244,30 @@ pub fn new_record(job: &StreamJob) -> JobRecord {
     }
 }
 
-/// The StreamJob a record holds (the whole object as the user gave it).
+/// The StreamJob a record holds (the whole object as the user gave it), checked as admission
+/// checks a new job. `Err` (the reason) for a record the controller must not act on: a spec
+/// that does not decode or breaks a rule or bound (one written straight into the store, or
+/// admitted by an older version), a name that is not the spec's, or a generation past
+/// [`scheduler::limits::MAX_GENERATION`]. Every reader of job records goes through here, so
+/// such a record is reported, never obeyed.
 pub fn stream_job_of(record: &JobRecord) -> Result<StreamJob, String> {
-    serde_json::from_value::<StreamJob>(record.spec.clone()).map_err(|e| e.to_string())
+    if record.generation > scheduler::limits::MAX_GENERATION {
+        return Err(format!(
+            "generation {} is past the largest twinsite writes ({})",
+            record.generation,
+            scheduler::limits::MAX_GENERATION
+        ));
+    }
+    let job = serde_json::from_value::<StreamJob>(record.spec.clone())
+        .map_err(|e| format!("the spec does not decode as a StreamJob: {e}"))?;
+    if job.metadata.namespace != record.namespace || job.metadata.name != record.name {
+        return Err(format!(
+            "the spec is of {}, not {}/{}",
+            job.id(),
+            record.namespace,
+            record.name
+        ));
+    }
+    job.validate().map_err(|e| e.to_string())?;
+    Ok(job)
 }

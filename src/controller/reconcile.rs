@@ -28,6 +28,8 @@ pub struct PassReport {
     pub launched: Vec<(JobId, u64)>,
     pub stopped: Vec<(SiteId, JobId, u64)>,
     pub unplaced: Vec<(JobId, String)>,
+    /// Stored records not acted on, with the reason (see `stream_job_of`).
+    pub unusable: Vec<(JobId, String)>,
     pub unreachable: Vec<SiteId>,
     pub checkpoints_recorded: usize,
     /// Writes skipped because the record changed under us (an API edit); redone next pass.
@@ -238,8 +240,18 @@ impl Controller {
         }) {
             Ok(parsed) => parsed,
             Err(message) => {
+                // Not acted on (never placed, launched or relaunched) and reported; the pass
+                // goes on with the other jobs. Whatever runs under its placement stays, as the
+                // store still places it there.
                 status.phase = JobPhase::Failed;
-                status.message = Some(format!("stored spec is unusable: {message}"));
+                status.message = Some(format!(
+                    "stored spec is unusable: {message}; fix the job and re-apply it"
+                ));
+                let id = JobId::new(&record.value.namespace, &record.value.name);
+                if status != old_status {
+                    tracing::warn!(job = %id, reason = %message, "stored job not acted on");
+                }
+                report.unusable.push((id, message));
                 self.write_status(&record, &old_status, &status, report)
                     .await?;
                 return Ok(());
@@ -420,7 +432,7 @@ impl Controller {
                         status.message = Some(if status.relaunches >= max {
                             format!(
                                 "failed {} times in a row in {} (spec.failover.maxRelaunchesPerSite is {max}); fix the job and re-apply it",
-                                status.relaunches + 1,
+                                status.relaunches.saturating_add(1),
                                 placement.site
                             )
                         } else {
@@ -473,6 +485,7 @@ impl Controller {
                     &placement,
                     status.restore_from.clone(),
                     self.storage_roots.get(&placement.site).map(String::as_str),
+                    self.site_epoch(&placement.site).await?,
                 );
                 match spec {
                     Ok(spec) => match view.site.launch(&spec).await {
@@ -616,7 +629,8 @@ impl Controller {
         // written and nothing launched; the next pass starts from the new record.
         let revision = t.record.revision;
         let mut record = t.record.value.clone();
-        record.generation += 1;
+        // `stream_job_of` refused generations near the top, so this cannot overflow.
+        record.generation = record.generation.saturating_add(1);
         let generation = record.generation;
         let mut status = t.status;
         status.phase = JobPhase::Launching;
@@ -633,6 +647,7 @@ impl Controller {
             &placement,
             status.restore_from.clone(),
             self.storage_roots.get(&placement.site).map(String::as_str),
+            self.site_epoch(&placement.site).await?,
         );
         let spec = match spec {
             Ok(spec) => spec,

@@ -131,7 +131,9 @@ impl Controller {
         merge_patch(&mut spec, &patch);
         let patched: scheduler::input::StreamJob =
             serde_json::from_value(spec.clone()).map_err(|e| invalid(e.to_string()))?;
-        patched.demand().map_err(|e| invalid(e.to_string()))?;
+        // Every admission rule and bound, as for an API edit (a recommendation past Flink's
+        // parallelism bound is refused here, not stored to be refused by the next pass).
+        patched.validate().map_err(|e| invalid(e.to_string()))?;
         self.policy
             .check_jobs("right-sized spec", std::slice::from_ref(&patched))
             .map_err(|e| invalid(e.to_string()))?;

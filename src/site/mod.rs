@@ -77,6 +77,11 @@ pub struct LaunchSpec {
     pub job: JobId,
     /// Grows by one on every relaunch of the job; a site never runs two generations at once.
     pub generation: u64,
+    /// The site's epoch (its `SiteRecord`) when the controller launched this generation.
+    /// Every object of the launch carries it (`twinsite.io/epoch`), so an agent inside the
+    /// site can stop generations launched before the site's epoch moved on.
+    #[serde(default)]
+    pub epoch: u64,
     /// Must name this site; every pod is pinned to its planned node.
     pub placement: JobPlacement,
     /// Container image, e.g. `flink:1.20`.
@@ -221,8 +226,9 @@ pub struct JobObservation {
     pub nodes: Vec<String>,
     /// Restarts observed since this generation was launched.
     pub restarts: u32,
-    /// `None` when the site kind cannot see checkpoints (the Kubernetes adapter: the
-    /// controller learns them from HDFS instead).
+    /// The newest complete checkpoint (or savepoint) of this generation, from the site's
+    /// storage; `None` before the first one (or when a Kubernetes site has no storage
+    /// configured).
     pub latest_completed_checkpoint: Option<CheckpointRef>,
 }
 

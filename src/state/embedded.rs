@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
 use super::keys::{KeyLayout, validate_segment};
-use super::kv::{KvBackend, KvEntry};
+use super::kv::{KvBackend, KvEntry, check_revision, next_revision};
 use super::store::KvStateStore;
 use super::{Expected, StateError};
 
@@ -103,6 +103,8 @@ impl EmbeddedKv {
             .values()
             .map(|e: &KvEntry| e.mod_revision)
             .fold(high_water, i64::max);
+        // A store whose counter cannot grow would fail every write; say so at open.
+        check_revision(&dir.display().to_string(), revision, false)?;
         Ok(Self {
             inner: Arc::new(Mutex::new(Inner {
                 root: dir.to_path_buf(),
@@ -142,10 +144,13 @@ impl EmbeddedKv {
 
 fn read_high_water(path: &Path) -> Result<i64, StateError> {
     match fs::read_to_string(path) {
-        Ok(text) => text.trim().parse().map_err(|_| StateError::Corrupt {
-            location: path.display().to_string(),
-            reason: format!("revision high-water mark {:?} is not a number", text.trim()),
-        }),
+        Ok(text) => {
+            let revision = text.trim().parse().map_err(|_| StateError::Corrupt {
+                location: path.display().to_string(),
+                reason: format!("revision high-water mark {:?} is not a number", text.trim()),
+            })?;
+            check_revision(&path.display().to_string(), revision, true)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
         Err(source) => Err(StateError::Io {
             path: path.to_path_buf(),
@@ -263,6 +268,7 @@ fn decode_record(path: &Path, bytes: &[u8]) -> Result<KvEntry, StateError> {
     let mod_revision: i64 = revision
         .parse()
         .map_err(|_| corrupt(format!("revision {revision:?} is not a number")))?;
+    let mod_revision = check_revision(&path.display().to_string(), mod_revision, true)?;
     let actual = sha256_hex(body);
     if actual != *checksum {
         return Err(corrupt(format!(
@@ -335,7 +341,7 @@ impl Inner {
     fn put(&mut self, key: String, value: Vec<u8>, expected: Expected) -> Result<i64, StateError> {
         check_expected(&key, expected, self.entries.get(&key))?;
         let path = path_of_key(&self.data, &key)?;
-        let revision = self.revision + 1;
+        let revision = next_revision(&self.root.display().to_string(), self.revision)?;
         write_atomically(&self.data, &path, &encode_record(revision, &value))?;
         self.revision = revision;
         self.entries.insert(
@@ -354,7 +360,7 @@ impl Inner {
             return Ok(false);
         }
         let path = path_of_key(&self.data, &key)?;
-        let revision = self.revision + 1;
+        let revision = next_revision(&self.root.display().to_string(), self.revision)?;
         // The deleted record may hold the highest revision; remember it before it goes.
         write_atomically(
             &self.root,

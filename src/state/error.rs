@@ -58,6 +58,17 @@ pub enum StateError {
         reason: String,
     },
 
+    /// A counter the store relies on (a revision, a job's generation, the audit sequence)
+    /// is at its largest value: the next write would wrap it or repeat an earlier value,
+    /// which breaks compare-and-set, so the store refuses. Retrying cannot help.
+    #[error("{location}: {counter} is {value}, the largest it can be; {consequence}")]
+    CounterLimit {
+        location: String,
+        counter: &'static str,
+        value: String,
+        consequence: &'static str,
+    },
+
     /// Stored bytes do not decode or fail their checksum. Retrying cannot help.
     #[error("corrupt state in {location}: {reason}")]
     Corrupt { location: String, reason: String },
@@ -106,6 +117,7 @@ impl StateError {
             StateError::NotFound { .. } => "not_found",
             StateError::InvalidName { .. } => "invalid_name",
             StateError::Unavailable { .. } => "unavailable",
+            StateError::CounterLimit { .. } => "counter_limit",
             StateError::Corrupt { .. } => "corrupt",
             StateError::Locked { .. } => "locked",
             StateError::Io { .. } => "io",

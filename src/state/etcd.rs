@@ -12,7 +12,7 @@ use etcd_client::{
 };
 
 use super::keys::KeyLayout;
-use super::kv::{KvBackend, KvEntry};
+use super::kv::{KvBackend, KvEntry, check_revision};
 use super::store::KvStateStore;
 use super::{Expected, StateError};
 
@@ -130,6 +130,27 @@ impl EtcdKv {
         }
     }
 
+    /// Fails [`StateError::CounterLimit`] when etcd's revision counter is at `i64::MAX` (no
+    /// write could get a larger revision; etcd itself would wrap) and `Corrupt` when it is
+    /// negative (it wrapped). Returns the current revision. Checked once at start.
+    pub async fn check_revision_headroom(&self, location: &str) -> Result<i64, StateError> {
+        let response = self
+            .client
+            .clone()
+            .get(location, Some(GetOptions::new().with_count_only()))
+            .await
+            .map_err(|e| unavailable("get", location, e))?;
+        let revision =
+            response
+                .header()
+                .map(|h| h.revision())
+                .ok_or_else(|| StateError::Corrupt {
+                    location: location.to_owned(),
+                    reason: "etcd answered without a header".to_owned(),
+                })?;
+        check_revision(&format!("etcd (at {location})"), revision, false)
+    }
+
     pub fn set_leader(&self, leader: Option<LeaderKey>) {
         // A poisoned lock only means a panic elsewhere while swapping an Option: still sound.
         *self.leader.write().unwrap_or_else(|e| e.into_inner()) = leader;
@@ -189,7 +210,7 @@ impl EtcdKv {
                         location: key.to_owned(),
                         reason: "etcd answered a transaction without a header".to_owned(),
                     })?;
-            return Ok((revision, responses));
+            return Ok((check_revision(key, revision, true)?, responses));
         }
         let mut reads = responses.into_iter().map(|r| match r {
             TxnOpResponse::Get(get) => get
@@ -244,11 +265,12 @@ fn entry_of(kv: &etcd_client::KeyValue) -> Result<(String, KvEntry), StateError>
         location: String::from_utf8_lossy(kv.key()).into_owned(),
         reason: "key is not UTF-8".to_owned(),
     })?;
+    let mod_revision = check_revision(&key, kv.mod_revision(), true)?;
     Ok((
         key,
         KvEntry {
             value: kv.value().to_vec(),
-            mod_revision: kv.mod_revision(),
+            mod_revision,
         },
     ))
 }

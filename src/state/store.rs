@@ -151,7 +151,15 @@ impl<B: KvBackend> StateStore for KvStateStore<B> {
                 return Err(StateError::NotFound { key });
             };
             let mut next = current.value;
-            next.generation += 1;
+            next.generation =
+                next.generation
+                    .checked_add(1)
+                    .ok_or_else(|| StateError::CounterLimit {
+                        location: key.clone(),
+                        counter: "the generation",
+                        value: next.generation.to_string(),
+                        consequence: "a launch needs a generation larger than every earlier one; delete and re-create the job",
+                    })?;
             match self
                 .write(&key, &next, Expected::Revision(current.revision))
                 .await
@@ -321,7 +329,7 @@ impl<B: KvBackend> StateStore for KvStateStore<B> {
                 Some((key, _)) => parse_audit_seq(&prefix, &key)?,
                 None => 0,
             };
-            let seq = last + 1;
+            let seq = next_audit_seq(&prefix, last, 1)?;
             match self
                 .write(&self.layout.audit(seq), entry, Expected::Absent)
                 .await
@@ -345,13 +353,15 @@ impl<B: KvBackend> StateStore for KvStateStore<B> {
             Some((key, _)) => parse_audit_seq(&prefix, &key)?,
             None => 0,
         };
-        let writes = entries
-            .iter()
-            .zip(last + 1..)
-            .map(|(entry, seq)| async move {
-                let key = self.layout.audit(seq);
-                (entry, self.write(&key, entry, Expected::Absent).await)
-            });
+        // Every number is checked before anything is written: a batch that would pass the
+        // largest sequence writes none of its entries.
+        let numbered = (1..=entries.len() as u64)
+            .map(|offset| next_audit_seq(&prefix, last, offset))
+            .collect::<Result<Vec<u64>, StateError>>()?;
+        let writes = entries.iter().zip(numbered).map(|(entry, seq)| async move {
+            let key = self.layout.audit(seq);
+            (entry, self.write(&key, entry, Expected::Absent).await)
+        });
         let mut raced = Vec::new();
         for (entry, result) in futures::future::join_all(writes).await {
             match result {
@@ -384,6 +394,17 @@ impl<B: KvBackend> StateStore for KvStateStore<B> {
         }
         Ok(records)
     }
+}
+
+/// The audit sequence `offset` places after `last`, if there is room.
+fn next_audit_seq(prefix: &str, last: u64, offset: u64) -> Result<u64, StateError> {
+    last.checked_add(offset)
+        .ok_or_else(|| StateError::CounterLimit {
+            location: prefix.to_owned(),
+            counter: "the audit sequence",
+            value: last.to_string(),
+            consequence: "no entry can be appended after it; move the audit log away",
+        })
 }
 
 fn parse_audit_seq(prefix: &str, key: &str) -> Result<u64, StateError> {

@@ -4,4 +4,6 @@
 pub mod etcd;
 pub mod fixtures;
 pub mod flink;
+pub mod kube_api;
+pub mod kube_schema;
 pub mod prometheus;

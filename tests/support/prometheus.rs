@@ -89,7 +89,6 @@ pub fn openmetrics(series: &[RawSeries]) -> String {
 impl PrometheusServer {
     /// Imports `series` with promtool, starts Prometheus on them and waits until it is ready.
     pub async fn start_with(series: &[RawSeries]) -> PrometheusServer {
-        let prometheus = binary("prometheus");
         let promtool = binary("promtool");
         let dir = tempfile::tempdir().expect("temporary directory for prometheus");
         let data = dir.path().join("data");
@@ -115,6 +114,34 @@ impl PrometheusServer {
         let config = dir.path().join("prometheus.yml");
         // No scrape targets: the test's history is all the server holds.
         std::fs::write(&config, "global:\n  scrape_interval: 15s\n").expect("write config");
+        PrometheusServer::spawn(dir, &config, &data).await
+    }
+
+    /// Starts Prometheus scraping every second with `scrape_configs` (YAML, the list under
+    /// that key); `files` (name, contents) are written beside its config first, mode 0600
+    /// (e.g. a bearer token for `authorization.credentials_file`), and `{dir}` in the
+    /// scrape configs stands for that directory.
+    pub async fn start_scraping(scrape_configs: &str, files: &[(&str, &str)]) -> PrometheusServer {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temporary directory for prometheus");
+        for (name, contents) in files {
+            let path = dir.path().join(name);
+            std::fs::write(&path, contents).expect("write a file for prometheus");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod 600");
+        }
+        let config = dir.path().join("prometheus.yml");
+        let text = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n{}",
+            scrape_configs.replace("{dir}", &dir.path().display().to_string())
+        );
+        std::fs::write(&config, text).expect("write config");
+        let data = dir.path().join("data");
+        PrometheusServer::spawn(dir, &config, &data).await
+    }
+
+    async fn spawn(dir: tempfile::TempDir, config: &Path, data: &Path) -> PrometheusServer {
+        let prometheus = binary("prometheus");
         let url = format!("http://127.0.0.1:{}", free_port());
         let log_path = dir.path().join("prometheus.log");
         let log = std::fs::File::create(&log_path).expect("prometheus log file");

@@ -6,6 +6,10 @@ use std::fmt;
 use std::time::Duration;
 
 use scheduler::k8s::Quantity;
+use scheduler::limits::{
+    MAX_SCENARIO_JOBS, MAX_SCENARIO_NODES_PER_SITE, MAX_SCENARIO_SPAN, MAX_SCENARIO_STEPS,
+    MAX_SCENARIO_WORK, MAX_TASK_MANAGERS_PER_JOB, MIN_CHECKPOINT_INTERVAL,
+};
 use scheduler::model::{JobDemand, JobId, Priority, Resources, SiteConstraint, SiteId, TenantId};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -508,6 +512,13 @@ pub struct Plan {
     pub events: Vec<(Duration, Action)>,
 }
 
+/// What events may name: the sites, their nodes (site, node), the job ids.
+struct Known<'a> {
+    sites: Vec<&'a SiteId>,
+    nodes: BTreeSet<(&'a str, &'a str)>,
+    jobs: &'a BTreeSet<String>,
+}
+
 struct Checker<'a> {
     source: &'a str,
 }
@@ -586,6 +597,8 @@ impl Scenario {
         if duration.is_zero() {
             return Err(c.err(None, "duration", "must be longer than zero"));
         }
+        within_span(&c, None, "duration", duration)?;
+        self.check_knob_spans(&c)?;
         let step = self.step.map_or(Duration::from_secs(1), |s| s.0);
         if step.is_zero() || step > duration {
             return Err(c.err(
@@ -597,11 +610,24 @@ impl Scenario {
                 ),
             ));
         }
-        if duration.as_secs_f64() / step.as_secs_f64() > 1_000_000.0 {
+        let steps = duration.as_nanos().div_ceil(step.as_nanos());
+        if steps > u128::from(MAX_SCENARIO_STEPS) {
             return Err(c.err(
                 None,
                 "step",
-                "more than 1 000 000 steps: make the step longer or the duration shorter",
+                format!(
+                    "{steps} steps, more than {MAX_SCENARIO_STEPS}: make the step longer or the duration shorter"
+                ),
+            ));
+        }
+        if self.jobs.len() > MAX_SCENARIO_JOBS {
+            return Err(c.err(
+                None,
+                "jobs",
+                format!(
+                    "{} jobs, more than the {MAX_SCENARIO_JOBS} a scenario may have",
+                    self.jobs.len()
+                ),
             ));
         }
         if self.sites.len() != 2 {
@@ -621,11 +647,14 @@ impl Scenario {
                     "a site name must not be empty nor contain '/' or spaces",
                 ));
             }
-            if spec.nodes == 0 || spec.nodes > 10_000 {
+            if spec.nodes == 0 || spec.nodes > MAX_SCENARIO_NODES_PER_SITE {
                 return Err(c.err(
                     None,
                     format!("{field}.nodes"),
-                    "must be between 1 and 10000",
+                    format!(
+                        "must be between 1 and {MAX_SCENARIO_NODES_PER_SITE}, found {}",
+                        spec.nodes
+                    ),
                 ));
             }
             let cpu = quantity(&spec.cpu, "16", true)
@@ -640,11 +669,11 @@ impl Scenario {
         }
         let site_names: Vec<String> = self.sites.keys().cloned().collect();
         let site_of = |name: &str| site_names.iter().any(|s| s == name);
-        let has_node = |site: &str, node: &str| {
-            sites
-                .iter()
-                .any(|(s, nodes)| s.0 == site && nodes.iter().any(|(n, _)| n == node))
-        };
+        let node_names: BTreeSet<(&str, &str)> = sites
+            .iter()
+            .flat_map(|(s, nodes)| nodes.iter().map(move |(n, _)| (s.0.as_str(), n.as_str())))
+            .collect();
+        let has_node = |site: &str, node: &str| node_names.contains(&(site, node));
         let mut jobs = Vec::new();
         let mut ids = BTreeSet::new();
         for (i, spanned) in self.jobs.iter().enumerate() {
@@ -672,8 +701,14 @@ impl Scenario {
                 ));
             }
             let task_managers = j.task_managers.unwrap_or(1);
-            if task_managers == 0 {
-                return Err(c.err(at, field("task-managers"), "must be at least 1"));
+            if task_managers == 0 || task_managers > MAX_TASK_MANAGERS_PER_JOB {
+                return Err(c.err(
+                    at,
+                    field("task-managers"),
+                    format!(
+                        "must be between 1 and {MAX_TASK_MANAGERS_PER_JOB}, found {task_managers}"
+                    ),
+                ));
             }
             let size = |p: &Option<PodSize>, f: &str, cpu: &str, mem: &str| {
                 let (cq, mq) = p
@@ -690,8 +725,17 @@ impl Scenario {
             let interval = j
                 .checkpoint_interval
                 .map_or(Duration::from_secs(60), |d| d.0);
-            if interval.is_zero() {
-                return Err(c.err(at, field("checkpoint-interval"), "must be longer than zero"));
+            within_span(&c, at, field("checkpoint-interval"), interval)?;
+            if interval < MIN_CHECKPOINT_INTERVAL {
+                return Err(c.err(
+                    at,
+                    field("checkpoint-interval"),
+                    format!(
+                        "must be at least {}ms (Flink's shortest checkpoint interval), found {}",
+                        MIN_CHECKPOINT_INTERVAL.as_millis(),
+                        humantime::format_duration(interval)
+                    ),
+                ));
             }
             let nodes = j.nodes.clone().unwrap_or_default();
             if !nodes.is_empty() {
@@ -760,6 +804,7 @@ impl Scenario {
                 line: Some(spanned.referenced.line()).filter(|l| *l > 0),
             });
         }
+        self.check_work(&c, duration, steps, &jobs)?;
         let mut engine =
             crate::engine::EngineConfig::new(sites.iter().map(|(s, _)| s.clone()).collect());
         let k = &self.engine;
@@ -809,10 +854,15 @@ impl Scenario {
         set(w.replication_delay, &mut world.replication_delay);
         set(w.restart_delay, &mut world.restart_delay);
         set(w.max_restart_delay, &mut world.max_restart_delay);
+        let known = Known {
+            sites: sites.iter().map(|(s, _)| s).collect(),
+            nodes: node_names,
+            jobs: &ids,
+        };
         let mut events = Vec::new();
         for (i, spanned) in self.events.iter().enumerate() {
             let at = Some(&spanned.referenced);
-            let action = self.action(&c, i, at, &spanned.value, &sites, &ids)?;
+            let action = self.action(&c, i, at, &spanned.value, &known)?;
             if spanned.value.at.0 > duration {
                 return Err(c.err(
                     at,
@@ -849,20 +899,100 @@ impl Scenario {
         })
     }
 
+    /// Every duration among the engine and world settings is within [`MAX_SCENARIO_SPAN`].
+    fn check_knob_spans(&self, c: &Checker) -> Result<(), ScenarioError> {
+        let (k, w) = (&self.engine, &self.world);
+        let knobs = [
+            ("engine.node-grace", k.node_grace),
+            ("engine.site-grace", k.site_grace),
+            ("engine.site-suspect-after", k.site_suspect_after),
+            (
+                "engine.task-manager-recovery-bound",
+                k.task_manager_recovery_bound,
+            ),
+            ("engine.fence-retry", k.fence_retry),
+            ("world.launch-time", w.launch_time),
+            ("world.fence-time", w.fence_time),
+            ("world.savepoint-time", w.savepoint_time),
+            ("world.replication-delay", w.replication_delay),
+            ("world.restart-delay", w.restart_delay),
+            ("world.max-restart-delay", w.max_restart_delay),
+        ];
+        for (field, value) in knobs {
+            if let Some(value) = value {
+                within_span(c, None, field, value.0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a scenario whose run would do more than [`MAX_SCENARIO_WORK`] units of work:
+    /// every step visits every job, and every checkpoint a job takes over the duration is one
+    /// more. The step count alone does not bound it: a 1 ms checkpoint interval over a day is
+    /// 86 million checkpoints of one job.
+    fn check_work(
+        &self,
+        c: &Checker,
+        duration: Duration,
+        steps: u128,
+        jobs: &[JobPlan],
+    ) -> Result<(), ScenarioError> {
+        let visits = steps.saturating_mul(jobs.len() as u128);
+        let checkpoints: u128 = jobs
+            .iter()
+            .map(|j| {
+                duration
+                    .as_nanos()
+                    .div_ceil(j.checkpoint_interval.as_nanos().max(1))
+            })
+            .sum();
+        let work = visits.saturating_add(checkpoints);
+        if work <= u128::from(MAX_SCENARIO_WORK) {
+            return Ok(());
+        }
+        let what = format!(
+            "the run would do {work} units of work ({steps} steps × {} jobs + {checkpoints} checkpoints over {}), more than {MAX_SCENARIO_WORK}",
+            jobs.len(),
+            super::report::fmt_duration(duration)
+        );
+        if checkpoints >= visits {
+            // Name the job whose checkpoints cost most: the shortest interval.
+            let (i, job) = jobs
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, j)| j.checkpoint_interval)
+                .ok_or_else(|| c.err(None, "duration", what.clone()))?;
+            let at = self.jobs.get(i).map(|s| &s.referenced);
+            return Err(c.err(
+                at,
+                format!("jobs[{i}].checkpoint-interval"),
+                format!(
+                    "{what}: make the checkpoint interval ({}) longer or the duration shorter",
+                    humantime::format_duration(job.checkpoint_interval)
+                ),
+            ));
+        }
+        Err(c.err(
+            None,
+            "step",
+            format!("{what}: make the step longer, the duration shorter or the jobs fewer"),
+        ))
+    }
+
     fn action(
         &self,
         c: &Checker,
         i: usize,
         at: Option<&serde_saphyr::Location>,
         e: &EventSpec,
-        sites: &[(SiteId, Vec<(String, Resources)>)],
-        jobs: &BTreeSet<String>,
+        known: &Known,
     ) -> Result<Action, ScenarioError> {
+        let (sites, node_names, jobs) = (&known.sites, &known.nodes, known.jobs);
         use super::world::CrashTrigger;
         use crate::engine::OpsRequest;
         let field = |f: &str| format!("events[{i}].{f}");
         let site = |f: &str, name: &str| {
-            if sites.iter().any(|(s, _)| s.0 == name) {
+            if sites.iter().any(|s| s.0 == name) {
                 Ok(SiteId(name.to_string()))
             } else {
                 Err(c.err(
@@ -872,7 +1002,7 @@ impl Scenario {
                         "unknown site {name:?}; the sites are {}",
                         sites
                             .iter()
-                            .map(|(s, _)| s.0.as_str())
+                            .map(|s| s.0.as_str())
                             .collect::<Vec<_>>()
                             .join(", ")
                     ),
@@ -880,12 +1010,12 @@ impl Scenario {
             }
         };
         let node = |f: &str, r: &NodeRef| {
-            let found = sites.iter().find(|(s, nodes)| {
+            let found = sites.iter().find(|s| {
                 r.site.as_ref().is_none_or(|want| &s.0 == want)
-                    && nodes.iter().any(|(n, _)| n == &r.node)
+                    && node_names.contains(&(s.0.as_str(), r.node.as_str()))
             });
             match found {
-                Some((s, _)) => Ok((s.clone(), r.node.clone())),
+                Some(s) => Ok(((*s).clone(), r.node.clone())),
                 None => Err(c.err(
                     at,
                     field(f),
@@ -899,9 +1029,8 @@ impl Scenario {
         let other = |from: &SiteId| {
             sites
                 .iter()
-                .map(|(s, _)| s.clone())
-                .find(|s| s != from)
-                .unwrap_or_else(|| from.clone())
+                .find(|s| **s != from)
+                .map_or_else(|| from.clone(), |s| (*s).clone())
         };
         let mut found: Vec<(&str, Action)> = Vec::new();
         if let Some(r) = &e.node_lost {
@@ -973,6 +1102,7 @@ impl Scenario {
             found.push(("job-fails", Action::JobFails(JobId::new(ns, name))));
         }
         if let Some(d) = e.replication_delay {
+            within_span(c, at, field("replication-delay"), d.0)?;
             found.push(("replication-delay", Action::ReplicationDelay(d.0)));
         }
         if let Some(ops) = &e.ops {
@@ -1026,6 +1156,27 @@ impl Scenario {
             )),
         }
     }
+}
+
+/// `Err` naming `field` when `value` is longer than [`MAX_SCENARIO_SPAN`].
+fn within_span(
+    c: &Checker,
+    at: Option<&serde_saphyr::Location>,
+    field: impl Into<String>,
+    value: Duration,
+) -> Result<(), ScenarioError> {
+    if value <= MAX_SCENARIO_SPAN {
+        return Ok(());
+    }
+    Err(c.err(
+        at,
+        field,
+        format!(
+            "{} is longer than a scenario may be ({} days)",
+            humantime::format_duration(value),
+            MAX_SCENARIO_SPAN.as_secs() / 86_400
+        ),
+    ))
 }
 
 /// A serde path as a person reads it: without the `value` of the located wrappers, nor a

@@ -176,9 +176,9 @@ async fn replicate(
         ..SyncOptions::default()
     };
     let r = Replicator::new(
-        Arc::new(LocalStorage),
+        Arc::new(LocalStorage::new(src)),
         StorageUrl::local(src)?,
-        Arc::new(LocalStorage),
+        Arc::new(LocalStorage::new(dst)),
         StorageUrl::local(dst)?,
         Arc::new(MemoryLedger::default()),
         options,
@@ -311,8 +311,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let start = Instant::now();
-    let found =
-        hdfs_sync::discovery::discover_all(&LocalStorage, &StorageUrl::local(&root)?, 32).await?;
+    let found = hdfs_sync::discovery::discover_all(
+        &LocalStorage::new(&root),
+        &StorageUrl::local(&root)?,
+        32,
+    )
+    .await?;
     let secs = start.elapsed().as_secs_f64();
     let checkpoints: usize = found.iter().map(|j| j.complete.len()).sum();
     println!(

@@ -37,6 +37,23 @@ impl W {
 /// `_metadata` (format V6) for one keyed operator whose incremental RocksDB handle references
 /// the given files by absolute URI, plus an inline operator-state handle with a path-like name.
 pub fn metadata_v6(checkpoint_id: i64, files: &[(String, u64)]) -> Vec<u8> {
+    let refs: Vec<Ref> = files
+        .iter()
+        .map(|(path, size)| Ref::Absolute(path.clone(), *size))
+        .collect();
+    metadata_v6_refs(checkpoint_id, &refs)
+}
+
+/// A file an incremental handle references: by absolute URI (a File handle) or by a path
+/// relative to `chk-N/` (a Relative handle, as savepoints and Flink 2.3.0 write them).
+#[derive(Debug, Clone)]
+pub enum Ref {
+    Absolute(String, u64),
+    Relative(String, u64),
+}
+
+/// As [`metadata_v6`], each file referenced as `files` says.
+pub fn metadata_v6_refs(checkpoint_id: i64, files: &[Ref]) -> Vec<u8> {
     let mut w = W::default();
     w.i32(0x4960672d).i32(6).i64(checkpoint_id).i32(0).i32(1);
     w.utf("counter").utf("").i64(1).i64(2).i32(1).i32(128).u8(0);
@@ -53,11 +70,12 @@ pub fn metadata_v6(checkpoint_id: i64, files: &[(String, u64)]) -> Vec<u8> {
         .i64(0);
     w.u8(0);
     w.i32(files.len() as i32);
-    for (i, (path, size)) in files.iter().enumerate() {
-        w.utf(&format!("{i:06}.sst"))
-            .u8(2)
-            .i64(*size as i64)
-            .utf(path);
+    for (i, reference) in files.iter().enumerate() {
+        w.utf(&format!("{i:06}.sst"));
+        match reference {
+            Ref::Absolute(path, size) => w.u8(2).i64(*size as i64).utf(path),
+            Ref::Relative(path, size) => w.u8(6).utf(path).i64(*size as i64),
+        };
     }
     w.i32(0).utf("id").u8(0).i32(0).i32(0);
     w.0.extend_from_slice(&[0xac, 0xed, 0x00, 0x05, 0x70]);
@@ -125,8 +143,9 @@ pub fn replicator(
     Replicator::new(source, url(src), peer, url(dst), ledger, options)
 }
 
-pub fn local() -> Arc<dyn Storage> {
-    Arc::new(LocalStorage)
+/// The local backend confined to `root`, as `twinsite sync` opens it for `--from`/`--to`.
+pub fn local(root: &Path) -> Arc<dyn Storage> {
+    Arc::new(LocalStorage::new(root))
 }
 
 pub fn fast_options() -> SyncOptions {

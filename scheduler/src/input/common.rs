@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::error::{InputError, InputProblem, Problems};
 use crate::k8s::Quantity;
 use crate::k8s::names::{label_value_errors, qualified_name_errors};
+use crate::limits::MAX_JOBS_PER_FILE;
 
 /// The API group and version of every twinsite document.
 pub const API_VERSION: &str = "twinsite.io/v1alpha1";
@@ -18,7 +19,14 @@ pub const API_VERSION: &str = "twinsite.io/v1alpha1";
 /// The non-empty YAML documents of `yaml`, or one problem naming the line of the syntax
 /// error. Empty documents are skipped, so document numbers count documents with content.
 pub(crate) fn yaml_documents(source: &str, yaml: &str) -> Result<Vec<Value>, InputError> {
-    serde_saphyr::from_multiple::<Value>(yaml).map_err(|error| {
+    // serde-saphyr's default budget (depth, nodes, aliases: no "billion laughs") stays; only
+    // the document count is raised so that a file may hold as many jobs as we allow, plus
+    // one so that our own message says what is too many.
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_documents = MAX_JOBS_PER_FILE + 1;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    serde_saphyr::from_multiple_with_options::<Value>(yaml, options).map_err(|error| {
         InputError::single(InputProblem::new(
             source,
             None,
@@ -378,4 +386,28 @@ pub(crate) fn check_uri(
         return None;
     }
     Some(scheme.to_string())
+}
+
+/// Checks that the path of `uri` (already a valid URI) names a place below its root: no `.`
+/// or `..` segment, no backslash, no control character. twinsite places such paths under
+/// each site's storage root, and a path that climbs out of it would read or write elsewhere.
+pub(crate) fn check_contained_path(problems: &mut Problems, field: &str, uri: &str) {
+    let path = uri
+        .split_once("://")
+        .map_or(uri, |(_, rest)| rest.find('/').map_or("", |i| &rest[i..]));
+    if let Some(segment) = path.split('/').find(|s| *s == ".." || *s == ".") {
+        problems.field(
+            field,
+            format!(
+                "{uri:?} has a {segment:?} segment: the path must stay below the site's storage root"
+            ),
+        );
+    } else if path.contains('\\') {
+        problems.field(
+            field,
+            format!("{uri:?} contains a backslash: write the path with '/'"),
+        );
+    } else if path.chars().any(char::is_control) {
+        problems.field(field, format!("{uri:?} contains a control character"));
+    }
 }

@@ -23,6 +23,7 @@ use serde_json::Value;
 
 use super::common::join;
 use super::error::{InputError, Problems};
+use crate::limits::FLINK_MAX_PARALLELISM;
 
 /// The slot sharing group of nodes that name none, as in Flink.
 pub const DEFAULT_SLOT_SHARING_GROUP: &str = "default";
@@ -182,9 +183,14 @@ fn read_nodes(nodes: &Value, at: &str, problems: &mut Problems, out: &mut Vec<Pl
                 match n.as_i64() {
                     Some(PARALLELISM_DEFAULT) => Some(None),
                     Some(p) if p >= 1 => match u32::try_from(p) {
-                        Ok(p) => Some(Some(p)),
-                        Err(_) => {
-                            problems.field(parallelism_at, format!("{p} is too large"));
+                        Ok(p) if p <= FLINK_MAX_PARALLELISM => Some(Some(p)),
+                        _ => {
+                            problems.field(
+                                parallelism_at,
+                                format!(
+                                    "must be at most {FLINK_MAX_PARALLELISM} (Flink's bound), found {p}"
+                                ),
+                            );
                             None
                         }
                     },

@@ -44,6 +44,31 @@ pub struct PolicyFile {
     pub detection: DetectionSpec,
     #[serde(default)]
     pub replication: ReplicationSpec,
+    /// Extra secret-looking keys the controller's API and audit log redact.
+    #[serde(default, skip_serializing_if = "RedactionSpec::is_empty")]
+    pub redaction: RedactionSpec,
+}
+
+/// Most patterns `redaction.keys` may list, and longest one: bounds what every API response
+/// and audit entry is matched against.
+pub const MAX_REDACTION_KEYS: usize = 64;
+pub const MAX_REDACTION_KEY_LEN: usize = 253;
+
+/// Keys whose values the controller never shows or records, beside the built-in
+/// `*password*`, `*secret*`, `*token*` and `*key*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedactionSpec {
+    /// Case-insensitive patterns of whole keys (`*` matches any run of characters), e.g.
+    /// `fs.oss.accessKeyId` or `*.credentials.*`.
+    #[serde(default)]
+    pub keys: Vec<String>,
+}
+
+impl RedactionSpec {
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -216,6 +241,11 @@ pub struct DetectionSpec {
     pub probe_interval: String,
     #[serde(default = "default_flink_recovery_grace")]
     pub flink_recovery_grace: String,
+    /// `tolerationSeconds` of the `NoExecute` tolerations for `node.kubernetes.io/unreachable`
+    /// and `node.kubernetes.io/not-ready` on every pod twinsite launches in a Kubernetes site:
+    /// how long Kubernetes leaves them on a dead node (its own default is five minutes).
+    #[serde(default = "default_pod_eviction_timeout")]
+    pub pod_eviction_timeout: String,
 }
 
 fn default_node_grace() -> String {
@@ -230,6 +260,14 @@ fn default_probe_interval() -> String {
 fn default_flink_recovery_grace() -> String {
     "2m".to_string()
 }
+fn default_pod_eviction_timeout() -> String {
+    "30s".to_string()
+}
+
+/// Kubernetes' own `tolerationSeconds` for unreachable and not-ready nodes
+/// (`--default-unreachable-toleration-seconds`): a longer timeout would keep twinsite's pods
+/// on a dead node longer than plain Kubernetes does.
+pub const MAX_POD_EVICTION_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Default for DetectionSpec {
     fn default() -> Self {
@@ -238,6 +276,7 @@ impl Default for DetectionSpec {
             site_grace: default_site_grace(),
             probe_interval: default_probe_interval(),
             flink_recovery_grace: default_flink_recovery_grace(),
+            pod_eviction_timeout: default_pod_eviction_timeout(),
         }
     }
 }
@@ -311,6 +350,8 @@ pub struct Detection {
     pub site_grace: Duration,
     pub probe_interval: Duration,
     pub flink_recovery_grace: Duration,
+    /// Whole seconds, 1 to 300 (`MAX_POD_EVICTION_TIMEOUT`).
+    pub pod_eviction_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -385,6 +426,7 @@ impl Policy {
             failover_reserve: vec![reserve("dc-a", "dc-b"), reserve("dc-b", "dc-a")],
             detection: DetectionSpec::default(),
             replication: ReplicationSpec::default(),
+            redaction: RedactionSpec::default(),
         };
         let placement = PlacementPolicy {
             pools: Vec::new(),
@@ -411,6 +453,7 @@ impl Policy {
                 site_grace: Duration::from_secs(60),
                 probe_interval: Duration::from_secs(5),
                 flink_recovery_grace: Duration::from_secs(120),
+                pod_eviction_timeout: Duration::from_secs(30),
             },
             replication: Replication {
                 interval: Duration::from_secs(30),
@@ -458,13 +501,40 @@ impl Policy {
         self.replication
     }
 
+    /// The policy's extra redaction patterns (`redaction.keys`), validated.
+    pub fn redaction_keys(&self) -> &[String] {
+        &self.file.redaction.keys
+    }
+
+    /// The tenants the policy knows: those its quotas name. Empty when it sets no quota.
+    pub fn tenants(&self) -> BTreeSet<&str> {
+        self.file.quotas.iter().map(|q| q.tenant.as_str()).collect()
+    }
+
     /// Checks what a job file can only be checked against the policy: every site a job
-    /// prefers or allows is one of the policy's sites. `source` names the job file.
+    /// prefers or allows is one of the policy's sites, and, when the policy names tenants
+    /// (its quotas do), the job's tenant is one of them. `source` names the job file.
     pub fn check_jobs(&self, source: &str, jobs: &[StreamJob]) -> Result<(), InputError> {
         let sites: BTreeSet<&str> = self.file.sites.iter().map(|s| s.name.as_str()).collect();
+        let tenants = self.tenants();
         let mut problems = Problems::new(source);
         for job in jobs {
             problems.set_object(Some(job.id().to_string()));
+            let tenant = job.tenant();
+            if !tenants.is_empty() && !tenants.contains(tenant.0.as_str()) {
+                problems.field(
+                    job.tenant_field(),
+                    format!(
+                        "tenant {:?} is not in the policy, whose quotas name the tenants it admits: {}",
+                        tenant.0,
+                        tenants
+                            .iter()
+                            .map(|t| format!("{t:?}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+            }
             let wanted = &job.spec.placement.sites;
             let named = wanted
                 .preferred
@@ -678,8 +748,33 @@ fn resolve(file: PolicyFile, problems: &mut Problems) -> Option<Policy> {
         "detection.flinkRecoveryGrace",
         &d.flink_recovery_grace,
     );
+    let pod_eviction_timeout = positive_duration(
+        problems,
+        "detection.podEvictionTimeout",
+        &d.pod_eviction_timeout,
+    );
+    if let Some(timeout) = pod_eviction_timeout {
+        if timeout.subsec_nanos() != 0 {
+            problems.field(
+                "detection.podEvictionTimeout",
+                format!(
+                    "{:?} must be whole seconds: it becomes the pods' tolerationSeconds",
+                    d.pod_eviction_timeout
+                ),
+            );
+        } else if timeout > MAX_POD_EVICTION_TIMEOUT {
+            problems.field(
+                "detection.podEvictionTimeout",
+                format!(
+                    "{:?} is longer than Kubernetes' own default of 5m: pods would stay on a dead node longer than without it",
+                    d.pod_eviction_timeout
+                ),
+            );
+        }
+    }
+    // `checked_mul`: a probe interval of a billion hours is refused here, not a panic.
     if let (Some(probe), Some(site)) = (probe_interval, site_grace)
-        && site < probe * 2
+        && probe.checked_mul(2).is_none_or(|twice| site < twice)
     {
         problems.field(
             "detection.siteGrace",
@@ -701,6 +796,8 @@ fn resolve(file: PolicyFile, problems: &mut Problems) -> Option<Policy> {
         problems.field("replication.parallelCopies", "must be at least 1, found 0");
     }
 
+    check_redaction(&file.redaction, problems);
+
     if problems.len() > before {
         return None;
     }
@@ -716,6 +813,7 @@ fn resolve(file: PolicyFile, problems: &mut Problems) -> Option<Policy> {
             site_grace: site_grace?,
             probe_interval: probe_interval?,
             flink_recovery_grace: flink_recovery_grace?,
+            pod_eviction_timeout: pod_eviction_timeout?,
         },
         replication: Replication {
             interval: interval?,
@@ -728,6 +826,38 @@ fn resolve(file: PolicyFile, problems: &mut Problems) -> Option<Policy> {
         },
         file,
     })
+}
+
+fn check_redaction(redaction: &RedactionSpec, problems: &mut Problems) {
+    if redaction.keys.len() > MAX_REDACTION_KEYS {
+        problems.field(
+            "redaction.keys",
+            format!(
+                "at most {MAX_REDACTION_KEYS} patterns, found {}",
+                redaction.keys.len()
+            ),
+        );
+        return;
+    }
+    for (i, key) in redaction.keys.iter().enumerate() {
+        let at = format!("redaction.keys[{i}]");
+        if key.is_empty() || key.len() > MAX_REDACTION_KEY_LEN {
+            problems.field(
+                at,
+                format!(
+                    "must be 1 to {MAX_REDACTION_KEY_LEN} characters, found {}",
+                    key.len()
+                ),
+            );
+        } else if let Some(bad) = key.chars().find(|c| !c.is_ascii_graphic()) {
+            problems.field(
+                at,
+                format!(
+                    "{bad:?} is not allowed: a pattern is a key of printable ASCII without spaces, `*` matching any run of characters"
+                ),
+            );
+        }
+    }
 }
 
 fn resolve_offline(

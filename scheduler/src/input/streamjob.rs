@@ -27,20 +27,27 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::common::{
-    self, check_labels, check_name, check_type_meta, check_uri, cpu_milli, decode, integer_value,
-    positive_duration, str_at,
+    self, check_contained_path, check_labels, check_name, check_type_meta, check_uri, cpu_milli,
+    decode, integer_value, positive_duration, str_at,
 };
 use super::error::{InputError, Problems};
 use super::flink_plan::{FlinkPlan, plan_from_value};
 use crate::k8s::names::qualified_name_errors;
 use crate::k8s::{NodeAffinity, Quantity, Toleration};
+use crate::limits::{
+    MAX_JOBS_PER_FILE, MAX_JOBS_PER_TENANT, MAX_RETAINED_CHECKPOINTS, MAX_SLOTS_PER_TASK_MANAGER,
+    MAX_TASK_MANAGERS_PER_JOB, MIN_CHECKPOINT_INTERVAL,
+};
 use crate::model::{JobDemand, JobId, Priority, Resources, SiteConstraint, SiteId, TenantId};
 
 pub use super::common::API_VERSION;
 pub const STREAM_JOB_KIND: &str = "StreamJob";
 
-/// Flink's upper bound on max parallelism (`KeyGroupRangeAssignment.UPPER_BOUND_MAX_PARALLELISM`).
-pub const FLINK_MAX_PARALLELISM: u32 = 1 << 15;
+pub use crate::limits::FLINK_MAX_PARALLELISM;
+
+/// Kubernetes reserves namespaces with this prefix for its own system components
+/// (`kube-system`, `kube-public`, `kube-node-lease`); a job's objects never go there.
+pub const RESERVED_NAMESPACE_PREFIX: &str = "kube-";
 
 /// Jar locations a site can launch from: `local://` (inside the image), `file://` and
 /// `hdfs://` (replicated to the peer site by twinsite).
@@ -331,6 +338,35 @@ impl StreamJob {
         )
     }
 
+    /// The field the tenant comes from: `spec.tenant`, or `metadata.namespace` without it.
+    pub fn tenant_field(&self) -> &'static str {
+        if self.spec.tenant.is_some() {
+            "spec.tenant"
+        } else {
+            "metadata.namespace"
+        }
+    }
+
+    /// Checks the job as [`parse_stream_jobs`] checks each job of a file: for a job that
+    /// did not come from one (a stored record, a patched spec), before acting on it.
+    pub fn validate(&self) -> Result<(), InputError> {
+        let mut problems = self.own_problems();
+        if self.api_version != API_VERSION {
+            problems.field(
+                "apiVersion",
+                format!("expected \"{API_VERSION}\", found {:?}", self.api_version),
+            );
+        }
+        if self.kind != STREAM_JOB_KIND {
+            problems.field(
+                "kind",
+                format!("expected \"{STREAM_JOB_KIND}\", found {:?}", self.kind),
+            );
+        }
+        validate(self, &mut problems);
+        problems.finish(())
+    }
+
     /// Slots the job needs: `parallelism`, or the plan's slot need when that is larger.
     pub fn slot_need(&self) -> Result<u64, InputError> {
         let mut problems = self.own_problems();
@@ -361,24 +397,46 @@ impl StreamJob {
 pub fn parse_stream_jobs(source: &str, yaml: &str) -> Result<Vec<StreamJob>, InputError> {
     let documents = common::yaml_documents(source, yaml)?;
     let mut problems = Problems::new(source);
-    let mut jobs: Vec<StreamJob> = Vec::new();
-    let mut first_seen: HashMap<JobId, String> = HashMap::new();
+    let mut items = Vec::new();
     for (index, document) in documents.into_iter().enumerate() {
         let document_label = format!("document {}", index + 1);
-        for (label, item) in list_items(document, &document_label, &mut problems) {
-            let object = describe(&label, &item);
-            problems.set_object(Some(object.clone()));
-            if let Some(job) = read_job(item, &mut problems) {
-                let id = job.id();
-                if let Some(first) = first_seen.get(&id) {
-                    problems.whole(format!(
-                        "duplicate StreamJob {id}: already defined in {first}"
-                    ));
-                    continue;
-                }
-                first_seen.insert(id, object);
-                jobs.push(job);
+        items.extend(list_items(document, &document_label, &mut problems));
+    }
+    if items.len() > MAX_JOBS_PER_FILE {
+        problems.set_object(None);
+        problems.whole(format!(
+            "{} StreamJobs, more than the {MAX_JOBS_PER_FILE} one file may hold; split it",
+            items.len()
+        ));
+        return Err(problems.into_error("too many StreamJobs"));
+    }
+    let mut jobs: Vec<StreamJob> = Vec::new();
+    let mut first_seen: HashMap<JobId, String> = HashMap::new();
+    let mut per_tenant: HashMap<TenantId, usize> = HashMap::new();
+    for (label, item) in items {
+        let object = describe(&label, &item);
+        problems.set_object(Some(object.clone()));
+        if let Some(job) = read_job(item, &mut problems) {
+            let id = job.id();
+            if let Some(first) = first_seen.get(&id) {
+                problems.whole(format!(
+                    "duplicate StreamJob {id}: already defined in {first}"
+                ));
+                continue;
             }
+            let tenant_jobs = per_tenant.entry(job.tenant()).or_insert(0);
+            *tenant_jobs += 1;
+            if *tenant_jobs == MAX_JOBS_PER_TENANT + 1 {
+                problems.field(
+                    job.tenant_field(),
+                    format!(
+                        "tenant {:?} has more than {MAX_JOBS_PER_TENANT} jobs in this file, the most one tenant may have",
+                        job.tenant().0
+                    ),
+                );
+            }
+            first_seen.insert(id, object);
+            jobs.push(job);
         }
     }
     problems.set_object(None);
@@ -441,6 +499,15 @@ fn validate(job: &StreamJob, problems: &mut Problems) {
     let meta = &job.metadata;
     check_name(problems, "metadata.name", &meta.name);
     check_name(problems, "metadata.namespace", &meta.namespace);
+    if meta.namespace.starts_with(RESERVED_NAMESPACE_PREFIX) {
+        problems.field(
+            "metadata.namespace",
+            format!(
+                "{:?}: namespaces starting with {RESERVED_NAMESPACE_PREFIX:?} are reserved for Kubernetes' own system components",
+                meta.namespace
+            ),
+        );
+    }
     check_labels(problems, "metadata.labels", &meta.labels, true);
     check_labels(problems, "metadata.annotations", &meta.annotations, false);
 
@@ -463,14 +530,18 @@ fn validate(job: &StreamJob, problems: &mut Problems) {
             ),
         );
     }
-    check_uri(
+    if check_uri(
         problems,
         "spec.jarURI",
         &spec.jar_uri,
         &JAR_SCHEMES,
         "the jar must be in the image or on storage twinsite replicates",
         true,
-    );
+    )
+    .is_some()
+    {
+        check_contained_path(problems, "spec.jarURI", &spec.jar_uri);
+    }
     if let Some(class) = &spec.entry_class
         && !is_java_class_name(class)
     {
@@ -481,6 +552,14 @@ fn validate(job: &StreamJob, problems: &mut Problems) {
     }
     if spec.parallelism == 0 {
         problems.field("spec.parallelism", "must be at least 1, found 0");
+    } else if spec.parallelism > FLINK_MAX_PARALLELISM {
+        problems.field(
+            "spec.parallelism",
+            format!(
+                "must be at most {FLINK_MAX_PARALLELISM} (Flink's bound), found {}",
+                spec.parallelism
+            ),
+        );
     }
     if let Some(max) = spec.max_parallelism
         && (max < spec.parallelism || max > FLINK_MAX_PARALLELISM)
@@ -495,21 +574,53 @@ fn validate(job: &StreamJob, problems: &mut Problems) {
     }
     if spec.task_manager.slots == 0 {
         problems.field("spec.taskManager.slots", "must be at least 1, found 0");
+    } else if spec.task_manager.slots > MAX_SLOTS_PER_TASK_MANAGER {
+        problems.field(
+            "spec.taskManager.slots",
+            format!(
+                "must be at most {MAX_SLOTS_PER_TASK_MANAGER}, found {}",
+                spec.task_manager.slots
+            ),
+        );
     }
     validate_placement(&spec.placement, problems);
     match &spec.checkpoints {
         Some(checkpoints) => {
-            check_uri(
+            if check_uri(
                 problems,
                 "spec.checkpoints.dir",
                 &checkpoints.dir,
                 &CHECKPOINT_SCHEMES,
                 "twinsite replicates checkpoints between the sites' storage",
                 true,
-            );
-            positive_duration(problems, "spec.checkpoints.interval", &checkpoints.interval);
+            )
+            .is_some()
+            {
+                check_contained_path(problems, "spec.checkpoints.dir", &checkpoints.dir);
+            }
+            if let Some(interval) =
+                positive_duration(problems, "spec.checkpoints.interval", &checkpoints.interval)
+                && interval < MIN_CHECKPOINT_INTERVAL
+            {
+                problems.field(
+                    "spec.checkpoints.interval",
+                    format!(
+                        "must be at least {}ms (Flink's shortest checkpoint interval), found {:?}",
+                        MIN_CHECKPOINT_INTERVAL.as_millis(),
+                        checkpoints.interval
+                    ),
+                );
+            }
             if checkpoints.retained == 0 {
                 problems.field("spec.checkpoints.retained", "must be at least 1, found 0");
+            } else if checkpoints.retained > MAX_RETAINED_CHECKPOINTS {
+                problems.field(
+                    "spec.checkpoints.retained",
+                    format!(
+                        "must be at most {MAX_RETAINED_CHECKPOINTS}, found {}",
+                        checkpoints.retained
+                    ),
+                );
             }
         }
         None if spec.failover.mode != FailoverMode::None => problems.field(
@@ -625,10 +736,25 @@ fn demand(job: &StreamJob, problems: &mut Problems) -> Option<JobDemand> {
     if spec.task_manager.slots == 0 {
         return None;
     }
-    let task_managers = need.div_ceil(u64::from(spec.task_manager.slots));
-    let Ok(task_managers) = u32::try_from(task_managers) else {
-        problems.field("spec.parallelism", format!("{need} slots is too many"));
-        return None;
+    let slots = spec.task_manager.slots;
+    let task_managers = need.div_ceil(u64::from(slots));
+    let task_managers = match u32::try_from(task_managers) {
+        Ok(count) if count <= MAX_TASK_MANAGERS_PER_JOB => count,
+        _ => {
+            // The plan's need is the larger one only when it exceeds the parallelism.
+            let field = if need > u64::from(spec.parallelism) {
+                "spec.plan"
+            } else {
+                "spec.parallelism"
+            };
+            problems.field(
+                field,
+                format!(
+                    "{need} slots at {slots} per TaskManager need {task_managers} TaskManagers, more than the {MAX_TASK_MANAGERS_PER_JOB} twinsite places for one job; raise spec.taskManager.slots or lower the parallelism"
+                ),
+            );
+            return None;
+        }
     };
     Some(JobDemand {
         id: job.id(),

@@ -3,14 +3,25 @@
 //! `MilliValue()`, which round away from zero.
 //!
 //! Where apimachinery's answer is an artefact of its int64 representation (wrapping on
-//! overflow, truncating exponents to int32) twinsite returns [`QuantityError::TooLarge`]
-//! instead. Strings whose number has no digit at all (`.`, `-`, `Gi`) are rejected although
+//! overflow, truncating exponents to int32, capping binary-suffixed values at 2^63-1)
+//! twinsite returns [`QuantityError::TooLarge`] instead. The rule followed is the one the
+//! `Quantity` type documents: "No matter which of the three exponent forms is used, no
+//! quantity may represent a number greater than 2^63-1 in magnitude". apimachinery's
+//! `ParseQuantity` silently caps a `BinarySI` amount there (`99999999999999999999Ei` reads as
+//! 8 EiB, a TODO in its source), while a decimal one of the same size overflows; twinsite
+//! refuses both, as it refuses a CPU that does not fit, so no request is quietly changed.
+//!
+//! Strings whose number has no digit at all (`.`, `-`, `Gi`) are rejected although
 //! apimachinery's scanner reads them as zero: they do not match apimachinery's own documented
-//! regular expression for `Gi`/`-`, and a bare `.` is never what a person meant.
+//! regular expression for `Gi`/`-`, and a bare `.` is never what a person meant. Strings
+//! longer than [`MAX_QUANTITY_CHARS`] are refused before any arithmetic, which is exact on
+//! the digits and so would grow with their number.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::limits::MAX_QUANTITY_CHARS;
 
 /// A quantity string as written by the user, e.g. `100m`, `1.5`, `1Gi`, `1e3`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -25,6 +36,9 @@ pub enum QuantityError {
     Format(String),
     #[error("quantity {0:?} is too large")]
     TooLarge(String),
+    /// More than [`MAX_QUANTITY_CHARS`] characters; the text is shown shortened.
+    #[error("quantity {0:?}… is longer than {MAX_QUANTITY_CHARS} characters")]
+    TooLong(String),
     /// The suffix scanned but is not one Kubernetes knows (`0.1mi`, `1i`, `1e`).
     #[error(
         "unable to parse quantity's suffix (expected one of n u m k M G T P E Ki Mi Gi Ti Pi Ei or an exponent like e3): {0:?}"
@@ -104,6 +118,10 @@ struct ParsedQuantity {
 impl ParsedQuantity {
     /// apimachinery's `parseQuantityString` followed by the suffix lookup.
     fn parse(text: &str) -> Result<ParsedQuantity, QuantityError> {
+        if text.len() > MAX_QUANTITY_CHARS {
+            let shown: String = text.chars().take(32).collect();
+            return Err(QuantityError::TooLong(shown));
+        }
         let format_error = || QuantityError::Format(text.to_owned());
         let bytes = text.as_bytes();
         let mut pos = 0;
@@ -167,26 +185,24 @@ impl ParsedQuantity {
                 ceil_magnitude(&self.digits, 0, power_of_ten)?
             }
             Scaling::Binary(exponent) => {
-                // apimachinery caps binary quantities at 2^63-1 before any scaling.
-                let units = ceil_magnitude(&self.digits, exponent, -(self.fraction_digits as i128))
-                    .map_or(MAX_MAGNITUDE_PLUS_ONE, |m| m.min(MAX_MAGNITUDE_PLUS_ONE));
+                // Past 2^63-1 apimachinery caps a binary quantity; twinsite refuses it (see
+                // the module comment), as it refuses a decimal one.
+                let units =
+                    ceil_magnitude(&self.digits, exponent, -(self.fraction_digits as i128))?;
                 if units > i64::MAX as u128 {
-                    (i64::MAX as u128).checked_mul(10u128.checked_pow(decimal_places)?)?
-                } else {
-                    ceil_magnitude(
-                        &self.digits,
-                        exponent,
-                        i128::from(decimal_places) - self.fraction_digits as i128,
-                    )?
+                    return None;
                 }
+                ceil_magnitude(
+                    &self.digits,
+                    exponent,
+                    i128::from(decimal_places) - self.fraction_digits as i128,
+                )?
             }
         };
         let magnitude = i128::try_from(magnitude).ok()?;
         Some(if self.negative { -magnitude } else { magnitude })
     }
 }
-
-const MAX_MAGNITUDE_PLUS_ONE: u128 = i64::MAX as u128 + 1;
 
 fn scan_digits(bytes: &[u8], from: usize) -> usize {
     let mut pos = from;

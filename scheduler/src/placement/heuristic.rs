@@ -66,6 +66,9 @@ pub(crate) struct Engine<'r, 'a> {
     pending_victims: Vec<(usize, Placed)>,
     /// MILP guidance: the site to try first, and jobs the solver left out (tried last).
     hint: Option<&'r BTreeMap<JobId, Option<SiteId>>>,
+    /// Jobs placement refuses outright ([`super::refusal`]), with the reason; they never
+    /// enter `jobs`, so no step below sizes anything by their pod count.
+    refused: Vec<Unplaced>,
 }
 
 pub(crate) fn plan_heuristic(
@@ -160,12 +163,21 @@ impl<'r, 'a> Engine<'r, 'a> {
         let cap = Capacity::new(&cluster);
         let mut jobs: Vec<&'a JobDemand> = Vec::with_capacity(req.jobs.len());
         let mut job_index = HashMap::new();
+        let mut refused: Vec<Unplaced> = Vec::new();
         for job in req.jobs {
             // A repeated job id: the first definition wins.
-            if !job_index.contains_key(&job.id) {
-                job_index.insert(&job.id, jobs.len());
-                jobs.push(job);
+            if job_index.contains_key(&job.id) || refused.iter().any(|r| r.job == job.id) {
+                continue;
             }
+            if let Some(reason) = super::refusal(job) {
+                refused.push(Unplaced {
+                    job: job.id.clone(),
+                    reason,
+                });
+                continue;
+            }
+            job_index.insert(&job.id, jobs.len());
+            jobs.push(job);
         }
         let mut quota_limit = HashMap::new();
         for q in &req.policy.quotas {
@@ -194,6 +206,7 @@ impl<'r, 'a> Engine<'r, 'a> {
             moves: Vec::new(),
             pending_victims: Vec::new(),
             hint,
+            refused,
         }
     }
 
@@ -724,7 +737,7 @@ impl<'r, 'a> Engine<'r, 'a> {
             let mut shape: Vec<(PodRole, u32)> =
                 rp.pods.iter().map(|p| (p.role, p.index)).collect();
             shape.sort();
-            if shape != expected_pods(job) {
+            if !super::is_whole_gang(&shape, job.task_managers) {
                 displaced.push(whole(
                     format!(
                         "job resized: now 1 JobManager + {} TaskManagers, {} pods running",
@@ -1165,6 +1178,7 @@ impl<'r, 'a> Engine<'r, 'a> {
                 reason: reason.clone(),
             })
             .collect();
+        unplaced.append(&mut self.refused);
         unplaced.sort_by(|a, b| a.job.cmp(&b.job));
         let mut moves = std::mem::take(&mut self.moves);
         moves.sort_by(|a, b| a.job.cmp(&b.job));
@@ -1231,6 +1245,9 @@ impl<'r, 'a> IncrementalPlacer<'r, 'a> {
     /// Places `job` (all pods or none) and keeps it; `Err` says why it does not fit. Never
     /// preempts and ignores failover reserves: admission is checked again by the next round.
     pub fn place_one(&mut self, job: &'a JobDemand) -> Result<JobPlacement, String> {
+        if let Some(reason) = super::refusal(job) {
+            return Err(reason);
+        }
         let j = match self.engine.job_by_id(&job.id) {
             Some(j) if self.engine.placed[j].is_some() => {
                 return Err(format!("job {} is already placed", job.id));

@@ -19,9 +19,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::{MAX_PODS_PER_JOB, MAX_TASK_MANAGERS_PER_JOB};
 use crate::model::{
-    JobDemand, JobId, JobPlacement, PlacementPolicy, PodPlacement, Priority, Resources, SiteId,
-    SiteSnapshot,
+    JobDemand, JobId, JobPlacement, PlacementPolicy, PodPlacement, PodRole, Priority, Resources,
+    SiteId, SiteSnapshot,
 };
 
 pub use heuristic::IncrementalPlacer;
@@ -155,6 +156,29 @@ pub fn priority_weight(priority: Priority) -> f64 {
 pub fn demand_units(job: &JobDemand) -> f64 {
     let total = job.total();
     total.cpu_milli as f64 / 1000.0 + total.memory_bytes as f64 / (4.0 * GIB)
+}
+
+/// Why placement refuses `job` outright, if it does: more TaskManagers than
+/// [`MAX_TASK_MANAGERS_PER_JOB`]. Admission refuses such jobs already; this is the second
+/// line, so that nothing here allocates or loops in proportion to an unchecked count.
+pub fn refusal(job: &JobDemand) -> Option<String> {
+    (job.task_managers > MAX_TASK_MANAGERS_PER_JOB).then(|| {
+        format!(
+            "1 JobManager + {} TaskManagers is more than the {MAX_PODS_PER_JOB} pods twinsite places for one job",
+            job.task_managers
+        )
+    })
+}
+
+/// Whether the sorted `shape` is exactly one JobManager (index 0) and TaskManagers
+/// `0..task_managers`, checked without building that list.
+pub(crate) fn is_whole_gang(shape: &[(PodRole, u32)], task_managers: u32) -> bool {
+    shape.len() == task_managers as usize + 1
+        && shape.first() == Some(&(PodRole::Jobmanager, 0))
+        && shape[1..]
+            .iter()
+            .zip(0..)
+            .all(|(&pod, index)| pod == (PodRole::Taskmanager, index))
 }
 
 /// A forced move costs this fraction of the moved job's weighted size.

@@ -151,9 +151,7 @@ pub fn validate_plan(req: &PlacementRequest, plan: &PlacementPlan) -> Vec<Violat
         }
         let mut shape: Vec<(PodRole, u32)> = p.pods.iter().map(|x| (x.role, x.index)).collect();
         shape.sort();
-        let mut want = vec![(PodRole::Jobmanager, 0)];
-        want.extend((0..job.task_managers).map(|i| (PodRole::Taskmanager, i)));
-        if shape != want {
+        if !super::is_whole_gang(&shape, job.task_managers) {
             out.push(violation(
                 IncompleteGang,
                 Some(&p.job),
