@@ -721,6 +721,7 @@ impl Controller {
         &self,
         records: &[Versioned<JobRecord>],
         observed: &Observed<'_>,
+        read_at: tokio::time::Instant,
     ) -> Result<Option<Vec<(JobId, u64)>>, StateError> {
         if !self.failover.enabled() {
             return Ok(None);
@@ -748,8 +749,9 @@ impl Controller {
             std::mem::take(&mut background.retries)
         };
         let input = PassInput {
-            // The pass read the store: on etcd, a linearizable read through the quorum.
-            quorum: true,
+            // On etcd: the session of this leadership is healthy and the pass's read of the
+            // store (linearizable, through the quorum) came within its TTL.
+            quorum: self.quorum.holds(read_at),
             jobs: Some(stored_jobs(records)),
             sites: observations(records, observed, now),
             peers: self.peer_views().await,
@@ -956,6 +958,13 @@ impl Controller {
     async fn peer_views(&self) -> Vec<(SiteId, Timestamp)> {
         let mut peers = Vec::new();
         for (id, site) in &self.sites {
+            if let Some(agents) = self.agents.as_ref().filter(|a| a.guards(id)) {
+                // A guarded site's peer view is its agent's lease, and only that.
+                if let Some(at) = agents.last_renewal(id) {
+                    peers.push((id.clone(), at));
+                }
+                continue;
+            }
             if let Some(at) = site.peer_last_contact().await {
                 peers.push((id.clone(), at));
             }

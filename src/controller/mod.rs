@@ -3,6 +3,7 @@
 //! the same `Controller`.
 
 pub mod failover;
+pub mod guard;
 pub mod launch;
 pub mod metrics;
 pub mod reconcile;
@@ -39,6 +40,10 @@ pub struct Controller {
     /// Hides secret-looking values (built-in patterns and the policy's `redaction.keys`)
     /// from API responses and the audit log.
     pub redactor: crate::redact::Redactor,
+    /// The failover engine's quorum: the etcd session, or the configuration's word.
+    pub quorum: guard::Quorum,
+    /// The agents of guarded sites (`agents.sites`), read once per pass.
+    pub agents: Option<guard::Agents>,
     leading: AtomicBool,
     passes: tokio::sync::watch::Sender<u64>,
 }
@@ -58,6 +63,8 @@ impl Controller {
             metrics: Arc::new(ControllerMetrics::new()),
             storage_roots: BTreeMap::new(),
             failover: failover::FailoverDriver::new(::failover::EngineConfig::new(site_ids), true),
+            quorum: guard::Quorum::Fixed(true),
+            agents: None,
             leading: AtomicBool::new(false),
             passes: tokio::sync::watch::channel(0).0,
         }
@@ -72,6 +79,20 @@ impl Controller {
     /// every failure to the reconcile pass's in-site relaunch and never fails a site over.
     pub fn with_failover(mut self, config: ::failover::EngineConfig, enabled: bool) -> Controller {
         self.failover = failover::FailoverDriver::new(config, enabled);
+        self
+    }
+
+    /// Where the failover engine's quorum comes from (default: always held, as for
+    /// simulated sites on the embedded store).
+    pub fn with_quorum(mut self, quorum: guard::Quorum) -> Controller {
+        self.quorum = quorum;
+        self
+    }
+
+    /// Reads the agents of guarded sites: their leases are those sites' peer view, and a
+    /// guarded site without a live lease is not observed.
+    pub fn with_agents(mut self, agents: guard::Agents) -> Controller {
+        self.agents = Some(agents);
         self
     }
 

@@ -72,7 +72,11 @@ impl Controller {
         let started = Instant::now();
         let mut report = PassReport::default();
         let mut records = self.store.list_jobs().await?;
+        let read_at = tokio::time::Instant::now();
         report.jobs = records.len();
+        if let Some(agents) = &self.agents {
+            agents.refresh().await;
+        }
         let views = self.observe(&mut report).await;
 
         // The failover engine acts first (node and site loss, failed jobs, operations); the
@@ -87,7 +91,7 @@ impl Controller {
                 .map(|(k, v)| (k.clone(), v.jobs.as_slice()))
                 .collect(),
         };
-        if let Some(launched) = self.drive_failover(&records, &observed).await? {
+        if let Some(launched) = self.drive_failover(&records, &observed, read_at).await? {
             report.launched.extend(launched);
             records = self.store.list_jobs().await?;
         }
@@ -129,6 +133,16 @@ impl Controller {
             }
             .await;
             let label = super::metrics::SiteLabel { site: id.0.clone() };
+            let observed = match (observed, &self.agents) {
+                (Ok((_, jobs)), Some(agents)) if !agents.lease_alive(id) => {
+                    self.stop_unguarded(id, site.as_ref(), &jobs).await;
+                    Err(SiteError::Unreachable {
+                        site: id.clone(),
+                        reason: "its agent holds no lease: the site is fencing itself, nothing runs or launches there".into(),
+                    })
+                }
+                (observed, _) => observed,
+            };
             match observed {
                 Ok((snapshot, jobs)) => {
                     self.metrics.site_reachable.get_or_create(&label).set(1);
@@ -150,6 +164,27 @@ impl Controller {
             }
         }
         views
+    }
+
+    /// A guarded site whose agent holds no lease while this controller reaches its API: its
+    /// agent is cut off (and stops these itself) or dead (and cannot). Either way nothing
+    /// may run there once the site can be judged lost, so the controller stops them too.
+    async fn stop_unguarded(
+        &self,
+        id: &SiteId,
+        site: &dyn crate::site::Site,
+        jobs: &[JobObservation],
+    ) {
+        for job in jobs {
+            match site.stop(&job.job, job.generation).await {
+                Ok(()) => tracing::warn!(site = %id, job = %job.job, generation = job.generation,
+                    "stopped: the site's agent holds no lease"),
+                Err(error) => {
+                    tracing::warn!(site = %id, job = %job.job, generation = job.generation,
+                    %error, "cannot stop a generation of a site whose agent holds no lease")
+                }
+            }
+        }
     }
 
     /// Stops every generation a site runs that the store does not place there: deleted jobs,

@@ -7,3 +7,4 @@ pub mod flink;
 pub mod kube_api;
 pub mod kube_schema;
 pub mod prometheus;
+pub mod proxy;
