@@ -4,6 +4,7 @@
 //! there) must say so while it is down, and run again once dc-a is back: every job running
 //! exactly once, its status true, nothing left `unknown` or `pending`.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,7 +27,10 @@ impl Drop for Controller {
 
 impl Controller {
     fn start(dir: &Path) -> Controller {
-        std::fs::write(dir.join("token"), TOKEN).unwrap();
+        // Readable by its owner only: the controller refuses anything else.
+        let token = dir.join("token");
+        std::fs::write(&token, TOKEN).unwrap();
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
         // Short graces so the test takes seconds; the sample jobs' checkpoint intervals are
         // far longer than the time before the loss, so most have nothing replicated yet.
         let config = format!(
@@ -74,7 +78,12 @@ failover:
     }
 
     async fn get(&self, client: &reqwest::Client, path: &str) -> Option<serde_json::Value> {
-        let response = client.get(self.url(path)).send().await.ok()?;
+        let response = client
+            .get(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .ok()?;
         if !response.status().is_success() {
             return None;
         }
@@ -241,6 +250,7 @@ async fn jobs_that_could_go_nowhere_during_a_site_loss_run_again_once_the_site_i
     );
     let metrics = client
         .get(controller.url("/metrics"))
+        .bearer_auth(TOKEN)
         .send()
         .await
         .unwrap()

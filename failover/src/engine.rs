@@ -197,9 +197,22 @@ pub struct RecoveryReport {
     pub rto_from_detection: Duration,
     /// From the last sign of life (heartbeat) to the relaunch command, when known.
     pub rto_from_last_heartbeat: Option<Duration>,
-    /// Age of the restored checkpoint; zero for a stop-with-savepoint; `None` when the job
-    /// started without state.
+    /// Data lost: from the restored checkpoint to the failure (the last sign of life of the
+    /// node, site or job; for a forced move of a reachable source, the relaunch, since the
+    /// source ran until it was fenced). Zero for a stop-with-savepoint; `None` when the job
+    /// started without state. The time from the failure to the relaunch is not data lost
+    /// (the job resumes from the same checkpoint whenever it restarts): it is
+    /// `rto_from_last_heartbeat`, the relaunch delay.
     pub rpo: Option<Duration>,
+}
+
+/// What a relaunch from `restore` loses when the job failed at `failed_at`: everything after
+/// the checkpoint up to the failure. Nothing for a savepoint (the source stopped there).
+fn rpo_at(restore: Option<&CheckpointPointer>, failed_at: Timestamp) -> Option<Duration> {
+    restore.map(|c| match c.kind {
+        CheckpointKind::Savepoint => Duration::ZERO,
+        CheckpointKind::Checkpoint => elapsed(c.completed_at, failed_at),
+    })
 }
 
 /// Ops requests. `dry_run` returns the plan and changes nothing.
@@ -597,10 +610,7 @@ impl Engine {
                             rto_from_last_heartbeat: op
                                 .last_sign_of_life
                                 .map(|at| elapsed(at, now)),
-                            rpo: restore_from.as_ref().map(|c| match c.kind {
-                                CheckpointKind::Savepoint => Duration::ZERO,
-                                CheckpointKind::Checkpoint => elapsed(c.completed_at, now),
-                            }),
+                            rpo: rpo_at(restore_from.as_ref(), op.last_sign_of_life.unwrap_or(now)),
                         }));
                         Command::Relaunch {
                             job: j.job.clone(),
@@ -2692,11 +2702,14 @@ impl Engine {
         now: Timestamp,
         out: &mut Out,
     ) {
-        let rpo = restore_from.as_ref().map(|c| match c.kind {
-            // A stop-with-savepoint loses nothing: the source stopped at the savepoint.
-            CheckpointKind::Savepoint => Duration::ZERO,
-            CheckpointKind::Checkpoint => elapsed(c.completed_at, now),
-        });
+        // An operation's source ran until it was fenced unless it went silent: then its
+        // last sign of life is the failure. A failure in place: its last heartbeat, else
+        // when it was detected.
+        let failed_at = match op {
+            Some(_) => last_heartbeat.unwrap_or(now),
+            None => last_heartbeat.unwrap_or(detected_at),
+        };
+        let rpo = rpo_at(restore_from.as_ref(), failed_at);
         self.act(
             out,
             Command::ReportRecovery(RecoveryReport {

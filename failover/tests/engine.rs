@@ -211,7 +211,7 @@ fn a_lost_jobmanager_node_is_fenced_after_the_grace_and_not_before_then_relaunch
     let mut h = Harness::new(|_| {});
     h.register("j1", Priority::Normal, FailoverMode::RestoreRequired, "a");
     h.complete("j1", checkpoint("a", 1, 4, t(-10)));
-    h.complete("j1", checkpoint("a", 1, 5, t(0)));
+    h.complete("j1", checkpoint("a", 1, 5, t(-3)));
     let running = || vec![observed("j1", 1, RunState::Running, 0, "a-1", "a-2")];
     for at in [0, 10, 20] {
         assert_eq!(h.keep_alive(t(at)), vec![], "at {at} s");
@@ -226,7 +226,7 @@ fn a_lost_jobmanager_node_is_fenced_after_the_grace_and_not_before_then_relaunch
     assert_eq!(acted, vec![fence("j1", 1, "a")]);
 
     let after_fence = h.act(fenced("j1", 1, "a"), t(22));
-    let restore = checkpoint("a", 1, 5, t(0));
+    let restore = checkpoint("a", 1, 5, t(-3));
     assert_eq!(
         after_fence,
         vec![
@@ -246,8 +246,10 @@ fn a_lost_jobmanager_node_is_fenced_after_the_grace_and_not_before_then_relaunch
                 op: None,
                 restore_from: Some(restore),
                 rto_from_detection: Duration::from_secs(1),
+                // The node's last heartbeat (0 s) is the failure: 3 s after the
+                // checkpoint are lost; the 22 s until the relaunch are its delay.
                 rto_from_last_heartbeat: Some(Duration::from_secs(22)),
-                rpo: Some(Duration::from_secs(22)),
+                rpo: Some(Duration::from_secs(3)),
             }),
         ]
     );
@@ -448,7 +450,9 @@ fn a_site_lost_with_quorum_is_marked_then_its_jobs_relaunch_in_priority_order_fr
         .into_iter()
         .find(|r| r.job == job("j-normal"));
     let normal = normal.unwrap();
-    assert_eq!(normal.rpo, Some(Duration::from_secs(51)));
+    // Lost: from its checkpoint (40 s) to the site's last sign of life (60 s); the 31 s
+    // after that until the relaunch are the relaunch delay, not data lost.
+    assert_eq!(normal.rpo, Some(Duration::from_secs(20)));
     assert_eq!(
         normal.rto_from_last_heartbeat,
         Some(Duration::from_secs(31))

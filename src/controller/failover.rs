@@ -177,7 +177,13 @@ impl Held {
     /// stored generation (`observed`, `None` when the site does not run it) and whether the
     /// site answered this pass. Says what is true: a job that runs nowhere is `pending`
     /// with the engine's reason, never `unknown` about a site that answers.
-    pub fn status(&self, observed: Option<JobState>, site_answered: bool) -> (StatusPhase, String) {
+    /// `stored`: the message the job's status holds now (a relaunch wrote its reason there).
+    pub fn status(
+        &self,
+        observed: Option<JobState>,
+        site_answered: bool,
+        stored: Option<&str>,
+    ) -> (StatusPhase, String) {
         let site = &self.site;
         let generation = self.generation;
         match &self.doing {
@@ -200,7 +206,11 @@ impl Held {
                     Some(JobState::Running) => StatusPhase::Running,
                     _ => StatusPhase::Launching,
                 },
-                format!("failover: generation {generation} in {site}, {reason}"),
+                // The relaunch wrote why ("failover: JobManager node … lost"): kept.
+                match stored {
+                    Some(message) if message.starts_with("failover:") => message.to_string(),
+                    _ => format!("failover: generation {generation} in {site}, {reason}"),
+                },
             ),
             Doing::Moving {
                 op,
@@ -505,6 +515,12 @@ impl Effects for ControllerEffects<'_> {
                     .metrics
                     .failover_rto_seconds
                     .observe(report.rto_from_detection.as_secs_f64());
+                if let Some(delay) = report.rto_from_last_heartbeat {
+                    controller
+                        .metrics
+                        .failover_relaunch_delay_seconds
+                        .observe(delay.as_secs_f64());
+                }
                 if let Some(rpo) = report.rpo {
                     controller
                         .metrics
@@ -1257,4 +1273,52 @@ pub fn engine_config(
         config.site.suspect_after = config.site.suspect_after.min(g / 3);
     }
     config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn launching() -> Held {
+        Held {
+            site: SiteId("dc-a".into()),
+            generation: 4,
+            doing: Doing::Launching {
+                reason: "relaunched by the failover engine".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_launching_job_keeps_the_reason_its_relaunch_wrote() {
+        let (phase, message) =
+            launching().status(None, true, Some("failover: JobManager node dc-a-n3 lost"));
+        assert_eq!(phase, StatusPhase::Launching);
+        assert_eq!(message, "failover: JobManager node dc-a-n3 lost");
+    }
+
+    #[test]
+    fn a_launching_job_without_a_relaunch_message_names_its_generation_and_site() {
+        let (_, message) = launching().status(Some(JobState::Running), true, Some("placed"));
+        assert_eq!(
+            message,
+            "failover: generation 4 in dc-a, relaunched by the failover engine"
+        );
+    }
+
+    #[test]
+    fn a_job_that_runs_nowhere_is_pending_with_its_reason_even_when_its_site_is_silent() {
+        let held = Held {
+            doing: Doing::Down {
+                reason: "no checkpoint replicated to dc-b".into(),
+            },
+            ..launching()
+        };
+        let (phase, message) = held.status(None, false, None);
+        assert_eq!(phase, StatusPhase::Pending);
+        assert!(
+            message.contains("runs nowhere: no checkpoint replicated to dc-b"),
+            "{message}"
+        );
+    }
 }

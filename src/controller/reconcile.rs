@@ -324,7 +324,7 @@ impl Controller {
             let observed = view
                 .and_then(|v| v.job(&id).find(|o| o.generation == generation))
                 .map(|o| o.state);
-            let (phase, message) = held.status(observed, view.is_some());
+            let (phase, message) = held.status(observed, view.is_some(), status.message.as_deref());
             status.site = Some(placement.site.0.clone());
             status.phase = phase;
             status.message = Some(message);

@@ -106,8 +106,8 @@ pub struct Recovery {
     /// From the last heartbeat (or the site's last sign of life) to the relaunch command.
     #[serde(serialize_with = "opt_secs", deserialize_with = "de_opt_secs")]
     pub rto_from_last_heartbeat: Option<Duration>,
-    /// Age of the restored checkpoint at the relaunch; zero for a savepoint; `None` for a
-    /// start without state.
+    /// Data lost: from the restored checkpoint to the failure (see `RecoveryReport::rpo`);
+    /// zero for a savepoint; `None` for a start without state.
     #[serde(serialize_with = "opt_secs", deserialize_with = "de_opt_secs")]
     pub rpo: Option<Duration>,
     pub restore_from: Option<CheckpointPointer>,
