@@ -133,11 +133,43 @@ impl Site for Cuttable {
     }
 }
 
+/// Starts the agent of `site` (the production loop of `twinsite agent`), reaching etcd
+/// through `proxy`; it runs until `stop`.
+async fn start_agent(
+    proxy: &Proxy,
+    site: &SimulatedSite,
+    incarnation: &str,
+    stop: CancellationToken,
+) -> CancellationToken {
+    let mut config = EtcdConfig::new(vec![proxy.endpoint()]);
+    config.connect_timeout = Duration::from_millis(500);
+    config.request_timeout = Duration::from_millis(800);
+    let client = connect_etcd(&config).await.unwrap();
+    let store = EtcdStateStore::on_etcd(client.clone(), "/twinsite/v1").unwrap();
+    let id = Site::id(site);
+    let lease = HeldLease::start(
+        client,
+        &KeyLayout::new("/twinsite/v1").unwrap(),
+        &id,
+        &format!("agent-{id}-{incarnation}"),
+        TIMING.lease_ttl,
+        stop.clone(),
+    )
+    .unwrap();
+    let (site, agent_stop) = (site.clone(), stop.clone());
+    tokio::spawn(async move {
+        twinsite::agent::run(&site, &store, &lease, AGENT_INTERVAL, agent_stop).await;
+    });
+    stop
+}
+
 struct Chaos {
     etcd: EtcdServer,
     sims: BTreeMap<String, SimulatedSite>,
     roads: BTreeMap<String, Arc<Cuttable>>,
     proxies: BTreeMap<String, Proxy>,
+    /// Each site's running agent: cancel to stop it (it resigns its lease).
+    agents: Mutex<BTreeMap<String, CancellationToken>>,
     controller: Arc<Controller>,
     store: Arc<EtcdStateStore>,
     /// Every instant the sampler saw a job running in both sites.
@@ -230,6 +262,7 @@ impl Chaos {
 
         // One agent per site, each reaching etcd through its own proxy.
         let mut proxies = BTreeMap::new();
+        let mut agents = BTreeMap::new();
         for name in SITES {
             let upstream = etcd
                 .endpoint()
@@ -237,26 +270,8 @@ impl Chaos {
                 .parse()
                 .unwrap();
             let proxy = Proxy::start(upstream).await;
-            let mut config = EtcdConfig::new(vec![proxy.endpoint()]);
-            config.connect_timeout = Duration::from_millis(500);
-            config.request_timeout = Duration::from_millis(800);
-            let agent_client = connect_etcd(&config).await.unwrap();
-            let agent_store = EtcdStateStore::on_etcd(agent_client.clone(), prefix).unwrap();
-            let site_id = SiteId(name.into());
-            let lease = HeldLease::start(
-                agent_client,
-                &layout,
-                &site_id,
-                &format!("agent-{name}"),
-                TIMING.lease_ttl,
-                stop.clone(),
-            )
-            .unwrap();
-            let site = sims[name].clone();
-            let agent_stop = stop.clone();
-            tokio::spawn(async move {
-                twinsite::agent::run(&site, &agent_store, &lease, AGENT_INTERVAL, agent_stop).await;
-            });
+            let agent = start_agent(&proxy, &sims[name], "1", stop.child_token()).await;
+            agents.insert(name.to_string(), agent);
             proxies.insert(name.to_string(), proxy);
         }
 
@@ -313,11 +328,25 @@ impl Chaos {
                     .await;
             });
         }
+        // Jobs go only to sites whose agent holds its lease: wait for both.
+        let until = tokio::time::Instant::now() + Duration::from_secs(15);
+        let leases = controller.agents.as_ref().unwrap();
+        while !SITES
+            .iter()
+            .all(|s| leases.lease_alive(&SiteId(s.to_string())))
+        {
+            assert!(
+                tokio::time::Instant::now() < until,
+                "the agents hold no lease"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         Chaos {
             etcd,
             sims,
             roads,
             proxies,
+            agents: Mutex::new(agents),
             controller,
             store,
             doubles,
@@ -520,5 +549,37 @@ async fn a_site_cut_off_the_controller_whose_agent_still_renews_keeps_its_jobs()
         "dc-b must not be judged lost: {site:?}"
     );
     assert!(chaos.controller.is_leading());
+    chaos.assert_never_twice();
+}
+
+/// A rollout of an agent: the old one stops and resigns its lease, a new one starts and
+/// finds the lease free. Neither the new agent (it waits to win the lease) nor the
+/// controller (a lease missing for a moment is not a dead agent) stops anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restarting_an_agent_stops_nothing() {
+    let chaos = Chaos::start().await;
+    for (name, site) in JOBS {
+        chaos.add(&job(name, site)).await;
+    }
+    let before = chaos
+        .wait_for("every job running at home", Duration::from_secs(30), |r| {
+            JOBS.iter()
+                .all(|(name, site)| r.get(*name).is_some_and(|(s, _)| s == site))
+        })
+        .await;
+    tracing::info!("--- dc-a's agent is replaced");
+    let old = chaos.agents.lock().unwrap().remove("dc-a").unwrap();
+    old.cancel();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let new = start_agent(
+        &chaos.proxies["dc-a"],
+        &chaos.sims["dc-a"],
+        "2",
+        chaos.stop.child_token(),
+    )
+    .await;
+    chaos.agents.lock().unwrap().insert("dc-a".into(), new);
+    tokio::time::sleep(TIMING.fenced_within() * 2).await;
+    assert_eq!(chaos.running().await, before, "nothing may stop or move");
     chaos.assert_never_twice();
 }

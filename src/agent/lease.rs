@@ -112,8 +112,11 @@ impl HeldLease {
     }
 
     /// What the agent may rely on now. Holding: valid until the last acknowledged renewal's
-    /// send time plus the TTL. Not holding: a standby when etcd answers (through the
-    /// quorum) that another agent holds it; otherwise the last lease it held, or none.
+    /// send time plus the TTL. Not holding, etcd answering through the quorum: a standby
+    /// when another agent holds the lease, or when nobody does and this agent never held
+    /// one (it is about to win it: a restarted agent must not stop a healthy site).
+    /// Otherwise (etcd out of reach, or our own lease lost): the last lease it held, or
+    /// none, which fences the site.
     pub async fn view(&self) -> (LeaseView, Option<Instant>) {
         let (current, last) = {
             let held = lock(&self.held);
@@ -131,10 +134,12 @@ impl HeldLease {
             );
         }
         let leader = tokio::time::timeout(READ_TIMEOUT, self.elector.current_leader()).await;
-        if let Ok(Ok(Some(other))) = leader
-            && other.candidate != self.elector.candidate()
-        {
-            return (LeaseView::Standby, None);
+        match leader {
+            Ok(Ok(Some(other))) if other.candidate != self.elector.candidate() => {
+                return (LeaseView::Standby, None);
+            }
+            Ok(Ok(None)) if last.is_none() => return (LeaseView::Standby, None),
+            _ => {}
         }
         match last {
             Some(until) => (

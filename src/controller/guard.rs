@@ -2,12 +2,13 @@
 //! session its leadership rests on, or, on the embedded store, the configuration's word)
 //! and each guarded site's agent lease (`failover::agent`, `src/agent/`).
 //!
-//! A site with an agent counts as alive only while its agent's lease may be alive: once it
-//! is gone, the site's jobs are stopped (by its agent; and by this controller too when it
-//! still reaches the site's API, in case the agent itself is what died), the site is left
-//! out of the pass like an unreachable one, and the failover engine judges it lost after
-//! the site grace, which the configuration checks is longer than the agent needs to fence
-//! its site (`AgentTiming::check`).
+//! A site with an agent counts as alive only while its agent's lease is alive: once it is
+//! gone, the site is left out of the pass like an unreachable one and the failover engine
+//! judges it lost after the site grace, which the configuration checks is longer than the
+//! agent needs to fence its site (`AgentTiming::check`). The site's jobs are stopped by its
+//! agent; and by this controller too when it still reaches the site's API once a living
+//! agent would have fenced the site (`Agents::should_stop_for`): then the agent is dead.
+//! A lease missing for a moment (an agent restarting) stops nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -68,6 +69,8 @@ pub struct Agents {
     pub renewals: Mutex<BTreeMap<SiteId, Timestamp>>,
     /// Sites whose lease was alive at the last read.
     alive: Mutex<BTreeMap<SiteId, bool>>,
+    /// When this controller started reading leases: a lease it never saw counts from here.
+    started: Timestamp,
 }
 
 impl Agents {
@@ -77,6 +80,7 @@ impl Agents {
             timing,
             renewals: Mutex::new(BTreeMap::new()),
             alive: Mutex::new(BTreeMap::new()),
+            started: chrono::Utc::now(),
         }
     }
 
@@ -111,6 +115,21 @@ impl Agents {
                 .get(site)
                 .copied()
                 .unwrap_or(false)
+    }
+
+    /// Whether the controller should stop what still runs in `site` itself: its agent's
+    /// lease is gone and has been for the lease's TTL, the margin and the stop bound since
+    /// its last renewal (or since this controller started reading), so a living agent has
+    /// stopped it all by now and only a dead one has not. An agent restarting (a rollout)
+    /// leaves no lease for a moment: that must not stop the site's jobs.
+    pub fn should_stop_for(&self, site: &SiteId, now: Timestamp) -> bool {
+        if self.lease_alive(site) {
+            return false;
+        }
+        let since = self
+            .last_renewal(site)
+            .map_or(self.started, |at| at.max(self.started));
+        failover::agent::site_fenced_by(&self.timing, since, now)
     }
 
     /// The peer view of a guarded site: its agent's last renewal.

@@ -135,7 +135,9 @@ impl Controller {
             let label = super::metrics::SiteLabel { site: id.0.clone() };
             let observed = match (observed, &self.agents) {
                 (Ok((_, jobs)), Some(agents)) if !agents.lease_alive(id) => {
-                    self.stop_unguarded(id, site.as_ref(), &jobs).await;
+                    if agents.should_stop_for(id, chrono::Utc::now()) {
+                        self.stop_unguarded(id, site.as_ref(), &jobs).await;
+                    }
                     Err(SiteError::Unreachable {
                         site: id.clone(),
                         reason: "its agent holds no lease: the site is fencing itself, nothing runs or launches there".into(),
@@ -166,9 +168,10 @@ impl Controller {
         views
     }
 
-    /// A guarded site whose agent holds no lease while this controller reaches its API: its
-    /// agent is cut off (and stops these itself) or dead (and cannot). Either way nothing
-    /// may run there once the site can be judged lost, so the controller stops them too.
+    /// A guarded site whose agent has held no lease for longer than it needs to fence the
+    /// site, while this controller reaches its API: its agent is dead (a cut-off one has
+    /// stopped these itself). Nothing may run there once the site can be judged lost, so
+    /// the controller stops them.
     async fn stop_unguarded(
         &self,
         id: &SiteId,

@@ -1384,12 +1384,18 @@ impl State {
         self.reachable(s) && self.lease_alive(s)
     }
 
-    /// The controller stops what runs in a site it reaches whose agent holds no lease: the
-    /// agent may be the one that died (`Controller::stop_unguarded`).
+    /// The controller stops what runs in a site it reaches whose agent has held no lease
+    /// for as long as it takes an agent to fence its site: the agent is dead
+    /// (`Controller::stop_unguarded`).
     fn stop_unguarded(&mut self) {
         let ids: Vec<SiteId> = self.sites.keys().cloned().collect();
         for id in ids {
-            if !self.reachable(&id) || self.lease_alive(&id) {
+            let long_gone = self
+                .sites
+                .get(&id)
+                .and_then(|w| w.agent.last_renewal)
+                .is_none_or(|at| crate::agent::site_fenced_by(&self.config.agent, at, self.now));
+            if !self.reachable(&id) || self.lease_alive(&id) || !long_gone {
                 continue;
             }
             let stopped: Vec<(JobId, u64)> = match self.sites.get_mut(&id) {
