@@ -509,10 +509,14 @@ async fn an_agent_cut_off_etcd_fences_its_site_before_the_controller_moves_its_j
             },
         )
         .await;
+    let moved_after = cut_at.elapsed();
     assert!(
-        cut_at.elapsed() >= SITE_GRACE - Duration::from_secs(1),
-        "moved {:?} after the cut, before the site grace",
-        cut_at.elapsed()
+        moved_after >= SITE_GRACE - Duration::from_secs(1),
+        "moved {moved_after:?} after the cut, before the site grace"
+    );
+    println!(
+        "dc-a fenced by its agent {fenced_after:?} after the cut (lease TTL {:?}); its jobs running in dc-b {moved_after:?} after (site grace {SITE_GRACE:?})",
+        TIMING.lease_ttl
     );
     for (name, home) in JOBS {
         if home == "dc-a" {
