@@ -346,9 +346,16 @@ pub struct FailoverSpec {
     /// Failed relaunches in a job's site before the next goes to the other site.
     #[serde(default = "default_relaunches_before_other_site")]
     pub relaunches_before_other_site: u32,
-    /// Jobs of one failover operation moving at once.
+    /// Jobs of one planned failover operation moving at once (each is stopped with a
+    /// savepoint first).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Moves one failover operation starts per second after `launchBurst`.
+    #[serde(default = "default_launch_rate")]
+    pub launch_rate: u32,
+    /// Moves one failover operation starts at once before the rate applies.
+    #[serde(default = "default_launch_burst")]
+    pub launch_burst: u32,
     /// Start a failback on its own once a lost site is healthy again.
     #[serde(default)]
     pub auto_failback: bool,
@@ -376,6 +383,12 @@ fn default_tm_bound() -> String {
 fn default_relaunches_before_other_site() -> u32 {
     3
 }
+fn default_launch_rate() -> u32 {
+    failover::DEFAULT_LAUNCH_RATE
+}
+fn default_launch_burst() -> u32 {
+    failover::DEFAULT_LAUNCH_BURST
+}
 fn default_max_in_flight() -> usize {
     16
 }
@@ -389,6 +402,8 @@ impl Default for FailoverSpec {
             task_manager_recovery_bound: default_tm_bound(),
             relaunches_before_other_site: default_relaunches_before_other_site(),
             max_in_flight: default_max_in_flight(),
+            launch_rate: default_launch_rate(),
+            launch_burst: default_launch_burst(),
             auto_failback: false,
             automatic_site_failover: None,
         }
@@ -404,6 +419,8 @@ pub struct FailoverConfig {
     pub task_manager_recovery_bound: Duration,
     pub relaunches_before_other_site: u32,
     pub max_in_flight: usize,
+    pub launch_rate: u32,
+    pub launch_burst: u32,
     pub auto_failback: bool,
     /// Resolved: whether a silent site may be judged lost without an operator (see
     /// `FailoverSpec::automatic_site_failover`).
@@ -420,6 +437,8 @@ impl FailoverConfig {
         config.task_manager_recovery_bound = self.task_manager_recovery_bound;
         config.relaunches_before_other_site = self.relaunches_before_other_site;
         config.max_in_flight = self.max_in_flight;
+        config.launch_rate = self.launch_rate;
+        config.launch_burst = self.launch_burst;
         config.auto_failback = self.auto_failback;
         config
     }
@@ -690,6 +709,16 @@ fn resolve(file: ConfigFile, base: &Path, source: &str, problems: &mut Problems)
     if file.failover.max_in_flight == 0 {
         problems.field("failover.maxInFlight", "must be at least 1");
     }
+    // Zero would leave an operation's later jobs waiting forever.
+    if file.failover.launch_rate == 0 {
+        problems.field(
+            "failover.launchRate",
+            "must be at least 1 (moves per second)",
+        );
+    }
+    if file.failover.launch_burst == 0 {
+        problems.field("failover.launchBurst", "must be at least 1");
+    }
     if file.simulation.generate.nodes_per_site == 0 {
         problems.field("simulation.generate.nodesPerSite", "must be at least 1");
     }
@@ -836,6 +865,8 @@ fn resolve(file: ConfigFile, base: &Path, source: &str, problems: &mut Problems)
             task_manager_recovery_bound: tm_bound?,
             relaunches_before_other_site: file.failover.relaunches_before_other_site,
             max_in_flight: file.failover.max_in_flight,
+            launch_rate: file.failover.launch_rate,
+            launch_burst: file.failover.launch_burst,
             auto_failback: file.failover.auto_failback,
             automatic_site_failover,
         },
@@ -1098,6 +1129,26 @@ mod tests {
         assert_eq!(config.reconcile_interval, Duration::from_secs(5));
         assert_eq!(config.api.token, TokenSource::None);
         assert_eq!(config.data_dir, Path::new("/etc/twinsite/./twinsite-data"));
+    }
+
+    #[test]
+    fn launch_pacing_reaches_the_engine_and_zero_is_refused_naming_the_field() {
+        let config = parse("failover:\n  launchRate: 50\n  launchBurst: 10\n").unwrap();
+        let engine = config.failover.engine_config(Vec::new());
+        assert_eq!((engine.launch_rate, engine.launch_burst), (50, 10));
+        let defaults = parse("").unwrap().failover.engine_config(Vec::new());
+        assert_eq!(
+            (defaults.launch_rate, defaults.launch_burst),
+            (
+                failover::DEFAULT_LAUNCH_RATE,
+                failover::DEFAULT_LAUNCH_BURST
+            )
+        );
+        let err = parse("failover:\n  launchRate: 0\n  launchBurst: 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("failover.launchRate"), "{err}");
+        assert!(err.contains("failover.launchBurst"), "{err}");
     }
 
     #[test]

@@ -207,6 +207,9 @@ pub struct Outcome {
     /// Commands left unexecuted at `MAX_COMMANDS_PER_CALL`; they are issued again by the
     /// engine's own retries.
     pub cut_short: usize,
+    /// When an operation's launch pacing lets the next move start: the caller passes again
+    /// then instead of waiting for its interval (`Engine::next_launch_at`).
+    pub next_launch_at: Option<Timestamp>,
 }
 
 /// The engine and what a leader executes it with. Volatile like the engine's views: a new
@@ -348,6 +351,7 @@ impl Driver {
             round = self.engine.step_all(answers, now, placer as &dyn Placer);
             effects.trace_issued(&round);
         }
+        outcome.next_launch_at = self.engine.next_launch_at(now);
         Ok(outcome)
     }
 

@@ -30,8 +30,19 @@ pub struct EngineConfig {
     pub crash_loop_restarts: u32,
     /// Failed relaunches in the job's site before the next one goes to the other site.
     pub relaunches_before_other_site: u32,
-    /// Jobs of one operation moving at once.
+    /// Jobs of one *planned* operation moving at once (each stops its job with a savepoint:
+    /// this bounds how many are stopped at a time). Forced moves and site losses are paced
+    /// by `launch_rate` alone: their jobs are down already, waiting on answers only delays
+    /// them.
     pub max_in_flight: usize,
+    /// Moves one operation starts per second after its first `launch_burst`, critical
+    /// first: a site loss of N jobs has started all of them `(N - burst) / rate` seconds
+    /// after it was judged, whatever the targets answer in the meantime.
+    #[serde(default = "default_launch_rate")]
+    pub launch_rate: u32,
+    /// Moves an operation starts at once, before the rate applies.
+    #[serde(default = "default_launch_burst")]
+    pub launch_burst: u32,
     /// A fence not confirmed after this long is issued again.
     pub fence_retry: Duration,
     /// Launches of one job within one operation before it is given up.
@@ -43,7 +54,43 @@ pub struct EngineConfig {
     pub down_retry: Duration,
 }
 
+/// 1000 jobs of a lost site started 4 s after the judgement: within 45 s of the last
+/// heartbeat at the default 30 s site grace, leaving a 5 s reconcile interval and a slow
+/// pass room.
+pub const DEFAULT_LAUNCH_RATE: u32 = 200;
+pub const DEFAULT_LAUNCH_BURST: u32 = 200;
+
+fn default_launch_rate() -> u32 {
+    DEFAULT_LAUNCH_RATE
+}
+
+fn default_launch_burst() -> u32 {
+    DEFAULT_LAUNCH_BURST
+}
+
 impl EngineConfig {
+    /// Moves an operation requested at `requested_at` may have started by `now`.
+    pub fn launch_allowance(&self, requested_at: Timestamp, now: Timestamp) -> usize {
+        let paced = f64::from(self.launch_rate) * elapsed(requested_at, now).as_secs_f64();
+        // `as` saturates; an allowance beyond usize is no limit at all.
+        (self.launch_burst as usize).saturating_add(paced as usize)
+    }
+
+    /// When an operation requested at `requested_at` that has started `started` moves may
+    /// start the next one; `None` at a rate of zero (only the burst ever starts).
+    pub fn next_launch_at(&self, requested_at: Timestamp, started: usize) -> Option<Timestamp> {
+        let beyond_burst = (started + 1).saturating_sub(self.launch_burst as usize);
+        if beyond_burst == 0 {
+            return Some(requested_at);
+        }
+        if self.launch_rate == 0 {
+            return None;
+        }
+        let secs = beyond_burst as f64 / f64::from(self.launch_rate);
+        let after = Duration::try_from_secs_f64(secs).ok()?;
+        requested_at.checked_add_signed(chrono::TimeDelta::from_std(after).ok()?)
+    }
+
     pub fn new(sites: Vec<SiteId>) -> Self {
         EngineConfig {
             sites,
@@ -53,6 +100,8 @@ impl EngineConfig {
             crash_loop_restarts: 10,
             relaunches_before_other_site: 3,
             max_in_flight: 16,
+            launch_rate: DEFAULT_LAUNCH_RATE,
+            launch_burst: DEFAULT_LAUNCH_BURST,
             fence_retry: Duration::from_secs(15),
             max_launches_per_move: 3,
             auto_failback: false,
@@ -741,6 +790,18 @@ impl Engine {
 
     pub fn operation(&self, op: u64) -> Option<&Operation> {
         self.operations.get(&op)
+    }
+
+    /// The next instant after `now` at which an operation's pacing lets another move
+    /// start, if one waits only for that: the caller steps (ticks) the engine then rather
+    /// than at its usual interval.
+    pub fn next_launch_at(&self, now: Timestamp) -> Option<Timestamp> {
+        self.operations
+            .values()
+            .filter(|o| o.has_pending())
+            .filter_map(|o| self.config.next_launch_at(o.requested_at, o.started()))
+            .filter(|at| *at > now)
+            .min()
     }
 
     pub fn operations(&self) -> impl Iterator<Item = &Operation> {
@@ -3024,8 +3085,12 @@ impl Engine {
             let Some(o) = self.operations.get(&op) else {
                 return;
             };
-            // Nothing more starts moving towards a target that does not answer.
-            if o.state != OpState::Running || o.in_flight() >= o.max_in_flight || !target_reachable
+            // Nothing more starts moving towards a target that does not answer. Planned
+            // moves stop their jobs: a bounded number at a time. Every move is paced by rate.
+            if o.state != OpState::Running
+                || !target_reachable
+                || o.mode == MoveMode::Planned && o.in_flight() >= o.max_in_flight
+                || o.started() >= self.config.launch_allowance(o.requested_at, now)
             {
                 break;
             }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::*;
@@ -721,7 +721,11 @@ fn cancelling_mid_operation_leaves_every_job_running_exactly_once() {
 
 #[test]
 fn a_new_leader_resumes_a_site_failover_without_relaunching_any_job_twice() {
-    let mut h = Harness::new(|c| c.max_in_flight = 1);
+    // One move at first, the next a second later: the leader dies in between.
+    let mut h = Harness::new(|c| {
+        c.launch_burst = 1;
+        c.launch_rate = 1;
+    });
     h.register("j1", Priority::Critical, FailoverMode::RestoreRequired, "b");
     h.register("j2", Priority::Normal, FailoverMode::RestoreRequired, "b");
     h.replicated("j1", checkpoint("a", 1, 3, t(0)));
@@ -747,15 +751,16 @@ fn a_new_leader_resumes_a_site_failover_without_relaunching_any_job_twice() {
         vec![("ns/j1".into(), 2, "a".into(), Some(3))],
         "same generation, re-issued"
     );
-    h.step(Event::QuorumChanged(true), t(40));
-    let next = h.act(
+    // The pace allows j2 by now: it starts once, j1 is not started again.
+    let mut next = h.step(Event::QuorumChanged(true), t(40));
+    next.extend(h.act(
         Event::LaunchSucceeded {
             job: job("j1"),
             generation: 2,
             site: site("a"),
         },
         t(41),
-    );
+    ));
     assert_eq!(
         relaunches(&next),
         vec![("ns/j2".into(), 2, "a".into(), Some(4))]
@@ -1395,5 +1400,122 @@ fn a_new_leader_keeps_counting_a_silent_nodes_grace_from_when_it_was_last_heard(
         actions(&observe(&mut h, 21)),
         vec![fence("j1", 1, "a")],
         "lost 20 s after it was last heard, not 20 s after the new leader first saw it"
+    );
+}
+
+/// Issue #14 part 4: a site loss is paced by rate, not by launch answers. With a burst of 2
+/// and 1 a second, the judgement starts the two critical jobs, then one more every second,
+/// in priority order, though no launch ever answers (and `max_in_flight`, for planned
+/// moves, is 1).
+#[test]
+fn a_site_loss_starts_its_moves_at_the_launch_rate_critical_first_without_waiting_for_answers() {
+    let mut h = Harness::new(|c| {
+        c.launch_burst = 2;
+        c.launch_rate = 1;
+        c.max_in_flight = 1;
+    });
+    let jobs = [
+        ("n1", Priority::Normal),
+        ("c1", Priority::Critical),
+        ("h1", Priority::High),
+        ("n2", Priority::Normal),
+        ("c2", Priority::Critical),
+        ("h2", Priority::High),
+    ];
+    for (name, priority) in jobs {
+        h.register(name, priority, FailoverMode::RestoreRequired, "b");
+        h.replicated(name, checkpoint("a", 1, 1, t(40)));
+    }
+    h.observe("b", t(60), &[], vec![]);
+    h.observe("a", t(60), &[], vec![]);
+    let names = |commands: &[Command]| -> Vec<String> {
+        relaunches(commands).into_iter().map(|r| r.0).collect()
+    };
+    let judged = h.observe("a", t(91), &[], vec![]);
+    assert_eq!(
+        names(&judged),
+        ["ns/c1", "ns/c2"],
+        "the burst: critical first"
+    );
+    assert_eq!(h.engine.next_launch_at(t(91)), Some(t(92)));
+    assert_eq!(
+        h.observe("a", t(91), &[], vec![]),
+        vec![],
+        "nothing more this second"
+    );
+    assert_eq!(names(&h.observe("a", t(92), &[], vec![])), ["ns/h1"]);
+    assert_eq!(
+        names(&h.observe("a", t(94), &[], vec![])),
+        ["ns/h2", "ns/n1"],
+        "two seconds, two more"
+    );
+    assert_eq!(names(&h.observe("a", t(95), &[], vec![])), ["ns/n2"]);
+    assert_eq!(h.engine.next_launch_at(t(95)), None, "nothing waits");
+}
+
+#[test]
+fn a_launch_allowance_is_the_burst_then_the_rate_and_says_when_the_next_may_start() {
+    let mut config = EngineConfig::new(vec![site("a"), site("b")]);
+    config.launch_burst = 200;
+    config.launch_rate = 200;
+    assert_eq!(config.launch_allowance(t(0), t(0)), 200);
+    assert_eq!(config.launch_allowance(t(0), t(4)), 1000);
+    assert_eq!(config.next_launch_at(t(0), 199), Some(t(0)));
+    assert_eq!(config.next_launch_at(t(0), 999), Some(t(4)));
+    assert_eq!(
+        config.next_launch_at(t(0), 1000),
+        Some(t(0) + Duration::from_millis(4005))
+    );
+}
+
+/// Issue #14 part 4 at the defaults (30 s site grace, launch burst and rate 200), with
+/// passes every 5 s as the controller's default reconcile interval: a lost site of 1000
+/// jobs has every relaunch issued within 45 s of its last heartbeat, critical first, and
+/// no launch ever answers in the meantime. (The simulation checks the same through the
+/// shared driver and the scheduler: `sim::tests`, `scenarios/large/site-loss-1000-jobs.yaml`.)
+#[test]
+fn a_thousand_job_site_loss_at_the_defaults_issues_every_relaunch_within_45_s_of_the_last_heartbeat()
+ {
+    let mut h = Harness::new(|_| {});
+    let tiers = [
+        Priority::Critical,
+        Priority::High,
+        Priority::Normal,
+        Priority::BestEffort,
+    ];
+    let mut priority_of = BTreeMap::new();
+    for i in 0..1000 {
+        let name = format!("j{i:04}");
+        let priority = tiers[i % tiers.len()];
+        h.register(&name, priority, FailoverMode::RestoreRequired, "b");
+        h.replicated(&name, checkpoint("a", 1, 1, t(0)));
+        priority_of.insert(format!("ns/{name}"), priority);
+    }
+    h.observe("a", t(0), &[], vec![]);
+    h.observe("b", t(0), &[], vec![]);
+    // b's last heartbeat is at 0 s; passes every 5 s from then on.
+    let mut issued: Vec<(String, i64)> = Vec::new();
+    for at in (5..=45).step_by(5) {
+        for (name, ..) in relaunches(&h.observe("a", t(at), &[], vec![])) {
+            issued.push((name, at));
+        }
+    }
+    assert_eq!(issued.len(), 1000, "every job relaunched by 45 s");
+    let mut seen = BTreeSet::new();
+    assert!(
+        issued.iter().all(|(name, _)| seen.insert(name.clone())),
+        "once each"
+    );
+    for pair in issued.windows(2) {
+        assert!(
+            priority_of[&pair[0].0] >= priority_of[&pair[1].0],
+            "{} before {}",
+            pair[0].0,
+            pair[1].0
+        );
+    }
+    assert!(
+        issued.first().unwrap().1 < issued.last().unwrap().1,
+        "paced over more than one pass"
     );
 }

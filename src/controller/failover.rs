@@ -86,8 +86,12 @@ pub struct FailoverDriver {
     /// Jobs the engine is moving or holding (not `Running` in its view): the reconcile pass
     /// leaves their placement and generation to the engine and shows what it says.
     busy: Mutex<BTreeMap<JobId, Held>>,
-    /// Notified when a background command (savepoint, copy) answered: run a pass now.
+    /// Notified when a background command (savepoint, copy) answered, or when launch
+    /// pacing lets the next moves start: run a pass now.
     wake: std::sync::Arc<tokio::sync::Notify>,
+    /// The earliest pacing wake-up already scheduled (`wake_at`), so passes do not pile
+    /// up timers.
+    paced_wake: Mutex<Option<Timestamp>>,
 }
 
 /// What background commands handed back since the last pass.
@@ -256,7 +260,29 @@ impl FailoverDriver {
             not_relaunched: Mutex::new(VecDeque::new()),
             busy: Mutex::new(BTreeMap::new()),
             wake: std::sync::Arc::new(tokio::sync::Notify::new()),
+            paced_wake: Mutex::new(None),
         }
+    }
+
+    /// Runs a pass at `at` (an operation's pacing lets more moves start then) instead of
+    /// waiting for the reconcile interval; `None`: nothing waits for the pace.
+    fn wake_at(&self, at: Option<Timestamp>, now: Timestamp) {
+        let Some(at) = at else {
+            return;
+        };
+        {
+            let mut scheduled = lock(&self.paced_wake);
+            if scheduled.is_some_and(|s| s > now && s <= at) {
+                return;
+            }
+            *scheduled = Some(at);
+        }
+        let wake = std::sync::Arc::clone(&self.wake);
+        let after = failover::elapsed(now, at);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            wake.notify_one();
+        });
     }
 
     /// Fires when answers from background commands are waiting for a pass.
@@ -501,6 +527,13 @@ impl Effects for ControllerEffects<'_> {
         let controller = self.controller;
         match report {
             Report::Recovery(report) => {
+                // The engine times the whole pass at its start; this relaunch is issued
+                // now, after the rounds before it: the difference is part of the RTO.
+                let mut report = report.clone();
+                let into_pass = failover::elapsed(self.now, chrono::Utc::now());
+                report.rto_from_detection += into_pass;
+                report.rto_from_last_heartbeat =
+                    report.rto_from_last_heartbeat.map(|d| d + into_pass);
                 tracing::info!(
                     job = %report.job,
                     generation = report.generation,
@@ -527,7 +560,7 @@ impl Effects for ControllerEffects<'_> {
                         .failover_rpo_seconds
                         .observe(rpo.as_secs_f64());
                 }
-                push_bounded(&controller.failover.reports, report.clone());
+                push_bounded(&controller.failover.reports, report);
             }
             Report::NotRelaunched {
                 job,
@@ -786,6 +819,7 @@ impl Controller {
             );
         }
         self.refresh_busy(live.driver.engine());
+        self.failover.wake_at(outcome.next_launch_at, now);
         Ok(outcome.acted.then_some(outcome.launched))
     }
 
@@ -824,6 +858,7 @@ impl Controller {
             .request(&effects, &placer, Some(stored_jobs(&records)), request, now)
             .await?;
         self.refresh_busy(live.driver.engine());
+        self.failover.wake_at(outcome.next_launch_at, now);
         if let Some(error) = outcome.rejected {
             return Ok(RequestOutcome::Rejected(error));
         }
