@@ -57,6 +57,9 @@ pub struct ConfigFile {
     /// (`kubectl apply -f job.yaml`); absent: jobs come from the API and `jobs` only.
     #[serde(default)]
     pub stream_jobs: Option<StreamJobsSpec>,
+    /// Site agents (`twinsite agent`): which sites have one, and the timing of their leases.
+    #[serde(default)]
+    pub agents: AgentsSpec,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,6 +84,60 @@ fn default_status_interval() -> String {
 }
 fn default_checkpoint_status_interval() -> String {
     "2m".to_string()
+}
+
+/// The `agents` section: sites guarded by a `twinsite agent` and the agents' lease timing
+/// (`failover/README.md`, "Site agents and self-fencing").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentsSpec {
+    /// Sites with an agent. Their agent's lease is their peer view, and a site whose agent
+    /// holds no lease is not counted alive (its agent has stopped, or is stopping, its jobs).
+    /// Needs `state.etcd`: the leases live there.
+    #[serde(default)]
+    pub sites: Vec<String>,
+    #[serde(default = "default_agent_lease_ttl")]
+    pub lease_ttl: String,
+    #[serde(default = "default_agent_clock_skew_margin")]
+    pub clock_skew_margin: String,
+    #[serde(default = "default_agent_stop_within")]
+    pub stop_within: String,
+    /// How often an agent looks at its site and the store.
+    #[serde(default = "default_agent_interval")]
+    pub interval: String,
+}
+
+fn default_agent_lease_ttl() -> String {
+    "10s".into()
+}
+fn default_agent_clock_skew_margin() -> String {
+    "3s".into()
+}
+fn default_agent_stop_within() -> String {
+    "10s".into()
+}
+fn default_agent_interval() -> String {
+    "2s".into()
+}
+
+impl Default for AgentsSpec {
+    fn default() -> Self {
+        AgentsSpec {
+            sites: Vec::new(),
+            lease_ttl: default_agent_lease_ttl(),
+            clock_skew_margin: default_agent_clock_skew_margin(),
+            stop_within: default_agent_stop_within(),
+            interval: default_agent_interval(),
+        }
+    }
+}
+
+/// Site agents, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentsConfig {
+    pub sites: Vec<scheduler::model::SiteId>,
+    pub timing: failover::agent::AgentTiming,
+    pub interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -317,12 +374,26 @@ pub struct FailoverSpec {
     /// Failed relaunches in a job's site before the next goes to the other site.
     #[serde(default = "default_relaunches_before_other_site")]
     pub relaunches_before_other_site: u32,
-    /// Jobs of one failover operation moving at once.
+    /// Jobs of one planned failover operation moving at once (each is stopped with a
+    /// savepoint first).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Moves one failover operation starts per second after `launchBurst`.
+    #[serde(default = "default_launch_rate")]
+    pub launch_rate: u32,
+    /// Moves one failover operation starts at once before the rate applies.
+    #[serde(default = "default_launch_burst")]
+    pub launch_burst: u32,
     /// Start a failback on its own once a lost site is healthy again.
     #[serde(default)]
     pub auto_failback: bool,
+    /// Fail a silent site over without an operator. Absent: on with etcd (the controller's
+    /// session is the quorum) and with the embedded store when every site is simulated
+    /// (nothing there can be partitioned from anything else); off with the embedded store
+    /// and any real site (local Flink, Kubernetes), where no witness can tell a dead site
+    /// from a cut-off one.
+    #[serde(default)]
+    pub automatic_site_failover: Option<bool>,
 }
 
 fn default_true() -> bool {
@@ -340,6 +411,12 @@ fn default_tm_bound() -> String {
 fn default_relaunches_before_other_site() -> u32 {
     3
 }
+fn default_launch_rate() -> u32 {
+    failover::DEFAULT_LAUNCH_RATE
+}
+fn default_launch_burst() -> u32 {
+    failover::DEFAULT_LAUNCH_BURST
+}
 fn default_max_in_flight() -> usize {
     16
 }
@@ -353,7 +430,10 @@ impl Default for FailoverSpec {
             task_manager_recovery_bound: default_tm_bound(),
             relaunches_before_other_site: default_relaunches_before_other_site(),
             max_in_flight: default_max_in_flight(),
+            launch_rate: default_launch_rate(),
+            launch_burst: default_launch_burst(),
             auto_failback: false,
+            automatic_site_failover: None,
         }
     }
 }
@@ -367,7 +447,12 @@ pub struct FailoverConfig {
     pub task_manager_recovery_bound: Duration,
     pub relaunches_before_other_site: u32,
     pub max_in_flight: usize,
+    pub launch_rate: u32,
+    pub launch_burst: u32,
     pub auto_failback: bool,
+    /// Resolved: whether a silent site may be judged lost without an operator (see
+    /// `FailoverSpec::automatic_site_failover`).
+    pub automatic_site_failover: bool,
 }
 
 impl FailoverConfig {
@@ -380,6 +465,8 @@ impl FailoverConfig {
         config.task_manager_recovery_bound = self.task_manager_recovery_bound;
         config.relaunches_before_other_site = self.relaunches_before_other_site;
         config.max_in_flight = self.max_in_flight;
+        config.launch_rate = self.launch_rate;
+        config.launch_burst = self.launch_burst;
         config.auto_failback = self.auto_failback;
         config
     }
@@ -403,6 +490,7 @@ pub struct Config {
     pub metrics: Option<MetricsConfig>,
     /// Where StreamJob objects are watched; `None`: nowhere.
     pub stream_jobs: Option<crate::kube_jobs::StreamJobWatchConfig>,
+    pub agents: AgentsConfig,
 }
 
 /// Where job metrics come from.
@@ -491,6 +579,7 @@ impl Config {
             local_flink: None,
             metrics: None,
             stream_jobs: None,
+            agents: AgentsSpec::default(),
         };
         let mut problems = Problems::new("embedded default");
         let config = resolve(file, Path::new("."), "embedded default", &mut problems);
@@ -651,6 +740,16 @@ fn resolve(file: ConfigFile, base: &Path, source: &str, problems: &mut Problems)
     if file.failover.max_in_flight == 0 {
         problems.field("failover.maxInFlight", "must be at least 1");
     }
+    // Zero would leave an operation's later jobs waiting forever.
+    if file.failover.launch_rate == 0 {
+        problems.field(
+            "failover.launchRate",
+            "must be at least 1 (moves per second)",
+        );
+    }
+    if file.failover.launch_burst == 0 {
+        problems.field("failover.launchBurst", "must be at least 1");
+    }
     if file.simulation.generate.nodes_per_site == 0 {
         problems.field("simulation.generate.nodesPerSite", "must be at least 1");
     }
@@ -737,6 +836,27 @@ fn resolve(file: ConfigFile, base: &Path, source: &str, problems: &mut Problems)
         .stream_jobs
         .as_ref()
         .map(|spec| resolve_stream_jobs(spec, policy.as_ref(), problems));
+    let agents = resolve_agents(
+        &file.agents,
+        policy.as_ref(),
+        file.state.etcd.is_some(),
+        site_grace,
+        problems,
+    );
+    // Real sites: those the policy gives a Kubernetes cluster, and local-Flink ones.
+    let real_sites = policy.as_ref().is_some_and(|p| {
+        p.site_ids().iter().any(|id| {
+            p.site(id).is_some_and(|s| s.kubernetes.is_some())
+                || file
+                    .local_flink
+                    .as_ref()
+                    .is_some_and(|l| l.sites.contains(&id.0))
+        })
+    });
+    let automatic_site_failover = file
+        .failover
+        .automatic_site_failover
+        .unwrap_or(file.state.etcd.is_some() || !real_sites);
 
     let simulation = SimulationConfig {
         sites: file
@@ -780,7 +900,10 @@ fn resolve(file: ConfigFile, base: &Path, source: &str, problems: &mut Problems)
             task_manager_recovery_bound: tm_bound?,
             relaunches_before_other_site: file.failover.relaunches_before_other_site,
             max_in_flight: file.failover.max_in_flight,
+            launch_rate: file.failover.launch_rate,
+            launch_burst: file.failover.launch_burst,
             auto_failback: file.failover.auto_failback,
+            automatic_site_failover,
         },
         local_flink,
         metrics: file.metrics.as_deref().map(|m| {
@@ -794,6 +917,93 @@ fn resolve(file: ConfigFile, base: &Path, source: &str, problems: &mut Problems)
             Some(resolved) => Some(resolved?),
             None => None,
         },
+        agents: agents?,
+    })
+}
+
+/// The `agents` section: durations, sites the policy knows, etcd present when any site has
+/// an agent, and the timing argument against `failover.siteGrace`.
+fn resolve_agents(
+    spec: &AgentsSpec,
+    policy: Option<&Policy>,
+    etcd: bool,
+    site_grace: Option<Duration>,
+    problems: &mut Problems,
+) -> Option<AgentsConfig> {
+    let lease_ttl = duration(problems, "agents.leaseTtl", &spec.lease_ttl);
+    let clock_skew_margin = match parse_duration(&spec.clock_skew_margin) {
+        Ok(d) => Some(d),
+        Err(message) => {
+            problems.field("agents.clockSkewMargin", message);
+            None
+        }
+    };
+    let stop_within = duration(problems, "agents.stopWithin", &spec.stop_within);
+    let interval = duration(problems, "agents.interval", &spec.interval);
+    let mut sites = Vec::new();
+    for (i, name) in spec.sites.iter().enumerate() {
+        let id = scheduler::model::SiteId(name.clone());
+        if let Some(policy) = policy
+            && policy.site(&id).is_none()
+        {
+            problems.field(
+                format!("agents.sites[{i}]"),
+                format!("the policy has no site {name:?}"),
+            );
+        }
+        if sites.contains(&id) {
+            problems.field(
+                format!("agents.sites[{i}]"),
+                format!("{name:?} is listed twice"),
+            );
+        }
+        sites.push(id);
+    }
+    if !sites.is_empty() && !etcd {
+        problems.field(
+            "agents.sites",
+            "site agents keep their leases in etcd: configure state.etcd, or list no sites",
+        );
+    }
+    let timing = failover::agent::AgentTiming {
+        lease_ttl: lease_ttl?,
+        clock_skew_margin: clock_skew_margin?,
+        stop_within: stop_within?,
+    };
+    let interval = interval?;
+    // The timing binds only sites guarded by a `twinsite agent`; in-process agents hold the
+    // controller's own session as their lease.
+    if let Some(grace) = site_grace.filter(|_| !sites.is_empty()) {
+        match timing.check(grace) {
+            Ok(()) => {}
+            Err(failover::agent::TimingError::TtlTooShort { found }) => problems.field(
+                "agents.leaseTtl",
+                format!("must be at least 2s (etcd's lease granularity is 1s), found {found:?}"),
+            ),
+            Err(failover::agent::TimingError::SlowerThanGrace { sum, grace, .. }) => {
+                problems.field(
+                    "agents.leaseTtl",
+                    format!(
+                        "agents.leaseTtl + agents.clockSkewMargin + agents.stopWithin = {sum:?} must be below failover.siteGrace ({grace:?}): \
+                         otherwise the controller may relaunch a cut-off site's jobs before its agent has stopped them"
+                    ),
+                )
+            }
+        }
+    }
+    if interval * 2 > timing.lease_ttl {
+        problems.field(
+            "agents.interval",
+            format!(
+                "{interval:?} must be at most half of agents.leaseTtl ({:?}): an agent looks at its lease once per interval",
+                timing.lease_ttl
+            ),
+        );
+    }
+    Some(AgentsConfig {
+        sites,
+        timing,
+        interval,
     })
 }
 
@@ -1027,6 +1237,26 @@ mod tests {
     }
 
     #[test]
+    fn launch_pacing_reaches_the_engine_and_zero_is_refused_naming_the_field() {
+        let config = parse("failover:\n  launchRate: 50\n  launchBurst: 10\n").unwrap();
+        let engine = config.failover.engine_config(Vec::new());
+        assert_eq!((engine.launch_rate, engine.launch_burst), (50, 10));
+        let defaults = parse("").unwrap().failover.engine_config(Vec::new());
+        assert_eq!(
+            (defaults.launch_rate, defaults.launch_burst),
+            (
+                failover::DEFAULT_LAUNCH_RATE,
+                failover::DEFAULT_LAUNCH_BURST
+            )
+        );
+        let err = parse("failover:\n  launchRate: 0\n  launchBurst: 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("failover.launchRate"), "{err}");
+        assert!(err.contains("failover.launchBurst"), "{err}");
+    }
+
+    #[test]
     fn a_misspelled_field_is_named() {
         let err = parse("api:\n  listn: 1.2.3.4:80\n")
             .unwrap_err()
@@ -1131,6 +1361,66 @@ mod tests {
         assert_eq!(watch.status_interval, Duration::from_secs(30));
         assert_eq!(watch.checkpoint_status_interval, Duration::from_secs(120));
         assert!(parse("").unwrap().stream_jobs.is_none(), "off by default");
+    }
+
+    #[test]
+    fn automatic_site_failover_is_off_on_the_embedded_store_with_real_sites_unless_turned_on() {
+        assert!(Config::embedded_default().failover.automatic_site_failover);
+        let local = "localFlink:\n  python: venv/bin/python\n  sites: [dc-a]\n";
+        assert!(!parse(local).unwrap().failover.automatic_site_failover);
+        let explicit = format!("{local}failover:\n  automaticSiteFailover: true\n");
+        assert!(parse(&explicit).unwrap().failover.automatic_site_failover);
+        let etcd = "state:\n  etcd:\n    endpoints: [http://127.0.0.1:2379]\n";
+        assert!(
+            parse(&format!("{local}{etcd}"))
+                .unwrap()
+                .failover
+                .automatic_site_failover
+        );
+    }
+
+    #[test]
+    fn an_agent_timing_slower_than_the_site_grace_is_refused_naming_the_fields() {
+        const ETCD: &str = "state:\n  etcd:\n    endpoints: [http://127.0.0.1:2379]\n";
+        let slow =
+            "agents:\n  sites: [dc-a]\n  leaseTtl: 20s\n  clockSkewMargin: 5s\n  stopWithin: 5s\n";
+        let err = parse(&format!("{ETCD}{slow}")).unwrap_err().to_string();
+        for field in [
+            "agents.leaseTtl",
+            "agents.clockSkewMargin",
+            "agents.stopWithin",
+            "failover.siteGrace",
+            "30s",
+        ] {
+            assert!(err.contains(field), "{field}: {err}");
+        }
+        let longer_grace = format!("{ETCD}{slow}  interval: 5s\nfailover:\n  siteGrace: 31s\n");
+        assert!(parse(&longer_grace).is_ok());
+        // Without guarded sites the timing binds nothing (a short grace for tests is fine).
+        assert!(parse("failover:\n  siteGrace: 3s\n").is_ok());
+        let short = format!("{ETCD}agents:\n  sites: [dc-a]\n  leaseTtl: 1s\n  interval: 500ms\n");
+        let short = parse(&short).unwrap_err().to_string();
+        assert!(
+            short.contains("agents.leaseTtl") && short.contains("at least 2s"),
+            "{short}"
+        );
+    }
+
+    #[test]
+    fn agent_sites_need_etcd_and_must_be_policy_sites() {
+        let err = parse("agents:\n  sites: [dc-a, dc-q]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("agents.sites[1]") && err.contains("dc-q"),
+            "{err}"
+        );
+        assert!(err.contains("state.etcd"), "{err}");
+        let ok = parse(
+            "agents:\n  sites: [dc-a]\nstate:\n  etcd:\n    endpoints: [http://127.0.0.1:2379]\n",
+        )
+        .unwrap();
+        assert_eq!(ok.agents.sites, [scheduler::model::SiteId("dc-a".into())]);
     }
 
     #[test]

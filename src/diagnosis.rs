@@ -161,9 +161,13 @@ pub async fn twinsite_part(
         .filter(|s| placed_sites.contains(&s.0))
     {
         for to in controller.sites.keys().filter(|s| *s != from) {
-            let plan =
+            // A refused dry run (an operation already running, a site not up) judges nothing.
+            let Ok(plan) =
                 crate::failover_plan::dry_run(controller, from, to, failover::MoveMode::Planned)
-                    .await?;
+                    .await?
+            else {
+                continue;
+            };
             let mut verdicts: BTreeMap<JobId, Fit> = plan
                 .moves
                 .iter()

@@ -1,5 +1,6 @@
 //! The twinsite controller: CLI, wiring and the I/O adapters around the pure crates.
 
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod commands;

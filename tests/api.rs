@@ -484,8 +484,14 @@ async fn a_failover_dry_run_plans_every_move_and_changes_nothing() {
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
     api.controller.reconcile_once().await.unwrap();
-    // Only orders has a checkpoint replicated to dc-b.
+    // Only orders has a checkpoint replicated to dc-b (by its generation 1), recorded and
+    // handed to the failover engine as the replication driver does.
     let completed_at = chrono::Utc::now() - chrono::Duration::seconds(40);
+    let orders = scheduler::model::JobId::new("shop", "orders");
+    let uri = format!(
+        "file:///dc-b/flink/checkpoints/shop/orders/{}/chk-7",
+        twinsite::site::flink_job_id(&orders, 1)
+    );
     api.store
         .put_checkpoint(
             "shop",
@@ -494,12 +500,26 @@ async fn a_failover_dry_run_plans_every_move_and_changes_nothing() {
             "dc-b",
             &twinsite::state::CheckpointPointer {
                 checkpoint_id: 7,
-                uri: "file:///dc-b/flink/checkpoints/shop/orders/x/chk-7".into(),
+                uri: uri.clone(),
                 recorded_at_unix_ms: completed_at.timestamp_millis(),
             },
         )
         .await
         .unwrap();
+    api.controller
+        .failover
+        .notify(failover::Event::CheckpointReplicated {
+            job: orders,
+            replica: failover::CheckpointPointer {
+                site: scheduler::model::SiteId("dc-b".into()),
+                generation: 1,
+                id: 7,
+                path: uri,
+                completed_at,
+                kind: failover::CheckpointKind::Checkpoint,
+            },
+        });
+    api.controller.reconcile_once().await.unwrap();
     let before = api.store.list_jobs().await.unwrap();
 
     let (status, body) = api

@@ -16,7 +16,7 @@ use scheduler::input::{Policy, StreamJob, parse_stream_jobs};
 use scheduler::model::{JobId, PodRole, SiteId, SiteSnapshot};
 use support::fixtures::node;
 use twinsite::controller::failover::RequestOutcome;
-use twinsite::controller::{Controller, JobStatus, new_record};
+use twinsite::controller::{Controller, JobPhase, JobStatus, new_record};
 use twinsite::replication::ReplicationDriver;
 use twinsite::site::simulated::{Fault, SimulatedSite, SimulatedSiteConfig};
 use twinsite::site::{ManualClock, Site};
@@ -565,4 +565,159 @@ async fn a_cancelled_operation_leaves_every_job_running_exactly_once() {
             "{name} runs exactly once, where the store says"
         );
     }
+}
+
+/// Issue #14, part 1: a job that could go nowhere while its site was lost (no checkpoint
+/// replicated to the survivor, and it must restore from one) must run again once its site is
+/// back and clean, exactly once, and its status must say so: never "unknown: site is
+/// unreachable" about a site that answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_could_go_nowhere_runs_again_at_home_once_its_site_returns() {
+    let w = World::new().await;
+    w.add(&job("orders", "dc-a")).await;
+    w.pass().await;
+    w.checkpoint_and_replicate(2).await;
+    // clicks checkpoints in dc-a, but nothing of it reaches dc-b before dc-a is lost.
+    w.add(&job("clicks", "dc-a")).await;
+    w.pass().await;
+    for _ in 0..2 {
+        w.clock.advance(Duration::from_secs(11));
+        w.sim("dc-a").tick();
+        w.pass().await;
+    }
+    assert!(w.replicated_pointer("clicks", "dc-b").await.is_none());
+    // payments is launched just before the loss and never completes a checkpoint.
+    w.add(&job("payments", "dc-a")).await;
+    w.pass().await;
+    let before = w.record("clicks").await;
+    let payments_before = w.record("payments").await;
+
+    w.sim("dc-a").handle().inject(Fault::SiteDown).unwrap();
+    w.passes_for(SITE_GRACE.as_secs_f64() + 1.5).await;
+    assert_eq!(w.record("orders").await.placement.unwrap().site, "dc-b");
+    let down = w.controller.failover.not_relaunched();
+    for name in ["clicks", "payments"] {
+        assert!(w.running(name).await.is_empty(), "{name}");
+        assert!(
+            down.iter().any(|n| n.job == JobId::new("shop", name)
+                && n.reason.contains("no checkpoint replicated to dc-b")),
+            "{name}: {down:?}"
+        );
+        // Its status says it runs nowhere and why, not that its site might still run it.
+        let status = JobStatus::from_value(&w.record(name).await.status);
+        assert_eq!(status.phase, JobPhase::Pending, "{name}: {status:?}");
+        let message = status.message.unwrap_or_default();
+        assert!(
+            message.contains("runs nowhere") && message.contains("no checkpoint replicated"),
+            "{name}: {message}"
+        );
+    }
+
+    w.sim("dc-a").handle().clear(Fault::SiteDown).unwrap();
+    w.passes_for(2.0).await;
+    let site = w.store.get_site("dc-a").await.unwrap().unwrap().value;
+    assert_eq!(site.state, "active");
+    for (name, before) in [("clicks", &before), ("payments", &payments_before)] {
+        let after = w.record(name).await;
+        assert!(after.generation > before.generation, "{name}: {after:?}");
+        assert_eq!(after.placement.as_ref().unwrap().site, "dc-a", "{name}");
+        assert_eq!(
+            w.running(name).await,
+            [("dc-a".to_string(), after.generation)],
+            "{name} runs again, once, at home"
+        );
+        let status = JobStatus::from_value(&after.status);
+        assert_eq!(status.phase, JobPhase::Running, "{name}: {status:?}");
+        assert_eq!(status.site.as_deref(), Some("dc-a"), "{name}: {status:?}");
+        assert_eq!(status.message, None, "{name}: {status:?}");
+    }
+    let clicks = JobStatus::from_value(&w.record("clicks").await.status);
+    assert!(
+        clicks
+            .restore_from
+            .as_deref()
+            .is_some_and(|p| p.contains("chk-")),
+        "clicks restores from its latest checkpoint in dc-a: {clicks:?}"
+    );
+    let payments = JobStatus::from_value(&w.record("payments").await.status);
+    assert_eq!(
+        payments.restore_from, None,
+        "payments never checkpointed: it starts as it first did"
+    );
+}
+
+/// Issue #14, part 2: a dry run asks the engine that would carry the request out, with the
+/// persisted site states. While dc-a is lost, a failover into it is refused by the dry run
+/// exactly as by the real request (a fresh engine would have believed every site healthy
+/// and promised the moves), and a follower's dry run, resumed from the store, agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_promises_only_what_the_real_failover_would_do() {
+    let w = World::new().await;
+    w.add(&job("orders", "dc-b")).await;
+    w.add(&job("clicks", "dc-a")).await;
+    w.pass().await;
+    w.checkpoint_and_replicate(1).await;
+    w.sim("dc-a").handle().inject(Fault::SiteDown).unwrap();
+    w.passes_for(SITE_GRACE.as_secs_f64() + 1.5).await;
+    assert_eq!(
+        w.store.get_site("dc-a").await.unwrap().unwrap().value.state,
+        "lost"
+    );
+    let into_lost = |dry_run| OpsRequest::Failover {
+        from: SiteId("dc-b".into()),
+        to: SiteId("dc-a".into()),
+        mode: MoveMode::Forced,
+        dry_run,
+    };
+    let real = w
+        .controller
+        .failover_request(into_lost(false))
+        .await
+        .unwrap();
+    let dry = w
+        .controller
+        .failover_dry_run(into_lost(true))
+        .await
+        .unwrap();
+    let RequestOutcome::Rejected(error) = &real else {
+        panic!("the real request must be refused: {real:?}");
+    };
+    assert!(error.to_string().contains("dc-a"), "{error}");
+    assert_eq!(
+        dry, real,
+        "the dry run answers what the real request answered"
+    );
+
+    // A follower has no live engine: its dry run resumes one from the store and agrees.
+    w.controller.set_leading(false);
+    let follower = w
+        .controller
+        .failover_dry_run(into_lost(true))
+        .await
+        .unwrap();
+    assert_eq!(follower, real);
+    // And a plan it does make restores from what the real run would.
+    let out_of_lost = w
+        .controller
+        .failover_dry_run(OpsRequest::Failover {
+            from: SiteId("dc-a".into()),
+            to: SiteId("dc-b".into()),
+            mode: MoveMode::Forced,
+            dry_run: true,
+        })
+        .await
+        .unwrap();
+    let RequestOutcome::Plan(plan) = out_of_lost else {
+        panic!("expected a plan: {out_of_lost:?}");
+    };
+    let clicks = w.record("clicks").await;
+    assert_eq!(
+        clicks.placement.as_ref().unwrap().site,
+        "dc-b",
+        "clicks moved when dc-a was lost"
+    );
+    assert!(
+        plan.moves.is_empty(),
+        "nothing left in dc-a to move: {plan:?}"
+    );
 }

@@ -30,17 +30,67 @@ pub struct EngineConfig {
     pub crash_loop_restarts: u32,
     /// Failed relaunches in the job's site before the next one goes to the other site.
     pub relaunches_before_other_site: u32,
-    /// Jobs of one operation moving at once.
+    /// Jobs of one *planned* operation moving at once (each stops its job with a savepoint:
+    /// this bounds how many are stopped at a time). Forced moves and site losses are paced
+    /// by `launch_rate` alone: their jobs are down already, waiting on answers only delays
+    /// them.
     pub max_in_flight: usize,
+    /// Moves one operation starts per second after its first `launch_burst`, critical
+    /// first: a site loss of N jobs has started all of them `(N - burst) / rate` seconds
+    /// after it was judged, whatever the targets answer in the meantime.
+    #[serde(default = "default_launch_rate")]
+    pub launch_rate: u32,
+    /// Moves an operation starts at once, before the rate applies.
+    #[serde(default = "default_launch_burst")]
+    pub launch_burst: u32,
     /// A fence not confirmed after this long is issued again.
     pub fence_retry: Duration,
     /// Launches of one job within one operation before it is given up.
     pub max_launches_per_move: u32,
     /// Start a failback on its own once a lost site is healthy again. Off unless policy says.
     pub auto_failback: bool,
+    /// A job that runs nowhere is tried again this often (and at once when a site recovers):
+    /// room may have been freed, a checkpoint replicated, a site become healthy.
+    pub down_retry: Duration,
+}
+
+/// 1000 jobs of a lost site started 4 s after the judgement: within 45 s of the last
+/// heartbeat at the default 30 s site grace, leaving a 5 s reconcile interval and a slow
+/// pass room.
+pub const DEFAULT_LAUNCH_RATE: u32 = 200;
+pub const DEFAULT_LAUNCH_BURST: u32 = 200;
+
+fn default_launch_rate() -> u32 {
+    DEFAULT_LAUNCH_RATE
+}
+
+fn default_launch_burst() -> u32 {
+    DEFAULT_LAUNCH_BURST
 }
 
 impl EngineConfig {
+    /// Moves an operation requested at `requested_at` may have started by `now`.
+    pub fn launch_allowance(&self, requested_at: Timestamp, now: Timestamp) -> usize {
+        let paced = f64::from(self.launch_rate) * elapsed(requested_at, now).as_secs_f64();
+        // `as` saturates; an allowance beyond usize is no limit at all.
+        (self.launch_burst as usize).saturating_add(paced as usize)
+    }
+
+    /// When an operation requested at `requested_at` that has started `started` moves may
+    /// start the next one; `None` at a rate of zero (only the burst ever starts).
+    pub fn next_launch_at(&self, requested_at: Timestamp, started: usize) -> Option<Timestamp> {
+        let beyond_burst = (started + 1).saturating_sub(self.launch_burst as usize);
+        if beyond_burst == 0 {
+            return Some(requested_at);
+        }
+        if self.launch_rate == 0 {
+            return None;
+        }
+        let secs = beyond_burst as f64 / f64::from(self.launch_rate);
+        let after = Duration::try_from_secs_f64(secs).ok()?;
+        requested_at.checked_add_signed(chrono::TimeDelta::from_std(after).ok()?)
+    }
+
     pub fn new(sites: Vec<SiteId>) -> Self {
         EngineConfig {
             sites,
@@ -50,9 +100,12 @@ impl EngineConfig {
             crash_loop_restarts: 10,
             relaunches_before_other_site: 3,
             max_in_flight: 16,
+            launch_rate: DEFAULT_LAUNCH_RATE,
+            launch_burst: DEFAULT_LAUNCH_BURST,
             fence_retry: Duration::from_secs(15),
             max_launches_per_move: 3,
             auto_failback: false,
+            down_retry: Duration::from_secs(30),
         }
     }
 }
@@ -108,6 +161,12 @@ pub struct JobRecord {
     pub stale: BTreeSet<StaleGeneration>,
     /// When lost TaskManager nodes were first seen with a healthy JobManager.
     pub task_managers_lost_since: Option<Timestamp>,
+    /// The epoch of its site when the current generation was issued or adopted. Once the
+    /// site's epoch is higher (the site was judged lost since), that generation may never
+    /// run again (epoch admission) and the job must get a new one. `None` in records
+    /// written before it existed.
+    #[serde(default)]
+    pub epoch: Option<u64>,
 }
 
 impl JobRecord {
@@ -133,6 +192,10 @@ pub struct SiteRecord {
     pub id: SiteId,
     pub epoch: u64,
     pub status: SiteStatus,
+    /// Nodes not heard at the last observation, with when they last were: a new leader
+    /// keeps counting their silence from there instead of granting them a fresh grace.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub silent_nodes: BTreeMap<String, Timestamp>,
 }
 
 /// One unit of durable state, written by `Command::Persist`.
@@ -142,6 +205,24 @@ pub enum Record {
     Job(Box<JobRecord>),
     Site(SiteRecord),
     Operation(Box<Operation>),
+}
+
+impl Record {
+    /// The name a store keeps this record under: `job.<namespace>.<name>`, `site.<id>`,
+    /// `op.<id, 12 digits>` (sorted by id).
+    pub fn key(&self) -> String {
+        match self {
+            Record::Job(j) => Record::job_key(j.id()),
+            Record::Site(s) => format!("site.{}", s.id),
+            Record::Operation(o) => format!("op.{:012}", o.id),
+        }
+    }
+
+    /// The key of a job's record. Namespaces are DNS labels (no dots), so the first dot
+    /// after `job.` splits them off.
+    pub fn job_key(job: &JobId) -> String {
+        format!("job.{}", job.0.replacen('/', ".", 1))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,9 +246,22 @@ pub struct RecoveryReport {
     pub rto_from_detection: Duration,
     /// From the last sign of life (heartbeat) to the relaunch command, when known.
     pub rto_from_last_heartbeat: Option<Duration>,
-    /// Age of the restored checkpoint; zero for a stop-with-savepoint; `None` when the job
-    /// started without state.
+    /// Data lost: from the restored checkpoint to the failure (the last sign of life of the
+    /// node, site or job; for a forced move of a reachable source, the relaunch, since the
+    /// source ran until it was fenced). Zero for a stop-with-savepoint; `None` when the job
+    /// started without state. The time from the failure to the relaunch is not data lost
+    /// (the job resumes from the same checkpoint whenever it restarts): it is
+    /// `rto_from_last_heartbeat`, the relaunch delay.
     pub rpo: Option<Duration>,
+}
+
+/// What a relaunch from `restore` loses when the job failed at `failed_at`: everything after
+/// the checkpoint up to the failure. Nothing for a savepoint (the source stopped there).
+fn rpo_at(restore: Option<&CheckpointPointer>, failed_at: Timestamp) -> Option<Duration> {
+    restore.map(|c| match c.kind {
+        CheckpointKind::Savepoint => Duration::ZERO,
+        CheckpointKind::Checkpoint => elapsed(c.completed_at, failed_at),
+    })
 }
 
 /// Ops requests. `dry_run` returns the plan and changes nothing.
@@ -266,13 +360,10 @@ pub enum Event {
     },
     OpsRequest(OpsRequest),
     QuorumChanged(bool),
-    /// The driver heard from every listed site's API at the given instant. Sent first in a
-    /// batch of events, so that no site is judged on a contact older than the batch while
-    /// the others' snapshots are being processed.
-    /// Carries each site's node heartbeats too; judges nothing by itself.
-    SitesHeard {
-        sites: Vec<(SiteId, Timestamp, Vec<crate::types::NodeHeartbeat>)>,
-    },
+    /// Every job the state store holds: the engine registers the placed jobs it does not
+    /// know, knows at an older generation (a relaunch by the controller: adopted, the old
+    /// one fenced) or with another spec, and forgets the ones no longer stored.
+    JobsStored(Vec<crate::types::StoredJob>),
     /// The job was deleted: the engine forgets it (answer: `Forget`). Generations still
     /// running are the driver's to stop, as for any deleted job.
     JobRemoved {
@@ -339,6 +430,11 @@ pub enum Command {
         request: OpsRequest,
         error: RequestError,
     },
+    /// The request started operation `op` (a failover, a failback), or is cancelling it.
+    Accepted {
+        request: OpsRequest,
+        op: u64,
+    },
 }
 
 /// Volatile knowledge of one site, rebuilt from observations after a restart.
@@ -384,7 +480,30 @@ pub struct Engine {
     quorum: bool,
     dirty: Dirty,
     fence_sent: BTreeMap<(JobId, SiteId, u64), Timestamp>,
+    /// When each job that runs nowhere was last tried (or went down): see `revive_down_jobs`.
+    down_tried: BTreeMap<JobId, Timestamp>,
+    /// Running generations missing from fresh observations of their (up) site, and since
+    /// when: a site agent stopped them (self-fencing, epoch admission) or they vanished.
+    /// Past the node grace the job is relaunched like a failed one (see `judge_jobs`).
+    vanished: BTreeMap<(JobId, u64), Timestamp>,
 }
+
+/// For events that place nothing (a removal).
+struct NoPlacer;
+
+impl Placer for NoPlacer {
+    fn place(
+        &self,
+        _site: &SiteId,
+        _jobs: &[JobDemand],
+        _avoid: &BTreeSet<String>,
+    ) -> crate::types::PlacementOutcome {
+        crate::types::PlacementOutcome::default()
+    }
+}
+
+/// A site a job that runs nowhere may be relaunched in, with what it would restore from.
+type Host = (SiteId, Option<CheckpointPointer>);
 
 /// Collects commands; an action first flushes pending `Persist`s so the state that led to an
 /// action is durable before the action runs.
@@ -400,6 +519,8 @@ impl Engine {
             quorum: false,
             dirty: Dirty::default(),
             fence_sent: BTreeMap::new(),
+            down_tried: BTreeMap::new(),
+            vanished: BTreeMap::new(),
             config,
         };
         for site in engine.config.sites.clone() {
@@ -409,6 +530,7 @@ impl Engine {
                     id: site.clone(),
                     epoch: 0,
                     status: SiteStatus::Up,
+                    silent_nodes: BTreeMap::new(),
                 },
             );
             engine.views.insert(site, SiteView::new(now));
@@ -432,10 +554,11 @@ impl Engine {
                     engine.jobs.insert(j.id().clone(), *j);
                 }
                 Record::Site(s) => {
-                    engine
+                    let view = engine
                         .views
                         .entry(s.id.clone())
                         .or_insert(SiteView::new(now));
+                    view.nodes = s.silent_nodes.clone();
                     engine.sites.insert(s.id.clone(), s);
                 }
                 Record::Operation(o) => {
@@ -446,6 +569,22 @@ impl Engine {
         engine.reconcile();
         let mut out = Out(Vec::new());
         engine.flush(&mut out);
+        // A loss written just before the leader died may never have reached the sites:
+        // marked again (idempotent) before anything is moved off them.
+        // So may a recovery: a site marked lost once is marked again with its state.
+        for s in engine.sites.values() {
+            match s.status {
+                SiteStatus::Lost { .. } => out.0.push(Command::MarkSiteLost {
+                    site: s.id.clone(),
+                    epoch: s.epoch,
+                }),
+                SiteStatus::Up if s.epoch > 0 => out.0.push(Command::MarkSiteRecovered {
+                    site: s.id.clone(),
+                    epoch: s.epoch,
+                }),
+                _ => {}
+            }
+        }
         for record in engine.jobs.values() {
             match &record.phase {
                 JobPhase::Fencing { .. } => out.0.push(Command::Fence {
@@ -520,10 +659,7 @@ impl Engine {
                             rto_from_last_heartbeat: op
                                 .last_sign_of_life
                                 .map(|at| elapsed(at, now)),
-                            rpo: restore_from.as_ref().map(|c| match c.kind {
-                                CheckpointKind::Savepoint => Duration::ZERO,
-                                CheckpointKind::Checkpoint => elapsed(c.completed_at, now),
-                            }),
+                            rpo: rpo_at(restore_from.as_ref(), op.last_sign_of_life.unwrap_or(now)),
                         }));
                         Command::Relaunch {
                             job: j.job.clone(),
@@ -540,6 +676,20 @@ impl Engine {
             }
         }
         out.0.extend(reports);
+        // A re-issued fence the site does not answer (it may be unreachable) is issued
+        // again after `fence_retry`, like any other.
+        for c in &out.0 {
+            if let Command::Fence {
+                job,
+                generation,
+                site,
+            } = c
+            {
+                engine
+                    .fence_sent
+                    .insert((job.clone(), site.clone(), *generation), now);
+            }
+        }
         let ops: Vec<u64> = engine.operations.keys().copied().collect();
         out.0.push(Command::Audit(AuditEntry {
             at: now,
@@ -602,7 +752,18 @@ impl Engine {
                 }) => Some(JobPhase::Down { reason }),
                 Some(step) if step.is_finished() => Some(JobPhase::Running),
                 Some(_) => None,
-                None => Some(JobPhase::Running),
+                // The operation was never written: the job record may name a generation
+                // that was never launched. Whatever runs of it is stopped, and the job is
+                // relaunched like any job that runs nowhere.
+                None => {
+                    r.stale.insert(StaleGeneration {
+                        site: r.site.clone(),
+                        generation: r.generation,
+                    });
+                    Some(JobPhase::Down {
+                        reason: format!("operation {op} was lost with the leader that started it"),
+                    })
+                }
             };
             if let Some(phase) = released {
                 r.phase = phase;
@@ -642,6 +803,18 @@ impl Engine {
             _ => judge_site(&self.signs(site)?, self.quorum, now, &self.config.site),
         };
         Some((record, verdict))
+    }
+
+    /// The next instant after `now` at which an operation's pacing lets another move
+    /// start, if one waits only for that: the caller steps (ticks) the engine then rather
+    /// than at its usual interval.
+    pub fn next_launch_at(&self, now: Timestamp) -> Option<Timestamp> {
+        self.operations
+            .values()
+            .filter(|o| o.has_pending())
+            .filter_map(|o| self.config.next_launch_at(o.requested_at, o.started()))
+            .filter(|at| *at > now)
+            .min()
     }
 
     pub fn operations(&self) -> impl Iterator<Item = &Operation> {
@@ -753,19 +926,7 @@ impl Engine {
                     );
                 }
             }
-            Event::SitesHeard { sites } => {
-                for (site, at, nodes) in sites {
-                    if let Some(v) = self.views.get_mut(&site) {
-                        v.last_api_contact = v.last_api_contact.max(Some(at));
-                        v.nodes = nodes
-                            .into_iter()
-                            .map(|n| (n.name, n.last_heartbeat))
-                            .collect();
-                    }
-                }
-                // Bookkeeping only: the snapshots that follow are where judging happens.
-                return false;
-            }
+            Event::JobsStored(stored) => return self.on_jobs_stored(stored, now, out),
             Event::JobRemoved { job } => {
                 if self.jobs.remove(&job).is_some() {
                     self.dirty.jobs.remove(&job);
@@ -853,6 +1014,7 @@ impl Engine {
                 existing.phase = JobPhase::Running;
                 existing.failures_in_site = 0;
                 existing.task_managers_lost_since = None;
+                existing.epoch = self.sites.get(&site).map(|s| s.epoch);
                 self.audit(
                     out,
                     now,
@@ -875,6 +1037,7 @@ impl Engine {
                     failures_in_site: 0,
                     stale: BTreeSet::new(),
                     task_managers_lost_since: None,
+                    epoch: self.sites.get(&site).map(|s| s.epoch),
                 },
             );
             self.audit(
@@ -895,12 +1058,29 @@ impl Engine {
             return;
         };
         view.last_api_contact = view.last_api_contact.max(Some(o.observed_at));
-        view.nodes = o
-            .nodes
+        let mut nodes = BTreeMap::new();
+        for n in &o.nodes {
+            let known = view.nodes.get(&n.name).copied();
+            let heard = match n.last_heartbeat {
+                Some(at) => known.map_or(at, |k| k.max(at)),
+                // Seen but not heard: silent since it last was, or since first seen.
+                None => known.unwrap_or(o.observed_at),
+            };
+            nodes.insert(n.name.clone(), heard);
+        }
+        let silent: BTreeMap<String, Timestamp> = nodes
             .iter()
-            .map(|n| (n.name.clone(), n.last_heartbeat))
+            .filter(|(_, heard)| **heard < o.observed_at)
+            .map(|(n, at)| (n.clone(), *at))
             .collect();
+        view.nodes = nodes;
         view.jobs = o.jobs;
+        if let Some(s) = self.sites.get_mut(&site)
+            && s.silent_nodes != silent
+        {
+            s.silent_nodes = silent;
+            self.dirty.sites.insert(site.clone());
+        }
         let was_lost = matches!(
             self.sites.get(&site).map(|s| &s.status),
             Some(SiteStatus::Lost { .. })
@@ -922,6 +1102,70 @@ impl Engine {
         self.record_stale_observations(&site);
         self.issue_stale_fences(&site, now, out);
         self.judge_jobs(&site, now, out);
+        // Checkpoints after judging, as they arrived before: a failure is judged against
+        // the relaunch count the checkpoint would reset.
+        let completed: Vec<(JobId, CheckpointPointer)> = self
+            .views
+            .get(&site)
+            .map(|v| {
+                v.jobs
+                    .iter()
+                    .filter_map(|j| {
+                        let c = j.latest_checkpoint.as_ref()?;
+                        Some((
+                            j.job.clone(),
+                            CheckpointPointer {
+                                site: site.clone(),
+                                generation: j.generation,
+                                id: c.id,
+                                path: c.path.clone(),
+                                completed_at: c.completed_at,
+                                kind: CheckpointKind::Checkpoint,
+                            },
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (job, checkpoint) in completed {
+            self.on_checkpoint_completed(&job, checkpoint);
+        }
+    }
+
+    /// Registers what is new or changed in the store and forgets what is gone; `true` when
+    /// anything changed (then the engine judges).
+    fn on_jobs_stored(
+        &mut self,
+        stored: Vec<crate::types::StoredJob>,
+        now: Timestamp,
+        out: &mut Out,
+    ) -> bool {
+        let mut changed = false;
+        let present: BTreeSet<JobId> = stored.iter().map(|j| j.id.clone()).collect();
+        for job in stored {
+            let Some(placed) = job.placed else {
+                continue;
+            };
+            let new = match self.jobs.get(&job.id) {
+                None => true,
+                Some(known) => known.generation < placed.generation || known.spec != placed.spec,
+            };
+            if new {
+                self.on_job_registered(placed.spec, placed.site, placed.generation, now, out);
+                changed = true;
+            }
+        }
+        let gone: Vec<JobId> = self
+            .jobs
+            .keys()
+            .filter(|id| !present.contains(*id))
+            .cloned()
+            .collect();
+        for job in gone {
+            self.apply(Event::JobRemoved { job }, now, &NoPlacer, out);
+            changed = true;
+        }
+        changed
     }
 
     fn on_checkpoint_completed(&mut self, job: &JobId, c: CheckpointPointer) {
@@ -1166,6 +1410,21 @@ impl Engine {
                     self.drive_operation(op, now, placer, out);
                 }
             }
+            // The generation the engine counts on was stopped (a fence issued before it
+            // became current again, a late answer): the job runs nowhere now, so it is
+            // relaunched like any job that runs nowhere.
+            JobPhase::Running | JobPhase::Launching { .. }
+                if r.generation == generation && &r.site == site =>
+            {
+                self.mark_down(
+                    job,
+                    format!("its generation {generation} in {site} was stopped"),
+                    Resources::ZERO,
+                    now,
+                    out,
+                );
+                self.down_tried.remove(job);
+            }
             _ => {}
         }
     }
@@ -1304,7 +1563,7 @@ impl Engine {
                 } else {
                     OpKind::Failover
                 };
-                self.start_operation(
+                let op = self.start_operation(
                     kind,
                     false,
                     from.clone(),
@@ -1316,6 +1575,10 @@ impl Engine {
                     placer,
                     out,
                 );
+                out.0.push(Command::Accepted {
+                    request: request.clone(),
+                    op,
+                });
             }
             OpsRequest::Cancel { op } => self.cancel(*op, &request, now, placer, out),
         }
@@ -1328,6 +1591,8 @@ impl Engine {
         for site in &sites {
             self.judge_site(site, now, placer, out);
         }
+        self.release_orphans(now, out);
+        self.stop_waiting_on_lost_sites(now, placer, out);
         for site in &sites {
             let fresh = self.view_is_fresh(site, now);
             if fresh {
@@ -1337,6 +1602,7 @@ impl Engine {
             self.retry_pending_fences(site, now, out);
             self.check_returning(site, now, placer, out);
         }
+        self.revive_down_jobs(None, now, placer, out);
         let active: Vec<u64> = self
             .operations
             .values()
@@ -1359,6 +1625,19 @@ impl Engine {
         self.sites
             .get(site)
             .is_some_and(|s| !matches!(s.status, SiteStatus::Lost { .. }))
+    }
+
+    /// Whether something may be started in `site` now: `Up`, and its API heard within the
+    /// site grace (counted from when this engine started watching): a target silent that
+    /// long is not waited for.
+    fn can_reach(&self, site: &SiteId, now: Timestamp) -> bool {
+        self.is_up(site)
+            && self.views.get(site).is_some_and(|v| {
+                let heard = v
+                    .last_api_contact
+                    .map_or(v.watching_since, |t| t.max(v.watching_since));
+                elapsed(heard, now) <= self.config.site.grace
+            })
     }
 
     fn is_up(&self, site: &SiteId) -> bool {
@@ -1474,6 +1753,7 @@ impl Engine {
         for op in doomed {
             self.cancel_pending(op, &format!("target site {site} lost"), now, out);
         }
+        self.stop_waiting_on_lost_sites(now, placer, out);
         let Some(survivor) = self
             .config
             .sites
@@ -1545,6 +1825,7 @@ impl Engine {
         };
         let site = r.site.clone();
         self.dirty.jobs.insert(job.clone());
+        self.down_tried.insert(job.clone(), now);
         self.audit(
             out,
             now,
@@ -1684,25 +1965,8 @@ impl Engine {
                 epoch,
             },
         );
-        // Jobs that could not go anywhere come back home first.
-        let down: Vec<JobId> = self
-            .jobs
-            .values()
-            .filter(|r| &r.site == site && matches!(r.phase, JobPhase::Down { .. }))
-            .map(|r| r.id().clone())
-            .collect();
-        for job in down {
-            self.relaunch_job(
-                &job,
-                site,
-                RelaunchReason::SiteReturned { site: site.clone() },
-                now,
-                None,
-                now,
-                placer,
-                out,
-            );
-        }
+        // Jobs that could not go anywhere come back (home first) before any failback.
+        self.revive_down_jobs(Some(site), now, placer, out);
         if self.config.auto_failback
             && let Some(from) = self
                 .config
@@ -1758,9 +2022,20 @@ impl Engine {
             let Some(r) = self.jobs.get(&o.job) else {
                 continue;
             };
+            // A job waiting for its turn in an operation still runs at the source like any
+            // other: its failures are judged too (see `leave_operation`).
+            let waiting_to_move = match r.phase {
+                JobPhase::InOperation { op } => self
+                    .operations
+                    .get(&op)
+                    .and_then(|o| o.jobs.iter().find(|j| &j.job == r.id()))
+                    .is_some_and(|j| j.step == MoveStep::Pending),
+                _ => false,
+            };
             if r.generation != o.generation
                 || &r.site != site
-                || !matches!(r.phase, JobPhase::Running | JobPhase::Launching { .. })
+                || !(waiting_to_move
+                    || matches!(r.phase, JobPhase::Running | JobPhase::Launching { .. }))
             {
                 continue;
             }
@@ -1788,7 +2063,38 @@ impl Engine {
                 findings.push((o.job.clone(), Finding::TaskManagersLost(lost_tms)));
             }
         }
+        // A running generation absent from a fresh observation of its site (observed at
+        // this instant) for longer than the node grace is gone: its site's agent stopped it
+        // (a self-fence the site came back from before it was judged lost) or it vanished.
+        // Judged like a failed job. Only fresh views count, so a launch made after this
+        // pass's observation is not mistaken for a vanished one.
+        if view.last_api_contact == Some(now) {
+            let present: BTreeSet<(JobId, u64)> = view
+                .jobs
+                .iter()
+                .map(|o| (o.job.clone(), o.generation))
+                .collect();
+            self.vanished
+                .retain(|(job, g), _| !present.contains(&(job.clone(), *g)));
+            for r in self.jobs.values() {
+                let key = (r.id().clone(), r.generation);
+                if &r.site != site || r.phase != JobPhase::Running || present.contains(&key) {
+                    continue;
+                }
+                let since = *self.vanished.entry(key.clone()).or_insert(now);
+                if crate::types::elapsed(since, now) >= grace {
+                    self.vanished.remove(&key);
+                    findings.push((key.0, Finding::Failed(0)));
+                }
+            }
+        }
         for (job, finding) in findings {
+            if !matches!(
+                finding,
+                Finding::TaskManagersFine | Finding::TaskManagersLost(_)
+            ) {
+                self.leave_operation(&job, now, out);
+            }
             match finding {
                 Finding::JobManagerLost(node, hb) => {
                     self.audit(
@@ -1854,6 +2160,7 @@ impl Engine {
                             if elapsed(since, now) >= self.config.task_manager_recovery_bound =>
                         {
                             r.task_managers_lost_since = None;
+                            self.leave_operation(&job, now, out);
                             self.audit(
                                 out,
                                 now,
@@ -1892,6 +2199,37 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// A job that fails at the source before its move started leaves the operation (it
+    /// stays where it is, `Left`) so that it is recovered in its site now instead of waiting,
+    /// failed, for its turn. A no-op for a job in no operation.
+    fn leave_operation(&mut self, job: &JobId, now: Timestamp, out: &mut Out) {
+        let Some(JobPhase::InOperation { op }) = self.jobs.get(job).map(|r| r.phase.clone()) else {
+            return;
+        };
+        let Some(j) = self.operations.get_mut(&op).and_then(|o| o.job_mut(job)) else {
+            return;
+        };
+        if j.step != MoveStep::Pending {
+            return;
+        }
+        j.step = MoveStep::Left {
+            reason: "it failed at the source before its move started; recovered there".into(),
+        };
+        self.dirty.ops.insert(op);
+        if let Some(r) = self.jobs.get_mut(job) {
+            r.phase = JobPhase::Running;
+            self.dirty.jobs.insert(job.clone());
+        }
+        self.audit(
+            out,
+            now,
+            Some(op),
+            Some(job),
+            None,
+            "failed before its move started: left at the source and recovered there".into(),
+        );
     }
 
     /// Tier 2 relaunches stay in the job's site; after `relaunches_before_other_site` failed
@@ -2027,6 +2365,33 @@ impl Engine {
             );
             return;
         };
+        let target = target.clone();
+        self.issue_relaunch(
+            job,
+            &target,
+            placement,
+            restore,
+            reason,
+            (detected_at, last_heartbeat),
+            now,
+            out,
+        );
+    }
+
+    /// Issues generation + 1 of `job` in `target` on `placement`, from `restore`, and reports
+    /// it. `timing`: when the failure was detected and the last heartbeat before it, for RTO.
+    #[allow(clippy::too_many_arguments)]
+    fn issue_relaunch(
+        &mut self,
+        job: &JobId,
+        target: &SiteId,
+        placement: JobPlacement,
+        restore: Option<CheckpointPointer>,
+        reason: RelaunchReason,
+        timing: (Timestamp, Option<Timestamp>),
+        now: Timestamp,
+        out: &mut Out,
+    ) {
         let generation = self.adopt_new_generation(
             job,
             target,
@@ -2037,6 +2402,7 @@ impl Engine {
                 restore_from: restore.clone(),
             },
         );
+        self.down_tried.remove(job);
         self.audit(
             out,
             now,
@@ -2057,16 +2423,260 @@ impl Engine {
             },
         );
         self.report_recovery(
-            job,
-            generation,
-            target,
-            reason,
-            None,
-            restore,
-            detected_at,
-            last_heartbeat,
-            now,
+            job, generation, target, reason, None, restore, timing.0, timing.1, now, out,
+        );
+    }
+
+    /// Moves waiting for a fence in a lost site go on: that generation is held there by
+    /// epoch admission and fenced when the site returns, like any of its generations.
+    /// Checked on every judgement, not only when the site is found lost: the leader that
+    /// found it may have died before writing the operations it changed.
+    fn stop_waiting_on_lost_sites(&mut self, now: Timestamp, placer: &dyn Placer, out: &mut Out) {
+        let waiting: Vec<(u64, JobId, SiteId, u64)> = self
+            .operations
+            .values()
+            .filter(|o| o.is_active())
+            .flat_map(|o| {
+                o.jobs.iter().filter_map(move |j| match &j.step {
+                    MoveStep::Fencing { generation, site } => {
+                        Some((o.id, j.job.clone(), site.clone(), *generation))
+                    }
+                    _ => None,
+                })
+            })
+            .filter(|(_, _, site, _)| !self.reachable(site))
+            .collect();
+        for (op, job, site, generation) in waiting {
+            if let Some(r) = self.jobs.get_mut(&job) {
+                r.stale.insert(StaleGeneration {
+                    site: site.clone(),
+                    generation,
+                });
+                self.dirty.jobs.insert(job.clone());
+            }
+            self.fence_sent.remove(&(job.clone(), site, generation));
+            self.after_move_fence(op, &job, now, out);
+            self.drive_operation(op, now, placer, out);
+        }
+    }
+
+    /// A job whose current generation belongs to an older epoch of its site (the site was
+    /// judged lost after it was launched) but that no operation moved: a leader died between
+    /// writing the site's loss and the operation that moves its jobs. That generation may
+    /// never run again (epoch admission), so the job is down until a site may host it, and
+    /// `revive_down_jobs` relaunches it (at once: it waited long enough).
+    fn release_orphans(&mut self, now: Timestamp, out: &mut Out) {
+        let orphans: Vec<(JobId, SiteId, u64)> = self
+            .jobs
+            .values()
+            .filter(|r| {
+                !matches!(
+                    r.phase,
+                    JobPhase::InOperation { .. } | JobPhase::Down { .. }
+                )
+            })
+            .filter_map(|r| {
+                let site = self.sites.get(&r.site)?;
+                let outdated = match r.epoch {
+                    Some(e) => e < site.epoch,
+                    // Older records: only a site still lost tells.
+                    None => matches!(site.status, SiteStatus::Lost { .. }),
+                };
+                outdated.then(|| (r.id().clone(), r.site.clone(), site.epoch))
+            })
+            .collect();
+        for (job, site, epoch) in orphans {
+            self.mark_down(
+                &job,
+                format!("its site {site} was lost (epoch {epoch}) before the job was moved"),
+                Resources::ZERO,
+                now,
+                out,
+            );
+            self.down_tried.remove(&job);
+        }
+    }
+
+    /// Liveness: a job that runs nowhere (`Down`) runs again as soon as a site that may host
+    /// it is `Up` and has room. Its own site first (from its latest checkpoint there, or as
+    /// it first started when its lineage never completed one); then, for a job the engine
+    /// may move, another site holding a checkpoint replicated there (any allowed site for a
+    /// job that may start fresh). A job waits while an old generation of it in a reachable
+    /// site is not confirmed fenced: it may still run there. Each job is tried once per
+    /// `down_retry`, and every one at once when `returned` (a site) has just recovered.
+    /// Jobs placed together in one site are placed by one placer call, in priority order.
+    fn revive_down_jobs(
+        &mut self,
+        returned: Option<&SiteId>,
+        now: Timestamp,
+        placer: &dyn Placer,
+        out: &mut Out,
+    ) {
+        let retry = self.config.down_retry;
+        let mut due: Vec<&JobRecord> = self
+            .jobs
+            .values()
+            .filter(|r| matches!(r.phase, JobPhase::Down { .. }))
+            .filter(|r| {
+                returned.is_some()
+                    || self
+                        .down_tried
+                        .get(r.id())
+                        .is_none_or(|at| elapsed(*at, now) >= retry)
+            })
+            .filter(|r| !r.stale.iter().any(|s| self.reachable(&s.site)))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        due.sort_by(|a, b| {
+            b.spec
+                .demand
+                .priority
+                .cmp(&a.spec.demand.priority)
+                .then_with(|| a.id().cmp(b.id()))
+        });
+        // Each job's candidate sites, most preferred first, with the restore point there.
+        let mut candidates: Vec<(JobId, Vec<Host>)> = due
+            .iter()
+            .map(|r| {
+                let mut sites: Vec<SiteId> = vec![r.site.clone()];
+                sites.extend(self.config.sites.iter().filter(|s| **s != r.site).cloned());
+                let hosts = sites
+                    .into_iter()
+                    .filter(|s| self.is_up(s) && r.spec.demand.sites.allows(s))
+                    .filter(|s| s == &r.site || r.spec.site_moves == SiteMoves::Automatic)
+                    .filter_map(|s| self.restore_point(r, &s).ok().map(|p| (s, p)))
+                    .collect();
+                (r.id().clone(), hosts)
+            })
+            .collect();
+        let mut last_refusal: BTreeMap<JobId, (String, Resources)> = BTreeMap::new();
+        for (job, hosts) in &candidates {
+            self.down_tried.insert(job.clone(), now);
+            // No site may host it: its reason says why its own site cannot, once that site
+            // is up (the reason it went down may be about a site it no longer waits for).
+            if hosts.is_empty()
+                && let Some(r) = self.jobs.get(job)
+                && self.is_up(&r.site)
+            {
+                let why = if !r.spec.demand.sites.allows(&r.site) {
+                    Some(format!("job may not run in site {}", r.site))
+                } else {
+                    self.restore_point(r, &r.site).err()
+                };
+                if let Some(why) = why {
+                    last_refusal.insert(job.clone(), (why, Resources::ZERO));
+                }
+            }
+        }
+        while candidates.iter().any(|(_, hosts)| !hosts.is_empty()) {
+            // One placer call per site, over every job whose next candidate it is.
+            let mut by_site: BTreeMap<SiteId, Vec<JobId>> = BTreeMap::new();
+            for (job, hosts) in &candidates {
+                if let Some((site, _)) = hosts.first() {
+                    by_site.entry(site.clone()).or_default().push(job.clone());
+                }
+            }
+            let mut placed: BTreeMap<JobId, JobPlacement> = BTreeMap::new();
+            for (site, jobs) in &by_site {
+                let demands: Vec<JobDemand> = jobs
+                    .iter()
+                    .filter_map(|j| self.jobs.get(j).map(|r| r.spec.demand.clone()))
+                    .collect();
+                let outcome = placer.place(site, &demands, &self.lost_nodes(site, now));
+                for n in outcome.not_fitting {
+                    last_refusal.insert(
+                        n.job.clone(),
+                        (format!("does not fit in {site}: {}", n.reason), n.missing),
+                    );
+                }
+                for p in outcome.placed {
+                    if jobs.contains(&p.job) && &p.site == site {
+                        placed.insert(p.job.clone(), p);
+                    }
+                }
+            }
+            for (job, hosts) in &mut candidates {
+                if hosts.is_empty() {
+                    continue;
+                }
+                let (site, restore) = hosts.remove(0);
+                let Some(placement) = placed.remove(job) else {
+                    last_refusal
+                        .entry(job.clone())
+                        .or_insert_with(|| (format!("no placement in {site}"), Resources::ZERO));
+                    continue;
+                };
+                hosts.clear();
+                last_refusal.remove(job);
+                let reason = if returned == Some(&site) {
+                    RelaunchReason::SiteReturned { site: site.clone() }
+                } else {
+                    RelaunchReason::Revived {
+                        was_down: match self.jobs.get(job).map(|r| &r.phase) {
+                            Some(JobPhase::Down { reason }) => reason.clone(),
+                            _ => String::new(),
+                        },
+                    }
+                };
+                self.issue_relaunch(
+                    job,
+                    &site,
+                    placement,
+                    restore,
+                    reason,
+                    (now, None),
+                    now,
+                    out,
+                );
+            }
+        }
+        for (job, (reason, missing)) in last_refusal {
+            self.stay_down(&job, reason, missing, now, out);
+        }
+    }
+
+    /// A job tried again that still cannot run: its reason is updated (and reported) only
+    /// when it changed, so a retry every `down_retry` writes and reports nothing new.
+    fn stay_down(
+        &mut self,
+        job: &JobId,
+        reason: String,
+        missing: Resources,
+        now: Timestamp,
+        out: &mut Out,
+    ) {
+        let Some(r) = self.jobs.get_mut(job) else {
+            return;
+        };
+        if r.phase
+            == (JobPhase::Down {
+                reason: reason.clone(),
+            })
+        {
+            return;
+        }
+        r.phase = JobPhase::Down {
+            reason: reason.clone(),
+        };
+        let site = r.site.clone();
+        self.dirty.jobs.insert(job.clone());
+        self.audit(
             out,
+            now,
+            None,
+            Some(job),
+            Some(&site),
+            format!("still not relaunched: {reason}"),
+        );
+        self.act(
+            out,
+            Command::ReportNotRelaunched {
+                job: job.clone(),
+                reason,
+                missing,
+            },
         );
     }
 
@@ -2076,15 +2686,24 @@ impl Engine {
         r: &JobRecord,
         target: &SiteId,
     ) -> Result<Option<CheckpointPointer>, String> {
-        let pointer = if target == &r.site {
-            r.latest_complete.get(target)
+        let in_site = target == &r.site;
+        let pointer = if in_site {
+            // A copy replicated back home is an ancestor of the lineage: still valid.
+            r.latest_complete
+                .get(target)
+                .or_else(|| r.latest_replicated.get(target))
         } else {
             r.latest_replicated.get(target)
         };
+        // A lineage that never completed a checkpoint holds no state a restore could keep:
+        // in its own site it starts as its first launch did (the lost site may hold a
+        // checkpoint never reported, so this never applies across sites).
+        let never_checkpointed = r.latest_complete.is_empty() && r.latest_replicated.is_empty();
         match (pointer, r.spec.mode) {
             (Some(p), _) => Ok(Some(p.clone())),
             (None, FailoverMode::FreshStartAllowed) => Ok(None),
-            (None, FailoverMode::RestoreRequired) => Err(if target == &r.site {
+            (None, FailoverMode::RestoreRequired) if in_site && never_checkpointed => Ok(None),
+            (None, FailoverMode::RestoreRequired) => Err(if in_site {
                 format!("no complete checkpoint in {target} and the job must restore from one")
             } else {
                 format!("no checkpoint replicated to {target} and the job must restore from one")
@@ -2110,6 +2729,7 @@ impl Engine {
         }
         r.generation += 1;
         r.site = target.clone();
+        r.epoch = self.sites.get(target).map(|s| s.epoch);
         r.phase = phase;
         r.task_managers_lost_since = None;
         r.latest_complete.clear();
@@ -2156,11 +2776,14 @@ impl Engine {
         now: Timestamp,
         out: &mut Out,
     ) {
-        let rpo = restore_from.as_ref().map(|c| match c.kind {
-            // A stop-with-savepoint loses nothing: the source stopped at the savepoint.
-            CheckpointKind::Savepoint => Duration::ZERO,
-            CheckpointKind::Checkpoint => elapsed(c.completed_at, now),
-        });
+        // An operation's source ran until it was fenced unless it went silent: then its
+        // last sign of life is the failure. A failure in place: its last heartbeat, else
+        // when it was detected.
+        let failed_at = match op {
+            Some(_) => last_heartbeat.unwrap_or(now),
+            None => last_heartbeat.unwrap_or(detected_at),
+        };
+        let rpo = rpo_at(restore_from.as_ref(), failed_at);
         self.act(
             out,
             Command::ReportRecovery(RecoveryReport {
@@ -2221,7 +2844,7 @@ impl Engine {
         now: Timestamp,
         placer: &dyn Placer,
     ) -> (Vec<OpJob>, Vec<NotFitting>, Vec<JobId>) {
-        let mut candidates: Vec<&JobRecord> = self
+        let candidates: Vec<&JobRecord> = self
             .jobs
             .values()
             .filter(|r| &r.site == from)
@@ -2233,6 +2856,22 @@ impl Engine {
                 !matches!(r.phase, JobPhase::Down { .. }) || !self.reachable(from)
             })
             .collect();
+        // A job being recovered in its live site (fenced, relaunched) is left to finish
+        // that first; a later failover moves it. From a lost site, everything moves.
+        let (candidates, recovering): (Vec<&JobRecord>, Vec<&JobRecord>) =
+            candidates.into_iter().partition(|r| {
+                !self.reachable(from)
+                    || matches!(r.phase, JobPhase::Running | JobPhase::Down { .. })
+            });
+        let mut not_fitting: Vec<NotFitting> = recovering
+            .iter()
+            .map(|r| NotFitting {
+                job: r.id().clone(),
+                reason: format!("being recovered in {from}; not moved by this failover"),
+                missing: Resources::ZERO,
+            })
+            .collect();
+        let mut candidates = candidates;
         candidates.sort_by(|a, b| {
             b.spec
                 .demand
@@ -2240,7 +2879,6 @@ impl Engine {
                 .cmp(&a.spec.demand.priority)
                 .then_with(|| a.id().cmp(b.id()))
         });
-        let mut not_fitting = Vec::new();
         let mut demands: Vec<JobDemand> = Vec::new();
         for r in candidates {
             if automatic && r.spec.site_moves == SiteMoves::OperatorOnly {
@@ -2297,10 +2935,13 @@ impl Engine {
                         .not_fitting
                         .iter()
                         .find(|n| n.job == d.id)
-                        .cloned()
+                        .map(|n| NotFitting {
+                            reason: format!("does not fit in {to}: {}", n.reason),
+                            ..n.clone()
+                        })
                         .unwrap_or_else(|| NotFitting {
                             job: d.id.clone(),
-                            reason: format!("the placer returned no placement in {to}"),
+                            reason: format!("no placement in {to}"),
                             missing: Resources::ZERO,
                         }),
                 ),
@@ -2327,7 +2968,7 @@ impl Engine {
         now: Timestamp,
         placer: &dyn Placer,
         out: &mut Out,
-    ) {
+    ) -> u64 {
         let automatic = match kind {
             OpKind::SiteLoss { .. } => true,
             OpKind::Failover => false,
@@ -2397,6 +3038,7 @@ impl Engine {
             self.start_fencing_preempted(&victim, now, out);
         }
         self.drive_operation(id, now, placer, out);
+        id
     }
 
     fn start_fencing_preempted(&mut self, job: &JobId, now: Timestamp, out: &mut Out) {
@@ -2435,11 +3077,34 @@ impl Engine {
     /// Starts pending jobs up to the concurrency bound and closes the operation when done.
     fn drive_operation(&mut self, op: u64, now: Timestamp, placer: &dyn Placer, out: &mut Out) {
         let _ = placer;
+        let Some(o) = self.operations.get(&op) else {
+            return;
+        };
+        let target_reachable = self.can_reach(&o.to, now);
+        if !target_reachable {
+            // A planned move whose savepoint cannot reach a silent target goes back to its
+            // source from that savepoint: nothing of it was started at the target.
+            let stuck: Vec<JobId> = o
+                .jobs
+                .iter()
+                .filter(|j| j.step == MoveStep::Replicating)
+                .map(|j| j.job.clone())
+                .collect();
+            for job in stuck {
+                self.launch_move(op, &job, now, out);
+            }
+        }
         loop {
             let Some(o) = self.operations.get(&op) else {
                 return;
             };
-            if o.state != OpState::Running || o.in_flight() >= o.max_in_flight {
+            // Nothing more starts moving towards a target that does not answer. Planned
+            // moves stop their jobs: a bounded number at a time. Every move is paced by rate.
+            if o.state != OpState::Running
+                || !target_reachable
+                || o.mode == MoveMode::Planned && o.in_flight() >= o.max_in_flight
+                || o.started() >= self.config.launch_allowance(o.requested_at, now)
+            {
                 break;
             }
             let Some(next) = o
@@ -2612,7 +3277,7 @@ impl Engine {
         }
         // A target lost mid-move sends the job back to its source when that is healthy, from
         // the savepoint taken there (planned) or its latest complete checkpoint (forced).
-        let (target, restore) = if self.is_up(&to) {
+        let (target, restore) = if self.can_reach(&to, now) {
             let restore = match mode {
                 MoveMode::Planned => j
                     .savepoint_at_target
@@ -2623,7 +3288,7 @@ impl Engine {
                 MoveMode::Forced => self.restore_point(r, &to),
             };
             (to.clone(), restore)
-        } else if self.is_up(&from) {
+        } else if self.can_reach(&from, now) {
             let restore = match (&j.savepoint_at_source, mode) {
                 (Some(sp), _) => Ok(Some(sp.clone())),
                 (None, _) => r
@@ -2734,6 +3399,10 @@ impl Engine {
         }
         self.cancel_pending(op, "cancelled by ops", now, out);
         self.drive_operation(op, now, placer, out);
+        out.0.push(Command::Accepted {
+            request: request.clone(),
+            op,
+        });
     }
 
     /// Jobs not yet started stay where they run; jobs whose source is lost keep moving (a

@@ -1,15 +1,23 @@
-//! Failover engine: events and snapshots in, commands out (see README.md). Pure: time arrives
-//! as values, and the driver in `src/` executes every command.
+//! Failover engine and its driver (see README.md). Pure: time arrives as values; the
+//! engine turns events and snapshots into commands, the driver executes them in rounds
+//! through an `Effects` implementation: the controller's (store, sites) or the
+//! simulation's (`sim::World`).
 
+pub mod agent;
+pub mod driver;
 pub mod engine;
 pub mod health;
 pub mod operation;
 pub mod sim;
 pub mod types;
 
+pub use driver::{
+    Driver, DriverLimits, Effects, Launch, MAX_COMMANDS_PER_CALL, Outcome, PassInput, Report,
+};
 pub use engine::{
-    AuditEntry, Command, Engine, EngineConfig, Event, JobPhase, JobRecord, OpsRequest, Record,
-    RecoveryReport, RequestError, SiteRecord, SiteStatus, StaleGeneration,
+    AuditEntry, Command, DEFAULT_LAUNCH_BURST, DEFAULT_LAUNCH_RATE, Engine, EngineConfig, Event,
+    JobPhase, JobRecord, OpsRequest, Record, RecoveryReport, RequestError, SiteRecord, SiteStatus,
+    StaleGeneration,
 };
 pub use health::{NodeVerdict, SiteSigns, SiteThresholds, SiteVerdict, judge_node, judge_site};
 pub use operation::{

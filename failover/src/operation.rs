@@ -136,6 +136,20 @@ impl Operation {
         self.jobs.iter().filter(|j| j.step.is_in_flight()).count()
     }
 
+    /// Moves started (in flight or finished), for pacing; a job left where it was never
+    /// started.
+    pub fn started(&self) -> usize {
+        self.jobs
+            .iter()
+            .filter(|j| !matches!(j.step, MoveStep::Pending | MoveStep::Left { .. }))
+            .count()
+    }
+
+    /// Whether pending jobs wait for their turn (not for a cancel or an unreachable target).
+    pub fn has_pending(&self) -> bool {
+        self.state == OpState::Running && self.jobs.iter().any(|j| j.step == MoveStep::Pending)
+    }
+
     pub fn is_active(&self) -> bool {
         matches!(self.state, OpState::Running | OpState::Cancelling)
     }

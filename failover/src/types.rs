@@ -95,13 +95,49 @@ pub struct JobObserved {
     pub restarts: u32,
     pub job_manager_node: Option<String>,
     pub task_manager_nodes: Vec<String>,
+    /// The newest checkpoint this generation completed, as the site reports it (its
+    /// storage, or Flink's status). The engine decides whether it is new.
+    #[serde(default)]
+    pub latest_checkpoint: Option<ObservedCheckpoint>,
 }
 
-/// A node's last heartbeat (Ready condition / node lease renewal time).
+/// A completed checkpoint as a site reports it for one generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedCheckpoint {
+    pub id: u64,
+    /// The directory holding `_metadata`.
+    pub path: String,
+    pub completed_at: Timestamp,
+}
+
+/// A node as one observation saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeHeartbeat {
     pub name: String,
-    pub last_heartbeat: Timestamp,
+    /// Its last heartbeat when the site reports one (kubelet lease renewal, Ready
+    /// condition's heartbeat time); the observation's instant for a node seen Ready
+    /// without one; `None` for a node seen not Ready without one. The engine remembers
+    /// (and persists) the last time each node was heard, so `None` keeps counting its
+    /// silence from then, across a change of leader.
+    pub last_heartbeat: Option<Timestamp>,
+}
+
+/// A job as the state store holds it, for the engine to tell which jobs are new, changed
+/// or gone (`Event::JobsStored`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredJob {
+    pub id: JobId,
+    /// `None`: stored but not placed, or not the failover engine's to manage
+    /// (`failover.mode: none`, a spec it cannot read). Such a job is not forgotten.
+    pub placed: Option<PlacedJob>,
+}
+
+/// A placed job: its spec and where its current generation was launched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlacedJob {
+    pub spec: JobSpec,
+    pub site: SiteId,
+    pub generation: u64,
 }
 
 /// Everything the driver read from one site's API at `observed_at`. Only sent when the API
@@ -132,6 +168,22 @@ pub enum RelaunchReason {
     Operation { op: u64 },
     /// Its site came back after a loss during which the job could not be placed elsewhere.
     SiteReturned { site: SiteId },
+    /// It ran nowhere (`was_down` says why) until a site that may host it had room again.
+    Revived { was_down: String },
+}
+
+impl RelaunchReason {
+    /// Whether the relaunch follows a failure of the job in its site (counted against it, and
+    /// reset by its next checkpoint) rather than a move or a return.
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            RelaunchReason::JobManagerNodeLost { .. }
+                | RelaunchReason::TaskManagersNotRecovered { .. }
+                | RelaunchReason::JobFailed { .. }
+                | RelaunchReason::LaunchFailed { .. }
+        )
+    }
 }
 
 impl fmt::Display for RelaunchReason {
@@ -154,6 +206,7 @@ impl fmt::Display for RelaunchReason {
             }
             RelaunchReason::Operation { op } => write!(f, "operation {op}"),
             RelaunchReason::SiteReturned { site } => write!(f, "site {site} returned"),
+            RelaunchReason::Revived { was_down } => write!(f, "runs again (was down: {was_down})"),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::*;
@@ -96,10 +96,12 @@ impl Harness {
         let nodes = (1..=3)
             .map(|i| NodeHeartbeat {
                 name: format!("{at_site}-{i}"),
-                last_heartbeat: silent_since
-                    .iter()
-                    .find(|(n, _)| *n == i)
-                    .map_or(at, |(_, since)| *since),
+                last_heartbeat: Some(
+                    silent_since
+                        .iter()
+                        .find(|(n, _)| *n == i)
+                        .map_or(at, |(_, since)| *since),
+                ),
             })
             .collect();
         self.act(
@@ -152,6 +154,7 @@ fn observed(
         restarts,
         job_manager_node: Some(jm.to_string()),
         task_manager_nodes: vec![tm.to_string()],
+        latest_checkpoint: None,
     }
 }
 
@@ -208,7 +211,7 @@ fn a_lost_jobmanager_node_is_fenced_after_the_grace_and_not_before_then_relaunch
     let mut h = Harness::new(|_| {});
     h.register("j1", Priority::Normal, FailoverMode::RestoreRequired, "a");
     h.complete("j1", checkpoint("a", 1, 4, t(-10)));
-    h.complete("j1", checkpoint("a", 1, 5, t(0)));
+    h.complete("j1", checkpoint("a", 1, 5, t(-3)));
     let running = || vec![observed("j1", 1, RunState::Running, 0, "a-1", "a-2")];
     for at in [0, 10, 20] {
         assert_eq!(h.keep_alive(t(at)), vec![], "at {at} s");
@@ -223,7 +226,7 @@ fn a_lost_jobmanager_node_is_fenced_after_the_grace_and_not_before_then_relaunch
     assert_eq!(acted, vec![fence("j1", 1, "a")]);
 
     let after_fence = h.act(fenced("j1", 1, "a"), t(22));
-    let restore = checkpoint("a", 1, 5, t(0));
+    let restore = checkpoint("a", 1, 5, t(-3));
     assert_eq!(
         after_fence,
         vec![
@@ -243,8 +246,10 @@ fn a_lost_jobmanager_node_is_fenced_after_the_grace_and_not_before_then_relaunch
                 op: None,
                 restore_from: Some(restore),
                 rto_from_detection: Duration::from_secs(1),
+                // The node's last heartbeat (0 s) is the failure: 3 s after the
+                // checkpoint are lost; the 22 s until the relaunch are its delay.
                 rto_from_last_heartbeat: Some(Duration::from_secs(22)),
-                rpo: Some(Duration::from_secs(22)),
+                rpo: Some(Duration::from_secs(3)),
             }),
         ]
     );
@@ -445,7 +450,9 @@ fn a_site_lost_with_quorum_is_marked_then_its_jobs_relaunch_in_priority_order_fr
         .into_iter()
         .find(|r| r.job == job("j-normal"));
     let normal = normal.unwrap();
-    assert_eq!(normal.rpo, Some(Duration::from_secs(51)));
+    // Lost: from its checkpoint (40 s) to the site's last sign of life (60 s); the 31 s
+    // after that until the relaunch are the relaunch delay, not data lost.
+    assert_eq!(normal.rpo, Some(Duration::from_secs(20)));
     assert_eq!(
         normal.rto_from_last_heartbeat,
         Some(Duration::from_secs(31))
@@ -466,20 +473,27 @@ fn a_planned_switchover_savepoints_fences_replicates_then_launches_with_zero_rpo
     let mut h = Harness::new(|_| {});
     h.register("j1", Priority::Normal, FailoverMode::RestoreRequired, "a");
     h.keep_alive(t(10));
-    let request = Event::OpsRequest(OpsRequest::Failover {
+    let failover = OpsRequest::Failover {
         from: site("a"),
         to: site("b"),
         mode: MoveMode::Planned,
         dry_run: false,
-    });
+    };
     assert_eq!(
-        h.act(request, t(10)),
-        vec![Command::TriggerSavepoint {
-            op: 1,
-            job: job("j1"),
-            generation: 1,
-            site: site("a")
-        }]
+        h.act(Event::OpsRequest(failover.clone()), t(10)),
+        vec![
+            Command::TriggerSavepoint {
+                op: 1,
+                job: job("j1"),
+                generation: 1,
+                site: site("a")
+            },
+            // The request's answer names the operation it started.
+            Command::Accepted {
+                request: failover,
+                op: 1
+            },
+        ]
     );
     let mut sp = checkpoint("a", 1, 9, t(11));
     sp.kind = CheckpointKind::Savepoint;
@@ -614,7 +628,7 @@ fn a_dry_run_returns_the_whole_plan_and_changes_nothing() {
                 "no checkpoint replicated to b and the job must restore from one",
                 0
             ),
-            ("ns/j-big", "not enough cpu", 3000),
+            ("ns/j-big", "does not fit in b: not enough cpu", 3000),
         ]
     );
 }
@@ -707,7 +721,11 @@ fn cancelling_mid_operation_leaves_every_job_running_exactly_once() {
 
 #[test]
 fn a_new_leader_resumes_a_site_failover_without_relaunching_any_job_twice() {
-    let mut h = Harness::new(|c| c.max_in_flight = 1);
+    // One move at first, the next a second later: the leader dies in between.
+    let mut h = Harness::new(|c| {
+        c.launch_burst = 1;
+        c.launch_rate = 1;
+    });
     h.register("j1", Priority::Critical, FailoverMode::RestoreRequired, "b");
     h.register("j2", Priority::Normal, FailoverMode::RestoreRequired, "b");
     h.replicated("j1", checkpoint("a", 1, 3, t(0)));
@@ -733,15 +751,16 @@ fn a_new_leader_resumes_a_site_failover_without_relaunching_any_job_twice() {
         vec![("ns/j1".into(), 2, "a".into(), Some(3))],
         "same generation, re-issued"
     );
-    h.step(Event::QuorumChanged(true), t(40));
-    let next = h.act(
+    // The pace allows j2 by now: it starts once, j1 is not started again.
+    let mut next = h.step(Event::QuorumChanged(true), t(40));
+    next.extend(h.act(
         Event::LaunchSucceeded {
             job: job("j1"),
             generation: 2,
             site: site("a"),
         },
         t(41),
-    );
+    ));
     assert_eq!(
         relaunches(&next),
         vec![("ns/j2".into(), 2, "a".into(), Some(4))]
@@ -772,16 +791,14 @@ fn a_lost_site_that_returns_has_its_stale_generations_fenced_before_anything_run
         "b",
     );
     h.replicated("j1", checkpoint("a", 1, 3, t(0)));
-    h.replicated("j-big", checkpoint("a", 1, 3, t(0)));
+    // Nothing of j-big reached a: it can go nowhere until b returns.
     h.complete("j-big", checkpoint("b", 1, 6, t(0)));
-    h.placer.refuse.insert(job("j-big"));
     h.observe("b", t(0), &[], vec![]);
     let lost = h.observe("a", t(31), &[], vec![]);
     assert_eq!(
         relaunches(&lost),
         vec![("ns/j1".into(), 2, "a".into(), Some(3))]
     );
-    h.placer.refuse.clear();
 
     let zombies = vec![
         observed("j1", 1, RunState::Restarting, 0, "b-1", "b-2"),
@@ -953,8 +970,10 @@ fn a_removed_job_is_forgotten_and_its_record_deleted() {
     assert!(relaunches(&acted).is_empty(), "{acted:?}");
 }
 
+/// A pass's observations are applied together and judged once: a site whose snapshot comes
+/// later in the pass is never judged on its contact from the pass before.
 #[test]
-fn sites_heard_together_are_not_judged_on_an_old_contact_while_a_batch_is_processed() {
+fn the_sites_of_one_pass_are_judged_together_never_on_an_older_contact() {
     let mut h = Harness::new(|_| {});
     h.register("j1", Priority::Normal, FailoverMode::RestoreRequired, "a");
     h.observe(
@@ -964,39 +983,32 @@ fn sites_heard_together_are_not_judged_on_an_old_contact_while_a_batch_is_proces
         vec![observed("j1", 1, RunState::Running, 0, "a-1", "a-2")],
     );
     h.observe("b", t(0), &[], vec![]);
-    // A batch at t(100): both sites answered. Without the contact first, processing a's
-    // snapshot would judge b on its contact of t(0).
-    assert_eq!(
-        h.act(
-            Event::SitesHeard {
-                sites: ["a", "b"]
-                    .map(|s| {
-                        let nodes = (1..=3)
-                            .map(|i| NodeHeartbeat {
-                                name: format!("{s}-{i}"),
-                                last_heartbeat: t(100),
-                            })
-                            .collect();
-                        (site(s), t(100), nodes)
-                    })
-                    .to_vec(),
-            },
-            t(100),
-        ),
-        vec![]
-    );
-    let acted = h.observe(
-        "a",
+    // One pass at t(100): both sites answered; a's snapshot is applied before b's.
+    let snapshot = |s: &str, jobs| {
+        Event::SnapshotObserved(SiteObservation {
+            site: site(s),
+            observed_at: t(100),
+            nodes: (1..=3)
+                .map(|i| NodeHeartbeat {
+                    name: format!("{s}-{i}"),
+                    last_heartbeat: Some(t(100)),
+                })
+                .collect(),
+            jobs,
+        })
+    };
+    let acted = h.step_all(
+        vec![
+            snapshot(
+                "a",
+                vec![observed("j1", 1, RunState::Running, 0, "a-1", "a-2")],
+            ),
+            snapshot("b", vec![]),
+            Event::Tick,
+        ],
         t(100),
-        &[],
-        vec![observed("j1", 1, RunState::Running, 0, "a-1", "a-2")],
     );
-    assert!(
-        !acted
-            .iter()
-            .any(|c| matches!(c, Command::MarkSiteLost { .. })),
-        "{acted:?}"
-    );
+    assert_eq!(actions(&acted), vec![], "{acted:?}");
 }
 
 /// The answers to one round of relaunches, all successful.
@@ -1177,4 +1189,356 @@ fn site_health_reads_healthy_then_suspect_then_lost_as_a_site_goes_silent() {
     assert!(matches!(health, SiteVerdict::Lost { .. }), "{health:?}");
     assert_eq!(record.epoch, before.epoch + 1);
     assert_eq!(verdict(&h, "a", 92).1, SiteVerdict::Healthy);
+}
+
+fn not_relaunched(commands: &[Command]) -> Vec<(String, String)> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::ReportNotRelaunched { job, reason, .. } => {
+                Some((job.0.clone(), reason.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Issue #14: a job that must restore from a checkpoint but never completed one cannot move
+/// to the survivor (its lost site may hold a checkpoint never reported), so it stays down
+/// while its site is lost. Once its site is back and clean it runs there again, as its
+/// first launch did: there is no checkpoint whose state a fresh start would drop.
+#[test]
+fn a_job_that_never_checkpointed_comes_home_without_state_once_its_site_returns() {
+    let mut h = Harness::new(|_| {});
+    h.register("j-new", Priority::High, FailoverMode::RestoreRequired, "b");
+    h.observe("b", t(0), &[], vec![]);
+    let lost = h.observe("a", t(31), &[], vec![]);
+    assert_eq!(relaunches(&lost), vec![]);
+    assert_eq!(
+        not_relaunched(&lost),
+        vec![(
+            "ns/j-new".into(),
+            "no checkpoint replicated to a and the job must restore from one".into()
+        )]
+    );
+    assert!(matches!(
+        h.engine.job(&job("j-new")).unwrap().phase,
+        JobPhase::Down { .. }
+    ));
+    // Retries while b is lost change nothing and report nothing again.
+    for at in [62, 93, 124] {
+        assert_eq!(h.observe("a", t(at), &[], vec![]), vec![], "at {at} s");
+    }
+
+    h.observe("a", t(200), &[], vec![]);
+    let returned = h.observe(
+        "b",
+        t(200),
+        &[],
+        vec![observed("j-new", 1, RunState::Restarting, 0, "b-1", "b-2")],
+    );
+    assert_eq!(returned, vec![fence("j-new", 1, "b")]);
+    let clean = h.act(fenced("j-new", 1, "b"), t(201));
+    assert_eq!(
+        relaunches(&clean),
+        vec![("ns/j-new".into(), 2, "b".into(), None)],
+        "{clean:?}"
+    );
+    let report = &reports(&clean)[0];
+    assert_eq!(
+        report.reason,
+        RelaunchReason::SiteReturned { site: site("b") }
+    );
+    assert_eq!(report.rpo, None, "started without state");
+    assert!(matches!(
+        h.engine.job(&job("j-new")).unwrap().phase,
+        JobPhase::Launching { .. }
+    ));
+}
+
+/// Issue #14, the same class: a job that did not fit in the survivor runs there once room
+/// is freed, within one retry interval, and is not reported again while it still waits.
+#[test]
+fn a_job_that_did_not_fit_runs_once_room_is_freed_and_is_reported_once_while_it_waits() {
+    let mut h = Harness::new(|c| c.down_retry = Duration::from_secs(30));
+    h.register(
+        "j-big",
+        Priority::Normal,
+        FailoverMode::RestoreRequired,
+        "b",
+    );
+    h.replicated("j-big", checkpoint("a", 1, 3, t(0)));
+    h.placer.refuse.insert(job("j-big"));
+    h.observe("b", t(0), &[], vec![]);
+    let lost = h.observe("a", t(31), &[], vec![]);
+    assert_eq!(relaunches(&lost), vec![]);
+    assert_eq!(not_relaunched(&lost).len(), 1, "{lost:?}");
+    // Tried again every 30 s; the answer is the same, so nothing is written or reported.
+    let retried = h.observe("a", t(62), &[], vec![]);
+    assert!(
+        !retried
+            .iter()
+            .any(|c| matches!(c, Command::Persist(_) | Command::ReportNotRelaunched { .. })),
+        "{retried:?}"
+    );
+    h.placer.refuse.clear();
+    assert_eq!(
+        relaunches(&h.observe("a", t(80), &[], vec![])),
+        vec![],
+        "not before the retry interval"
+    );
+    let freed = h.step_all(
+        vec![Event::SnapshotObserved(SiteObservation {
+            site: site("a"),
+            observed_at: t(93),
+            nodes: vec![],
+            jobs: vec![],
+        })],
+        t(93),
+    );
+    assert_eq!(
+        relaunches(&freed),
+        vec![("ns/j-big".into(), 2, "a".into(), Some(3))]
+    );
+    assert!(matches!(
+        reports(&freed)[0].reason,
+        RelaunchReason::Revived { .. }
+    ));
+}
+
+/// A job whose JobManager node is lost before its first checkpoint is relaunched in its
+/// site without state (as it first started), not left down for want of a checkpoint.
+#[test]
+fn a_job_lost_before_its_first_checkpoint_is_relaunched_in_its_site_without_state() {
+    let mut h = Harness::new(|_| {});
+    h.register("j1", Priority::Normal, FailoverMode::RestoreRequired, "a");
+    let running = || vec![observed("j1", 1, RunState::Running, 0, "a-1", "a-2")];
+    h.keep_alive(t(21));
+    assert_eq!(
+        h.observe("a", t(21), &[(1, t(0))], running()),
+        vec![fence("j1", 1, "a")]
+    );
+    assert_eq!(
+        relaunches(&h.act(fenced("j1", 1, "a"), t(22))),
+        vec![("ns/j1".into(), 2, "a".into(), None)]
+    );
+}
+
+/// A job preempted to make room for a more important one during a failover runs again
+/// once its site has room (here: once the placer takes it again).
+#[test]
+fn a_job_preempted_by_a_failover_runs_again_once_its_site_has_room() {
+    let mut h = Harness::new(|_| {});
+    h.register(
+        "j-crit",
+        Priority::Critical,
+        FailoverMode::RestoreRequired,
+        "b",
+    );
+    h.register(
+        "j-cheap",
+        Priority::BestEffort,
+        FailoverMode::FreshStartAllowed,
+        "a",
+    );
+    h.replicated("j-crit", checkpoint("a", 1, 3, t(0)));
+    h.placer.preempt = vec![job("j-cheap")];
+    h.placer.refuse.insert(job("j-cheap"));
+    h.observe("b", t(0), &[], vec![]);
+    let lost = h.observe("a", t(31), &[], vec![]);
+    assert!(lost.contains(&fence("j-cheap", 1, "a")), "{lost:?}");
+    h.placer.preempt.clear();
+    h.act(fenced("j-cheap", 1, "a"), t(32));
+    assert!(matches!(
+        h.engine.job(&job("j-cheap")).unwrap().phase,
+        JobPhase::Down { .. }
+    ));
+    h.placer.refuse.clear();
+    h.observe("a", t(40), &[], vec![]);
+    let again = h.step_all(
+        vec![Event::SnapshotObserved(SiteObservation {
+            site: site("a"),
+            observed_at: t(70),
+            nodes: vec![],
+            jobs: vec![],
+        })],
+        t(70),
+    );
+    assert_eq!(
+        relaunches(&again),
+        vec![("ns/j-cheap".into(), 2, "a".into(), None)]
+    );
+}
+
+/// Issue #14, part 2: the engine tracks node heartbeats itself and persists the silence of
+/// the nodes it no longer hears, so a new leader does not grant a silent node a fresh grace.
+/// A node reported without a heartbeat of its own (not Ready) stays silent since it was last
+/// heard, across the change of leader.
+#[test]
+fn a_new_leader_keeps_counting_a_silent_nodes_grace_from_when_it_was_last_heard() {
+    let mut h = Harness::new(|_| {});
+    h.register("j1", Priority::Normal, FailoverMode::RestoreRequired, "a");
+    h.complete("j1", checkpoint("a", 1, 5, t(0)));
+    let observe = |h: &mut Harness, at: i64| {
+        let mut acted = h.keep_alive(t(at));
+        acted.extend(h.step_all(
+            vec![Event::SnapshotObserved(SiteObservation {
+                site: site("a"),
+                observed_at: t(at),
+                nodes: (1..=3)
+                    .map(|i| NodeHeartbeat {
+                        name: format!("a-{i}"),
+                        // a-1 goes NotReady after t(0); the site gives no heartbeat time.
+                        last_heartbeat: (i != 1 || at == 0).then_some(t(at)),
+                    })
+                    .collect(),
+                jobs: vec![observed("j1", 1, RunState::Running, 0, "a-1", "a-2")],
+            })],
+            t(at),
+        ));
+        acted
+    };
+    observe(&mut h, 0);
+    let silent = observe(&mut h, 10);
+    assert!(
+        silent.iter().any(|c| matches!(
+            c,
+            Command::Persist(Record::Site(s))
+                if s.id == site("a") && s.silent_nodes.get("a-1") == Some(&t(0))
+        )),
+        "the node's silence is written: {silent:?}"
+    );
+
+    // A new leader at t(15), from the persisted records (through JSON, as etcd would).
+    let stored: Vec<Record> = h
+        .store
+        .values()
+        .map(|r| serde_json::from_str(&serde_json::to_string(r).unwrap()).unwrap())
+        .collect();
+    let (engine, _) = Engine::resume(h.engine.config().clone(), stored, t(15));
+    h.engine = engine;
+    h.step(Event::QuorumChanged(true), t(15));
+    assert_eq!(actions(&observe(&mut h, 20)), vec![], "within the grace");
+    assert_eq!(
+        actions(&observe(&mut h, 21)),
+        vec![fence("j1", 1, "a")],
+        "lost 20 s after it was last heard, not 20 s after the new leader first saw it"
+    );
+}
+
+/// Issue #14 part 4: a site loss is paced by rate, not by launch answers. With a burst of 2
+/// and 1 a second, the judgement starts the two critical jobs, then one more every second,
+/// in priority order, though no launch ever answers (and `max_in_flight`, for planned
+/// moves, is 1).
+#[test]
+fn a_site_loss_starts_its_moves_at_the_launch_rate_critical_first_without_waiting_for_answers() {
+    let mut h = Harness::new(|c| {
+        c.launch_burst = 2;
+        c.launch_rate = 1;
+        c.max_in_flight = 1;
+    });
+    let jobs = [
+        ("n1", Priority::Normal),
+        ("c1", Priority::Critical),
+        ("h1", Priority::High),
+        ("n2", Priority::Normal),
+        ("c2", Priority::Critical),
+        ("h2", Priority::High),
+    ];
+    for (name, priority) in jobs {
+        h.register(name, priority, FailoverMode::RestoreRequired, "b");
+        h.replicated(name, checkpoint("a", 1, 1, t(40)));
+    }
+    h.observe("b", t(60), &[], vec![]);
+    h.observe("a", t(60), &[], vec![]);
+    let names = |commands: &[Command]| -> Vec<String> {
+        relaunches(commands).into_iter().map(|r| r.0).collect()
+    };
+    let judged = h.observe("a", t(91), &[], vec![]);
+    assert_eq!(
+        names(&judged),
+        ["ns/c1", "ns/c2"],
+        "the burst: critical first"
+    );
+    assert_eq!(h.engine.next_launch_at(t(91)), Some(t(92)));
+    assert_eq!(
+        h.observe("a", t(91), &[], vec![]),
+        vec![],
+        "nothing more this second"
+    );
+    assert_eq!(names(&h.observe("a", t(92), &[], vec![])), ["ns/h1"]);
+    assert_eq!(
+        names(&h.observe("a", t(94), &[], vec![])),
+        ["ns/h2", "ns/n1"],
+        "two seconds, two more"
+    );
+    assert_eq!(names(&h.observe("a", t(95), &[], vec![])), ["ns/n2"]);
+    assert_eq!(h.engine.next_launch_at(t(95)), None, "nothing waits");
+}
+
+#[test]
+fn a_launch_allowance_is_the_burst_then_the_rate_and_says_when_the_next_may_start() {
+    let mut config = EngineConfig::new(vec![site("a"), site("b")]);
+    config.launch_burst = 200;
+    config.launch_rate = 200;
+    assert_eq!(config.launch_allowance(t(0), t(0)), 200);
+    assert_eq!(config.launch_allowance(t(0), t(4)), 1000);
+    assert_eq!(config.next_launch_at(t(0), 199), Some(t(0)));
+    assert_eq!(config.next_launch_at(t(0), 999), Some(t(4)));
+    assert_eq!(
+        config.next_launch_at(t(0), 1000),
+        Some(t(0) + Duration::from_millis(4005))
+    );
+}
+
+/// Issue #14 part 4 at the defaults (30 s site grace, launch burst and rate 200), with
+/// passes every 5 s as the controller's default reconcile interval: a lost site of 1000
+/// jobs has every relaunch issued within 45 s of its last heartbeat, critical first, and
+/// no launch ever answers in the meantime. (The simulation checks the same through the
+/// shared driver and the scheduler: `sim::tests`, `scenarios/large/site-loss-1000-jobs.yaml`.)
+#[test]
+fn a_thousand_job_site_loss_at_the_defaults_issues_every_relaunch_within_45_s_of_the_last_heartbeat()
+ {
+    let mut h = Harness::new(|_| {});
+    let tiers = [
+        Priority::Critical,
+        Priority::High,
+        Priority::Normal,
+        Priority::BestEffort,
+    ];
+    let mut priority_of = BTreeMap::new();
+    for i in 0..1000 {
+        let name = format!("j{i:04}");
+        let priority = tiers[i % tiers.len()];
+        h.register(&name, priority, FailoverMode::RestoreRequired, "b");
+        h.replicated(&name, checkpoint("a", 1, 1, t(0)));
+        priority_of.insert(format!("ns/{name}"), priority);
+    }
+    h.observe("a", t(0), &[], vec![]);
+    h.observe("b", t(0), &[], vec![]);
+    // b's last heartbeat is at 0 s; passes every 5 s from then on.
+    let mut issued: Vec<(String, i64)> = Vec::new();
+    for at in (5..=45).step_by(5) {
+        for (name, ..) in relaunches(&h.observe("a", t(at), &[], vec![])) {
+            issued.push((name, at));
+        }
+    }
+    assert_eq!(issued.len(), 1000, "every job relaunched by 45 s");
+    let mut seen = BTreeSet::new();
+    assert!(
+        issued.iter().all(|(name, _)| seen.insert(name.clone())),
+        "once each"
+    );
+    for pair in issued.windows(2) {
+        assert!(
+            priority_of[&pair[0].0] >= priority_of[&pair[1].0],
+            "{} before {}",
+            pair[0].0,
+            pair[1].0
+        );
+    }
+    assert!(
+        issued.first().unwrap().1 < issued.last().unwrap().1,
+        "paced over more than one pass"
+    );
 }

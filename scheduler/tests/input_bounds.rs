@@ -430,6 +430,8 @@ proptest! {
 }
 
 /// Found by the fuzzer: checking `siteGrace >= 2 × probeInterval` overflowed `Duration`.
+/// Both fields are refused now (the controller configuration's `failover.siteGrace` and
+/// `reconcile.interval` do the work), still without a panic.
 #[test]
 fn a_probe_interval_whose_double_overflows_is_refused_not_a_panic() {
     let message = parse_policy(
@@ -438,10 +440,13 @@ fn a_probe_interval_whose_double_overflows_is_refused_not_a_panic() {
     )
     .unwrap_err()
     .to_string();
-    assert!(
-        message.contains(
-            "detection.siteGrace: \"60s\" must be at least twice detection.probeInterval"
-        ),
-        "{message}"
-    );
+    for (field, instead) in [
+        ("detection.siteGrace", "failover.siteGrace"),
+        ("detection.probeInterval", "reconcile.interval"),
+    ] {
+        assert!(
+            message.contains(field) && message.contains(&format!("set {instead}")),
+            "{message}"
+        );
+    }
 }

@@ -66,7 +66,6 @@ fn the_two_site_example_resolves_pools_quotas_and_reserves() {
         policy.replication().bandwidth_bytes_per_second,
         Some(200 << 20)
     );
-    assert_eq!(policy.detection().site_grace.as_secs(), 30);
     assert_eq!(policy.detection().pod_eviction_timeout.as_secs(), 20);
     assert!(policy.tier(Priority::Critical).preempts);
     assert!(!policy.tier(Priority::BestEffort).preempts);
@@ -203,14 +202,41 @@ fn hdfs_storage_must_name_its_nameservice() {
     );
 }
 
+/// Issue #18: one source of truth for failure detection. The controller judges nodes and
+/// sites by its configuration's `failover.*`; the policy's old detection fields, never
+/// read, are refused, naming the field that does the work.
 #[test]
-fn a_site_grace_shorter_than_two_probes_is_refused() {
-    let message = error_of(&TWO_SITES.replace("siteGrace: 30s", "siteGrace: 8s"));
-    assert!(
-        message
-            .contains("detection.siteGrace: \"8s\" must be at least twice detection.probeInterval"),
-        "{message}"
-    );
+fn detection_thresholds_in_the_policy_are_refused_naming_the_controller_field_that_is_read() {
+    for (written, field, instead) in [
+        (
+            "nodeGrace: 40s",
+            "detection.nodeGrace",
+            "failover.nodeGrace",
+        ),
+        (
+            "siteGrace: 30s",
+            "detection.siteGrace",
+            "failover.siteGrace",
+        ),
+        (
+            "flinkRecoveryGrace: 2m",
+            "detection.flinkRecoveryGrace",
+            "failover.taskManagerRecoveryBound",
+        ),
+        (
+            "probeInterval: 5s",
+            "detection.probeInterval",
+            "reconcile.interval",
+        ),
+    ] {
+        let message =
+            error_of(&TWO_SITES.replace("detection:\n", &format!("detection:\n  {written}\n")));
+        assert!(
+            message.contains(&format!("{field}: "))
+                && message.contains(&format!("set {instead} in the controller configuration")),
+            "{written}: {message}"
+        );
+    }
 }
 
 #[test]

@@ -1409,14 +1409,6 @@ async fn failover(
         FailoverKind::Failover => "failover",
         FailoverKind::Failback => "failback",
     };
-    if request.dry_run && request.kind == FailoverKind::Failover {
-        let plan =
-            crate::failover_plan::dry_run(&state.controller, &from, &to, request.mode).await?;
-        return Ok((
-            StatusCode::OK,
-            Json(json!({ "dryRun": true, "plan": plan })),
-        ));
-    }
     let ops_request = match request.kind {
         FailoverKind::Failover => failover::OpsRequest::Failover {
             from,
@@ -1431,7 +1423,14 @@ async fn failover(
             dry_run: request.dry_run,
         },
     };
-    let outcome = match state.controller.failover_request(ops_request).await {
+    // A dry run asks the engine that would carry the request out (on a follower, one
+    // resumed from the store); anything else only the leader's.
+    let answered = if request.dry_run {
+        state.controller.failover_dry_run(ops_request).await
+    } else {
+        state.controller.failover_request(ops_request).await
+    };
+    let outcome = match answered {
         Ok(outcome) => outcome,
         Err(error) => {
             let status = match error {

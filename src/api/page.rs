@@ -623,7 +623,20 @@ async fn render(
         };
         let others: Vec<&SiteId> = controller.sites.keys().filter(|s| **s != from).collect();
         for to in others {
-            let plan = crate::failover_plan::dry_run(controller, &from, to, mode).await?;
+            let plan = match crate::failover_plan::dry_run(controller, &from, to, mode).await? {
+                Ok(plan) => plan,
+                Err(refused) => {
+                    let _ = write!(
+                        out,
+                        "<h3 id=\"plan-result\">{:?} failover {} → {}: refused</h3><p class=\"bad\">{}</p>",
+                        mode,
+                        esc(&from.0),
+                        esc(&to.0),
+                        esc(&refused.to_string())
+                    );
+                    continue;
+                }
+            };
             let _ = write!(
                 out,
                 "<h3 id=\"plan-result\">{:?} failover {} → {}: {} move, {} do not fit, {} preempted</h3>",

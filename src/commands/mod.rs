@@ -6,6 +6,7 @@ use anyhow::{Context, bail};
 
 use crate::cli::Command;
 
+pub mod agent;
 pub mod diagnose;
 pub mod failover;
 pub mod generate;
@@ -43,6 +44,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Simulate(args) => simulate::run(&args),
         Command::Render(args) => render::run(&args),
         Command::Diagnose(args) => diagnose::run(&args),
+        Command::Agent(args) => agent::run(&args),
     }
 }
 

@@ -1,20 +1,22 @@
-//! The failover engine's driver: each reconcile pass feeds the engine (`failover` crate) what
-//! the pass observed, executes the commands it answers with, and feeds back their results.
-//! Operations and job records of the engine are persisted in the state store, so a new
-//! leader resumes them (`Engine::resume`). See `failover/README.md` for the engine itself and
-//! "What the driver must guarantee"; this file is the driver it describes.
+//! The controller's side of the failover driver. The driver itself (rounds, write-ahead
+//! batching, concurrency) is `failover::Driver`, shared with the simulation; this file gives
+//! it what a pass observed (`PassInput`) and performs what it asks (`ControllerEffects`):
+//! records in the state store's failover keyspace, job records and launches, fences,
+//! savepoints and their copies, site marks, audits, reports and metrics. Operations and job
+//! records of the engine are persisted, so a new leader resumes them (`Driver::resume`).
+//! See `failover/README.md` for the engine and driver, `README.md` here for the wiring.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-
-use futures::StreamExt;
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use failover::{
-    CheckpointKind as EngineCheckpointKind, CheckpointPointer as EnginePointer, Command, Engine,
-    EngineConfig, Event, FailoverMode, FailoverPlan, JobObserved, JobSpec, NodeHeartbeat,
-    Operation, OpsRequest, Record, RecoveryReport, RequestError, RunState, SiteMoves,
-    SiteObservation, Timestamp,
+    AuditEntry as EngineAudit, CheckpointKind as EngineCheckpointKind,
+    CheckpointPointer as EnginePointer, Command, Driver, Effects, Engine, EngineConfig, Event,
+    FailoverMode, FailoverPlan, JobObserved, JobSpec, Launch, NodeHeartbeat, ObservedCheckpoint,
+    Operation, OpsRequest, PassInput, PlacedJob, Record, RecoveryReport, Report, RequestError,
+    RunState, SiteMoves, SiteObservation, StoredJob, Timestamp,
 };
 use scheduler::input::streamjob;
 use scheduler::model::{JobDemand, JobId, JobPlacement, PodRole, SiteId};
@@ -27,11 +29,6 @@ use crate::failover_plan::SchedulerPlacer;
 use crate::site::{JobObservation, JobState, flink_job_id};
 use crate::state::{CheckpointKind, Expected, JobRecord, SiteRecord, StateError, Versioned};
 
-/// Commands one pass may execute before it stops and leaves the rest to the next pass: a
-/// guard against an engine/driver loop, far above what a site loss of 1000 jobs needs.
-const MAX_COMMANDS_PER_PASS: usize = 200_000;
-/// Write-ahead records of one round written at once.
-const RECORD_WRITES_AT_ONCE: usize = 32;
 /// Recovery reports kept in memory for the API.
 const KEPT_REPORTS: usize = 10_000;
 
@@ -65,14 +62,13 @@ pub enum DriverError {
     State(#[from] StateError),
 }
 
-/// The engine and what the driver remembers between passes. Volatile: a new leader rebuilds
-/// it from the store.
+/// The driver and the leadership term it was built in; a stale one is rebuilt from the
+/// store. Volatile: a new leader resumes from the store.
 struct Live {
-    /// The leadership term it was built in; a stale one is rebuilt from the store.
     term: u64,
-    engine: Engine,
-    /// Last time each node was observed Ready: its heartbeat as the controller sees it.
-    heartbeats: BTreeMap<(SiteId, String), Timestamp>,
+    driver: Driver,
+    /// Events for the first pass after a resume: the replicated pointers the store holds.
+    resumed: Vec<Event>,
 }
 
 pub struct FailoverDriver {
@@ -88,10 +84,14 @@ pub struct FailoverDriver {
     reports: Mutex<VecDeque<RecoveryReport>>,
     not_relaunched: Mutex<VecDeque<NotRelaunched>>,
     /// Jobs the engine is moving or holding (not `Running` in its view): the reconcile pass
-    /// leaves their placement and generation to the engine.
-    busy: Mutex<BTreeSet<JobId>>,
-    /// Notified when a background command (savepoint, copy) answered: run a pass now.
+    /// leaves their placement and generation to the engine and shows what it says.
+    busy: Mutex<BTreeMap<JobId, Held>>,
+    /// Notified when a background command (savepoint, copy) answered, or when launch
+    /// pacing lets the next moves start: run a pass now.
     wake: std::sync::Arc<tokio::sync::Notify>,
+    /// The earliest pacing wake-up already scheduled (`wake_at`), so passes do not pile
+    /// up timers.
+    paced_wake: Mutex<Option<Timestamp>>,
 }
 
 /// What background commands handed back since the last pass.
@@ -118,29 +118,133 @@ impl AnswerSink {
     }
 }
 
+/// A job the failover engine holds: not `Running` in its view, so its placement and
+/// generation are the engine's, and its status says what the engine is doing with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held {
+    pub site: SiteId,
+    pub generation: u64,
+    pub doing: Doing,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Doing {
+    /// Stopping the current generation before relaunching in `target`.
+    Fencing { target: SiteId, reason: String },
+    /// The new generation is launched; the site has not confirmed it yet.
+    Launching { reason: String },
+    /// Moved by operation `op` from `from` to `to`; `started`: its move is under way (else
+    /// it still runs at `from`, waiting for its turn).
+    Moving {
+        op: u64,
+        from: SiteId,
+        to: SiteId,
+        started: bool,
+    },
+    /// Runs nowhere; `reason` says why. Tried again whenever a site may host it.
+    Down { reason: String },
+}
+
+impl Held {
+    fn of(record: &failover::JobRecord, engine: &Engine) -> Option<Held> {
+        let doing = match &record.phase {
+            failover::JobPhase::Running => return None,
+            failover::JobPhase::Fencing { reason, target, .. } => Doing::Fencing {
+                target: target.clone(),
+                reason: reason.to_string(),
+            },
+            failover::JobPhase::Launching { .. } => Doing::Launching {
+                reason: "relaunched by the failover engine".into(),
+            },
+            failover::JobPhase::InOperation { op } => {
+                let operation = engine.operation(*op);
+                let step = operation.and_then(|o| o.jobs.iter().find(|j| &j.job == record.id()));
+                Doing::Moving {
+                    op: *op,
+                    from: operation.map_or_else(|| record.site.clone(), |o| o.from.clone()),
+                    to: operation.map_or_else(|| record.site.clone(), |o| o.to.clone()),
+                    started: step.is_some_and(|j| j.step != failover::MoveStep::Pending),
+                }
+            }
+            failover::JobPhase::Down { reason } => Doing::Down {
+                reason: reason.clone(),
+            },
+        };
+        Some(Held {
+            site: record.site.clone(),
+            generation: record.generation,
+            doing,
+        })
+    }
+
+    /// The phase and message the job's status shows, given what its site reports for the
+    /// stored generation (`observed`, `None` when the site does not run it) and whether the
+    /// site answered this pass. Says what is true: a job that runs nowhere is `pending`
+    /// with the engine's reason, never `unknown` about a site that answers.
+    /// `stored`: the message the job's status holds now (a relaunch wrote its reason there).
+    pub fn status(
+        &self,
+        observed: Option<JobState>,
+        site_answered: bool,
+        stored: Option<&str>,
+    ) -> (StatusPhase, String) {
+        let site = &self.site;
+        let generation = self.generation;
+        match &self.doing {
+            Doing::Down { reason } => (
+                StatusPhase::Pending,
+                format!("runs nowhere: {reason}; it is relaunched as soon as a site may host it"),
+            ),
+            _ if !site_answered => (
+                StatusPhase::Unknown,
+                format!("site {site} is unreachable; the failover engine is recovering this job"),
+            ),
+            Doing::Fencing { target, reason } => (
+                StatusPhase::Launching,
+                format!(
+                    "failover: stopping generation {generation} in {site} before relaunching it in {target} ({reason})"
+                ),
+            ),
+            Doing::Launching { reason } => (
+                match observed {
+                    Some(JobState::Running) => StatusPhase::Running,
+                    _ => StatusPhase::Launching,
+                },
+                // The relaunch wrote why ("failover: JobManager node … lost"): kept.
+                match stored {
+                    Some(message) if message.starts_with("failover:") => message.to_string(),
+                    _ => format!("failover: generation {generation} in {site}, {reason}"),
+                },
+            ),
+            Doing::Moving {
+                op,
+                from,
+                to,
+                started,
+            } => {
+                let phase = match observed {
+                    Some(JobState::Running) => StatusPhase::Running,
+                    Some(JobState::Restarting) => StatusPhase::Restarting,
+                    _ => StatusPhase::Launching,
+                };
+                let what = if *started {
+                    "moving"
+                } else {
+                    "waiting to move"
+                };
+                (
+                    phase,
+                    format!("{what} from {from} to {to} (failover operation {op})"),
+                )
+            }
+        }
+    }
+}
+
 /// What a pass gives the driver: each reachable site's snapshot and jobs.
 pub(crate) struct Observed<'a> {
     pub snapshots: BTreeMap<SiteId, &'a scheduler::model::SiteSnapshot>,
     pub jobs: BTreeMap<SiteId, &'a [JobObservation]>,
-}
-
-/// A command's result to feed back, and what the caller should learn from it.
-#[derive(Default)]
-struct Answers {
-    plan: Option<FailoverPlan>,
-    rejected: Option<RequestError>,
-    acted: bool,
-    /// Generations launched (job, generation), for the pass report.
-    launched: Vec<(JobId, u64)>,
-}
-
-impl Answers {
-    fn merge(&mut self, other: Answers) {
-        self.plan = self.plan.take().or(other.plan);
-        self.rejected = self.rejected.take().or(other.rejected);
-        self.acted |= other.acted;
-        self.launched.extend(other.launched);
-    }
 }
 
 impl FailoverDriver {
@@ -154,9 +258,31 @@ impl FailoverDriver {
             shared: std::sync::Arc::new(Mutex::new(Background::default())),
             reports: Mutex::new(VecDeque::new()),
             not_relaunched: Mutex::new(VecDeque::new()),
-            busy: Mutex::new(BTreeSet::new()),
+            busy: Mutex::new(BTreeMap::new()),
             wake: std::sync::Arc::new(tokio::sync::Notify::new()),
+            paced_wake: Mutex::new(None),
         }
+    }
+
+    /// Runs a pass at `at` (an operation's pacing lets more moves start then) instead of
+    /// waiting for the reconcile interval; `None`: nothing waits for the pace.
+    fn wake_at(&self, at: Option<Timestamp>, now: Timestamp) {
+        let Some(at) = at else {
+            return;
+        };
+        {
+            let mut scheduled = lock(&self.paced_wake);
+            if scheduled.is_some_and(|s| s > now && s <= at) {
+                return;
+            }
+            *scheduled = Some(at);
+        }
+        let wake = std::sync::Arc::clone(&self.wake);
+        let after = failover::elapsed(now, at);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            wake.notify_one();
+        });
     }
 
     /// Fires when answers from background commands are waiting for a pass.
@@ -194,8 +320,9 @@ impl FailoverDriver {
         }
     }
 
-    pub fn is_busy(&self, job: &JobId) -> bool {
-        lock(&self.busy).contains(job)
+    /// What the engine says about a job it holds (moving, relaunching, or down), if it does.
+    pub fn held(&self, job: &JobId) -> Option<Held> {
+        lock(&self.busy).get(job).cloned()
     }
 
     /// Recovery reports (RTO/RPO per relaunch), oldest first.
@@ -206,6 +333,15 @@ impl FailoverDriver {
     pub fn not_relaunched(&self) -> Vec<NotRelaunched> {
         lock(&self.not_relaunched).iter().cloned().collect()
     }
+
+    fn metrics_relaunch(&self, metrics: &super::ControllerMetrics, kind: &'static str) {
+        metrics
+            .failover_relaunches
+            .get_or_create(&super::metrics::ReasonLabel {
+                reason: kind.into(),
+            })
+            .inc();
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -214,7 +350,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// What an engine audit entry is about, as the audit log's target: `op 3 shop/orders`,
 /// `shop/orders@dc-a`, `dc-b`, ….
-fn audit_target(entry: &failover::AuditEntry) -> String {
+fn audit_target(entry: &EngineAudit) -> String {
     match (&entry.op, &entry.job, &entry.site) {
         (Some(op), Some(job), _) => format!("op {op} {job}"),
         (Some(op), None, Some(site)) => format!("op {op} {site}"),
@@ -224,20 +360,6 @@ fn audit_target(entry: &failover::AuditEntry) -> String {
         (None, None, Some(site)) => site.to_string(),
         (None, None, None) => "engine".into(),
     }
-}
-
-/// Name of a record in the store's failover keyspace.
-fn record_name(record: &Record) -> String {
-    match record {
-        Record::Job(j) => job_record_name(j.id()),
-        Record::Site(s) => format!("site.{}", s.id),
-        Record::Operation(o) => format!("op.{:012}", o.id),
-    }
-}
-
-/// Namespaces are DNS labels (no dots), so the first dot after `job.` splits them off.
-fn job_record_name(job: &JobId) -> String {
-    format!("job.{}", job.0.replacen('/', ".", 1))
 }
 
 fn engine_state(state: JobState) -> RunState {
@@ -281,6 +403,26 @@ fn stored_placement(record: &JobRecord) -> Option<JobPlacement> {
         .and_then(|p| serde_json::from_value::<JobPlacement>(p.detail.clone()).ok())
 }
 
+/// Every stored job as the engine sees it: placed and managed (`failover.mode` not `none`,
+/// a spec it can read), or just present (so that it is not forgotten).
+pub(crate) fn stored_jobs(records: &[Versioned<JobRecord>]) -> Vec<StoredJob> {
+    records
+        .iter()
+        .map(|record| {
+            let id = JobId::new(&record.value.namespace, &record.value.name);
+            let placed = record.value.placement.as_ref().and_then(|stored| {
+                let (spec, mode) = engine_spec(&record.value)?;
+                (mode != streamjob::FailoverMode::None).then(|| PlacedJob {
+                    spec,
+                    site: SiteId(stored.site.clone()),
+                    generation: record.value.generation,
+                })
+            });
+            StoredJob { id, placed }
+        })
+        .collect()
+}
+
 /// The generation a checkpoint path belongs to: Flink job ids are derived per generation
 /// (`flink_job_id`), and checkpoint paths carry them. Looks a few generations back.
 fn generation_of_path(job: &JobId, current: u64, path: &str) -> Option<u64> {
@@ -290,21 +432,351 @@ fn generation_of_path(job: &JobId, current: u64, path: &str) -> Option<u64> {
     })
 }
 
+/// The driver's effects, as this controller performs them at `now`.
+struct ControllerEffects<'a> {
+    controller: &'a Controller,
+    now: Timestamp,
+}
+
+impl Effects for ControllerEffects<'_> {
+    type Error = StateError;
+
+    fn write_record(
+        &self,
+        key: &str,
+        record: Option<&Record>,
+    ) -> impl Future<Output = Result<(), StateError>> {
+        let store = &self.controller.store;
+        let value = record.map(|r| {
+            serde_json::to_value(r).map_err(|e| StateError::Corrupt {
+                location: key.to_string(),
+                reason: format!("cannot encode failover record: {e}"),
+            })
+        });
+        let key = key.to_string();
+        async move {
+            match value {
+                Some(value) => store.put_failover_record(&key, &value?).await.map(|_| ()),
+                None => store.delete_failover_record(&key).await.map(|_| ()),
+            }
+        }
+    }
+
+    fn append_audits(&self, entries: &[EngineAudit]) -> impl Future<Output = ()> {
+        let at_unix_ms = chrono::Utc::now().timestamp_millis();
+        let entries: Vec<crate::state::AuditEntry> = entries
+            .iter()
+            .map(|entry| crate::state::AuditEntry {
+                actor: "failover".into(),
+                action: "failover".into(),
+                target: audit_target(entry),
+                at_unix_ms,
+                result: entry.message.clone(),
+            })
+            .collect();
+        async move {
+            if let Err(error) = self.controller.store.append_audits(&entries).await {
+                tracing::warn!(%error, entries = entries.len(), "audit append failed");
+            }
+        }
+    }
+
+    fn mark_site(
+        &self,
+        site: &SiteId,
+        epoch: u64,
+        lost: bool,
+    ) -> impl Future<Output = Result<(), StateError>> {
+        let site = site.clone();
+        async move {
+            let state = if lost { "lost" } else { "active" };
+            let stored = self.controller.store.get_site(&site.0).await?;
+            if stored
+                .as_ref()
+                .is_some_and(|s| s.value.epoch == epoch && s.value.state == state)
+            {
+                // Marked already (a new leader marks again what its predecessor may not have).
+                return Ok(());
+            }
+            if lost {
+                tracing::error!(%site, epoch, "site judged lost; failing its jobs over");
+                self.controller
+                    .metrics
+                    .sites_lost
+                    .get_or_create(&super::metrics::SiteLabel {
+                        site: site.0.clone(),
+                    })
+                    .inc();
+            } else {
+                tracing::info!(%site, epoch, "site recovered: its stale generations are fenced");
+            }
+            self.controller
+                .store
+                .put_site(&SiteRecord {
+                    site: site.0.clone(),
+                    epoch,
+                    state: state.into(),
+                    detail: serde_json::Value::Null,
+                })
+                .await?;
+            Ok(())
+        }
+    }
+
+    fn report(&self, report: Report<'_>) {
+        let controller = self.controller;
+        match report {
+            Report::Recovery(report) => {
+                // The engine times the whole pass at its start; this relaunch is issued
+                // now, after the rounds before it: the difference is part of the RTO.
+                let mut report = report.clone();
+                let into_pass = failover::elapsed(self.now, chrono::Utc::now());
+                report.rto_from_detection += into_pass;
+                report.rto_from_last_heartbeat =
+                    report.rto_from_last_heartbeat.map(|d| d + into_pass);
+                tracing::info!(
+                    job = %report.job,
+                    generation = report.generation,
+                    site = %report.site,
+                    reason = %report.reason,
+                    rto_ms = report.rto_from_detection.as_millis() as u64,
+                    rto_from_heartbeat_ms = report.rto_from_last_heartbeat.map(|d| d.as_millis() as u64),
+                    rpo_ms = report.rpo.map(|d| d.as_millis() as u64),
+                    "relaunch issued"
+                );
+                controller
+                    .metrics
+                    .failover_rto_seconds
+                    .observe(report.rto_from_detection.as_secs_f64());
+                if let Some(delay) = report.rto_from_last_heartbeat {
+                    controller
+                        .metrics
+                        .failover_relaunch_delay_seconds
+                        .observe(delay.as_secs_f64());
+                }
+                if let Some(rpo) = report.rpo {
+                    controller
+                        .metrics
+                        .failover_rpo_seconds
+                        .observe(rpo.as_secs_f64());
+                }
+                push_bounded(&controller.failover.reports, report);
+            }
+            Report::NotRelaunched {
+                job,
+                reason,
+                missing,
+            } => {
+                tracing::warn!(%job, %reason, "not relaunched");
+                controller.metrics.failover_not_relaunched.inc();
+                push_bounded(
+                    &controller.failover.not_relaunched,
+                    NotRelaunched {
+                        at: self.now,
+                        job: job.clone(),
+                        reason: reason.to_string(),
+                        missing: *missing,
+                    },
+                );
+            }
+            // Answers to the request that asked: `Outcome` carries them back.
+            Report::Plan(_) | Report::Rejected { .. } | Report::Accepted { .. } => {}
+        }
+    }
+
+    fn launch(&self, launch: &Launch) -> impl Future<Output = Result<Option<Event>, StateError>> {
+        let launch = launch.clone();
+        async move {
+            let result = self
+                .controller
+                .relaunch(
+                    &launch.job,
+                    launch.generation,
+                    &launch.placement,
+                    launch.restore_from.as_ref(),
+                    &launch.reason.to_string(),
+                    launch.reason.is_failure(),
+                )
+                .await?;
+            self.controller
+                .failover
+                .metrics_relaunch(&self.controller.metrics, reason_kind(&launch.reason));
+            Ok(Some(match result {
+                Ok(()) => Event::LaunchSucceeded {
+                    job: launch.job,
+                    generation: launch.generation,
+                    site: launch.site,
+                },
+                Err(reason) => {
+                    tracing::warn!(job = %launch.job, generation = launch.generation, site = %launch.site, %reason, "failover relaunch failed");
+                    Event::LaunchFailed {
+                        job: launch.job,
+                        generation: launch.generation,
+                        site: launch.site,
+                        reason,
+                    }
+                }
+            }))
+        }
+    }
+
+    fn fence(
+        &self,
+        job: &JobId,
+        generation: u64,
+        site: &SiteId,
+    ) -> impl Future<Output = Result<Option<Event>, StateError>> {
+        let (job, site) = (job.clone(), site.clone());
+        async move {
+            let Some(handle) = self.controller.sites.get(&site) else {
+                // Not a site of this controller: nothing of it can run here.
+                return Ok(Some(Event::Fenced {
+                    job,
+                    generation,
+                    site,
+                }));
+            };
+            match handle.stop(&job, generation).await {
+                Ok(()) => {
+                    tracing::info!(%job, generation, %site, "fenced");
+                    Ok(Some(Event::Fenced {
+                        job,
+                        generation,
+                        site,
+                    }))
+                }
+                Err(error) => {
+                    // Unanswered: the engine issues the fence again after its retry delay.
+                    tracing::warn!(%job, generation, %site, %error, "fence not confirmed");
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    // Savepoints and their copies take seconds to minutes: they run in the background and
+    // answer through the inbox, so the pass, other jobs and a cancel are never held up.
+    fn savepoint(
+        &self,
+        op: u64,
+        job: &JobId,
+        generation: u64,
+        site: &SiteId,
+    ) -> impl Future<Output = Result<Option<Event>, StateError>> {
+        let (job, site) = (job.clone(), site.clone());
+        async move {
+            let target = match self.controller.savepoint_dir(&job, &site).await? {
+                Ok(target) => target,
+                Err(reason) => return Ok(Some(Event::SavepointFailed { op, job, reason })),
+            };
+            let Some(handle) = self.controller.sites.get(&site).cloned() else {
+                return Ok(Some(Event::SavepointFailed {
+                    op,
+                    job,
+                    reason: format!("no site {site}"),
+                }));
+            };
+            let driver = self.controller.failover.answer_sink();
+            tokio::spawn(async move {
+                let event = match handle.stop_with_savepoint(&job, generation, &target).await {
+                    Ok(path) => {
+                        tracing::info!(%job, generation, %site, %path, "stopped with savepoint");
+                        Event::SavepointCompleted {
+                            op,
+                            job,
+                            savepoint: EnginePointer {
+                                site,
+                                generation,
+                                id: 0,
+                                path,
+                                completed_at: chrono::Utc::now(),
+                                kind: EngineCheckpointKind::Savepoint,
+                            },
+                        }
+                    }
+                    Err(error) => Event::SavepointFailed {
+                        op,
+                        job,
+                        reason: error.to_string(),
+                    },
+                };
+                driver.answer(event);
+            });
+            Ok(None)
+        }
+    }
+
+    fn replicate_savepoint(
+        &self,
+        op: u64,
+        job: &JobId,
+        savepoint: &CheckpointPointerRef,
+        to: &SiteId,
+    ) -> impl Future<Output = Result<Option<Event>, StateError>> {
+        let (job, savepoint, to) = (job.clone(), savepoint.clone(), to.clone());
+        let roots = self.controller.storage_roots.clone();
+        let driver = self.controller.failover.answer_sink();
+        async move {
+            tokio::spawn(async move {
+                match crate::replication::copy_savepoint(
+                    &roots,
+                    &savepoint.site,
+                    &to,
+                    &savepoint.path,
+                )
+                .await
+                {
+                    Ok(path) => {
+                        tracing::info!(%job, %to, %path, "savepoint replicated");
+                        driver.answer(Event::ReplicationCompleted {
+                            op,
+                            job,
+                            replica: EnginePointer {
+                                site: to,
+                                path,
+                                ..savepoint
+                            },
+                        });
+                    }
+                    Err(reason) => {
+                        tracing::warn!(%job, %to, %reason, "savepoint copy failed; retried next pass");
+                        driver.retry(Command::ReplicateSavepoint {
+                            op,
+                            job,
+                            savepoint,
+                            to,
+                        });
+                    }
+                }
+            });
+            Ok(None)
+        }
+    }
+
+    fn trace_issued(&self, issued: &[Command]) {
+        if !issued.is_empty() {
+            tracing::debug!(commands = issued.len(), "failover engine issued a round");
+        }
+    }
+}
+
+type CheckpointPointerRef = EnginePointer;
+
 impl Controller {
-    /// The failover part of a pass: feed the engine, execute its commands. Returns the
-    /// generations it launched when it changed anything (the pass then re-reads the jobs).
-    /// Fails only on store errors.
+    /// The failover part of a pass: the driver feeds the engine what the pass observed and
+    /// executes what it decides. Returns the generations it launched when it acted on a
+    /// site (the pass then re-reads the jobs). Fails only on store errors.
     pub(crate) async fn drive_failover(
         &self,
         records: &[Versioned<JobRecord>],
         observed: &Observed<'_>,
+        read_at: tokio::time::Instant,
     ) -> Result<Option<Vec<(JobId, u64)>>, StateError> {
         if !self.failover.enabled() {
             return Ok(None);
         }
         let now = chrono::Utc::now();
         let mut guard = self.failover.live.lock().await;
-        let mut resumed = Vec::new();
         if guard
             .as_ref()
             .is_some_and(|l| l.term != self.failover.term())
@@ -312,51 +784,44 @@ impl Controller {
             *guard = None;
         }
         if guard.is_none() {
-            let (live, commands) = self.resume_engine(records, now).await?;
-            *guard = Some(live);
-            resumed = commands;
+            *guard = Some(self.resume_driver(records, now).await?);
         }
         let Some(live) = guard.as_mut() else {
             return Ok(None);
         };
         let placer = self.placer(records, observed, now);
-        // Contact with every site that answered first: a long pass must not make a healthy
-        // site look silent while the other site's events are processed.
-        let observations = self.observations(live, records, observed, now);
-        let heard = observations
-            .iter()
-            .filter_map(|e| match e {
-                Event::SnapshotObserved(o) => {
-                    Some((o.site.clone(), o.observed_at, o.nodes.clone()))
-                }
-                _ => None,
-            })
-            .collect();
-        let mut events = vec![
-            Event::SitesHeard { sites: heard },
-            Event::QuorumChanged(true),
-        ];
-        events.extend(self.registrations(&live.engine, records));
+        let mut events = std::mem::take(&mut live.resumed);
         events.append(&mut lock(&self.failover.inbox));
-        let (answers, retries) = {
+        let retries = {
             let mut background = lock(&self.failover.shared);
-            (
-                std::mem::take(&mut background.answers),
-                std::mem::take(&mut background.retries),
-            )
+            events.append(&mut background.answers);
+            std::mem::take(&mut background.retries)
         };
-        events.extend(answers);
-        events.extend(self.peer_reports().await);
-        events.extend(observations);
-        events.push(Event::Tick);
-
-        let mut commands = resumed;
-        commands.extend(retries);
-        commands.extend(live.engine.step_all(events, now, &placer));
-        let answers = self.execute(live, &placer, commands, now).await?;
-        self.refresh_busy(&live.engine);
-        self.export_engine_view(&live.engine, now);
-        Ok(answers.acted.then_some(answers.launched))
+        let input = PassInput {
+            // On etcd: the session of this leadership is healthy and the pass's read of the
+            // store (linearizable, through the quorum) came within its TTL.
+            quorum: self.quorum.holds(read_at),
+            jobs: Some(stored_jobs(records)),
+            sites: observations(records, observed, now),
+            peers: self.peer_views().await,
+            events,
+            retries,
+        };
+        let effects = ControllerEffects {
+            controller: self,
+            now,
+        };
+        let outcome = live.driver.pass(&effects, &placer, input, now).await?;
+        if outcome.cut_short > 0 {
+            tracing::error!(
+                left = outcome.cut_short,
+                "failover engine issued too many commands in one pass; the rest wait for the next"
+            );
+        }
+        self.refresh_busy(live.driver.engine());
+        self.export_engine_view(live.driver.engine(), now);
+        self.failover.wake_at(outcome.next_launch_at, now);
+        Ok(outcome.acted.then_some(outcome.launched))
     }
 
     /// Hands an ops request to the engine and executes what it answers. Only the leader can,
@@ -385,39 +850,81 @@ impl Controller {
             jobs: BTreeMap::new(),
         };
         let placer = self.placer(&records, &observed, now);
-        let before = live.engine.operations().map(|o| o.id).max();
-        let cancel = match &request {
-            OpsRequest::Cancel { op } => Some(*op),
-            _ => None,
+        let effects = ControllerEffects {
+            controller: self,
+            now,
         };
-        // Jobs created or relaunched since the last pass are known before the plan is made.
-        let mut events = self.registrations(&live.engine, &records);
-        events.push(Event::OpsRequest(request));
-        let commands = live.engine.step_all(events, now, &placer);
-        let answers = self.execute(live, &placer, commands, now).await?;
-        self.refresh_busy(&live.engine);
-        if let Some(error) = answers.rejected {
+        let outcome = live
+            .driver
+            .request(&effects, &placer, Some(stored_jobs(&records)), request, now)
+            .await?;
+        self.refresh_busy(live.driver.engine());
+        self.failover.wake_at(outcome.next_launch_at, now);
+        if let Some(error) = outcome.rejected {
             return Ok(RequestOutcome::Rejected(error));
         }
-        if let Some(plan) = answers.plan {
+        if let Some(plan) = outcome.plan {
             return Ok(RequestOutcome::Plan(Box::new(plan)));
         }
-        let started = match cancel {
-            Some(op) => live.engine.operation(op),
-            None => live
-                .engine
-                .operations()
-                .filter(|o| Some(o.id) > before)
-                .max_by_key(|o| o.id),
-        };
-        match started {
+        match outcome.accepted.and_then(|op| live.driver.engine().operation(op)) {
             Some(op) => Ok(RequestOutcome::Operation(Box::new(op.clone()))),
             None => Err(DriverError::State(StateError::Unavailable {
                 operation: "failover request",
                 key: "failover".into(),
-                reason: "the failover engine accepted the request but started no operation".into(),
+                reason: "the failover engine answered the request with neither an operation, a plan nor a rejection".into(),
             })),
         }
+    }
+
+    /// A dry run (`request` with `dry_run: true`): the plan the engine that would carry the
+    /// request out answers, or its rejection. The leader asks its live engine; a follower
+    /// resumes a scratch engine from the store exactly as a new leader would (persisted site
+    /// states, job records, replicated pointers) and executes nothing it answers.
+    pub async fn failover_dry_run(
+        &self,
+        request: OpsRequest,
+    ) -> Result<RequestOutcome, DriverError> {
+        if self.is_leading() && self.failover.enabled() {
+            match self.failover_request(request.clone()).await {
+                Err(DriverError::NotLeading) => {}
+                answered => return answered,
+            }
+        }
+        let now = chrono::Utc::now();
+        let records = self.store.list_jobs().await?;
+        let live = self.resume_driver(&records, now).await?;
+        let mut snapshots = BTreeMap::new();
+        for (id, site) in &self.sites {
+            if let Ok(snapshot) = site.snapshot().await {
+                snapshots.insert(id.clone(), snapshot);
+            }
+        }
+        let observed = Observed {
+            snapshots: snapshots.iter().map(|(k, v)| (k.clone(), v)).collect(),
+            jobs: BTreeMap::new(),
+        };
+        let placer = self.placer(&records, &observed, now);
+        let mut engine = live.driver.into_engine();
+        let mut events = vec![Event::JobsStored(stored_jobs(&records))];
+        events.extend(live.resumed);
+        events.push(Event::OpsRequest(request));
+        // Only the answer is used: the records and audits a scratch engine issues are not
+        // executed.
+        let answer = engine.step_all(events, now, &placer);
+        answer
+            .into_iter()
+            .find_map(|c| match c {
+                Command::ReportPlan(plan) => Some(Ok(RequestOutcome::Plan(Box::new(plan)))),
+                Command::Rejected { error, .. } => Some(Ok(RequestOutcome::Rejected(error))),
+                _ => None,
+            })
+            .unwrap_or_else(|| {
+                Err(DriverError::State(StateError::Unavailable {
+                    operation: "failover dry run",
+                    key: "failover".into(),
+                    reason: "the failover engine answered a dry run without a plan".into(),
+                }))
+            })
     }
 
     /// One operation, from the leader's engine or, on a follower, from the store.
@@ -434,7 +941,7 @@ impl Controller {
         if let Ok(guard) = self.failover.live.try_lock()
             && let Some(live) = guard.as_ref().filter(|l| l.term == self.failover.term())
         {
-            return Ok(live.engine.operations().cloned().collect());
+            return Ok(live.driver.engine().operations().cloned().collect());
         }
         let mut ops = Vec::new();
         for (name, value) in self.store.list_failover_records().await? {
@@ -449,38 +956,28 @@ impl Controller {
         Ok(ops)
     }
 
-    async fn resume_engine(
+    /// A new leader's driver: every persisted record, and the replicated pointers the store
+    /// holds (what cross-site relaunches may restore from), fed with the first pass.
+    async fn resume_driver(
         &self,
         records: &[Versioned<JobRecord>],
         now: Timestamp,
-    ) -> Result<(Live, Vec<Command>), StateError> {
+    ) -> Result<Live, StateError> {
         let mut persisted = Vec::new();
         for (name, value) in self.store.list_failover_records().await? {
             match serde_json::from_value::<Record>(value) {
                 Ok(record) => persisted.push(record),
                 Err(error) => {
                     // A record this version cannot read must not be guessed around: the job
-                    // is re-registered from its stored generation below instead.
+                    // is re-registered from its stored generation instead.
                     tracing::error!(record = %name, %error, "failover record does not decode; ignored");
                 }
             }
         }
         let count = persisted.len();
-        let (mut engine, commands) = Engine::resume(self.failover.config.clone(), persisted, now);
-        tracing::info!(
-            records = count,
-            reissued = commands.len(),
-            "failover engine resumed"
-        );
-        // The replicated pointers the store holds: what cross-site relaunches may restore.
-        let placer = SchedulerPlacer::new(
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            &self.policy.placement_policy(),
-            now,
-        );
-        let mut events = self.registrations(&engine, records);
+        let driver = Driver::resume(self.failover.config.clone(), persisted, now);
+        tracing::info!(records = count, "failover engine resumed");
+        let mut resumed = Vec::new();
         for record in records {
             let id = JobId::new(&record.value.namespace, &record.value.name);
             for entry in self
@@ -497,179 +994,34 @@ impl Controller {
                     &entry.site,
                     &entry.pointer.value,
                 ) {
-                    events.push(event);
+                    resumed.push(event);
                 }
             }
         }
-        let mut extra = Vec::new();
-        for event in events {
-            extra.extend(engine.step(event, now, &placer));
-        }
-        let mut all = commands;
-        all.extend(extra);
-        Ok((
-            Live {
-                term: self.failover.term(),
-                engine,
-                heartbeats: BTreeMap::new(),
-            },
-            all,
-        ))
-    }
-
-    /// `JobRegistered` for each placed job the engine does not know, knows at an older
-    /// generation, or knows with another demand; `JobRemoved` for each it knows that is gone.
-    fn registrations(&self, engine: &Engine, records: &[Versioned<JobRecord>]) -> Vec<Event> {
-        let mut events = Vec::new();
-        let mut present = BTreeSet::new();
-        for record in records {
-            let Some(stored) = &record.value.placement else {
-                continue;
-            };
-            let Some((spec, mode)) = engine_spec(&record.value) else {
-                continue;
-            };
-            if mode == streamjob::FailoverMode::None {
-                continue;
-            }
-            let id = spec.demand.id.clone();
-            present.insert(id.clone());
-            let site = SiteId(stored.site.clone());
-            let generation = record.value.generation;
-            let changed = match engine.job(&id) {
-                None => true,
-                Some(known) => known.generation < generation || known.spec != spec,
-            };
-            if changed {
-                events.push(Event::JobRegistered {
-                    spec: Box::new(spec),
-                    site,
-                    generation,
-                });
-            }
-        }
-        for known in engine.jobs() {
-            if !present.contains(known.id()) && !records_have(records, known.id()) {
-                events.push(Event::JobRemoved {
-                    job: known.id().clone(),
-                });
-            }
-        }
-        events
-    }
-
-    /// Snapshots of the reachable sites, and checkpoints newer than the engine knows.
-    fn observations(
-        &self,
-        live: &mut Live,
-        records: &[Versioned<JobRecord>],
-        observed: &Observed<'_>,
-        now: Timestamp,
-    ) -> Vec<Event> {
-        let placements: BTreeMap<JobId, (u64, JobPlacement)> = records
-            .iter()
-            .filter_map(|r| {
-                let p = stored_placement(&r.value)?;
-                Some((p.job.clone(), (r.value.generation, p)))
-            })
-            .collect();
-        let mut events = Vec::new();
-        for (site, snapshot) in &observed.snapshots {
-            for node in &snapshot.nodes {
-                let key = (site.clone(), node.name.clone());
-                if node.ready {
-                    live.heartbeats.insert(key, now);
-                } else {
-                    // Never seen Ready: its silence counts from when this leader first saw it.
-                    live.heartbeats.entry(key).or_insert(now);
-                }
-            }
-            let nodes = snapshot
-                .nodes
-                .iter()
-                .filter_map(|n| {
-                    let at = live.heartbeats.get(&(site.clone(), n.name.clone()))?;
-                    Some(NodeHeartbeat {
-                        name: n.name.clone(),
-                        last_heartbeat: *at,
-                    })
-                })
-                .collect();
-            let site_jobs = observed.jobs.get(site).copied().unwrap_or(&[]);
-            let mut jobs = Vec::new();
-            for o in site_jobs {
-                let (jm, tms) = match placements.get(&o.job) {
-                    Some((generation, p)) if *generation == o.generation && &p.site == site => (
-                        p.pods
-                            .iter()
-                            .find(|p| p.role == PodRole::Jobmanager)
-                            .map(|p| p.node.clone()),
-                        p.pods
-                            .iter()
-                            .filter(|p| p.role == PodRole::Taskmanager)
-                            .map(|p| p.node.clone())
-                            .collect::<BTreeSet<_>>()
-                            .into_iter()
-                            .collect(),
-                    ),
-                    _ => (None, Vec::new()),
-                };
-                jobs.push(JobObserved {
-                    job: o.job.clone(),
-                    generation: o.generation,
-                    state: engine_state(o.state),
-                    restarts: o.restarts,
-                    job_manager_node: jm,
-                    task_manager_nodes: tms,
-                });
-                if let Some(c) = &o.latest_completed_checkpoint {
-                    let newer = live.engine.job(&o.job).is_some_and(|r| {
-                        r.generation == o.generation
-                            && &r.site == site
-                            && r.latest_complete.get(site).is_none_or(|old| old.id < c.id)
-                    });
-                    if newer {
-                        events.push(Event::CheckpointCompleted {
-                            job: o.job.clone(),
-                            checkpoint: EnginePointer {
-                                site: site.clone(),
-                                generation: o.generation,
-                                id: c.id,
-                                path: c.path.clone(),
-                                completed_at: c.completed_at,
-                                kind: EngineCheckpointKind::Checkpoint,
-                            },
-                        });
-                    }
-                }
-            }
-            // The snapshot first, so the checkpoints are judged against fresh job state.
-            events.insert(
-                0,
-                Event::SnapshotObserved(SiteObservation {
-                    site: site.clone(),
-                    observed_at: now,
-                    nodes,
-                    jobs,
-                }),
-            );
-        }
-        events
+        Ok(Live {
+            term: self.failover.term(),
+            driver,
+            resumed,
+        })
     }
 
     /// Peer views: a site heard by someone other than this controller (its etcd member or
     /// agent, seen through the quorum) must not be failed over.
-    async fn peer_reports(&self) -> Vec<Event> {
-        let mut events = Vec::new();
+    async fn peer_views(&self) -> Vec<(SiteId, Timestamp)> {
+        let mut peers = Vec::new();
         for (id, site) in &self.sites {
+            if let Some(agents) = self.agents.as_ref().filter(|a| a.guards(id)) {
+                // A guarded site's peer view is its agent's lease, and only that.
+                if let Some(at) = agents.last_renewal(id) {
+                    peers.push((id.clone(), at));
+                }
+                continue;
+            }
             if let Some(at) = site.peer_last_contact().await {
-                events.push(Event::PeerReport {
-                    site: id.clone(),
-                    last_contact: at,
-                });
+                peers.push((id.clone(), at));
             }
         }
-        events
+        peers
     }
 
     fn placer(
@@ -698,400 +1050,11 @@ impl Controller {
     }
 
     fn refresh_busy(&self, engine: &Engine) {
-        let busy: BTreeSet<JobId> = engine
+        let busy: BTreeMap<JobId, Held> = engine
             .jobs()
-            .filter(|r| !matches!(r.phase, failover::JobPhase::Running))
-            .map(|r| r.id().clone())
+            .filter_map(|r| Some((r.id().clone(), Held::of(r, engine)?)))
             .collect();
         *lock(&self.failover.busy) = busy;
-    }
-
-    /// Executes the engine's commands in rounds: a round is everything the engine issued
-    /// without waiting for an answer, and the answers of a round are fed back together
-    /// (`Engine::step_all`), whose commands make the next round.
-    ///
-    /// Within a round the write-ahead records go first, each record once in its last version
-    /// (the engine issued the whole round from one line of state, so that version covers
-    /// every command of the round), then audits, site marks and reports in order, then
-    /// relaunches and fences concurrently, `maxInFlight` at a time. A store write that fails
-    /// ends execution with the error: nothing after it may run (driver guarantee 1).
-    async fn execute(
-        &self,
-        live: &mut Live,
-        placer: &SchedulerPlacer,
-        commands: Vec<Command>,
-        now: Timestamp,
-    ) -> Result<Answers, StateError> {
-        let mut answers = Answers::default();
-        let mut round = commands;
-        let mut executed = 0usize;
-        while !round.is_empty() {
-            executed += round.len();
-            if executed > MAX_COMMANDS_PER_PASS {
-                tracing::error!(
-                    left = round.len(),
-                    "failover engine issued too many commands in one pass; the rest wait for the next"
-                );
-                break;
-            }
-            let events = self.execute_round(round, now, &mut answers).await?;
-            round = if events.is_empty() {
-                Vec::new()
-            } else {
-                live.engine.step_all(events, now, placer)
-            };
-        }
-        Ok(answers)
-    }
-
-    async fn execute_round(
-        &self,
-        commands: Vec<Command>,
-        now: Timestamp,
-        answers: &mut Answers,
-    ) -> Result<Vec<Event>, StateError> {
-        let mut records: Vec<(String, Command)> = Vec::new();
-        let mut audits = Vec::new();
-        let mut in_order = Vec::new();
-        let mut actions = Vec::new();
-        for command in commands {
-            match &command {
-                Command::Audit(entry) => audits.push(crate::state::AuditEntry {
-                    actor: "failover".into(),
-                    action: "failover".into(),
-                    target: audit_target(entry),
-                    at_unix_ms: chrono::Utc::now().timestamp_millis(),
-                    result: entry.message.clone(),
-                }),
-                Command::Persist(record) => {
-                    let name = record_name(record);
-                    records.retain(|(n, _)| n != &name);
-                    records.push((name, command));
-                }
-                Command::Forget { job } => {
-                    let name = job_record_name(job);
-                    records.retain(|(n, _)| n != &name);
-                    records.push((name, command));
-                }
-                Command::Relaunch { .. } | Command::Fence { .. } => actions.push(command),
-                _ => in_order.push(command),
-            }
-        }
-        // Different records, so they may be written at once (etcd commits concurrent writes
-        // together); every one must succeed before anything acts.
-        let writes: Vec<_> = futures::stream::iter(records)
-            .map(|(_, command)| async move {
-                let mut own = Answers::default();
-                self.execute_one(command, now, &mut own).await
-            })
-            .buffer_unordered(RECORD_WRITES_AT_ONCE)
-            .collect()
-            .await;
-        for write in writes {
-            write?;
-        }
-        if let Err(error) = self.store.append_audits(&audits).await {
-            tracing::warn!(%error, entries = audits.len(), "audit append failed");
-        }
-        let mut events = Vec::new();
-        for command in in_order {
-            events.extend(self.execute_one(command, now, answers).await?);
-        }
-        let concurrency = self.failover.config.max_in_flight.max(1);
-        let results: Vec<_> = futures::stream::iter(actions)
-            .map(|command| async move {
-                let mut own = Answers::default();
-                let event = self.execute_one(command, now, &mut own).await;
-                (event, own)
-            })
-            .buffered(concurrency)
-            .collect()
-            .await;
-        for (event, own) in results {
-            answers.merge(own);
-            events.extend(event?);
-        }
-        Ok(events)
-    }
-
-    async fn execute_one(
-        &self,
-        command: Command,
-        now: Timestamp,
-        answers: &mut Answers,
-    ) -> Result<Option<Event>, StateError> {
-        match command {
-            Command::Persist(record) => {
-                let name = record_name(&record);
-                let value = serde_json::to_value(&record).map_err(|e| StateError::Corrupt {
-                    location: name.clone(),
-                    reason: format!("cannot encode failover record: {e}"),
-                })?;
-                self.store.put_failover_record(&name, &value).await?;
-                Ok(None)
-            }
-            Command::Forget { job } => {
-                self.store
-                    .delete_failover_record(&job_record_name(&job))
-                    .await?;
-                Ok(None)
-            }
-            Command::Audit(entry) => {
-                self.audit_as(
-                    "failover",
-                    "failover",
-                    &audit_target(&entry),
-                    &entry.message,
-                )
-                .await;
-                Ok(None)
-            }
-            Command::Relaunch {
-                job,
-                generation,
-                site,
-                placement,
-                restore_from,
-                reason,
-            } => {
-                answers.acted = true;
-                let failure = matches!(
-                    reason,
-                    failover::RelaunchReason::JobFailed { .. }
-                        | failover::RelaunchReason::LaunchFailed { .. }
-                        | failover::RelaunchReason::JobManagerNodeLost { .. }
-                        | failover::RelaunchReason::TaskManagersNotRecovered { .. }
-                );
-                let result = self
-                    .relaunch(
-                        &job,
-                        generation,
-                        &placement,
-                        restore_from.as_ref(),
-                        &reason.to_string(),
-                        failure,
-                    )
-                    .await?;
-                if result.is_ok() {
-                    answers.launched.push((job.clone(), generation));
-                }
-                self.failover
-                    .metrics_relaunch(&self.metrics, reason_kind(&reason));
-                Ok(Some(match result {
-                    Ok(()) => Event::LaunchSucceeded {
-                        job,
-                        generation,
-                        site,
-                    },
-                    Err(reason) => {
-                        tracing::warn!(%job, generation, %site, %reason, "failover relaunch failed");
-                        Event::LaunchFailed {
-                            job,
-                            generation,
-                            site,
-                            reason,
-                        }
-                    }
-                }))
-            }
-            Command::Fence {
-                job,
-                generation,
-                site,
-            } => {
-                let Some(handle) = self.sites.get(&site) else {
-                    // Not a site of this controller: nothing of it can run here.
-                    return Ok(Some(Event::Fenced {
-                        job,
-                        generation,
-                        site,
-                    }));
-                };
-                match handle.stop(&job, generation).await {
-                    Ok(()) => {
-                        answers.acted = true;
-                        tracing::info!(%job, generation, %site, "fenced");
-                        Ok(Some(Event::Fenced {
-                            job,
-                            generation,
-                            site,
-                        }))
-                    }
-                    Err(error) => {
-                        // Unanswered: the engine issues the fence again after its retry delay.
-                        tracing::warn!(%job, generation, %site, %error, "fence not confirmed");
-                        Ok(None)
-                    }
-                }
-            }
-            // Savepoints and their copies take seconds to minutes: they run in the background
-            // (an operation's `maxInFlight` of them at once) and answer through the inbox,
-            // so the pass, other jobs and a cancel are never held up by them.
-            Command::TriggerSavepoint {
-                op,
-                job,
-                generation,
-                site,
-            } => {
-                let target = match self.savepoint_dir(&job, &site).await? {
-                    Ok(target) => target,
-                    Err(reason) => return Ok(Some(Event::SavepointFailed { op, job, reason })),
-                };
-                let Some(handle) = self.sites.get(&site).cloned() else {
-                    return Ok(Some(Event::SavepointFailed {
-                        op,
-                        job,
-                        reason: format!("no site {site}"),
-                    }));
-                };
-                answers.acted = true;
-                let driver = self.failover.answer_sink();
-                tokio::spawn(async move {
-                    let event = match handle.stop_with_savepoint(&job, generation, &target).await {
-                        Ok(path) => {
-                            tracing::info!(%job, generation, %site, %path, "stopped with savepoint");
-                            Event::SavepointCompleted {
-                                op,
-                                job,
-                                savepoint: EnginePointer {
-                                    site,
-                                    generation,
-                                    id: 0,
-                                    path,
-                                    completed_at: chrono::Utc::now(),
-                                    kind: EngineCheckpointKind::Savepoint,
-                                },
-                            }
-                        }
-                        Err(error) => Event::SavepointFailed {
-                            op,
-                            job,
-                            reason: error.to_string(),
-                        },
-                    };
-                    driver.answer(event);
-                });
-                Ok(None)
-            }
-            Command::ReplicateSavepoint {
-                op,
-                job,
-                savepoint,
-                to,
-            } => {
-                let roots = self.storage_roots.clone();
-                let driver = self.failover.answer_sink();
-                tokio::spawn(async move {
-                    match crate::replication::copy_savepoint(
-                        &roots,
-                        &savepoint.site,
-                        &to,
-                        &savepoint.path,
-                    )
-                    .await
-                    {
-                        Ok(path) => {
-                            tracing::info!(%job, %to, %path, "savepoint replicated");
-                            driver.answer(Event::ReplicationCompleted {
-                                op,
-                                job,
-                                replica: EnginePointer {
-                                    site: to,
-                                    path,
-                                    ..savepoint
-                                },
-                            });
-                        }
-                        Err(reason) => {
-                            tracing::warn!(%job, %to, %reason, "savepoint copy failed; retried next pass");
-                            driver.retry(Command::ReplicateSavepoint {
-                                op,
-                                job,
-                                savepoint,
-                                to,
-                            });
-                        }
-                    }
-                });
-                Ok(None)
-            }
-            Command::MarkSiteLost { site, epoch } => {
-                tracing::error!(%site, epoch, "site judged lost; failing its jobs over");
-                self.store
-                    .put_site(&SiteRecord {
-                        site: site.0.clone(),
-                        epoch,
-                        state: "lost".into(),
-                        detail: serde_json::Value::Null,
-                    })
-                    .await?;
-                self.metrics
-                    .sites_lost
-                    .get_or_create(&super::metrics::SiteLabel {
-                        site: site.0.clone(),
-                    })
-                    .inc();
-                Ok(None)
-            }
-            Command::MarkSiteRecovered { site, epoch } => {
-                tracing::info!(%site, epoch, "site recovered: its stale generations are fenced");
-                self.store
-                    .put_site(&SiteRecord {
-                        site: site.0.clone(),
-                        epoch,
-                        state: "active".into(),
-                        detail: serde_json::Value::Null,
-                    })
-                    .await?;
-                Ok(None)
-            }
-            Command::ReportRecovery(report) => {
-                tracing::info!(
-                    job = %report.job,
-                    generation = report.generation,
-                    site = %report.site,
-                    reason = %report.reason,
-                    rto_ms = report.rto_from_detection.as_millis() as u64,
-                    rto_from_heartbeat_ms = report.rto_from_last_heartbeat.map(|d| d.as_millis() as u64),
-                    rpo_ms = report.rpo.map(|d| d.as_millis() as u64),
-                    "relaunch issued"
-                );
-                self.metrics
-                    .failover_rto_seconds
-                    .observe(report.rto_from_detection.as_secs_f64());
-                if let Some(rpo) = report.rpo {
-                    self.metrics.failover_rpo_seconds.observe(rpo.as_secs_f64());
-                }
-                push_bounded(&self.failover.reports, report);
-                Ok(None)
-            }
-            Command::ReportNotRelaunched {
-                job,
-                reason,
-                missing,
-            } => {
-                tracing::warn!(%job, %reason, "not relaunched");
-                self.metrics.failover_not_relaunched.inc();
-                push_bounded(
-                    &self.failover.not_relaunched,
-                    NotRelaunched {
-                        at: now,
-                        job,
-                        reason,
-                        missing,
-                    },
-                );
-                Ok(None)
-            }
-            Command::ReportPlan(plan) => {
-                answers.plan = Some(plan);
-                Ok(None)
-            }
-            Command::Rejected { error, .. } => {
-                answers.rejected = Some(error);
-                Ok(None)
-            }
-        }
     }
 
     /// Writes the new generation and placement to the job's record (compare-and-set, so an
@@ -1225,10 +1188,84 @@ impl Controller {
     }
 }
 
-fn records_have(records: &[Versioned<JobRecord>], job: &JobId) -> bool {
-    records
+/// One observation per site that answered: its nodes (a Ready node is heard now; one not
+/// Ready has no heartbeat of its own here, so the engine keeps counting its silence), and
+/// every generation it runs with the JobManager/TaskManager nodes of the stored placement
+/// and the newest checkpoint it reports.
+fn observations(
+    records: &[Versioned<JobRecord>],
+    observed: &Observed<'_>,
+    now: Timestamp,
+) -> Vec<SiteObservation> {
+    let placements: BTreeMap<JobId, (u64, JobPlacement)> = records
         .iter()
-        .any(|r| &JobId::new(&r.value.namespace, &r.value.name) == job)
+        .filter_map(|r| {
+            let p = stored_placement(&r.value)?;
+            Some((p.job.clone(), (r.value.generation, p)))
+        })
+        .collect();
+    observed
+        .snapshots
+        .iter()
+        .map(|(site, snapshot)| {
+            let nodes = snapshot
+                .nodes
+                .iter()
+                .map(|n| NodeHeartbeat {
+                    name: n.name.clone(),
+                    last_heartbeat: n.ready.then_some(now),
+                })
+                .collect();
+            let jobs = observed
+                .jobs
+                .get(site)
+                .copied()
+                .unwrap_or(&[])
+                .iter()
+                .map(|o| {
+                    let (job_manager_node, task_manager_nodes) = match placements.get(&o.job) {
+                        Some((generation, p)) if *generation == o.generation && &p.site == site => {
+                            (
+                                p.pods
+                                    .iter()
+                                    .find(|p| p.role == PodRole::Jobmanager)
+                                    .map(|p| p.node.clone()),
+                                p.pods
+                                    .iter()
+                                    .filter(|p| p.role == PodRole::Taskmanager)
+                                    .map(|p| p.node.clone())
+                                    .collect::<BTreeSet<_>>()
+                                    .into_iter()
+                                    .collect(),
+                            )
+                        }
+                        _ => (None, Vec::new()),
+                    };
+                    JobObserved {
+                        job: o.job.clone(),
+                        generation: o.generation,
+                        state: engine_state(o.state),
+                        restarts: o.restarts,
+                        job_manager_node,
+                        task_manager_nodes,
+                        latest_checkpoint: o.latest_completed_checkpoint.as_ref().map(|c| {
+                            ObservedCheckpoint {
+                                id: c.id,
+                                path: c.path.clone(),
+                                completed_at: c.completed_at,
+                            }
+                        }),
+                    }
+                })
+                .collect();
+            SiteObservation {
+                site: site.clone(),
+                observed_at: now,
+                nodes,
+                jobs,
+            }
+        })
+        .collect()
 }
 
 fn push_bounded<T>(m: &Mutex<VecDeque<T>>, item: T) {
@@ -1249,17 +1286,7 @@ fn reason_kind(reason: &failover::RelaunchReason) -> &'static str {
         R::SiteLost { .. } => "site-lost",
         R::Operation { .. } => "operation",
         R::SiteReturned { .. } => "site-returned",
-    }
-}
-
-impl FailoverDriver {
-    fn metrics_relaunch(&self, metrics: &super::ControllerMetrics, kind: &'static str) {
-        metrics
-            .failover_relaunches
-            .get_or_create(&super::metrics::ReasonLabel {
-                reason: kind.into(),
-            })
-            .inc();
+        R::Revived { .. } => "revived",
     }
 }
 
@@ -1300,4 +1327,52 @@ pub fn engine_config(
         config.site.suspect_after = config.site.suspect_after.min(g / 3);
     }
     config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn launching() -> Held {
+        Held {
+            site: SiteId("dc-a".into()),
+            generation: 4,
+            doing: Doing::Launching {
+                reason: "relaunched by the failover engine".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_launching_job_keeps_the_reason_its_relaunch_wrote() {
+        let (phase, message) =
+            launching().status(None, true, Some("failover: JobManager node dc-a-n3 lost"));
+        assert_eq!(phase, StatusPhase::Launching);
+        assert_eq!(message, "failover: JobManager node dc-a-n3 lost");
+    }
+
+    #[test]
+    fn a_launching_job_without_a_relaunch_message_names_its_generation_and_site() {
+        let (_, message) = launching().status(Some(JobState::Running), true, Some("placed"));
+        assert_eq!(
+            message,
+            "failover: generation 4 in dc-a, relaunched by the failover engine"
+        );
+    }
+
+    #[test]
+    fn a_job_that_runs_nowhere_is_pending_with_its_reason_even_when_its_site_is_silent() {
+        let held = Held {
+            doing: Doing::Down {
+                reason: "no checkpoint replicated to dc-b".into(),
+            },
+            ..launching()
+        };
+        let (phase, message) = held.status(None, false, None);
+        assert_eq!(phase, StatusPhase::Pending);
+        assert!(
+            message.contains("runs nowhere: no checkpoint replicated to dc-b"),
+            "{message}"
+        );
+    }
 }

@@ -4,6 +4,7 @@
 
 pub mod exposure;
 pub mod failover;
+pub mod guard;
 pub mod health;
 pub mod launch;
 pub mod metrics;
@@ -48,6 +49,10 @@ pub struct Controller {
     pub exposure: exposure::ExposureBook,
     /// Site health and operations as the leader's failover engine last saw them.
     pub engine_view: health::EngineView,
+    /// The failover engine's quorum: the etcd session, or the configuration's word.
+    pub quorum: guard::Quorum,
+    /// The agents of guarded sites (`agents.sites`), read once per pass.
+    pub agents: Option<guard::Agents>,
     leading: AtomicBool,
     passes: tokio::sync::watch::Sender<u64>,
     /// Taken by [`Controller::tenant_room`] and held until the admitted write is done.
@@ -82,6 +87,8 @@ impl Controller {
             stream_jobs: None,
             exposure: exposure::ExposureBook::default(),
             engine_view: health::EngineView::default(),
+            quorum: guard::Quorum::Fixed(true),
+            agents: None,
             leading: AtomicBool::new(false),
             passes: tokio::sync::watch::channel(0).0,
             admission: tokio::sync::Mutex::new(()),
@@ -105,6 +112,20 @@ impl Controller {
     /// every failure to the reconcile pass's in-site relaunch and never fails a site over.
     pub fn with_failover(mut self, config: ::failover::EngineConfig, enabled: bool) -> Controller {
         self.failover = failover::FailoverDriver::new(config, enabled);
+        self
+    }
+
+    /// Where the failover engine's quorum comes from (default: always held, as for
+    /// simulated sites on the embedded store).
+    pub fn with_quorum(mut self, quorum: guard::Quorum) -> Controller {
+        self.quorum = quorum;
+        self
+    }
+
+    /// Reads the agents of guarded sites: their leases are those sites' peer view, and a
+    /// guarded site without a live lease is not observed.
+    pub fn with_agents(mut self, agents: guard::Agents) -> Controller {
+        self.agents = Some(agents);
         self
     }
 

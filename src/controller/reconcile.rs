@@ -79,7 +79,11 @@ impl Controller {
         let scan = self.store.scan_jobs().await?;
         let mut records = scan.jobs;
         report.unreadable = scan.unreadable;
+        let read_at = tokio::time::Instant::now();
         report.jobs = records.len();
+        if let Some(agents) = &self.agents {
+            agents.refresh().await;
+        }
         let views = self.observe(&mut report).await;
 
         // The failover engine acts first (node and site loss, failed jobs, operations); the
@@ -94,7 +98,7 @@ impl Controller {
                 .map(|(k, v)| (k.clone(), v.jobs.as_slice()))
                 .collect(),
         };
-        if let Some(launched) = self.drive_failover(&records, &observed).await? {
+        if let Some(launched) = self.drive_failover(&records, &observed, read_at).await? {
             report.launched.extend(launched);
             let scan = self.store.scan_jobs().await?;
             records = scan.jobs;
@@ -147,6 +151,18 @@ impl Controller {
             }
             .await;
             let label = super::metrics::SiteLabel { site: id.0.clone() };
+            let observed = match (observed, &self.agents) {
+                (Ok((_, jobs)), Some(agents)) if !agents.lease_alive(id) => {
+                    if agents.should_stop_for(id, chrono::Utc::now()) {
+                        self.stop_unguarded(id, site.as_ref(), &jobs).await;
+                    }
+                    Err(SiteError::Unreachable {
+                        site: id.clone(),
+                        reason: "its agent holds no lease: the site is fencing itself, nothing runs or launches there".into(),
+                    })
+                }
+                (observed, _) => observed,
+            };
             match observed {
                 Ok((snapshot, jobs)) => {
                     self.metrics.site_reachable.get_or_create(&label).set(1);
@@ -168,6 +184,28 @@ impl Controller {
             }
         }
         views
+    }
+
+    /// A guarded site whose agent has held no lease for longer than it needs to fence the
+    /// site, while this controller reaches its API: its agent is dead (a cut-off one has
+    /// stopped these itself). Nothing may run there once the site can be judged lost, so
+    /// the controller stops them.
+    async fn stop_unguarded(
+        &self,
+        id: &SiteId,
+        site: &dyn crate::site::Site,
+        jobs: &[JobObservation],
+    ) {
+        for job in jobs {
+            match site.stop(&job.job, job.generation).await {
+                Ok(()) => tracing::warn!(site = %id, job = %job.job, generation = job.generation,
+                    "stopped: the site's agent holds no lease"),
+                Err(error) => {
+                    tracing::warn!(site = %id, job = %job.job, generation = job.generation,
+                    %error, "cannot stop a generation of a site whose agent holds no lease")
+                }
+            }
+        }
     }
 
     /// Stops every generation a site runs that the store does not place there: deleted jobs,
@@ -310,16 +348,18 @@ impl Controller {
         };
 
         let generation = record.value.generation;
-        if self.failover.is_busy(&id) {
+        if let Some(held) = self.failover.held(&id) {
             // The failover engine is fencing, relaunching or moving this job, or holds it
-            // down: its placement and generation are the engine's until it is done.
+            // down: its placement and generation are the engine's until it is done, and the
+            // status says what the engine is doing.
+            let view = views.get(&placement.site);
+            let observed = view
+                .and_then(|v| v.job(&id).find(|o| o.generation == generation))
+                .map(|o| o.state);
+            let (phase, message) = held.status(observed, view.is_some(), status.message.as_deref());
             status.site = Some(placement.site.0.clone());
-            if status.phase != JobPhase::Launching {
-                status.phase = JobPhase::Unknown;
-            }
-            status
-                .message
-                .get_or_insert_with(|| "the failover engine is recovering this job".into());
+            status.phase = phase;
+            status.message = Some(message);
             kept.push(placement);
             kept_demands.push(demand);
             self.write_status(&record, &old_status, &status, report)

@@ -350,6 +350,7 @@ impl Inner {
                     &process.flink_job_id,
                     process.launched_at,
                 ),
+                epoch: Some(process.spec.epoch),
             });
         }
         Ok(out)

@@ -234,6 +234,11 @@ pub struct JobObservation {
     /// storage; `None` before the first one (or when a Kubernetes site has no storage
     /// configured).
     pub latest_completed_checkpoint: Option<CheckpointRef>,
+    /// The site epoch the launch carried (`LaunchSpec::epoch`, label `twinsite.io/epoch`);
+    /// `None` when the launch predates epoch labels. Read by the site's agent (epoch
+    /// admission).
+    #[serde(default)]
+    pub epoch: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

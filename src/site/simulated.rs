@@ -913,6 +913,7 @@ impl Inner {
                     nodes: nodes.into_iter().collect(),
                     restarts: job.restarts,
                     latest_completed_checkpoint: job.latest.clone(),
+                    epoch: Some(job.spec.epoch),
                 }
             })
             .collect())

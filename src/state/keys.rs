@@ -9,6 +9,7 @@
 //! <prefix>/failover/<job.ns.name | site.id | op.id>             failover engine record (JSON, resumed by a new leader)
 //! <prefix>/audit/<seq, 20 digits, zero-padded>                  AuditEntry
 //! <prefix>/election/<name>                                      etcd election (leader keys live below it)
+//! <prefix>/agents/<site>                                        etcd election of <site>'s agents: the holder's lease is the site's peer view
 //! ```
 //!
 //! The default prefix is `/twinsite/v1`. Segments are restricted to `[A-Za-z0-9._-]`, never
@@ -165,6 +166,15 @@ impl KeyLayout {
     }
 }
 
+impl KeyLayout {
+    /// The election of `site`'s agents: its leader key lives on the lease that is the
+    /// site's liveness as the quorum sees it (`failover::agent`).
+    pub fn agent(&self, site: &str) -> Result<String, StateError> {
+        validate_segment("site name", site)?;
+        Ok(format!("{}/agents/{site}", self.prefix))
+    }
+}
+
 /// Checks one path segment: `[A-Za-z0-9._-]`, 1..=200 bytes, not starting with `.`.
 pub fn validate_segment(what: &'static str, value: &str) -> Result<(), StateError> {
     let invalid = |reason| StateError::InvalidName {
@@ -234,6 +244,13 @@ mod tests {
         ] {
             assert_eq!(layout.job_of_key(odd), None, "{odd}");
         }
+    }
+
+    #[test]
+    fn agent_elections_live_beside_the_controllers_and_refuse_odd_site_names() {
+        let layout = KeyLayout::default();
+        assert_eq!(layout.agent("dc-a").unwrap(), "/twinsite/v1/agents/dc-a");
+        assert!(layout.agent("dc-a/x").is_err());
     }
 
     #[test]

@@ -9,3 +9,4 @@ pub mod flink;
 pub mod kube_api;
 pub mod kube_schema;
 pub mod prometheus;
+pub mod proxy;

@@ -106,8 +106,8 @@ pub struct Recovery {
     /// From the last heartbeat (or the site's last sign of life) to the relaunch command.
     #[serde(serialize_with = "opt_secs", deserialize_with = "de_opt_secs")]
     pub rto_from_last_heartbeat: Option<Duration>,
-    /// Age of the restored checkpoint at the relaunch; zero for a savepoint; `None` for a
-    /// start without state.
+    /// Data lost: from the restored checkpoint to the failure (see `RecoveryReport::rpo`);
+    /// zero for a savepoint; `None` for a start without state.
     #[serde(serialize_with = "opt_secs", deserialize_with = "de_opt_secs")]
     pub rpo: Option<Duration>,
     pub restore_from: Option<CheckpointPointer>,
@@ -167,6 +167,13 @@ pub struct Stats {
     pub fences: u64,
     pub savepoints: u64,
     pub leader_crashes: u64,
+    /// Relaunches of jobs that ran nowhere, once a site could host them again.
+    #[serde(default)]
+    pub revivals: u64,
+    /// The longest a job ran nowhere while a healthy site with room could host it (the
+    /// liveness bound caps it), in seconds of virtual time.
+    #[serde(default)]
+    pub longest_wait_secs: u64,
 }
 
 impl Stats {
@@ -180,6 +187,8 @@ impl Stats {
         self.fences += o.fences;
         self.savepoints += o.savepoints;
         self.leader_crashes += o.leader_crashes;
+        self.revivals += o.revivals;
+        self.longest_wait_secs = self.longest_wait_secs.max(o.longest_wait_secs);
     }
 }
 

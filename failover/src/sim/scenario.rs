@@ -275,6 +275,8 @@ pub struct EngineKnobs {
     pub crash_loop_restarts: Option<u32>,
     pub relaunches_before_other_site: Option<u32>,
     pub max_in_flight: Option<usize>,
+    pub launch_rate: Option<u32>,
+    pub launch_burst: Option<u32>,
     pub fence_retry: Option<Dur>,
     pub max_launches_per_move: Option<u32>,
     pub auto_failback: Option<bool>,
@@ -832,6 +834,19 @@ impl Scenario {
                 return Err(c.err(None, "engine.max-in-flight", "must be at least 1"));
             }
             engine.max_in_flight = v;
+        }
+        // Zero would leave an operation's later jobs waiting forever.
+        if let Some(v) = k.launch_rate {
+            if v == 0 {
+                return Err(c.err(None, "engine.launch-rate", "must be at least 1 per second"));
+            }
+            engine.launch_rate = v;
+        }
+        if let Some(v) = k.launch_burst {
+            if v == 0 {
+                return Err(c.err(None, "engine.launch-burst", "must be at least 1"));
+            }
+            engine.launch_burst = v;
         }
         if let Some(v) = k.max_launches_per_move {
             engine.max_launches_per_move = v;

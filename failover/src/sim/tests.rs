@@ -87,13 +87,21 @@ fn a_lost_job_manager_node_relaunches_its_job_after_the_node_grace_and_not_befor
             .max_by_key(|c| c.pointer.id)
             .unwrap();
         assert_eq!(restored.id, latest.pointer.id);
+        // Data lost up to the failure (the node's last heartbeat at 60 s), not up to the
+        // relaunch: the wait for the grace is the relaunch delay, reported apart.
         assert_eq!(
             r.rpo,
             Some(
-                (epoch() + r.relaunched_at - restored.completed_at)
+                (epoch() + secs(60) - restored.completed_at)
                     .to_std()
                     .unwrap()
             )
+        );
+        assert_eq!(
+            r.rpo.unwrap() + r.rto_from_last_heartbeat.unwrap(),
+            (epoch() + r.relaunched_at - restored.completed_at)
+                .to_std()
+                .unwrap()
         );
         assert!(r.running_at.is_some());
         assert!(recoveries_of(&o, "shop/other").is_empty(), "{}", o.render());
@@ -128,7 +136,7 @@ events:
 /// the latest checkpoint replicated to b before the relaunch, its RPO being that
 /// checkpoint's age; the others are reported with a reason.
 #[test]
-fn a_lost_site_moves_every_fitting_job_with_rpo_equal_to_the_age_of_its_latest_replicated_checkpoint()
+fn a_lost_site_moves_every_fitting_job_losing_only_what_followed_its_latest_replicated_checkpoint_until_the_loss()
  {
     let o = run_ok(SITE_LOSS);
     assert!(o.violations.is_empty(), "{:?}", o.violations);
@@ -166,9 +174,18 @@ fn a_lost_site_moves_every_fitting_job_with_rpo_equal_to_the_age_of_its_latest_r
                             "{}",
                             end.job
                         );
+                        // Lost: from the checkpoint to the site's last sign of life (at
+                        // most the outage at 120 s); the wait after it is the relaunch delay.
                         let age = (relaunched - latest.pointer.completed_at).to_std().unwrap();
-                        assert_eq!(r.rpo, Some(age), "{}", end.job);
-                        assert!(age > Duration::ZERO);
+                        let delay = r.rto_from_last_heartbeat.expect("the site was heard");
+                        assert!(delay >= secs(30), "{delay:?}");
+                        assert_eq!(r.rpo, Some(age - delay), "{}", end.job);
+                        assert!(
+                            latest.pointer.completed_at + (age - delay) <= epoch() + secs(120),
+                            "{}",
+                            end.job
+                        );
+                        assert!(age > delay);
                     }
                     None => {
                         assert!(r.restore_from.is_none() && r.rpo.is_none(), "{}", end.job);
@@ -237,16 +254,38 @@ events:
     quorum: true
 "#;
 
-/// The controller loses site a (no snapshot, no peer report) while it has no quorum with
-/// the witness: nothing may fail over. The partition heals before quorum returns. The same
-/// partition with quorum held is judged a site loss, which shows the run would notice a
-/// failover.
+/// The controller loses site a (no snapshot, no peer report: its agent is cut off the
+/// quorum too) while it has no quorum with the witness: nothing may fail over. Site a's
+/// agent cannot renew its lease, so it stops a's jobs itself (it cannot know it was not
+/// failed over); once the partition heals and quorum returns, the engine finds them gone
+/// and relaunches them at home, never elsewhere. The same partition with quorum held is
+/// judged a site loss, which shows the run would notice a failover.
 #[test]
 fn a_partition_without_quorum_fails_nothing_over() {
     let o = run_ok(&PARTITION.replace("QUORUM", "false"));
     assert!(o.violations.is_empty(), "{:?}", o.violations);
     assert_eq!(o.stats.site_losses, 0, "{}", o.render());
-    assert!(o.recoveries.is_empty(), "{}", o.render());
+    assert_eq!(o.stats.cross_site_relaunches, 0, "{}", o.render());
+    assert!(
+        o.timeline
+            .iter()
+            .any(|e| e.text.contains("agent of a stops")),
+        "{}",
+        o.render()
+    );
+    for r in &o.recoveries {
+        assert_eq!(
+            (r.from.0.as_str(), r.to.0.as_str()),
+            ("a", "a"),
+            "{}",
+            o.render()
+        );
+        assert!(
+            r.relaunched_at >= Duration::from_secs(240),
+            "{}",
+            o.render()
+        );
+    }
     assert!(o.not_relaunched.is_empty(), "{}", o.render());
     assert!(
         o.timeline.iter().any(|e| e
@@ -256,7 +295,6 @@ fn a_partition_without_quorum_fails_nothing_over() {
         o.render()
     );
     for end in &o.jobs {
-        assert_eq!(end.generation, 1, "{}", end.job);
         assert_eq!(end.running_in, vec![end.site.clone()], "{}", end.job);
     }
 
@@ -339,13 +377,84 @@ fn a_leader_crash_in_the_middle_of_a_failover_leaves_every_job_running_exactly_o
         .filter(|r| r.relaunched_at >= crashed_at)
         .collect();
     assert!(!reissued.is_empty(), "{}", o.render());
-    for r in reissued {
+    // Every report is timed from the operation's start (the site's judgement); a launch
+    // the new leader re-issues is reported again, later, so the leader change counts.
+    let judged = moved
+        .iter()
+        .map(|r| r.relaunched_at - r.rto_from_detection.unwrap_or_default())
+        .max()
+        .unwrap();
+    for r in &moved {
         let rto = r.rto_from_detection.unwrap_or_default();
-        assert!(rto >= Duration::from_secs(20), "{}: {rto:?}", r.job);
+        assert!(rto >= r.relaunched_at - judged, "{}: {rto:?}", r.job);
     }
+    assert!(
+        moved
+            .iter()
+            .any(|r| r.rto_from_detection.unwrap_or_default() > r.relaunched_at - judged),
+        "{}",
+        o.render()
+    );
     for end in &o.jobs {
         assert_eq!(end.running_in.len(), 1, "{}: {:?}", end.job, end.running_in);
     }
+}
+
+/// Issue #14 part 4, at the defaults: a site of 1000 jobs is lost and every relaunch is
+/// issued within 45 s of the site's last heartbeat (30 s grace, then paced by rate, not by
+/// launches answering), critical jobs first; the RPO is counted to the loss.
+/// About 100 s of CPU in a debug build (a thousand jobs through the scheduler every step),
+/// a few in release: `cargo test -p twinsite-failover --release --lib a_thousand`. The
+/// engine-level twin in `tests/engine.rs` runs in every build.
+#[test]
+#[cfg_attr(debug_assertions, ignore = "slow in debug; run with --release")]
+fn a_thousand_job_site_loss_issues_every_relaunch_within_45_s_of_the_last_heartbeat() {
+    let o = run_ok(include_str!(
+        "../../scenarios/large/site-loss-1000-jobs.yaml"
+    ));
+    assert!(o.violations.is_empty(), "{:?}", o.violations);
+    let moved: Vec<&Recovery> = o
+        .recoveries
+        .iter()
+        .filter(|r| r.reason.contains("site a lost"))
+        .collect();
+    assert_eq!(moved.len(), 1000, "{}", o.render());
+    let lost = secs(30);
+    for r in &moved {
+        let after_heartbeat = r.rto_from_last_heartbeat.expect("the site was heard");
+        assert!(
+            after_heartbeat <= secs(45),
+            "{}: {after_heartbeat:?}",
+            r.job
+        );
+        // The last heartbeat is at most a step before the outage.
+        assert!(r.relaunched_at <= lost + secs(45), "{}", r.job);
+        assert!(
+            r.rpo.is_some_and(|rpo| rpo <= secs(60 + 6)),
+            "{}: {:?}",
+            r.job,
+            r.rpo
+        );
+    }
+    // Critical first: no job is relaunched before a job of a higher priority.
+    for r in &moved {
+        assert!(
+            moved
+                .iter()
+                .filter(|other| other.priority > r.priority)
+                .all(|other| other.relaunched_at <= r.relaunched_at),
+            "{} ({:?}) went before a more important job",
+            r.job,
+            r.priority
+        );
+    }
+    let last = moved.iter().map(|r| r.relaunched_at).max().unwrap();
+    let first = moved.iter().map(|r| r.relaunched_at).min().unwrap();
+    assert!(
+        last > first,
+        "paced over more than one step: {first:?}..{last:?}"
+    );
+    assert!(o.jobs.iter().all(|j| j.running_in == vec![site("b")]));
 }
 
 /// Every shipped example is a valid scenario that keeps the invariants.
@@ -393,7 +502,13 @@ fn every_shipped_scenario_runs_without_violating_an_invariant() {
             }
             "partition-without-quorum.yaml" => {
                 assert_eq!(o.stats.site_losses, 0);
-                assert!(o.recoveries.is_empty());
+                // Site a's agent fenced it; after the heal its jobs restart at home only.
+                assert!(
+                    o.recoveries.iter().all(|r| r.from == r.to),
+                    "{}",
+                    o.render()
+                );
+                assert_eq!(o.stats.cross_site_relaunches, 0, "{}", o.render());
             }
             _ => {}
         }
@@ -485,5 +600,32 @@ fn the_documented_format_example_is_a_valid_scenario() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(plan.events.len(), 15, "{:?}", plan.events);
     let o = run(&plan).unwrap();
-    assert!(o.violations.is_empty(), "{:?}", o.violations);
+    assert!(o.violations.is_empty(), "{}", o.render());
+}
+
+/// Issue #14: the shipped site-loss example promises that the jobs that could go nowhere
+/// while a was lost (no room in b, nothing replicated to b) come home once a is back and
+/// clean, each exactly once, and that the liveness checks hold throughout.
+#[test]
+fn every_job_that_could_go_nowhere_during_the_shipped_site_loss_comes_home_when_its_site_returns() {
+    let o = run_ok(include_str!("../../scenarios/site-loss-20-jobs.yaml"));
+    assert!(o.violations.is_empty(), "{}", o.render());
+    let stranded: Vec<&JobId> = o
+        .not_relaunched
+        .iter()
+        .filter(|n| n.job.0.starts_with("shop/") && n.at < secs(8 * 60))
+        .map(|n| &n.job)
+        .collect();
+    assert!(stranded.len() >= 2, "{}", o.render());
+    for job in stranded {
+        let end = o.jobs.iter().find(|e| &e.job == job).unwrap();
+        assert_eq!(end.running_in, vec![site("a")], "{job}\n{}", o.render());
+        assert!(
+            o.recoveries
+                .iter()
+                .any(|r| &r.job == job && r.to == site("a") && r.relaunched_at >= secs(8 * 60)),
+            "{job} is relaunched in a after it returns\n{}",
+            o.render()
+        );
+    }
 }

@@ -237,14 +237,17 @@ fn critical() -> Priority {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DetectionSpec {
-    #[serde(default = "default_node_grace")]
-    pub node_grace: String,
-    #[serde(default = "default_site_grace")]
-    pub site_grace: String,
-    #[serde(default = "default_probe_interval")]
-    pub probe_interval: String,
-    #[serde(default = "default_flink_recovery_grace")]
-    pub flink_recovery_grace: String,
+    /// Refused when given: the controller configuration's `failover.*` fields are the one
+    /// source of truth for how failures are judged (see [`DETECTION_FIELDS_MOVED`]). Parsed
+    /// only to say so, naming the field to use, instead of "unknown field".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_grace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site_grace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_interval: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flink_recovery_grace: Option<String>,
     /// `tolerationSeconds` of the `NoExecute` tolerations for `node.kubernetes.io/unreachable`
     /// and `node.kubernetes.io/not-ready` on every pod twinsite launches in a Kubernetes site:
     /// how long Kubernetes leaves them on a dead node (its own default is five minutes).
@@ -252,18 +255,17 @@ pub struct DetectionSpec {
     pub pod_eviction_timeout: String,
 }
 
-fn default_node_grace() -> String {
-    "40s".to_string()
-}
-fn default_site_grace() -> String {
-    "60s".to_string()
-}
-fn default_probe_interval() -> String {
-    "5s".to_string()
-}
-fn default_flink_recovery_grace() -> String {
-    "2m".to_string()
-}
+/// Policy fields that used to describe failure detection but were never read, and the
+/// controller configuration field that does the work.
+pub const DETECTION_FIELDS_MOVED: [(&str, &str); 4] = [
+    ("detection.nodeGrace", "failover.nodeGrace"),
+    ("detection.siteGrace", "failover.siteGrace"),
+    (
+        "detection.flinkRecoveryGrace",
+        "failover.taskManagerRecoveryBound",
+    ),
+    ("detection.probeInterval", "reconcile.interval"),
+];
 fn default_pod_eviction_timeout() -> String {
     "30s".to_string()
 }
@@ -276,10 +278,10 @@ pub const MAX_POD_EVICTION_TIMEOUT: Duration = Duration::from_secs(300);
 impl Default for DetectionSpec {
     fn default() -> Self {
         DetectionSpec {
-            node_grace: default_node_grace(),
-            site_grace: default_site_grace(),
-            probe_interval: default_probe_interval(),
-            flink_recovery_grace: default_flink_recovery_grace(),
+            node_grace: None,
+            site_grace: None,
+            probe_interval: None,
+            flink_recovery_grace: None,
             pod_eviction_timeout: default_pod_eviction_timeout(),
         }
     }
@@ -350,10 +352,6 @@ impl TierRules {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Detection {
-    pub node_grace: Duration,
-    pub site_grace: Duration,
-    pub probe_interval: Duration,
-    pub flink_recovery_grace: Duration,
     /// Whole seconds, 1 to 300 (`MAX_POD_EVICTION_TIMEOUT`).
     pub pod_eviction_timeout: Duration,
 }
@@ -455,10 +453,6 @@ impl Policy {
                 .map(|&p| (p, TierRules::default_for(p)))
                 .collect(),
             detection: Detection {
-                node_grace: Duration::from_secs(40),
-                site_grace: Duration::from_secs(60),
-                probe_interval: Duration::from_secs(5),
-                flink_recovery_grace: Duration::from_secs(120),
                 pod_eviction_timeout: Duration::from_secs(30),
             },
             replication: Replication {
@@ -758,14 +752,24 @@ fn resolve(file: PolicyFile, problems: &mut Problems) -> Option<Policy> {
     }
 
     let d = &file.detection;
-    let node_grace = positive_duration(problems, "detection.nodeGrace", &d.node_grace);
-    let site_grace = positive_duration(problems, "detection.siteGrace", &d.site_grace);
-    let probe_interval = positive_duration(problems, "detection.probeInterval", &d.probe_interval);
-    let flink_recovery_grace = positive_duration(
-        problems,
-        "detection.flinkRecoveryGrace",
+    // One source of truth: the controller judges failures by its configuration's
+    // `failover.*`; the same knob here would be a second, silently ignored one.
+    let given = [
+        &d.node_grace,
+        &d.site_grace,
         &d.flink_recovery_grace,
-    );
+        &d.probe_interval,
+    ];
+    for (value, (field, instead)) in given.into_iter().zip(DETECTION_FIELDS_MOVED) {
+        if let Some(value) = value {
+            problems.field(
+                field,
+                format!(
+                    "{value:?} is not read: set {instead} in the controller configuration (twinsite.yaml) instead, and remove {field} from the policy"
+                ),
+            );
+        }
+    }
     let pod_eviction_timeout = positive_duration(
         problems,
         "detection.podEvictionTimeout",
@@ -790,19 +794,6 @@ fn resolve(file: PolicyFile, problems: &mut Problems) -> Option<Policy> {
             );
         }
     }
-    // `checked_mul`: a probe interval of a billion hours is refused here, not a panic.
-    if let (Some(probe), Some(site)) = (probe_interval, site_grace)
-        && probe.checked_mul(2).is_none_or(|twice| site < twice)
-    {
-        problems.field(
-            "detection.siteGrace",
-            format!(
-                "{:?} must be at least twice detection.probeInterval ({:?}), so one lost probe never judges a site lost",
-                d.site_grace, d.probe_interval
-            ),
-        );
-    }
-
     let r = &file.replication;
     let interval = positive_duration(problems, "replication.interval", &r.interval);
     let max_lag = positive_duration(problems, "replication.maxLag", &r.max_lag);
@@ -828,10 +819,6 @@ fn resolve(file: PolicyFile, problems: &mut Problems) -> Option<Policy> {
         },
         tiers,
         detection: Detection {
-            node_grace: node_grace?,
-            site_grace: site_grace?,
-            probe_interval: probe_interval?,
-            flink_recovery_grace: flink_recovery_grace?,
             pod_eviction_timeout: pod_eviction_timeout?,
         },
         replication: Replication {
