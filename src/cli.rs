@@ -38,6 +38,12 @@ pub enum Command {
     Simulate(crate::commands::simulate::SimulateArgs),
     /// Print the Kubernetes objects a launch would create (YAML), for review and GitOps.
     Render(crate::commands::render::RenderArgs),
+    /// Which jobs are in trouble, why, and what to do (Flink metrics, RPO exposure, failover
+    /// readiness).
+    Diagnose(crate::commands::diagnose::DiagnoseArgs),
+    /// Guard one site: hold its lease in etcd, stop generations the store does not place
+    /// there, stop every job of the site when the lease runs out (self-fencing).
+    Agent(crate::commands::agent::AgentArgs),
 }
 
 #[derive(Debug, Args)]

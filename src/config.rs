@@ -53,6 +53,91 @@ pub struct ConfigFile {
     /// (JSON lines, see `scheduler/src/report/README.md`), relative to this file.
     #[serde(default)]
     pub metrics: Option<String>,
+    /// StreamJob objects in one site's cluster as a second door to the job store
+    /// (`kubectl apply -f job.yaml`); absent: jobs come from the API and `jobs` only.
+    #[serde(default)]
+    pub stream_jobs: Option<StreamJobsSpec>,
+    /// Site agents (`twinsite agent`): which sites have one, and the timing of their leases.
+    #[serde(default)]
+    pub agents: AgentsSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StreamJobsSpec {
+    /// The policy site (one with `kubernetes`) whose cluster holds the StreamJob objects.
+    pub site: String,
+    /// Watch this namespace only; absent: every namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Longest wait between two comparisons of objects, store and statuses.
+    #[serde(default = "default_status_interval")]
+    pub status_interval: String,
+    /// A status whose only change is a newer checkpoint is written once the shown one is
+    /// this much older.
+    #[serde(default = "default_checkpoint_status_interval")]
+    pub checkpoint_status_interval: String,
+}
+
+fn default_status_interval() -> String {
+    "10s".to_string()
+}
+fn default_checkpoint_status_interval() -> String {
+    "2m".to_string()
+}
+
+/// The `agents` section: sites guarded by a `twinsite agent` and the agents' lease timing
+/// (`failover/README.md`, "Site agents and self-fencing").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentsSpec {
+    /// Sites with an agent. Their agent's lease is their peer view, and a site whose agent
+    /// holds no lease is not counted alive (its agent has stopped, or is stopping, its jobs).
+    /// Needs `state.etcd`: the leases live there.
+    #[serde(default)]
+    pub sites: Vec<String>,
+    #[serde(default = "default_agent_lease_ttl")]
+    pub lease_ttl: String,
+    #[serde(default = "default_agent_clock_skew_margin")]
+    pub clock_skew_margin: String,
+    #[serde(default = "default_agent_stop_within")]
+    pub stop_within: String,
+    /// How often an agent looks at its site and the store.
+    #[serde(default = "default_agent_interval")]
+    pub interval: String,
+}
+
+fn default_agent_lease_ttl() -> String {
+    "10s".into()
+}
+fn default_agent_clock_skew_margin() -> String {
+    "3s".into()
+}
+fn default_agent_stop_within() -> String {
+    "10s".into()
+}
+fn default_agent_interval() -> String {
+    "2s".into()
+}
+
+impl Default for AgentsSpec {
+    fn default() -> Self {
+        AgentsSpec {
+            sites: Vec::new(),
+            lease_ttl: default_agent_lease_ttl(),
+            clock_skew_margin: default_agent_clock_skew_margin(),
+            stop_within: default_agent_stop_within(),
+            interval: default_agent_interval(),
+        }
+    }
+}
+
+/// Site agents, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentsConfig {
+    pub sites: Vec<scheduler::model::SiteId>,
+    pub timing: failover::agent::AgentTiming,
+    pub interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -302,6 +387,13 @@ pub struct FailoverSpec {
     /// Start a failback on its own once a lost site is healthy again.
     #[serde(default)]
     pub auto_failback: bool,
+    /// Fail a silent site over without an operator. Absent: on with etcd (the controller's
+    /// session is the quorum) and with the embedded store when every site is simulated
+    /// (nothing there can be partitioned from anything else); off with the embedded store
+    /// and any real site (local Flink, Kubernetes), where no witness can tell a dead site
+    /// from a cut-off one.
+    #[serde(default)]
+    pub automatic_site_failover: Option<bool>,
 }
 
 fn default_true() -> bool {
@@ -341,6 +433,7 @@ impl Default for FailoverSpec {
             launch_rate: default_launch_rate(),
             launch_burst: default_launch_burst(),
             auto_failback: false,
+            automatic_site_failover: None,
         }
     }
 }
@@ -357,6 +450,9 @@ pub struct FailoverConfig {
     pub launch_rate: u32,
     pub launch_burst: u32,
     pub auto_failback: bool,
+    /// Resolved: whether a silent site may be judged lost without an operator (see
+    /// `FailoverSpec::automatic_site_failover`).
+    pub automatic_site_failover: bool,
 }
 
 impl FailoverConfig {
@@ -392,6 +488,9 @@ pub struct Config {
     pub failover: FailoverConfig,
     pub local_flink: Option<LocalFlinkConfig>,
     pub metrics: Option<MetricsConfig>,
+    /// Where StreamJob objects are watched; `None`: nowhere.
+    pub stream_jobs: Option<crate::kube_jobs::StreamJobWatchConfig>,
+    pub agents: AgentsConfig,
 }
 
 /// Where job metrics come from.
@@ -479,6 +578,8 @@ impl Config {
             failover: FailoverSpec::default(),
             local_flink: None,
             metrics: None,
+            stream_jobs: None,
+            agents: AgentsSpec::default(),
         };
         let mut problems = Problems::new("embedded default");
         let config = resolve(file, Path::new("."), "embedded default", &mut problems);
@@ -731,6 +832,32 @@ fn resolve(file: ConfigFile, base: &Path, source: &str, problems: &mut Problems)
         .filter(|_| ok)
     });
 
+    let stream_jobs = file
+        .stream_jobs
+        .as_ref()
+        .map(|spec| resolve_stream_jobs(spec, policy.as_ref(), problems));
+    let agents = resolve_agents(
+        &file.agents,
+        policy.as_ref(),
+        file.state.etcd.is_some(),
+        site_grace,
+        problems,
+    );
+    // Real sites: those the policy gives a Kubernetes cluster, and local-Flink ones.
+    let real_sites = policy.as_ref().is_some_and(|p| {
+        p.site_ids().iter().any(|id| {
+            p.site(id).is_some_and(|s| s.kubernetes.is_some())
+                || file
+                    .local_flink
+                    .as_ref()
+                    .is_some_and(|l| l.sites.contains(&id.0))
+        })
+    });
+    let automatic_site_failover = file
+        .failover
+        .automatic_site_failover
+        .unwrap_or(file.state.etcd.is_some() || !real_sites);
+
     let simulation = SimulationConfig {
         sites: file
             .simulation
@@ -776,6 +903,7 @@ fn resolve(file: ConfigFile, base: &Path, source: &str, problems: &mut Problems)
             launch_rate: file.failover.launch_rate,
             launch_burst: file.failover.launch_burst,
             auto_failback: file.failover.auto_failback,
+            automatic_site_failover,
         },
         local_flink,
         metrics: file.metrics.as_deref().map(|m| {
@@ -785,7 +913,164 @@ fn resolve(file: ConfigFile, base: &Path, source: &str, problems: &mut Problems)
                 MetricsConfig::File(absolute(Path::new(m)))
             }
         }),
+        stream_jobs: match stream_jobs {
+            Some(resolved) => Some(resolved?),
+            None => None,
+        },
+        agents: agents?,
     })
+}
+
+/// The `agents` section: durations, sites the policy knows, etcd present when any site has
+/// an agent, and the timing argument against `failover.siteGrace`.
+fn resolve_agents(
+    spec: &AgentsSpec,
+    policy: Option<&Policy>,
+    etcd: bool,
+    site_grace: Option<Duration>,
+    problems: &mut Problems,
+) -> Option<AgentsConfig> {
+    let lease_ttl = duration(problems, "agents.leaseTtl", &spec.lease_ttl);
+    let clock_skew_margin = match parse_duration(&spec.clock_skew_margin) {
+        Ok(d) => Some(d),
+        Err(message) => {
+            problems.field("agents.clockSkewMargin", message);
+            None
+        }
+    };
+    let stop_within = duration(problems, "agents.stopWithin", &spec.stop_within);
+    let interval = duration(problems, "agents.interval", &spec.interval);
+    let mut sites = Vec::new();
+    for (i, name) in spec.sites.iter().enumerate() {
+        let id = scheduler::model::SiteId(name.clone());
+        if let Some(policy) = policy
+            && policy.site(&id).is_none()
+        {
+            problems.field(
+                format!("agents.sites[{i}]"),
+                format!("the policy has no site {name:?}"),
+            );
+        }
+        if sites.contains(&id) {
+            problems.field(
+                format!("agents.sites[{i}]"),
+                format!("{name:?} is listed twice"),
+            );
+        }
+        sites.push(id);
+    }
+    if !sites.is_empty() && !etcd {
+        problems.field(
+            "agents.sites",
+            "site agents keep their leases in etcd: configure state.etcd, or list no sites",
+        );
+    }
+    let timing = failover::agent::AgentTiming {
+        lease_ttl: lease_ttl?,
+        clock_skew_margin: clock_skew_margin?,
+        stop_within: stop_within?,
+    };
+    let interval = interval?;
+    // The timing binds only sites guarded by a `twinsite agent`; in-process agents hold the
+    // controller's own session as their lease.
+    if let Some(grace) = site_grace.filter(|_| !sites.is_empty()) {
+        match timing.check(grace) {
+            Ok(()) => {}
+            Err(failover::agent::TimingError::TtlTooShort { found }) => problems.field(
+                "agents.leaseTtl",
+                format!("must be at least 2s (etcd's lease granularity is 1s), found {found:?}"),
+            ),
+            Err(failover::agent::TimingError::SlowerThanGrace { sum, grace, .. }) => {
+                problems.field(
+                    "agents.leaseTtl",
+                    format!(
+                        "agents.leaseTtl + agents.clockSkewMargin + agents.stopWithin = {sum:?} must be below failover.siteGrace ({grace:?}): \
+                         otherwise the controller may relaunch a cut-off site's jobs before its agent has stopped them"
+                    ),
+                )
+            }
+        }
+    }
+    if interval * 2 > timing.lease_ttl {
+        problems.field(
+            "agents.interval",
+            format!(
+                "{interval:?} must be at most half of agents.leaseTtl ({:?}): an agent looks at its lease once per interval",
+                timing.lease_ttl
+            ),
+        );
+    }
+    Some(AgentsConfig {
+        sites,
+        timing,
+        interval,
+    })
+}
+
+fn resolve_stream_jobs(
+    spec: &StreamJobsSpec,
+    policy: Option<&Policy>,
+    problems: &mut Problems,
+) -> Option<crate::kube_jobs::StreamJobWatchConfig> {
+    let mut ok = true;
+    let site = scheduler::model::SiteId(spec.site.clone());
+    match policy.map(|p| (p.site(&site), p)) {
+        Some((None, policy)) => {
+            problems.field(
+                "streamJobs.site",
+                format!(
+                    "the policy has no site {:?} (it has {})",
+                    spec.site,
+                    policy
+                        .site_ids()
+                        .iter()
+                        .map(|s| s.0.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            ok = false;
+        }
+        Some((Some(found), _)) if found.kubernetes.is_none() => {
+            problems.field(
+                "streamJobs.site",
+                format!(
+                    "site {:?} has no sites[].kubernetes in the policy: StreamJob objects live in a Kubernetes cluster",
+                    spec.site
+                ),
+            );
+            ok = false;
+        }
+        _ => {}
+    }
+    if let Some(namespace) = &spec.namespace
+        && let Some(error) = scheduler::input::dns1123_label_error(namespace)
+    {
+        problems.field("streamJobs.namespace", error);
+        ok = false;
+    }
+    let status_interval = duration(problems, "streamJobs.statusInterval", &spec.status_interval)
+        .and_then(|interval| {
+            // A round reads every job and its checkpoint pointers: not a busy loop.
+            if interval < Duration::from_secs(1) {
+                problems.field(
+                    "streamJobs.statusInterval",
+                    format!("must be at least 1s, found {:?}", spec.status_interval),
+                );
+                return None;
+            }
+            Some(interval)
+        });
+    let checkpoint_status_interval = duration(
+        problems,
+        "streamJobs.checkpointStatusInterval",
+        &spec.checkpoint_status_interval,
+    );
+    let mut config = crate::kube_jobs::StreamJobWatchConfig::new(site);
+    config.scope.namespace = spec.namespace.clone();
+    config.status_interval = status_interval?;
+    config.checkpoint_status_interval = checkpoint_status_interval?;
+    ok.then_some(config)
 }
 
 fn resolve_etcd(
@@ -1031,6 +1316,111 @@ mod tests {
             err.contains("localFlink.sites[0]") && err.contains("localFlink.memory"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn stream_jobs_must_name_a_kubernetes_site_of_the_policy_and_every_bad_field_is_named() {
+        let err = parse(
+            "streamJobs:\n  site: dc-z\n  namespace: Not_A_Label\n  statusInterval: 10ms\n  checkpointStatusInterval: soon\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for field in [
+            "streamJobs.site",
+            "dc-z",
+            "streamJobs.namespace",
+            "streamJobs.statusInterval: must be at least 1s",
+            "streamJobs.checkpointStatusInterval",
+        ] {
+            assert!(err.contains(field), "{field}: {err}");
+        }
+        // The embedded default's sites are simulated: no cluster to hold objects.
+        let err = parse("streamJobs: {site: dc-a}\n").unwrap_err().to_string();
+        assert!(
+            err.contains("streamJobs.site") && err.contains("kubernetes"),
+            "{err}"
+        );
+        assert!(parse("streamJobs: {site: dc-a, colour: blue}\n").is_err());
+    }
+
+    #[test]
+    fn stream_jobs_of_a_kubernetes_site_resolve_with_their_namespace_and_intervals() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/example-two-sites.yaml"),
+            dir.path().join("policy.yaml"),
+        )
+        .unwrap();
+        let text = format!(
+            "{HEAD}policy: policy.yaml\nstreamJobs: {{site: dc-b, namespace: streaming, statusInterval: 30s}}\n"
+        );
+        let config = Config::parse("twinsite.yaml", &text, dir.path()).unwrap();
+        let watch = config.stream_jobs.unwrap();
+        assert_eq!(watch.scope.home.0, "dc-b");
+        assert_eq!(watch.scope.namespace.as_deref(), Some("streaming"));
+        assert_eq!(watch.status_interval, Duration::from_secs(30));
+        assert_eq!(watch.checkpoint_status_interval, Duration::from_secs(120));
+        assert!(parse("").unwrap().stream_jobs.is_none(), "off by default");
+    }
+
+    #[test]
+    fn automatic_site_failover_is_off_on_the_embedded_store_with_real_sites_unless_turned_on() {
+        assert!(Config::embedded_default().failover.automatic_site_failover);
+        let local = "localFlink:\n  python: venv/bin/python\n  sites: [dc-a]\n";
+        assert!(!parse(local).unwrap().failover.automatic_site_failover);
+        let explicit = format!("{local}failover:\n  automaticSiteFailover: true\n");
+        assert!(parse(&explicit).unwrap().failover.automatic_site_failover);
+        let etcd = "state:\n  etcd:\n    endpoints: [http://127.0.0.1:2379]\n";
+        assert!(
+            parse(&format!("{local}{etcd}"))
+                .unwrap()
+                .failover
+                .automatic_site_failover
+        );
+    }
+
+    #[test]
+    fn an_agent_timing_slower_than_the_site_grace_is_refused_naming_the_fields() {
+        const ETCD: &str = "state:\n  etcd:\n    endpoints: [http://127.0.0.1:2379]\n";
+        let slow =
+            "agents:\n  sites: [dc-a]\n  leaseTtl: 20s\n  clockSkewMargin: 5s\n  stopWithin: 5s\n";
+        let err = parse(&format!("{ETCD}{slow}")).unwrap_err().to_string();
+        for field in [
+            "agents.leaseTtl",
+            "agents.clockSkewMargin",
+            "agents.stopWithin",
+            "failover.siteGrace",
+            "30s",
+        ] {
+            assert!(err.contains(field), "{field}: {err}");
+        }
+        let longer_grace = format!("{ETCD}{slow}  interval: 5s\nfailover:\n  siteGrace: 31s\n");
+        assert!(parse(&longer_grace).is_ok());
+        // Without guarded sites the timing binds nothing (a short grace for tests is fine).
+        assert!(parse("failover:\n  siteGrace: 3s\n").is_ok());
+        let short = format!("{ETCD}agents:\n  sites: [dc-a]\n  leaseTtl: 1s\n  interval: 500ms\n");
+        let short = parse(&short).unwrap_err().to_string();
+        assert!(
+            short.contains("agents.leaseTtl") && short.contains("at least 2s"),
+            "{short}"
+        );
+    }
+
+    #[test]
+    fn agent_sites_need_etcd_and_must_be_policy_sites() {
+        let err = parse("agents:\n  sites: [dc-a, dc-q]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("agents.sites[1]") && err.contains("dc-q"),
+            "{err}"
+        );
+        assert!(err.contains("state.etcd"), "{err}");
+        let ok = parse(
+            "agents:\n  sites: [dc-a]\nstate:\n  etcd:\n    endpoints: [http://127.0.0.1:2379]\n",
+        )
+        .unwrap();
+        assert_eq!(ok.agents.sites, [scheduler::model::SiteId("dc-a".into())]);
     }
 
     #[test]

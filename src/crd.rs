@@ -42,6 +42,14 @@ use crate::controller::{JobPhase, JobStatus};
         description = "twinsite's launch generation (not metadata.generation)"
     ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    // A date column prints as an age: how old the newest checkpoint copied to the other site
+    // is (the job's recovery point), without a status write every second.
+    printcolumn(
+        name = "Replicated",
+        type_ = "date",
+        json_path = ".status.replicatedCheckpoint.completedAt",
+        description = "age of the newest checkpoint verified in the other site"
+    ),
     // Declaring columns replaces kubectl's default Age column; keep it.
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -56,18 +64,20 @@ impl Deref for Spec {
 }
 
 /// What the controller last observed and did for the job (the published part of its own job
-/// status). Written only by the controller: the status subresource keeps users' edits of
-/// `spec` and the controller's of `status` apart.
+/// status). Written only by the controller, with server-side apply on the status subresource
+/// (field manager `twinsite`): the subresource keeps users' edits of `spec` and the
+/// controller's of `status` apart.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamJobStatus {
     /// The `metadata.generation` of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Where the job is in its life, as the controller sees it.
+    /// Where the job is in its life, as the controller sees it; `invalid`: the spec was
+    /// refused (the message names the field) and nothing of it was stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "phase_schema")]
-    pub phase: Option<JobPhase>,
+    pub phase: Option<StreamJobPhase>,
     /// The site running (or launching) the job's current generation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
@@ -75,29 +85,105 @@ pub struct StreamJobStatus {
     /// one job ever run at once. Not `metadata.generation`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<u64>,
+    /// The newest checkpoint completed in the job's site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint: Option<PublishedCheckpoint>,
+    /// The newest checkpoint whose every file is verified in another site: what a failover
+    /// there restores from. Its `completedAt` against the clock is the job's RPO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicated_checkpoint: Option<PublishedCheckpoint>,
     /// Why the job is in its phase, in words a person can act on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
 
+/// One checkpoint as a StreamJob's status shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishedCheckpoint {
+    /// The site whose storage holds this copy.
+    pub site: String,
+    /// Flink's checkpoint id (`chk-<id>`).
+    pub id: u64,
+    /// The directory holding `_metadata`, as that site reads it.
+    pub path: String,
+    /// When the checkpoint completed in the job's site (RFC 3339).
+    #[schemars(schema_with = "date_time_schema")]
+    pub completed_at: String,
+}
+
+/// A StreamJob's phase: the controller's [`JobPhase`], or `invalid` for a spec refused at
+/// admission (the job never entered the store in that form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StreamJobPhase {
+    Job(JobPhase),
+    Invalid,
+}
+
+impl StreamJobPhase {
+    pub const INVALID: &str = "invalid";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamJobPhase::Job(phase) => phase.as_str(),
+            StreamJobPhase::Invalid => Self::INVALID,
+        }
+    }
+}
+
+impl Serialize for StreamJobPhase {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for StreamJobPhase {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text == Self::INVALID {
+            return Ok(StreamJobPhase::Invalid);
+        }
+        JobPhase::ALL
+            .into_iter()
+            .find(|p| p.as_str() == text)
+            .map(StreamJobPhase::Job)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown phase {text:?}")))
+    }
+}
+
+impl From<JobPhase> for StreamJobPhase {
+    fn from(phase: JobPhase) -> Self {
+        StreamJobPhase::Job(phase)
+    }
+}
+
 impl StreamJobStatus {
     /// The status to publish for a job whose controller status is `status` and whose latest
-    /// launch generation is `generation` (0: never launched).
+    /// launch generation is `generation` (0: never launched); checkpoints are added by the
+    /// caller, which reads them from the store.
     pub fn of(status: &JobStatus, generation: u64) -> StreamJobStatus {
         StreamJobStatus {
             observed_generation: None,
-            phase: Some(status.phase),
+            phase: Some(status.phase.into()),
             site: status.site.clone(),
             generation: (generation > 0).then_some(generation),
+            last_checkpoint: None,
+            replicated_checkpoint: None,
             message: status.message.clone(),
         }
     }
 }
 
-/// The controller's phases, taken from [`JobPhase::ALL`] so the CRD follows when one is added.
+/// The controller's phases, taken from [`JobPhase::ALL`] so the CRD follows when one is added,
+/// and `invalid`.
 fn phase_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    let phases: Vec<&str> = JobPhase::ALL.iter().map(|p| p.as_str()).collect();
+    let mut phases: Vec<&str> = JobPhase::ALL.iter().map(|p| p.as_str()).collect();
+    phases.push(StreamJobPhase::INVALID);
     schemars::json_schema!({"type": "string", "nullable": true, "enum": phases})
+}
+
+fn date_time_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "string", "format": "date-time"})
 }
 
 /// The StreamJob CRD: kube's derived one, with every `null` taken out of `enum` lists.

@@ -19,8 +19,8 @@
 //! controller that never notices (a frozen process) cannot do harm: every state write
 //! compares the leader key's create revision in the same transaction.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{Client, EventType, LeaderKey, ResignOptions, WatchOptions};
@@ -67,6 +67,8 @@ pub struct LeaderInfo {
     pub candidate: String,
     pub key: String,
     pub rev: i64,
+    /// The lease the leader's key lives on.
+    pub lease: i64,
 }
 
 /// One candidate in one election.
@@ -87,8 +89,49 @@ pub struct Leadership {
     client: Client,
     election: String,
     keep_alive_paused: Arc<AtomicBool>,
+    session: Session,
     // Cancelled on drop: stops the keep-alive and watch tasks.
     _shutdown: tokio_util::sync::DropGuard,
+}
+
+/// The health of one etcd session (a lease kept alive), shared with whoever must know
+/// whether this process still holds quorum: the instant, by our monotonic clock, until
+/// which the lease is surely alive (the send time of the last renewal etcd acknowledged,
+/// plus the TTL), and the TTL.
+#[derive(Debug, Clone)]
+pub struct Session {
+    valid_until: Arc<Mutex<Instant>>,
+    ttl: Duration,
+    lost: CancellationToken,
+}
+
+impl Session {
+    fn new(valid_until: Instant, ttl: Duration, lost: CancellationToken) -> Session {
+        Session {
+            valid_until: Arc::new(Mutex::new(valid_until)),
+            ttl,
+            lost,
+        }
+    }
+
+    /// Until when the lease is surely alive, by this process's monotonic clock.
+    pub fn valid_until(&self) -> Instant {
+        *self.valid_until.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn renewed(&self, valid_until: Instant) {
+        *self.valid_until.lock().unwrap_or_else(|e| e.into_inner()) = valid_until;
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Whether the session holds quorum at `now`: not lost, and at least a third of the TTL
+    /// left (one renewal, sent every third of the TTL, may be late; two may not).
+    pub fn has_quorum_at(&self, now: Instant) -> bool {
+        !self.lost.is_cancelled() && now + self.ttl / 3 < self.valid_until()
+    }
 }
 
 impl LeaderElector {
@@ -166,6 +209,7 @@ impl LeaderElector {
         let guard = shutdown.clone().drop_guard();
         let lease_lost = CancellationToken::new();
         let paused = Arc::new(AtomicBool::new(false));
+        let session = Session::new(granted_at + granted_ttl, granted_ttl, lease_lost.clone());
         tokio::spawn(keep_lease_alive(KeepAlive {
             client: self.client.clone(),
             election: self.election.clone(),
@@ -175,6 +219,7 @@ impl LeaderElector {
             lease_lost: lease_lost.clone(),
             shutdown: shutdown.clone(),
             paused: Arc::clone(&paused),
+            session: session.clone(),
         }));
 
         let leader_key = loop {
@@ -239,6 +284,10 @@ impl LeaderElector {
             key = %String::from_utf8_lossy(leader_key.key()), rev = leader_key.rev(), "elected");
         Ok(Some(Leadership {
             leader_key,
+            session: Session {
+                lost: lost.clone(),
+                ..session
+            },
             lost,
             client: self.client.clone(),
             election: self.election.clone(),
@@ -268,6 +317,7 @@ impl LeaderElector {
             candidate: String::from_utf8_lossy(kv.value()).into_owned(),
             key: String::from_utf8_lossy(kv.key()).into_owned(),
             rev: kv.create_revision(),
+            lease: kv.lease(),
         }))
     }
 }
@@ -300,6 +350,11 @@ impl Leadership {
 
     pub fn is_lost(&self) -> bool {
         self.lost.is_cancelled()
+    }
+
+    /// The session this leadership rests on (for the quorum the failover engine is told).
+    pub fn session(&self) -> Session {
+        self.session.clone()
     }
 
     /// Stops renewing the lease without resigning, as a frozen or partitioned process would.
@@ -338,6 +393,7 @@ struct KeepAlive {
     lease_lost: CancellationToken,
     shutdown: CancellationToken,
     paused: Arc<AtomicBool>,
+    session: Session,
 }
 
 /// Renews the lease every TTL/3; any failure, or no answer before the lease would expire,
@@ -381,6 +437,7 @@ async fn renew_until_failure(task: &mut KeepAlive) -> Option<String> {
         match timeout_at(task.valid_until, round_trip).await {
             Ok(Ok(Some(response))) if response.ttl() > 0 => {
                 task.valid_until = sent + Duration::from_secs(response.ttl().unsigned_abs());
+                task.session.renewed(task.valid_until);
             }
             Ok(Ok(Some(_))) => return Some("etcd reports the lease expired".to_owned()),
             Ok(Ok(None)) => return Some("keep-alive stream closed".to_owned()),

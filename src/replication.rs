@@ -5,6 +5,9 @@
 //!
 //! Which checkpoints exist at a peer is kept in one ledger file per direction
 //! (`<dataDir>/replication/<from>-to-<to>.json`); the store only holds the newest pointer.
+//!
+//! Beside the rounds, the exposure monitor (`controller/exposure.rs`) judges every job's
+//! RPO exposure every [`EXPOSURE_TICK`]; the rounds feed it each copy's backlog and errors.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -30,8 +33,13 @@ pub struct ReplicationRound {
     pub failed: Vec<(JobId, SiteId, String)>,
 }
 
+/// How often the exposure monitor judges every job: exposure is an age, it grows between
+/// rounds.
+pub const EXPOSURE_TICK: Duration = Duration::from_secs(5);
+
 pub struct ReplicationDriver {
     controller: Arc<Controller>,
+    exposure_tick: Duration,
     ledgers: BTreeMap<(SiteId, SiteId), Arc<FileLedger>>,
     options: SyncOptions,
     /// Jobs copied at once; each copy is itself parallel over files.
@@ -64,14 +72,23 @@ impl ReplicationDriver {
         };
         Ok(ReplicationDriver {
             controller,
+            exposure_tick: EXPOSURE_TICK,
             ledgers,
             options,
             concurrency: concurrency.max(1),
         })
     }
 
+    /// Judges exposure every `tick` instead of [`EXPOSURE_TICK`] (tests).
+    pub fn with_exposure_tick(mut self, tick: Duration) -> ReplicationDriver {
+        self.exposure_tick = tick;
+        self
+    }
+
     /// One round over every placed job. Fails only on state-store errors (fencing: stop).
     pub async fn round(&self) -> Result<ReplicationRound, StateError> {
+        let started = std::time::Instant::now();
+        let metrics = &self.controller.metrics.replication;
         let records = self.controller.store.list_jobs().await?;
         let mut work = Vec::new();
         for record in records {
@@ -115,6 +132,7 @@ impl ReplicationDriver {
                 };
                 work.push(Copy {
                     job: id.clone(),
+                    from_site: from_site.clone(),
                     namespace: record.value.namespace.clone(),
                     name: record.value.name.clone(),
                     flink_id: flink_id.clone(),
@@ -140,10 +158,17 @@ impl ReplicationDriver {
 
         let mut round = ReplicationRound::default();
         for (copy, result) in outcomes {
+            let pair = crate::controller::metrics::SitePairLabel {
+                site: copy.from_site.0.clone(),
+                peer: copy.peer.0.clone(),
+            };
+            let book = &self.controller.exposure;
             match result {
-                Ok(None) => {}
+                Ok(None) => book.copy_ended(&copy.job, &copy.peer, None),
                 Ok(Some(_)) => {
+                    book.copy_ended(&copy.job, &copy.peer, None);
                     if let Some(id) = self.record_latest(&copy).await? {
+                        metrics.checkpoints_replicated.get_or_create(&pair).inc();
                         round
                             .recorded
                             .push((copy.job.clone(), copy.peer.clone(), id));
@@ -151,10 +176,16 @@ impl ReplicationDriver {
                 }
                 Err(reason) => {
                     tracing::warn!(job = %copy.job, peer = %copy.peer, %reason, "replication failed; retried next round");
+                    book.copy_ended(&copy.job, &copy.peer, Some(reason.clone()));
+                    metrics.copy_failures.get_or_create(&pair).inc();
                     round.failed.push((copy.job, copy.peer, reason));
                 }
             }
         }
+        metrics.rounds.inc();
+        metrics
+            .round_duration_seconds
+            .observe(started.elapsed().as_secs_f64());
         Ok(round)
     }
 
@@ -175,6 +206,7 @@ impl ReplicationDriver {
         if let Some(dir) = copy.restored_from.as_deref().and_then(in_source_storage) {
             options.restored_from.insert(copy.flink_id.clone(), dir);
         }
+        let (progress, mut events) = tokio::sync::mpsc::unbounded_channel();
         let replicator = Replicator::from_urls_in_storage(
             &copy.from_storage,
             &copy.from,
@@ -183,8 +215,36 @@ impl ReplicationDriver {
             Arc::clone(&copy.ledger) as Arc<dyn ReplicationLedger>,
             options,
         )
-        .map_err(|e| e.to_string())?;
-        let report = replicator.run_once().await.map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .with_progress(progress);
+        // The backlog shrinks file by file while the copy runs, so the exposure shows it live.
+        let watching = {
+            let controller = Arc::clone(&self.controller);
+            let (job, peer) = (copy.job.clone(), copy.peer.clone());
+            tokio::spawn(async move {
+                use hdfs_sync::ProgressEvent as P;
+                let book = &controller.exposure;
+                while let Some(event) = events.recv().await {
+                    match event {
+                        P::CheckpointBacklog { files, bytes, .. } => {
+                            book.backlog(&job, &peer, files as u64, bytes)
+                        }
+                        P::FileCopied { bytes, .. } => book.file_verified(&job, &peer, bytes),
+                        P::CheckpointReplicated { .. } | P::CheckpointSkipped { .. } => {
+                            book.backlog(&job, &peer, 0, 0)
+                        }
+                        _ => {}
+                    }
+                }
+            })
+        };
+        let result = replicator.run_once().await.map_err(|e| e.to_string());
+        // Dropping the replicator closes the channel; the watcher drains it and ends (before
+        // the round records the outcome, which would otherwise race with late events). The
+        // bound only guards against a sender kept alive elsewhere.
+        drop(replicator);
+        let _ = tokio::time::timeout(Duration::from_secs(2), watching).await;
+        let report = result?;
         if let Some(hdfs_sync::JobOutcome::Failed { error, .. }) = report.jobs.get(&copy.flink_id) {
             return Err(error.clone());
         }
@@ -202,7 +262,7 @@ impl ReplicationDriver {
         let Ok(Some(latest)) = copy.ledger.latest_replicated(&copy.flink_id).await else {
             return Ok(None);
         };
-        let stored = self
+        let stored = match self
             .controller
             .store
             .get_checkpoint(
@@ -211,7 +271,12 @@ impl ReplicationDriver {
                 CheckpointKind::Replicated,
                 &copy.peer.0,
             )
-            .await?;
+            .await
+        {
+            // An unreadable pointer is replaced by the ledger's, which is the truth.
+            Err(StateError::Corrupt { .. }) => None,
+            stored => stored?,
+        };
         if stored.is_some_and(|s| {
             s.value.uri == latest.peer_pointer && s.value.checkpoint_id == latest.checkpoint_id
         }) {
@@ -248,8 +313,42 @@ impl ReplicationDriver {
         Ok(Some(latest.checkpoint_id))
     }
 
-    /// Rounds every `interval` until `stop`; a fenced write ends it with the error.
+    /// Rounds every `interval`, and exposure ticks every [`EXPOSURE_TICK`], until `stop`; a
+    /// fenced write ends both with the error.
     pub async fn run(
+        &self,
+        interval: Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Result<(), StateError> {
+        tokio::select! {
+            result = self.rounds(interval, stop.clone()) => result,
+            result = self.monitor(stop.clone()) => result,
+        }
+    }
+
+    async fn monitor(&self, stop: tokio_util::sync::CancellationToken) -> Result<(), StateError> {
+        loop {
+            match self.controller.monitor_exposure().await {
+                Ok(report) if !report.transitions.is_empty() => tracing::info!(
+                    tracked = report.tracked,
+                    breached = report.breached.len(),
+                    crossed = report.transitions.len(),
+                    "exposure tick"
+                ),
+                Ok(_) => {}
+                Err(error @ (StateError::NotLeader { .. } | StateError::Fenced { .. })) => {
+                    return Err(error);
+                }
+                Err(error) => tracing::warn!(%error, "exposure tick failed; retrying"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                () = tokio::time::sleep(self.exposure_tick) => {}
+            }
+        }
+    }
+
+    async fn rounds(
         &self,
         interval: Duration,
         stop: tokio_util::sync::CancellationToken,
@@ -279,6 +378,7 @@ impl ReplicationDriver {
 
 struct Copy {
     job: JobId,
+    from_site: SiteId,
     namespace: String,
     name: String,
     flink_id: String,

@@ -18,9 +18,13 @@ use tower::ServiceExt;
 use twinsite::api::auth::Access;
 use twinsite::api::{ApiState, router};
 use twinsite::controller::{Controller, new_record};
+use twinsite::leader::LeaderElector;
 use twinsite::site::simulated::{SimulatedSite, SimulatedSiteConfig};
 use twinsite::site::{ManualClock, Site};
-use twinsite::state::{EmbeddedStateStore, Expected, StateStore};
+use twinsite::state::{
+    EmbeddedStateStore, EtcdConfig, EtcdStateStore, Expected, KeyLayout, KvBackend, StateStore,
+    connect_etcd,
+};
 
 const TOKEN: &str = "admission-token-0123456789";
 
@@ -43,12 +47,17 @@ spec:
 
 struct Api {
     app: axum::Router,
-    store: Arc<EmbeddedStateStore>,
+    store: Arc<dyn StateStore>,
     _dir: tempfile::TempDir,
 }
 
 fn api(policy: Policy) -> Api {
     let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStateStore::open(&dir.path().join("state")).unwrap());
+    api_on(policy, store, dir)
+}
+
+fn api_on(policy: Policy, store: Arc<dyn StateStore>, dir: tempfile::TempDir) -> Api {
     let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap());
     let mut sites: BTreeMap<SiteId, Arc<dyn Site>> = BTreeMap::new();
     for site in ["dc-a", "dc-b"] {
@@ -64,12 +73,7 @@ fn api(policy: Policy) -> Api {
         );
         sites.insert(SiteId(site.into()), Arc::new(sim));
     }
-    let store = Arc::new(EmbeddedStateStore::open(&dir.path().join("state")).unwrap());
-    let controller = Arc::new(Controller::new(
-        sites,
-        Arc::clone(&store) as Arc<dyn StateStore>,
-        policy,
-    ));
+    let controller = Arc::new(Controller::new(sites, Arc::clone(&store), policy));
     controller.set_leading(true);
     let state = Arc::new(ApiState {
         controller,
@@ -262,4 +266,128 @@ quotas:
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+/// Issue #13: two admissions at the same instant could each see room for a tenant's last
+/// job and both store theirs. The check and the write are now one admission turn: of many
+/// concurrent creates for the last slot, exactly one is stored. On a real etcd, where every
+/// read and write is a network round trip that lets the other requests run in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_for_a_tenants_last_slot_store_exactly_one() {
+    let etcd = support::etcd::EtcdServer::start().await;
+    let layout = KeyLayout::default();
+    let elector = LeaderElector::new(
+        etcd.client().await,
+        layout.election("controller").unwrap(),
+        "admission",
+        std::time::Duration::from_secs(5),
+    );
+    let leadership = elector.campaign().await.unwrap();
+    let config = EtcdConfig::new(vec![etcd.endpoint().to_owned()]);
+    let store =
+        EtcdStateStore::on_etcd(connect_etcd(&config).await.unwrap(), &config.key_prefix).unwrap();
+    store.set_leader(Some(leadership.leader_key.clone()));
+    let api = api_on(
+        Policy::default_two_sites(),
+        Arc::new(store),
+        tempfile::tempdir().unwrap(),
+    );
+    for i in 0..MAX_JOBS_PER_TENANT - 1 {
+        let text = job("shop", &format!("job-{i}"), "  parallelism: 1\n");
+        let parsed = parse_stream_jobs("seed", &text).unwrap().remove(0);
+        api.store
+            .put_job(&new_record(&parsed), Expected::Absent)
+            .await
+            .unwrap();
+    }
+    let bodies: Vec<String> = (0..8)
+        .map(|i| job("shop", &format!("racer-{i}"), "  parallelism: 1\n"))
+        .collect();
+    let answers = futures::future::join_all(
+        bodies
+            .iter()
+            .map(|body| api.send("POST", "/api/v1/jobs", body)),
+    )
+    .await;
+    let created = answers
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::CREATED)
+        .count();
+    let refused = answers
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::FORBIDDEN)
+        .count();
+    assert_eq!((created, refused), (1, 7), "{answers:?}");
+    assert_eq!(api.stored().await, MAX_JOBS_PER_TENANT);
+}
+
+/// Issue #13: a job record that does not decode (another version's, or hand-written) is
+/// shown, not hidden: the list and a GET show it `failed` naming its key and the decode
+/// error; a PUT cannot keep its unknown generation and is refused with 409; a DELETE works
+/// as for any job, after which the name is free again.
+#[tokio::test]
+async fn a_job_record_that_does_not_decode_is_shown_failed_refused_a_replace_and_deletable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStateStore::open(&dir.path().join("state")).unwrap());
+    let key = "/twinsite/v1/jobs/shop/legacy";
+    store
+        .backend()
+        .put(key, br#"{"namespace": 5}"#.to_vec(), Expected::Any)
+        .await
+        .unwrap();
+    let api = api_on(Policy::default_two_sites(), store, dir);
+    let (status, body) = api
+        .send(
+            "POST",
+            "/api/v1/jobs",
+            &job("shop", "orders", "  parallelism: 1\n"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let (status, body) = api.send("GET", "/api/v1/jobs", "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let jobs: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> = jobs.iter().map(|j| j["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["legacy", "orders"]);
+    for (status, body) in [
+        (StatusCode::OK, jobs[0].to_string()),
+        api.send("GET", "/api/v1/jobs/shop/legacy", "").await,
+    ] {
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let legacy: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(legacy["status"]["phase"], "failed", "{legacy}");
+        let message = legacy["status"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(key) && message.contains("invalid type: integer `5`"),
+            "{message}"
+        );
+        assert!(legacy.get("generation").is_none(), "{legacy}");
+    }
+
+    let (status, body) = api
+        .send(
+            "PUT",
+            "/api/v1/jobs/shop/legacy",
+            &job("shop", "legacy", "  parallelism: 1\n"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body.contains(key) && body.contains("delete the job"),
+        "{body}"
+    );
+
+    let (status, body) = api.send("DELETE", "/api/v1/jobs/shop/legacy", "").await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert!(api.store.unreadable_records().is_empty());
+    let (status, body) = api
+        .send(
+            "POST",
+            "/api/v1/jobs",
+            &job("shop", "legacy", "  parallelism: 1\n"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(api.stored().await, 2);
 }

@@ -32,6 +32,25 @@ fn the_production_config_example_parses_with_the_example_policy() {
         TokenSource::File("/var/run/secrets/twinsite/api/read-token".into())
     );
     assert!(config.api.metrics_require_token);
+    let stream_jobs = config
+        .stream_jobs
+        .as_ref()
+        .expect("the example watches StreamJobs");
+    assert_eq!(stream_jobs.scope.home.0, "dc-a");
+    assert_eq!(stream_jobs.scope.namespace, None);
+    assert_eq!(
+        stream_jobs.checkpoint_status_interval,
+        std::time::Duration::from_secs(120)
+    );
+    // Both sites are guarded by an agent, with a timing the site grace allows.
+    assert_eq!(config.agents.sites.len(), 2);
+    assert!(
+        config
+            .agents
+            .timing
+            .check(config.failover.site_grace)
+            .is_ok()
+    );
     // Both sites of the example policy are Kubernetes sites.
     for site in config.policy.site_ids() {
         assert!(
@@ -44,10 +63,15 @@ fn the_production_config_example_parses_with_the_example_policy() {
 #[test]
 fn the_deployments_pass_flags_that_twinsite_run_accepts() {
     use clap::Parser;
-    for file in ["controller-dc-a.yaml", "controller-dc-b.yaml"] {
+    for file in [
+        "controller/controller-dc-a.yaml",
+        "controller/controller-dc-b.yaml",
+        "agent/agent-dc-a.yaml",
+        "agent/agent-dc-b.yaml",
+    ] {
         let text = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("deploy/controller")
+                .join("deploy")
                 .join(file),
         )
         .unwrap();

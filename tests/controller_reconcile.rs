@@ -16,7 +16,7 @@ use support::fixtures::{node, placement};
 use twinsite::controller::{Controller, JobPhase, JobStatus, new_record};
 use twinsite::site::simulated::{Fault, SimulatedSite, SimulatedSiteConfig};
 use twinsite::site::{ManualClock, Site};
-use twinsite::state::{EmbeddedStateStore, Expected, JobRecord, StateStore};
+use twinsite::state::{EmbeddedStateStore, Expected, JobRecord, KvBackend, SiteRecord, StateStore};
 
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -692,14 +692,115 @@ async fn stored_records_that_do_not_decode_or_break_a_rule_are_each_failed_with_
     }
 }
 
+/// A `twinsite run` process on `config` (in `dir`, data in `dir/data`), its log captured;
+/// killed when dropped.
+struct Process {
+    child: std::process::Child,
+    port: u16,
+    log: std::path::PathBuf,
+    data: std::path::PathBuf,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    fn start(dir: &std::path::Path, config: &str) -> Process {
+        std::fs::write(dir.join("twinsite.yaml"), config).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = dir.join("twinsite.log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_twinsite"))
+            .args(["run", "--config"])
+            .arg(dir.join("twinsite.yaml"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("TWINSITE_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Process {
+            child,
+            port,
+            log,
+            data: dir.join("data"),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET `path` with the read-only token the process writes at start; `None` until it
+    /// answers 200.
+    async fn get(&self, path: &str) -> Option<String> {
+        let token = std::fs::read_to_string(self.data.join("api-read-token")).ok()?;
+        let response = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}{path}", self.port))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.text().await.ok()
+    }
+
+    /// The job list once `settled` holds for it, failing after 60 s or if the process exits.
+    async fn jobs_once(
+        &mut self,
+        settled: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("twinsite exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the jobs never settled:\n{}",
+                self.log()
+            );
+            let jobs = self
+                .get("/api/v1/jobs")
+                .await
+                .and_then(|body| serde_json::from_str::<Vec<serde_json::Value>>(&body).ok());
+            if let Some(jobs) = jobs
+                && settled(&jobs)
+            {
+                return jobs;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn status_of(jobs: &[serde_json::Value], name: &str) -> Option<serde_json::Value> {
+    jobs.iter()
+        .find(|j| j["name"] == name)
+        .map(|j| j["status"].clone())
+}
+
+const PROCESS_CONFIG: &str = "apiVersion: twinsite.io/v1alpha1\nkind: ControllerConfig\ndataDir: data\n\
+     simulation:\n  generate: {nodesPerSite: 6, sampleJobs: 0, seed: 1}\n\
+     reconcile:\n  interval: 1s\n";
+
 /// The same poison record, in the store of a real `twinsite run` process: it starts, serves
 /// the job as failed with the reason, and runs the other job.
 #[tokio::test]
 async fn the_controller_process_starts_and_serves_a_store_holding_a_poison_record() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
     {
-        let store = EmbeddedStateStore::open(&data.join("state")).unwrap();
+        let store = EmbeddedStateStore::open(&dir.path().join("data/state")).unwrap();
         let mut poison = new_record(&job("poison", "dc-a", ""));
         poison.spec["spec"]["parallelism"] = serde_json::json!(4_294_967_295u64);
         store.put_job(&poison, Expected::Absent).await.unwrap();
@@ -708,75 +809,14 @@ async fn the_controller_process_starts_and_serves_a_store_holding_a_poison_recor
             .await
             .unwrap();
     }
-    std::fs::write(
-        dir.path().join("twinsite.yaml"),
-        "apiVersion: twinsite.io/v1alpha1\nkind: ControllerConfig\ndataDir: data\n\
-         simulation:\n  generate: {nodesPerSite: 6, sampleJobs: 0, seed: 1}\n\
-         reconcile:\n  interval: 1s\n",
-    )
-    .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let log = dir.path().join("twinsite.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_twinsite"))
-        .args(["run", "--config"])
-        .arg(dir.path().join("twinsite.yaml"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("TWINSITE_LOG", "info")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    struct Kill<'a>(&'a mut std::process::Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let child = Kill(&mut child);
-
-    let client = reqwest::Client::new();
-    let jobs_url = format!("http://127.0.0.1:{port}/api/v1/jobs");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let (poison, orders) = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            panic!(
-                "twinsite exited with {status}:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the jobs never settled:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        // Reads need the read-only token, which the process writes at start.
-        let token = std::fs::read_to_string(data.join("api-read-token")).unwrap_or_default();
-        let request = client.get(&jobs_url).bearer_auth(token.trim());
-        let jobs: Option<Vec<serde_json::Value>> = match request.send().await {
-            Ok(response) => response.json().await.ok(),
-            Err(_) => None,
-        };
-        let phase_of = |jobs: &[serde_json::Value], name: &str| {
-            jobs.iter()
-                .find(|j| j["name"] == name)
-                .map(|j| j["status"].clone())
-        };
-        if let Some(jobs) = jobs
-            && let (Some(poison), Some(orders)) =
-                (phase_of(&jobs, "poison"), phase_of(&jobs, "orders"))
-            && poison["phase"] == "failed"
-            && orders["phase"] == "running"
-        {
-            break (poison, orders);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let mut process = Process::start(dir.path(), PROCESS_CONFIG);
+    let jobs = process
+        .jobs_once(|jobs| {
+            status_of(jobs, "poison").is_some_and(|s| s["phase"] == "failed")
+                && status_of(jobs, "orders").is_some_and(|s| s["phase"] == "running")
+        })
+        .await;
+    let poison = status_of(&jobs, "poison").unwrap();
     assert!(
         poison["message"]
             .as_str()
@@ -784,6 +824,255 @@ async fn the_controller_process_starts_and_serves_a_store_holding_a_poison_recor
             .contains("spec.parallelism: must be at most 32768"),
         "{poison}"
     );
-    assert_eq!(orders["site"], "dc-a");
-    assert!(child.0.try_wait().unwrap().is_none(), "still running");
+    assert_eq!(status_of(&jobs, "orders").unwrap()["site"], "dc-a");
+    assert!(process.child.try_wait().unwrap().is_none(), "still running");
+}
+
+/// Records that do not decode at all, of every kind a controller reads at start and in its
+/// passes, as an operator's etcdctl or another twinsite version could leave them.
+fn undecodable_records() -> Vec<(String, Vec<u8>)> {
+    let p = "/twinsite/v1";
+    let orders = serde_json::to_vec(&new_record(&job("orders", "dc-a", ""))).unwrap();
+    vec![
+        (format!("{p}/jobs/shop/orders"), orders),
+        (
+            format!("{p}/jobs/shop/legacy"),
+            br#"{"namespace": 5}"#.to_vec(),
+        ),
+        (format!("{p}/sites/dc-b"), b"not json".to_vec()),
+        (format!("{p}/failover/job.shop.gone"), b"{\"half".to_vec()),
+        (
+            format!("{p}/checkpoints/shop/orders/completed/dc-a"),
+            b"{}".to_vec(),
+        ),
+    ]
+}
+
+/// What a process on such a store must show: it serves, runs `orders`, lists `legacy` as
+/// failed naming its key and the decode error, and counts each kind it found.
+async fn check_a_process_on_undecodable_records(process: &mut Process) {
+    let jobs = process
+        .jobs_once(|jobs| {
+            status_of(jobs, "legacy").is_some_and(|s| s["phase"] == "failed")
+                && status_of(jobs, "orders").is_some_and(|s| s["phase"] == "running")
+        })
+        .await;
+    let legacy = jobs.iter().find(|j| j["name"] == "legacy").unwrap();
+    let message = legacy["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("/twinsite/v1/jobs/shop/legacy")
+            && message.contains("invalid type: integer `5`"),
+        "{legacy}"
+    );
+    assert!(legacy.get("generation").is_none(), "{legacy}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = process.get("/metrics").await.unwrap_or_default();
+        let counted = ["job", "site", "failover", "checkpoint"]
+            .iter()
+            .all(|kind| {
+                metrics.contains(&format!(
+                    "twinsite_store_unreadable_records{{kind=\"{kind}\"}} 1"
+                ))
+            });
+        if counted {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{metrics}\n{}",
+            process.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = process.log();
+    assert_eq!(
+        log.matches("/twinsite/v1/jobs/shop/legacy").count(),
+        1,
+        "one warning for the key, not one a pass:\n{log}"
+    );
+    assert!(process.child.try_wait().unwrap().is_none(), "still running");
+}
+
+/// Issue #13: a job record whose JSON does not decode made every pass fail (and kept the
+/// failover engine from resuming). A real process on such an embedded store starts, passes,
+/// and reports every such record.
+#[tokio::test]
+async fn the_controller_process_starts_on_an_embedded_store_holding_records_that_do_not_decode() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = EmbeddedStateStore::open(&dir.path().join("data/state")).unwrap();
+        for (key, bytes) in undecodable_records() {
+            store
+                .backend()
+                .put(&key, bytes, Expected::Any)
+                .await
+                .unwrap();
+        }
+    }
+    let mut process = Process::start(dir.path(), PROCESS_CONFIG);
+    check_a_process_on_undecodable_records(&mut process).await;
+}
+
+/// The same records put into a real etcd with a plain (unguarded) put, as etcdctl would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_process_starts_on_an_etcd_store_holding_records_that_do_not_decode() {
+    let etcd = support::etcd::EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    for (key, bytes) in undecodable_records() {
+        client.put(key, bytes, None).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{PROCESS_CONFIG}state:\n  etcd:\n    endpoints: [\"{}\"]\n    leaseTtl: 3s\n",
+        etcd.endpoint()
+    );
+    let mut process = Process::start(dir.path(), &config);
+    check_a_process_on_undecodable_records(&mut process).await;
+}
+
+/// Writes `bytes` under `key`, past the typed store, as an operator with etcdctl (or
+/// another twinsite version) would.
+async fn put_raw(w: &World, key: &str, bytes: &[u8]) {
+    w.store
+        .backend()
+        .put(key, bytes.to_vec(), Expected::Any)
+        .await
+        .unwrap();
+}
+
+/// Issue #13: one job record that does not decode (`{"namespace": 5}`) failed every pass.
+/// Now the pass goes on, the job is reported, and its running generation is left alone:
+/// its record's generation is unknown, so stopping, relaunching or launching anything of
+/// it could leave it nowhere or twice. Deleting the record makes it an ordinary deleted job.
+#[tokio::test]
+async fn a_job_record_that_does_not_decode_is_reported_and_its_running_generation_left_alone() {
+    let mut w = World::new(4);
+    w.add(&job("orders", "dc-a", "")).await;
+    w.add(&job("legacy", "dc-b", "")).await;
+    w.pass().await;
+    assert_eq!(w.running("legacy").await, [("dc-b".to_owned(), 1)]);
+
+    let key = "/twinsite/v1/jobs/shop/legacy";
+    put_raw(&w, key, br#"{"namespace": 5}"#).await;
+    w.add(&job("fresh", "dc-a", "")).await;
+    w.advance(Duration::from_secs(1));
+    let report = w.pass().await;
+    assert_eq!(report.launched, [(JobId::new("shop", "fresh"), 1)]);
+    assert!(report.stopped.is_empty(), "{report:?}");
+    assert_eq!(report.unreadable.len(), 1, "{report:?}");
+    assert_eq!(report.unreadable[0].key, key);
+    assert!(
+        report.unreadable[0]
+            .reason
+            .contains("invalid type: integer `5`"),
+        "{report:?}"
+    );
+    assert_eq!(report.by_phase.get(&JobPhase::Failed), Some(&1));
+    assert_eq!(w.running("legacy").await, [("dc-b".to_owned(), 1)]);
+    assert_eq!(w.status("orders").await.phase, JobPhase::Running);
+    let metrics = w.controller.metrics.encode();
+    assert!(
+        metrics.contains("twinsite_store_unreadable_records{kind=\"job\"} 1"),
+        "{metrics}"
+    );
+
+    // A restarted controller (its failover engine resumed from the store) does the same.
+    w.restart_controller();
+    w.advance(Duration::from_secs(1));
+    let report = w.pass().await;
+    assert!(report.stopped.is_empty(), "{report:?}");
+    assert!(report.launched.is_empty(), "{report:?}");
+    assert_eq!(w.running("legacy").await, [("dc-b".to_owned(), 1)]);
+
+    w.store
+        .delete_job("shop", "legacy", Expected::Any)
+        .await
+        .unwrap();
+    let report = w.pass().await;
+    assert_eq!(
+        report.stopped,
+        [(SiteId("dc-b".into()), JobId::new("shop", "legacy"), 1)]
+    );
+    assert!(
+        w.controller
+            .metrics
+            .encode()
+            .contains("twinsite_store_unreadable_records{kind=\"job\"} 0")
+    );
+}
+
+/// A site record nobody can read leaves that site's epoch unknown: nothing is launched
+/// there (a launch carries the epoch), the job waits with the reason, the other site's jobs
+/// launch, and once the record is rewritten the job launches.
+#[tokio::test]
+async fn an_unreadable_site_record_holds_launches_there_and_the_pass_goes_on() {
+    let w = World::new(4);
+    put_raw(&w, "/twinsite/v1/sites/dc-a", b"garbage").await;
+    w.add(&job("orders", "dc-a", "")).await;
+    w.add(&job("billing", "dc-b", "")).await;
+    let report = w.pass().await;
+    assert_eq!(report.launched, [(JobId::new("shop", "billing"), 1)]);
+    let status = w.status("orders").await;
+    assert_eq!(status.phase, JobPhase::Pending);
+    let message = status.message.unwrap();
+    assert!(
+        message.contains("/twinsite/v1/sites/dc-a") && message.contains("its epoch is unknown"),
+        "{message}"
+    );
+    assert!(w.running("orders").await.is_empty());
+    assert_eq!(
+        w.record("orders").await.generation,
+        0,
+        "no generation spent"
+    );
+    assert!(
+        w.controller
+            .metrics
+            .encode()
+            .contains("twinsite_store_unreadable_records{kind=\"site\"} 1")
+    );
+
+    w.store
+        .put_site(&SiteRecord {
+            site: "dc-a".into(),
+            epoch: 0,
+            state: "active".into(),
+            detail: serde_json::Value::Null,
+        })
+        .await
+        .unwrap();
+    let report = w.pass().await;
+    assert_eq!(report.launched, [(JobId::new("shop", "orders"), 1)]);
+}
+
+/// Issue #13: a relaunch added one to the generation without a bound. A job whose
+/// generation is at the largest twinsite launches (2^53-1, what JSON numbers carry exactly)
+/// is failed with the reason; it is never launched past it.
+#[tokio::test]
+async fn a_job_at_the_largest_generation_is_failed_with_the_reason_not_launched_past_it() {
+    let w = World::new(4);
+    let largest = scheduler::limits::MAX_GENERATION;
+    put_bypassing_admission(&w, "worn", |r| r.generation = largest).await;
+    w.add(&job("orders", "dc-a", "")).await;
+
+    let report = w.pass().await;
+    assert_eq!(report.launched, [(JobId::new("shop", "orders"), 1)]);
+    let record = w.record("worn").await;
+    assert_eq!(record.generation, largest);
+    assert!(record.placement.is_none());
+    let status = JobStatus::from_value(&record.status);
+    assert_eq!(status.phase, JobPhase::Failed);
+    let message = status.message.unwrap();
+    assert!(
+        message.contains(&format!(
+            "generation {largest} is the largest twinsite launches"
+        )),
+        "{message}"
+    );
+    assert!(w.running("worn").await.is_empty());
+
+    let report = w.pass().await;
+    assert!(report.launched.is_empty(), "{report:?}");
+    assert_eq!(w.status("worn").await.phase, JobPhase::Failed);
 }

@@ -119,7 +119,14 @@ fn the_crd_names_the_resource_the_parser_reads() {
         .collect();
     assert_eq!(
         columns,
-        ["Priority", "Site", "Generation", "Phase", "Age"],
+        [
+            "Priority",
+            "Site",
+            "Generation",
+            "Phase",
+            "Replicated",
+            "Age"
+        ],
         "printer columns"
     );
 }
@@ -729,7 +736,7 @@ fn a_phase_the_controller_does_not_have_is_refused_by_the_crd() {
 fn a_job_never_launched_publishes_no_generation() {
     let status = StreamJobStatus::of(&JobStatus::pending("no room"), 0);
     assert_eq!(status.generation, None);
-    assert_eq!(status.phase, Some(JobPhase::Pending));
+    assert_eq!(status.phase, Some(JobPhase::Pending.into()));
     assert_eq!(status.message.as_deref(), Some("no room"));
 }
 

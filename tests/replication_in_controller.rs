@@ -174,7 +174,10 @@ async fn the_newest_verified_copy_becomes_the_replicated_pointer_and_restores_in
         &job,
         2,
         &placement,
-        Some(pointer.uri.clone()),
+        Some(twinsite::controller::launch::Restore {
+            path: pointer.uri.clone(),
+            completed_at: chrono::DateTime::from_timestamp_millis(pointer.recorded_at_unix_ms),
+        }),
         Some(&peer_root),
         0,
     )

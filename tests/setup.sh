@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing twinsite needs on a fresh Debian bookworm machine:
 # cmake + libclang (HiGHS), protoc (etcd-client), etcd-server and prometheus (real servers
-# the tests start on loopback). Idempotent: installs only what is missing.
+# the tests start on loopback; prometheus brings promtool, which checks and unit-tests the
+# rules in deploy/monitoring), chromium (the operator page's browser test). Idempotent:
+# installs only what is missing.
 set -euo pipefail
 
 need=()
@@ -12,6 +14,8 @@ command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v promtool >/dev/null || need+=(prometheus)
+# The operator page's test drives a real headless Chromium (tests/web_page.rs).
+command -v chromium >/dev/null || need+=(chromium)
 ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need+=(libclang-dev)
 
 if [ ${#need[@]} -gt 0 ]; then

@@ -64,6 +64,7 @@ fn base_spec(generation: u64, checkpoint_dir: String, jar_uri: String) -> Launch
         jar_uri,
         entry_class: None,
         args: vec![],
+        env: BTreeMap::new(),
         parallelism: 2,
         task_slots: 1,
         job_manager: Resources::new(1000, 1 << 30, 1),

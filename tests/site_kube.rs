@@ -116,6 +116,7 @@ fn spec(restore_from: Option<&str>) -> LaunchSpec {
         jar_uri: "hdfs:///jars/orders-1.4.jar".into(),
         entry_class: Some("com.example.Orders".into()),
         args: vec!["--env".into(), "prod".into()],
+        env: BTreeMap::new(),
         parallelism: 6,
         task_slots: 2,
         job_manager: Resources::new(1000, 2 << 30, 1),
@@ -907,6 +908,13 @@ fn varied_specs() -> Vec<(LaunchSpec, KubeSiteConfig)> {
     long.placement.job = long.job.clone();
     out.push((long.clone(), shared.clone()));
     out.push((long, operator_config()));
+    // A site override's environment variables on both Flink containers.
+    let mut with_env = spec(Some("hdfs:///flink/checkpoints/team-a/orders/abc/chk-41"));
+    with_env.env = BTreeMap::from([
+        ("KAFKA_BOOTSTRAP".into(), "kafka.dc-a:9092".into()),
+        ("START_MS".into(), "1796466662000".into()),
+    ]);
+    out.push((with_env, operator_config()));
     out
 }
 
@@ -1069,7 +1077,10 @@ fn standalone_objects_round_trip_through_kubernetes_own_types_without_losing_a_f
     }
     let config = KubeSiteConfig::new(SiteId("dc-a".into()), LaunchMode::Standalone);
     for restore in [None, Some("hdfs:///x/chk-3")] {
-        let launch = launch_objects(&spec(restore), &config).unwrap();
+        let mut spec = spec(restore);
+        // With a site override's env (after twinsite's FLINK_PROPERTIES) on every container.
+        spec.env = BTreeMap::from([("KAFKA_BOOTSTRAP".into(), "kafka.dc-a:9092".into())]);
+        let launch = launch_objects(&spec, &config).unwrap();
         assert_eq!(
             launch.objects.len(),
             4,
@@ -1331,9 +1342,20 @@ spec:
   jobManager: {resources: {cpu: 500m, memory: 1Gi}}
   taskManager: {resources: {cpu: "1", memory: 2Gi}}
   checkpoints: {dir: "hdfs:///flink/checkpoints/team-b/payments", interval: 1m}
+  args: [--brokers, kafka-default:9092]
+  siteOverrides:
+    dc-a:
+      args: [--brokers, "kafka.${site}:9092", "--from=${restore.completedAt:-earliest}"]
+      env: {KAFKA_BOOTSTRAP: "kafka.${site}:9092", START_MS: "${restore.completedAtEpochMillis}"}
+      flinkConfiguration: {pipeline.name: "payments in ${site}"}
+    dc-b:
+      env: {KAFKA_BOOTSTRAP: "kafka.dc-b:9092"}
 "#,
     )
     .unwrap();
+    let restored_at = chrono::DateTime::parse_from_rfc3339("2026-12-05T10:31:02Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
     for mode in [RenderMode::FlinkOperator, RenderMode::Standalone] {
         let args = RenderArgs {
             site: "dc-a".into(),
@@ -1342,6 +1364,7 @@ spec:
             generation: 3,
             epoch: 5,
             restore: Some("hdfs:///flink/checkpoints/team-a/orders/x/chk-2".into()),
+            restore_completed_at: Some(restored_at),
             config: None,
             mode: Some(mode),
             nodes: None,
@@ -1378,8 +1401,101 @@ spec:
         }
         assert_eq!(printed, applied, "{mode:?}");
         assert_eq!(printed[0]["metadata"]["labels"]["twinsite.io/epoch"], "5");
+
+        // The payments job's dc-a override is in what is printed (and so in what is
+        // applied): its args, its env on every Flink container, its Flink option.
+        let payments: Vec<&Value> = printed
+            .iter()
+            .filter(|o| o["metadata"]["annotations"]["twinsite.io/job-id"] == "team-b/payments")
+            .collect();
+        assert!(!payments.is_empty(), "{mode:?}");
+        let containers: Vec<&Value> = payments
+            .iter()
+            .flat_map(|o| {
+                [
+                    o.pointer("/spec/template/spec/containers/0"),
+                    o.pointer("/spec/jobManager/podTemplate/spec/containers/0"),
+                    o.pointer("/spec/taskManager/podTemplate/spec/containers/0"),
+                ]
+            })
+            .flatten()
+            .collect();
+        assert!(containers.len() >= 2, "{mode:?}: {containers:?}");
+        for container in &containers {
+            let env = container["env"].as_array().unwrap();
+            let value = |name: &str| {
+                env.iter()
+                    .find(|e| e["name"] == name)
+                    .map(|e| e["value"].clone())
+            };
+            assert_eq!(
+                value("KAFKA_BOOTSTRAP"),
+                Some(json!("kafka.dc-a:9092")),
+                "{mode:?}"
+            );
+            assert_eq!(
+                value("START_MS"),
+                Some(json!(restored_at.timestamp_millis().to_string()))
+            );
+        }
+        let args = match mode {
+            RenderMode::FlinkOperator => payments[0]["spec"]["job"]["args"].clone(),
+            RenderMode::Standalone => payments[0]
+                .pointer("/spec/template/spec/containers/0/args")
+                .unwrap()
+                .clone(),
+        };
+        let args: Vec<&str> = args
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert!(
+            args.ends_with(&[
+                "--brokers",
+                "kafka.dc-a:9092",
+                "--from=2026-12-05T10:31:02.000Z"
+            ]),
+            "{mode:?}: {args:?}"
+        );
+        let options = match mode {
+            RenderMode::FlinkOperator => {
+                payments[0]["spec"]["flinkConfiguration"]["pipeline.name"].clone()
+            }
+            RenderMode::Standalone => {
+                let properties = value_of_env(payments[0], "FLINK_PROPERTIES");
+                json!(
+                    properties
+                        .lines()
+                        .any(|l| l == "pipeline.name: payments in dc-a")
+                )
+            }
+        };
+        assert!(
+            options == json!("payments in dc-a") || options == json!(true),
+            "{mode:?}"
+        );
+        // The orders job has no override: no env beyond twinsite's own.
+        for object in printed
+            .iter()
+            .filter(|o| o["metadata"]["annotations"]["twinsite.io/job-id"] == "team-a/orders")
+        {
+            let text = object.to_string();
+            assert!(!text.contains("KAFKA_BOOTSTRAP"), "{mode:?}");
+        }
         reflectors.abort();
     }
+}
+
+fn value_of_env(deployment: &Value, name: &str) -> String {
+    deployment
+        .pointer("/spec/template/spec/containers/0/env")
+        .and_then(Value::as_array)
+        .and_then(|env| env.iter().find(|e| e["name"] == name))
+        .and_then(|e| e["value"].as_str())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[test]

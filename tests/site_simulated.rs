@@ -101,6 +101,7 @@ fn spec(generation: u64) -> LaunchSpec {
         jar_uri: "hdfs:///jars/orders.jar".into(),
         entry_class: None,
         args: vec![],
+        env: BTreeMap::new(),
         parallelism: 4,
         task_slots: 2,
         job_manager: Resources::new(1000, 2 << 30, 1),

@@ -13,7 +13,7 @@ use twinsite::leader::{LeaderElector, Leadership};
 use twinsite::state::{
     AuditEntry, CheckpointKind, CheckpointPointer, EmbeddedStateStore, EtcdConfig, EtcdStateStore,
     EtcdTls, Expected, JobPlacement, JobRecord, KeyLayout, KvBackend, KvStateStore,
-    OperationRecord, SiteRecord, StateError, StateStore, connect_etcd,
+    OperationRecord, RecordKind, SiteRecord, StateError, StateStore, connect_etcd,
 };
 
 fn job(name: &str) -> JobRecord {
@@ -309,6 +309,73 @@ mod suite {
         );
     }
 
+    pub async fn every_jobs_pointers_are_listed_in_one_read_across_pages(store: &dyn StateStore) {
+        let pointer = |id: u64| CheckpointPointer {
+            checkpoint_id: id,
+            uri: format!("file:///x/chk-{id}"),
+            recorded_at_unix_ms: 1_700_000_000_000,
+        };
+        // More pointers than one listing page (256), over many jobs and both kinds.
+        for i in 0..150u64 {
+            let name = format!("job-{i:03}");
+            store
+                .put_checkpoint(
+                    "team-a",
+                    &name,
+                    CheckpointKind::Completed,
+                    "east",
+                    &pointer(i),
+                )
+                .await
+                .unwrap();
+            store
+                .put_checkpoint(
+                    "team-a",
+                    &name,
+                    CheckpointKind::Replicated,
+                    "west",
+                    &pointer(i + 1),
+                )
+                .await
+                .unwrap();
+        }
+        store
+            .put_checkpoint(
+                "team-b",
+                "etl",
+                CheckpointKind::Replicated,
+                "east",
+                &pointer(9),
+            )
+            .await
+            .unwrap();
+        let all = store.list_all_checkpoints().await.unwrap();
+        assert_eq!(all.len(), 301);
+        let first = &all[0];
+        assert_eq!(
+            (
+                first.namespace.as_str(),
+                first.name.as_str(),
+                first.entry.kind,
+                first.entry.site.as_str()
+            ),
+            ("team-a", "job-000", CheckpointKind::Completed, "east")
+        );
+        let replicated_to_west = all
+            .iter()
+            .filter(|c| c.entry.kind == CheckpointKind::Replicated && c.entry.site == "west")
+            .count();
+        assert_eq!(replicated_to_west, 150);
+        let last = all.last().unwrap();
+        assert_eq!(
+            (
+                last.namespace.as_str(),
+                last.entry.pointer.value.checkpoint_id
+            ),
+            ("team-b", 9)
+        );
+    }
+
     pub async fn operations_persist_as_resumable_state_machines(store: &dyn StateStore) {
         let op = |state: &str| OperationRecord {
             id: "failover-east-0001".to_owned(),
@@ -429,6 +496,289 @@ mod suite {
         assert_eq!(all[0].seq, u64::MAX);
     }
 
+    /// Writes `bytes` under `key` as an operator's hand (or another version) would: straight
+    /// into the backend, past the typed layer.
+    async fn put_raw<B: KvBackend>(store: &KvStateStore<B>, key: &str, bytes: &[u8]) {
+        store
+            .backend()
+            .put(key, bytes.to_vec(), Expected::Any)
+            .await
+            .unwrap();
+    }
+
+    fn unreadable_keys(store: &dyn StateStore) -> Vec<String> {
+        store
+            .unreadable_records()
+            .into_iter()
+            .map(|u| u.key)
+            .collect()
+    }
+
+    /// Issue #13: one job record that does not decode made every `list_jobs` fail, and so
+    /// every reconcile pass. Now it is left out of the listing, reported apart with its key,
+    /// its job and why, and a read of its key names it; rewriting or deleting it clears it.
+    pub async fn job_records_that_do_not_decode_are_reported_apart_and_never_fail_a_listing<
+        B: KvBackend,
+    >(
+        store: &KvStateStore<B>,
+    ) {
+        store.put_job(&job("etl"), Expected::Absent).await.unwrap();
+        let jobs = "/twinsite/v1/jobs";
+        put_raw(store, &format!("{jobs}/team-a/garbage"), b"not json {").await;
+        put_raw(
+            store,
+            &format!("{jobs}/team-a/old-schema"),
+            br#"{"namespace": 5}"#,
+        )
+        .await;
+        let other = serde_json::to_vec(&job("billing")).unwrap();
+        put_raw(store, &format!("{jobs}/team-a/elsewhere"), &other).await;
+        let loose = serde_json::to_vec(&job("loose")).unwrap();
+        put_raw(store, &format!("{jobs}/loose"), &loose).await;
+
+        let scan = store.scan_jobs().await.unwrap();
+        let names: Vec<&str> = scan.jobs.iter().map(|j| j.value.name.as_str()).collect();
+        assert_eq!(names, ["etl"]);
+        let reported: Vec<(&str, Option<(String, String)>)> = scan
+            .unreadable
+            .iter()
+            .map(|u| (u.key.as_str(), u.job.clone()))
+            .collect();
+        let of = |name: &str| Some(("team-a".to_owned(), name.to_owned()));
+        assert_eq!(
+            reported,
+            [
+                ("/twinsite/v1/jobs/loose", None),
+                ("/twinsite/v1/jobs/team-a/elsewhere", of("elsewhere")),
+                ("/twinsite/v1/jobs/team-a/garbage", of("garbage")),
+                ("/twinsite/v1/jobs/team-a/old-schema", of("old-schema")),
+            ]
+        );
+        for (key, reason) in [
+            ("/twinsite/v1/jobs/team-a/garbage", "record does not decode"),
+            (
+                "/twinsite/v1/jobs/team-a/old-schema",
+                "invalid type: integer `5`",
+            ),
+            (
+                "/twinsite/v1/jobs/team-a/elsewhere",
+                "the record is of /twinsite/v1/jobs/team-a/billing, not of the key",
+            ),
+        ] {
+            let unreadable = scan.unreadable.iter().find(|u| u.key == key).unwrap();
+            assert!(unreadable.reason.contains(reason), "{unreadable:?}");
+            assert!(unreadable.revision > 0, "{unreadable:?}");
+        }
+        assert_eq!(store.list_jobs().await.unwrap().len(), 1);
+        assert_eq!(unreadable_keys(store).len(), 4);
+
+        let err = store.get_job("team-a", "garbage").await.unwrap_err();
+        assert!(matches!(err, StateError::Corrupt { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("/twinsite/v1/jobs/team-a/garbage"),
+            "{err}"
+        );
+
+        // Rewritten through the store, or deleted: no longer reported.
+        store.put_job(&job("garbage"), Expected::Any).await.unwrap();
+        assert!(
+            store
+                .delete_job("team-a", "old-schema", Expected::Any)
+                .await
+                .unwrap()
+        );
+        store
+            .backend()
+            .delete("/twinsite/v1/jobs/loose", Expected::Any)
+            .await
+            .unwrap();
+        let scan = store.scan_jobs().await.unwrap();
+        assert_eq!(scan.jobs.len(), 2);
+        assert_eq!(scan.unreadable.len(), 1, "{:?}", scan.unreadable);
+        assert_eq!(
+            unreadable_keys(store),
+            ["/twinsite/v1/jobs/team-a/elsewhere"]
+        );
+    }
+
+    /// The other records a controller reads at start and in its passes: none that fails to
+    /// decode fails a listing; each is reported with its kind.
+    pub async fn unreadable_sites_pointers_operations_failover_and_audit_records_are_left_out<
+        B: KvBackend,
+    >(
+        store: &KvStateStore<B>,
+    ) {
+        let prefix = "/twinsite/v1";
+        let site = |name: &str, epoch| SiteRecord {
+            site: name.to_owned(),
+            epoch,
+            state: "active".to_owned(),
+            detail: json!({}),
+        };
+        store.put_site(&site("west", 1)).await.unwrap();
+        put_raw(store, &format!("{prefix}/sites/east"), b"\xff\xfe").await;
+        let sites: Vec<String> = store
+            .list_sites()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.value.site)
+            .collect();
+        assert_eq!(sites, ["west"]);
+        let err = store.get_site("east").await.unwrap_err();
+        assert!(err.to_string().contains("/twinsite/v1/sites/east"), "{err}");
+        // Nobody can read its epoch; the failover engine's next write replaces it.
+        store.put_site(&site("east", 3)).await.unwrap();
+        assert_eq!(
+            store.get_site("east").await.unwrap().unwrap().value.epoch,
+            3
+        );
+
+        let pointer = CheckpointPointer {
+            checkpoint_id: 7,
+            uri: "hdfs://west/chk-7".to_owned(),
+            recorded_at_unix_ms: 1,
+        };
+        store
+            .put_checkpoint(
+                "team-a",
+                "etl",
+                CheckpointKind::Replicated,
+                "west",
+                &pointer,
+            )
+            .await
+            .unwrap();
+        let checkpoints = format!("{prefix}/checkpoints/team-a/etl");
+        put_raw(store, &format!("{checkpoints}/completed/east"), b"{}").await;
+        let sideways = serde_json::to_vec(&pointer).unwrap();
+        put_raw(store, &format!("{checkpoints}/sideways/east"), &sideways).await;
+        let listed = store.list_checkpoints("team-a", "etl").await.unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].site, "west");
+        assert!(
+            store
+                .get_checkpoint("team-a", "etl", CheckpointKind::Completed, "east")
+                .await
+                .is_err()
+        );
+
+        let op = OperationRecord {
+            id: "op-1".to_owned(),
+            kind: "failover".to_owned(),
+            state: "Planned".to_owned(),
+            data: json!({}),
+        };
+        store.put_operation(&op, Expected::Absent).await.unwrap();
+        let renamed = OperationRecord {
+            id: "op-9".to_owned(),
+            ..op.clone()
+        };
+        let renamed = serde_json::to_vec(&renamed).unwrap();
+        put_raw(store, &format!("{prefix}/ops/op-2"), &renamed).await;
+        let ops: Vec<String> = store
+            .list_operations()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.value.id)
+            .collect();
+        assert_eq!(ops, ["op-1"]);
+
+        store
+            .put_failover_record("site.west", &json!({"epoch": 1}))
+            .await
+            .unwrap();
+        put_raw(
+            store,
+            &format!("{prefix}/failover/job.team-a.etl"),
+            b"{\"half",
+        )
+        .await;
+        let records = store.list_failover_records().await.unwrap();
+        assert_eq!(records, [("site.west".to_owned(), json!({"epoch": 1}))]);
+
+        store.append_audit(&audit("first")).await.unwrap();
+        put_raw(store, &store.layout().audit(2), b"[1, 2]").await;
+        let odd_key = format!("{prefix}/audit/zzz-written-by-hand");
+        put_raw(store, &odd_key, &serde_json::to_vec(&audit("odd")).unwrap()).await;
+        // The next sequence is one past the greatest stored number, stepping over the rest.
+        assert_eq!(store.append_audit(&audit("third")).await.unwrap(), 3);
+        store
+            .append_audits(&[audit("fourth"), audit("fifth")])
+            .await
+            .unwrap();
+        let actions: Vec<(u64, String)> = store
+            .list_audit(1, 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.seq, r.entry.action))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                (1, "first".to_owned()),
+                (3, "third".to_owned()),
+                (4, "fourth".to_owned()),
+                (5, "fifth".to_owned())
+            ]
+        );
+
+        let mut kinds: Vec<(String, &str)> = store
+            .unreadable_records()
+            .into_iter()
+            .map(|u| (u.key, u.kind.as_str()))
+            .collect();
+        kinds.sort();
+        assert_eq!(
+            kinds,
+            [
+                (store.layout().audit(2), "audit"),
+                (odd_key.clone(), "audit"),
+                (format!("{checkpoints}/completed/east"), "checkpoint"),
+                (format!("{checkpoints}/sideways/east"), "checkpoint"),
+                (format!("{prefix}/failover/job.team-a.etl"), "failover"),
+                (format!("{prefix}/ops/op-2"), "operation"),
+            ]
+        );
+
+        // Deleted or rewritten behind the store's back (etcdctl): forgotten at the recheck;
+        // what is still there, unchanged, stays reported.
+        store
+            .backend()
+            .delete(&format!("{prefix}/ops/op-2"), Expected::Any)
+            .await
+            .unwrap();
+        let fixed = serde_json::to_vec(&pointer).unwrap();
+        put_raw(store, &format!("{checkpoints}/completed/east"), &fixed).await;
+        put_raw(
+            store,
+            &format!("{prefix}/failover/job.team-a.etl"),
+            b"{\"still",
+        )
+        .await;
+        store.recheck_unreadable().await.unwrap();
+        let mut kinds: Vec<String> = unreadable_keys(store);
+        kinds.sort();
+        assert_eq!(
+            kinds,
+            [
+                store.layout().audit(2),
+                odd_key,
+                format!("{checkpoints}/sideways/east"),
+                format!("{prefix}/failover/job.team-a.etl"),
+            ]
+        );
+        let failover = store
+            .unreadable_records()
+            .into_iter()
+            .find(|u| u.kind == RecordKind::Failover)
+            .unwrap();
+        let now = store.backend().get(&failover.key).await.unwrap().unwrap();
+        assert_eq!(failover.revision, now.mod_revision, "remembered anew");
+    }
+
     pub async fn names_that_are_not_safe_key_segments_are_rejected(store: &dyn StateStore) {
         let mut bad = job("etl");
         bad.name = "../escape".to_owned();
@@ -499,11 +849,14 @@ conformance!(
     audit_sequence_numbers_increase_in_append_order,
     a_batch_of_audit_entries_keeps_its_order_and_loses_none_to_a_racing_appender,
     checkpoint_pointers_are_kept_per_kind_and_site,
+    every_jobs_pointers_are_listed_in_one_read_across_pages,
     operations_persist_as_resumable_state_machines,
     listing_returns_every_job_across_pages,
     names_that_are_not_safe_key_segments_are_rejected,
     a_generation_at_its_largest_is_refused_not_wrapped,
     an_audit_log_at_its_largest_sequence_refuses_to_append,
+    job_records_that_do_not_decode_are_reported_apart_and_never_fail_a_listing,
+    unreadable_sites_pointers_operations_failover_and_audit_records_are_left_out,
 );
 
 /// The embedded store must survive a restart with every record and revision intact.
@@ -792,4 +1145,34 @@ async fn a_missing_etcd_ca_file_is_named_in_the_error() {
         err.to_string().contains("/nonexistent/etcd-ca.pem"),
         "{err}"
     );
+}
+
+/// etcd holds any bytes as a key; one that is not UTF-8 (twinsite writes only ASCII keys,
+/// so it was written by hand) is reported as unreadable instead of failing the listing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_key_that_is_not_utf8_is_reported_not_fatal() {
+    let fixture = etcd_fixture().await;
+    fixture
+        .store
+        .put_job(&job("etl"), Expected::Absent)
+        .await
+        .unwrap();
+    let mut key = b"/twinsite/v1/jobs/team-a/".to_vec();
+    key.extend_from_slice(&[0xff, 0xfe]);
+    let mut client = fixture._server.client().await;
+    client
+        .put(key, serde_json::to_vec(&job("etl")).unwrap(), None)
+        .await
+        .unwrap();
+    let scan = fixture.store.scan_jobs().await.unwrap();
+    assert_eq!(scan.jobs.len(), 1);
+    assert_eq!(scan.unreadable.len(), 1, "{:?}", scan.unreadable);
+    assert!(
+        scan.unreadable[0]
+            .key
+            .starts_with("/twinsite/v1/jobs/team-a/\u{fffd}"),
+        "{:?}",
+        scan.unreadable
+    );
+    assert_eq!(scan.unreadable[0].job, None);
 }

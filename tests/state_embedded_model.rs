@@ -148,3 +148,111 @@ proptest! {
             .block_on(run(ops));
     }
 }
+
+/// What an operator's hand or another version may leave under a job key.
+#[derive(Debug, Clone)]
+enum Raw {
+    /// A record of this version, for the key it is under.
+    Own,
+    /// A record of this version naming another job.
+    Other,
+    /// Arbitrary bytes.
+    Bytes(Vec<u8>),
+    /// JSON of another shape.
+    Json(serde_json::Value),
+}
+
+fn raw() -> impl Strategy<Value = Raw> {
+    let json = prop_oneof![
+        Just(json!(null)),
+        any::<i64>().prop_map(|n| json!(n)),
+        "[a-z]{0,8}".prop_map(|s| json!({ "namespace": s })),
+        any::<u32>().prop_map(|n| json!({ "namespace": n, "name": "x" })),
+    ];
+    prop_oneof![
+        2 => Just(Raw::Own),
+        1 => Just(Raw::Other),
+        2 => prop::collection::vec(any::<u8>(), 0..40).prop_map(Raw::Bytes),
+        2 => json.prop_map(Raw::Json),
+    ]
+}
+
+/// Keys under the jobs prefix: the layout's shape, and shapes it never writes.
+fn key() -> impl Strategy<Value = (String, Option<usize>)> {
+    prop_oneof![
+        4 => (0..4usize).prop_map(|job| (format!("/twinsite/v1/jobs/ns/job-{job}"), Some(job))),
+        1 => Just(("/twinsite/v1/jobs/ns".to_owned(), None)),
+        1 => Just(("/twinsite/v1/jobs/ns/job-0/extra".to_owned(), None)),
+    ]
+}
+
+async fn scan_of(raw_records: Vec<((String, Option<usize>), Raw)>) {
+    use twinsite::state::KvBackend;
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStateStore::open(dir.path()).unwrap();
+    // key -> whether it must list as a job
+    let mut written: BTreeMap<String, bool> = BTreeMap::new();
+    for ((key, job), raw) in raw_records {
+        let (bytes, valid) = match (&raw, job) {
+            (Raw::Own, Some(job)) => (serde_json::to_vec(&record(job, 1)).unwrap(), true),
+            (Raw::Own | Raw::Other, _) => (serde_json::to_vec(&record(9, 1)).unwrap(), false),
+            (Raw::Bytes(bytes), _) => (bytes.clone(), false),
+            (Raw::Json(value), _) => (serde_json::to_vec(value).unwrap(), false),
+        };
+        store
+            .backend()
+            .put(&key, bytes, Expected::Any)
+            .await
+            .unwrap();
+        written.insert(key, valid);
+    }
+    let scan = store
+        .scan_jobs()
+        .await
+        .expect("a listing never fails on a record");
+    let listed: BTreeMap<String, bool> = scan
+        .jobs
+        .iter()
+        .map(|j| {
+            (
+                format!("/twinsite/v1/jobs/{}/{}", j.value.namespace, j.value.name),
+                true,
+            )
+        })
+        .chain(scan.unreadable.iter().map(|u| (u.key.clone(), false)))
+        .collect();
+    // Every key exactly once, on the side its bytes put it.
+    assert_eq!(listed, written);
+    assert_eq!(listed.len(), scan.jobs.len() + scan.unreadable.len());
+    let remembered: Vec<String> = store
+        .unreadable_records()
+        .into_iter()
+        .map(|u| u.key)
+        .collect();
+    let unreadable: Vec<String> = scan.unreadable.iter().map(|u| u.key.clone()).collect();
+    assert_eq!(remembered, unreadable);
+    // An unreadable job key is read as an error naming it, never as some job.
+    for u in &scan.unreadable {
+        if let Some((namespace, name)) = &u.job {
+            let err = store.get_job(namespace, name).await.unwrap_err();
+            assert!(err.to_string().contains(&u.key), "{err}");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Issue #13: whatever sits under the job keys, a listing succeeds and accounts for every
+    /// key once: a job when it decodes as the record of its own key, else unreadable.
+    #[test]
+    fn whatever_bytes_sit_under_job_keys_a_listing_accounts_for_each_once(
+        records in prop::collection::vec((key(), raw()), 0..12)
+    ) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(scan_of(records));
+    }
+}

@@ -482,6 +482,10 @@ pub struct Engine {
     fence_sent: BTreeMap<(JobId, SiteId, u64), Timestamp>,
     /// When each job that runs nowhere was last tried (or went down): see `revive_down_jobs`.
     down_tried: BTreeMap<JobId, Timestamp>,
+    /// Running generations missing from fresh observations of their (up) site, and since
+    /// when: a site agent stopped them (self-fencing, epoch admission) or they vanished.
+    /// Past the node grace the job is relaunched like a failed one (see `judge_jobs`).
+    vanished: BTreeMap<(JobId, u64), Timestamp>,
 }
 
 /// For events that place nothing (a removal).
@@ -516,6 +520,7 @@ impl Engine {
             dirty: Dirty::default(),
             fence_sent: BTreeMap::new(),
             down_tried: BTreeMap::new(),
+            vanished: BTreeMap::new(),
             config,
         };
         for site in engine.config.sites.clone() {
@@ -785,6 +790,19 @@ impl Engine {
 
     pub fn operation(&self, op: u64) -> Option<&Operation> {
         self.operations.get(&op)
+    }
+
+    /// How healthy `site` looks at `now`: its durable status and, unless it is lost, the
+    /// health judgement of its signs of life (healthy, suspect, or silent past the grace
+    /// without quorum). Read-only: for metrics and dashboards, never for decisions, which
+    /// `step` takes.
+    pub fn site_health(&self, site: &SiteId, now: Timestamp) -> Option<(SiteRecord, SiteVerdict)> {
+        let record = self.sites.get(site)?.clone();
+        let verdict = match &record.status {
+            SiteStatus::Lost { since, .. } => SiteVerdict::Lost { since: *since },
+            _ => judge_site(&self.signs(site)?, self.quorum, now, &self.config.site),
+        };
+        Some((record, verdict))
     }
 
     /// The next instant after `now` at which an operation's pacing lets another move
@@ -2043,6 +2061,31 @@ impl Engine {
                 }
             } else {
                 findings.push((o.job.clone(), Finding::TaskManagersLost(lost_tms)));
+            }
+        }
+        // A running generation absent from a fresh observation of its site (observed at
+        // this instant) for longer than the node grace is gone: its site's agent stopped it
+        // (a self-fence the site came back from before it was judged lost) or it vanished.
+        // Judged like a failed job. Only fresh views count, so a launch made after this
+        // pass's observation is not mistaken for a vanished one.
+        if view.last_api_contact == Some(now) {
+            let present: BTreeSet<(JobId, u64)> = view
+                .jobs
+                .iter()
+                .map(|o| (o.job.clone(), o.generation))
+                .collect();
+            self.vanished
+                .retain(|(job, g), _| !present.contains(&(job.clone(), *g)));
+            for r in self.jobs.values() {
+                let key = (r.id().clone(), r.generation);
+                if &r.site != site || r.phase != JobPhase::Running || present.contains(&key) {
+                    continue;
+                }
+                let since = *self.vanished.entry(key.clone()).or_insert(now);
+                if crate::types::elapsed(since, now) >= grace {
+                    self.vanished.remove(&key);
+                    findings.push((key.0, Finding::Failed(0)));
+                }
             }
         }
         for (job, finding) in findings {

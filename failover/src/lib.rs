@@ -3,6 +3,7 @@
 //! through an `Effects` implementation: the controller's (store, sites) or the
 //! simulation's (`sim::World`).
 
+pub mod agent;
 pub mod driver;
 pub mod engine;
 pub mod health;

@@ -1168,6 +1168,29 @@ fn a_failing_manual_job_is_relaunched_only_in_its_own_site() {
     assert_eq!(sites, ["a", "a", "a"], "{seen:?}");
 }
 
+#[test]
+fn site_health_reads_healthy_then_suspect_then_lost_as_a_site_goes_silent() {
+    let mut h = Harness::new(|_| {});
+    h.observe("a", t(60), &[], vec![]);
+    h.observe("b", t(60), &[], vec![]);
+    let verdict = |h: &Harness, s: &str, at: i64| h.engine.site_health(&site(s), t(at)).unwrap();
+    assert_eq!(verdict(&h, "b", 61).1, SiteVerdict::Healthy);
+    // Silent past the suspect threshold (10 s), within the grace (30 s): suspect, not lost.
+    assert!(matches!(
+        verdict(&h, "b", 75).1,
+        SiteVerdict::Suspect { .. }
+    ));
+    let (before, _) = verdict(&h, "b", 75);
+    assert_eq!(before.status, SiteStatus::Up);
+    // The engine judges it lost once it steps past the grace; site_health then says so with
+    // the new epoch.
+    h.observe("a", t(91), &[], vec![]);
+    let (record, health) = verdict(&h, "b", 92);
+    assert!(matches!(health, SiteVerdict::Lost { .. }), "{health:?}");
+    assert_eq!(record.epoch, before.epoch + 1);
+    assert_eq!(verdict(&h, "a", 92).1, SiteVerdict::Healthy);
+}
+
 fn not_relaunched(commands: &[Command]) -> Vec<(String, String)> {
     commands
         .iter()

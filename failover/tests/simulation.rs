@@ -19,7 +19,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use failover::sim::{SimJob, Stats, World, WorldConfig};
+use failover::sim::{self, SimJob, Stats, World, WorldConfig};
 use failover::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -38,6 +38,10 @@ struct Run {
 
 impl Run {
     fn new(seed: u64) -> Self {
+        Run::with_agents(seed, sim::SIM_AGENT_TIMING)
+    }
+
+    fn with_agents(seed: u64, agents: failover::agent::AgentTiming) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut config = EngineConfig::new(SITES.iter().map(|s| site(s)).collect());
         config.max_in_flight = rng.random_range(1..=3);
@@ -58,7 +62,11 @@ impl Run {
                 (site(s), nodes)
             })
             .collect();
-        let mut world = World::new(config, WorldConfig::instant(), sites, t(0));
+        let world_config = WorldConfig {
+            agent: agents,
+            ..WorldConfig::instant()
+        };
+        let mut world = World::new(config, world_config, sites, t(0));
         world.enable_trace();
         // The leader dies before 0.5 % of the effects (a write, a mark, a report, a launch,
         // a fence): anywhere inside a round, with whatever ran before it done.
@@ -117,6 +125,16 @@ impl Run {
         let node = format!("{s}-{}", self.rng.random_range(1..=3));
         let w = &mut self.world;
         w.note(format!("disturb {roll} site {s} node {node}"));
+        // The other site is up, reached by the controller and heard through its agent.
+        // While an operation moves jobs, its target is not cut off the controller: a
+        // forced move towards a target that is unreachable but alive waits for it (engine
+        // gap, reported with issue #14), which agent-driven site losses made frequent.
+        let moving = w
+            .engine()
+            .operations()
+            .any(|o| matches!(o.state, OpState::Running | OpState::Cancelling));
+        let other_fine =
+            w.site_is_up(&other) && w.cut(&other).is_none() && !w.agent_is_cut(&other) && !moving;
         match roll {
             0..=5 => {
                 if w.node_is_alive(&s, &node) {
@@ -125,14 +143,14 @@ impl Run {
                     w.node_returns(&s, &node);
                 }
             }
-            // A partition that hides a live site from the controller while the only other
-            // witness of it is down is indistinguishable from a loss (no rule can tell them
-            // apart); the model keeps the peer view while a site is cut off.
-            6..=7 if w.site_is_up(&other) && w.cut(&other).is_none() => w.site_lost(&s),
+            // Both sites dark at once is left out: an operation whose source and target
+            // are both lost is a liveness gap of the engine (reported, issue #14), not of
+            // the agents.
+            6..=7 if other_fine => w.site_lost(&s),
             8..=11 if !w.site_is_up(&s) => w.site_returns(&s),
             12..=14 => {
                 let both_up = w.site_is_up(&s) && w.site_is_up(&other);
-                if both_up && w.cut(&s).is_none() {
+                if both_up && w.cut(&s).is_none() && other_fine {
                     w.partition(&s, true);
                 } else {
                     w.heal(Some(&s));
@@ -176,6 +194,30 @@ impl Run {
                 w.deliver(Event::OpsRequest(OpsRequest::Cancel { op }));
             }
             50 => w.crash_leader(),
+            // The site is cut from the controller *and* from the quorum: its agent cannot
+            // renew and fences the site itself, while the controller fails it over.
+            51..=52 => {
+                if w.site_is_up(&s) && w.cut(&s).is_none() && other_fine {
+                    w.partition(&s, false);
+                } else {
+                    w.heal(Some(&s));
+                }
+            }
+            // Only the agent is cut from the quorum; the controller still reaches the site.
+            53..=54 => {
+                let cut = !w.agent_is_cut(&s) && other_fine;
+                w.agent_cut(&s, cut);
+            }
+            55 if other_fine => {
+                let restart = Duration::from_secs(self.rng.random_range(1..=10));
+                w.agent_crash(&s, restart);
+            }
+            // The agent's clock falls behind, within the margin the timing allows.
+            56 => {
+                let margin = sim::SIM_AGENT_TIMING.clock_skew_margin.as_millis() as u64;
+                let skew = Duration::from_millis(self.rng.random_range(0..=margin));
+                w.set_agent_skew(&s, skew);
+            }
             _ => {}
         }
     }
@@ -209,7 +251,15 @@ impl Run {
 }
 
 fn run_seed(seed: u64, steps: usize) -> Result<Stats, String> {
-    let mut run = Run::new(seed);
+    run_seed_with(seed, steps, sim::SIM_AGENT_TIMING)
+}
+
+fn run_seed_with(
+    seed: u64,
+    steps: usize,
+    agents: failover::agent::AgentTiming,
+) -> Result<Stats, String> {
+    let mut run = Run::with_agents(seed, agents);
     for step in 0..steps {
         run.disturb();
         run.advance();
@@ -321,4 +371,90 @@ fn a_job_running_twice_is_reported_as_a_violation() {
         "{:?}",
         run.world.violations()
     );
+}
+
+/// Site a is cut off from the controller and from the quorum while it keeps running (the
+/// split brain). `Ok(seconds)`: when its jobs were running in b, every job having run once
+/// at each checked instant; `Err`: the first invariant broken.
+fn isolate_a_and_move_its_jobs(agents: failover::agent::AgentTiming) -> Result<u64, String> {
+    let mut world = World::new(
+        EngineConfig::new(vec![site("a"), site("b")]),
+        WorldConfig {
+            agent: agents,
+            ..WorldConfig::instant()
+        },
+        SITES
+            .iter()
+            .map(|s| {
+                (
+                    site(s),
+                    vec![(format!("{s}-1"), Resources::new(16_000, 64 << 30, 110))],
+                )
+            })
+            .collect(),
+        t(0),
+    );
+    world.set_quorum(true);
+    for name in ["j0", "j1"] {
+        let spec = spec(name, Priority::High, FailoverMode::FreshStartAllowed, "a");
+        let placement = JobPlacement {
+            job: spec.demand.id.clone(),
+            site: site("a"),
+            pods: vec![PodPlacement {
+                role: PodRole::Jobmanager,
+                index: 0,
+                node: "a-1".into(),
+            }],
+        };
+        world.add_job(
+            SimJob {
+                spec,
+                checkpoint_interval: None,
+                replicate: false,
+            },
+            placement,
+            None,
+        );
+    }
+    world.advance(Duration::from_secs(1));
+    world.partition(&site("a"), false);
+    for step in 1..=60 {
+        world.advance(Duration::from_secs(1));
+        if !world.check_invariants() {
+            return Err(world.violations()[0].message.clone());
+        }
+        if world.running_generations(&site("b")).len() == 2 {
+            return Ok(step);
+        }
+    }
+    Err("a's jobs never ran in b".into())
+}
+
+/// The timing argument, end to end: with the simulation's timing, site a's agent stops a's
+/// jobs before the controller relaunches them in b, after the site grace.
+#[test]
+fn an_isolated_site_stops_its_jobs_before_they_run_in_the_other_site() {
+    let moved_after = isolate_a_and_move_its_jobs(sim::SIM_AGENT_TIMING).unwrap();
+    assert!(
+        moved_after >= 30,
+        "moved after {moved_after} s, before the site grace"
+    );
+}
+
+/// The check can fail: agents whose lease outlives the site grace (a timing the
+/// configuration refuses) let the isolated site run its jobs while the controller
+/// relaunches them elsewhere, and the world catches it.
+#[test]
+fn agents_whose_lease_outlives_the_site_grace_let_a_job_run_twice_and_the_world_catches_it() {
+    let too_slow = failover::agent::AgentTiming {
+        lease_ttl: Duration::from_secs(40),
+        ..sim::SIM_AGENT_TIMING
+    };
+    assert!(
+        too_slow
+            .check(EngineConfig::new(vec![]).site.grace)
+            .is_err()
+    );
+    let caught = isolate_a_and_move_its_jobs(too_slow).unwrap_err();
+    assert!(caught.contains("runs twice"), "{caught}");
 }

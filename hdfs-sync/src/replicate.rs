@@ -136,6 +136,15 @@ pub enum ProgressEvent {
         files: usize,
         bytes: u64,
     },
+    /// What of `checkpoint_id` is not yet verified at the peer and will be copied now: its
+    /// files less those verified there earlier (`shared/` files of older checkpoints, a
+    /// crashed run). Sent after `CheckpointStarted`, before the first copy.
+    CheckpointBacklog {
+        job: String,
+        checkpoint_id: u64,
+        files: usize,
+        bytes: u64,
+    },
     FileCopied {
         job: String,
         path: String,
@@ -795,8 +804,10 @@ impl Replicator {
         }
         let checkpoint_text = checkpoint.dir.to_string();
         let mut files: Vec<(String, StorageUrl, StorageUrl)> = Vec::with_capacity(references.len());
+        let mut sizes: BTreeMap<String, u64> = BTreeMap::new();
         for reference in &references {
             let (key, peer) = self.place(&reference.url, &checkpoint_text)?;
+            *sizes.entry(key.clone()).or_default() += reference.state_size;
             files.push((key, reference.url.clone(), peer));
         }
         let total_bytes: u64 = references.iter().map(|r| r.state_size).sum();
@@ -849,6 +860,16 @@ impl Replicator {
                 to_copy.push((rel, src, peer));
             }
         }
+
+        self.emit(ProgressEvent::CheckpointBacklog {
+            job: job.to_string(),
+            checkpoint_id: checkpoint.id,
+            files: to_copy.len(),
+            bytes: to_copy
+                .iter()
+                .map(|(rel, _, _)| sizes.get(rel).copied().unwrap_or(0))
+                .sum(),
+        });
 
         let mut copied_files = 0u64;
         let mut copied_bytes = 0u64;

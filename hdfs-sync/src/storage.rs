@@ -7,6 +7,7 @@
 //! a check and a use is refused too. Files are read only when they are regular files, and a
 //! copy is created no wider than its source's permission bits.
 
+use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -405,7 +406,67 @@ impl Drop for LocalWriter {
         if !self.committed {
             let _ = rustix::fs::unlinkat(&*self.dir, &self.temp, AtFlags::empty());
         }
+        unfinished().files.remove(&self.temp);
     }
+}
+
+/// The temporary files of this process's local writers not yet committed or dropped, by
+/// name (unique in the process, see [`temp_name`]), with the directory each is in.
+///
+/// Why: a dropped writer removes its file, but at exit the writers are dropped by the
+/// runtime's worker threads, which the exit waits for only briefly (a call stuck on a hung
+/// filesystem must not hold it). A worker the OS does not schedule in time never drops its
+/// writer, and the file would stay. [`discard_unfinished_local_writes`] lets the exiting
+/// thread remove them itself.
+struct Unfinished {
+    /// Set by the discard: no new temporary file is created after it.
+    closed: bool,
+    /// Creations between their check of `closed` and their registration.
+    creating: usize,
+    files: BTreeMap<OsString, Arc<OwnedFd>>,
+}
+
+static UNFINISHED: std::sync::Mutex<Unfinished> = std::sync::Mutex::new(Unfinished {
+    closed: false,
+    creating: 0,
+    files: BTreeMap::new(),
+});
+
+/// Signalled when a creation registers its file (or fails).
+static CREATED: std::sync::Condvar = std::sync::Condvar::new();
+
+fn unfinished() -> std::sync::MutexGuard<'static, Unfinished> {
+    // Only sets and counters are edited under the lock: a panic cannot leave them torn.
+    UNFINISHED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// For a process about to exit: removes the temporary file of every local write not
+/// committed yet, and refuses every later create (so none appears after this). Creations
+/// already in their `open` are waited for, at most `wait` (a hung filesystem may hold one
+/// for ever; its file is then left, recognisable by [`TEMP_SUFFIX`]). Returns how many
+/// files it removed.
+pub fn discard_unfinished_local_writes(wait: Duration) -> usize {
+    let deadline = std::time::Instant::now() + wait;
+    let mut state = unfinished();
+    state.closed = true;
+    while state.creating > 0 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        state = CREATED
+            .wait_timeout(state, left)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+    let files = std::mem::take(&mut state.files);
+    drop(state);
+    files
+        .iter()
+        .filter(|&(temp, dir)| {
+            rustix::fs::unlinkat(&**dir, temp.as_os_str(), AtFlags::empty()).is_ok()
+        })
+        .count()
 }
 
 /// Temporary name beside `target`: hidden, unique per writer, recognisable by its suffix.
@@ -776,16 +837,35 @@ impl Walk {
         // Created with the source's bits (never wider; the umask still applies), so a 0600
         // file is not readable by others at the peer even for a moment.
         let mode = Mode::from_raw_mode(permissions.map_or(0o666, |bits| bits & 0o777));
-        let fd = rustix::fs::openat(
-            &dir,
+        let dir = Arc::new(dir);
+        {
+            let mut state = unfinished();
+            if state.closed {
+                return Err(self.error(
+                    StorageErrorKind::Other,
+                    "the process is stopping: no new file is written",
+                ));
+            }
+            state.creating += 1;
+        }
+        let opened = rustix::fs::openat(
+            &*dir,
             &temp,
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             mode,
-        )
-        .map_err(|e| self.io(e))?;
+        );
+        {
+            let mut state = unfinished();
+            state.creating -= 1;
+            if opened.is_ok() {
+                state.files.insert(temp.clone(), Arc::clone(&dir));
+            }
+        }
+        CREATED.notify_all();
+        let fd = opened.map_err(|e| self.io(e))?;
         Ok(LocalWriter {
             file: Some(std::fs::File::from(fd)),
-            dir: Arc::new(dir),
+            dir,
             temp,
             target: target.name,
             url: self.url.clone(),

@@ -352,6 +352,7 @@ fn job(index: u32, tenants: &[&str], sites: &[String], rng: &mut ChaCha8Rng) -> 
                 ..FailoverSpec::default()
             },
             flink_configuration,
+            site_overrides: Default::default(),
         },
     }
 }
@@ -496,6 +497,7 @@ fn policy(sites: &[String], tenants: &[&str], jobs: &[StreamJob]) -> PolicyFile 
         failover_reserve,
         detection: DetectionSpec::default(),
         replication: ReplicationSpec::default(),
+        diagnosis: Default::default(),
         redaction: Default::default(),
     }
 }

@@ -1,6 +1,7 @@
 //! twinsite's placement core: the cluster model, Kubernetes' matching semantics, the inputs
 //! users hand us, and gang placement across two sites. Pure: no network, clock or filesystem.
 
+pub mod diagnosis;
 pub mod generate;
 pub mod input;
 pub mod k8s;

@@ -39,6 +39,11 @@ pub const MAX_RETAINED_CHECKPOINTS: u32 = 100;
 /// simulation refuses scenarios below it.
 pub const MIN_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(10);
 
+/// Sites one StreamJob may give settings of their own (`spec.siteOverrides`). Each must be a
+/// site of the policy (checked where the policy is known); the design has two, and the bound
+/// keeps a record that never met a policy small.
+pub const MAX_SITE_OVERRIDES: usize = 16;
+
 /// Jobs of one tenant (its `spec.tenant`, or its namespace): in one file, and in the store
 /// when the API admits a new one. The whole fleet the design targets (~1000 jobs) may belong
 /// to one tenant; more is a runaway script, not a team.

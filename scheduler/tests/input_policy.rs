@@ -337,3 +337,48 @@ fn redaction_patterns_are_kept_and_bad_ones_are_named() {
         "{message}"
     );
 }
+
+#[test]
+fn diagnosis_thresholds_default_and_are_read_from_the_policy() {
+    assert_eq!(
+        Policy::default_two_sites().diagnosis(),
+        scheduler::diagnosis::Thresholds::default()
+    );
+    let policy = parse_policy(
+        "policy.yaml",
+        "apiVersion: twinsite.io/v1alpha1\nkind: Policy\nsites: [{name: dc-a}]\n\
+         diagnosis: {window: 30m, backpressureMsPerSecond: 300, restarts: 2}\n",
+    )
+    .unwrap();
+    let thresholds = policy.diagnosis();
+    assert_eq!(thresholds.window.as_secs(), 1800);
+    assert_eq!(thresholds.backpressure_ms_per_second, 300.0);
+    assert_eq!(thresholds.restarts, 2);
+    assert_eq!(
+        thresholds.busy_ms_per_second, 900.0,
+        "others keep their default"
+    );
+    let again = parse_policy("again.yaml", &policy.to_yaml().unwrap()).unwrap();
+    assert_eq!(again, policy);
+}
+
+#[test]
+fn a_bad_diagnosis_threshold_is_named_by_its_field() {
+    let error = error_of(
+        "apiVersion: twinsite.io/v1alpha1\nkind: Policy\nsites: [{name: dc-a}]\n\
+         diagnosis: {window: 0s, busyMsPerSecond: 1200, restarts: 0, skewRatio: 0.5}\n",
+    );
+    for field in [
+        "diagnosis.window",
+        "diagnosis.busyMsPerSecond",
+        "diagnosis.restarts",
+        "diagnosis.skewRatio",
+    ] {
+        assert!(error.contains(field), "{field} missing from: {error}");
+    }
+    let error = error_of(
+        "apiVersion: twinsite.io/v1alpha1\nkind: Policy\nsites: [{name: dc-a}]\n\
+         diagnosis: {windw: 1h}\n",
+    );
+    assert!(error.contains("diagnosis.windw"), "{error}");
+}

@@ -11,7 +11,9 @@
 
 pub mod auth;
 pub mod openapi;
+pub mod page;
 pub mod reports;
+pub mod session;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -100,7 +102,7 @@ impl ApiState {
             .get_job(namespace, name)
             .await?
             .ok_or_else(|| ApiError::stale(namespace, name, None))?;
-        Ok(job_view(&self.controller.redactor, record))
+        Ok(job_view(&self.controller, record))
     }
 
     /// Audits a refused request (401/403) without the presented token, within the rate
@@ -154,6 +156,15 @@ fn open_path(access: &auth::Access, path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz") || (path == "/metrics" && access.open_metrics)
 }
 
+/// The operator page and its sign-in: they check a bearer token or the session cookie
+/// themselves (`page.rs`), so a browser can be shown the sign-in form.
+fn page_path(method: &Method, path: &str) -> bool {
+    matches!(
+        (method, path),
+        (&Method::GET | &Method::HEAD, "/") | (&Method::POST, "/login" | "/logout")
+    )
+}
+
 /// Authenticates and authorises every request before routing (so unknown paths and bodies
 /// of refused requests are never looked at), and hands the handlers the [`auth::Caller`].
 async fn require_token(
@@ -161,7 +172,9 @@ async fn require_token(
     mut request: Request,
     next: Next,
 ) -> Response {
-    if open_path(&state.access, request.uri().path()) {
+    if open_path(&state.access, request.uri().path())
+        || page_path(request.method(), request.uri().path())
+    {
         return next.run(request).await;
     }
     let needed = if matches!(*request.method(), Method::GET | Method::HEAD) {
@@ -193,6 +206,9 @@ async fn require_token(
 
 pub fn router(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
     let mut router = Router::new()
+        .route("/", get(page::page))
+        .route("/login", axum::routing::post(page::login))
+        .route("/logout", axum::routing::post(page::logout))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -218,7 +234,8 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
             "/api/v1/failover/{id}/cancel",
             axum::routing::post(cancel_failover),
         )
-        .route("/api/v1/recoveries", get(recoveries));
+        .route("/api/v1/recoveries", get(recoveries))
+        .route("/api/v1/diagnosis", get(diagnosis));
     if !state.simulated.is_empty() {
         router = router.route(
             "/api/v1/sim/{site}/faults",
@@ -278,6 +295,26 @@ impl ApiError {
             "reason": "Conflict",
             "details": details,
             "code": 409,
+        });
+        ApiError {
+            status: StatusCode::CONFLICT,
+            message,
+            extra: status.as_object().cloned(),
+        }
+    }
+}
+
+impl ApiError {
+    /// 409: the job came from a StreamJob object of the cluster this controller watches,
+    /// which is the job's truth; an API edit would be undone by the next sync.
+    pub(crate) fn owned_by_object(namespace: &str, name: &str, owner: &str) -> ApiError {
+        let message = format!(
+            "job {namespace}/{name} is owned by {owner}: change or delete it there (kubectl apply, kubectl delete), not through the API"
+        );
+        let status = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": "Conflict", "code": 409,
+            "details": {"name": name, "namespace": namespace, "group": "twinsite.io", "kind": "streamjobs"},
         });
         ApiError {
             status: StatusCode::CONFLICT,
@@ -385,10 +422,15 @@ struct SiteSummary {
     storage: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     state: Option<crate::state::SiteRecord>,
+    /// The failover engine's judgement (the leader's): up, suspect, lost, returning,
+    /// unreachable-without-quorum, with the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health: Option<crate::controller::health::SiteHealth>,
 }
 
 async fn sites(State(state): State<Arc<ApiState>>) -> ApiResult<Json<Vec<SiteSummary>>> {
     let controller = &state.controller;
+    let judged = controller.site_health();
     let mut out = Vec::new();
     for (id, site) in &controller.sites {
         let health = site.health().await;
@@ -410,7 +452,12 @@ async fn sites(State(state): State<Arc<ApiState>>) -> ApiResult<Json<Vec<SiteSum
                 .map_or(0, |s| s.nodes.iter().filter(|n| n.ready).count()),
             jobs,
             storage: spec.and_then(|s| s.storage.clone()),
-            state: controller.store.get_site(&id.0).await?.map(|v| v.value),
+            // An unreadable site record is shown as none (it is reported with the others).
+            state: match controller.store.get_site(&id.0).await {
+                Err(StateError::Corrupt { .. }) => None,
+                record => record?.map(|v| v.value),
+            },
+            health: judged.iter().find(|h| h.site == id.0).cloned(),
         });
     }
     Ok(Json(out))
@@ -458,7 +505,9 @@ async fn nodes(
 struct JobView {
     namespace: String,
     name: String,
-    generation: u64,
+    /// Absent for a record that does not decode (its generation is unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    generation: Option<u64>,
     revision: i64,
     /// `revision` as a string, as Kubernetes writes it: send it back in
     /// `metadata.resourceVersion` (or `If-Match`) to edit only what was read.
@@ -470,13 +519,22 @@ struct JobView {
     #[serde(skip_serializing_if = "Option::is_none")]
     placement: Option<Value>,
     status: JobStatus,
+    /// RPO exposure per peer site, as the leader judged it last (empty on a follower, and
+    /// for jobs it does not replicate).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    replication: Vec<crate::controller::exposure::PeerExposure>,
     spec: Value,
 }
 
 fn job_view(
-    redactor: &crate::redact::Redactor,
+    controller: &Controller,
     record: crate::state::Versioned<crate::state::JobRecord>,
 ) -> JobView {
+    let redactor = &controller.redactor;
+    let replication = controller.exposure.of(&scheduler::model::JobId::new(
+        &record.value.namespace,
+        &record.value.name,
+    ));
     let status = JobStatus::from_value(&record.value.status);
     let mut object = record.value.spec;
     redactor.redact_job(&mut object);
@@ -493,13 +551,14 @@ fn job_view(
     JobView {
         namespace: record.value.namespace,
         name: record.value.name,
-        generation: record.value.generation,
+        generation: Some(record.value.generation),
         revision: record.revision,
         resource_version,
         metadata: Value::Object(metadata),
         site: record.value.placement.as_ref().map(|p| p.site.clone()),
         placement: record.value.placement.map(|p| p.detail),
         status,
+        replication,
         spec,
     }
 }
@@ -509,30 +568,85 @@ fn etag(revision: i64) -> [(header::HeaderName, String); 1] {
     [(header::ETAG, format!("\"{revision}\""))]
 }
 
+/// A job record that does not decode, as the job list shows it: `failed`, the message
+/// naming its key and why; nothing else of it is known.
+fn unreadable_job_view(record: crate::state::UnreadableRecord) -> JobView {
+    let (namespace, name) = record.job.clone().unwrap_or_default();
+    let resource_version = record.revision.to_string();
+    JobView {
+        namespace,
+        name,
+        generation: None,
+        revision: record.revision,
+        metadata: json!({ "resourceVersion": resource_version }),
+        resource_version,
+        site: None,
+        placement: None,
+        status: JobStatus {
+            phase: crate::controller::JobPhase::Failed,
+            ..JobStatus::pending(format!(
+                "stored record {} cannot be used: {}; twinsite neither stops, launches nor relaunches this job until the record is deleted (DELETE, then create the job again) or rewritten in the store",
+                record.key, record.reason
+            ))
+        },
+        replication: Vec::new(),
+        spec: Value::Null,
+    }
+}
+
 async fn list_jobs(State(state): State<Arc<ApiState>>) -> ApiResult<Json<Vec<JobView>>> {
-    let records = state.controller.store.list_jobs().await?;
-    let redactor = &state.controller.redactor;
-    Ok(Json(
-        records
-            .into_iter()
-            .map(|record| job_view(redactor, record))
-            .collect(),
-    ))
+    let scan = state.controller.store.scan_jobs().await?;
+    let mut views: Vec<JobView> = scan
+        .jobs
+        .into_iter()
+        .map(|record| job_view(&state.controller, record))
+        .chain(scan.unreadable.into_iter().map(unreadable_job_view))
+        .collect();
+    views.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    Ok(Json(views))
 }
 
 async fn get_job(
     State(state): State<Arc<ApiState>>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
-    match state.controller.store.get_job(&namespace, &name).await? {
-        Some(record) => {
-            let view = job_view(&state.controller.redactor, record);
+    match readable_job(&state.controller, &namespace, &name).await? {
+        Err(unreadable) => {
+            let view = unreadable_job_view(unreadable);
             Ok((etag(view.revision), Json(view)))
         }
-        None => Err(ApiError::new(
+        Ok(Some(record)) => {
+            let view = job_view(&state.controller, record);
+            Ok((etag(view.revision), Json(view)))
+        }
+        Ok(None) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no job {namespace}/{name}"),
         )),
+    }
+}
+
+/// The stored job, or (`Err`) its record that does not decode, as the store reports it.
+async fn readable_job(
+    controller: &crate::controller::Controller,
+    namespace: &str,
+    name: &str,
+) -> Result<
+    Result<
+        Option<crate::state::Versioned<crate::state::JobRecord>>,
+        crate::state::UnreadableRecord,
+    >,
+    StateError,
+> {
+    match controller.store.get_job(namespace, name).await {
+        Err(StateError::Corrupt { location, reason }) => controller
+            .store
+            .unreadable_records()
+            .into_iter()
+            .find(|u| u.key == location)
+            .map(Err)
+            .ok_or(StateError::Corrupt { location, reason }),
+        result => result.map(Ok),
     }
 }
 
@@ -549,6 +663,19 @@ fn parse_job_body(body: &[u8]) -> ApiResult<scheduler::input::StreamJob> {
         ));
     }
     let job = jobs.remove(0);
+    if job
+        .metadata
+        .annotations
+        .contains_key(crate::kube_jobs::ORIGIN_ANNOTATION)
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "request body: metadata.annotations[{:?}]: set by twinsite on jobs that come from StreamJob objects; remove it",
+                crate::kube_jobs::ORIGIN_ANNOTATION
+            ),
+        ));
+    }
     // Sizing errors (bad quantities, plan) are the user's to fix now, not the loop's later.
     job.demand()
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
@@ -614,10 +741,13 @@ async fn create_job(
         Err(error) => return Err(state.rejected(&caller, "create", "(unparsed)", error).await),
     };
     let target = job.id().0;
-    if let Err(message) = state.controller.tenant_room(&job).await? {
-        let error = ApiError::new(StatusCode::FORBIDDEN, message);
-        return Err(state.rejected(&caller, "create", &target, error).await);
-    }
+    let _admission = match state.controller.tenant_room(&job).await? {
+        Ok(admission) => admission,
+        Err(message) => {
+            let error = ApiError::new(StatusCode::FORBIDDEN, message);
+            return Err(state.rejected(&caller, "create", &target, error).await);
+        }
+    };
     let mut record = new_record(&job);
     record.spec = object;
     let result = state
@@ -794,11 +924,35 @@ async fn replace_job(
         Ok(parsed) => parsed,
         Err(error) => return Err(state.rejected(&caller, "replace", &target, error).await),
     };
-    if let Err(message) = controller.tenant_room(&job).await? {
-        let error = ApiError::new(StatusCode::FORBIDDEN, message);
+    let _admission = match controller.tenant_room(&job).await? {
+        Ok(admission) => admission,
+        Err(message) => {
+            let error = ApiError::new(StatusCode::FORBIDDEN, message);
+            return Err(state.rejected(&caller, "replace", &target, error).await);
+        }
+    };
+    let existing = match readable_job(controller, &namespace, &name).await? {
+        Ok(existing) => existing,
+        // Its generation is unknown, so nothing of it can be kept: the job must go through
+        // a delete (which stops what runs of it) before it is created again.
+        Err(unreadable) => {
+            let error = ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "stored record {} cannot be used ({}): it cannot be replaced in place; delete the job, then create it again",
+                    unreadable.key, unreadable.reason
+                ),
+            );
+            return Err(state.rejected(&caller, "replace", &target, error).await);
+        }
+    };
+    if let Some(owner) = existing
+        .as_ref()
+        .and_then(|c| crate::kube_jobs::watch_owner(controller, &c.value))
+    {
+        let error = ApiError::owned_by_object(&namespace, &name, &owner);
         return Err(state.rejected(&caller, "replace", &target, error).await);
     }
-    let existing = controller.store.get_job(&namespace, &name).await?;
     let prepared = preconditions
         .check(&namespace, &name, existing.as_ref().map(|c| c.revision))
         .and_then(|()| job_to_store(&state, &job, existing.as_ref().map(|c| &c.value.spec)));
@@ -907,18 +1061,45 @@ async fn delete_job(
         Err(error) => return Err(state.rejected(&caller, "delete", &target, error).await),
     };
     let no_such_job = || ApiError::new(StatusCode::NOT_FOUND, format!("no job {target}"));
+    let owned = match &controller.stream_jobs {
+        // Only with a watch configured: the check needs a read, and the delete then applies
+        // to the revision read, so the job cannot become watch-owned in between.
+        Some(_) => match readable_job(controller, &namespace, &name).await? {
+            Ok(Some(current)) => match crate::kube_jobs::watch_owner(controller, &current.value) {
+                Some(owner) => {
+                    let error = ApiError::owned_by_object(&namespace, &name, &owner);
+                    return Err(state.rejected(&caller, "delete", &target, error).await);
+                }
+                None => Some(current.revision),
+            },
+            // No owner can be read from a record that does not decode: the API may delete it
+            // (the watch recreates the job if its object still exists).
+            Err(unreadable) => Some(unreadable.revision),
+            Ok(None) => None,
+        },
+        None => None,
+    };
     let expected = if preconditions.is_empty() {
         Expected::Any
     } else {
-        let Some(current) = controller.store.get_job(&namespace, &name).await? else {
-            return Err(state
-                .rejected(&caller, "delete", &target, no_such_job())
-                .await);
+        // An unreadable record is deleted like any other, at the revision it is stored at.
+        let revision = match readable_job(controller, &namespace, &name).await? {
+            Ok(Some(current)) => current.revision,
+            Err(unreadable) => unreadable.revision,
+            Ok(None) => {
+                return Err(state
+                    .rejected(&caller, "delete", &target, no_such_job())
+                    .await);
+            }
         };
-        if let Err(error) = preconditions.check(&namespace, &name, Some(current.revision)) {
+        if let Err(error) = preconditions.check(&namespace, &name, Some(revision)) {
             return Err(state.rejected(&caller, "delete", &target, error).await);
         }
-        Expected::Revision(current.revision)
+        Expected::Revision(revision)
+    };
+    let expected = match (expected, owned) {
+        (Expected::Any, Some(revision)) => Expected::Revision(revision),
+        (expected, _) => expected,
     };
     match controller
         .store
@@ -1386,6 +1567,74 @@ async fn cancel_failover(
             Err(state.rejected(&caller, "cancel", &target, error).await)
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiagnosisQuery {
+    /// `namespace/name`: one job only.
+    job: Option<String>,
+    /// `false`: twinsite's own findings only (no Flink metrics are read).
+    metrics: Option<bool>,
+    /// `json` (default) or `table`.
+    format: Option<String>,
+}
+
+/// `GET /api/v1/diagnosis`: every job's findings (worst first) with evidence and a
+/// suggested action, from Flink's metrics (the configured source) and twinsite's own state.
+async fn diagnosis(
+    State(state): State<Arc<ApiState>>,
+    Query(query): Query<DiagnosisQuery>,
+) -> ApiResult<Response> {
+    let only = match query.job.as_deref() {
+        None => None,
+        Some(job) => {
+            let Some((namespace, name)) = job.split_once('/') else {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("query parameter job: {job:?} is not namespace/name"),
+                ));
+            };
+            if state
+                .controller
+                .store
+                .get_job(namespace, name)
+                .await?
+                .is_none()
+            {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("no job {namespace}/{name}"),
+                ));
+            }
+            Some(scheduler::model::JobId::new(namespace, name))
+        }
+    };
+    let table = match query.format.as_deref() {
+        None | Some("json") => false,
+        Some("table") => true,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("query parameter format: {other:?} is not json or table"),
+            ));
+        }
+    };
+    let report = crate::diagnosis::diagnose(
+        &state.controller,
+        state.metrics.as_deref(),
+        only.as_ref(),
+        query.metrics.unwrap_or(true),
+    )
+    .await?;
+    if table {
+        return Ok((
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            crate::diagnosis::render_table(&report),
+        )
+            .into_response());
+    }
+    Ok(Json(report).into_response())
 }
 
 /// `GET /api/v1/recoveries`: every relaunch the failover engine issued (reason, RTO, RPO)

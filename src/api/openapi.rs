@@ -8,6 +8,24 @@ use serde_json::{Value, json};
 
 /// Every documented route: method, path (OpenAPI template), summary, whether it mutates.
 pub const ROUTES: &[(&str, &str, &str, bool)] = &[
+    (
+        "get",
+        "/",
+        "The operator page (HTML): sites, jobs and their RPO exposure, failover operations, recoveries, dry-run plans (query: plan=SITE, mode=planned|forced). A bearer token or the session cookie of /login; without either, the sign-in form",
+        false,
+    ),
+    (
+        "post",
+        "/login",
+        "Sign-in form post (token, csrf): sets the page's session cookie (HttpOnly, SameSite=Strict)",
+        false,
+    ),
+    (
+        "post",
+        "/logout",
+        "Sign-out form post (csrf): clears the page's session cookie",
+        false,
+    ),
     ("get", "/healthz", "Liveness: the process answers", false),
     (
         "get",
@@ -114,6 +132,12 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
         false,
     ),
     (
+        "get",
+        "/api/v1/diagnosis",
+        "Every job's findings, worst first, with evidence and a suggested action: Flink metrics (consumer lag, backpressure, checkpoints, restarts, GC, skew, right-sizing) and twinsite's own (RPO exposure, failover readiness). Query: job=namespace/name, metrics=false (twinsite's findings only), format=json|table",
+        false,
+    ),
+    (
         "post",
         "/api/v1/jobs/{namespace}/{name}/rightsize",
         "One job's right-sizing and merge patch; with apply=true the patch is applied (audited)",
@@ -163,9 +187,20 @@ pub fn build_for(open_metrics: bool) -> Value {
                 "503": {"description": "Not the leader, or the state store is unavailable"}
             }
         });
-        let open = matches!(*path, "/healthz" | "/readyz") || (*path == "/metrics" && open_metrics);
+        let open = matches!(*path, "/healthz" | "/readyz" | "/login" | "/logout")
+            || (*path == "/metrics" && open_metrics);
+        if matches!(*path, "/login" | "/logout") {
+            operation["requestBody"] = json!({"required": true, "content": {"application/x-www-form-urlencoded": {"schema": {
+                "type": "object", "properties": {"token": {"type": "string"}, "csrf": {"type": "string"}}, "required": ["csrf"]}}}});
+            operation["responses"]["303"] = json!({"description": "Signed in (or out): the session cookie is set (or cleared); back to /"});
+            operation["responses"]["403"] = json!({"description": "Not sent from this server's form (csrf cookie, Origin, Sec-Fetch-Site)"});
+        }
         if !open {
-            operation["security"] = json!([{"bearer": []}]);
+            operation["security"] = if *path == "/" {
+                json!([{"bearer": []}, {"session": []}])
+            } else {
+                json!([{"bearer": []}])
+            };
             let responses = &mut operation["responses"];
             responses["401"] = json!({"description": "No bearer token (WWW-Authenticate: Bearer)"});
             responses["403"] = if *mutates {
@@ -187,7 +222,7 @@ pub fn build_for(open_metrics: bool) -> Value {
                 params.push(json!({"name": "If-Match", "in": "header", "required": false, "schema": {"type": "string"},
                     "description": "The job's ETag (\"42\") or *: the change applies only to that revision"}));
                 operation["responses"]["409"] = json!({
-                    "description": "The revision named by If-Match, metadata.resourceVersion (PUT) or preconditions.resourceVersion (DELETE) is not current (Kubernetes Status, reason Conflict)",
+                    "description": "The revision named by If-Match, metadata.resourceVersion (PUT) or preconditions.resourceVersion (DELETE) is not current; or the job is owned by a StreamJob object of the watched cluster (config streamJobs), the message naming it: change it there (Kubernetes Status, reason Conflict)",
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}
                 });
             }
@@ -233,7 +268,9 @@ pub fn build_for(open_metrics: bool) -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                "description": "The read-only token (api.readTokenFile/readTokenEnv) may GET; the admin token (api.tokenFile/tokenEnv) may do everything"}},
+                "description": "The read-only token (api.readTokenFile/readTokenEnv) may GET; the admin token (api.tokenFile/tokenEnv) may do everything"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "twinsite_session",
+                "description": "The operator page's session, from POST /login; valid for the page (/) only"}},
             "schemas": {
                 "Error": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
                 "Status": {"type": "object", "description": "Kubernetes' Status, plus error", "properties": {

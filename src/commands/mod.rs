@@ -6,6 +6,8 @@ use anyhow::{Context, bail};
 
 use crate::cli::Command;
 
+pub mod agent;
+pub mod diagnose;
 pub mod failover;
 pub mod generate;
 pub mod plan;
@@ -41,6 +43,8 @@ pub fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Failover(args) => failover::run(&args),
         Command::Simulate(args) => simulate::run(&args),
         Command::Render(args) => render::run(&args),
+        Command::Diagnose(args) => diagnose::run(&args),
+        Command::Agent(args) => agent::run(&args),
     }
 }
 

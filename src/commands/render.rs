@@ -18,7 +18,7 @@ use scheduler::placement::{self, PlacementOptions, PlacementRequest, SolverChoic
 
 use super::read_input;
 use crate::config::Config;
-use crate::controller::launch::{in_site_storage, launch_spec};
+use crate::controller::launch::{Restore, in_site_storage, launch_spec};
 use crate::site::kube::{KubeSiteConfig, LaunchObjects, launch_objects};
 use crate::site::{LaunchMode, LaunchSpec};
 
@@ -50,6 +50,10 @@ pub struct RenderArgs {
     /// Checkpoint or savepoint directory (holding `_metadata`) to restore from.
     #[arg(long, value_name = "PATH")]
     pub restore: Option<String>,
+    /// When the `--restore` checkpoint completed (RFC 3339, e.g. `2026-12-05T10:31:02Z`):
+    /// what `${restore.completedAt}` in the jobs' site overrides expands to.
+    #[arg(long, value_name = "TIME", requires = "restore", value_parser = parse_time)]
+    pub restore_completed_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Controller configuration: the site's own launch mode, namespace and storage. Without
     /// it, the embedded default's sites are rendered as Kubernetes sites.
     #[arg(long, value_name = "FILE")]
@@ -231,7 +235,11 @@ pub fn prepare(args: &RenderArgs) -> anyhow::Result<Rendered> {
         .as_deref()
         .map(|path| in_site_storage(&storage_root, path))
         .transpose()
-        .map_err(|reason| anyhow::anyhow!("--restore: {reason}"))?;
+        .map_err(|reason| anyhow::anyhow!("--restore: {reason}"))?
+        .map(|path| Restore {
+            path,
+            completed_at: args.restore_completed_at,
+        });
     let mut launches = Vec::new();
     for job in jobs {
         let id = job.id();
@@ -253,6 +261,12 @@ pub fn prepare(args: &RenderArgs) -> anyhow::Result<Rendered> {
         site: kube_config,
         launches,
     })
+}
+
+fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time (e.g. 2026-12-05T10:31:02Z): {e}"))
 }
 
 /// The nodes the jobs are placed on: `--nodes`, or the site's nodes as `twinsite run` with

@@ -100,7 +100,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
 }
 
 /// `7d` as well as the units `parse_duration` knows (`ms`, `s`, `m`, `h`).
-fn parse_long_duration(flag: &str, text: &str) -> anyhow::Result<std::time::Duration> {
+pub(crate) fn parse_long_duration(flag: &str, text: &str) -> anyhow::Result<std::time::Duration> {
     match text.trim().strip_suffix('d') {
         Some(days) => {
             let days: f64 = days
@@ -114,7 +114,7 @@ fn parse_long_duration(flag: &str, text: &str) -> anyhow::Result<std::time::Dura
     }
 }
 
-fn open_source(value: &str) -> anyhow::Result<Box<dyn MetricsSource>> {
+pub(crate) fn open_source(value: &str) -> anyhow::Result<Box<dyn MetricsSource>> {
     if value.starts_with("http://") || value.starts_with("https://") {
         return Ok(Box::new(PrometheusSource::new(value)?));
     }

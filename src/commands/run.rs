@@ -17,6 +17,7 @@ use crate::api::{self, ApiState};
 use crate::cli::RunArgs;
 use crate::config::{Config, StateConfig};
 use crate::controller::Controller;
+use crate::controller::guard::Quorum;
 use crate::leader::LeaderElector;
 use crate::replication::ReplicationDriver;
 use crate::site::simulated::{
@@ -83,6 +84,7 @@ async fn run_controller(
         None => built.sample_jobs.clone(),
     };
 
+    let mut agents = None;
     let (store, etcd): (Arc<dyn StateStore>, Option<Elected>) = match &config.state {
         StateConfig::Embedded { dir } => {
             let store = EmbeddedStateStore::open(dir)
@@ -107,21 +109,69 @@ async fn run_controller(
             let election = KeyLayout::new(&etcd.store.key_prefix)?
                 .election(&etcd.election)
                 .context("state.etcd.election")?;
+            if !config.agents.sites.is_empty() {
+                let layout = KeyLayout::new(&etcd.store.key_prefix)?;
+                agents = Some(crate::controller::guard::Agents::new(
+                    crate::agent::lease::AgentLeases::new(
+                        client.clone(),
+                        &layout,
+                        &config.agents.sites,
+                    )
+                    .context("agents.sites")?,
+                    config.agents.timing,
+                ));
+            }
             let elector = LeaderElector::new(client, election, &etcd.candidate, etcd.lease_ttl);
             (store.clone(), Some((store, elector)))
         }
     };
 
-    let controller = Arc::new(
-        Controller::new(built.sites.clone(), store, config.policy.clone())
-            .with_storage_roots(storage_roots)
-            .with_failover(
-                config
-                    .failover
-                    .engine_config(built.sites.keys().cloned().collect()),
-                config.failover.enabled,
-            ),
-    );
+    let quorum = match &config.state {
+        StateConfig::Embedded { .. } => {
+            if !config.failover.automatic_site_failover {
+                tracing::warn!(
+                    "embedded store with real sites: no witness can tell a dead site from a cut-off one, so automatic site failover is off \
+                     (sites move only by `twinsite failover`); set failover.automaticSiteFailover: true to accept the risk"
+                );
+            }
+            Quorum::Fixed(config.failover.automatic_site_failover)
+        }
+        StateConfig::Etcd(_) => Quorum::Session {
+            automatic: config.failover.automatic_site_failover,
+            session: std::sync::Mutex::new(None),
+        },
+    };
+    let mut controller = Controller::new(built.sites.clone(), store, config.policy.clone())
+        .with_storage_roots(storage_roots)
+        .with_failover(
+            config
+                .failover
+                .engine_config(built.sites.keys().cloned().collect()),
+            config.failover.enabled,
+        )
+        .with_quorum(quorum);
+    if let Some(agents) = agents {
+        controller = controller.with_agents(agents);
+    }
+    if let Some(watch) = &config.stream_jobs {
+        controller = controller.with_stream_jobs(watch.scope.clone());
+    }
+    let controller = Arc::new(controller);
+    // Simulated and local-Flink sites live in this process: their agent does too.
+    let in_process_agents: Vec<SiteId> = built
+        .sites
+        .keys()
+        .filter(|id| {
+            (built.simulated.contains_key(*id) || built.local_roots.contains_key(*id))
+                && !config.agents.sites.contains(id)
+        })
+        .cloned()
+        .collect();
+    let site_agents = SiteAgents {
+        sites: in_process_agents,
+        timing: config.agents.timing,
+        interval: config.agents.interval,
+    };
     let replication = Arc::new(
         ReplicationDriver::open(
             Arc::clone(&controller),
@@ -211,6 +261,25 @@ async fn run_controller(
             .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
             .await
     });
+    if let Some(watch_config) = &config.stream_jobs {
+        // Every replica watches (its list is warm when it wins); only the leader writes.
+        let site = &watch_config.scope.home;
+        let spec = config
+            .policy
+            .site(site)
+            .and_then(|s| s.kubernetes.as_ref())
+            .with_context(|| format!("streamJobs.site {site}: not a Kubernetes site"))?;
+        let client = kube_client(site, spec).await?;
+        let (watch, reflector) = crate::kube_jobs::StreamJobWatch::new(
+            client,
+            Arc::clone(&controller),
+            watch_config.clone(),
+            Arc::clone(&wake),
+        );
+        tokio::spawn(reflector);
+        tokio::spawn(watch.run(shutdown.clone()));
+        tracing::info!(site = %site, namespace = ?watch_config.scope.namespace, "watching StreamJob objects");
+    }
     // Simulated time runs only while this process runs; the "cluster" lives in it.
     let tickers: Vec<_> = built
         .simulated
@@ -229,6 +298,7 @@ async fn run_controller(
         None => {
             controller.set_leading(true);
             seed(&controller, &seed_jobs).await?;
+            let agents_task = site_agents.spawn(&controller, shutdown.clone());
             let replicating = {
                 let replication = Arc::clone(&replication);
                 let stop = shutdown.clone();
@@ -242,6 +312,7 @@ async fn run_controller(
                 )
                 .await;
             replicating.abort();
+            agents_task.abort();
             controller.set_leading(false);
             outcome.map_err(anyhow::Error::from)
         }
@@ -256,6 +327,7 @@ async fn run_controller(
                 &store,
                 &elector,
                 &seed_jobs,
+                &site_agents,
                 (&replication, replication_interval),
                 config.reconcile_interval,
                 wake,
@@ -277,6 +349,29 @@ async fn run_controller(
     result
 }
 
+/// The in-process agents of this process's simulated and local-Flink sites.
+struct SiteAgents {
+    sites: Vec<SiteId>,
+    timing: failover::agent::AgentTiming,
+    interval: Duration,
+}
+
+impl SiteAgents {
+    fn spawn(
+        &self,
+        controller: &Arc<Controller>,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let controller = Arc::clone(controller);
+        let (sites, timing, interval) = (self.sites.clone(), self.timing, self.interval);
+        tokio::spawn(async move {
+            controller
+                .run_site_agents(&sites, timing, interval, stop)
+                .await;
+        })
+    }
+}
+
 /// Campaigns, reconciles while leading, steps down when fenced or when the lease is lost,
 /// and campaigns again, until shutdown.
 #[allow(clippy::too_many_arguments)]
@@ -286,6 +381,7 @@ async fn lead_while_elected(
     store: &Arc<EtcdStateStore>,
     elector: &LeaderElector,
     seed_jobs: &[StreamJob],
+    site_agents: &SiteAgents,
     (replication, replication_interval): (&Arc<ReplicationDriver>, Duration),
     interval: Duration,
     wake: Arc<tokio::sync::Notify>,
@@ -307,6 +403,7 @@ async fn lead_while_elected(
             "became leader"
         );
         store.set_leader(Some(leadership.leader_key.clone()));
+        controller.quorum.set_session(Some(leadership.session()));
         for (id, site) in simulated {
             // What the previous leader ran is still running in the simulated cluster.
             if let Err(error) = site.reload() {
@@ -316,6 +413,7 @@ async fn lead_while_elected(
         }
         controller.set_leading(true);
         let acting = CancellationToken::new();
+        let agents_task = site_agents.spawn(controller, acting.clone());
         let outcome = async {
             seed(controller, seed_jobs).await?;
             let replicating = replication.run(replication_interval, acting.clone());
@@ -335,7 +433,9 @@ async fn lead_while_elected(
         }
         .await;
         acting.cancel();
+        agents_task.abort();
         controller.set_leading(false);
+        controller.quorum.set_session(None);
         store.set_leader(None);
         for site in simulated.values() {
             site.set_active(false);
@@ -362,8 +462,8 @@ async fn seed(controller: &Controller, jobs: &[StreamJob]) -> anyhow::Result<()>
     if jobs.is_empty() {
         return Ok(());
     }
-    let existing = controller.store.list_jobs().await?;
-    if !existing.is_empty() {
+    let existing = controller.store.scan_jobs().await?;
+    if !existing.jobs.is_empty() || !existing.unreadable.is_empty() {
         // A store with jobs is the truth; seeding only fills an empty one, so a job someone
         // deleted through the API is not resurrected by a restart.
         return Ok(());
@@ -456,6 +556,12 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 
 /// Builds every site of the policy: simulated ones in-process, Kubernetes ones via kube.
 pub async fn build_sites(config: &Config) -> anyhow::Result<BuiltSites> {
+    build_sites_of(config, None).await
+}
+
+/// The sites of `config`, or only `only` (a site agent builds the site it guards, and
+/// needs no access to the other's cluster).
+pub async fn build_sites_of(config: &Config, only: Option<&SiteId>) -> anyhow::Result<BuiltSites> {
     let policy_sites = config.policy.site_ids();
     let generated = generate(&GenerateParams {
         sites: u32::try_from(policy_sites.len()).unwrap_or(2).max(1),
@@ -497,6 +603,9 @@ pub async fn build_sites(config: &Config) -> anyhow::Result<BuiltSites> {
     let mut simulated = BTreeMap::new();
     let mut local_roots = BTreeMap::new();
     for (index, id) in policy_sites.iter().enumerate() {
+        if only.is_some_and(|only| only != id) {
+            continue;
+        }
         let spec = config
             .policy
             .site(id)
@@ -621,12 +730,11 @@ fn simulated_storage_root(
     }
 }
 
-async fn kube_site(
+/// A client of the cluster the policy gives `id` (its kubeconfig and context).
+async fn kube_client(
     id: &SiteId,
     spec: &scheduler::input::policy::KubernetesSpec,
-    storage: Option<&str>,
-    pod_eviction_timeout: std::time::Duration,
-) -> anyhow::Result<crate::site::kube::KubeSite> {
+) -> anyhow::Result<kube::Client> {
     use kube::config::{KubeConfigOptions, Kubeconfig};
     let options = KubeConfigOptions {
         context: spec.context.clone(),
@@ -644,8 +752,17 @@ async fn kube_site(
             format!("policy: sites[{id}].kubernetes: no kubeconfig given and none found")
         })?,
     };
-    let client = kube::Client::try_from(kube_config)
-        .with_context(|| format!("site {id}: cannot build a Kubernetes client"))?;
+    kube::Client::try_from(kube_config)
+        .with_context(|| format!("site {id}: cannot build a Kubernetes client"))
+}
+
+async fn kube_site(
+    id: &SiteId,
+    spec: &scheduler::input::policy::KubernetesSpec,
+    storage: Option<&str>,
+    pod_eviction_timeout: std::time::Duration,
+) -> anyhow::Result<crate::site::kube::KubeSite> {
+    let client = kube_client(id, spec).await?;
     let mode = match spec.launch_mode {
         scheduler::input::policy::LaunchMode::FlinkOperator => {
             crate::site::LaunchMode::FlinkDeployment
@@ -676,7 +793,7 @@ async fn kube_site(
     Ok(site)
 }
 
-fn spawn_signal_handler(shutdown: CancellationToken) {
+pub(crate) fn spawn_signal_handler(shutdown: CancellationToken) {
     tokio::spawn(async move {
         let terminate = async {
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -90,13 +90,23 @@ pub fn run(args: &SyncArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(sync(args));
     stop_runtime(runtime);
+    // The writers the runtime's threads did not get to drop within the grace (a loaded
+    // machine may not schedule them): their temporary files are removed here, by this thread.
+    let discarded = hdfs_sync::storage::discard_unfinished_local_writes(SHUTDOWN_GRACE);
+    if discarded > 0 {
+        tracing::debug!(
+            discarded,
+            "removed temporary files of unfinished copies at exit"
+        );
+    }
     result
 }
 
 /// How long the exit waits for file operations already handed to blocking threads.
 ///
 /// Shutting the runtime down first drops every task (a dropped local writer removes its
-/// temporary file), then waits this long for the blocking threads. What is cut short is safe:
+/// temporary file), then waits this long for the blocking threads (the workers that drop the
+/// tasks are among them: what they did not reach in time, `run` discards afterwards). What is cut short is safe:
 /// an unfinished write is a temporary file, a rename is atomic, and nothing is recorded before
 /// a whole checkpoint is verified. A healthy disk finishes a chunk in milliseconds; a call
 /// stuck on a hung filesystem (or, before FIFOs were refused, a FIFO's open) never finishes,
@@ -460,7 +470,7 @@ impl Progress {
                         *copied += bytes;
                     }
                 }
-                ProgressEvent::FileCopied { .. } => {}
+                ProgressEvent::FileCopied { .. } | ProgressEvent::CheckpointBacklog { .. } => {}
                 ProgressEvent::CheckpointReplicated { job, checkpoint_id } => {
                     Self::settle(bar, running, &job);
                     bar.println(format!("{job}: chk-{checkpoint_id} replicated"));
@@ -492,6 +502,18 @@ impl Progress {
                     "copying checkpoint"
                 ),
                 ProgressEvent::BytesCopied { bytes, .. } => *copied += bytes,
+                ProgressEvent::CheckpointBacklog {
+                    job,
+                    checkpoint_id,
+                    files,
+                    bytes,
+                } => tracing::debug!(
+                    job,
+                    checkpoint = checkpoint_id,
+                    files,
+                    bytes = %HumanBytes(bytes),
+                    "not yet at the peer"
+                ),
                 ProgressEvent::FileCopied { job, path, bytes } => {
                     tracing::debug!(job, path, bytes, "file verified at the peer");
                 }

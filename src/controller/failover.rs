@@ -771,6 +771,7 @@ impl Controller {
         &self,
         records: &[Versioned<JobRecord>],
         observed: &Observed<'_>,
+        read_at: tokio::time::Instant,
     ) -> Result<Option<Vec<(JobId, u64)>>, StateError> {
         if !self.failover.enabled() {
             return Ok(None);
@@ -798,8 +799,9 @@ impl Controller {
             std::mem::take(&mut background.retries)
         };
         let input = PassInput {
-            // The pass read the store: on etcd, a linearizable read through the quorum.
-            quorum: true,
+            // On etcd: the session of this leadership is healthy and the pass's read of the
+            // store (linearizable, through the quorum) came within its TTL.
+            quorum: self.quorum.holds(read_at),
             jobs: Some(stored_jobs(records)),
             sites: observations(records, observed, now),
             peers: self.peer_views().await,
@@ -818,6 +820,7 @@ impl Controller {
             );
         }
         self.refresh_busy(live.driver.engine());
+        self.export_engine_view(live.driver.engine(), now);
         self.failover.wake_at(outcome.next_launch_at, now);
         Ok(outcome.acted.then_some(outcome.launched))
     }
@@ -1008,6 +1011,13 @@ impl Controller {
     async fn peer_views(&self) -> Vec<(SiteId, Timestamp)> {
         let mut peers = Vec::new();
         for (id, site) in &self.sites {
+            if let Some(agents) = self.agents.as_ref().filter(|a| a.guards(id)) {
+                // A guarded site's peer view is its agent's lease, and only that.
+                if let Some(at) = agents.last_renewal(id) {
+                    peers.push((id.clone(), at));
+                }
+                continue;
+            }
             if let Some(at) = site.peer_last_contact().await {
                 peers.push((id.clone(), at));
             }
@@ -1069,8 +1079,14 @@ impl Controller {
         let mut attempts = 0;
         let (job_spec, restore) = loop {
             attempts += 1;
-            let Some(current) = self.store.get_job(namespace, name).await? else {
-                return Ok(Err("the job was deleted".into()));
+            let current = match self.store.get_job(namespace, name).await {
+                Ok(Some(current)) => current,
+                Ok(None) => return Ok(Err("the job was deleted".into())),
+                // Its generation is unknown: launching could start a second one.
+                Err(StateError::Corrupt { reason, .. }) => {
+                    return Ok(Err(format!("its stored record cannot be used: {reason}")));
+                }
+                Err(error) => return Err(error),
             };
             let job_spec = match stream_job_of(&current.value) {
                 Ok(j) => j,
@@ -1082,7 +1098,10 @@ impl Controller {
                     current.value.generation
                 )));
             }
-            let restore = restore_from.map(|c| c.path.clone());
+            let restore = restore_from.map(|c| super::launch::Restore {
+                path: c.path.clone(),
+                completed_at: Some(c.completed_at),
+            });
             let mut record = current.value.clone();
             record.generation = generation;
             record.placement = Some(crate::state::JobPlacement {
@@ -1092,7 +1111,7 @@ impl Controller {
             let mut status = JobStatus::from_value(&record.status);
             status.phase = StatusPhase::Launching;
             status.site = Some(placement.site.0.clone());
-            status.restore_from = restore.clone();
+            status.set_restore(restore.clone());
             status.last_checkpoint = None;
             status.launched_spec = Some(spec_hash(&job_spec));
             status.message = Some(format!("failover: {reason}"));
@@ -1113,13 +1132,17 @@ impl Controller {
                 Err(error) => return Err(error),
             }
         };
+        let epoch = match self.site_epoch(&placement.site).await? {
+            Ok(epoch) => epoch,
+            Err(reason) => return Ok(Err(reason)),
+        };
         let spec = match launch_spec(
             &job_spec,
             generation,
             placement,
             restore,
             self.storage_roots.get(&placement.site).map(String::as_str),
-            self.site_epoch(&placement.site).await?,
+            epoch,
         ) {
             Ok(spec) => spec,
             Err(error) => return Ok(Err(error.to_string())),
@@ -1146,7 +1169,12 @@ impl Controller {
         site: &SiteId,
     ) -> Result<Result<String, String>, StateError> {
         let (namespace, name) = job.0.split_once('/').unwrap_or(("", &job.0));
-        let dir = match self.store.get_job(namespace, name).await? {
+        let stored = match self.store.get_job(namespace, name).await {
+            // Unreadable: the default place, as for a job without a record.
+            Err(StateError::Corrupt { .. }) => None,
+            stored => stored?,
+        };
+        let dir = match stored {
             Some(record) => stream_job_of(&record.value)
                 .ok()
                 .and_then(|j| j.spec.checkpoints.map(|c| c.dir))

@@ -1,6 +1,7 @@
 //! From a StreamJob and its placement to the `LaunchSpec` a site runs.
 
-use scheduler::input::StreamJob;
+use chrono::{DateTime, Utc};
+use scheduler::input::{StreamJob, TemplateValues};
 use scheduler::model::JobPlacement;
 use sha2::{Digest, Sha256};
 
@@ -18,16 +19,26 @@ pub struct LaunchError {
     pub message: String,
 }
 
-/// The launch of `generation` of `job` on `placement`, restoring from `restore_from`. With
+/// What a launch restores from: a checkpoint or savepoint directory (the one holding
+/// `_metadata`), and when it completed (`${restore.completedAt}` of the job's site
+/// overrides), when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restore {
+    pub path: String,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// The launch of `generation` of `job` on `placement`, restoring from `restore`. With
 /// `site_storage` (the site's storage root, e.g. `hdfs://nameservice-a/`), the job's
 /// checkpoint directory is placed under it: a StreamJob names a path, each site's HDFS
 /// supplies the cluster. `site_epoch` is the placement site's current epoch
-/// ([`Controller::site_epoch`](super::Controller::site_epoch)).
+/// ([`Controller::site_epoch`](super::Controller::site_epoch)). The job's override for the
+/// placement's site (`spec.siteOverrides`) applies, its templates expanded for this launch.
 pub fn launch_spec(
     job: &StreamJob,
     generation: u64,
     placement: &JobPlacement,
-    restore_from: Option<String>,
+    restore: Option<Restore>,
     site_storage: Option<&str>,
     site_epoch: u64,
 ) -> Result<LaunchSpec, LaunchError> {
@@ -64,7 +75,13 @@ pub fn launch_spec(
         }
         None => checkpoint_dir,
     };
-    let mut flink_configuration = spec.flink_configuration.clone();
+    let settings = spec
+        .settings_in(&TemplateValues {
+            site: placement.site.0.clone(),
+            restore_completed_at: restore.as_ref().and_then(|r| r.completed_at),
+        })
+        .map_err(|(field, message)| fail(&field, message))?;
+    let mut flink_configuration = settings.flink_configuration;
     if let Some(checkpoints) = &spec.checkpoints {
         flink_configuration
             .entry("state.checkpoints.num-retained".into())
@@ -82,7 +99,8 @@ pub fn launch_spec(
         flink_version: spec.flink_version.clone(),
         jar_uri: spec.jar_uri.clone(),
         entry_class: spec.entry_class.clone(),
-        args: spec.args.clone(),
+        args: settings.args,
+        env: settings.env,
         parallelism: spec.parallelism,
         task_slots: spec.task_manager.slots,
         job_manager: demand.job_manager,
@@ -91,22 +109,26 @@ pub fn launch_spec(
         flink_configuration,
         checkpoint_dir,
         checkpoint_interval_ms,
-        restore_from,
+        restore_from: restore.map(|r| r.path),
     })
 }
 
 impl super::Controller {
     /// The epoch of `site` as its stored record says (0 before any site event wrote one):
-    /// what every launch there carries.
+    /// what every launch there carries. `Ok(Err(reason))` when that record is unreadable:
+    /// the epoch is unknown, and a launch with a guessed one could run beside a newer
+    /// generation or be fenced at once, so nothing is launched there until it is rewritten.
     pub async fn site_epoch(
         &self,
         site: &scheduler::model::SiteId,
-    ) -> Result<u64, crate::state::StateError> {
-        Ok(self
-            .store
-            .get_site(&site.0)
-            .await?
-            .map_or(0, |record| record.value.epoch))
+    ) -> Result<Result<u64, String>, crate::state::StateError> {
+        match self.store.get_site(&site.0).await {
+            Ok(record) => Ok(Ok(record.map_or(0, |record| record.value.epoch))),
+            Err(crate::state::StateError::Corrupt { location, reason }) => Ok(Err(format!(
+                "the record of site {site} ({location}) cannot be used ({reason}): its epoch is unknown, so nothing is launched there until it is rewritten"
+            ))),
+            Err(error) => Err(error),
+        }
     }
 }
 
@@ -203,7 +225,10 @@ spec:
             &job(),
             3,
             &placement(),
-            Some("hdfs:///x/chk-9".into()),
+            Some(Restore {
+                path: "hdfs:///x/chk-9".into(),
+                completed_at: None,
+            }),
             None,
             4,
         )
@@ -220,6 +245,64 @@ spec:
         );
         assert_eq!(spec.restore_from.as_deref(), Some("hdfs:///x/chk-9"));
         spec.validate_for(&SiteId("dc-a".into())).unwrap();
+    }
+
+    #[test]
+    fn a_launch_carries_the_override_of_its_site_with_the_restore_time_expanded() {
+        let mut job = job();
+        job.spec.args = vec!["--brokers".into(), "kafka-default:9092".into()];
+        job.spec.site_overrides.insert(
+            "dc-a".into(),
+            scheduler::input::SiteOverride {
+                args: Some(vec![
+                    "--brokers".into(),
+                    "kafka-${site}:9092".into(),
+                    "--from=${restore.completedAtEpochMillis:-0}".into(),
+                ]),
+                flink_configuration: [("pipeline.name".to_owned(), "orders@${site}".to_owned())]
+                    .into(),
+                env: [("START".to_owned(), "${restore.completedAt}".to_owned())].into(),
+            },
+        );
+        let at = chrono::DateTime::from_timestamp_millis(1_796_466_662_123).unwrap();
+        let restore = Restore {
+            path: "hdfs:///x/chk-9".into(),
+            completed_at: Some(at),
+        };
+        let spec = launch_spec(&job, 2, &placement(), Some(restore), None, 0).unwrap();
+        assert_eq!(
+            spec.args,
+            ["--brokers", "kafka-dc-a:9092", "--from=1796466662123"]
+        );
+        assert_eq!(spec.flink_configuration["pipeline.name"], "orders@dc-a");
+        assert_eq!(spec.env["START"], "2026-12-05T10:31:02.123Z");
+        assert_eq!(spec.restore_from.as_deref(), Some("hdfs:///x/chk-9"));
+
+        let fresh = launch_spec(&job, 1, &placement(), None, None, 0).unwrap();
+        assert_eq!(fresh.args[2], "--from=0", "a fresh start takes the default");
+        assert_eq!(fresh.env["START"], "");
+
+        // The same job placed in dc-b, which it does not override, runs with its own args.
+        let mut in_b = placement();
+        in_b.site = SiteId("dc-b".into());
+        let spec = launch_spec(&job, 3, &in_b, None, None, 0).unwrap();
+        assert_eq!(spec.args, ["--brokers", "kafka-default:9092"]);
+        assert!(spec.env.is_empty());
+    }
+
+    #[test]
+    fn an_override_template_that_slipped_past_admission_fails_the_launch_naming_the_field() {
+        let mut job = job();
+        job.spec.site_overrides.insert(
+            "dc-a".into(),
+            scheduler::input::SiteOverride {
+                args: Some(vec!["${nope}".into()]),
+                ..Default::default()
+            },
+        );
+        let error = launch_spec(&job, 1, &placement(), None, None, 0).unwrap_err();
+        assert_eq!(error.field, "spec.siteOverrides.dc-a.args[0]");
+        assert!(error.message.contains("unknown variable"), "{error}");
     }
 
     #[test]
@@ -260,7 +343,7 @@ spec:
         );
         let site = SiteId("dc-a".into());
         assert_eq!(
-            controller.site_epoch(&site).await.unwrap(),
+            controller.site_epoch(&site).await.unwrap().unwrap(),
             0,
             "no record yet"
         );
@@ -273,7 +356,7 @@ spec:
             })
             .await
             .unwrap();
-        let epoch = controller.site_epoch(&site).await.unwrap();
+        let epoch = controller.site_epoch(&site).await.unwrap().unwrap();
         assert_eq!(epoch, 4);
         let spec = launch_spec(&job(), 1, &placement(), None, None, epoch).unwrap();
         assert_eq!(spec.epoch, 4);

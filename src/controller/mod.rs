@@ -2,7 +2,10 @@
 //! that reconciles them (`reconcile`). The HTTP API (`crate::api`) reads and edits through
 //! the same `Controller`.
 
+pub mod exposure;
 pub mod failover;
+pub mod guard;
+pub mod health;
 pub mod launch;
 pub mod metrics;
 pub mod reconcile;
@@ -39,8 +42,29 @@ pub struct Controller {
     /// Hides secret-looking values (built-in patterns and the policy's `redaction.keys`)
     /// from API responses and the audit log.
     pub redactor: crate::redact::Redactor,
+    /// Where this controller watches StreamJob objects (config `streamJobs`): the jobs that
+    /// came from there are edited through their objects, not the API.
+    pub stream_jobs: Option<crate::kube_jobs::Scope>,
+    /// RPO exposure of every replicated job, judged by the leader (`exposure.rs`).
+    pub exposure: exposure::ExposureBook,
+    /// Site health and operations as the leader's failover engine last saw them.
+    pub engine_view: health::EngineView,
+    /// The failover engine's quorum: the etcd session, or the configuration's word.
+    pub quorum: guard::Quorum,
+    /// The agents of guarded sites (`agents.sites`), read once per pass.
+    pub agents: Option<guard::Agents>,
     leading: AtomicBool,
     passes: tokio::sync::watch::Sender<u64>,
+    /// Taken by [`Controller::tenant_room`] and held until the admitted write is done.
+    admission: tokio::sync::Mutex<()>,
+}
+
+/// Room for one job under its tenant, held from the check to the write that uses it: while
+/// it lives no other admission checks. Only the leader's writes reach the store (a
+/// follower's are refused), so one lock per process makes the bound exact.
+#[must_use = "hold it until the job is written"]
+pub struct Admission<'a> {
+    _turn: tokio::sync::MutexGuard<'a, ()>,
 }
 
 impl Controller {
@@ -50,21 +74,37 @@ impl Controller {
         policy: Policy,
     ) -> Controller {
         let site_ids: Vec<SiteId> = sites.keys().cloned().collect();
+        let metrics = Arc::new(ControllerMetrics::new());
+        metrics.init_sites(&site_ids.iter().map(|s| s.0.clone()).collect::<Vec<_>>());
         Controller {
             sites,
             store,
             redactor: crate::redact::Redactor::new(policy.redaction_keys()),
             policy,
-            metrics: Arc::new(ControllerMetrics::new()),
+            metrics,
             storage_roots: BTreeMap::new(),
             failover: failover::FailoverDriver::new(::failover::EngineConfig::new(site_ids), true),
+            stream_jobs: None,
+            exposure: exposure::ExposureBook::default(),
+            engine_view: health::EngineView::default(),
+            quorum: guard::Quorum::Fixed(true),
+            agents: None,
             leading: AtomicBool::new(false),
             passes: tokio::sync::watch::channel(0).0,
+            admission: tokio::sync::Mutex::new(()),
         }
     }
 
     pub fn with_storage_roots(mut self, roots: BTreeMap<SiteId, String>) -> Controller {
+        self.metrics
+            .init_replication_pairs(&roots.keys().map(|s| s.0.clone()).collect::<Vec<_>>());
         self.storage_roots = roots;
+        self
+    }
+
+    /// The cluster (and namespace) whose StreamJob objects this controller watches.
+    pub fn with_stream_jobs(mut self, scope: crate::kube_jobs::Scope) -> Controller {
+        self.stream_jobs = Some(scope);
         self
     }
 
@@ -72,6 +112,20 @@ impl Controller {
     /// every failure to the reconcile pass's in-site relaunch and never fails a site over.
     pub fn with_failover(mut self, config: ::failover::EngineConfig, enabled: bool) -> Controller {
         self.failover = failover::FailoverDriver::new(config, enabled);
+        self
+    }
+
+    /// Where the failover engine's quorum comes from (default: always held, as for
+    /// simulated sites on the embedded store).
+    pub fn with_quorum(mut self, quorum: guard::Quorum) -> Controller {
+        self.quorum = quorum;
+        self
+    }
+
+    /// Reads the agents of guarded sites: their leases are those sites' peer view, and a
+    /// guarded site without a live lease is not observed.
+    pub fn with_agents(mut self, agents: guard::Agents) -> Controller {
+        self.agents = Some(agents);
         self
     }
 
@@ -84,6 +138,8 @@ impl Controller {
         if !leading {
             // Whatever the engine believed is now the next leader's to resume from the store.
             self.failover.reset();
+            self.reset_exposure();
+            self.reset_engine_view();
         }
         self.leading.store(leading, Ordering::SeqCst);
         self.metrics.leader.set(i64::from(leading));
@@ -183,29 +239,46 @@ impl Controller {
 
     /// Whether the store has room for `job` under its tenant: at most
     /// [`scheduler::limits::MAX_JOBS_PER_TENANT`] jobs per tenant, counting `job` and not a
-    /// stored job of the same name (which `job` replaces). `Err` (the reason, naming the
-    /// field the tenant comes from) when it has not. Checked at admission; two admissions at
-    /// the same instant may each see room for the last one.
-    pub async fn tenant_room(&self, job: &StreamJob) -> Result<Result<(), String>, StateError> {
+    /// stored job of the same name (which `job` replaces). A job record that does not decode
+    /// counts for the tenant its namespace names (its spec's tenant is unknown). `Ok(Ok)`
+    /// holds the admission turn: keep it until the job is written, so that two admissions
+    /// never both take the last slot. `Err` (the reason, naming the field the tenant comes
+    /// from) when there is no room.
+    pub async fn tenant_room(
+        &self,
+        job: &StreamJob,
+    ) -> Result<Result<Admission<'_>, String>, StateError> {
+        let turn = self.admission.lock().await;
         let tenant = job.tenant();
         let id = job.id();
-        let records = self.store.list_jobs().await?;
-        let others = records
+        let scan = self.store.scan_jobs().await?;
+        let readable = scan.jobs.iter().map(|r| {
+            let record = &r.value;
+            let stored_tenant = record
+                .spec
+                .pointer("/spec/tenant")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or(&record.namespace);
+            (
+                stored_tenant,
+                record.namespace.as_str(),
+                record.name.as_str(),
+            )
+        });
+        let unreadable = scan
+            .unreadable
             .iter()
-            .filter(|r| {
-                let record = &r.value;
-                let stored_tenant = record
-                    .spec
-                    .pointer("/spec/tenant")
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or(&record.namespace);
-                stored_tenant == tenant.0
-                    && scheduler::model::JobId::new(&record.namespace, &record.name) != id
+            .filter_map(|u| u.job.as_ref())
+            .map(|(namespace, name)| (namespace.as_str(), namespace.as_str(), name.as_str()));
+        let others = readable
+            .chain(unreadable)
+            .filter(|(stored_tenant, namespace, name)| {
+                *stored_tenant == tenant.0 && scheduler::model::JobId::new(namespace, name) != id
             })
             .count();
         let max = scheduler::limits::MAX_JOBS_PER_TENANT;
         if others < max {
-            return Ok(Ok(()));
+            return Ok(Ok(Admission { _turn: turn }));
         }
         Ok(Err(format!(
             "{}: tenant {:?} already has {others} jobs, the most one tenant may have ({max}); delete one first",
@@ -214,10 +287,46 @@ impl Controller {
         )))
     }
 
+    /// The admission turn without a check of its own: for a caller that counts tenants
+    /// itself over many jobs at once (the StreamJob watch's round) and writes them while it
+    /// holds the turn, so its count and the API's never interleave.
+    pub async fn admission_turn(&self) -> Admission<'_> {
+        Admission {
+            _turn: self.admission.lock().await,
+        }
+    }
+
     /// Appends an audit entry by `actor`; failures are logged, not fatal. Secret-looking
     /// values in `target` and `result` (e.g. echoed by a parse error) are redacted first.
     pub async fn audit_as(&self, actor: &str, action: &str, target: &str, result: &str) {
-        let entry = crate::state::AuditEntry {
+        let entry = self.audit_entry(actor, action, target, result);
+        if let Err(error) = self.store.append_audit(&entry).await {
+            tracing::warn!(%error, action, target, "audit append failed");
+        }
+    }
+
+    /// [`Controller::audit_as`] for many `(action, target, result)` at once, in one append.
+    pub async fn audit_all_as(&self, actor: &str, entries: &[(&str, String, String)]) {
+        if entries.is_empty() {
+            return;
+        }
+        let entries: Vec<_> = entries
+            .iter()
+            .map(|(action, target, result)| self.audit_entry(actor, action, target, result))
+            .collect();
+        if let Err(error) = self.store.append_audits(&entries).await {
+            tracing::warn!(%error, actor, entries = entries.len(), "audit append failed");
+        }
+    }
+
+    fn audit_entry(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        result: &str,
+    ) -> crate::state::AuditEntry {
+        crate::state::AuditEntry {
             actor: actor.into(),
             action: action.into(),
             target: self.redactor.redact_text(target),
@@ -225,9 +334,6 @@ impl Controller {
             result: self
                 .redactor
                 .redact_text_keeping(result, &[target.rsplit('/').next().unwrap_or(target)]),
-        };
-        if let Err(error) = self.store.append_audit(&entry).await {
-            tracing::warn!(%error, action, target, "audit append failed");
         }
     }
 }

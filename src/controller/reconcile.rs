@@ -19,7 +19,9 @@ use super::launch::{launch_spec, spec_hash};
 use super::status::{JobPhase, JobStatus, LastCheckpoint};
 use super::{Controller, stream_job_of};
 use crate::site::{JobObservation, JobState, Site, SiteError};
-use crate::state::{CheckpointKind, CheckpointPointer, Expected, JobRecord, StateError, Versioned};
+use crate::state::{
+    CheckpointKind, CheckpointPointer, Expected, JobRecord, StateError, UnreadableRecord, Versioned,
+};
 
 /// What one pass did; logged, and returned for tests and figures.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -30,6 +32,9 @@ pub struct PassReport {
     pub unplaced: Vec<(JobId, String)>,
     /// Stored records not acted on, with the reason (see `stream_job_of`).
     pub unusable: Vec<(JobId, String)>,
+    /// Job records that do not decode at all (see `StateStore::scan_jobs`): their jobs are
+    /// counted `failed`, and nothing of theirs is stopped, launched or relaunched.
+    pub unreadable: Vec<UnreadableRecord>,
     pub unreachable: Vec<SiteId>,
     pub checkpoints_recorded: usize,
     /// Writes skipped because the record changed under us (an API edit); redone next pass.
@@ -71,8 +76,14 @@ impl Controller {
     pub async fn reconcile_once(&self) -> Result<PassReport, StateError> {
         let started = Instant::now();
         let mut report = PassReport::default();
-        let mut records = self.store.list_jobs().await?;
+        let scan = self.store.scan_jobs().await?;
+        let mut records = scan.jobs;
+        report.unreadable = scan.unreadable;
+        let read_at = tokio::time::Instant::now();
         report.jobs = records.len();
+        if let Some(agents) = &self.agents {
+            agents.refresh().await;
+        }
         let views = self.observe(&mut report).await;
 
         // The failover engine acts first (node and site loss, failed jobs, operations); the
@@ -87,9 +98,14 @@ impl Controller {
                 .map(|(k, v)| (k.clone(), v.jobs.as_slice()))
                 .collect(),
         };
-        if let Some(launched) = self.drive_failover(&records, &observed).await? {
+        if let Some(launched) = self.drive_failover(&records, &observed, read_at).await? {
             report.launched.extend(launched);
-            records = self.store.list_jobs().await?;
+            let scan = self.store.scan_jobs().await?;
+            records = scan.jobs;
+            report.unreadable = scan.unreadable;
+        }
+        for _ in 0..report.unreadable.len() {
+            report.count(JobPhase::Failed);
         }
 
         self.stop_unwanted(&records, &views, &mut report).await;
@@ -111,8 +127,14 @@ impl Controller {
         self.place_and_launch(to_place, kept, kept_demands, &views, &mut report)
             .await?;
 
+        // Site records are otherwise read only when a launch needs one: listing them (two
+        // small records) reports an unreadable one before it holds a launch.
+        self.store.list_sites().await?;
+        self.store.recheck_unreadable().await?;
         report.elapsed = started.elapsed();
         self.metrics.set_jobs_by_phase(&report.by_phase);
+        self.metrics
+            .set_unreadable_records(&self.store.unreadable_records());
         self.metrics
             .reconcile_seconds
             .observe(report.elapsed.as_secs_f64());
@@ -129,6 +151,18 @@ impl Controller {
             }
             .await;
             let label = super::metrics::SiteLabel { site: id.0.clone() };
+            let observed = match (observed, &self.agents) {
+                (Ok((_, jobs)), Some(agents)) if !agents.lease_alive(id) => {
+                    if agents.should_stop_for(id, chrono::Utc::now()) {
+                        self.stop_unguarded(id, site.as_ref(), &jobs).await;
+                    }
+                    Err(SiteError::Unreachable {
+                        site: id.clone(),
+                        reason: "its agent holds no lease: the site is fencing itself, nothing runs or launches there".into(),
+                    })
+                }
+                (observed, _) => observed,
+            };
             match observed {
                 Ok((snapshot, jobs)) => {
                     self.metrics.site_reachable.get_or_create(&label).set(1);
@@ -152,14 +186,44 @@ impl Controller {
         views
     }
 
+    /// A guarded site whose agent has held no lease for longer than it needs to fence the
+    /// site, while this controller reaches its API: its agent is dead (a cut-off one has
+    /// stopped these itself). Nothing may run there once the site can be judged lost, so
+    /// the controller stops them.
+    async fn stop_unguarded(
+        &self,
+        id: &SiteId,
+        site: &dyn crate::site::Site,
+        jobs: &[JobObservation],
+    ) {
+        for job in jobs {
+            match site.stop(&job.job, job.generation).await {
+                Ok(()) => tracing::warn!(site = %id, job = %job.job, generation = job.generation,
+                    "stopped: the site's agent holds no lease"),
+                Err(error) => {
+                    tracing::warn!(site = %id, job = %job.job, generation = job.generation,
+                    %error, "cannot stop a generation of a site whose agent holds no lease")
+                }
+            }
+        }
+    }
+
     /// Stops every generation a site runs that the store does not place there: deleted jobs,
     /// superseded generations, and a job the store places in the other site (never two).
+    /// A job whose record does not decode is not deleted: its generation and site are
+    /// unknown, so none of its generations is stopped anywhere.
     async fn stop_unwanted(
         &self,
         records: &[Versioned<JobRecord>],
         views: &BTreeMap<SiteId, SiteView>,
         report: &mut PassReport,
     ) {
+        let unreadable: std::collections::BTreeSet<JobId> = report
+            .unreadable
+            .iter()
+            .filter_map(|u| u.job.as_ref())
+            .map(|(namespace, name)| JobId::new(namespace, name))
+            .collect();
         let wanted: BTreeMap<JobId, (Option<&str>, u64)> = records
             .iter()
             .map(|r| {
@@ -174,6 +238,9 @@ impl Controller {
             .collect();
         for (site_id, view) in views {
             for observation in &view.jobs {
+                if unreadable.contains(&observation.job) {
+                    continue;
+                }
                 let reason = match wanted.get(&observation.job) {
                     None => "the job was deleted".to_string(),
                     Some((Some(site), generation))
@@ -322,7 +389,11 @@ impl Controller {
                         .stop_with_savepoint(&id, generation, &target)
                         .await
                     {
-                        Ok(path) => Some(path),
+                        // Its completion time as this controller saw it confirmed.
+                        Ok(path) => Some(super::launch::Restore {
+                            path,
+                            completed_at: Some(chrono::Utc::now()),
+                        }),
                         Err(error) => {
                             self.count_site_error(&placement.site, &error);
                             tracing::warn!(job = %id, %error, "savepoint failed; relaunching from the latest checkpoint");
@@ -333,13 +404,10 @@ impl Controller {
                 _ => None,
             };
             let _ = view.site.stop(&id, generation).await;
-            status.restore_from = restore.or_else(|| {
-                status
-                    .last_checkpoint
-                    .as_ref()
-                    .map(|c| c.path.clone())
-                    .or(status.restore_from.clone())
-            });
+            match restore {
+                Some(savepoint) => status.set_restore(Some(savepoint)),
+                None => status.restore_from_last_checkpoint(),
+            }
             status.relaunches = 0;
             status.message = Some("spec changed; relaunching with the new spec".into());
             to_place.push(ToPlace {
@@ -388,6 +456,7 @@ impl Controller {
                             status.last_checkpoint = Some(LastCheckpoint {
                                 id: checkpoint.id,
                                 path: checkpoint.path.clone(),
+                                completed_at: Some(checkpoint.completed_at),
                             });
                         }
                     }
@@ -448,11 +517,7 @@ impl Controller {
                         return Ok(());
                     }
                     status.relaunches += 1;
-                    status.restore_from = status
-                        .last_checkpoint
-                        .as_ref()
-                        .map(|c| c.path.clone())
-                        .or(status.restore_from.clone());
+                    status.restore_from_last_checkpoint();
                     status.message = Some(format!(
                         "generation {generation} failed in {}; relaunch {} of {max}",
                         placement.site, status.relaunches
@@ -479,13 +544,25 @@ impl Controller {
                 // Persisted but not running there: the launch never arrived (a crash between
                 // persisting and launching) or was refused. Launch the same generation again;
                 // the site ignores a generation it already runs.
+                let epoch = match self.site_epoch(&placement.site).await? {
+                    Ok(epoch) => epoch,
+                    Err(reason) => {
+                        status.site = Some(placement.site.0.clone());
+                        status.message = Some(reason);
+                        kept.push(placement);
+                        kept_demands.push(demand);
+                        self.write_status(&record, &old_status, &status, report)
+                            .await?;
+                        return Ok(());
+                    }
+                };
                 let spec = launch_spec(
                     &job,
                     generation,
                     &placement,
-                    status.restore_from.clone(),
+                    status.restore(),
                     self.storage_roots.get(&placement.site).map(String::as_str),
-                    self.site_epoch(&placement.site).await?,
+                    epoch,
                 );
                 match spec {
                     Ok(spec) => match view.site.launch(&spec).await {
@@ -629,40 +706,61 @@ impl Controller {
         // written and nothing launched; the next pass starts from the new record.
         let revision = t.record.revision;
         let mut record = t.record.value.clone();
-        // `stream_job_of` refused generations near the top, so this cannot overflow.
-        record.generation = record.generation.saturating_add(1);
-        let generation = record.generation;
         let mut status = t.status;
         status.phase = JobPhase::Launching;
         status.site = Some(placement.site.0.clone());
         status.launched_spec = Some(spec_hash(&t.job));
         status.last_checkpoint = None;
-        record.placement = Some(crate::state::JobPlacement {
-            site: placement.site.0.clone(),
-            detail: serde_json::to_value(&placement).unwrap_or_default(),
-        });
+        let Some(generation) = record
+            .generation
+            .checked_add(1)
+            .filter(|next| *next <= scheduler::limits::MAX_GENERATION)
+        else {
+            let message = format!(
+                "generation {} is the largest twinsite launches ({}): the job cannot be launched again; delete and re-create it",
+                record.generation,
+                scheduler::limits::MAX_GENERATION
+            );
+            return self
+                .refuse_launch(record, revision, status, message, report)
+                .await;
+        };
+        let epoch = match self.site_epoch(&placement.site).await? {
+            Ok(epoch) => epoch,
+            Err(reason) => {
+                // Not a fault of the job: it waits, unplaced, until the site's record is
+                // readable again.
+                status.phase = JobPhase::Pending;
+                status.site = None;
+                status.message = Some(reason.clone());
+                report.unplaced.push((t.demand.id.clone(), reason));
+                record.status = status.to_value();
+                self.put_if_unchanged(&record, revision, report).await?;
+                report.count(JobPhase::Pending);
+                return Ok(());
+            }
+        };
         let spec = launch_spec(
             &t.job,
             generation,
             &placement,
-            status.restore_from.clone(),
+            status.restore(),
             self.storage_roots.get(&placement.site).map(String::as_str),
-            self.site_epoch(&placement.site).await?,
+            epoch,
         );
         let spec = match spec {
             Ok(spec) => spec,
             Err(error) => {
-                status.phase = JobPhase::Failed;
-                status.message = Some(error.to_string());
-                // Not launchable: record why, without spending a generation.
-                record.generation -= 1;
-                record.placement = None;
-                record.status = status.to_value();
-                self.put_if_unchanged(&record, revision, report).await?;
-                report.count(JobPhase::Failed);
-                return Ok(());
+                return self
+                    .refuse_launch(record, revision, status, error.to_string(), report)
+                    .await;
             }
         };
+        record.generation = generation;
+        record.placement = Some(crate::state::JobPlacement {
+            site: placement.site.0.clone(),
+            detail: serde_json::to_value(&placement).unwrap_or_default(),
+        });
         record.status = status.to_value();
         if !self.put_if_unchanged(&record, revision, report).await? {
             return Ok(());
@@ -689,6 +787,26 @@ impl Controller {
                 tracing::warn!(job = %spec.job, generation, %error, "launch failed; retried next pass");
             }
         }
+        Ok(())
+    }
+
+    /// Records why a job cannot be launched, without spending a generation: `failed`, no
+    /// placement (whatever ran under the old one was stopped before it was to be placed).
+    async fn refuse_launch(
+        &self,
+        mut record: JobRecord,
+        revision: i64,
+        mut status: JobStatus,
+        message: String,
+        report: &mut PassReport,
+    ) -> Result<(), StateError> {
+        status.phase = JobPhase::Failed;
+        status.site = None;
+        status.message = Some(message);
+        record.placement = None;
+        record.status = status.to_value();
+        self.put_if_unchanged(&record, revision, report).await?;
+        report.count(JobPhase::Failed);
         Ok(())
     }
 

@@ -127,6 +127,17 @@ impl Controller {
                 message: "dry run: nothing changed".into(),
             });
         }
+        if let Some(owner) = crate::kube_jobs::watch_owner(self, &record.value) {
+            // The object is the job's truth: a store edit would be undone by the next sync.
+            return Ok(RightsizeOutcome {
+                message: format!(
+                    "not applied: the job is owned by {owner}; apply the patch there: kubectl -n {namespace} patch streamjob {name} --type merge -p '{patch}'"
+                ),
+                recommendation,
+                patch,
+                applied: false,
+            });
+        }
         let mut spec = record.value.spec.clone();
         merge_patch(&mut spec, &patch);
         let patched: scheduler::input::StreamJob =

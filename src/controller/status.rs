@@ -1,7 +1,10 @@
 //! What the controller records about a job in its `JobRecord.status`: phase, site, generation
 //! and why. Typed here, stored as JSON so the state store stays schema-agnostic.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use super::launch::Restore;
 
 /// Where a job is in its life, as the controller sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -61,6 +64,10 @@ pub struct JobStatus {
     /// Checkpoint or savepoint directory the next launch restores from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_from: Option<String>,
+    /// When `restore_from` completed (`${restore.completedAt}` of the job's site overrides);
+    /// `None` when not known (a record written before this field existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_completed_at: Option<DateTime<Utc>>,
     /// Latest completed checkpoint seen for the running generation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checkpoint: Option<LastCheckpoint>,
@@ -68,6 +75,35 @@ pub struct JobStatus {
     /// the spec changed and the job is relaunched with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launched_spec: Option<String>,
+    /// Kubernetes-style conditions; [`REPLICATION_BEHIND`] is written by the exposure
+    /// monitor (`controller/exposure.rs`) when the job's RPO exposure crosses
+    /// `replication.maxLag` either way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// The condition whose status is `True` while a site loss would cost the job more than
+/// `replication.maxLag` of processing (or all of its state).
+pub const REPLICATION_BEHIND: &str = "ReplicationBehind";
+
+/// A condition as Kubernetes writes them (`metav1.Condition`): one per `type`, `status`
+/// `True`/`False`, a CamelCase `reason`, a message, and when the status last changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    /// RFC 3339.
+    pub last_transition_time: String,
+}
+
+impl Condition {
+    pub fn is_true(&self) -> bool {
+        self.status == "True"
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +111,9 @@ pub struct JobStatus {
 pub struct LastCheckpoint {
     pub id: u64,
     pub path: String,
+    /// When the site reported it complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime<Utc>>,
 }
 
 impl JobStatus {
@@ -85,8 +124,60 @@ impl JobStatus {
             message: Some(message.into()),
             relaunches: 0,
             restore_from: None,
+            restore_completed_at: None,
             last_checkpoint: None,
             launched_spec: None,
+            conditions: Vec::new(),
+        }
+    }
+
+    pub fn condition(&self, kind: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.kind == kind)
+    }
+
+    /// Sets the condition of `condition.kind`, keeping its transition time when the status
+    /// did not change. Returns whether anything changed.
+    pub fn set_condition(&mut self, mut condition: Condition) -> bool {
+        match self
+            .conditions
+            .iter_mut()
+            .find(|c| c.kind == condition.kind)
+        {
+            Some(existing) => {
+                if existing.status == condition.status {
+                    condition.last_transition_time = existing.last_transition_time.clone();
+                }
+                let changed = *existing != condition;
+                *existing = condition;
+                changed
+            }
+            None => {
+                self.conditions.push(condition);
+                true
+            }
+        }
+    }
+
+    /// What the next launch restores from, with its completion time when known.
+    pub fn restore(&self) -> Option<Restore> {
+        self.restore_from.as_ref().map(|path| Restore {
+            path: path.clone(),
+            completed_at: self.restore_completed_at,
+        })
+    }
+
+    /// Sets what the next launch restores from.
+    pub fn set_restore(&mut self, restore: Option<Restore>) {
+        self.restore_completed_at = restore.as_ref().and_then(|r| r.completed_at);
+        self.restore_from = restore.map(|r| r.path);
+    }
+
+    /// The next launch restores from the latest checkpoint of the running generation, or,
+    /// without one, from what the current generation was restored from.
+    pub fn restore_from_last_checkpoint(&mut self) {
+        if let Some(checkpoint) = &self.last_checkpoint {
+            self.restore_from = Some(checkpoint.path.clone());
+            self.restore_completed_at = checkpoint.completed_at;
         }
     }
 
@@ -121,13 +212,43 @@ mod tests {
             message: None,
             relaunches: 1,
             restore_from: Some("file:///x/chk-3".into()),
+            restore_completed_at: Some(
+                chrono::TimeZone::timestamp_millis_opt(&Utc, 1_000).unwrap(),
+            ),
             last_checkpoint: Some(LastCheckpoint {
                 id: 4,
                 path: "file:///x/chk-4".into(),
+                completed_at: Some(chrono::TimeZone::timestamp_millis_opt(&Utc, 2_000).unwrap()),
             }),
             launched_spec: Some("abc".into()),
+            conditions: vec![Condition {
+                kind: REPLICATION_BEHIND.into(),
+                status: "True".into(),
+                reason: "LagAboveMaxLag".into(),
+                message: "chk-3 is 7m old".into(),
+                last_transition_time: "2026-12-05T10:00:00Z".into(),
+            }],
         };
         assert_eq!(JobStatus::from_value(&status.to_value()), status);
+    }
+
+    #[test]
+    fn a_condition_keeps_its_transition_time_until_its_status_changes() {
+        let mut status = JobStatus::pending("x");
+        let condition = |state: &str, message: &str, at: &str| Condition {
+            kind: REPLICATION_BEHIND.into(),
+            status: state.into(),
+            reason: "R".into(),
+            message: message.into(),
+            last_transition_time: at.into(),
+        };
+        assert!(status.set_condition(condition("True", "a", "t1")));
+        assert!(!status.set_condition(condition("True", "a", "t2")));
+        assert!(status.set_condition(condition("True", "b", "t3")));
+        assert_eq!(status.conditions[0].last_transition_time, "t1");
+        assert!(status.set_condition(condition("False", "c", "t4")));
+        assert_eq!(status.conditions[0].last_transition_time, "t4");
+        assert_eq!(status.conditions.len(), 1);
     }
 
     #[test]

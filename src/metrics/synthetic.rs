@@ -1,13 +1,16 @@
 //! Synthetic Flink metric history in the shape Flink's Prometheus reporter exports (one
-//! series per subtask and per pod), deterministic per job and seed: for the report benchmark,
-//! the CLI tests and the Prometheus test. Every job gets a daily load cycle; a few jobs get
-//! no metrics at all, a scrape gap, or NaN samples, so that the "insufficient data" paths
-//! run at scale too.
+//! series per subtask and per pod), deterministic per job and seed: for the report and
+//! diagnosis benchmarks, the CLI tests, the Prometheus test and the simulated sites' metrics.
+//! Every job gets a daily load cycle; a few jobs get no metrics at all, a scrape gap, or NaN
+//! samples, so that the "insufficient data" paths run at scale too; and, drawn
+//! independently, about a quarter get one kind of trouble ([`Trouble`]) in their last hours,
+//! so that every diagnosis finding shows up in a generated fleet.
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
 
+use scheduler::diagnosis::metric_names as dm;
 use scheduler::report::assemble::{
     JOB_LABEL, JobFacts, NAMESPACE_LABEL, OPERATOR_NAME_LABEL, RawSeries, SUBTASK_LABEL,
     TASK_ID_LABEL, TASK_NAME_LABEL, TM_ID_LABEL,
@@ -39,6 +42,39 @@ fn unit(job: &JobKey, seed: u64, purpose: &str) -> f64 {
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// What goes wrong with a job in its last hours (diagnosis fixtures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trouble {
+    None,
+    /// The sources' pending records grow for the last six hours.
+    LagGrowing,
+    /// The source is backpressured by a saturated sink for the last six hours.
+    Backpressure,
+    /// A checkpoint fails every ten minutes for the last three hours.
+    CheckpointFailures,
+    /// Checkpoints take 55 s (the generated intervals are 30 s to 5 min).
+    SlowCheckpoints,
+    /// The job restarts every twenty minutes for the last two hours.
+    Restarts,
+    /// TaskManagers spend a fifth of their time in garbage collection.
+    GcPressure,
+    /// Subtask 0 of the second vertex takes three times its share of the input.
+    Skew,
+}
+
+pub fn trouble_of(job: &JobKey, seed: u64) -> Trouble {
+    match unit(job, seed, "trouble") {
+        u if u < 0.04 => Trouble::LagGrowing,
+        u if u < 0.08 => Trouble::Backpressure,
+        u if u < 0.11 => Trouble::CheckpointFailures,
+        u if u < 0.14 => Trouble::SlowCheckpoints,
+        u if u < 0.17 => Trouble::Restarts,
+        u if u < 0.20 => Trouble::GcPressure,
+        u if u < 0.25 => Trouble::Skew,
+        _ => Trouble::None,
+    }
+}
+
 pub fn shape_of(job: &JobKey, seed: u64) -> Shape {
     match unit(job, seed, "shape") {
         u if u < 0.04 => Shape::Silent,
@@ -62,6 +98,9 @@ pub fn history(
         return Vec::new();
     }
     let u = |purpose: &str| unit(&key, seed, purpose);
+    let trouble = trouble_of(&key, seed);
+    // Trouble starts this many hours before the end.
+    let since = |hours: i64| end_ms - hours * 3_600_000;
     let start_ms = end_ms - i64::from(days) * DAY_MS as i64;
     let gap = (end_ms - 12 * 3_600_000, end_ms - 10 * 3_600_000);
     let times: Vec<i64> = (0..)
@@ -116,9 +155,34 @@ pub fn history(
                 labels.insert(SUBTASK_LABEL.to_string(), subtask.to_string());
                 (metric, labels)
             };
-            let rate = |t: i64| total_rate * load(t) / f64::from(p);
-            let busy = move |t: i64| (1000.0 * rate(t) / capacity).min(1000.0);
+            // Skew moves input between subtasks of the second vertex; their sum stays.
+            let share = if trouble == Trouble::Skew && vertex == 2 && p > 1 {
+                if subtask == 0 {
+                    3.0 / f64::from(p + 2)
+                } else {
+                    1.0 / f64::from(p + 2)
+                }
+            } else {
+                1.0 / f64::from(p)
+            };
+            let rate = move |t: i64| total_rate * load(t) * share;
+            let saturated = trouble == Trouble::Backpressure && vertex == 2;
+            let busy = move |t: i64| {
+                if saturated && t >= since(6) {
+                    990.0
+                } else {
+                    (1000.0 * total_rate * load(t) / f64::from(p) / capacity).min(1000.0)
+                }
+            };
             out.push(series(task(m::BUSY_TIME_MS_PER_SECOND), &busy));
+            let backpressured = trouble == Trouble::Backpressure && vertex == 1;
+            out.push(series(task(dm::BACK_PRESSURED_TIME_MS_PER_SECOND), &|t| {
+                if backpressured && t >= since(6) {
+                    750.0
+                } else {
+                    (busy(t) / 20.0).min(50.0)
+                }
+            }));
             if vertex == 1 {
                 let (metric, mut labels) = task(m::SOURCE_OPERATOR_RECORDS_IN_PER_SECOND);
                 labels.insert(
@@ -132,7 +196,16 @@ pub fn history(
                     OPERATOR_NAME_LABEL.to_string(),
                     "Source:_events".to_string(),
                 );
-                out.push(series(pending, &|t| lag * load(t)));
+                let growing = trouble == Trouble::LagGrowing;
+                out.push(series(pending, &|t| {
+                    let behind = if growing && t > since(6) {
+                        // 100 000 records an hour per subtask.
+                        (t - since(6)) as f64 / 36.0
+                    } else {
+                        0.0
+                    };
+                    lag * load(t) + behind
+                }));
             } else {
                 out.push(series(task(m::RECORDS_IN_PER_SECOND), &rate));
             }
@@ -164,6 +237,49 @@ pub fn history(
             v
         };
     let tms = p.div_ceil(facts.slots_per_task_manager.max(1));
+    let gc = if trouble == Trouble::GcPressure {
+        200.0
+    } else {
+        5.0 + 20.0 * u("gc")
+    };
+    for pod in 0..tms {
+        let (metric, mut labels) = base(dm::GC_TIME_MS_PER_SECOND);
+        labels.insert(TM_ID_LABEL.to_string(), format!("{}-{pod}", key.name));
+        out.push(series((metric, labels), &|t| {
+            gc * (0.8 + 0.2 * load(t) / (1.0 + amplitude))
+        }));
+    }
+    // Job-level metrics of the JobManager.
+    let hours_into = |t: i64, hours: i64, every_minutes: i64| {
+        if t < since(hours) {
+            0.0
+        } else {
+            ((t - since(hours)) / (every_minutes * 60_000)) as f64
+        }
+    };
+    out.push(series(base(dm::FAILED_CHECKPOINTS), &|t| {
+        let earlier = (u("old failures") * 3.0).floor();
+        if trouble == Trouble::CheckpointFailures {
+            earlier + hours_into(t, 3, 10)
+        } else {
+            earlier
+        }
+    }));
+    out.push(series(base(dm::RESTARTS), &|t| {
+        if trouble == Trouble::Restarts {
+            hours_into(t, 2, 20)
+        } else {
+            0.0
+        }
+    }));
+    let checkpoint_ms = if trouble == Trouble::SlowCheckpoints {
+        55_000.0
+    } else {
+        500.0 + 4_000.0 * u("checkpoint")
+    };
+    out.push(series(base(dm::LAST_CHECKPOINT_DURATION), &|_| {
+        checkpoint_ms
+    }));
     out.extend(process(
         m::TASK_MANAGER_HEAP_USED,
         m::TASK_MANAGER_HEAP_MAX,

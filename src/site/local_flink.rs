@@ -265,7 +265,9 @@ impl Inner {
             .map_err(|e| storage(&self.config.log_dir, e))?;
         let flink_job_id = flink_job_id(&spec.job, spec.generation);
         let mut command = Command::new(&self.config.python);
+        // The job's own variables first: twinsite's (admission reserves `TWINSITE_*`) win.
         command
+            .envs(&spec.env)
             .env("TWINSITE_FLINK_JOB_ID", &flink_job_id)
             .arg(&program)
             .arg(format!("file://{}", checkpoint_dir.display()));
@@ -348,6 +350,7 @@ impl Inner {
                     &process.flink_job_id,
                     process.launched_at,
                 ),
+                epoch: Some(process.spec.epoch),
             });
         }
         Ok(out)

@@ -94,6 +94,10 @@ pub struct LaunchSpec {
     pub entry_class: Option<String>,
     #[serde(default)]
     pub args: Vec<String>,
+    /// Environment variables of the JobManager and TaskManager containers (the job's
+    /// `spec.siteOverrides.<site>.env`, expanded).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
     pub parallelism: u32,
     pub task_slots: u32,
     /// Request (and limit) of the JobManager pod.
@@ -230,6 +234,11 @@ pub struct JobObservation {
     /// storage; `None` before the first one (or when a Kubernetes site has no storage
     /// configured).
     pub latest_completed_checkpoint: Option<CheckpointRef>,
+    /// The site epoch the launch carried (`LaunchSpec::epoch`, label `twinsite.io/epoch`);
+    /// `None` when the launch predates epoch labels. Read by the site's agent (epoch
+    /// admission).
+    #[serde(default)]
+    pub epoch: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

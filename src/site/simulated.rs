@@ -296,6 +296,12 @@ impl SimulatedSite {
     pub fn tick(&self) -> TickReport {
         self.inner.tick()
     }
+
+    /// The launch record of the generation of `job` this site runs (as a Deployment keeps
+    /// its pod template): what it was started with, its args and env among it.
+    pub fn launched(&self, job: &JobId) -> Option<LaunchSpec> {
+        self.inner.lock().jobs.get(job).map(|j| j.spec.clone())
+    }
 }
 
 impl SimulatedSiteHandle {
@@ -907,6 +913,7 @@ impl Inner {
                     nodes: nodes.into_iter().collect(),
                     restarts: job.restarts,
                     latest_completed_checkpoint: job.latest.clone(),
+                    epoch: Some(job.spec.epoch),
                 }
             })
             .collect())

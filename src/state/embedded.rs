@@ -401,14 +401,26 @@ impl KvBackend for EmbeddedKv {
             .collect())
     }
 
-    async fn last(&self, prefix: &str) -> Result<Option<(String, KvEntry)>, StateError> {
-        Ok(self
-            .lock()
-            .entries
-            .range(prefix.to_owned()..)
-            .take_while(|(key, _)| key.starts_with(prefix))
-            .last()
-            .map(|(key, entry)| (key.clone(), entry.clone())))
+    async fn last(
+        &self,
+        prefix: &str,
+        below: Option<&str>,
+    ) -> Result<Option<(String, KvEntry)>, StateError> {
+        if below.is_some_and(|below| below <= prefix) {
+            return Ok(None);
+        }
+        let inner = self.lock();
+        let mut range = match below {
+            Some(below) => inner.entries.range(prefix.to_owned()..below.to_owned()),
+            None => inner.entries.range(prefix.to_owned()..),
+        };
+        Ok(match below {
+            // Every key before `below` and not before `prefix`: the last one is the answer
+            // if it starts with `prefix`.
+            Some(_) => range.next_back().filter(|(key, _)| key.starts_with(prefix)),
+            None => range.take_while(|(key, _)| key.starts_with(prefix)).last(),
+        }
+        .map(|(key, entry)| (key.clone(), entry.clone())))
     }
 
     async fn put(&self, key: &str, value: Vec<u8>, expected: Expected) -> Result<i64, StateError> {

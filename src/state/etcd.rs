@@ -260,11 +260,11 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
     vec![0]
 }
 
+/// A key as etcd returned it. One that is not UTF-8 (written by hand: twinsite writes only
+/// ASCII keys) is shown with U+FFFD in place of its bad bytes, which no key twinsite writes
+/// contains: the typed store then reports it as unreadable instead of failing the listing.
 fn entry_of(kv: &etcd_client::KeyValue) -> Result<(String, KvEntry), StateError> {
-    let key = String::from_utf8(kv.key().to_vec()).map_err(|_| StateError::Corrupt {
-        location: String::from_utf8_lossy(kv.key()).into_owned(),
-        reason: "key is not UTF-8".to_owned(),
-    })?;
+    let key = String::from_utf8_lossy(kv.key()).into_owned();
     let mod_revision = check_revision(&key, kv.mod_revision(), true)?;
     Ok((
         key,
@@ -310,9 +310,19 @@ impl KvBackend for EtcdKv {
         response.kvs().iter().map(entry_of).collect()
     }
 
-    async fn last(&self, prefix: &str) -> Result<Option<(String, KvEntry)>, StateError> {
+    async fn last(
+        &self,
+        prefix: &str,
+        below: Option<&str>,
+    ) -> Result<Option<(String, KvEntry)>, StateError> {
+        let end = match below {
+            Some(below) if below.as_bytes() < prefix_end(prefix).as_slice() => {
+                below.as_bytes().to_vec()
+            }
+            _ => prefix_end(prefix),
+        };
         let options = GetOptions::new()
-            .with_range(prefix_end(prefix))
+            .with_range(end)
             .with_limit(1)
             .with_sort(SortTarget::Key, SortOrder::Descend);
         let response = self

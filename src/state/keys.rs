@@ -9,6 +9,7 @@
 //! <prefix>/failover/<job.ns.name | site.id | op.id>             failover engine record (JSON, resumed by a new leader)
 //! <prefix>/audit/<seq, 20 digits, zero-padded>                  AuditEntry
 //! <prefix>/election/<name>                                      etcd election (leader keys live below it)
+//! <prefix>/agents/<site>                                        etcd election of <site>'s agents: the holder's lease is the site's peer view
 //! ```
 //!
 //! The default prefix is `/twinsite/v1`. Segments are restricted to `[A-Za-z0-9._-]`, never
@@ -88,6 +89,11 @@ impl KeyLayout {
         ))
     }
 
+    /// The prefix of every job's checkpoint pointers.
+    pub fn checkpoints(&self) -> String {
+        format!("{}/checkpoints/", self.prefix)
+    }
+
     pub fn checkpoints_of_job(&self, namespace: &str, name: &str) -> Result<String, StateError> {
         validate_segment("job namespace", namespace)?;
         validate_segment("job name", name)?;
@@ -131,9 +137,41 @@ impl KeyLayout {
         format!("{}/audit/", self.prefix)
     }
 
+    /// The `(namespace, name)` a job or checkpoint key belongs to, when its segments are
+    /// valid names: how a record that does not decode is still tied to its job.
+    pub fn job_of_key(&self, key: &str) -> Option<(String, String)> {
+        let rest = key
+            .strip_prefix(&self.jobs())
+            .map(|rest| (rest, true))
+            .or_else(|| {
+                key.strip_prefix(&format!("{}/checkpoints/", self.prefix))
+                    .map(|rest| (rest, false))
+            });
+        let (rest, whole) = rest?;
+        let mut segments = rest.splitn(3, '/');
+        let namespace = segments.next()?;
+        let name = segments.next()?;
+        // A job key is exactly <namespace>/<name>; a checkpoint key goes on below it.
+        if whole == segments.next().is_some() {
+            return None;
+        }
+        validate_segment("job namespace", namespace).ok()?;
+        validate_segment("job name", name).ok()?;
+        Some((namespace.to_owned(), name.to_owned()))
+    }
+
     pub fn election(&self, name: &str) -> Result<String, StateError> {
         validate_segment("election name", name)?;
         Ok(format!("{}/election/{name}", self.prefix))
+    }
+}
+
+impl KeyLayout {
+    /// The election of `site`'s agents: its leader key lives on the lease that is the
+    /// site's liveness as the quorum sees it (`failover::agent`).
+    pub fn agent(&self, site: &str) -> Result<String, StateError> {
+        validate_segment("site name", site)?;
+        Ok(format!("{}/agents/{site}", self.prefix))
     }
 }
 
@@ -185,6 +223,34 @@ mod tests {
     fn dot_segments_cannot_escape_the_store() {
         assert!(KeyLayout::default().site("..").is_err());
         assert!(KeyLayout::default().operation(".hidden").is_err());
+    }
+
+    #[test]
+    fn a_key_names_its_job_only_when_it_has_the_layout_s_shape() {
+        let layout = KeyLayout::default();
+        let job = Some(("shop".to_owned(), "orders".to_owned()));
+        assert_eq!(layout.job_of_key("/twinsite/v1/jobs/shop/orders"), job);
+        assert_eq!(
+            layout.job_of_key("/twinsite/v1/checkpoints/shop/orders/completed/dc-a"),
+            job
+        );
+        for odd in [
+            "/twinsite/v1/jobs/shop",
+            "/twinsite/v1/jobs/shop/orders/extra",
+            "/twinsite/v1/jobs/shop/.hidden",
+            "/twinsite/v1/checkpoints/shop/orders",
+            "/twinsite/v1/sites/dc-a",
+            "/elsewhere/jobs/shop/orders",
+        ] {
+            assert_eq!(layout.job_of_key(odd), None, "{odd}");
+        }
+    }
+
+    #[test]
+    fn agent_elections_live_beside_the_controllers_and_refuse_odd_site_names() {
+        let layout = KeyLayout::default();
+        assert_eq!(layout.agent("dc-a").unwrap(), "/twinsite/v1/agents/dc-a");
+        assert!(layout.agent("dc-a/x").is_err());
     }
 
     #[test]

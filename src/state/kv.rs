@@ -27,8 +27,12 @@ pub trait KvBackend: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(String, KvEntry)>, StateError>;
 
-    /// The greatest key starting with `prefix`.
-    async fn last(&self, prefix: &str) -> Result<Option<(String, KvEntry)>, StateError>;
+    /// The greatest key starting with `prefix` (and before `below`, when given).
+    async fn last(
+        &self,
+        prefix: &str,
+        below: Option<&str>,
+    ) -> Result<Option<(String, KvEntry)>, StateError>;
 
     /// Stores `value` if `expected` holds; returns the new mod revision.
     async fn put(&self, key: &str, value: Vec<u8>, expected: Expected) -> Result<i64, StateError>;

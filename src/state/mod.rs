@@ -22,22 +22,46 @@ pub use keys::KeyLayout;
 pub use kv::{KvBackend, KvEntry};
 pub use record::{
     AuditEntry, AuditRecord, CheckpointEntry, CheckpointKind, CheckpointPointer, Expected,
-    JobPlacement, JobRecord, OperationRecord, SiteRecord, Versioned,
+    JobCheckpoint, JobPlacement, JobRecord, JobScan, OperationRecord, RecordKind, SiteRecord,
+    UnreadableRecord, Versioned,
 };
 pub use store::KvStateStore;
 
 /// The controller's durable state. Writes fail with [`StateError::NotLeader`] or
 /// [`StateError::Fenced`] when this controller does not lead; the caller must then stop acting.
+///
+/// A stored record that does not decode as what its key promises is *unreadable*: listings
+/// leave it out (a job's in [`JobScan::unreadable`]), a read of its key fails with
+/// [`StateError::Corrupt`] naming it, and [`StateStore::unreadable_records`] lists it. One
+/// such record never fails a listing.
 #[async_trait]
 pub trait StateStore: Send + Sync {
+    /// The job; [`StateError::Corrupt`] when its record is unreadable.
     async fn get_job(
         &self,
         namespace: &str,
         name: &str,
     ) -> Result<Option<Versioned<JobRecord>>, StateError>;
 
-    /// All jobs, ordered by namespace then name.
-    async fn list_jobs(&self) -> Result<Vec<Versioned<JobRecord>>, StateError>;
+    /// Every job record in one listing, with the unreadable ones apart. A caller that infers
+    /// "no record, so the job is gone" must look at both.
+    async fn scan_jobs(&self) -> Result<JobScan, StateError>;
+
+    /// The jobs whose records decode, ordered by namespace then name.
+    async fn list_jobs(&self) -> Result<Vec<Versioned<JobRecord>>, StateError> {
+        Ok(self.scan_jobs().await?.jobs)
+    }
+
+    /// The records of every kind found unreadable by the latest read of their key (or by
+    /// the latest listing holding it), by key. A record is forgotten once it decodes, is
+    /// rewritten through this store, or is deleted.
+    fn unreadable_records(&self) -> Vec<UnreadableRecord>;
+
+    /// Reads again the remembered unreadable records of kinds no pass lists whole
+    /// (checkpoint, operation, failover, audit), one read each: one deleted or rewritten
+    /// since by another writer (etcdctl) is forgotten, or remembered anew if still
+    /// unreadable. Job and site records are settled by every pass's listing of them.
+    async fn recheck_unreadable(&self) -> Result<(), StateError>;
 
     /// Creates or replaces a job under `expected`; returns the new revision.
     async fn put_job(&self, job: &JobRecord, expected: Expected) -> Result<i64, StateError>;
@@ -82,12 +106,18 @@ pub trait StateStore: Send + Sync {
         name: &str,
     ) -> Result<Vec<CheckpointEntry>, StateError>;
 
+    /// Every pointer of every job in one read, ordered by namespace, name, kind, site. A
+    /// pointer whose key or value does not parse is left out (and remembered, see
+    /// [`StateStore::unreadable_records`]), so one odd record cannot hide every job's exposure.
+    async fn list_all_checkpoints(&self) -> Result<Vec<JobCheckpoint>, StateError>;
+
     async fn get_site(&self, site: &str) -> Result<Option<Versioned<SiteRecord>>, StateError>;
 
     async fn list_sites(&self) -> Result<Vec<Versioned<SiteRecord>>, StateError>;
 
     /// Stores the site's state; fails with [`StateError::EpochRegression`] when the stored
-    /// epoch is higher than the record's (an equal epoch updates the state within it).
+    /// epoch is higher than the record's (an equal epoch updates the state within it). An
+    /// unreadable stored record is replaced: its epoch is unknown to everyone.
     async fn put_site(&self, record: &SiteRecord) -> Result<i64, StateError>;
 
     async fn get_operation(

@@ -89,6 +89,14 @@ pub struct CheckpointEntry {
     pub pointer: Versioned<CheckpointPointer>,
 }
 
+/// A checkpoint pointer with the job it belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobCheckpoint {
+    pub namespace: String,
+    pub name: String,
+    pub entry: CheckpointEntry,
+}
+
 /// The controller's view of one site.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SiteRecord {
@@ -127,4 +135,66 @@ pub struct AuditEntry {
 pub struct AuditRecord {
     pub seq: u64,
     pub entry: AuditEntry,
+}
+
+/// What a stored record is, by the part of the key space it lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordKind {
+    Job,
+    Checkpoint,
+    Site,
+    Operation,
+    /// A failover engine record (`<prefix>/failover/…`).
+    Failover,
+    Audit,
+}
+
+impl RecordKind {
+    pub const ALL: [RecordKind; 6] = [
+        RecordKind::Job,
+        RecordKind::Checkpoint,
+        RecordKind::Site,
+        RecordKind::Operation,
+        RecordKind::Failover,
+        RecordKind::Audit,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Job => "job",
+            RecordKind::Checkpoint => "checkpoint",
+            RecordKind::Site => "site",
+            RecordKind::Operation => "operation",
+            RecordKind::Failover => "failover",
+            RecordKind::Audit => "audit",
+        }
+    }
+}
+
+/// A stored record this version cannot use: its bytes do not decode as the record its key
+/// promises (a hand-written value, another schema version), or its key is not one this
+/// version writes. Listings leave it out and report it here; nothing acts on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnreadableRecord {
+    pub key: String,
+    pub kind: RecordKind,
+    /// The record's mod revision (what a compare-and-set delete of it would name).
+    pub revision: i64,
+    /// Why it cannot be used, naming what failed.
+    pub reason: String,
+    /// `(namespace, name)` of the job the key belongs to, for job and checkpoint keys whose
+    /// segments are valid names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<(String, String)>,
+}
+
+/// Every job record, one listing: those that decode, and apart those that do not.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobScan {
+    /// Ordered by namespace then name.
+    pub jobs: Vec<Versioned<JobRecord>>,
+    /// Ordered by key.
+    pub unreadable: Vec<UnreadableRecord>,
 }

@@ -1,5 +1,15 @@
 //! The typed state store, written once over any [`KvBackend`]: JSON encoding, the key
 //! layout, and the read-check-write loops (generation bump, epoch guard, audit sequence).
+//!
+//! A record whose bytes the backend holds intact but that does not decode as the record its
+//! key promises (a hand-written etcd value, another schema version, a body naming another
+//! key) is *unreadable*: listings leave it out and report it, a read of its key fails with
+//! [`StateError::Corrupt`] naming it, and the store remembers it (warning once per key) so
+//! that [`StateStore::unreadable_records`] lists it. Damage the backend itself detects (an
+//! embedded record file failing its checksum or format) still fails the store's open.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -9,7 +19,8 @@ use super::keys::KeyLayout;
 use super::kv::{KvBackend, KvEntry};
 use super::{
     AuditEntry, AuditRecord, CheckpointEntry, CheckpointKind, CheckpointPointer, Expected,
-    JobRecord, OperationRecord, SiteRecord, StateError, StateStore, Versioned,
+    JobCheckpoint, JobRecord, JobScan, OperationRecord, RecordKind, SiteRecord, StateError,
+    StateStore, UnreadableRecord, Versioned,
 };
 
 /// How often a read-check-write loop retries after losing a race before giving up with the
@@ -19,15 +30,56 @@ const MAX_RACE_RETRIES: usize = 64;
 /// Page size of listings: keeps one etcd response far below gRPC's 4 MiB message limit.
 const LIST_PAGE: usize = 256;
 
+/// Most audit keys that are not sequence numbers an append steps over before giving up:
+/// each costs a read, and only a hand-edited store has any.
+const MAX_ODD_AUDIT_KEYS: usize = 1024;
+
 /// The [`StateStore`] over one backend.
 pub struct KvStateStore<B> {
     backend: B,
     layout: KeyLayout,
+    /// Records found unreadable by the latest read of their key (or of a listing holding
+    /// it), by key.
+    unreadable: Mutex<BTreeMap<String, UnreadableRecord>>,
+}
+
+/// Checks a decoded record against the key it was stored under.
+type KeyCheck<T> = fn(&KeyLayout, &str, &T) -> Result<(), String>;
+
+fn any_key<T>(_: &KeyLayout, _: &str, _: &T) -> Result<(), String> {
+    Ok(())
+}
+
+/// `own` (the key a record's body names) must be `key`.
+fn same_key(key: &str, own: Result<String, StateError>, what: &str) -> Result<(), String> {
+    match own {
+        Ok(own) if own == key => Ok(()),
+        Ok(own) => Err(format!(
+            "the record is of {own}, not of the key it is stored under"
+        )),
+        Err(error) => Err(format!("the record names an invalid {what}: {error}")),
+    }
+}
+
+fn job_key(layout: &KeyLayout, key: &str, job: &JobRecord) -> Result<(), String> {
+    same_key(key, layout.job(&job.namespace, &job.name), "job")
+}
+
+fn site_key(layout: &KeyLayout, key: &str, site: &SiteRecord) -> Result<(), String> {
+    same_key(key, layout.site(&site.site), "site")
+}
+
+fn operation_key(layout: &KeyLayout, key: &str, op: &OperationRecord) -> Result<(), String> {
+    same_key(key, layout.operation(&op.id), "operation")
 }
 
 impl<B: KvBackend> KvStateStore<B> {
     pub fn new(backend: B, layout: KeyLayout) -> Self {
-        Self { backend, layout }
+        Self {
+            backend,
+            layout,
+            unreadable: Mutex::new(BTreeMap::new()),
+        }
     }
 
     pub fn backend(&self) -> &B {
@@ -38,13 +90,101 @@ impl<B: KvBackend> KvStateStore<B> {
         &self.layout
     }
 
+    /// One record. An unreadable one fails with [`StateError::Corrupt`] naming its key and
+    /// is remembered; one that decodes (or is gone) is forgotten.
     async fn read<T: DeserializeOwned>(
         &self,
         key: &str,
+        kind: RecordKind,
+        check: KeyCheck<T>,
     ) -> Result<Option<Versioned<T>>, StateError> {
-        match self.backend.get(key).await? {
-            Some(entry) => decode(key, entry).map(Some),
-            None => Ok(None),
+        let Some(entry) = self.backend.get(key).await? else {
+            self.forget_unreadable(key);
+            return Ok(None);
+        };
+        match self.decode(key, kind, entry, check) {
+            Ok(record) => {
+                self.forget_unreadable(key);
+                Ok(Some(record))
+            }
+            Err(unreadable) => {
+                let error = StateError::Corrupt {
+                    location: key.to_owned(),
+                    reason: unreadable.reason.clone(),
+                };
+                self.note_unreadable(unreadable);
+                Err(error)
+            }
+        }
+    }
+
+    /// `entry` as a `T`, or why it cannot be one.
+    fn decode<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        kind: RecordKind,
+        entry: KvEntry,
+        check: KeyCheck<T>,
+    ) -> Result<Versioned<T>, UnreadableRecord> {
+        let unreadable = |reason: String| UnreadableRecord {
+            key: key.to_owned(),
+            kind,
+            revision: entry.mod_revision,
+            reason,
+            job: self.layout.job_of_key(key),
+        };
+        let value: T = serde_json::from_slice(&entry.value)
+            .map_err(|e| unreadable(format!("record does not decode: {e}")))?;
+        check(&self.layout, key, &value).map_err(unreadable)?;
+        Ok(Versioned {
+            value,
+            revision: entry.mod_revision,
+        })
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, UnreadableRecord>> {
+        // A poisoned lock only means a panic elsewhere while editing a map: still sound.
+        self.unreadable.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remembers an unreadable record; warns once per key (again if its reason changes).
+    fn note_unreadable(&self, record: UnreadableRecord) {
+        let mut registry = self.registry();
+        if registry.get(&record.key) != Some(&record) {
+            tracing::warn!(
+                key = %record.key,
+                kind = record.kind.as_str(),
+                revision = record.revision,
+                reason = %record.reason,
+                "stored record cannot be used: left out, reported, never acted on; rewrite or delete it"
+            );
+            registry.insert(record.key.clone(), record);
+        }
+    }
+
+    fn forget_unreadable(&self, key: &str) {
+        if self.registry().remove(key).is_some() {
+            tracing::info!(
+                key,
+                "stored record no longer unreadable (rewritten or deleted)"
+            );
+        }
+    }
+
+    /// After a whole listing of `prefix`: what it found unreadable is remembered, and what
+    /// it no longer holds unreadable is forgotten.
+    fn settle_unreadable(&self, prefix: &str, found: &[UnreadableRecord]) {
+        let gone: Vec<String> = self
+            .registry()
+            .keys()
+            .filter(|key| key.starts_with(prefix) && !found.iter().any(|u| &u.key == *key))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.forget_unreadable(&key);
+        }
+        for record in found {
+            self.note_unreadable(record.clone());
         }
     }
 
@@ -58,15 +198,51 @@ impl<B: KvBackend> KvStateStore<B> {
             location: key.to_owned(),
             reason: format!("cannot encode record: {e}"),
         })?;
-        self.backend.put(key, bytes, expected).await
+        let revision = self.backend.put(key, bytes, expected).await?;
+        self.forget_unreadable(key);
+        Ok(revision)
     }
 
-    /// Every record under `prefix`, page by page.
+    async fn delete(&self, key: &str, expected: Expected) -> Result<bool, StateError> {
+        let existed = self.backend.delete(key, expected).await?;
+        self.forget_unreadable(key);
+        Ok(existed)
+    }
+
+    /// The greatest audit sequence stored, stepping over keys below the audit prefix that
+    /// are not sequence numbers (remembered as unreadable).
+    async fn last_audit_seq(&self, prefix: &str) -> Result<u64, StateError> {
+        let mut below: Option<String> = None;
+        for _ in 0..=MAX_ODD_AUDIT_KEYS {
+            let Some((key, entry)) = self.backend.last(prefix, below.as_deref()).await? else {
+                return Ok(0);
+            };
+            match audit_seq(prefix, &key) {
+                Some(seq) => return Ok(seq),
+                None => {
+                    self.note_unreadable(odd_audit_key(&key, entry.mod_revision));
+                    below = Some(key);
+                }
+            }
+        }
+        Err(StateError::Corrupt {
+            location: prefix.to_owned(),
+            reason: format!(
+                "more than {MAX_ODD_AUDIT_KEYS} keys below the audit log are not sequence numbers; delete them"
+            ),
+        })
+    }
+
+    /// Every record under `prefix`, page by page, and apart those that cannot be used
+    /// (remembered: see [`StateStore::unreadable_records`]).
     async fn read_all<T: DeserializeOwned>(
         &self,
         prefix: &str,
-    ) -> Result<Vec<(String, Versioned<T>)>, StateError> {
+        kind: RecordKind,
+        check: KeyCheck<T>,
+    ) -> Result<(Vec<(String, Versioned<T>)>, Vec<UnreadableRecord>), StateError> {
         let mut records = Vec::new();
+        let mut unreadable = Vec::new();
         let mut start: Option<String> = None;
         loop {
             let page = self
@@ -75,27 +251,19 @@ impl<B: KvBackend> KvStateStore<B> {
                 .await?;
             let full = page.len() == LIST_PAGE;
             for (key, entry) in page {
-                let record = decode(&key, entry)?;
                 // The next page starts just after this key.
                 start = Some(format!("{key}\0"));
-                records.push((key, record));
+                match self.decode(&key, kind, entry, check) {
+                    Ok(record) => records.push((key, record)),
+                    Err(record) => unreadable.push(record),
+                }
             }
             if !full {
-                return Ok(records);
+                self.settle_unreadable(prefix, &unreadable);
+                return Ok((records, unreadable));
             }
         }
     }
-}
-
-fn decode<T: DeserializeOwned>(key: &str, entry: KvEntry) -> Result<Versioned<T>, StateError> {
-    let value = serde_json::from_slice(&entry.value).map_err(|e| StateError::Corrupt {
-        location: key.to_owned(),
-        reason: format!("record does not decode: {e}"),
-    })?;
-    Ok(Versioned {
-        value,
-        revision: entry.mod_revision,
-    })
 }
 
 fn expected_of<T>(current: &Option<Versioned<T>>) -> Expected {
@@ -112,16 +280,68 @@ impl<B: KvBackend> StateStore for KvStateStore<B> {
         namespace: &str,
         name: &str,
     ) -> Result<Option<Versioned<JobRecord>>, StateError> {
-        self.read(&self.layout.job(namespace, name)?).await
+        self.read(&self.layout.job(namespace, name)?, RecordKind::Job, job_key)
+            .await
     }
 
-    async fn list_jobs(&self) -> Result<Vec<Versioned<JobRecord>>, StateError> {
-        Ok(self
-            .read_all(&self.layout.jobs())
-            .await?
-            .into_iter()
-            .map(|(_, record)| record)
-            .collect())
+    async fn scan_jobs(&self) -> Result<JobScan, StateError> {
+        let (jobs, unreadable) = self
+            .read_all(&self.layout.jobs(), RecordKind::Job, job_key)
+            .await?;
+        Ok(JobScan {
+            jobs: jobs.into_iter().map(|(_, record)| record).collect(),
+            unreadable,
+        })
+    }
+
+    fn unreadable_records(&self) -> Vec<UnreadableRecord> {
+        self.registry().values().cloned().collect()
+    }
+
+    async fn recheck_unreadable(&self) -> Result<(), StateError> {
+        let remembered: Vec<(String, RecordKind, i64)> = self
+            .registry()
+            .values()
+            // A key that was not UTF-8 is remembered as shown (U+FFFD), which cannot be read
+            // back by name: only the listing that found it can settle it.
+            .filter(|u| !matches!(u.kind, RecordKind::Job | RecordKind::Site))
+            .filter(|u| !u.key.contains(char::REPLACEMENT_CHARACTER))
+            .map(|u| (u.key.clone(), u.kind, u.revision))
+            .collect();
+        let audits = self.layout.audits();
+        for (key, kind, revision) in remembered {
+            let Some(entry) = self.backend.get(&key).await? else {
+                self.forget_unreadable(&key);
+                continue;
+            };
+            if entry.mod_revision == revision {
+                continue;
+            }
+            // Rewritten: decoded again as what its key promises.
+            let decoded = match kind {
+                RecordKind::Checkpoint => self
+                    .decode::<CheckpointPointer>(&key, kind, entry, checkpoint_key)
+                    .map(drop),
+                RecordKind::Operation => self
+                    .decode::<OperationRecord>(&key, kind, entry, operation_key)
+                    .map(drop),
+                RecordKind::Failover => self
+                    .decode::<serde_json::Value>(&key, kind, entry, any_key)
+                    .map(drop),
+                RecordKind::Audit if audit_seq(&audits, &key).is_none() => {
+                    Err(odd_audit_key(&key, entry.mod_revision))
+                }
+                RecordKind::Audit => self
+                    .decode::<AuditEntry>(&key, kind, entry, any_key)
+                    .map(drop),
+                RecordKind::Job | RecordKind::Site => continue,
+            };
+            match decoded {
+                Ok(()) => self.forget_unreadable(&key),
+                Err(unreadable) => self.note_unreadable(unreadable),
+            }
+        }
+        Ok(())
     }
 
     async fn put_job(&self, job: &JobRecord, expected: Expected) -> Result<i64, StateError> {
@@ -136,7 +356,7 @@ impl<B: KvBackend> StateStore for KvStateStore<B> {
         expected: Expected,
     ) -> Result<bool, StateError> {
         let key = self.layout.job(namespace, name)?;
-        self.backend.delete(&key, expected).await
+        self.delete(&key, expected).await
     }
 
     async fn bump_generation(
@@ -147,7 +367,7 @@ impl<B: KvBackend> StateStore for KvStateStore<B> {
         let key = self.layout.job(namespace, name)?;
         let mut attempt = 0;
         loop {
-            let Some(current) = self.read::<JobRecord>(&key).await? else {
+            let Some(current) = self.read(&key, RecordKind::Job, job_key).await? else {
                 return Err(StateError::NotFound { key });
             };
             let mut next = current.value;
@@ -183,8 +403,8 @@ impl<B: KvBackend> StateStore for KvStateStore<B> {
         kind: CheckpointKind,
         site: &str,
     ) -> Result<Option<Versioned<CheckpointPointer>>, StateError> {
-        self.read(&self.layout.checkpoint(namespace, name, kind, site)?)
-            .await
+        let key = self.layout.checkpoint(namespace, name, kind, site)?;
+        self.read(&key, RecordKind::Checkpoint, any_key).await
     }
 
     async fn put_checkpoint(
@@ -205,55 +425,89 @@ impl<B: KvBackend> StateStore for KvStateStore<B> {
         name: &str,
     ) -> Result<Vec<CheckpointEntry>, StateError> {
         let prefix = self.layout.checkpoints_of_job(namespace, name)?;
-        let mut entries = Vec::new();
-        for (key, pointer) in self.read_all::<CheckpointPointer>(&prefix).await? {
-            let rest = key.strip_prefix(&prefix).unwrap_or_default();
-            let parsed = rest
-                .split_once('/')
-                .and_then(|(kind, site)| Some((CheckpointKind::parse(kind)?, site)));
-            let Some((kind, site)) = parsed else {
-                return Err(StateError::Corrupt {
-                    location: key.clone(),
-                    reason: "key is not <kind>/<site> below the job's checkpoints".to_owned(),
-                });
-            };
-            entries.push(CheckpointEntry {
-                kind,
-                site: site.to_owned(),
-                pointer,
-            });
-        }
-        Ok(entries)
+        let (pointers, _) = self
+            .read_all(&prefix, RecordKind::Checkpoint, checkpoint_key)
+            .await?;
+        Ok(pointers
+            .into_iter()
+            .filter_map(|(key, pointer)| {
+                // `checkpoint_key` let only keys of this shape through.
+                let (kind, site) = checkpoint_kind_and_site(&key)?;
+                Some(CheckpointEntry {
+                    kind,
+                    site: site.to_owned(),
+                    pointer,
+                })
+            })
+            .collect())
+    }
+
+    async fn list_all_checkpoints(&self) -> Result<Vec<JobCheckpoint>, StateError> {
+        // Unreadable pointers are left out and remembered like every other unreadable record.
+        let (pointers, _) = self
+            .read_all(
+                &self.layout.checkpoints(),
+                RecordKind::Checkpoint,
+                checkpoint_key,
+            )
+            .await?;
+        Ok(pointers
+            .into_iter()
+            .filter_map(|(key, pointer)| {
+                // `checkpoint_key` let only keys of this shape through.
+                let (namespace, name) = self.layout.job_of_key(&key)?;
+                let (kind, site) = checkpoint_kind_and_site(&key)?;
+                Some(JobCheckpoint {
+                    namespace,
+                    name,
+                    entry: CheckpointEntry {
+                        kind,
+                        site: site.to_owned(),
+                        pointer,
+                    },
+                })
+            })
+            .collect())
     }
 
     async fn get_site(&self, site: &str) -> Result<Option<Versioned<SiteRecord>>, StateError> {
-        self.read(&self.layout.site(site)?).await
+        self.read(&self.layout.site(site)?, RecordKind::Site, site_key)
+            .await
     }
 
     async fn list_sites(&self) -> Result<Vec<Versioned<SiteRecord>>, StateError> {
-        Ok(self
-            .read_all(&self.layout.sites())
-            .await?
-            .into_iter()
-            .map(|(_, record)| record)
-            .collect())
+        let (sites, _) = self
+            .read_all(&self.layout.sites(), RecordKind::Site, site_key)
+            .await?;
+        Ok(sites.into_iter().map(|(_, record)| record).collect())
     }
 
     async fn put_site(&self, record: &SiteRecord) -> Result<i64, StateError> {
         let key = self.layout.site(&record.site)?;
         let mut attempt = 0;
         loop {
-            let current = self.read::<SiteRecord>(&key).await?;
-            if let Some(stored) = &current
-                && record.epoch < stored.value.epoch
-            {
-                return Err(StateError::EpochRegression {
-                    key,
-                    stored: stored.value.epoch,
-                    offered: record.epoch,
-                });
-            }
-            match self.write(&key, record, expected_of(&current)).await {
+            let expected = match self.read(&key, RecordKind::Site, site_key).await {
+                Ok(Some(stored)) if record.epoch < stored.value.epoch => {
+                    return Err(StateError::EpochRegression {
+                        key,
+                        stored: stored.value.epoch,
+                        offered: record.epoch,
+                    });
+                }
+                Ok(current) => expected_of(&current),
+                // Nobody can read the stored epoch, so nothing launches on it; the writer (the
+                // failover engine, which keeps epochs in its own records) replaces it, compared
+                // by revision so that a record rewritten meanwhile is checked again.
+                Err(StateError::Corrupt { reason, .. }) => match self.backend.get(&key).await? {
+                    Some(entry) => {
+                        tracing::warn!(key, %reason, epoch = record.epoch, "replacing an unreadable site record");
+                        Expected::Revision(entry.mod_revision)
+                    }
+                    None => Expected::Absent,
+                },
+                Err(error) => return Err(error),
+            };
+            match self.write(&key, record, expected).await {
                 Err(StateError::Conflict { .. }) if attempt < MAX_RACE_RETRIES => attempt += 1,
                 result => return result,
             }
@@ -264,16 +518,19 @@ impl<B: KvBackend> StateStore for KvStateStore<B> {
         &self,
         id: &str,
     ) -> Result<Option<Versioned<OperationRecord>>, StateError> {
-        self.read(&self.layout.operation(id)?).await
+        let key = self.layout.operation(id)?;
+        self.read(&key, RecordKind::Operation, operation_key).await
     }
 
     async fn list_operations(&self) -> Result<Vec<Versioned<OperationRecord>>, StateError> {
-        Ok(self
-            .read_all(&self.layout.operations())
-            .await?
-            .into_iter()
-            .map(|(_, record)| record)
-            .collect())
+        let (operations, _) = self
+            .read_all(
+                &self.layout.operations(),
+                RecordKind::Operation,
+                operation_key,
+            )
+            .await?;
+        Ok(operations.into_iter().map(|(_, record)| record).collect())
     }
 
     async fn put_operation(
@@ -287,7 +544,7 @@ impl<B: KvBackend> StateStore for KvStateStore<B> {
 
     async fn delete_operation(&self, id: &str, expected: Expected) -> Result<bool, StateError> {
         let key = self.layout.operation(id)?;
-        self.backend.delete(&key, expected).await
+        self.delete(&key, expected).await
     }
 
     async fn put_failover_record(
@@ -301,9 +558,10 @@ impl<B: KvBackend> StateStore for KvStateStore<B> {
 
     async fn list_failover_records(&self) -> Result<Vec<(String, serde_json::Value)>, StateError> {
         let prefix = self.layout.failover_records();
-        Ok(self
-            .read_all::<serde_json::Value>(&prefix)
-            .await?
+        let (records, _) = self
+            .read_all::<serde_json::Value>(&prefix, RecordKind::Failover, any_key)
+            .await?;
+        Ok(records
             .into_iter()
             .map(|(key, record)| {
                 (
@@ -316,7 +574,7 @@ impl<B: KvBackend> StateStore for KvStateStore<B> {
 
     async fn delete_failover_record(&self, name: &str) -> Result<bool, StateError> {
         let key = self.layout.failover_record(name)?;
-        self.backend.delete(&key, Expected::Any).await
+        self.delete(&key, Expected::Any).await
     }
 
     async fn append_audit(&self, entry: &AuditEntry) -> Result<u64, StateError> {
@@ -325,10 +583,7 @@ impl<B: KvBackend> StateStore for KvStateStore<B> {
         loop {
             // The next sequence is one past the greatest stored; creating it with `Absent`
             // makes two concurrent appenders pick different numbers (the loser retries).
-            let last = match self.backend.last(&prefix).await? {
-                Some((key, _)) => parse_audit_seq(&prefix, &key)?,
-                None => 0,
-            };
+            let last = self.last_audit_seq(&prefix).await?;
             let seq = next_audit_seq(&prefix, last, 1)?;
             match self
                 .write(&self.layout.audit(seq), entry, Expected::Absent)
@@ -349,10 +604,7 @@ impl<B: KvBackend> StateStore for KvStateStore<B> {
             return Ok(());
         }
         let prefix = self.layout.audits();
-        let last = match self.backend.last(&prefix).await? {
-            Some((key, _)) => parse_audit_seq(&prefix, &key)?,
-            None => 0,
-        };
+        let last = self.last_audit_seq(&prefix).await?;
         // Every number is checked before anything is written: a batch that would pass the
         // largest sequence writes none of its entries.
         let numbered = (1..=entries.len() as u64)
@@ -385,12 +637,21 @@ impl<B: KvBackend> StateStore for KvStateStore<B> {
         let start = self.layout.audit(from_seq);
         let mut records = Vec::new();
         for (key, entry) in self.backend.list(&prefix, Some(&start), limit).await? {
-            let seq = parse_audit_seq(&prefix, &key)?;
-            let entry: Versioned<AuditEntry> = decode(&key, entry)?;
-            records.push(AuditRecord {
-                seq,
-                entry: entry.value,
-            });
+            let Some(seq) = audit_seq(&prefix, &key) else {
+                self.note_unreadable(odd_audit_key(&key, entry.mod_revision));
+                continue;
+            };
+            match self.decode::<AuditEntry>(&key, RecordKind::Audit, entry, any_key) {
+                Ok(entry) => {
+                    self.forget_unreadable(&key);
+                    records.push(AuditRecord {
+                        seq,
+                        entry: entry.value,
+                    });
+                }
+                // Left out and reported; the entries around it are served.
+                Err(unreadable) => self.note_unreadable(unreadable),
+            }
         }
         Ok(records)
     }
@@ -407,11 +668,45 @@ fn next_audit_seq(prefix: &str, last: u64, offset: u64) -> Result<u64, StateErro
         })
 }
 
-fn parse_audit_seq(prefix: &str, key: &str) -> Result<u64, StateError> {
+/// The sequence number of an audit key: exactly the 20 digits [`KeyLayout::audit`] writes.
+fn audit_seq(prefix: &str, key: &str) -> Option<u64> {
     key.strip_prefix(prefix)
+        .filter(|digits| digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|digits| digits.parse().ok())
-        .ok_or_else(|| StateError::Corrupt {
-            location: key.to_owned(),
-            reason: "audit key does not end in a sequence number".to_owned(),
+}
+
+fn odd_audit_key(key: &str, revision: i64) -> UnreadableRecord {
+    UnreadableRecord {
+        key: key.to_owned(),
+        kind: RecordKind::Audit,
+        revision,
+        reason: "the key does not end in a 20-digit audit sequence number".to_owned(),
+        job: None,
+    }
+}
+
+/// The kind and site a checkpoint pointer's key names (`…/checkpoints/<ns>/<name>/<kind>/<site>`).
+fn checkpoint_kind_and_site(key: &str) -> Option<(CheckpointKind, &str)> {
+    let mut tail = key.rsplitn(3, '/');
+    let site = tail.next()?;
+    let kind = CheckpointKind::parse(tail.next()?)?;
+    super::keys::validate_segment("site name", site).ok()?;
+    Some((kind, site))
+}
+
+fn checkpoint_key(layout: &KeyLayout, key: &str, _: &CheckpointPointer) -> Result<(), String> {
+    let below_job = layout
+        .job_of_key(key)
+        .and_then(|(namespace, name)| {
+            let prefix = layout.checkpoints_of_job(&namespace, &name).ok()?;
+            key.strip_prefix(&prefix).map(str::to_owned)
         })
+        .filter(|rest| rest.matches('/').count() == 1);
+    match below_job.and_then(|_| checkpoint_kind_and_site(key)) {
+        Some(_) => Ok(()),
+        None => Err(
+            "the key is not <namespace>/<name>/<completed|replicated>/<site> below the checkpoints"
+                .to_owned(),
+        ),
+    }
 }

@@ -7,6 +7,13 @@
 //! (pods appear, the operator writes status) through [`FakeApi`], and can inject a `409
 //! Conflict` on the next apply or a `410 Gone` (`Expired`) on every open watch.
 //!
+//! Watches behave as the API server's: a watch from a `resourceVersion` first replays every
+//! later event, and one from a version older than the last [`FakeApi::compact`] ends with
+//! `410 Expired`. Lists honour `limit` with `continue` tokens over a snapshot, and
+//! [`FakeApi::expire_next_continue`] makes the next continued page `410 Expired`, as when the
+//! snapshot was compacted mid-list. StreamJobs get `metadata.generation` (1 when created,
+//! one more on every spec change), and keep their status when their spec is replaced.
+//!
 //! It is not an API server: no validation, no admission, no field ownership (an apply
 //! replaces the body but keeps `status`), no garbage collection. What it checks is the
 //! adapter's side of the conversation.
@@ -48,6 +55,13 @@ struct State {
     watches: Vec<Watch>,
     seen: Vec<Seen>,
     conflict_next_apply: bool,
+    /// Every event sent, in order: (resource version, plural, type, object).
+    history: Vec<(u64, String, &'static str, Value)>,
+    /// Watches from a resource version below this one are answered `410 Expired`.
+    compacted: u64,
+    /// Paginated lists in progress: snapshot id -> (its resource version, its items).
+    snapshots: BTreeMap<u64, (u64, Vec<Value>)>,
+    expire_next_continue: bool,
     /// Savepoint requests the fake Flink REST answered: (job id, target dir).
     rest_stops: Vec<(String, String)>,
     /// What the fake Flink REST does on `POST /jobs/<id>/stop`: returns the savepoint path.
@@ -118,6 +132,7 @@ fn kind_of(plural: &str) -> (&'static str, &'static str) {
         "configmaps" => ("ConfigMap", "v1"),
         "deployments" => ("Deployment", "apps/v1"),
         "flinkdeployments" => ("FlinkDeployment", "flink.apache.org/v1beta1"),
+        "streamjobs" => ("StreamJob", "twinsite.io/v1alpha1"),
         _ => ("Unknown", "v1"),
     }
 }
@@ -233,6 +248,8 @@ impl FakeApi {
             if object["metadata"]["uid"].is_null() {
                 object["metadata"]["uid"] = json!(format!("uid-{}", key.2));
             }
+            let existing = s.objects.get(&key).cloned();
+            Self::spec_update(plural, existing.as_ref(), &mut object);
             Self::store(s, key, object, kind);
         });
     }
@@ -244,10 +261,61 @@ impl FakeApi {
                 s.objects
                     .remove(&(plural.to_owned(), namespace.to_owned(), name.to_owned()))
             {
-                s.resource_version += 1;
-                Self::notify(s, plural, "DELETED", &object);
+                Self::deleted(s, plural, object);
             }
         });
+    }
+
+    /// Forgets the event history: a watch resumed from any version seen so far is answered
+    /// `410 Expired` (the API server's watch cache or etcd compacted it).
+    pub fn compact(&self) {
+        self.with(|s| {
+            s.compacted = s.resource_version + 1;
+            s.history.clear();
+        });
+    }
+
+    /// Ends every open watch normally, as the API server does when a watch's timeout is up:
+    /// clients watch again from the last version they saw.
+    pub fn end_watches(&self) {
+        self.with(|s| s.watches.clear());
+    }
+
+    /// The next `continue` of a paginated list is answered `410 Expired`.
+    pub fn expire_next_continue(&self) {
+        self.with(|s| s.expire_next_continue = true);
+    }
+
+    /// What the API server does to an object's `metadata` when it is written: a StreamJob's
+    /// `generation` is 1 when created and grows with every change of its spec, and a write
+    /// of the main resource keeps its status (the status subresource owns it).
+    fn spec_update(plural: &str, existing: Option<&Value>, object: &mut Value) {
+        if plural != "streamjobs" {
+            return;
+        }
+        let generation = match existing {
+            None => 1,
+            Some(old) => {
+                let old_generation = old["metadata"]["generation"].as_u64().unwrap_or(1);
+                old_generation + u64::from(old["spec"] != object["spec"])
+            }
+        };
+        object["metadata"]["generation"] = json!(generation);
+        if let Some(old) = existing {
+            object["status"] = old["status"].clone();
+        }
+        if object["status"].is_null()
+            && let Some(map) = object.as_object_mut()
+        {
+            map.remove("status");
+        }
+    }
+
+    /// Tells the watches an object is gone, stamped with the deletion's version.
+    fn deleted(s: &mut State, plural: &str, mut object: Value) {
+        s.resource_version += 1;
+        object["metadata"]["resourceVersion"] = json!(s.resource_version.to_string());
+        Self::notify(s, plural, "DELETED", &object);
     }
 
     /// The operator's status of a FlinkDeployment (the `status` subresource).
@@ -297,7 +365,7 @@ impl FakeApi {
         self.with(|s| s.on_rest_stop = Some(Arc::new(f)));
     }
 
-    fn store(s: &mut State, key: (String, String, String), mut object: Value, event: &str) {
+    fn store(s: &mut State, key: (String, String, String), mut object: Value, event: &'static str) {
         s.resource_version += 1;
         object["metadata"]["resourceVersion"] = json!(s.resource_version.to_string());
         let plural = key.0.clone();
@@ -305,7 +373,9 @@ impl FakeApi {
         Self::notify(s, &plural, event, &object);
     }
 
-    fn notify(s: &mut State, plural: &str, event: &str, object: &Value) {
+    fn notify(s: &mut State, plural: &str, event: &'static str, object: &Value) {
+        s.history
+            .push((s.resource_version, plural.to_owned(), event, object.clone()));
         let namespace = object["metadata"]["namespace"].as_str().map(str::to_owned);
         s.watches.retain(|watch| {
             if watch.plural != plural
@@ -359,7 +429,37 @@ impl FakeApi {
         match (method.as_str(), &target.name, target.sub.as_deref()) {
             ("GET", None, None) if params.get("watch").is_some_and(|w| w == "true") => {
                 let (events, stream) = mpsc::unbounded();
+                let since = params
+                    .get("resourceVersion")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .filter(|v| *v > 0);
                 self.with(|s| {
+                    let line = |event: &str, object: &Value| {
+                        let mut line =
+                            serde_json::to_vec(&json!({"type": event, "object": object})).unwrap();
+                        line.push(b'\n');
+                        Ok(Frame::data(Bytes::from(line)))
+                    };
+                    if let Some(since) = since {
+                        if since < s.compacted {
+                            let gone = json!({"kind": "Status", "apiVersion": "v1",
+                                "metadata": {}, "status": "Failure", "code": 410,
+                                "reason": "Expired",
+                                "message": format!("too old resource version: {since} ({})", s.compacted)});
+                            let _ = events.unbounded_send(line("ERROR", &gone));
+                            return;
+                        }
+                        for (version, plural, event, object) in &s.history {
+                            let namespace = object["metadata"]["namespace"].as_str();
+                            if *version > since
+                                && *plural == target.plural
+                                && target.namespace.as_deref().is_none_or(|n| Some(n) == namespace)
+                                && matches(object, &selector)
+                            {
+                                let _ = events.unbounded_send(line(event, object));
+                            }
+                        }
+                    }
                     s.watches.push(Watch {
                         plural: target.plural.clone(),
                         namespace: target.namespace.clone(),
@@ -374,25 +474,66 @@ impl FakeApi {
                     .unwrap()
             }
             ("GET", None, None) => {
-                let (items, version) = self.with(|s| {
-                    let items: Vec<Value> = s
-                        .objects
-                        .iter()
-                        .filter(|((p, ns, _), v)| {
-                            p == &target.plural
-                                && target.namespace.as_ref().is_none_or(|n| n == ns)
-                                && matches(v, &selector)
-                        })
-                        .map(|(_, v)| v.clone())
-                        .collect();
-                    (items, s.resource_version)
+                let limit = params
+                    .get("limit")
+                    .and_then(|l| l.parse::<usize>().ok())
+                    .filter(|l| *l > 0);
+                let page = self.with(|s| {
+                    // A continued list reads the snapshot its first page was cut from.
+                    let (snapshot, offset) = match params.get("continue") {
+                        Some(token) => {
+                            if std::mem::take(&mut s.expire_next_continue) {
+                                return Err(status(
+                                    410,
+                                    "Expired",
+                                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                                ));
+                            }
+                            let parsed = token
+                                .split_once(':')
+                                .and_then(|(id, at)| Some((id.parse::<u64>().ok()?, at.parse::<usize>().ok()?)));
+                            match parsed {
+                                Some((id, at)) if s.snapshots.contains_key(&id) => (id, at),
+                                _ => return Err(status(400, "BadRequest", "bad continue token")),
+                            }
+                        }
+                        None => {
+                            let items: Vec<Value> = s
+                                .objects
+                                .iter()
+                                .filter(|((p, ns, _), v)| {
+                                    p == &target.plural
+                                        && target.namespace.as_ref().is_none_or(|n| n == ns)
+                                        && matches(v, &selector)
+                                })
+                                .map(|(_, v)| v.clone())
+                                .collect();
+                            let id = s.snapshots.len() as u64 + 1;
+                            s.snapshots.insert(id, (s.resource_version, items));
+                            (id, 0)
+                        }
+                    };
+                    let (version, items) = &s.snapshots[&snapshot];
+                    let end = limit.map_or(items.len(), |l| (offset + l).min(items.len()));
+                    let page: Vec<Value> = items[offset.min(end)..end].to_vec();
+                    let next = (end < items.len()).then(|| format!("{snapshot}:{end}"));
+                    Ok((page, *version, next))
                 });
                 let (kind, api_version) = kind_of(&target.plural);
-                respond(
-                    200,
-                    &json!({"kind": format!("{kind}List"), "apiVersion": api_version,
-                            "metadata": {"resourceVersion": version.to_string()}, "items": items}),
-                )
+                match page {
+                    Ok((items, version, next)) => {
+                        let mut metadata = json!({"resourceVersion": version.to_string()});
+                        if let Some(next) = next {
+                            metadata["continue"] = json!(next);
+                        }
+                        respond(
+                            200,
+                            &json!({"kind": format!("{kind}List"), "apiVersion": api_version,
+                                    "metadata": metadata, "items": items}),
+                        )
+                    }
+                    Err((code, body)) => respond(code, &body),
+                }
             }
             ("GET", Some(name), None) => {
                 let namespace = target.namespace.clone().unwrap_or_default();
@@ -424,8 +565,7 @@ impl FakeApi {
                     let mut deleted = Vec::new();
                     for key in keys {
                         if let Some(object) = s.objects.remove(&key) {
-                            s.resource_version += 1;
-                            Self::notify(s, &target.plural, "DELETED", &object);
+                            Self::deleted(s, &target.plural, object.clone());
                             deleted.push(object);
                         }
                     }
@@ -490,6 +630,7 @@ impl FakeApi {
                 // Server-side apply on the main resource never touches status.
                 (None, true, existing) => {
                     let mut object = body.clone();
+                    Self::spec_update(&target.plural, existing.as_ref(), &mut object);
                     object["metadata"]["namespace"] = json!(namespace);
                     let uid = existing
                         .as_ref()

@@ -24,7 +24,7 @@ pub struct PrometheusServer {
     _dir: tempfile::TempDir,
 }
 
-fn binary(name: &str) -> PathBuf {
+pub fn binary(name: &str) -> PathBuf {
     let installed = PathBuf::from("/usr/bin").join(name);
     if installed.exists() {
         return installed;

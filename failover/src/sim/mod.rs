@@ -37,7 +37,7 @@ pub use scenario::{
     Action, Dur, EngineKnobs, EventSpec, JobPlan, JobSpecYaml, Plan, Scenario, ScenarioError,
     SiteSpec, WorldKnobs,
 };
-pub use world::{CrashTrigger, LIVENESS_BOUND, SimJob, World, WorldConfig};
+pub use world::{CrashTrigger, LIVENESS_BOUND, SIM_AGENT_TIMING, SimJob, World, WorldConfig};
 
 use crate::engine::Event;
 use crate::types::{JobSpec, Timestamp};

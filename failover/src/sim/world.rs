@@ -39,6 +39,7 @@ use super::placer::SchedulerPlacer;
 use super::report::{
     CheckpointRecord, EntryKind, JobEnd, NotRelaunched, Recovery, Stats, TimelineEntry, Violation,
 };
+use crate::agent::{AgentTiming, LeaseView, RunningGeneration, StoreView, lease_may_be_alive};
 use crate::driver::{Driver, Effects, Launch, PassInput, Report};
 use crate::engine::{AuditEntry, Command, Engine, EngineConfig, Event, JobPhase, Record};
 use crate::types::{
@@ -63,7 +64,18 @@ pub struct WorldConfig {
     /// Zero: one attempt per [`World::advance`].
     pub restart_delay: Duration,
     pub max_restart_delay: Duration,
+    /// The site agents' lease timing (the agents run `crate::agent::decide` once per
+    /// step, so `stop_within` must cover the longest step).
+    pub agent: AgentTiming,
 }
+
+/// The sites' agents' timing in the simulation: the defaults, with `stop_within` the
+/// longest step of the seeded runs (an agent looks once per step).
+pub const SIM_AGENT_TIMING: AgentTiming = AgentTiming {
+    lease_ttl: Duration::from_secs(10),
+    clock_skew_margin: Duration::from_secs(3),
+    stop_within: Duration::from_secs(8),
+};
 
 impl Default for WorldConfig {
     fn default() -> Self {
@@ -74,6 +86,7 @@ impl Default for WorldConfig {
             replication_delay: Duration::from_secs(5),
             restart_delay: Duration::from_secs(1),
             max_restart_delay: Duration::from_secs(60),
+            agent: SIM_AGENT_TIMING,
         }
     }
 }
@@ -89,6 +102,7 @@ impl WorldConfig {
             replication_delay: Duration::ZERO,
             restart_delay: Duration::ZERO,
             max_restart_delay: Duration::ZERO,
+            agent: SIM_AGENT_TIMING,
         }
     }
 }
@@ -190,6 +204,35 @@ struct SiteState {
     instances: BTreeMap<(JobId, u64), Instance>,
     /// Instances frozen by a site outage; they come back (as zombies) with the site.
     dormant: BTreeMap<(JobId, u64), Instance>,
+    agent: SimAgent,
+}
+
+/// A site's agent (`crate::agent`): renews its lease while it reaches the quorum, and
+/// looks at its site once per step with the production decision.
+#[derive(Debug, Clone)]
+struct SimAgent {
+    /// `Some(t)`: crashed, restarted (by its Deployment) at `t`.
+    down_until: Option<Timestamp>,
+    /// Cut from the quorum (etcd) while its site runs on.
+    cut: bool,
+    /// How far its clock is behind the world's (within the timing's margin).
+    skew: Duration,
+    /// When etcd last received a renewal (world time): the controller's peer view.
+    last_renewal: Option<Timestamp>,
+    /// Its lease's deadline by its own clock; `None`: not held since it (re)started.
+    valid_until: Option<Timestamp>,
+}
+
+impl SimAgent {
+    fn new(start: Timestamp) -> SimAgent {
+        SimAgent {
+            down_until: None,
+            cut: false,
+            skew: Duration::ZERO,
+            last_renewal: Some(start),
+            valid_until: None,
+        }
+    }
 }
 
 impl SiteState {
@@ -547,6 +590,7 @@ impl World {
                         nodes,
                         instances: BTreeMap::new(),
                         dormant: BTreeMap::new(),
+                        agent: SimAgent::new(start),
                     },
                 )
             })
@@ -768,20 +812,20 @@ impl World {
     fn pass(&mut self) {
         let input = {
             let s = self.st();
-            let now = s.now;
+            s.stop_unguarded();
             let ids: Vec<SiteId> = s.sites.keys().cloned().collect();
             PassInput {
                 quorum: s.quorum,
                 jobs: Some(s.stored_jobs()),
                 sites: ids
                     .iter()
-                    .filter(|id| s.reachable(id))
+                    .filter(|id| s.observable(id))
                     .filter_map(|id| s.observe(id))
                     .collect(),
+                // A site's peer view is its agent's lease: its last renewal.
                 peers: ids
                     .iter()
-                    .filter(|id| s.peer_hears(id))
-                    .map(|id| (id.clone(), now))
+                    .filter_map(|id| Some((id.clone(), s.sites.get(id)?.agent.last_renewal?)))
                     .collect(),
                 events: std::mem::take(&mut s.inbox),
                 retries: std::mem::take(&mut s.deferred),
@@ -930,6 +974,9 @@ impl World {
         {
             w.up = true;
             w.cut = None;
+            // Its agent starts again with the site, holding no lease until it renews.
+            w.agent.valid_until = None;
+            w.agent.down_until = None;
             for n in w.nodes.values_mut() {
                 n.alive = true;
                 n.last_heartbeat = now;
@@ -958,6 +1005,44 @@ impl World {
             w.cut = Some(peer_sees);
         }
         s.refresh_visibility();
+    }
+
+    /// The agent of `site` is cut from the quorum (`true`) while its site runs on, or
+    /// reaches it again (`false`).
+    pub fn agent_cut(&mut self, site: &SiteId, cut: bool) {
+        let s = self.st();
+        if let Some(w) = s.sites.get_mut(site) {
+            w.agent.cut = cut;
+        }
+        s.refresh_visibility();
+    }
+
+    /// Whether the agent of `site` is cut from the quorum.
+    pub fn agent_is_cut(&self, site: &SiteId) -> bool {
+        self.state
+            .borrow()
+            .sites
+            .get(site)
+            .is_some_and(|w| w.agent.cut)
+    }
+
+    /// The agent of `site` crashes; its Deployment starts it again `restart_after` later,
+    /// holding no lease.
+    pub fn agent_crash(&mut self, site: &SiteId, restart_after: Duration) {
+        let s = self.st();
+        let now = s.now;
+        if let Some(w) = s.sites.get_mut(site) {
+            w.agent.down_until = Some(plus(now, restart_after));
+            w.agent.valid_until = None;
+        }
+        s.refresh_visibility();
+    }
+
+    /// The agent of `site`'s clock runs `skew` behind the world's from now on.
+    pub fn set_agent_skew(&mut self, site: &SiteId, skew: Duration) {
+        if let Some(w) = self.st().sites.get_mut(site) {
+            w.agent.skew = skew;
+        }
     }
 
     /// Ends the partition of `site` (every site: `None`).
@@ -1096,7 +1181,7 @@ impl World {
                     }
                 }
                 JobPhase::Running => {
-                    let reachable = s.reachable(&r.site);
+                    let reachable = s.observable(&r.site);
                     let current = s.sites.get(&r.site).is_some_and(|w| {
                         w.instances
                             .get(&(id.clone(), r.generation))
@@ -1115,9 +1200,7 @@ impl World {
                 _ => {}
             }
             let judgeable = s.sites.get(&r.site).is_some_and(|w| {
-                (w.up && w.cut.is_none())
-                    || w.marked_lost
-                    || (s.quorum && w.visible_since.is_none())
+                s.observable(&r.site) || w.marked_lost || (s.quorum && w.visible_since.is_none())
             });
             if runs || maybe_runs || !judgeable {
                 continue;
@@ -1279,23 +1362,129 @@ impl State {
         self.sites.get(s).is_some_and(|w| w.up && w.cut.is_none())
     }
 
-    /// Whether the peer (another site that is up and not isolated) hears `s`.
+    /// Whether the agent of `s` renews its lease now: the quorum hears the site.
     fn peer_hears(&self, s: &SiteId) -> bool {
-        let Some(w) = self.sites.get(s) else {
-            return false;
-        };
-        w.up && !w.isolated()
-            && self
+        self.sites
+            .get(s)
+            .is_some_and(|w| w.up && !w.isolated() && w.agent.down_until.is_none() && !w.agent.cut)
+    }
+
+    /// Whether the agent lease of `s` may still be alive, as the controller reads it.
+    fn lease_alive(&self, s: &SiteId) -> bool {
+        self.sites.get(s).is_some_and(|w| {
+            w.agent
+                .last_renewal
+                .is_some_and(|at| lease_may_be_alive(&self.config.agent, at, self.now))
+        })
+    }
+
+    /// What the controller observes and launches in: a reachable site whose agent's lease
+    /// may be alive (`src/controller/guard.rs`: a site without one is fencing itself).
+    fn observable(&self, s: &SiteId) -> bool {
+        self.reachable(s) && self.lease_alive(s)
+    }
+
+    /// The controller stops what runs in a site it reaches whose agent has held no lease
+    /// for as long as it takes an agent to fence its site: the agent is dead
+    /// (`Controller::stop_unguarded`).
+    fn stop_unguarded(&mut self) {
+        let ids: Vec<SiteId> = self.sites.keys().cloned().collect();
+        for id in ids {
+            let long_gone = self
                 .sites
-                .iter()
-                .any(|(o, ow)| o != s && ow.up && !ow.isolated())
+                .get(&id)
+                .and_then(|w| w.agent.last_renewal)
+                .is_none_or(|at| crate::agent::site_fenced_by(&self.config.agent, at, self.now));
+            if !self.reachable(&id) || self.lease_alive(&id) || !long_gone {
+                continue;
+            }
+            let stopped: Vec<(JobId, u64)> = match self.sites.get_mut(&id) {
+                Some(w) => std::mem::take(&mut w.instances).into_keys().collect(),
+                None => continue,
+            };
+            for (job, generation) in stopped {
+                let secs = self.elapsed().as_secs();
+                self.trace_line(format!(
+                    "t={secs} controller stops {job} gen {generation} in {id}: its agent holds no lease"
+                ));
+            }
+        }
+    }
+
+    /// Each site's agent, once per step: restart after a crash, renew the lease while it
+    /// reaches the quorum, then look at its site with the production decision
+    /// (`crate::agent::decide`) and stop what it says.
+    fn run_agents(&mut self) {
+        let now = self.now;
+        let timing = self.config.agent;
+        let ids: Vec<SiteId> = self.sites.keys().cloned().collect();
+        for id in ids {
+            let renews = {
+                let Some(w) = self.sites.get_mut(&id) else {
+                    continue;
+                };
+                if w.agent.down_until.is_some_and(|t| now >= t) {
+                    w.agent.down_until = None;
+                    w.agent.valid_until = None;
+                }
+                if !w.up || w.agent.down_until.is_some() {
+                    continue;
+                }
+                !w.isolated() && !w.agent.cut
+            };
+            let agent_now =
+                now - chrono::Duration::from_std(self.sites[&id].agent.skew).unwrap_or_default();
+            if renews && let Some(w) = self.sites.get_mut(&id) {
+                w.agent.last_renewal = Some(now);
+                w.agent.valid_until = Some(plus(agent_now, timing.lease_ttl));
+            }
+            let w = &self.sites[&id];
+            let lease = match w.agent.valid_until {
+                Some(valid_until) => LeaseView::Held { valid_until },
+                None => LeaseView::NeverHeld,
+            };
+            // The store is read through the quorum: only an agent that reaches it.
+            let store = renews.then(|| StoreView {
+                site_epoch: 0,
+                placed: self.stored.clone(),
+            });
+            let running: Vec<RunningGeneration> = w
+                .instances
+                .keys()
+                .map(|(job, generation)| RunningGeneration {
+                    job: job.clone(),
+                    generation: *generation,
+                    epoch: None,
+                })
+                .collect();
+            let decision = crate::agent::decide(&id, agent_now, &lease, store.as_ref(), &running);
+            for stop in decision.stops {
+                if let Some(w) = self.sites.get_mut(&id) {
+                    w.instances.remove(&(stop.job.clone(), stop.generation));
+                }
+                let secs = self.elapsed().as_secs();
+                self.trace_line(format!(
+                    "t={secs} agent of {id} stops {} gen {}: {}",
+                    stop.job, stop.generation, stop.reason
+                ));
+                self.log(
+                    EntryKind::Action,
+                    Some(&stop.job),
+                    Some(&id),
+                    format!(
+                        "agent of {id} stops {} generation {}: {}",
+                        stop.job, stop.generation, stop.reason
+                    ),
+                );
+            }
+        }
     }
 
     fn refresh_visibility(&mut self) {
         let now = self.now;
         let ids: Vec<SiteId> = self.sites.keys().cloned().collect();
         for s in ids {
-            let visible = self.reachable(&s) || self.peer_hears(&s);
+            let visible = self.observable(&s) || self.peer_hears(&s);
             if let Some(w) = self.sites.get_mut(&s) {
                 match (visible, w.visible_since) {
                     (true, None) => w.visible_since = Some(now),
@@ -1540,7 +1729,11 @@ impl State {
         }
         w.marked_epoch = epoch;
         w.marked_lost = true;
-        for i in w.instances.values_mut().chain(w.dormant.values_mut()) {
+        // Generations frozen with a dark site are held by its agent's epoch admission when
+        // they come back. What still runs in a site that is up is not held by magic: its
+        // agent stops it (self-fencing once its lease ran out, or placement and epoch
+        // admission once it reads the store), and the timing argument says it has by now.
+        for i in w.dormant.values_mut() {
             i.held = true;
             if i.counts_as_running() {
                 i.state = InstanceState::Restarting;
@@ -1736,6 +1929,8 @@ impl State {
         if generation >= stored_generation {
             self.stored.insert(job.clone(), (site.clone(), generation));
         }
+        // As in production, a site the controller reaches takes a launch even while its
+        // agent holds no lease; the agent (or the controller's next pass) stops it again.
         let reachable = self.reachable(&site);
         let now = self.now;
         let config = self.config;
@@ -2056,6 +2251,7 @@ impl State {
         self.now = plus(self.now, dt);
         self.stats.steps += 1;
         let now = self.now;
+        self.run_agents();
         self.refresh_visibility();
         let (recover, max_delay) = (self.flink_recovers, self.config.max_restart_delay);
         let mut checkpoints: Vec<(SiteId, JobId, u64, Timestamp)> = Vec::new();
@@ -2227,7 +2423,7 @@ impl State {
         let has_start = spec.mode == crate::types::FailoverMode::FreshStartAllowed
             || r.latest_replicated.contains_key(site)
             || own && (r.latest_complete.contains_key(site) || never_checkpointed);
-        if !(w.up && w.cut.is_none() && spec.demand.sites.allows(site) && may_move && has_start) {
+        if !(self.observable(site) && spec.demand.sites.allows(site) && may_move && has_start) {
             return false;
         }
         let dead: BTreeSet<String> = w

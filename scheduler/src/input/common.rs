@@ -165,7 +165,7 @@ pub(crate) fn check_type_meta(document: &Value, kind: &str, problems: &mut Probl
 
 /// A DNS-1123 label (RFC 1123): what Kubernetes requires of namespaces and of names that
 /// become Services and pod labels. twinsite uses it for every name it defines.
-pub(crate) fn dns1123_label_error(value: &str) -> Option<String> {
+pub fn dns1123_label_error(value: &str) -> Option<String> {
     let valid_chars = value
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');

@@ -2,17 +2,20 @@
 //! from text into the model with errors that name the source, the object and the field.
 
 mod common;
+pub mod diagnosis_policy;
 pub mod error;
 pub mod flink_plan;
 pub mod kube_objects;
 pub mod policy;
 pub mod streamjob;
+pub mod template;
 
-pub use common::API_VERSION;
+pub use common::{API_VERSION, dns1123_label_error};
 pub use error::{InputError, InputProblem, Problems};
 pub use flink_plan::{FlinkPlan, parse_flink_plan};
 pub use policy::{Policy, parse_policy};
-pub use streamjob::{StreamJob, StreamJobSpec, parse_stream_jobs};
+pub use streamjob::{SiteOverride, SiteSettings, StreamJob, StreamJobSpec, parse_stream_jobs};
+pub use template::TemplateValues;
 
 /// Decodes the one YAML document of `yaml` as a `kind` object of twinsite's `apiVersion`,
 /// with the same rules as every other input: unknown fields are errors, every problem names

@@ -12,6 +12,7 @@ use super::common::{
     self, check_labels, check_name, check_type_meta, check_uri, cpu_milli, decode, integer_value,
     positive_duration,
 };
+use super::diagnosis_policy::{self, DiagnosisSpec};
 use super::error::{InputError, Problems};
 use super::streamjob::StreamJob;
 use crate::k8s::Quantity;
@@ -44,6 +45,9 @@ pub struct PolicyFile {
     pub detection: DetectionSpec,
     #[serde(default)]
     pub replication: ReplicationSpec,
+    /// Thresholds of `twinsite diagnose` (`diagnosis_policy`).
+    #[serde(default, skip_serializing_if = "DiagnosisSpec::is_default")]
+    pub diagnosis: DiagnosisSpec,
     /// Extra secret-looking keys the controller's API and audit log redact.
     #[serde(default, skip_serializing_if = "RedactionSpec::is_empty")]
     pub redaction: RedactionSpec,
@@ -368,6 +372,7 @@ pub struct Policy {
     tiers: BTreeMap<Priority, TierRules>,
     detection: Detection,
     replication: Replication,
+    diagnosis: crate::diagnosis::Thresholds,
 }
 
 /// Reads and validates a policy file; every problem names `source` and the field path.
@@ -424,6 +429,7 @@ impl Policy {
             failover_reserve: vec![reserve("dc-a", "dc-b"), reserve("dc-b", "dc-a")],
             detection: DetectionSpec::default(),
             replication: ReplicationSpec::default(),
+            diagnosis: DiagnosisSpec::default(),
             redaction: RedactionSpec::default(),
         };
         let placement = PlacementPolicy {
@@ -455,6 +461,7 @@ impl Policy {
                 parallel_copies: 4,
                 max_lag: Duration::from_secs(300),
             },
+            diagnosis: crate::diagnosis::Thresholds::default(),
         }
     }
 
@@ -493,6 +500,11 @@ impl Policy {
 
     pub fn replication(&self) -> Replication {
         self.replication
+    }
+
+    /// The thresholds diagnosis judges jobs by (`diagnosis`).
+    pub fn diagnosis(&self) -> crate::diagnosis::Thresholds {
+        self.diagnosis
     }
 
     /// The policy's extra redaction patterns (`redaction.keys`), validated.
@@ -540,6 +552,12 @@ impl Policy {
                         .iter()
                         .enumerate()
                         .map(|(i, s)| (format!("spec.placement.sites.allowed[{i}]"), s)),
+                )
+                .chain(
+                    job.spec
+                        .site_overrides
+                        .keys()
+                        .map(|s| (format!("spec.siteOverrides[{s:?}]"), s)),
                 );
             for (field, site) in named {
                 if !sites.contains(site.as_str()) {
@@ -788,6 +806,7 @@ fn resolve(file: PolicyFile, problems: &mut Problems) -> Option<Policy> {
     }
 
     check_redaction(&file.redaction, problems);
+    let diagnosis = diagnosis_policy::resolve(&file.diagnosis, problems);
 
     if problems.len() > before {
         return None;
@@ -811,6 +830,7 @@ fn resolve(file: PolicyFile, problems: &mut Problems) -> Option<Policy> {
             parallel_copies: r.parallel_copies,
             max_lag: max_lag?,
         },
+        diagnosis: diagnosis?,
         file,
     })
 }

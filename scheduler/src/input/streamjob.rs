@@ -15,7 +15,18 @@
 //!   jobManager: {resources: {cpu: "1", memory: 2Gi}}
 //!   taskManager: {resources: {cpu: "2", memory: 4Gi}, slots: 2}
 //!   checkpoints: {dir: hdfs:///flink/checkpoints/orders-enrich, interval: 60s}
+//!   siteOverrides:                  # per site: its own Kafka, and where to resume reading
+//!     dc-a:
+//!       env: {KAFKA_BOOTSTRAP: kafka-a.dc-a:9092}
+//!       args: [--start-from, "${restore.completedAt:-earliest}"]
+//!     dc-b:
+//!       env: {KAFKA_BOOTSTRAP: kafka-b.dc-b:9092}
+//!       args: [--start-from, "${restore.completedAt:-earliest}"]
 //! ```
+//!
+//! `siteOverrides` values are templates (`scheduler::input::template`): `${site}`,
+//! `${restore.completedAt}` and `${restore.completedAtEpochMillis}`, with `:-default` for a
+//! launch that restores nothing.
 //!
 //! A file may also hold a `List` (`kubectl get streamjobs -o yaml`) whose `items` are
 //! StreamJobs. Unknown fields anywhere, including inside the Kubernetes-shaped `affinity`
@@ -35,8 +46,8 @@ use super::flink_plan::{FlinkPlan, plan_from_value};
 use crate::k8s::names::qualified_name_errors;
 use crate::k8s::{NodeAffinity, Quantity, Toleration};
 use crate::limits::{
-    MAX_JOBS_PER_FILE, MAX_JOBS_PER_TENANT, MAX_RETAINED_CHECKPOINTS, MAX_SLOTS_PER_TASK_MANAGER,
-    MAX_TASK_MANAGERS_PER_JOB, MIN_CHECKPOINT_INTERVAL,
+    MAX_JOBS_PER_FILE, MAX_JOBS_PER_TENANT, MAX_RETAINED_CHECKPOINTS, MAX_SITE_OVERRIDES,
+    MAX_SLOTS_PER_TASK_MANAGER, MAX_TASK_MANAGERS_PER_JOB, MIN_CHECKPOINT_INTERVAL,
 };
 use crate::model::{JobDemand, JobId, Priority, Resources, SiteConstraint, SiteId, TenantId};
 
@@ -168,6 +179,106 @@ pub struct StreamJobSpec {
         schemars(schema_with = "crate::schema::scalar_string_map")
     )]
     pub flink_configuration: BTreeMap<String, String>,
+    /// Settings that apply only when the job runs in one site, by site name (a site of the
+    /// policy): `args` replacing `spec.args`, `flinkConfiguration` entries over
+    /// `spec.flinkConfiguration`, and container `env`. Their values may name `${site}`,
+    /// `${restore.completedAt}` and `${restore.completedAtEpochMillis}` (default for a fresh
+    /// start: `${restore.completedAt:-earliest}`; `$$` is a literal `$`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub site_overrides: BTreeMap<String, SiteOverride>,
+}
+
+/// What changes when the job runs in one particular site, e.g. the Kafka cluster it reads.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SiteOverride {
+    /// Replaces `spec.args` in this site (`[]`: no arguments); absent: `spec.args`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// Flink options over `spec.flinkConfiguration` in this site (these win).
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "common::scalar_string_map"
+    )]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::schema::scalar_string_map")
+    )]
+    pub flink_configuration: BTreeMap<String, String>,
+    /// Environment variables of the job's JobManager and TaskManager containers in this site.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "common::scalar_string_map"
+    )]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::schema::scalar_string_map")
+    )]
+    pub env: BTreeMap<String, String>,
+}
+
+/// What a launch in one site runs with: the job's settings with that site's override
+/// applied and every template expanded ([`StreamJobSpec::settings_in`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SiteSettings {
+    pub args: Vec<String>,
+    pub flink_configuration: BTreeMap<String, String>,
+    pub env: BTreeMap<String, String>,
+}
+
+/// Environment variables a job may not set: they would replace the Flink configuration
+/// twinsite writes (`FLINK_PROPERTIES` in standalone pods, `FLINK_CONF_DIR` everywhere) or
+/// what twinsite tells the job itself (`TWINSITE_*`).
+pub const RESERVED_ENV_NAMES: [&str; 2] = ["FLINK_PROPERTIES", "FLINK_CONF_DIR"];
+pub const RESERVED_ENV_PREFIX: &str = "TWINSITE_";
+
+impl StreamJobSpec {
+    /// The settings of a launch in `values.site`: `siteOverrides[site].args` (when set) in
+    /// place of `args`, its `flinkConfiguration` over the job's, its `env`, with templates
+    /// expanded. `Err((field, reason))` for a template that does not read (admission refuses
+    /// those, so only a record that bypassed it gets here).
+    pub fn settings_in(
+        &self,
+        values: &super::template::TemplateValues,
+    ) -> Result<SiteSettings, (String, String)> {
+        let Some(site) = self.site_overrides.get(&values.site) else {
+            return Ok(SiteSettings {
+                args: self.args.clone(),
+                flink_configuration: self.flink_configuration.clone(),
+                env: BTreeMap::new(),
+            });
+        };
+        let at = format!("spec.siteOverrides.{}", values.site);
+        let expand = |field: String, text: &str| {
+            super::template::expand(text, values).map_err(|e| (field, e.to_string()))
+        };
+        let args = match &site.args {
+            Some(args) => args
+                .iter()
+                .enumerate()
+                .map(|(i, arg)| expand(format!("{at}.args[{i}]"), arg))
+                .collect::<Result<_, _>>()?,
+            None => self.args.clone(),
+        };
+        let mut flink_configuration = self.flink_configuration.clone();
+        for (key, value) in &site.flink_configuration {
+            let value = expand(format!("{at}.flinkConfiguration[{key:?}]"), value)?;
+            flink_configuration.insert(key.clone(), value);
+        }
+        let env = site
+            .env
+            .iter()
+            .map(|(name, value)| Ok((name.clone(), expand(format!("{at}.env[{name:?}]"), value)?)))
+            .collect::<Result<_, (String, String)>>()?;
+        Ok(SiteSettings {
+            args,
+            flink_configuration,
+            env,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -630,18 +741,83 @@ fn validate(job: &StreamJob, problems: &mut Problems) {
         None => {}
     }
     for key in spec.flink_configuration.keys() {
-        let at = format!("spec.flinkConfiguration[{key:?}]");
-        if key.trim().is_empty() {
-            problems.field(at, "empty option name");
-        } else if let Some((_, field)) = OPTIONS_OWNED_BY_SPEC.iter().find(|(k, _)| k == key) {
-            problems.field(
-                at,
-                format!("set by twinsite from {field}; write it there instead"),
-            );
-        }
+        check_flink_option(problems, "spec.flinkConfiguration", key);
     }
+    validate_site_overrides(spec, problems);
     // Resources, plan and the TaskManager count, exactly as `demand()` computes them.
     let _ = demand(job, problems);
+}
+
+fn check_flink_option(problems: &mut Problems, map: &str, key: &str) {
+    let at = format!("{map}[{key:?}]");
+    if key.trim().is_empty() {
+        problems.field(at, "empty option name");
+    } else if let Some((_, field)) = OPTIONS_OWNED_BY_SPEC.iter().find(|(k, _)| *k == key) {
+        problems.field(
+            at,
+            format!("set by twinsite from {field}; write it there instead"),
+        );
+    }
+}
+
+/// Kubernetes' rule for environment variable names before 1.34 (`[-._a-zA-Z][-._a-zA-Z0-9]*`),
+/// which every supported cluster accepts.
+fn env_name_error(name: &str) -> Option<String> {
+    let allowed = |b: u8, first: bool| {
+        b.is_ascii_alphabetic() || matches!(b, b'-' | b'.' | b'_') || (!first && b.is_ascii_digit())
+    };
+    let mut bytes = name.bytes();
+    let valid = bytes.next().is_some_and(|b| allowed(b, true)) && bytes.all(|b| allowed(b, false));
+    if !valid {
+        return Some(format!(
+            "{name:?} is not an environment variable name: letters, digits, '_', '-' or '.', not starting with a digit"
+        ));
+    }
+    if RESERVED_ENV_NAMES.contains(&name) || name.starts_with(RESERVED_ENV_PREFIX) {
+        return Some(format!(
+            "{name:?} is set by twinsite itself (reserved: {}, {RESERVED_ENV_PREFIX}*)",
+            RESERVED_ENV_NAMES.join(", ")
+        ));
+    }
+    None
+}
+
+fn check_template(problems: &mut Problems, field: String, text: &str) {
+    if let Err(error) = super::template::check(text) {
+        problems.field(field, error.to_string());
+    }
+}
+
+fn validate_site_overrides(spec: &StreamJobSpec, problems: &mut Problems) {
+    if spec.site_overrides.len() > MAX_SITE_OVERRIDES {
+        problems.field(
+            "spec.siteOverrides",
+            format!(
+                "{} sites, more than the {MAX_SITE_OVERRIDES} a job may override",
+                spec.site_overrides.len()
+            ),
+        );
+        return;
+    }
+    for (site, settings) in &spec.site_overrides {
+        check_name(problems, &format!("spec.siteOverrides[{site:?}]"), site);
+        let at = format!("spec.siteOverrides.{site}");
+        for (i, arg) in settings.args.iter().flatten().enumerate() {
+            check_template(problems, format!("{at}.args[{i}]"), arg);
+        }
+        let map = format!("{at}.flinkConfiguration");
+        for (key, value) in &settings.flink_configuration {
+            check_flink_option(problems, &map, key);
+            check_template(problems, format!("{map}[{key:?}]"), value);
+        }
+        for (name, value) in &settings.env {
+            let field = format!("{at}.env[{name:?}]");
+            if let Some(error) = env_name_error(name) {
+                problems.field(field.clone(), error);
+            }
+            check_template(problems, field, value);
+        }
+    }
 }
 
 fn validate_placement(placement: &PlacementSpec, problems: &mut Problems) {

@@ -34,8 +34,9 @@ pub const SUBTASK_LABEL: &str = "subtask_index";
 pub const OPERATOR_NAME_LABEL: &str = "operator_name";
 pub const TM_ID_LABEL: &str = "tm_id";
 
-/// Every metric a source must fetch for a job.
-pub const METRICS: [&str; 12] = [
+/// Every metric a source must fetch for a job: the right-sizer's, then diagnosis' own
+/// (`crate::diagnosis::metric_names`), so that one fetch serves both.
+pub const METRICS: [&str; 17] = [
     m::BUSY_TIME_MS_PER_SECOND,
     m::RECORDS_IN_PER_SECOND,
     m::SOURCE_OPERATOR_RECORDS_IN_PER_SECOND,
@@ -48,6 +49,11 @@ pub const METRICS: [&str; 12] = [
     m::TASK_MANAGER_HEAP_MAX,
     m::JOB_MANAGER_CPU_LOAD,
     m::TASK_MANAGER_CPU_LOAD,
+    crate::diagnosis::metric_names::BACK_PRESSURED_TIME_MS_PER_SECOND,
+    crate::diagnosis::metric_names::FAILED_CHECKPOINTS,
+    crate::diagnosis::metric_names::LAST_CHECKPOINT_DURATION,
+    crate::diagnosis::metric_names::RESTARTS,
+    crate::diagnosis::metric_names::GC_TIME_MS_PER_SECOND,
 ];
 
 /// One exported series: metric name, labels (without `__name__`) and samples.

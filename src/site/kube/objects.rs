@@ -452,6 +452,17 @@ pub fn flink_configuration(spec: &LaunchSpec, config: &KubeSiteConfig) -> BTreeM
     conf
 }
 
+/// The job's environment variables (its site override's `env`) as a container's `env`, by
+/// name.
+fn env_list(spec: &LaunchSpec) -> Value {
+    Value::Array(
+        spec.env
+            .iter()
+            .map(|(name, value)| json!({"name": name, "value": value}))
+            .collect(),
+    )
+}
+
 fn job_manager_probes() -> (Value, Value) {
     (
         // The RPC port answers as long as the JobManager process lives.
@@ -500,6 +511,22 @@ fn flink_deployment(spec: &LaunchSpec, config: &KubeSiteConfig) -> Value {
         job["initialSavepointPath"] = json!(path);
     }
     let (liveness, readiness) = job_manager_probes();
+    let mut job_manager_container = json!({
+        "name": FLINK_MAIN_CONTAINER,
+        "livenessProbe": liveness,
+        "readinessProbe": readiness,
+    });
+    let mut task_manager_container = json!({
+        "name": FLINK_MAIN_CONTAINER,
+        "livenessProbe": task_manager_liveness(),
+    });
+    if !spec.env.is_empty() {
+        // In each role's own template: the operator merges the shared pod template into the
+        // role's by array position unless configured to merge by name, so a shared entry
+        // could land on another container.
+        job_manager_container["env"] = env_list(spec);
+        task_manager_container["env"] = env_list(spec);
+    }
     json!({
         "apiVersion": "flink.apache.org/v1beta1",
         "kind": "FlinkDeployment",
@@ -526,21 +553,14 @@ fn flink_deployment(spec: &LaunchSpec, config: &KubeSiteConfig) -> Value {
                 "resource": resource(&spec.job_manager),
                 "podTemplate": {"spec": {
                     "affinity": pin_to(&jm_node),
-                    "containers": [{
-                        "name": FLINK_MAIN_CONTAINER,
-                        "livenessProbe": liveness,
-                        "readinessProbe": readiness,
-                    }],
+                    "containers": [job_manager_container],
                 }},
             },
             "taskManager": {
                 "resource": resource(&spec.task_manager),
                 "podTemplate": {"spec": {
                     "affinity": pin_to(&tm_nodes),
-                    "containers": [{
-                        "name": FLINK_MAIN_CONTAINER,
-                        "livenessProbe": task_manager_liveness(),
-                    }],
+                    "containers": [task_manager_container],
                 }},
             },
             "job": job,
@@ -564,7 +584,10 @@ fn standalone_objects(spec: &LaunchSpec, config: &KubeSiteConfig) -> Vec<LaunchO
     for (key, value) in flink_configuration(spec, config) {
         properties.push_str(&format!("{key}: {value}\n"));
     }
-    let env = json!([{"name": "FLINK_PROPERTIES", "value": properties}]);
+    let mut env = json!([{"name": "FLINK_PROPERTIES", "value": properties}]);
+    if let (Some(all), Value::Array(job_env)) = (env.as_array_mut(), env_list(spec)) {
+        all.extend(job_env);
+    }
 
     let mut args = vec![
         "standalone-job".to_owned(),

@@ -17,7 +17,8 @@ use scheduler::model::{JobId, PodRole, SiteId, SiteSnapshot};
 use serde_json::Value;
 
 use super::objects::{
-    ANNOTATION_CHECKPOINT_DIR, ANNOTATION_JOB_ID, LABEL_COMPONENT, LABEL_GENERATION, LABEL_JOB,
+    ANNOTATION_CHECKPOINT_DIR, ANNOTATION_JOB_ID, LABEL_COMPONENT, LABEL_EPOCH, LABEL_GENERATION,
+    LABEL_JOB,
 };
 use crate::site::{CheckpointRef, JobObservation, JobState, flink_job_id};
 
@@ -84,6 +85,10 @@ pub struct ObservedGeneration {
 
 fn generation_label(labels: &BTreeMap<String, String>) -> Option<u64> {
     labels.get(LABEL_GENERATION).and_then(|g| g.parse().ok())
+}
+
+fn epoch_label(labels: &BTreeMap<String, String>) -> Option<u64> {
+    labels.get(LABEL_EPOCH).and_then(|e| e.parse().ok())
 }
 
 fn job_of(
@@ -204,6 +209,7 @@ pub fn observe_generations(
         pods: Vec<&'a Pod>,
         operator: Option<OperatorView>,
         checkpoint_dir: Option<String>,
+        epoch: Option<u64>,
     }
     let mut groups: BTreeMap<(JobId, u64), Group> = BTreeMap::new();
     for object in flink_deployments {
@@ -218,6 +224,7 @@ pub fn observe_generations(
         }
         let group = groups.entry((job, generation)).or_default();
         group.operator = Some(operator_view(object));
+        group.epoch = group.epoch.or_else(|| epoch_label(object.labels()));
         group.checkpoint_dir = object.annotations().get(ANNOTATION_CHECKPOINT_DIR).cloned();
     }
     for pod in pods {
@@ -235,6 +242,7 @@ pub fn observe_generations(
         if group.checkpoint_dir.is_none() {
             group.checkpoint_dir = pod.annotations().get(ANNOTATION_CHECKPOINT_DIR).cloned();
         }
+        group.epoch = group.epoch.or_else(|| epoch_label(labels));
         group.pods.push(pod);
     }
     groups
@@ -327,6 +335,7 @@ pub fn observe_generations(
                     nodes: nodes.into_iter().collect(),
                     restarts: u32::try_from(restarts).unwrap_or(u32::MAX),
                     latest_completed_checkpoint: None,
+                    epoch: group.epoch,
                 },
                 checkpoint_dir: group.checkpoint_dir,
                 operator: group.operator,
