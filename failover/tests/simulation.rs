@@ -48,6 +48,11 @@ impl Run {
         config.relaunches_before_other_site = rng.random_range(1..=3);
         config.task_manager_recovery_bound = Duration::from_secs(60);
         config.auto_failback = rng.random_bool(0.3);
+        // Launch pacing that bites (a few moves, then one or two a second), drawn apart so
+        // the rest of a seed's draws stay what they were.
+        let mut pace = ChaCha8Rng::seed_from_u64(seed ^ 0x9ace_1a77);
+        config.launch_burst = pace.random_range(1..=3);
+        config.launch_rate = pace.random_range(1..=2);
         let sites = SITES
             .iter()
             .map(|s| {

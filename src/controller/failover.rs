@@ -278,7 +278,8 @@ impl FailoverDriver {
             *scheduled = Some(at);
         }
         let wake = std::sync::Arc::clone(&self.wake);
-        let after = failover::elapsed(now, at);
+        // From the wall clock, not the pass's start: the pass may have taken a while.
+        let after = failover::elapsed(chrono::Utc::now(), at);
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
             wake.notify_one();
