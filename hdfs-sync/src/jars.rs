@@ -263,8 +263,7 @@ pub async fn sync_jars(
         }
         for file in from.list(&dir_url).await? {
             let url = dir_url.join(&file.name)?;
-            if file.is_dir || file.is_symlink || file.name.ends_with(crate::storage::TEMP_SUFFIX)
-            {
+            if file.is_dir || file.is_symlink || file.name.ends_with(crate::storage::TEMP_SUFFIX) {
                 continue;
             }
             let jar_ref = JarRef {
@@ -325,7 +324,10 @@ mod tests {
         assert_eq!(first.jar.sha256, sha(b"PK jar bytes"));
         assert!(first.sites.iter().all(|s| matches!(s, Ok(JarCopy::Copied))));
         for root in [&a, &b] {
-            let got = local.read_all(&first.jar.url_at(root).unwrap()).await.unwrap();
+            let got = local
+                .read_all(&first.jar.url_at(root).unwrap())
+                .await
+                .unwrap();
             assert_eq!(got, b"PK jar bytes");
         }
         // Publishing again is idempotent: same reference, nothing written.
@@ -415,7 +417,10 @@ mod tests {
             file_name: "good.jar".into(),
         };
         local
-            .write_all(&good.url_at(&from).unwrap(), Bytes::from_static(b"good jar"))
+            .write_all(
+                &good.url_at(&from).unwrap(),
+                Bytes::from_static(b"good jar"),
+            )
             .await
             .unwrap();
         let lying = JarRef {

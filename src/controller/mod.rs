@@ -3,6 +3,7 @@
 //! the same `Controller`.
 
 pub mod failover;
+pub mod jars;
 pub mod launch;
 pub mod metrics;
 pub mod reconcile;
@@ -39,6 +40,8 @@ pub struct Controller {
     /// Hides secret-looking values (built-in patterns and the policy's `redaction.keys`)
     /// from API responses and the audit log.
     pub redactor: crate::redact::Redactor,
+    /// Background publications of job jars into every site's storage.
+    pub jars: jars::JarPublisher,
     leading: AtomicBool,
     passes: tokio::sync::watch::Sender<u64>,
     /// Taken by [`Controller::tenant_room`] and held until the admitted write is done.
@@ -68,6 +71,7 @@ impl Controller {
             metrics: Arc::new(ControllerMetrics::new()),
             storage_roots: BTreeMap::new(),
             failover: failover::FailoverDriver::new(::failover::EngineConfig::new(site_ids), true),
+            jars: jars::JarPublisher::default(),
             leading: AtomicBool::new(false),
             passes: tokio::sync::watch::channel(0).0,
             admission: tokio::sync::Mutex::new(()),
@@ -116,6 +120,7 @@ impl Controller {
     ) -> Result<(), StateError> {
         let mut changes: Vec<_> = self.sites.values().map(|s| s.changes()).collect();
         let answers = self.failover.answers_waiting();
+        let jars_published = Arc::clone(&self.jars.finished);
         loop {
             match self.reconcile_once().await {
                 Ok(report) => {
@@ -165,6 +170,7 @@ impl Controller {
                 () = tokio::time::sleep(interval) => {}
                 () = wake.notified() => {}
                 () = answers.notified() => {}
+                () = jars_published.notified() => {}
                 () = site_changed => {
                     // Coalesce a burst of changes (a ticking site reports many) into one pass.
                     tokio::time::sleep(Duration::from_millis(200)).await;

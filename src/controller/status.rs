@@ -68,6 +68,10 @@ pub struct JobStatus {
     /// the spec changed and the job is relaunched with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launched_spec: Option<String>,
+    /// The job's jar in each site's storage (see `controller::jars`); absent for a jar in the
+    /// image (`local://`) or when no site has a storage root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jar: Option<super::jars::JarStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +91,7 @@ impl JobStatus {
             restore_from: None,
             last_checkpoint: None,
             launched_spec: None,
+            jar: None,
         }
     }
 
@@ -126,6 +131,7 @@ mod tests {
                 path: "file:///x/chk-4".into(),
             }),
             launched_spec: Some("abc".into()),
+            jar: None,
         };
         assert_eq!(JobStatus::from_value(&status.to_value()), status);
     }
