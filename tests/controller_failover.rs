@@ -149,11 +149,27 @@ impl World {
         &self.sims[name]
     }
 
+    /// Stores `job` with its jar uploaded to its preferred site's storage, and lets the
+    /// controller publish the jar to both sites (one pass): the next pass launches it.
     async fn add(&self, job: &StreamJob) {
+        let site = job.spec.placement.sites.preferred.clone().unwrap();
+        let jar = self
+            .dir
+            .path()
+            .join(site)
+            .join(job.spec.jar_uri.trim_start_matches("hdfs:///"));
+        std::fs::create_dir_all(jar.parent().unwrap()).unwrap();
+        std::fs::write(jar, format!("PK {}", job.id())).unwrap();
         self.store
             .put_job(&new_record(job), Expected::Absent)
             .await
             .unwrap();
+        self.pass().await;
+        assert!(
+            self.controller
+                .jar_publications_settled(Duration::from_secs(30))
+                .await
+        );
     }
 
     async fn pass(&self) {

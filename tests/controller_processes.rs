@@ -335,6 +335,12 @@ spec:
         })
         .collect();
     std::fs::write(dir.join("jobs.yaml"), jobs.join("---\n")).unwrap();
+    // Their jars, uploaded to dc-a's storage: the controller publishes them to both sites.
+    for i in 0..CHAOS_JOBS {
+        let jar = dir.join(format!("data/dc-a/jars/job-{i}.jar"));
+        std::fs::create_dir_all(jar.parent().unwrap()).unwrap();
+        std::fs::write(jar, format!("PK job-{i}")).unwrap();
+    }
     let config = format!(
         r#"apiVersion: twinsite.io/v1alpha1
 kind: ControllerConfig

@@ -711,6 +711,11 @@ impl Drop for Process {
 impl Process {
     fn start(dir: &std::path::Path, config: &str) -> Process {
         std::fs::write(dir.join("twinsite.yaml"), config).unwrap();
+        // Every process test runs `orders`: its jar is uploaded to dc-a's storage, from where
+        // the controller publishes it to both sites before the launch.
+        let jar = dir.join("data/dc-a/jars/orders.jar");
+        std::fs::create_dir_all(jar.parent().unwrap()).unwrap();
+        std::fs::write(jar, b"PK orders").unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

@@ -57,6 +57,17 @@ impl World {
                 capacity: Resources::new(8_000, 16 << 30, 110),
             });
             roots.insert(SiteId(name.into()), format!("file://{}", root.display()));
+            if name == "dc-a" {
+                // The program is uploaded to dc-a's storage; the controller publishes it to
+                // both sites' before the launch (jars on both sites).
+                let program = root.join("programs/keyed_counter.py");
+                std::fs::create_dir_all(program.parent().unwrap()).unwrap();
+                std::fs::copy(
+                    support::flink::repo_root().join("tests/flink/keyed_counter.py"),
+                    program,
+                )
+                .unwrap();
+            }
             dyn_sites.insert(SiteId(name.into()), Arc::new(site.clone()));
             sites.insert(name, site);
         }
@@ -221,16 +232,29 @@ fn is_a_cut_of(output: &[Count], state: &BTreeMap<i64, i64>) -> bool {
 async fn a_lost_site_fails_over_to_the_replicated_checkpoint_and_the_keyed_state_continues() {
     let started = Instant::now();
     let w = World::new().await;
-    let job = parse_stream_jobs("counter.yaml", &keyed_counter_job_yaml())
-        .unwrap()
-        .remove(0);
+    let yaml = keyed_counter_job_yaml().replace(
+        &support::flink::keyed_counter_uri(),
+        "file:///programs/keyed_counter.py",
+    );
+    let job = parse_stream_jobs("counter.yaml", &yaml).unwrap().remove(0);
     w.store
         .put_job(&new_record(&job), Expected::Absent)
         .await
         .unwrap();
     let id = w.id.clone();
 
-    // Generation 1 in dc-a, its checkpoints replicated to dc-b.
+    // Generation 1 in dc-a (once its program is published to both sites), its checkpoints
+    // replicated to dc-b.
+    let report = w.pass().await;
+    assert!(
+        report.launched.is_empty(),
+        "not before its program is published"
+    );
+    assert!(
+        w.controller
+            .jar_publications_settled(Duration::from_secs(30))
+            .await
+    );
     let report = w.pass().await;
     assert_eq!(report.launched, [(id.clone(), 1)], "{report:?}");
     assert_eq!(w.record().await.placement.unwrap().site, "dc-a");

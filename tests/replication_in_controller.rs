@@ -79,10 +79,20 @@ async fn world() -> World {
     );
     controller.set_leading(true);
     let job = parse_stream_jobs("job.yaml", JOB).unwrap().remove(0);
+    // The job's jar, uploaded to dc-a and published to both sites by a first pass.
+    let jar = dir.path().join("dc-a/jars/orders.jar");
+    std::fs::create_dir_all(jar.parent().unwrap()).unwrap();
+    std::fs::write(jar, b"PK orders").unwrap();
     store
         .put_job(&new_record(&job), Expected::Absent)
         .await
         .unwrap();
+    controller.reconcile_once().await.unwrap();
+    assert!(
+        controller
+            .jar_publications_settled(Duration::from_secs(30))
+            .await
+    );
     let driver = ReplicationDriver::open(
         Arc::clone(&controller),
         dir.path().join("replication"),

@@ -2251,6 +2251,7 @@ impl Engine {
                 **s != r.site
                     && self.is_up(s)
                     && r.spec.demand.sites.allows(s)
+                    && !r.spec.jar_missing.contains_key(*s)
                     && (r.latest_replicated.contains_key(*s)
                         || r.spec.mode == FailoverMode::FreshStartAllowed)
             })
@@ -2894,6 +2895,12 @@ impl Engine {
                 not_fitting.push(NotFitting {
                     job: r.id().clone(),
                     reason: format!("job may not run in site {to}"),
+                    missing: Resources::ZERO,
+                });
+            } else if let Some(reason) = r.spec.jar_missing.get(to) {
+                not_fitting.push(NotFitting {
+                    job: r.id().clone(),
+                    reason: reason.clone(),
                     missing: Resources::ZERO,
                 });
             } else if mode == MoveMode::Forced

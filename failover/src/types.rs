@@ -1,7 +1,7 @@
 //! The vocabulary the engine shares with its driver: time, checkpoint pointers, job specs,
 //! site observations, and the placer seam through which the scheduler plans relaunches.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -50,6 +50,10 @@ pub struct JobSpec {
     /// Absent in records written before it existed: those jobs moved automatically.
     #[serde(default)]
     pub site_moves: SiteMoves,
+    /// Sites the job's jar is not verified in, with the reason: never a target of a move or
+    /// relaunch until it is.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub jar_missing: BTreeMap<SiteId, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

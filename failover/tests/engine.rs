@@ -1542,3 +1542,71 @@ fn a_thousand_job_site_loss_at_the_defaults_issues_every_relaunch_within_45_s_of
         "paced over more than one pass"
     );
 }
+
+/// A job whose jar is not verified in the target site is never moved there: not by a site
+/// loss, not by an operator's failover, and the dry run says why.
+#[test]
+fn a_job_whose_jar_is_missing_in_the_target_is_not_moved_there_and_the_plan_says_why() {
+    let mut h = Harness::new(|_| {});
+    let mut without_jar = spec(
+        "j-nojar",
+        Priority::Critical,
+        FailoverMode::RestoreRequired,
+        "b",
+    );
+    without_jar.jar_missing.insert(
+        site("a"),
+        "jar hdfs:///jars/j.jar is not verified in a's storage: no space left".into(),
+    );
+    h.step(
+        Event::JobRegistered {
+            spec: Box::new(without_jar),
+            site: site("b"),
+            generation: 1,
+        },
+        t(0),
+    );
+    h.replicated("j-nojar", checkpoint("a", 1, 6, t(10)));
+    h.keep_alive(t(20));
+
+    let dry = h.step(
+        Event::OpsRequest(OpsRequest::Failover {
+            from: site("b"),
+            to: site("a"),
+            mode: MoveMode::Forced,
+            dry_run: true,
+        }),
+        t(20),
+    );
+    let [Command::ReportPlan(plan)] = dry.as_slice() else {
+        panic!("expected exactly one plan, got {dry:?}");
+    };
+    assert!(
+        plan.moves.iter().all(|m| m.job != job("j-nojar")),
+        "{plan:?}"
+    );
+    let refused = plan
+        .not_fitting
+        .iter()
+        .find(|n| n.job == job("j-nojar"))
+        .expect("the job is listed as not moving");
+    assert!(
+        refused.reason.contains("not verified in a's storage"),
+        "{}",
+        refused.reason
+    );
+
+    let commands = lose_site_b(&mut h);
+    let moved: Vec<String> = relaunches(&commands).into_iter().map(|r| r.0).collect();
+    assert!(!moved.contains(&"ns/j-nojar".to_string()), "{moved:?}");
+    let reported = commands.iter().find_map(|c| match c {
+        Command::ReportNotRelaunched { job: j, reason, .. } if j == &job("j-nojar") => {
+            Some(reason.clone())
+        }
+        _ => None,
+    });
+    assert!(
+        reported.is_some_and(|r| r.contains("not verified in a's storage")),
+        "{commands:?}"
+    );
+}

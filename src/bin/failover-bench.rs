@@ -46,8 +46,10 @@ async fn main() -> anyhow::Result<()> {
     let mut sims = BTreeMap::new();
     let mut sites: BTreeMap<SiteId, Arc<dyn Site>> = BTreeMap::new();
     let mut roots = BTreeMap::new();
+    let mut roots_dirs = BTreeMap::new();
     for (id, nodes) in &generated.nodes_json {
         let root = dir.path().join(&id.0);
+        roots_dirs.insert(id.clone(), root.clone());
         let site = SimulatedSite::from_kubectl_json(
             id.clone(),
             nodes,
@@ -86,7 +88,38 @@ async fn main() -> anyhow::Result<()> {
             job.spec.placement.sites.allowed.clear();
         }
     }
+    // Each job's jar, uploaded to its preferred site's storage (else the first site's); the
+    // controller publishes them to both sites before the first launches.
+    for job in &stream_jobs {
+        let site = job
+            .spec
+            .placement
+            .sites
+            .preferred
+            .clone()
+            .or_else(|| roots_dirs.keys().next().map(|s| s.0.clone()))
+            .context("no site")?;
+        let Some(root) = roots_dirs.get(&SiteId(site)) else {
+            continue;
+        };
+        let jar = root.join(job.spec.jar_uri.trim_start_matches("hdfs:///"));
+        std::fs::create_dir_all(jar.parent().context("jar path")?)?;
+        std::fs::write(&jar, format!("PK {}", job.id()))?;
+    }
     controller.seed_jobs(&stream_jobs, "bench").await?;
+    let started = Instant::now();
+    controller.reconcile_once().await?;
+    if !controller
+        .jar_publications_settled(Duration::from_secs(600))
+        .await
+    {
+        anyhow::bail!("jars not published within 10 min");
+    }
+    println!(
+        "published {} jars to both sites in {:.1} s",
+        stream_jobs.len(),
+        started.elapsed().as_secs_f64()
+    );
     let first = controller.reconcile_once().await?;
     println!(
         "placed and launched {} jobs ({} unplaced)",

@@ -81,7 +81,10 @@ async fn run_controller(
                 .check_jobs(&path.display().to_string(), &jobs)?;
             jobs
         }
-        None => built.sample_jobs.clone(),
+        None => {
+            upload_sample_jars(&built)?;
+            built.sample_jobs.clone()
+        }
     };
 
     let mut agents = None;
@@ -692,6 +695,48 @@ pub async fn build_sites_of(config: &Config, only: Option<&SiteId>) -> anyhow::R
         local_roots,
         sample_jobs,
     })
+}
+
+/// The generator's sample jobs name jars nobody uploaded: a small stand-in for each is put
+/// where its `jarURI` points in its preferred simulated site's storage (unless a file is
+/// already there), so the demo's jobs are published and launched as real ones would be.
+/// Simulated sites never open a jar; other sites' storage is never written here.
+fn upload_sample_jars(built: &BuiltSites) -> anyhow::Result<()> {
+    for job in &built.sample_jobs {
+        let site = job
+            .spec
+            .placement
+            .sites
+            .preferred
+            .as_ref()
+            .map(|s| SiteId(s.clone()))
+            .filter(|s| built.simulated.contains_key(s))
+            .or_else(|| built.simulated.keys().next().cloned());
+        let Some(sim) = site.and_then(|s| built.simulated.get(&s)) else {
+            continue;
+        };
+        let path = crate::controller::launch::in_site_storage(
+            &format!("file://{}", sim.storage_root().display()),
+            &job.spec.jar_uri,
+        )
+        .map_err(anyhow::Error::msg)
+        .and_then(|uri| {
+            hdfs_sync::StorageUrl::parse(&uri)
+                .map(|url| PathBuf::from(url.path()))
+                .map_err(anyhow::Error::from)
+        })
+        .with_context(|| format!("sample job {}: jarURI {}", job.id(), job.spec.jar_uri))?;
+        if path.exists() {
+            continue;
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(&path, format!("twinsite sample jar for {}\n", job.id()))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Each site's storage root URL: the policy's `storage`, or a simulated site's directory.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use hdfs_sync::jars::{JarSyncReport, sync_jars};
 use hdfs_sync::url::Scheme;
 use hdfs_sync::{
     FileLedger, JobOutcome, ProgressEvent, ReplicationLedger, Replicator, RoundReport, SiteStorage,
@@ -18,6 +19,7 @@ use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::parse_duration;
+use crate::controller::jars::JAR_ROOT;
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {
@@ -32,7 +34,9 @@ pub struct SyncArgs {
     /// in CLAIM mode; they go to the same path below --to-storage.
     #[arg(long, value_name = "URL")]
     pub from_storage: Option<String>,
-    /// The peer site's storage root around --to (default: --to itself).
+    /// The peer site's storage root around --to (default: --to itself). With both storage
+    /// roots given, the jars the controller published (`<storage>/twinsite/jars/<sha256>/…`)
+    /// are copied too, each verified against its SHA-256 address.
     #[arg(long, value_name = "URL")]
     pub to_storage: Option<String>,
     /// `JOB=URL`: the savepoint directory a job was restored from (repeatable), inside
@@ -189,6 +193,16 @@ async fn sync(args: &SyncArgs) -> anyhow::Result<()> {
     // Each backend is confined to its storage root (below it, no link is followed).
     let source = storage_for(&from_storage).with_context(|| format!("--from {from}"))?;
     let peer = storage_for(&to_storage).with_context(|| format!("--to {to}"))?;
+    // Jars live beside the checkpoints, in the storage roots: synced only when both are named.
+    let jars = match (&args.from_storage, &args.to_storage) {
+        (Some(_), Some(_)) => Some(JarSync {
+            from: Arc::clone(&source),
+            from_root: from_storage.join(JAR_ROOT)?,
+            to: Arc::clone(&peer),
+            to_root: to_storage.join(JAR_ROOT)?,
+        }),
+        _ => None,
+    };
     check_source(source.as_ref(), &from).await?;
     peer.mkdirs(&to)
         .await
@@ -246,10 +260,23 @@ async fn sync(args: &SyncArgs) -> anyhow::Result<()> {
 
     let progress = Progress::new(std::io::stderr().is_terminal());
     if args.once {
-        let round = drive(replicator.run_once(), rx, progress).await;
+        let round = drive(
+            async {
+                let jars = match &jars {
+                    Some(jars) => Some(jars.round().await),
+                    None => None,
+                };
+                (replicator.run_once().await, jars)
+            },
+            rx,
+            progress,
+        )
+        .await;
         match round {
-            Finished::Done(report) => {
-                report_round(&report.context("--from")?, ledger.as_ref()).await
+            Finished::Done((report, jars)) => {
+                let checkpoints = report_round(&report.context("--from")?, ledger.as_ref()).await;
+                let jars = jars.map_or(Ok(()), report_jars);
+                checkpoints.and(jars)
             }
             Finished::Interrupted(signal) => bail!(
                 "interrupted by {signal} before the round finished: checkpoints still being \
@@ -257,7 +284,24 @@ async fn sync(args: &SyncArgs) -> anyhow::Result<()> {
             ),
         }
     } else {
-        let endless = replicator.run(std::future::pending());
+        // Jar rounds run beside the checkpoint rounds, at the same interval, until exit.
+        let jar_rounds = jars.map(|jars| {
+            tokio::spawn(async move {
+                loop {
+                    if let Err(error) = report_jars(jars.round().await) {
+                        tracing::warn!("{error:#}");
+                    }
+                    tokio::time::sleep(interval).await;
+                }
+            })
+        });
+        let endless = async {
+            let result = replicator.run(std::future::pending()).await;
+            if let Some(task) = &jar_rounds {
+                task.abort();
+            }
+            result
+        };
         match drive(endless, rx, progress).await {
             Finished::Done(result) => result.context("--from"),
             Finished::Interrupted(signal) => {
@@ -269,6 +313,44 @@ async fn sync(args: &SyncArgs) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// The jar roots of the two storages.
+struct JarSync {
+    from: Arc<dyn Storage>,
+    from_root: StorageUrl,
+    to: Arc<dyn Storage>,
+    to_root: StorageUrl,
+}
+
+impl JarSync {
+    async fn round(&self) -> Result<JarSyncReport, hdfs_sync::SyncError> {
+        sync_jars(&*self.from, &self.from_root, &*self.to, &self.to_root).await
+    }
+}
+
+/// Prints what a jar round did; `Err` naming every jar not copied.
+fn report_jars(report: Result<JarSyncReport, hdfs_sync::SyncError>) -> anyhow::Result<()> {
+    let report = report.context("jars")?;
+    for jar in &report.copied {
+        println!("jar {}: copied and verified", jar.relative_path());
+    }
+    println!(
+        "jars: {} copied ({}), {} already at the peer, {} not copied",
+        report.copied.len(),
+        HumanBytes(report.bytes),
+        report.present,
+        report.skipped.len()
+    );
+    if !report.skipped.is_empty() {
+        let lines: Vec<String> = report
+            .skipped
+            .iter()
+            .map(|(url, reason)| format!("{url}: {reason}"))
+            .collect();
+        bail!("jars not copied:\n  {}", lines.join("\n  "));
+    }
+    Ok(())
 }
 
 /// The source root must exist and be a directory; an unreachable cluster fails here, with

@@ -387,11 +387,17 @@ pub(crate) fn engine_spec(record: &JobRecord) -> Option<(JobSpec, streamjob::Fai
         streamjob::FailoverMode::Manual => SiteMoves::OperatorOnly,
         streamjob::FailoverMode::Auto | streamjob::FailoverMode::None => SiteMoves::Automatic,
     };
+    // Sites its jar is not verified in: the engine moves it to none of them.
+    let jar_missing = JobStatus::from_value(&record.status)
+        .jar
+        .map(|jar| jar.missing(&job.spec.jar_uri, &spec_hash(&job)))
+        .unwrap_or_default();
     Some((
         JobSpec {
             demand,
             mode,
             site_moves,
+            jar_missing,
         },
         job.spec.failover.mode,
     ))
@@ -1077,7 +1083,7 @@ impl Controller {
             return Ok(Err(format!("no site {}", placement.site)));
         };
         let mut attempts = 0;
-        let (job_spec, restore) = loop {
+        let (job_spec, restore, status) = loop {
             attempts += 1;
             let current = match self.store.get_job(namespace, name).await {
                 Ok(Some(current)) => current,
@@ -1127,13 +1133,19 @@ impl Controller {
                 .put_job(&record, Expected::Revision(current.revision))
                 .await
             {
-                Ok(_) => break (job_spec, restore),
+                Ok(_) => break (job_spec, restore, status),
                 Err(StateError::Conflict { .. }) if attempts < 5 => continue,
                 Err(error) => return Err(error),
             }
         };
         let epoch = match self.site_epoch(&placement.site).await? {
             Ok(epoch) => epoch,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        // Never launched without its jar verified in the target site (the engine refuses such
+        // moves; this holds for any other way here).
+        let jar_uri = match self.site_jar_uri(&job_spec, &status, &placement.site) {
+            Ok(uri) => uri,
             Err(reason) => return Ok(Err(reason)),
         };
         let spec = match launch_spec(
@@ -1144,7 +1156,10 @@ impl Controller {
             self.storage_roots.get(&placement.site).map(String::as_str),
             epoch,
         ) {
-            Ok(spec) => spec,
+            Ok(mut spec) => {
+                spec.jar_uri = jar_uri;
+                spec
+            }
             Err(error) => return Ok(Err(error.to_string())),
         };
         match site.launch(&spec).await {

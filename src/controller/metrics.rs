@@ -70,6 +70,12 @@ pub struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JarSiteLabel {
+    pub site: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabel {
     pub site: String,
     pub kind: String,
@@ -104,6 +110,9 @@ pub struct ControllerMetrics {
     pub failover_operation_jobs: Family<OperationJobsLabel, Gauge>,
     /// RPO exposure per job and peer (`controller/exposure.rs`), the leader's.
     pub replication: ReplicationMetrics,
+    /// Jobs whose jar is in each state at each site (`controller::jars`).
+    pub jar_sites: Family<JarSiteLabel, Gauge>,
+    pub jar_published_bytes: Counter,
 }
 
 /// `twinsite_replication_*`: what a site loss would cost each job now, and how replication
@@ -196,7 +205,19 @@ impl ControllerMetrics {
                 ),
             },
             store_unreadable_records: Family::default(),
+            jar_sites: Family::default(),
+            jar_published_bytes: Counter::default(),
         };
+        registry.register(
+            "jar_sites",
+            "Jobs whose jar is publishing, verified or failed in each site's storage, as of the last reconcile pass",
+            metrics.jar_sites.clone(),
+        );
+        registry.register(
+            "jar_published_bytes",
+            "Bytes of job jars copied into a site's storage (and verified there)",
+            metrics.jar_published_bytes.clone(),
+        );
         registry.register(
             "store_unreadable_records",
             "Stored records this controller cannot decode, by kind: left out and never acted on (their keys are in the log and, for jobs, in GET /api/v1/jobs)",
@@ -421,6 +442,15 @@ impl ControllerMetrics {
                 })
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
+    }
+
+    pub fn set_jar_sites(&self, site: &str, state: &str, jobs: i64) {
+        self.jar_sites
+            .get_or_create(&JarSiteLabel {
+                site: site.into(),
+                state: state.into(),
+            })
+            .set(jobs);
     }
 
     /// Prometheus text exposition (OpenMetrics flavour).

@@ -6,6 +6,7 @@ pub mod exposure;
 pub mod failover;
 pub mod guard;
 pub mod health;
+pub mod jars;
 pub mod launch;
 pub mod metrics;
 pub mod reconcile;
@@ -53,6 +54,8 @@ pub struct Controller {
     pub quorum: guard::Quorum,
     /// The agents of guarded sites (`agents.sites`), read once per pass.
     pub agents: Option<guard::Agents>,
+    /// Background publications of job jars into every site's storage.
+    pub jars: jars::JarPublisher,
     leading: AtomicBool,
     passes: tokio::sync::watch::Sender<u64>,
     /// Taken by [`Controller::tenant_room`] and held until the admitted write is done.
@@ -89,6 +92,7 @@ impl Controller {
             engine_view: health::EngineView::default(),
             quorum: guard::Quorum::Fixed(true),
             agents: None,
+            jars: jars::JarPublisher::default(),
             leading: AtomicBool::new(false),
             passes: tokio::sync::watch::channel(0).0,
             admission: tokio::sync::Mutex::new(()),
@@ -161,6 +165,7 @@ impl Controller {
     ) -> Result<(), StateError> {
         let mut changes: Vec<_> = self.sites.values().map(|s| s.changes()).collect();
         let answers = self.failover.answers_waiting();
+        let jars_published = Arc::clone(&self.jars.finished);
         loop {
             match self.reconcile_once().await {
                 Ok(report) => {
@@ -210,6 +215,7 @@ impl Controller {
                 () = tokio::time::sleep(interval) => {}
                 () = wake.notified() => {}
                 () = answers.notified() => {}
+                () = jars_published.notified() => {}
                 () = site_changed => {
                     // Coalesce a burst of changes (a ticking site reports many) into one pass.
                     tokio::time::sleep(Duration::from_millis(200)).await;

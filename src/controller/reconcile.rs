@@ -15,6 +15,7 @@ use scheduler::input::StreamJob;
 use scheduler::model::{JobDemand, JobId, JobPlacement, SiteId, SiteSnapshot};
 use scheduler::placement::{self, IncrementalPlacer, PlacementOptions, PlacementRequest};
 
+use super::jars::{JarGate, JarStatus};
 use super::launch::{launch_spec, spec_hash};
 use super::status::{JobPhase, JobStatus, LastCheckpoint};
 use super::{Controller, stream_job_of};
@@ -40,6 +41,8 @@ pub struct PassReport {
     /// Writes skipped because the record changed under us (an API edit); redone next pass.
     pub conflicts: usize,
     pub by_phase: BTreeMap<JobPhase, i64>,
+    /// Each usable job's jar state as this pass left it (`None`: nothing to publish).
+    pub jars: BTreeMap<JobId, Option<JarStatus>>,
     pub elapsed: std::time::Duration,
 }
 
@@ -68,6 +71,8 @@ struct ToPlace {
     job: StreamJob,
     demand: JobDemand,
     status: JobStatus,
+    /// Where its jar allows it to be launched.
+    jar: JarGate,
 }
 
 impl Controller {
@@ -126,6 +131,7 @@ impl Controller {
         }
         self.place_and_launch(to_place, kept, kept_demands, &views, &mut report)
             .await?;
+        self.record_jar_states(&report.jars);
 
         // Site records are otherwise read only when a launch needs one: listing them (two
         // small records) reports an unreadable one before it holds a launch.
@@ -326,6 +332,8 @@ impl Controller {
         };
         let id = job.id();
         let hash = spec_hash(&job);
+        let jar = self.jar_pass(&job, &hash, &mut status);
+        report.jars.insert(id.clone(), status.jar.clone());
         let placement = record
             .value
             .placement
@@ -340,9 +348,12 @@ impl Controller {
                     job,
                     demand,
                     status,
+                    jar,
                 });
             } else {
-                report.count(status.phase);
+                // Its jar state may still have moved on.
+                self.write_status(&record, &old_status, &status, report)
+                    .await?;
             }
             return Ok(());
         };
@@ -379,6 +390,18 @@ impl Controller {
 
         if status.launched_spec.as_deref() != Some(hash.as_str()) && status.launched_spec.is_some()
         {
+            if let JarGate::Waiting(reason) = &jar {
+                // The new spec's jar is not in place yet: the running generation stays until
+                // it is, rather than stopping for a launch that cannot happen.
+                status.message = Some(format!(
+                    "spec changed; {reason}; the running generation stays until then"
+                ));
+                kept.push(placement);
+                kept_demands.push(demand);
+                self.write_status(&record, &old_status, &status, report)
+                    .await?;
+                return Ok(());
+            }
             // The spec changed: stop this generation with a savepoint and relaunch with the
             // new spec from it.
             let restore = match &observation {
@@ -415,6 +438,7 @@ impl Controller {
                 job,
                 demand,
                 status,
+                jar,
             });
             return Ok(());
         }
@@ -527,6 +551,7 @@ impl Controller {
                         job,
                         demand,
                         status,
+                        jar,
                     });
                 }
             },
@@ -556,6 +581,19 @@ impl Controller {
                         return Ok(());
                     }
                 };
+                let jar_uri = match self.site_jar_uri(&job, &status, &placement.site) {
+                    Ok(uri) => uri,
+                    Err(reason) => {
+                        // Not launched without its jar in the site; retried every pass.
+                        status.site = Some(placement.site.0.clone());
+                        status.message = Some(format!("not launched: {reason}"));
+                        kept.push(placement);
+                        kept_demands.push(demand);
+                        self.write_status(&record, &old_status, &status, report)
+                            .await?;
+                        return Ok(());
+                    }
+                };
                 let spec = launch_spec(
                     &job,
                     generation,
@@ -563,7 +601,11 @@ impl Controller {
                     status.restore(),
                     self.storage_roots.get(&placement.site).map(String::as_str),
                     epoch,
-                );
+                )
+                .map(|mut spec| {
+                    spec.jar_uri = jar_uri;
+                    spec
+                });
                 match spec {
                     Ok(spec) => match view.site.launch(&spec).await {
                         Ok(()) => {
@@ -614,7 +656,7 @@ impl Controller {
 
     async fn place_and_launch(
         &self,
-        mut to_place: Vec<ToPlace>,
+        to_place: Vec<ToPlace>,
         kept: Vec<JobPlacement>,
         kept_demands: Vec<JobDemand>,
         views: &BTreeMap<SiteId, SiteView>,
@@ -622,6 +664,25 @@ impl Controller {
     ) -> Result<(), StateError> {
         if to_place.is_empty() {
             return Ok(());
+        }
+        // A job whose jar is not in place waits, unplaced; the others go only to sites that
+        // hold their jar (or need none: no storage root).
+        let (mut to_place, waiting): (Vec<ToPlace>, Vec<ToPlace>) = to_place
+            .into_iter()
+            .partition(|t| !matches!(t.jar, JarGate::Waiting(_)));
+        for t in &mut to_place {
+            if let JarGate::Ready(verified) = &t.jar {
+                let allowed: Vec<SiteId> = self
+                    .sites
+                    .keys()
+                    .filter(|site| t.demand.sites.allows(site))
+                    .filter(|site| {
+                        verified.contains(*site) || !self.storage_roots.contains_key(*site)
+                    })
+                    .cloned()
+                    .collect();
+                t.demand.sites.allowed = allowed;
+            }
         }
         // Most important first, so that when room runs out it is the least important waiting.
         // (`Priority` orders `Critical` highest.)
@@ -644,7 +705,9 @@ impl Controller {
             options: PlacementOptions::default(),
         };
         let mut decided: BTreeMap<JobId, Result<JobPlacement, String>> = BTreeMap::new();
-        if kept.is_empty() {
+        if to_place.is_empty() {
+            // Only jobs waiting for their jar.
+        } else if kept.is_empty() {
             // Nothing runs yet: the full planner also honours failover reserves and tiers.
             let plan = placement::plan(&request);
             for p in plan.placements {
@@ -660,6 +723,12 @@ impl Controller {
             }
         }
 
+        for t in waiting {
+            if let JarGate::Waiting(reason) = &t.jar {
+                decided.insert(t.demand.id.clone(), Err(reason.clone()));
+            }
+            to_place.push(t);
+        }
         for mut t in to_place {
             let id = t.demand.id.clone();
             let outcome = decided
@@ -740,6 +809,20 @@ impl Controller {
                 return Ok(());
             }
         };
+        let jar_uri = match self.site_jar_uri(&t.job, &status, &placement.site) {
+            Ok(uri) => uri,
+            Err(reason) => {
+                // Placement honours the jar's sites, so only a race lands here: wait, unplaced.
+                status.phase = JobPhase::Pending;
+                status.site = None;
+                status.message = Some(format!("not launched: {reason}"));
+                report.unplaced.push((t.demand.id.clone(), reason));
+                record.status = status.to_value();
+                self.put_if_unchanged(&record, revision, report).await?;
+                report.count(JobPhase::Pending);
+                return Ok(());
+            }
+        };
         let spec = launch_spec(
             &t.job,
             generation,
@@ -749,7 +832,10 @@ impl Controller {
             epoch,
         );
         let spec = match spec {
-            Ok(spec) => spec,
+            Ok(mut spec) => {
+                spec.jar_uri = jar_uri;
+                spec
+            }
             Err(error) => {
                 return self
                     .refuse_launch(record, revision, status, error.to_string(), report)

@@ -80,6 +80,10 @@ pub struct JobStatus {
     /// `replication.maxLag` either way.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The job's jar in each site's storage (see `controller::jars`); absent for a jar in the
+    /// image (`local://`) or when no site has a storage root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jar: Option<super::jars::JarStatus>,
 }
 
 /// The condition whose status is `True` while a site loss would cost the job more than
@@ -128,6 +132,7 @@ impl JobStatus {
             last_checkpoint: None,
             launched_spec: None,
             conditions: Vec::new(),
+            jar: None,
         }
     }
 
@@ -228,6 +233,7 @@ mod tests {
                 message: "chk-3 is 7m old".into(),
                 last_transition_time: "2026-12-05T10:00:00Z".into(),
             }],
+            jar: None,
         };
         assert_eq!(JobStatus::from_value(&status.to_value()), status);
     }

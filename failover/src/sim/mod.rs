@@ -120,6 +120,7 @@ pub fn start(plan: &Plan) -> Result<World, ScenarioError> {
                     demand: job.demand.clone(),
                     mode: job.mode,
                     site_moves: job.site_moves,
+                    jar_missing: Default::default(),
                 },
                 checkpoint_interval: Some(job.checkpoint_interval),
                 replicate: job.replicate,

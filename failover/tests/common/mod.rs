@@ -42,6 +42,7 @@ pub fn spec(name: &str, priority: Priority, mode: FailoverMode, home: &str) -> J
         },
         mode,
         site_moves: SiteMoves::Automatic,
+        jar_missing: BTreeMap::new(),
     }
 }
 
