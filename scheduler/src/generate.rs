@@ -111,7 +111,7 @@ pub fn generate(params: &GenerateParams) -> Result<Generated, serde_saphyr::Seri
 /// `MAX_JOBS_PER_TENANT`, so that jobs drawn at random never reach the bound.
 const JOBS_PER_EXTRA_TENANT: u32 = 500;
 
-/// `count` of the named tenants, and as many more (`tenant-09`, …) as keep each near
+/// `count` of the named tenants, and as many more (`tenant09`, …) as keep each near
 /// `JOBS_PER_EXTRA_TENANT` jobs: a fleet of thousands spans teams, and one tenant may hold
 /// at most `MAX_JOBS_PER_TENANT`. Fleets up to ~2500 jobs keep exactly the named tenants (and
 /// so the same output as before).
@@ -120,7 +120,7 @@ fn tenant_names(count: usize, jobs: u32) -> Vec<String> {
     (0..count.max(needed))
         .map(|i| match TENANTS.get(i).filter(|_| i < count) {
             Some(name) => (*name).to_string(),
-            None => format!("tenant-{:02}", i + 1),
+            None => format!("tenant{:02}", i + 1),
         })
         .collect()
 }
