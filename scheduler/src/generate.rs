@@ -94,16 +94,35 @@ pub fn generate(params: &GenerateParams) -> Result<Generated, serde_saphyr::Seri
         );
     }
     let tenant_count = rng.random_range(5..=8usize);
-    let tenants = &TENANTS[..tenant_count];
+    let tenants = tenant_names(tenant_count, params.jobs);
+    let tenants: Vec<&str> = tenants.iter().map(String::as_str).collect();
     let jobs: Vec<StreamJob> = (0..params.jobs)
-        .map(|i| job(i, tenants, &sites, &mut rng))
+        .map(|i| job(i, &tenants, &sites, &mut rng))
         .collect();
-    let policy = policy(&sites, tenants, &jobs);
+    let policy = policy(&sites, &tenants, &jobs);
     Ok(Generated {
         nodes_json,
         jobs_yaml: stream_jobs_to_yaml(&jobs)?,
         policy_yaml: serde_saphyr::to_string(&policy)?,
     })
+}
+
+/// Jobs per tenant the generator aims at when a fleet outgrows its named tenants: half of
+/// `MAX_JOBS_PER_TENANT`, so that jobs drawn at random never reach the bound.
+const JOBS_PER_EXTRA_TENANT: u32 = 500;
+
+/// `count` of the named tenants, and as many more (`tenant09`, …) as keep each near
+/// `JOBS_PER_EXTRA_TENANT` jobs: a fleet of thousands spans teams, and one tenant may hold
+/// at most `MAX_JOBS_PER_TENANT`. Fleets up to ~2500 jobs keep exactly the named tenants (and
+/// so the same output as before).
+fn tenant_names(count: usize, jobs: u32) -> Vec<String> {
+    let needed = jobs.div_ceil(JOBS_PER_EXTRA_TENANT) as usize;
+    (0..count.max(needed))
+        .map(|i| match TENANTS.get(i).filter(|_| i < count) {
+            Some(name) => (*name).to_string(),
+            None => format!("tenant{:02}", i + 1),
+        })
+        .collect()
 }
 
 fn pick_weighted<T: Copy>(rng: &mut ChaCha8Rng, choices: &[(T, u32)]) -> T {

@@ -49,9 +49,18 @@ pub const MAX_SITE_OVERRIDES: usize = 16;
 /// to one tenant; more is a runaway script, not a team.
 pub const MAX_JOBS_PER_TENANT: usize = 1000;
 
-/// StreamJobs in one file (`plan --jobs`, the controller's seed file): twice the fleet the
-/// design targets. An API request carries exactly one.
-pub const MAX_JOBS_PER_FILE: usize = 2000;
+/// StreamJobs in one file (`plan --jobs`, the controller's seed file, a `kubectl get
+/// streamjobs -o yaml`): twice the 10 000 jobs of the largest fleets expected (issue #17).
+/// Such a file spans tenants: each still holds at most `MAX_JOBS_PER_TENANT`. An API
+/// request carries exactly one.
+pub const MAX_JOBS_PER_FILE: usize = 20_000;
+
+/// Bytes of one input text (a StreamJob, policy or `kubectl get -o json` file): 256 MiB,
+/// serde-saphyr's own cap on what it reads from a stream. A `kubectl get streamjobs -o
+/// yaml` of 10 000 jobs is ~30 MB; the parsers' node budgets grow with the bytes, so this
+/// cap also bounds the largest tree any input can build. (The API's request bodies have
+/// their own, smaller limit: `max_body_bytes`, 1 MiB by default.)
+pub const MAX_INPUT_BYTES: usize = 256 * 1024 * 1024;
 
 /// A job's generation, which every launch increases: JSON's largest exact integer (2^53 - 1,
 /// what the API's clients can read). At one launch a second it lasts 285 million years, so a

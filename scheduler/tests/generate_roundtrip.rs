@@ -193,3 +193,28 @@ fn quotas_are_generous_except_for_one_tenant_whose_quota_binds() {
     }
     assert_eq!(binding, 1);
 }
+
+#[test]
+fn a_fleet_of_thousands_spans_enough_tenants_to_parse_back_within_the_tenant_bound() {
+    let generated = generate(&GenerateParams {
+        sites: 2,
+        nodes_per_site: 3,
+        jobs: 5_000,
+        seed: 7,
+    })
+    .unwrap();
+    let jobs = parse_stream_jobs("jobs.yaml", &generated.jobs_yaml).expect("parses back");
+    assert_eq!(jobs.len(), 5_000);
+    let mut per_tenant = std::collections::BTreeMap::<String, usize>::new();
+    for job in &jobs {
+        *per_tenant.entry(job.tenant().0).or_default() += 1;
+    }
+    assert!(per_tenant.len() >= 10, "{per_tenant:?}");
+    assert!(
+        per_tenant
+            .values()
+            .all(|&n| n <= scheduler::limits::MAX_JOBS_PER_TENANT),
+        "{per_tenant:?}"
+    );
+    parse_policy("policy.yaml", &generated.policy_yaml).expect("the policy names every tenant");
+}

@@ -249,7 +249,9 @@ fn many_jobs(count: usize, tenant_of: impl Fn(usize) -> String) -> String {
 
 #[test]
 fn a_file_with_more_jobs_than_the_bound_is_refused_as_a_whole() {
-    let yaml = many_jobs(MAX_JOBS_PER_FILE + 1, |i| format!("team-{}", i % 10));
+    // Spread over enough tenants that none reaches its own bound: only the file's is tested.
+    let tenants = MAX_JOBS_PER_FILE.div_ceil(MAX_JOBS_PER_TENANT) + 1;
+    let yaml = many_jobs(MAX_JOBS_PER_FILE + 1, |i| format!("team-{}", i % tenants));
     let message = parse_stream_jobs("jobs.yaml", &yaml)
         .unwrap_err()
         .to_string();
@@ -260,7 +262,7 @@ fn a_file_with_more_jobs_than_the_bound_is_refused_as_a_whole() {
             MAX_JOBS_PER_FILE + 1
         )
     );
-    let at_bound = many_jobs(MAX_JOBS_PER_FILE, |i| format!("team-{}", i % 10));
+    let at_bound = many_jobs(MAX_JOBS_PER_FILE, |i| format!("team-{}", i % tenants));
     assert_eq!(
         parse_stream_jobs("jobs.yaml", &at_bound).unwrap().len(),
         MAX_JOBS_PER_FILE

@@ -1,7 +1,8 @@
 //! Placement benchmark: prints figures, asserts nothing.
 //!
 //! `cargo run -p twinsite-scheduler --release --bin placement-bench -- [seed] [milp-budget-secs] [max-tms]`
-//! `cargo run -p twinsite-scheduler --release --bin placement-bench -- --generated [seed] [milp-budget-secs]`
+//! `cargo run -p twinsite-scheduler --release --bin placement-bench -- --generated [--jobs N] [--nodes-per-site N] [--skip-milp] [seed] [milp-budget-secs]`
+//! (`--help` lists the options)
 //! (the second reads `scheduler::generate`'s 2×1000 nodes / 1000 jobs through the real parsers)
 //!
 //! A synthetic 2-site × 1000-node cluster with 1000 jobs (≈20k pods) near capacity: heuristic
@@ -21,7 +22,8 @@ use scheduler::model::{
     TenantId, TenantQuota,
 };
 use scheduler::placement::{
-    IncrementalPlacer, PlacementOptions, PlacementRequest, SolverChoice, plan, validate_plan,
+    IncrementalPlacer, PlacementOptions, PlacementPlan, PlacementRequest, SolverChoice, plan,
+    validate_plan,
 };
 
 const GI: i64 = 1024 * 1024 * 1024;
@@ -195,18 +197,27 @@ fn peak_memory_kib() -> Option<u64> {
 
 type Input = (Vec<SiteSnapshot>, Vec<JobDemand>, PlacementPolicy);
 
-fn generated(seed: u64) -> Result<Input, String> {
+/// Times of reading the generated input through the real parsers.
+struct ParseTimes {
+    nodes: Duration,
+    policy: Duration,
+    jobs: Duration,
+    jobs_bytes: usize,
+}
+
+fn generated(seed: u64, scale: &Scale) -> Result<(Input, ParseTimes), String> {
     use scheduler::generate::{GenerateParams, generate};
     use scheduler::input::{
         kube_objects::parse_node_list, policy::parse_policy, streamjob::parse_stream_jobs,
     };
     let g = generate(&GenerateParams {
         sites: 2,
-        nodes_per_site: 1000,
-        jobs: 1000,
+        nodes_per_site: scale.nodes_per_site,
+        jobs: scale.jobs,
         seed,
     })
     .map_err(|e| e.to_string())?;
+    let t = Instant::now();
     let mut sites = Vec::new();
     for (id, json) in &g.nodes_json {
         let nodes =
@@ -217,34 +228,99 @@ fn generated(seed: u64) -> Result<Input, String> {
             running_pods: Vec::new(),
         });
     }
+    let nodes = t.elapsed();
+    let t = Instant::now();
     let policy = parse_policy("policy.yaml", &g.policy_yaml).map_err(|e| e.to_string())?;
+    let policy_time = t.elapsed();
+    let t = Instant::now();
     let mut jobs = Vec::new();
     for sj in parse_stream_jobs("jobs.yaml", &g.jobs_yaml).map_err(|e| e.to_string())? {
         jobs.push(sj.demand().map_err(|e| e.to_string())?);
     }
-    Ok((sites, jobs, policy.placement_policy()))
+    let times = ParseTimes {
+        nodes,
+        policy: policy_time,
+        jobs: t.elapsed(),
+        jobs_bytes: g.jobs_yaml.len(),
+    };
+    Ok(((sites, jobs, policy.placement_policy()), times))
 }
+
+/// The size of the bench's cluster and fleet.
+struct Scale {
+    jobs: u32,
+    nodes_per_site: u32,
+}
+
+const USAGE: &str = "placement-bench [--generated] [--jobs N] [--nodes-per-site N] [--skip-milp] [seed] [milp-budget-secs] [max-tms]
+
+  --generated         read scheduler::generate's cluster and jobs through the real parsers
+                      (kubectl node JSON, policy YAML, StreamJob YAML) and time the parsing
+  --jobs N            jobs to place (default 1000)
+  --nodes-per-site N  nodes in each of the two sites (default 1000)
+  --skip-milp         do not run the MILP solver
+  seed                random seed (default 7)
+  milp-budget-secs    MILP time budget (default 5)
+  max-tms             most TaskManagers per synthetic job (default 35; 60 overloads 2x1000 nodes)";
 
 fn main() {
     let mut args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return;
+    }
     let use_generated = args.iter().any(|a| a == "--generated");
-    args.retain(|a| a != "--generated");
+    let skip_milp = args.iter().any(|a| a == "--skip-milp");
+    args.retain(|a| a != "--generated" && a != "--skip-milp");
+    let mut scale = Scale {
+        jobs: 1000,
+        nodes_per_site: 1000,
+    };
+    for (flag, target) in [
+        ("--jobs", &mut scale.jobs),
+        ("--nodes-per-site", &mut scale.nodes_per_site),
+    ] {
+        if let Some(i) = args.iter().position(|a| a == flag) {
+            match args.get(i + 1).and_then(|v| v.parse().ok()) {
+                Some(value) => *target = value,
+                None => {
+                    eprintln!("{flag} needs a number\n\n{USAGE}");
+                    std::process::exit(2);
+                }
+            }
+            args.drain(i..=i + 1);
+        }
+    }
     let seed: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(7);
     let budget: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5.0);
     // Most TaskManagers per job: 35 fits the cluster (~21k pods); 60 overloads it.
     let tm_max: u32 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(35);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (sites, jobs, policy) = if use_generated {
-        match generated(seed) {
-            Ok(input) => input,
+        match generated(seed, &scale) {
+            Ok((input, times)) => {
+                println!(
+                    "parse: nodes (kubectl JSON, {} sites) {:?}, policy {:?}, jobs ({} StreamJobs, {:.1} MB YAML, with demands) {:?}; total {:?}",
+                    input.0.len(),
+                    times.nodes,
+                    times.policy,
+                    input.1.len(),
+                    times.jobs_bytes as f64 / 1e6,
+                    times.jobs,
+                    times.nodes + times.policy + times.jobs
+                );
+                input
+            }
             Err(e) => {
                 eprintln!("generated input failed: {e}");
                 std::process::exit(1);
             }
         }
     } else {
-        let sites = cluster(&mut rng, &["dc-a", "dc-b"], 1000);
-        let jobs: Vec<JobDemand> = (0..1000).map(|i| job(&mut rng, i, "ns", tm_max)).collect();
+        let sites = cluster(&mut rng, &["dc-a", "dc-b"], scale.nodes_per_site as usize);
+        let jobs: Vec<JobDemand> = (0..scale.jobs as usize)
+            .map(|i| job(&mut rng, i, "ns", tm_max))
+            .collect();
         (sites, jobs, policy())
     };
     let mut extra: Vec<JobDemand> = (0..1000).map(|i| job(&mut rng, i, "extra", 35)).collect();
@@ -343,28 +419,11 @@ fn main() {
         used.len()
     );
 
-    req.options.solver = SolverChoice::Milp {
-        budget: Duration::from_secs_f64(budget),
-    };
-    let t = Instant::now();
-    let milp = plan(&req);
-    let milp_time = t.elapsed();
-    println!(
-        "milp (budget {budget}s): {:?}; solver {:?}, status {}, objective {:.1} (heuristic {:.1}, {:+.2}%), bound {}, placed {}, violations {}",
-        milp_time,
-        milp.solver.solver,
-        milp.solver.status,
-        milp.solver.objective,
-        heuristic.solver.objective,
-        100.0 * (milp.solver.objective - heuristic.solver.objective)
-            / heuristic.solver.objective.max(1e-9),
-        milp.solver.bound.map_or("unknown".to_string(), |b| format!(
-            "{b:.1} (heuristic gap {:.2}%)",
-            100.0 * (b - heuristic.solver.objective) / b.max(1e-9)
-        )),
-        milp.placements.len(),
-        validate_plan(&req, &milp).len()
-    );
+    if skip_milp {
+        println!("milp: skipped");
+    } else {
+        milp_figures(&mut req, budget, &heuristic);
+    }
 
     req.options.solver = SolverChoice::Heuristic;
     let mut placer = IncrementalPlacer::new(&req, &heuristic.placements);
@@ -391,4 +450,30 @@ fn main() {
         Some(k) => println!("peak memory (VmHWM): {:.1} MiB", k as f64 / 1024.0),
         None => println!("peak memory: unavailable"),
     }
+}
+
+/// The MILP solver's plan under `budget`, against the heuristic's.
+fn milp_figures(req: &mut PlacementRequest<'_>, budget: f64, heuristic: &PlacementPlan) {
+    req.options.solver = SolverChoice::Milp {
+        budget: Duration::from_secs_f64(budget),
+    };
+    let t = Instant::now();
+    let milp = plan(req);
+    let milp_time = t.elapsed();
+    println!(
+        "milp (budget {budget}s): {:?}; solver {:?}, status {}, objective {:.1} (heuristic {:.1}, {:+.2}%), bound {}, placed {}, violations {}",
+        milp_time,
+        milp.solver.solver,
+        milp.solver.status,
+        milp.solver.objective,
+        heuristic.solver.objective,
+        100.0 * (milp.solver.objective - heuristic.solver.objective)
+            / heuristic.solver.objective.max(1e-9),
+        milp.solver.bound.map_or("unknown".to_string(), |b| format!(
+            "{b:.1} (heuristic gap {:.2}%)",
+            100.0 * (b - heuristic.solver.objective) / b.max(1e-9)
+        )),
+        milp.placements.len(),
+        validate_plan(req, &milp).len()
+    );
 }

@@ -11,29 +11,80 @@ use serde_json::Value;
 use super::error::{InputError, InputProblem, Problems};
 use crate::k8s::Quantity;
 use crate::k8s::names::{label_value_errors, qualified_name_errors};
-use crate::limits::MAX_JOBS_PER_FILE;
+use crate::limits::{MAX_INPUT_BYTES, MAX_JOBS_PER_FILE};
 
 /// The API group and version of every twinsite document.
 pub const API_VERSION: &str = "twinsite.io/v1alpha1";
 
-/// The non-empty YAML documents of `yaml`, or one problem naming the line of the syntax
-/// error. Empty documents are skipped, so document numbers count documents with content.
-pub(crate) fn yaml_documents(source: &str, yaml: &str) -> Result<Vec<Value>, InputError> {
-    // serde-saphyr's default budget (depth, nodes, aliases: no "billion laughs") stays; only
-    // the document count is raised so that a file may hold as many jobs as we allow, plus
-    // one so that our own message says what is too many.
+/// The non-empty documents of `text`, or one problem naming the line of the syntax error.
+/// Empty documents are skipped, so document numbers count documents with content.
+///
+/// Text whose first non-blank character is `{` or `[` is one JSON document (what
+/// `kubectl get -o json` and the API's clients write) and is read by serde_json, several
+/// times faster than a YAML reader on the same text; anything else is YAML.
+pub(crate) fn yaml_documents(source: &str, text: &str) -> Result<Vec<Value>, InputError> {
+    let whole_problem =
+        |message: String| InputError::single(InputProblem::new(source, None, None, message));
+    if text.len() > MAX_INPUT_BYTES {
+        return Err(whole_problem(format!(
+            "{} bytes, more than the {MAX_INPUT_BYTES} one input may hold; split it",
+            text.len()
+        )));
+    }
+    if is_json(text) {
+        // serde_json refuses nesting deeper than 128 levels on its own (its recursion
+        // limit), so a deep JSON nest is refused like a deep YAML one; its message names the
+        // line and column.
+        return serde_json::from_str::<Value>(text)
+            .map(|document| vec![document])
+            .map_err(|error| whole_problem(format!("not valid JSON: {error}")));
+    }
+    serde_saphyr::from_multiple_with_options::<Value>(text, yaml_options(text.len()))
+        .map_err(|error| whole_problem(format!("not valid YAML: {error}")))
+}
+
+/// Whether `text` is JSON rather than YAML: its first non-blank character opens a JSON
+/// object or array. (A YAML document starting with a flow collection is JSON-shaped too,
+/// and a flow collection followed by more YAML is refused by serde_json, naming where.)
+pub(crate) fn is_json(text: &str) -> bool {
+    matches!(
+        text.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}')
+            .as_bytes()
+            .first(),
+        Some(b'{' | b'[')
+    )
+}
+
+/// Parser events, nodes and scalar bytes each honest YAML byte can produce, at most. A node
+/// takes at least two bytes (`1,` in a flow list, `- ` in a block one) and an event at most
+/// two per node (a collection's start and end); the margin covers short documents. Aliases
+/// are what make a tree larger than its text, so a file whose tree outgrows this is an
+/// alias bomb, refused however large the file.
+const YAML_NODES_PER_BYTE: usize = 1;
+const YAML_EVENTS_PER_BYTE: usize = 2;
+
+/// serde-saphyr's budget scaled to the input: its defaults (250 000 nodes, 1 000 000
+/// events, 1024 documents, 64 MiB of scalars) fit a file of a few thousand jobs, and a
+/// `kubectl get -o yaml` of 10 000 StreamJobs is ~30 MB; so each limit is the larger of the
+/// default and a constant times the input's bytes. Depth (64), aliases and anchors keep
+/// their defaults: no honest input needs more, and the alias/anchor ratio check stays on.
+fn yaml_options(input_bytes: usize) -> serde_saphyr::Options {
+    let defaults = serde_saphyr::Budget::default();
     let mut budget = serde_saphyr::Budget::default();
-    budget.max_documents = MAX_JOBS_PER_FILE + 1;
+    budget.max_nodes = defaults
+        .max_nodes
+        .max(YAML_NODES_PER_BYTE.saturating_mul(input_bytes));
+    budget.max_events = defaults
+        .max_events
+        .max(YAML_EVENTS_PER_BYTE.saturating_mul(input_bytes));
+    budget.max_total_scalar_bytes = defaults.max_total_scalar_bytes.max(input_bytes);
+    // One more than a file may hold jobs, so that our own message says what is too many;
+    // every document takes at least a byte, which bounds a separator storm.
+    budget.max_documents = (MAX_JOBS_PER_FILE + 1).max(input_bytes);
+    budget.max_reader_input_bytes = Some(MAX_INPUT_BYTES);
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
-    serde_saphyr::from_multiple_with_options::<Value>(yaml, options).map_err(|error| {
-        InputError::single(InputProblem::new(
-            source,
-            None,
-            None,
-            format!("not valid YAML: {error}"),
-        ))
-    })
+    options
 }
 
 /// Decodes `value` into `T`, recording a problem (with the field path) when it does not fit.

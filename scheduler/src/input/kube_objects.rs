@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::error::{InputError, InputProblem, Problems};
 use crate::k8s::{Quantity, Taint};
+use crate::limits::MAX_INPUT_BYTES;
 use crate::model::{Node, Resources, RunningPod};
 
 /// The error of both parsers: the crate's input error, a list of located problems.
@@ -127,6 +128,12 @@ fn list_items(
 ) -> Result<Vec<Item>, KubeInputError> {
     let whole_problem =
         |message: String| InputError::single(InputProblem::new(source, None, None, message));
+    if json.len() > MAX_INPUT_BYTES {
+        return Err(whole_problem(format!(
+            "{} bytes, more than the {MAX_INPUT_BYTES} one input may hold; split it",
+            json.len()
+        )));
+    }
     let document: Value =
         serde_json::from_str(json).map_err(|e| whole_problem(format!("not valid JSON: {e}")))?;
     let document_kind = document.get("kind").and_then(Value::as_str);

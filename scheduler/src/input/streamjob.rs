@@ -565,7 +565,15 @@ fn list_items(document: Value, label: &str, problems: &mut Problems) -> Vec<(Str
             Some(Value::Array(items)) => items
                 .into_iter()
                 .enumerate()
-                .map(|(i, item)| (format!("{label}, items[{i}]"), item))
+                .map(|(i, mut item)| {
+                    // A list is what `kubectl get streamjobs -o yaml` prints: each item carries
+                    // the `status` twinsite itself wrote, which is the cluster's view, not
+                    // part of the job; it is set aside, as the cluster watch does.
+                    if let Some(fields) = item.as_object_mut() {
+                        fields.remove("status");
+                    }
+                    (format!("{label}, items[{i}]"), item)
+                })
                 .collect(),
             Some(Value::Null) | None => Vec::new(),
             Some(_) => {
