@@ -372,7 +372,8 @@ async fn a_move_to_a_site_without_the_jar_is_refused_and_the_dry_run_says_why() 
         failover::MoveMode::Planned,
     )
     .await
-    .unwrap();
+    .unwrap()
+    .expect("the engine answers the dry run with a plan");
     assert!(plan.moves.is_empty(), "{plan:?}");
     let refused = plan
         .not_fitting
