@@ -8,7 +8,7 @@
 //! - [`twinsite_part`]: per job, from the controller's state: phase and site, and for every
 //!   other site its failover readiness (RPO exposure as the leader judged it, allowed there,
 //!   room there after a loss of its site by the failover engine's planned dry run, jar at the
-//!   peer: unknown until jar replication reports it).
+//!   peer from the job's jar publication state, `status.jar`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -247,7 +247,7 @@ pub async fn twinsite_part(
                 peer: peer.0.clone(),
                 failover_mode: job.spec.failover.mode,
                 exposure,
-                jar: JarAtPeer::Unknown,
+                jar: jar_at_peer(status.jar.as_ref(), &peer.0),
                 allowed_at_peer: allowed.is_empty() || allowed.contains(&peer.0),
                 fit: fits
                     .get(&(SiteId(site.clone()), peer.clone()))
@@ -412,4 +412,93 @@ pub fn render_table(d: &Diagnosis) -> String {
         ));
     }
     out
+}
+
+/// The job's jar at `peer`, from the jar publication state in its status
+/// (`controller::jars`): verified there is present; failed there, or a source that cannot be
+/// read, is missing with the reason; still publishing, or no publication (a jar in the
+/// image, a site without storage), is unknown.
+fn jar_at_peer(jar: Option<&crate::controller::jars::JarStatus>, peer: &str) -> JarAtPeer {
+    use crate::controller::jars::JarState;
+    let Some(jar) = jar else {
+        return JarAtPeer::Unknown;
+    };
+    match jar.sites.get(peer) {
+        Some(site) => match site.state {
+            JarState::Verified => JarAtPeer::Present,
+            JarState::Failed => JarAtPeer::Missing {
+                detail: site
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| format!("publishing {} to {peer} failed", jar.source)),
+            },
+            JarState::Publishing => JarAtPeer::Unknown,
+        },
+        None => match &jar.error {
+            Some(error) => JarAtPeer::Missing {
+                detail: error.clone(),
+            },
+            None => JarAtPeer::Unknown,
+        },
+    }
+}
+
+#[cfg(test)]
+mod jar_tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::controller::jars::{JarSiteStatus, JarState, JarStatus};
+
+    fn jar(sites: &[(&str, JarState, Option<&str>)], error: Option<&str>) -> JarStatus {
+        JarStatus {
+            source: "hdfs:///jars/orders.jar".into(),
+            spec: "abc".into(),
+            jar: None,
+            error: error.map(str::to_string),
+            sites: sites
+                .iter()
+                .map(|(s, state, reason)| {
+                    (
+                        s.to_string(),
+                        JarSiteStatus {
+                            state: *state,
+                            reason: reason.map(str::to_string),
+                        },
+                    )
+                })
+                .collect::<BTreeMap<_, _>>(),
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn a_jar_verified_at_the_peer_is_present_and_a_failed_one_is_missing_with_its_reason() {
+        let status = jar(
+            &[
+                ("dc-a", JarState::Verified, None),
+                ("dc-b", JarState::Failed, Some("no space left on dc-b")),
+            ],
+            None,
+        );
+        assert_eq!(jar_at_peer(Some(&status), "dc-a"), JarAtPeer::Present);
+        assert_eq!(
+            jar_at_peer(Some(&status), "dc-b"),
+            JarAtPeer::Missing {
+                detail: "no space left on dc-b".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_jar_still_publishing_or_never_published_is_unknown_and_an_unreadable_source_is_missing() {
+        let publishing = jar(&[("dc-b", JarState::Publishing, None)], None);
+        assert_eq!(jar_at_peer(Some(&publishing), "dc-b"), JarAtPeer::Unknown);
+        assert_eq!(jar_at_peer(None, "dc-b"), JarAtPeer::Unknown);
+        let unreadable = jar(&[], Some("jarURI hdfs:///jars/orders.jar: not found"));
+        assert!(matches!(
+            jar_at_peer(Some(&unreadable), "dc-b"),
+            JarAtPeer::Missing { .. }
+        ));
+    }
 }

@@ -176,7 +176,7 @@ struct Chaos {
     doubles: Arc<Mutex<Vec<String>>>,
     stop: CancellationToken,
     _leadership: Leadership,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Chaos {
@@ -352,11 +352,21 @@ impl Chaos {
             doubles,
             stop,
             _leadership: leadership,
-            _dir: dir,
+            dir,
         }
     }
 
+    /// Stores `job` with its jar uploaded to its preferred site's storage: the controller
+    /// publishes it to both sites before it launches the job.
     async fn add(&self, job: &StreamJob) {
+        let site = job.spec.placement.sites.preferred.clone().unwrap();
+        let jar = self
+            .dir
+            .path()
+            .join(site)
+            .join(job.spec.jar_uri.trim_start_matches("hdfs:///"));
+        std::fs::create_dir_all(jar.parent().unwrap()).unwrap();
+        std::fs::write(jar, format!("PK {}", job.id())).unwrap();
         self.store
             .put_job(&new_record(job), Expected::Absent)
             .await

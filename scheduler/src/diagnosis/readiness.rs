@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use super::{Evidence, Exposure, Finding, FindingKind, Severity, human_count};
 use crate::input::streamjob::FailoverMode;
 
-/// Whether the job's jar is at the peer. Jar replication reports it; until it runs, every
-/// job's jar is `Unknown`, which makes a note, never a finding.
+/// Whether the job's jar is at the peer, from the controller's jar publication. `Unknown`
+/// (still publishing, or a jar that is not published: in the image, no site storage) makes a
+/// note, never a finding.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "state")]
 pub enum JarAtPeer {
@@ -114,7 +115,7 @@ pub fn readiness_findings(r: &Readiness) -> (Vec<Finding>, Vec<String>) {
         }),
         JarAtPeer::Present => {}
         JarAtPeer::Unknown => notes.push(format!(
-            "jar at {}: unknown (jar replication does not report yet)",
+            "jar at {}: unknown (not published there yet, or a jar that is not published)",
             r.peer
         )),
     }
@@ -289,7 +290,7 @@ mod tests {
         let (findings, notes) = readiness_findings(&r);
         assert!(findings.is_empty());
         assert!(
-            notes[0].contains("jar replication does not report"),
+            notes[0].contains("jar at") && notes[0].contains("unknown"),
             "{notes:?}"
         );
     }
