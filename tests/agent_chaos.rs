@@ -360,13 +360,7 @@ impl Chaos {
     /// publishes it to both sites before it launches the job.
     async fn add(&self, job: &StreamJob) {
         let site = job.spec.placement.sites.preferred.clone().unwrap();
-        let jar = self
-            .dir
-            .path()
-            .join(site)
-            .join(job.spec.jar_uri.trim_start_matches("hdfs:///"));
-        std::fs::create_dir_all(jar.parent().unwrap()).unwrap();
-        std::fs::write(jar, format!("PK {}", job.id())).unwrap();
+        support::fixtures::upload_jar(&self.dir.path().join(site), job);
         self.store
             .put_job(&new_record(job), Expected::Absent)
             .await

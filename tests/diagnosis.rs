@@ -114,7 +114,7 @@ async fn world(jobs: &[StreamJob]) -> World {
     .unwrap();
     let controller = Arc::new(
         Controller::new(sites, store.clone() as Arc<dyn StateStore>, policy)
-            .with_storage_roots(roots),
+            .with_storage_roots(roots.clone()),
     );
     controller.set_leading(true);
     let metrics_path = dir.path().join("metrics.jsonl");
@@ -132,6 +132,14 @@ async fn world(jobs: &[StreamJob]) -> World {
         .unwrap();
     }
     drop(file);
+    upload_jars(&roots, jobs);
+    // One pass publishes the jars to both sites; the next launches the jobs.
+    controller.reconcile_once().await.unwrap();
+    assert!(
+        controller
+            .jar_publications_settled(std::time::Duration::from_secs(30))
+            .await
+    );
     controller.reconcile_once().await.unwrap();
     controller.monitor_exposure().await.unwrap();
     let state = Arc::new(ApiState {
@@ -327,11 +335,19 @@ async fn replication_behind_is_diagnosed_from_the_leaders_exposure() {
         "{:?}",
         finding.evidence
     );
+    // Its jar was published to dc-b before it launched: no jar finding, no jar note.
     assert!(
-        d.jobs[0]
-            .notes
+        !d.jobs[0].notes.iter().any(|n| n.contains("jar at dc-b")),
+        "{:?}",
+        d.jobs[0].notes
+    );
+    assert!(
+        !d.jobs[0]
+            .findings
             .iter()
-            .any(|n| n.contains("jar at dc-b: unknown"))
+            .any(|f| f.kind == FindingKind::JarMissingAtPeer),
+        "{:?}",
+        d.jobs[0].findings
     );
 }
 
@@ -573,4 +589,17 @@ async fn the_cli_asks_a_running_controller() {
     ]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--token-file /nonexistent"));
+}
+
+/// Puts each job's jar where its `jarURI` points in every site's storage: jobs launch once
+/// the controller has published their jar.
+fn upload_jars(roots: &BTreeMap<SiteId, String>, jobs: &[StreamJob]) {
+    for root in roots.values() {
+        for job in jobs {
+            support::fixtures::upload_jar(
+                std::path::Path::new(root.trim_start_matches("file://")),
+                job,
+            );
+        }
+    }
 }

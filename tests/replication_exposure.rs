@@ -87,14 +87,27 @@ impl World {
                 store.clone() as Arc<dyn StateStore>,
                 parse_policy("policy.yaml", POLICY).unwrap(),
             )
-            .with_storage_roots(roots),
+            .with_storage_roots(roots.clone()),
         );
         controller.set_leading(true);
         let job = parse_stream_jobs("job.yaml", JOB).unwrap().remove(0);
+        // The job launches once the controller has published its jar to both sites.
+        for root in roots.values() {
+            support::fixtures::upload_jar(
+                std::path::Path::new(root.trim_start_matches("file://")),
+                &job,
+            );
+        }
         store
             .put_job(&new_record(&job), Expected::Absent)
             .await
             .unwrap();
+        controller.reconcile_once().await.unwrap();
+        assert!(
+            controller
+                .jar_publications_settled(Duration::from_secs(30))
+                .await
+        );
         World {
             dir,
             clock,

@@ -126,6 +126,22 @@ impl World {
         self.controller.reconcile_once().await.unwrap();
     }
 
+    /// Stores `job` with its jar in dc-a's storage, and lets the controller publish the jar
+    /// to both sites (one pass): the next pass launches it.
+    async fn add(&self, job: &StreamJob) {
+        support::fixtures::upload_jar(&self._dir.path().join("dc-a"), job);
+        self.store
+            .put_job(&new_record(job), Expected::Absent)
+            .await
+            .unwrap();
+        self.pass().await;
+        assert!(
+            self.controller
+                .jar_publications_settled(Duration::from_secs(30))
+                .await
+        );
+    }
+
     fn launched(&self, site: &str) -> twinsite::site::LaunchSpec {
         self.sims[site]
             .launched(&JobId::new("shop", "orders"))
@@ -137,10 +153,7 @@ impl World {
 async fn a_job_moved_to_the_other_site_reads_that_sites_kafka_from_the_time_of_its_restored_state()
 {
     let w = World::new(true).await;
-    w.store
-        .put_job(&new_record(&orders()), Expected::Absent)
-        .await
-        .unwrap();
+    w.add(&orders()).await;
     tracing::info!("--- first launch in dc-a: a fresh start, dc-a's settings");
     w.pass().await;
     let first = w.launched("dc-a");
@@ -224,10 +237,7 @@ async fn a_job_moved_to_the_other_site_reads_that_sites_kafka_from_the_time_of_i
 #[tokio::test]
 async fn a_job_relaunched_in_its_site_seeks_to_the_time_of_its_latest_checkpoint() {
     let w = World::new(false).await;
-    w.store
-        .put_job(&new_record(&orders()), Expected::Absent)
-        .await
-        .unwrap();
+    w.add(&orders()).await;
     w.pass().await;
     let first = w.launched("dc-a");
     w.clock.advance(Duration::from_secs(11));

@@ -39,3 +39,12 @@ pub fn placement(
         pods,
     }
 }
+
+/// Puts `job`'s jar where its `jarURI` (`hdfs:///…`) points inside the site storage at
+/// `site_root`: jobs launch only once the controller has published their jar, from a site's
+/// storage, to every site.
+pub fn upload_jar(site_root: &std::path::Path, job: &scheduler::input::StreamJob) {
+    let jar = site_root.join(job.spec.jar_uri.trim_start_matches("hdfs:///"));
+    std::fs::create_dir_all(jar.parent().unwrap()).unwrap();
+    std::fs::write(jar, format!("PK {}", job.id())).unwrap();
+}
