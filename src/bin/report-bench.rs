@@ -7,11 +7,15 @@
 //! The inputs are written first; then the report runs in a child process (this binary with
 //! `--measure`), so that its peak RSS (`VmHWM`) is the report's alone, not the generator's.
 
+#[path = "common/measure.rs"]
+mod measure;
+
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use measure::{flag, peak_rss_mib, step_ms};
 use scheduler::generate::{GenerateParams, generate};
 use scheduler::input::parse_stream_jobs;
 use scheduler::report::assemble::JobFacts;
@@ -23,36 +27,6 @@ const SEED: u64 = 7;
 /// 2026-11-18T20:00:00Z, a Wednesday evening.
 const AT: &str = "2026-11-18T20:00:00Z";
 const END_MS: i64 = 1_795_032_000_000;
-
-fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
-fn peak_rss_mib() -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").context("read /proc/self/status")?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmHWM in /proc/self/status")?;
-    Ok(kib / 1024.0)
-}
-
-fn step_ms(text: &str) -> anyhow::Result<i64> {
-    let (n, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let n: i64 = n.parse().with_context(|| format!("--step {text:?}"))?;
-    Ok(match unit {
-        "s" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        _ => bail!("--step {text:?}: use s, m or h"),
-    })
-}
 
 fn write_inputs(dir: &Path, days: u32, step: i64) -> anyhow::Result<()> {
     let generated = generate(&GenerateParams {
