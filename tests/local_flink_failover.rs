@@ -19,7 +19,7 @@ use failover::RelaunchReason;
 use scheduler::input::{Policy, parse_stream_jobs};
 use scheduler::model::{JobId, Resources, SiteId};
 use support::flink::{
-    Count, counts, flink_python, keyed_counter_job_yaml, max_counts, min_counts, started_from,
+    counts, flink_python, is_a_cut_of, keyed_counter_job_yaml, max_counts, min_counts, started_from,
 };
 use twinsite::controller::{Controller, JobStatus, PassReport, new_record};
 use twinsite::replication::ReplicationDriver;
@@ -204,28 +204,6 @@ fn group_alive(pgid: u32) -> bool {
                 .collect();
             fields.len() > 2 && fields[2] == pgid.to_string() && !matches!(fields[0], "Z" | "X")
         })
-}
-
-/// Whether `state` (per key) is what gen 1 had counted at some point of its output: the
-/// aggregation and the print sink are one task at parallelism 1, so a checkpoint's state is
-/// the running counts after some prefix of the printed updates (keys not yet seen: 0).
-fn is_a_cut_of(output: &[Count], state: &BTreeMap<i64, i64>) -> bool {
-    let mut running: BTreeMap<i64, i64> = BTreeMap::new();
-    let matches = |running: &BTreeMap<i64, i64>| {
-        state
-            .iter()
-            .all(|(k, n)| running.get(k).copied().unwrap_or(0) == *n)
-    };
-    if matches(&running) {
-        return true;
-    }
-    for c in output.iter().filter(|c| c.kind != "-U") {
-        running.insert(c.key, c.count);
-        if matches(&running) {
-            return true;
-        }
-    }
-    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

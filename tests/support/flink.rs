@@ -84,15 +84,6 @@ pub fn max_counts(log: &Path) -> BTreeMap<i64, i64> {
     out
 }
 
-/// The first count printed per key.
-pub fn first_counts(log: &Path) -> BTreeMap<i64, i64> {
-    let mut out = BTreeMap::new();
-    for c in counts(log) {
-        out.entry(c.key).or_insert(c.count);
-    }
-    out
-}
-
 /// Per key, the count the run started from: its first update retracts it (`-U[k, n]`: n),
 /// or, without a retraction, adds one to it (`+I[k, 1]` after no state: 0).
 pub fn started_from(log: &Path) -> BTreeMap<i64, i64> {
@@ -112,4 +103,26 @@ pub fn min_counts(log: &Path) -> BTreeMap<i64, i64> {
         *e = (*e).min(c.count);
     }
     out
+}
+
+/// Whether `state` (per key) is what gen 1 had counted at some point of its output: the
+/// aggregation and the print sink are one task at parallelism 1, so a checkpoint's state is
+/// the running counts after some prefix of the printed updates (keys not yet seen: 0).
+pub fn is_a_cut_of(output: &[Count], state: &BTreeMap<i64, i64>) -> bool {
+    let mut running: BTreeMap<i64, i64> = BTreeMap::new();
+    let matches = |running: &BTreeMap<i64, i64>| {
+        state
+            .iter()
+            .all(|(k, n)| running.get(k).copied().unwrap_or(0) == *n)
+    };
+    if matches(&running) {
+        return true;
+    }
+    for c in output.iter().filter(|c| c.kind != "-U") {
+        running.insert(c.key, c.count);
+        if matches(&running) {
+            return true;
+        }
+    }
+    false
 }
