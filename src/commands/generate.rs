@@ -1,10 +1,27 @@
 //! `twinsite generate`: a synthetic cluster, jobs and policy written in the real formats.
 
+use std::path::PathBuf;
+
 use anyhow::{Context, bail};
+use clap::Args;
 use scheduler::generate::{GenerateParams, generate};
 
 use super::write_atomically;
-use crate::cli::GenerateArgs;
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[arg(long, default_value_t = 2)]
+    pub sites: u32,
+    #[arg(long, default_value_t = 100)]
+    pub nodes_per_site: u32,
+    #[arg(long, default_value_t = 100)]
+    pub jobs: u32,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Directory to write `nodes-<site>.json`, `jobs.yaml` and `policy.yaml` into.
+    #[arg(long)]
+    pub out: PathBuf,
+}
 
 pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     if args.sites == 0 || args.nodes_per_site == 0 {

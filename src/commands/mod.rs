@@ -6,6 +6,13 @@ use anyhow::{Context, bail};
 
 use crate::cli::Command;
 
+/// How `plan` and `simulate` print their result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
 pub mod agent;
 pub mod diagnose;
 pub mod failover;

@@ -2,14 +2,52 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
 use scheduler::input::{StreamJob, kube_objects, parse_stream_jobs, policy};
 use scheduler::model::{JobDemand, JobPlacement, PlacementPolicy, PodRole, SiteId, SiteSnapshot};
 use scheduler::placement::{self, PlacementOptions, PlacementPlan, PlacementRequest, SolverChoice};
 
-use super::{parse_duration, read_input, split_name_value};
-use crate::cli::{self, OutputFormat, PlanArgs};
+use super::{OutputFormat, parse_duration, read_input, split_name_value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SolverArg {
+    /// First-fit-decreasing with scoring only.
+    Heuristic,
+    /// Heuristic, then a MILP on aggregated pools under `--solver-budget`.
+    Milp,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// A site's nodes as `NAME=FILE`, the file being `kubectl get nodes -o json` output.
+    #[arg(long = "site", value_name = "NAME=NODES.json", required = true)]
+    pub sites: Vec<String>,
+    /// A site's running pods as `NAME=FILE` (`kubectl get pods -A -o json`).
+    #[arg(long = "pods", value_name = "NAME=PODS.json")]
+    pub pods: Vec<String>,
+    /// Multi-document YAML of StreamJob objects.
+    #[arg(long, value_name = "JOBS.yaml")]
+    pub jobs: PathBuf,
+    /// Policy file; without it every node is plain online capacity with no quotas.
+    #[arg(long, value_name = "POLICY.yaml")]
+    pub policy: Option<PathBuf>,
+    /// The current placement (a previous `plan --format json`); running jobs stay put unless forced.
+    #[arg(long, value_name = "PLAN.json")]
+    pub running: Option<PathBuf>,
+    /// Instant at which co-location windows are evaluated (RFC 3339); default now.
+    #[arg(long, value_name = "RFC3339")]
+    pub at: Option<String>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+    #[arg(long, value_enum, default_value_t = SolverArg::Milp)]
+    pub solver: SolverArg,
+    /// Wall-time budget of the MILP, e.g. `5s`, `500ms`.
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    pub solver_budget: String,
+}
 
 /// Everything `plan` reads, parsed and validated.
 pub struct PlanInputs {
@@ -26,8 +64,8 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
     let inputs = load(args)?;
     let budget = parse_duration("--solver-budget", &args.solver_budget)?;
     let solver = match args.solver {
-        cli::SolverChoice::Heuristic => SolverChoice::Heuristic,
-        cli::SolverChoice::Milp => SolverChoice::Milp { budget },
+        SolverArg::Heuristic => SolverChoice::Heuristic,
+        SolverArg::Milp => SolverChoice::Milp { budget },
     };
     let request = PlacementRequest {
         sites: &inputs.sites,

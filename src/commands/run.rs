@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use clap::Args;
 use scheduler::generate::{GenerateParams, generate};
 use scheduler::input::StreamJob;
 use scheduler::model::SiteId;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
-use crate::cli::RunArgs;
 use crate::config::{Config, StateConfig};
 use crate::controller::Controller;
 use crate::controller::guard::Quorum;
@@ -25,6 +25,16 @@ use crate::site::simulated::{
 };
 use crate::site::{Site, SystemClock};
 use crate::state::{EmbeddedStateStore, EtcdStateStore, KeyLayout, StateStore, connect_etcd};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Controller configuration (YAML); without it, the embedded default.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// API address, overriding the configuration's `api.listen` (e.g. `127.0.0.1:0`).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
+}
 
 /// How often the leader right-sizes jobs that opted in (`twinsite.io/rightsize: auto`).
 const AUTO_RIGHTSIZE_INTERVAL: Duration = Duration::from_secs(3600);

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use anyhow::anyhow;
 use clap::Args;
 
+use super::OutputFormat;
 use super::read_input;
-use crate::cli::OutputFormat;
 
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
