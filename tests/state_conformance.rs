@@ -12,8 +12,8 @@ use serde_json::json;
 use twinsite::leader::{LeaderElector, Leadership};
 use twinsite::state::{
     AuditEntry, CheckpointKind, CheckpointPointer, EmbeddedStateStore, EtcdConfig, EtcdStateStore,
-    EtcdTls, Expected, JobPlacement, JobRecord, KeyLayout, KvBackend, KvStateStore,
-    OperationRecord, RecordKind, SiteRecord, StateError, StateStore, connect_etcd,
+    EtcdTls, Expected, JobPlacement, JobRecord, KeyLayout, KvBackend, KvStateStore, RecordKind,
+    SiteRecord, StateError, StateStore, connect_etcd,
 };
 
 fn job(name: &str) -> JobRecord {
@@ -376,55 +376,6 @@ mod suite {
         );
     }
 
-    pub async fn operations_persist_as_resumable_state_machines(store: &dyn StateStore) {
-        let op = |state: &str| OperationRecord {
-            id: "failover-east-0001".to_owned(),
-            kind: "site-failover".to_owned(),
-            state: state.to_owned(),
-            data: json!({"from": "east", "to": "west", "jobs_done": 17}),
-        };
-        let created = store
-            .put_operation(&op("FencingSource"), Expected::Absent)
-            .await
-            .unwrap();
-        store
-            .put_operation(&op("RelaunchingJobs"), Expected::Revision(created))
-            .await
-            .unwrap();
-        let stale = store
-            .put_operation(&op("Done"), Expected::Revision(created))
-            .await;
-        assert!(matches!(stale, Err(StateError::Conflict { .. })));
-        let mut second = op("Planned");
-        second.id = "switchover-west-0002".to_owned();
-        store
-            .put_operation(&second, Expected::Absent)
-            .await
-            .unwrap();
-
-        let read = store
-            .get_operation("failover-east-0001")
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(read.value, op("RelaunchingJobs"));
-        let ids: Vec<String> = store
-            .list_operations()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|o| o.value.id)
-            .collect();
-        assert_eq!(ids, ["failover-east-0001", "switchover-west-0002"]);
-        assert!(
-            store
-                .delete_operation("switchover-west-0002", Expected::Any)
-                .await
-                .unwrap()
-        );
-        assert_eq!(store.list_operations().await.unwrap().len(), 1);
-    }
-
     pub async fn listing_returns_every_job_across_pages(store: &dyn StateStore) {
         let count = 300; // more than one listing page
         futures::stream::iter(0..count)
@@ -603,9 +554,7 @@ mod suite {
 
     /// The other records a controller reads at start and in its passes: none that fails to
     /// decode fails a listing; each is reported with its kind.
-    pub async fn unreadable_sites_pointers_operations_failover_and_audit_records_are_left_out<
-        B: KvBackend,
-    >(
+    pub async fn unreadable_sites_pointers_failover_and_audit_records_are_left_out<B: KvBackend>(
         store: &KvStateStore<B>,
     ) {
         let prefix = "/twinsite/v1";
@@ -663,28 +612,6 @@ mod suite {
                 .is_err()
         );
 
-        let op = OperationRecord {
-            id: "op-1".to_owned(),
-            kind: "failover".to_owned(),
-            state: "Planned".to_owned(),
-            data: json!({}),
-        };
-        store.put_operation(&op, Expected::Absent).await.unwrap();
-        let renamed = OperationRecord {
-            id: "op-9".to_owned(),
-            ..op.clone()
-        };
-        let renamed = serde_json::to_vec(&renamed).unwrap();
-        put_raw(store, &format!("{prefix}/ops/op-2"), &renamed).await;
-        let ops: Vec<String> = store
-            .list_operations()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|o| o.value.id)
-            .collect();
-        assert_eq!(ops, ["op-1"]);
-
         store
             .put_failover_record("site.west", &json!({"epoch": 1}))
             .await
@@ -739,17 +666,11 @@ mod suite {
                 (format!("{checkpoints}/completed/east"), "checkpoint"),
                 (format!("{checkpoints}/sideways/east"), "checkpoint"),
                 (format!("{prefix}/failover/job.team-a.etl"), "failover"),
-                (format!("{prefix}/ops/op-2"), "operation"),
             ]
         );
 
         // Deleted or rewritten behind the store's back (etcdctl): forgotten at the recheck;
         // what is still there, unchanged, stays reported.
-        store
-            .backend()
-            .delete(&format!("{prefix}/ops/op-2"), Expected::Any)
-            .await
-            .unwrap();
         let fixed = serde_json::to_vec(&pointer).unwrap();
         put_raw(store, &format!("{checkpoints}/completed/east"), &fixed).await;
         put_raw(
@@ -850,13 +771,12 @@ conformance!(
     a_batch_of_audit_entries_keeps_its_order_and_loses_none_to_a_racing_appender,
     checkpoint_pointers_are_kept_per_kind_and_site,
     every_jobs_pointers_are_listed_in_one_read_across_pages,
-    operations_persist_as_resumable_state_machines,
     listing_returns_every_job_across_pages,
     names_that_are_not_safe_key_segments_are_rejected,
     a_generation_at_its_largest_is_refused_not_wrapped,
     an_audit_log_at_its_largest_sequence_refuses_to_append,
     job_records_that_do_not_decode_are_reported_apart_and_never_fail_a_listing,
-    unreadable_sites_pointers_operations_failover_and_audit_records_are_left_out,
+    unreadable_sites_pointers_failover_and_audit_records_are_left_out,
 );
 
 /// The embedded store must survive a restart with every record and revision intact.

@@ -5,7 +5,6 @@
 //! <prefix>/checkpoints/<namespace>/<name>/completed/<site>      CheckpointPointer (latest complete in <site>)
 //! <prefix>/checkpoints/<namespace>/<name>/replicated/<site>     CheckpointPointer (latest verified copy at peer <site>)
 //! <prefix>/sites/<site>                                         SiteRecord (state + epoch)
-//! <prefix>/ops/<id>                                             OperationRecord (failover state machine)
 //! <prefix>/failover/<job.ns.name | site.id | op.id>             failover engine record (JSON, resumed by a new leader)
 //! <prefix>/audit/<seq, 20 digits, zero-padded>                  AuditEntry
 //! <prefix>/election/<name>                                      etcd election (leader keys live below it)
@@ -107,15 +106,6 @@ impl KeyLayout {
 
     pub fn sites(&self) -> String {
         format!("{}/sites/", self.prefix)
-    }
-
-    pub fn operation(&self, id: &str) -> Result<String, StateError> {
-        validate_segment("operation id", id)?;
-        Ok(format!("{}/ops/{id}", self.prefix))
-    }
-
-    pub fn operations(&self) -> String {
-        format!("{}/ops/", self.prefix)
     }
 
     /// One record of the failover engine (`job.<ns>.<name>`, `site.<id>`, `op.<id>`).
@@ -222,7 +212,6 @@ mod tests {
     #[test]
     fn dot_segments_cannot_escape_the_store() {
         assert!(KeyLayout::default().site("..").is_err());
-        assert!(KeyLayout::default().operation(".hidden").is_err());
     }
 
     #[test]

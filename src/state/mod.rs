@@ -22,8 +22,8 @@ pub use keys::KeyLayout;
 pub use kv::{KvBackend, KvEntry};
 pub use record::{
     AuditEntry, AuditRecord, CheckpointEntry, CheckpointKind, CheckpointPointer, Expected,
-    JobCheckpoint, JobPlacement, JobRecord, JobScan, OperationRecord, RecordKind, SiteRecord,
-    UnreadableRecord, Versioned,
+    JobCheckpoint, JobPlacement, JobRecord, JobScan, RecordKind, SiteRecord, UnreadableRecord,
+    Versioned,
 };
 pub use store::KvStateStore;
 
@@ -58,7 +58,7 @@ pub trait StateStore: Send + Sync {
     fn unreadable_records(&self) -> Vec<UnreadableRecord>;
 
     /// Reads again the remembered unreadable records of kinds no pass lists whole
-    /// (checkpoint, operation, failover, audit), one read each: one deleted or rewritten
+    /// (checkpoint, failover, audit), one read each: one deleted or rewritten
     /// since by another writer (etcdctl) is forgotten, or remembered anew if still
     /// unreadable. Job and site records are settled by every pass's listing of them.
     async fn recheck_unreadable(&self) -> Result<(), StateError>;
@@ -119,22 +119,6 @@ pub trait StateStore: Send + Sync {
     /// epoch is higher than the record's (an equal epoch updates the state within it). An
     /// unreadable stored record is replaced: its epoch is unknown to everyone.
     async fn put_site(&self, record: &SiteRecord) -> Result<i64, StateError>;
-
-    async fn get_operation(
-        &self,
-        id: &str,
-    ) -> Result<Option<Versioned<OperationRecord>>, StateError>;
-
-    /// All operations, ordered by id.
-    async fn list_operations(&self) -> Result<Vec<Versioned<OperationRecord>>, StateError>;
-
-    async fn put_operation(
-        &self,
-        operation: &OperationRecord,
-        expected: Expected,
-    ) -> Result<i64, StateError>;
-
-    async fn delete_operation(&self, id: &str, expected: Expected) -> Result<bool, StateError>;
 
     /// Stores one failover engine record under `name` (see [`keys::KeyLayout::failover_record`]);
     /// the engine owns the content, the store only keeps it durable.

@@ -1,5 +1,5 @@
 //! The typed records the controller keeps. Values the store does not interpret (job spec,
-//! placement detail, operation data) stay JSON so the store never depends on their schema.
+//! placement detail) stay JSON so the store never depends on their schema.
 
 use serde::{Deserialize, Serialize};
 
@@ -109,17 +109,6 @@ pub struct SiteRecord {
     pub detail: serde_json::Value,
 }
 
-/// A persisted failover (or failback/switchover) state machine; a new leader resumes it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OperationRecord {
-    pub id: String,
-    pub kind: String,
-    /// Name of the state the machine is in.
-    pub state: String,
-    #[serde(default)]
-    pub data: serde_json::Value,
-}
-
 /// Who did what, when, with what result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
@@ -144,18 +133,16 @@ pub enum RecordKind {
     Job,
     Checkpoint,
     Site,
-    Operation,
     /// A failover engine record (`<prefix>/failover/…`).
     Failover,
     Audit,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 6] = [
+    pub const ALL: [RecordKind; 5] = [
         RecordKind::Job,
         RecordKind::Checkpoint,
         RecordKind::Site,
-        RecordKind::Operation,
         RecordKind::Failover,
         RecordKind::Audit,
     ];
@@ -165,7 +152,6 @@ impl RecordKind {
             RecordKind::Job => "job",
             RecordKind::Checkpoint => "checkpoint",
             RecordKind::Site => "site",
-            RecordKind::Operation => "operation",
             RecordKind::Failover => "failover",
             RecordKind::Audit => "audit",
         }

@@ -19,8 +19,8 @@ use super::keys::KeyLayout;
 use super::kv::{KvBackend, KvEntry};
 use super::{
     AuditEntry, AuditRecord, CheckpointEntry, CheckpointKind, CheckpointPointer, Expected,
-    JobCheckpoint, JobRecord, JobScan, OperationRecord, RecordKind, SiteRecord, StateError,
-    StateStore, UnreadableRecord, Versioned,
+    JobCheckpoint, JobRecord, JobScan, RecordKind, SiteRecord, StateError, StateStore,
+    UnreadableRecord, Versioned,
 };
 
 /// How often a read-check-write loop retries after losing a race before giving up with the
@@ -67,10 +67,6 @@ fn job_key(layout: &KeyLayout, key: &str, job: &JobRecord) -> Result<(), String>
 
 fn site_key(layout: &KeyLayout, key: &str, site: &SiteRecord) -> Result<(), String> {
     same_key(key, layout.site(&site.site), "site")
-}
-
-fn operation_key(layout: &KeyLayout, key: &str, op: &OperationRecord) -> Result<(), String> {
-    same_key(key, layout.operation(&op.id), "operation")
 }
 
 impl<B: KvBackend> KvStateStore<B> {
@@ -322,9 +318,6 @@ impl<B: KvBackend> StateStore for KvStateStore<B> {
                 RecordKind::Checkpoint => self
                     .decode::<CheckpointPointer>(&key, kind, entry, checkpoint_key)
                     .map(drop),
-                RecordKind::Operation => self
-                    .decode::<OperationRecord>(&key, kind, entry, operation_key)
-                    .map(drop),
                 RecordKind::Failover => self
                     .decode::<serde_json::Value>(&key, kind, entry, any_key)
                     .map(drop),
@@ -512,39 +505,6 @@ impl<B: KvBackend> StateStore for KvStateStore<B> {
                 result => return result,
             }
         }
-    }
-
-    async fn get_operation(
-        &self,
-        id: &str,
-    ) -> Result<Option<Versioned<OperationRecord>>, StateError> {
-        let key = self.layout.operation(id)?;
-        self.read(&key, RecordKind::Operation, operation_key).await
-    }
-
-    async fn list_operations(&self) -> Result<Vec<Versioned<OperationRecord>>, StateError> {
-        let (operations, _) = self
-            .read_all(
-                &self.layout.operations(),
-                RecordKind::Operation,
-                operation_key,
-            )
-            .await?;
-        Ok(operations.into_iter().map(|(_, record)| record).collect())
-    }
-
-    async fn put_operation(
-        &self,
-        operation: &OperationRecord,
-        expected: Expected,
-    ) -> Result<i64, StateError> {
-        let key = self.layout.operation(&operation.id)?;
-        self.write(&key, operation, expected).await
-    }
-
-    async fn delete_operation(&self, id: &str, expected: Expected) -> Result<bool, StateError> {
-        let key = self.layout.operation(id)?;
-        self.delete(&key, expected).await
     }
 
     async fn put_failover_record(
