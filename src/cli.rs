@@ -3,6 +3,10 @@
 
 use clap::{Parser, Subcommand};
 
+use crate::commands::{
+    agent, diagnose, failover, generate, plan, render, report, run, simulate, sync,
+};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "twinsite",
@@ -20,27 +24,49 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Plan where every job runs: its site and the node of every pod.
-    Plan(crate::commands::plan::PlanArgs),
+    Plan(plan::PlanArgs),
     /// Write a synthetic two-site cluster, jobs and policy in the real input formats.
-    Generate(crate::commands::generate::GenerateArgs),
+    Generate(generate::GenerateArgs),
     /// Run the controller (embedded default without --config: two simulated sites).
-    Run(crate::commands::run::RunArgs),
+    Run(run::RunArgs),
     /// Print the StreamJob CustomResourceDefinition (YAML) generated from the Rust types.
     Crd,
     /// Replicate complete checkpoints from one site's storage to the other's.
-    Sync(crate::commands::sync::SyncArgs),
+    Sync(sync::SyncArgs),
     /// Write reports (capacity planning).
-    Report(crate::commands::report::ReportArgs),
+    Report(report::ReportArgs),
     /// Ask a running controller to move a site's jobs to the other site (`--dry-run`: the plan).
-    Failover(crate::commands::failover::FailoverArgs),
+    Failover(failover::FailoverArgs),
     /// Play a failover scenario in a simulated two-site world; print the timeline and RTO/RPO.
-    Simulate(crate::commands::simulate::SimulateArgs),
+    Simulate(simulate::SimulateArgs),
     /// Print the Kubernetes objects a launch would create (YAML), for review and GitOps.
-    Render(crate::commands::render::RenderArgs),
+    Render(render::RenderArgs),
     /// Which jobs are in trouble, why, and what to do (Flink metrics, RPO exposure, failover
     /// readiness).
-    Diagnose(crate::commands::diagnose::DiagnoseArgs),
+    Diagnose(diagnose::DiagnoseArgs),
     /// Guard one site: hold its lease in etcd, stop generations the store does not place
     /// there, stop every job of the site when the lease runs out (self-fencing).
-    Agent(crate::commands::agent::AgentArgs),
+    Agent(agent::AgentArgs),
+}
+
+impl Command {
+    /// Runs the subcommand.
+    pub fn run(self) -> anyhow::Result<()> {
+        match self {
+            Command::Plan(args) => plan::run(&args),
+            Command::Generate(args) => generate::run(&args),
+            Command::Run(args) => run::run(&args),
+            Command::Crd => {
+                print!("{}", crate::crd::crd_yaml()?);
+                Ok(())
+            }
+            Command::Sync(args) => sync::run(&args),
+            Command::Report(args) => report::run(&args),
+            Command::Failover(args) => failover::run(&args),
+            Command::Simulate(args) => simulate::run(&args),
+            Command::Render(args) => render::run(&args),
+            Command::Diagnose(args) => diagnose::run(&args),
+            Command::Agent(args) => agent::run(&args),
+        }
+    }
 }

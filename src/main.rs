@@ -2,8 +2,8 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = twinsite::cli::Cli::parse();
-    twinsite::commands::init_logging(&cli.log);
-    match twinsite::commands::dispatch(cli.command) {
+    let ran = twinsite::commands::init_logging(&cli.log).and_then(|()| cli.command.run());
+    match ran {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             // `{:#}` prints the whole context chain: file, object, field, cause.

@@ -1,10 +1,9 @@
 //! What each subcommand does: read the user's files, call the pure crates, print results.
+//! Each `<x>.rs` owns its arguments (`<X>Args`) and its `run`; `crate::cli` only lists them.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-
-use crate::cli::Command;
 
 /// How `plan` and `simulate` print their result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -24,9 +23,11 @@ pub mod run;
 pub mod simulate;
 pub mod sync;
 
-pub fn init_logging(filter: &str) {
+/// Sends logs to stderr through `filter` (tracing's EnvFilter syntax); a filter that does
+/// not parse is refused, naming it, rather than quietly replaced.
+pub fn init_logging(filter: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .with_context(|| format!("--log / TWINSITE_LOG {filter:?}: not a log filter"))?;
     // Logs go to stderr so that `--format json` on stdout stays machine-readable.
     use std::io::IsTerminal as _;
     let _ = tracing_subscriber::fmt()
@@ -34,25 +35,7 @@ pub fn init_logging(filter: &str) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
-}
-
-pub fn dispatch(command: Command) -> anyhow::Result<()> {
-    match command {
-        Command::Plan(args) => plan::run(&args),
-        Command::Generate(args) => generate::run(&args),
-        Command::Run(args) => run::run(&args),
-        Command::Crd => {
-            print!("{}", crate::crd::crd_yaml()?);
-            Ok(())
-        }
-        Command::Sync(args) => sync::run(&args),
-        Command::Report(args) => report::run(&args),
-        Command::Failover(args) => failover::run(&args),
-        Command::Simulate(args) => simulate::run(&args),
-        Command::Render(args) => render::run(&args),
-        Command::Diagnose(args) => diagnose::run(&args),
-        Command::Agent(args) => agent::run(&args),
-    }
+    Ok(())
 }
 
 /// Splits a `NAME=VALUE` command-line argument, naming the flag when it is malformed.
