@@ -3,7 +3,7 @@
 //! (`Controller::failover_dry_run`): the leader's live engine, or on a follower one resumed
 //! from the store, so that the plan it shows is the one a real request would follow.
 
-pub use failover::sim::SchedulerPlacer;
+pub use failover::placer::SchedulerPlacer;
 
 use failover::{FailoverPlan, MoveMode, OpsRequest, RequestError};
 use scheduler::model::SiteId;

@@ -1,13 +1,15 @@
 //! Failover engine and its driver (see README.md). Pure: time arrives as values; the
 //! engine turns events and snapshots into commands, the driver executes them in rounds
 //! through an `Effects` implementation: the controller's (store, sites) or the
-//! simulation's (`sim::World`).
+//! simulation's (`sim::World`, feature `sim`).
 
 pub mod agent;
 pub mod driver;
 pub mod engine;
 pub mod health;
 pub mod operation;
+pub mod placer;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod types;
 

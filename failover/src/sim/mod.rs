@@ -9,12 +9,11 @@
 //!   knobs, a seed, duration and step, and timed events. [`run`] plays one and returns an
 //!   [`Outcome`]; `twinsite simulate --scenario FILE` prints it.
 //! - Placement is the scheduler's own (`scheduler::placement::plan`, through
-//!   [`SchedulerPlacer`]) over the world's live nodes, so capacity, preemption of best-effort
+//!   [`crate::placer::SchedulerPlacer`]) over the world's live nodes, so capacity, preemption of best-effort
 //!   jobs and "does not fit" reasons are the ones the controller would see.
 //!
 //! The seeded random property run (`failover/tests/simulation.rs`) drives the same world.
 
-mod placer;
 mod report;
 mod scenario;
 mod world;
@@ -28,7 +27,6 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use scheduler::model::{JobPlacement, PodPlacement, PodRole};
 
-pub use placer::SchedulerPlacer;
 pub use report::{
     CheckpointRecord, EntryKind, JobEnd, NotRelaunched, Outcome, Recovery, Stats, TimelineEntry,
     Violation, fmt_duration, fmt_offset,

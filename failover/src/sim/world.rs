@@ -35,13 +35,13 @@ use scheduler::model::{
     JobId, JobPlacement, Node, PlacementPolicy, PodRole, Resources, SiteId, SiteSnapshot,
 };
 
-use super::placer::SchedulerPlacer;
 use super::report::{
     CheckpointRecord, EntryKind, JobEnd, NotRelaunched, Recovery, Stats, TimelineEntry, Violation,
 };
 use crate::agent::{AgentTiming, LeaseView, RunningGeneration, StoreView, lease_may_be_alive};
 use crate::driver::{Driver, Effects, Launch, PassInput, Report};
 use crate::engine::{AuditEntry, Command, Engine, EngineConfig, Event, JobPhase, Record};
+use crate::placer::SchedulerPlacer;
 use crate::types::{
     CheckpointKind, CheckpointPointer, JobObserved, JobSpec, NodeHeartbeat, ObservedCheckpoint,
     PlacedJob, PlacementOutcome, Placer, RelaunchReason, RunState, SiteObservation, StoredJob,

@@ -1,6 +1,6 @@
 //! The scheduler as the engine's placer: `scheduler::placement::plan` over one site's
-//! snapshot, with the jobs already running there pinned first. The same adapter the
-//! controller's failover dry run uses, here over the simulated world's nodes.
+//! snapshot, with the jobs already running there pinned first. The controller's failover
+//! (and its dry run) uses it over the sites' nodes, the simulation over its world's.
 
 use std::collections::{BTreeMap, BTreeSet};
 
