@@ -13,6 +13,7 @@ use kube::core::CustomResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::controller::jars::{JarState, JarStatus};
 use crate::controller::{JobPhase, JobStatus};
 
 // The spec of a `StreamJob` object: the parser's spec type, unchanged on the wire. A newtype
@@ -92,9 +93,66 @@ pub struct StreamJobStatus {
     /// there restores from. Its `completedAt` against the clock is the job's RPO.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicated_checkpoint: Option<PublishedCheckpoint>,
+    /// The job's jar as published for its current spec: its content address and whether
+    /// each site it may run in holds a verified copy (a launch or move goes only to those).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jar: Option<PublishedJar>,
     /// Why the job is in its phase, in words a person can act on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// The job's jar replication as a StreamJob's status shows it (the controller's
+/// [`JarStatus`](crate::controller::jars::JarStatus), without its retry bookkeeping).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishedJar {
+    /// The `jarURI` published, as the spec gives it.
+    pub source: String,
+    /// SHA-256 of the jar's bytes, once the source was read: each site's copy is at
+    /// `<storage>/twinsite/jars/<sha256>/<file name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Why the source cannot be read (naming the URI), while it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Per site the job may run in: its copy's state and, when it failed, why.
+    pub sites: std::collections::BTreeMap<String, PublishedJarSite>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishedJarSite {
+    /// `publishing` (not tried yet for this spec), `verified` (the bytes there hash to the
+    /// jar) or `failed` (retried).
+    #[schemars(schema_with = "jar_state_schema")]
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl PublishedJar {
+    /// `bound` cuts every free text (reasons, errors) to what a status may hold.
+    pub fn of(jar: &JarStatus, bound: impl Fn(String) -> String) -> PublishedJar {
+        PublishedJar {
+            source: jar.source.clone(),
+            sha256: jar.jar.as_ref().map(|j| j.sha256.clone()),
+            error: jar.error.clone().map(&bound),
+            sites: jar
+                .sites
+                .iter()
+                .map(|(site, s)| {
+                    (
+                        site.clone(),
+                        PublishedJarSite {
+                            state: s.state.as_str().to_string(),
+                            reason: s.reason.clone().map(&bound),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One checkpoint as a StreamJob's status shows it.
@@ -169,6 +227,7 @@ impl StreamJobStatus {
             generation: (generation > 0).then_some(generation),
             last_checkpoint: None,
             replicated_checkpoint: None,
+            jar: None,
             message: status.message.clone(),
         }
     }
@@ -180,6 +239,11 @@ fn phase_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let mut phases: Vec<&str> = JobPhase::ALL.iter().map(|p| p.as_str()).collect();
     phases.push(StreamJobPhase::INVALID);
     schemars::json_schema!({"type": "string", "nullable": true, "enum": phases})
+}
+
+fn jar_state_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let states: Vec<&str> = JarState::ALL.iter().map(|s| s.as_str()).collect();
+    schemars::json_schema!({"type": "string", "enum": states})
 }
 
 fn date_time_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {

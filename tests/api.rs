@@ -387,6 +387,80 @@ async fn recommendations_come_from_the_configured_metrics_source() {
     assert!(answer["source"].as_str().unwrap().contains("metrics.jsonl"));
 }
 
+/// `/api/v1/recommendations` on the embedded default took seconds because the simulated
+/// source rebuilt every job's day of history per request: it now keeps it, and what it
+/// serves is what a fresh generation gives.
+#[tokio::test]
+async fn the_simulated_metrics_source_generates_a_jobs_history_once_for_repeated_requests() {
+    use twinsite::metrics::MetricsSource;
+    use twinsite::metrics::simulated::{REFRESH_MS, SimulatedMetricsSource};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStateStore::open(&dir.path().join("s")).unwrap());
+    let job = scheduler::input::parse_stream_jobs("job", JOB)
+        .unwrap()
+        .remove(0);
+    let mut record = twinsite::controller::new_record(&job);
+    record.placement = Some(twinsite::state::JobPlacement {
+        site: "dc-a".into(),
+        detail: serde_json::Value::Null,
+    });
+    store
+        .put_job(&record, twinsite::state::Expected::Absent)
+        .await
+        .unwrap();
+    let source = SimulatedMetricsSource::new(store.clone(), ["dc-a".to_string()].into(), 7);
+    let key = twinsite::metrics::JobKey {
+        namespace: "shop".into(),
+        name: "orders".into(),
+    };
+    // A minute into a refresh step, and two minutes later: both inside it.
+    let now = Utc::now().timestamp_millis().div_euclid(REFRESH_MS) * REFRESH_MS + 60_000;
+    let day = 86_400_000;
+    let range = |end: i64| scheduler::rightsize::Window {
+        start_ms: end - day,
+        end_ms: end,
+    };
+    let step = 60_000;
+    let first = source.job_series(&key, range(now), step).await.unwrap();
+    assert!(!first.is_empty());
+    let again = source.job_series(&key, range(now), step).await.unwrap();
+    assert_eq!(first, again);
+    let later = source
+        .job_series(&key, range(now + 2 * step), step)
+        .await
+        .unwrap();
+    assert_eq!(
+        source.histories_generated(),
+        1,
+        "one generation serves all three"
+    );
+    for series in &later {
+        for sample in &series.samples {
+            assert!(
+                (now + 2 * step - day..=now + 2 * step).contains(&sample.at_ms),
+                "{} at {} outside the range asked",
+                series.metric,
+                sample.at_ms
+            );
+        }
+    }
+    let fresh = SimulatedMetricsSource::new(store.clone(), ["dc-a".to_string()].into(), 7);
+    assert_eq!(
+        fresh
+            .job_series(&key, range(now + 2 * step), step)
+            .await
+            .unwrap(),
+        later,
+        "what is kept is what a fresh generation gives"
+    );
+    // Past the refresh step, or at another step, it is generated again.
+    source
+        .job_series(&key, range(now + REFRESH_MS), step)
+        .await
+        .unwrap();
+    assert_eq!(source.histories_generated(), 2);
+}
+
 #[tokio::test]
 async fn right_sizing_is_a_dry_run_unless_applied_and_an_applied_patch_is_audited() {
     let dir = tempfile::tempdir().unwrap();

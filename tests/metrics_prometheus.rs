@@ -33,6 +33,7 @@ fn facts(name: &str) -> JobFacts {
         job: JobId(format!("trade/{name}")),
         parallelism: 2,
         max_parallelism: None,
+        vertex_parallelism: Default::default(),
         slots_per_task_manager: 2,
         plan_slot_need: None,
         job_manager: ProcessSpec {

@@ -1325,6 +1325,7 @@ spec:
   flinkVersion: v2_0
   jarURI: hdfs:///jars/orders.jar
   parallelism: 4
+  vertexParallelism: {cbc357ccb763df2852fee8c4fc7d55f2: 2}
   jobManager: {resources: {cpu: "1", memory: 2Gi}}
   taskManager: {resources: {cpu: "2", memory: 4Gi}, slots: 2}
   checkpoints: {dir: "hdfs:///flink/checkpoints/team-a/orders", interval: 30s}
@@ -1356,6 +1357,23 @@ spec:
     let restored_at = chrono::DateTime::parse_from_rfc3339("2026-12-05T10:31:02Z")
         .unwrap()
         .with_timezone(&chrono::Utc);
+    // The jars are in dc-b's storage only: a launch in dc-a uses dc-a's content-addressed
+    // copy, whose address render computes from the bytes as the publication does.
+    let storage = |site: &str| format!("file://{}/{site}", dir.path().display());
+    std::fs::create_dir_all(dir.path().join("dc-b/jars")).unwrap();
+    let mut expected_jars = std::collections::BTreeMap::new();
+    for name in ["orders", "payments"] {
+        let bytes = format!("PK fake jar of {name}");
+        std::fs::write(dir.path().join(format!("dc-b/jars/{name}.jar")), &bytes).unwrap();
+        let sha: String = <sha2::Sha256 as sha2::Digest>::digest(bytes.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        expected_jars.insert(
+            name,
+            format!("{}/twinsite/jars/{sha}/{name}.jar", storage("dc-a")),
+        );
+    }
     for mode in [RenderMode::FlinkOperator, RenderMode::Standalone] {
         let args = RenderArgs {
             site: "dc-a".into(),
@@ -1368,10 +1386,28 @@ spec:
             config: None,
             mode: Some(mode),
             nodes: None,
+            storage: vec![
+                format!("dc-a={}", storage("dc-a")),
+                format!("dc-b={}", storage("dc-b")),
+            ],
         };
         let rendered = prepare(&args).unwrap();
         assert_eq!(rendered.launches.len(), 2);
         let text = to_yaml(&rendered).unwrap();
+        for (launch, _) in &rendered.launches {
+            let expected = &expected_jars[launch.job.0.rsplit('/').next().unwrap()];
+            assert_eq!(&launch.jar_uri, expected, "{mode:?}");
+            assert!(
+                text.contains(expected.as_str()),
+                "{mode:?}: {expected} not printed"
+            );
+        }
+        // The orders job's per-vertex parallelism is in its Flink configuration.
+        assert!(
+            text.contains("pipeline.jobvertex-parallelism-overrides")
+                && text.contains("cbc357ccb763df2852fee8c4fc7d55f2:2"),
+            "{mode:?}"
+        );
         let printed: Vec<Value> = text
             .split("\n---\n")
             .skip(1)
@@ -1496,6 +1532,52 @@ fn value_of_env(deployment: &Value, name: &str) -> String {
         .and_then(|e| e["value"].as_str())
         .unwrap_or_default()
         .to_owned()
+}
+
+/// A jar render cannot read is an error naming the URI: a launch would use the copy its
+/// bytes address, so printing the URI as written would show what no launch uses.
+#[test]
+fn render_refuses_a_jar_it_cannot_read_naming_the_uri() {
+    use twinsite::commands::render::{RenderArgs, prepare};
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = dir.path().join("jobs.yaml");
+    std::fs::write(
+        &jobs,
+        r#"apiVersion: twinsite.io/v1alpha1
+kind: StreamJob
+metadata: {name: orders, namespace: team-a}
+spec:
+  priority: high
+  image: flink:2.0.0
+  flinkVersion: v2_0
+  jarURI: hdfs:///jars/missing.jar
+  parallelism: 2
+  jobManager: {resources: {cpu: "1", memory: 2Gi}}
+  taskManager: {resources: {cpu: "2", memory: 4Gi}, slots: 2}
+  checkpoints: {dir: "hdfs:///flink/checkpoints/team-a/orders", interval: 30s}
+"#,
+    )
+    .unwrap();
+    let storage = |site: &str| format!("dc-{site}=file://{}/{site}", dir.path().display());
+    let error = prepare(&RenderArgs {
+        site: "dc-a".into(),
+        jobs,
+        job: None,
+        generation: 1,
+        epoch: 0,
+        restore: None,
+        restore_completed_at: None,
+        config: None,
+        mode: None,
+        nodes: None,
+        storage: vec![storage("a"), storage("b")],
+    })
+    .unwrap_err();
+    let text = format!("{error:#}");
+    assert!(
+        text.contains("team-a/orders") && text.contains("jarURI hdfs:///jars/missing.jar"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -204,7 +204,14 @@ async fn the_controllers_view_of_the_job_reaches_the_status_and_a_checkpoint_alo
     // The reconcile pass launched it in dc-b and the job checkpointed there.
     let mut record = h.store.get_job("shop", "orders").await.unwrap().unwrap();
     record.value.generation = 3;
-    record.value.status = json!({"phase": "running", "site": "dc-b", "relaunches": 0});
+    // Its jar is verified in dc-b; dc-a's copy failed (the status says why).
+    let sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    record.value.status = json!({"phase": "running", "site": "dc-b", "relaunches": 0,
+        "jar": {"source": "hdfs:///jars/orders.jar", "spec": "s1",
+                "jar": {"sha256": sha, "file_name": "orders.jar"},
+                "sites": {"dc-a": {"state": "failed", "reason": "hdfs://a: connection refused"},
+                          "dc-b": {"state": "verified"}},
+                "attempts": 1}});
     h.store
         .put_job(
             &record.value,
@@ -255,6 +262,15 @@ async fn the_controllers_view_of_the_job_reaches_the_status_and_a_checkpoint_alo
     );
     assert_eq!(status["replicatedCheckpoint"]["site"], "dc-a");
     assert_eq!(status["replicatedCheckpoint"]["id"], 6);
+    assert_eq!(
+        status["jar"],
+        json!({"source": "hdfs:///jars/orders.jar", "sha256": sha,
+               "sites": {"dc-a": {"state": "failed", "reason": "hdfs://a: connection refused"},
+                         "dc-b": {"state": "verified"}}})
+    );
+    // What was written reads back as the CRD's status type, jar included.
+    let typed: twinsite::crd::StreamJobStatus = serde_json::from_value(status.clone()).unwrap();
+    assert_eq!(typed.jar.unwrap().sites["dc-b"].state, "verified");
 
     // A checkpoint 30 s newer: not worth a write (interval 60 s); 60 s newer: written.
     h.store

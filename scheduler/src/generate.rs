@@ -345,6 +345,7 @@ fn job(index: u32, tenants: &[&str], sites: &[String], rng: &mut ChaCha8Rng) -> 
             args: Vec::new(),
             parallelism,
             max_parallelism: Some(parallelism.max(slot_need).next_power_of_two().max(128)),
+            vertex_parallelism: BTreeMap::new(),
             plan,
             job_manager: JobManagerSpec {
                 resources: ResourceSpec {

@@ -321,3 +321,62 @@ fn pod_affinity_is_refused_rather_than_ignored() {
     let message = error_of(&job("  placement: {affinity: {podAntiAffinity: {}}}\n"));
     assert!(message.contains("spec.placement.affinity.podAntiAffinity: unknown field `podAntiAffinity`, expected `nodeAffinity`"), "{message}");
 }
+
+const SOURCE_VERTEX: &str = "cbc357ccb763df2852fee8c4fc7d55f2";
+const SINK_VERTEX: &str = "90bea66de1c231edf33913ecd54406c1";
+
+#[test]
+fn vertex_parallelism_sizes_the_job_by_its_widest_vertex() {
+    let yaml = job(&format!(
+        "  vertexParallelism: {{{SOURCE_VERTEX}: 2, {SINK_VERTEX}: 6}}\n"
+    ));
+    let jobs = parse_stream_jobs("jobs.yaml", &yaml).unwrap();
+    // parallelism 4, but the sink runs 6 subtasks: 6 slots, 3 TaskManagers of 2 slots.
+    assert_eq!(jobs[0].slot_need().unwrap(), 6);
+    assert_eq!(jobs[0].demand().unwrap().task_managers, 3);
+    assert_eq!(
+        jobs[0].spec.parallelism_overrides().as_deref(),
+        Some(format!("{SINK_VERTEX}:6,{SOURCE_VERTEX}:2").as_str())
+    );
+}
+
+#[test]
+fn a_vertex_id_flink_would_not_match_is_refused_naming_the_entry() {
+    for id in [
+        "Source",
+        "CBC357CCB763DF2852FEE8C4FC7D55F2",
+        "cbc357ccb763df28",
+    ] {
+        let e = error_of(&job(&format!("  vertexParallelism: {{{id}: 2}}\n")));
+        assert!(
+            e.contains(&format!("spec.vertexParallelism[\"{id}\"]"))
+                && e.contains("32 lowercase hex"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn a_vertex_parallelism_above_max_parallelism_or_zero_is_refused() {
+    // No maxParallelism: Flink's default for parallelism 4 is 128.
+    let e = error_of(&job(&format!(
+        "  vertexParallelism: {{{SOURCE_VERTEX}: 129}}\n"
+    )));
+    assert!(e.contains("max parallelism 128, found 129"), "{e}");
+    let e = error_of(&job(&format!(
+        "  maxParallelism: 16\n  vertexParallelism: {{{SOURCE_VERTEX}: 32}}\n"
+    )));
+    assert!(e.contains("max parallelism 16, found 32"), "{e}");
+    let e = error_of(&job(&format!(
+        "  vertexParallelism: {{{SOURCE_VERTEX}: 0}}\n"
+    )));
+    assert!(e.contains("between 1 and"), "{e}");
+}
+
+#[test]
+fn the_flink_overrides_option_is_refused_in_flink_configuration() {
+    let e = error_of(&job(
+        "  flinkConfiguration: {pipeline.jobvertex-parallelism-overrides: 'a:1'}\n",
+    ));
+    assert!(e.contains("spec.vertexParallelism"), "{e}");
+}

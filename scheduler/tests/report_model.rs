@@ -516,3 +516,89 @@ fn used_counts_measured_pods_and_says_how_many_had_no_metrics() {
     let expected = ((2048 - 1024 + 850) + 2 * (4096 - 2048 + 1024)) as f64 * MIB as f64;
     assert!((a.used_memory_bytes.value - expected).abs() < 1.0);
 }
+
+#[test]
+fn the_report_shows_each_vertex_of_a_job_to_fix_with_its_key_group_snapping() {
+    let job = JobBuilder::new("t/orders")
+        .jm(1_000, 2)
+        .tm(2_000, 4)
+        .tms(2)
+        .obj();
+    let mut m = metrics(&job, 1700.0, 0.7);
+    // The source idles (10 % busy); a keyed window is 90 % busy and needs 4 × 1595 / 1111
+    // = 5.7 → 6, snapped to 8, the next divisor of its 128 key groups.
+    m.vertices[0].busy_time_ms_per_second = flat(100.0);
+    m.vertices[0].info.parallelism = 4;
+    m.configured_parallelism = 4;
+    m.vertices.push(VertexMetrics {
+        info: VertexInfo {
+            id: "w".into(),
+            name: "Window".into(),
+            parallelism: 4,
+            max_parallelism: 128,
+            keyed_input: true,
+            is_source: false,
+            source_partitions: None,
+            pinned_parallelism: false,
+        },
+        busy_time_ms_per_second: flat(900.0),
+        records_in: flat(1000.0),
+        pending_records: None,
+    });
+    let recs = vec![recommend(&m, &config()).unwrap()];
+    let sites = two_sites(vec![]);
+    let policy = PlacementPolicy::default();
+    let jobs = vec![job];
+    let r = build_report(&ReportInputs {
+        sites: &sites,
+        jobs: &jobs,
+        policy: &policy,
+        running: &[],
+        no_failover: &BTreeSet::new(),
+        at: noon(),
+        rightsizing: Some(RightsizingInput {
+            source: "test",
+            lookback_ms: 15 * MIN,
+            recommendations: &recs,
+            failures: &[],
+        }),
+        top_jobs: DEFAULT_TOP_JOBS,
+    });
+    let z = r.rightsizing.as_ref().unwrap();
+    let vertices = &z.top[0].vertices;
+    let row = |id: &str| vertices.iter().find(|v| v.id == id).unwrap();
+    assert_eq!(
+        (
+            row("v").current_parallelism,
+            row("v").recommended_parallelism
+        ),
+        (4, 2)
+    );
+    assert_eq!(
+        (
+            row("w").recommended_parallelism,
+            row("w").alignment.as_str()
+        ),
+        (8, "divides 128")
+    );
+    assert_eq!(z.top[0].recommended_parallelism, 8);
+    for format in [
+        scheduler::report::Format::Table,
+        scheduler::report::Format::Markdown,
+        scheduler::report::Format::Html,
+    ] {
+        let out = scheduler::report::render(&r, format);
+        assert!(
+            out.contains("jobvertex-parallelism-overrides"),
+            "{format:?}"
+        );
+        assert!(
+            out.contains("4 → 8") && out.contains("divides 128"),
+            "{format:?}: {out}"
+        );
+        assert!(
+            out.contains("Window") && out.contains("4 → 2"),
+            "{format:?}"
+        );
+    }
+}

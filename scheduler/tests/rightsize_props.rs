@@ -5,7 +5,9 @@
 use proptest::prelude::*;
 use scheduler::model::JobId;
 use scheduler::rightsize::config::{AlignmentMode, MIB};
-use scheduler::rightsize::scaling::{ScaleRequest, VertexRates, compute_vertex_scaling, scale};
+use scheduler::rightsize::scaling::{
+    Alignment, ScaleRequest, VertexRates, compute_vertex_scaling, scale,
+};
 use scheduler::rightsize::{
     Assessment, JobMetrics, ProcessMetrics, ProcessSpec, RightsizeConfig, Sample, Series,
     SeriesKind, VertexInfo, VertexMetrics, recommend,
@@ -241,7 +243,13 @@ proptest! {
 
     #[test]
     fn recommend_never_panics_and_keeps_parallelism_in_range(
-        vertices in prop::collection::vec(vertex(), 0..4),
+        vertices in prop::collection::vec(vertex(), 0..4).prop_map(|mut vs| {
+            // Flink's vertex ids are unique within a job.
+            for (i, v) in vs.iter_mut().enumerate() {
+                v.info.id = format!("v{i}");
+            }
+            vs
+        }),
         tm in process(),
         jm in process(),
         configured in 0u32..=300,
@@ -267,6 +275,42 @@ proptest! {
             if p.change {
                 prop_assert!(p.recommended >= 1 && p.recommended <= max);
             }
+        }
+        // Per vertex, as `pipeline.jobvertex-parallelism-overrides` will carry it: never
+        // below 1, never above the vertex's max parallelism, keyed vertices on a divisor of
+        // their key groups unless Flink's fallback applies (no divisor between the computed
+        // value and the upper limit: `JobVertexScaler.scale`'s "scaling limited"), and
+        // every changed vertex not pinned in code listed, none pinned.
+        let overrides = r.patch.vertex_parallelism.clone().unwrap_or_default();
+        if let Assessment::Assessed(p) = &r.parallelism {
+            for e in &p.vertices {
+                let applied = overrides.get(&e.id).copied();
+                prop_assert_eq!(applied.is_some(), p.change && !e.pinned_parallelism, "{:?}", e.id);
+                let Some(applied) = applied else { continue };
+                prop_assert_eq!(applied, e.recommended_parallelism);
+                prop_assert!(applied >= 1, "{} below 1", e.id);
+                prop_assert!(applied <= e.max_parallelism, "{} above max {}", applied, e.max_parallelism);
+                let partitions = vertices.iter().find(|v| v.info.id == e.id)
+                    .and_then(|v| v.info.source_partitions.filter(|_| v.info.is_source))
+                    .unwrap_or(0);
+                if e.keyed_input && partitions == 0 && applied != e.current_parallelism {
+                    // Shrinking never looks above the current parallelism.
+                    let upper = if e.scaling.outcome.unaligned < e.current_parallelism { e.current_parallelism } else { e.scaling.parallelism_upper_limit }
+                        .min(e.max_parallelism);
+                    let reachable = (e.scaling.outcome.unaligned..=upper)
+                        .any(|d| divides(e.max_parallelism, d));
+                    prop_assert!(
+                        divides(e.max_parallelism, applied)
+                            || (!reachable
+                                && config.alignment_mode == AlignmentMode::EvenlySpread
+                                && matches!(e.scaling.outcome.alignment, Alignment::Limited { .. } | Alignment::Aligned { .. }))
+                            || config.alignment_mode == AlignmentMode::MaximizeUtilisation,
+                        "{} on {} key groups ({:?})", applied, e.max_parallelism, e.scaling.outcome
+                    );
+                }
+            }
+        } else {
+            prop_assert!(overrides.is_empty());
         }
         for reason in r.parallelism.reasons().iter().chain(r.task_manager.reasons()).chain(r.job_manager.reasons()) {
             prop_assert!(!reason.to_string().is_empty());

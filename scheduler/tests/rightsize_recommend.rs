@@ -118,6 +118,91 @@ fn the_job_takes_the_parallelism_its_bottleneck_vertex_needs() {
 }
 
 #[test]
+fn each_vertex_gets_its_own_parallelism_keyed_by_flinks_vertex_id() {
+    // Same job as above: the keyed window needs 8 (snapped from 6 to a divisor of 128), the
+    // idle source 2. Flink applies both through `pipeline.jobvertex-parallelism-overrides`;
+    // the job's parallelism (its slots) follows the widest vertex.
+    let j = job(
+        4,
+        vec![
+            source("source", 4, 200.0, 1000.0),
+            keyed("window", 4, 900.0, 1000.0),
+        ],
+    );
+    let r = recommend(&j, &config()).unwrap();
+    let overrides = r
+        .patch
+        .vertex_parallelism
+        .clone()
+        .expect("per-vertex patch");
+    assert_eq!(
+        overrides.into_iter().collect::<Vec<_>>(),
+        vec![("source-id".to_string(), 2), ("window-id".to_string(), 8)]
+    );
+    assert_eq!(r.patch.parallelism, Some(8));
+    assert_eq!(r.slots.required_slots, 8);
+    assert_eq!(
+        r.patch.to_merge_patch()["spec"]["vertexParallelism"],
+        serde_json::json!({"source-id": 2, "window-id": 8})
+    );
+}
+
+#[test]
+fn a_vertex_changes_alone_when_the_jobs_widest_need_stays() {
+    // The window, 60 % busy, needs 4 × 1595 / 1667 = 3.8 → 4: what it has. The source idles
+    // at 10 % and shrinks by the max factor to 2. The job keeps 4 slots, so `parallelism` is
+    // not in the patch; the vertices are.
+    let j = job(
+        4,
+        vec![
+            source("source", 4, 100.0, 1000.0),
+            keyed("window", 4, 600.0, 1000.0),
+        ],
+    );
+    let r = recommend(&j, &config()).unwrap();
+    let p = r.parallelism.assessed().unwrap();
+    assert!(p.change);
+    assert_eq!(p.recommended, 4);
+    assert_eq!(r.patch.parallelism, None);
+    let overrides = r.patch.vertex_parallelism.expect("per-vertex patch");
+    assert_eq!(overrides["window-id"], 4);
+    assert_eq!(overrides["source-id"], 2);
+}
+
+#[test]
+fn each_vertex_keeps_the_need_of_its_own_busiest_window() {
+    // Two 15-minute windows: the source is busy in the first, the map in the second. Taking
+    // one "busiest window" for both would shrink whichever was quiet then.
+    let c = RightsizeConfig {
+        lookback_ms: 30 * MIN,
+        ..config()
+    };
+    let start = END - 30 * MIN;
+    let first_half = move |t: i64| t <= start + 15 * MIN;
+    let mut src = source("source", 4, 0.0, 1000.0);
+    src.busy_time_ms_per_second = Series::gauge(samples(start, END, move |t| {
+        if first_half(t) { 900.0 } else { 100.0 }
+    }));
+    src.records_in = Series::gauge(samples(start, END, |_| 1000.0));
+    let mut map = keyed("map", 4, 0.0, 1000.0);
+    map.busy_time_ms_per_second = Series::gauge(samples(start, END, move |t| {
+        if first_half(t) { 100.0 } else { 900.0 }
+    }));
+    map.records_in = Series::gauge(samples(start, END, |_| 1000.0));
+    let mut j = job(4, vec![src, map]);
+    for p in [&mut j.task_manager, &mut j.job_manager] {
+        p.heap_used_bytes = Series::gauge(samples(start, END, |_| 100.0 * MIB as f64));
+    }
+    let r = recommend(&j, &c).unwrap();
+    let p = r.parallelism.assessed().unwrap();
+    let by_name = |n: &str| p.vertices.iter().find(|v| v.name == n).unwrap();
+    assert!(by_name("source").recommended_parallelism > 4);
+    assert!(by_name("map").recommended_parallelism > 4);
+    assert_eq!(by_name("source").window.end_ms, start + 15 * MIN);
+    assert_eq!(by_name("map").window.end_ms, END);
+}
+
+#[test]
 fn a_job_inside_its_utilisation_band_is_left_alone() {
     let j = job(
         4,
@@ -272,6 +357,7 @@ fn the_patch_is_a_json_merge_patch_of_the_spec() {
         r.patch.to_merge_patch(),
         serde_json::json!({"spec": {
             "parallelism": 8,
+            "vertexParallelism": {"source-id": 2, "window-id": 8},
             "taskManager": {"resources": {"memory": "5376Mi"}}
         }})
     );
@@ -444,6 +530,10 @@ fn a_pinned_vertex_does_not_drive_the_job_but_is_reported() {
     let p = r.parallelism.assessed().unwrap();
     assert!(!p.change);
     assert_eq!(p.bottleneck_vertex, "source (source-id)");
+    assert_eq!(
+        r.patch.vertex_parallelism, None,
+        "code's choice is not overridden"
+    );
     assert_eq!(
         r.findings,
         vec![Finding::PinnedVertexNeedsChange {

@@ -7,7 +7,14 @@
 //! one site): on `--nodes` (kubectl JSON) when given, else on the site's nodes as the
 //! controller would see them in the embedded default (generated) or in a configuration's
 //! simulation inputs.
+//!
+//! The `jarURI` printed is the one a launch uses: the site's content-addressed copy
+//! (`<storage>/twinsite/jars/<sha256>/<file>`), its address computed from the jar's bytes by
+//! the function the publication uses (`controller::jars::launch_jar_uri`), read from the
+//! job's sites' storages (`--storage` names one). A jar that cannot be read is an error
+//! naming the URI, never a guess. `local://` jars (in the image) print as written.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -18,6 +25,7 @@ use scheduler::placement::{self, PlacementOptions, PlacementRequest, SolverChoic
 
 use super::read_input;
 use crate::config::Config;
+use crate::controller::jars::launch_jar_uri;
 use crate::controller::launch::{Restore, in_site_storage, launch_spec};
 use crate::site::kube::{KubeSiteConfig, LaunchObjects, launch_objects};
 use crate::site::{LaunchMode, LaunchSpec};
@@ -64,6 +72,10 @@ pub struct RenderArgs {
     /// The site's nodes (`kubectl get nodes -o json`) to place the jobs on.
     #[arg(long, value_name = "NODES.json")]
     pub nodes: Option<PathBuf>,
+    /// A site's storage root (`SITE=URI`, repeatable), over the policy's (or, without one,
+    /// `<dataDir>/<site>`): where checkpoint paths are placed and jars are read from.
+    #[arg(long = "storage", value_name = "SITE=URI")]
+    pub storage: Vec<String>,
 }
 
 pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
@@ -160,15 +172,33 @@ pub fn prepare(args: &RenderArgs) -> anyhow::Result<Rendered> {
             }
         }
     };
-    let storage_root = match &site_spec.storage {
-        Some(storage) => storage.clone(),
-        None => format!(
-            "file://{}",
-            std::path::absolute(config.data_dir.join(&site.0))
-                .context("the default storage directory")?
-                .display()
-        ),
-    };
+    // Every site's storage, as the controller would have it: the jar of a launch is read
+    // from the job's sites like a publication reads it.
+    let mut storage_roots = BTreeMap::new();
+    for id in config.policy.site_ids() {
+        let root = match config.policy.site(&id).and_then(|s| s.storage.clone()) {
+            Some(storage) => storage,
+            None => format!(
+                "file://{}",
+                std::path::absolute(config.data_dir.join(&id.0))
+                    .context("the default storage directory")?
+                    .display()
+            ),
+        };
+        storage_roots.insert(id, root);
+    }
+    for arg in &args.storage {
+        let (name, uri) = super::split_name_value("--storage", arg)?;
+        let id = SiteId(name.to_string());
+        if !storage_roots.contains_key(&id) {
+            bail!(
+                "--storage {arg}: the policy of {} has no site {name}",
+                config.source
+            );
+        }
+        storage_roots.insert(id, uri.to_string());
+    }
+    let storage_root = storage_roots[&site].clone();
 
     let text = read_input("--jobs", &args.jobs)?;
     let source = args.jobs.display().to_string();
@@ -246,7 +276,7 @@ pub fn prepare(args: &RenderArgs) -> anyhow::Result<Rendered> {
         let Some(placement) = plan.placements.iter().find(|p| p.job == id) else {
             continue;
         };
-        let spec = launch_spec(
+        let mut spec = launch_spec(
             job,
             args.generation,
             placement,
@@ -254,12 +284,40 @@ pub fn prepare(args: &RenderArgs) -> anyhow::Result<Rendered> {
             Some(&storage_root),
             args.epoch,
         )?;
+        // A launch uses the site's content-addressed copy of the jar: its address comes
+        // from the jar's bytes, so a jar that cannot be read cannot be rendered.
+        if let Some(uri) =
+            block_on(launch_jar_uri(job, &site, &storage_roots))?.map_err(|reason| {
+                anyhow::anyhow!(
+                    "job {id}: cannot render the jarURI a launch in {site} would use: {reason}"
+                )
+            })?
+        {
+            spec.jar_uri = uri;
+        }
         let launch = launch_objects(&spec, &kube_config)?;
         launches.push((spec, launch));
     }
     Ok(Rendered {
         site: kube_config,
         launches,
+    })
+}
+
+/// Runs `future` to completion on a runtime of its own, in a thread of its own, so that
+/// `prepare` may be called from synchronous and asynchronous code alike.
+fn block_on<T: Send>(future: impl std::future::Future<Output = T> + Send) -> anyhow::Result<T> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map(|runtime| runtime.block_on(future))
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("reading the jars panicked"))?
+            .context("cannot start a runtime to read the jars")
     })
 }
 

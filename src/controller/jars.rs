@@ -199,19 +199,7 @@ impl Controller {
     /// The sites `job`'s jar is published to, preferred site first: those it may run in
     /// that have a storage root.
     fn jar_targets(&self, job: &StreamJob) -> Vec<(SiteId, String)> {
-        let Ok(demand) = job.demand() else {
-            return Vec::new();
-        };
-        let mut targets: Vec<(SiteId, String)> = self
-            .storage_roots
-            .iter()
-            .filter(|(site, _)| demand.sites.allows(site))
-            .map(|(site, root)| (site.clone(), root.clone()))
-            .collect();
-        if let Some(preferred) = &demand.sites.preferred {
-            targets.sort_by_key(|(site, _)| site != preferred);
-        }
-        targets
+        jar_targets_of(job, &self.storage_roots)
     }
 
     /// Brings `status.jar` up to date for `job` at spec hash `spec` (a finished publication
@@ -366,10 +354,7 @@ impl Controller {
                 .unwrap_or_else(|| format!("the job's jar {uri} is not published to {site} yet"));
             return Err(reason);
         };
-        jar_root(root)?
-            .join(&jar_ref.relative_path())
-            .map(|url| url.to_string())
-            .map_err(|e| e.to_string())
+        site_jar_url(root, jar_ref)
     }
 
     /// Sets the jar gauges from the statuses of a pass, and forgets publications of deleted
@@ -486,13 +471,14 @@ fn gate_of(jar: &JarStatus) -> JarGate {
     JarGate::Ready(verified)
 }
 
-/// One publication: finds the source in the first target site's storage that holds it,
-/// then copies it to each site in `missing`. Returns the outcome and the bytes copied.
-async fn publish(
-    uri: &str,
-    targets: &[(SiteId, String)],
-    missing: &BTreeSet<String>,
-) -> (Outcome, u64) {
+/// Each target site's storage opened: `(site, storage, root url, root text)`, and why the
+/// others could not be.
+type OpenedStorages = (
+    Vec<(SiteId, Arc<dyn Storage>, StorageUrl, String)>,
+    BTreeMap<String, String>,
+);
+
+fn open_storages(targets: &[(SiteId, String)]) -> OpenedStorages {
     let mut storages: Vec<(SiteId, Arc<dyn Storage>, StorageUrl, String)> = Vec::new();
     let mut open_errors: BTreeMap<String, String> = BTreeMap::new();
     for (site, root) in targets {
@@ -509,10 +495,17 @@ async fn publish(
             }
         }
     }
-    // The source: the first site's storage holding a regular file at the jarURI's path.
+    (storages, open_errors)
+}
+
+/// The source of a publication: the first site's storage holding a regular file at the
+/// jarURI's path. `Err`: why none does, naming the URI and every place looked at.
+async fn find_source(
+    uri: &str,
+    (storages, open_errors): &OpenedStorages,
+) -> Result<(Arc<dyn Storage>, StorageUrl), String> {
     let mut looked = Vec::new();
-    let mut source = None;
-    for (site, storage, _, root) in &storages {
+    for (site, storage, _, root) in storages {
         let url = match in_site_storage(root, uri)
             .and_then(|u| StorageUrl::parse(&u).map_err(|e| e.to_string()))
         {
@@ -523,25 +516,82 @@ async fn publish(
             }
         };
         match storage.stat(&url).await {
-            Ok(Some(meta)) if !meta.is_dir => {
-                source = Some((Arc::clone(storage), url));
-                break;
-            }
+            Ok(Some(meta)) if !meta.is_dir => return Ok((Arc::clone(storage), url)),
             Ok(Some(_)) => looked.push(format!("{url} is a directory")),
             Ok(None) => looked.push(format!("{url} not found")),
             Err(error) => looked.push(error.to_string()),
         }
     }
-    let Some((source, source_url)) = source else {
-        looked.extend(open_errors.into_values());
-        return (
-            Outcome::SourceUnreadable(format!(
-                "jarURI {uri} cannot be read in any site's storage ({})",
-                looked.join("; ")
-            )),
-            0,
-        );
+    looked.extend(open_errors.values().cloned());
+    Err(format!(
+        "jarURI {uri} cannot be read in any site's storage ({})",
+        looked.join("; ")
+    ))
+}
+
+/// The sites `job`'s jar is published to, preferred site first: those it may run in that
+/// have a storage root in `roots`.
+pub fn jar_targets_of(job: &StreamJob, roots: &BTreeMap<SiteId, String>) -> Vec<(SiteId, String)> {
+    let Ok(demand) = job.demand() else {
+        return Vec::new();
     };
+    let mut targets: Vec<(SiteId, String)> = roots
+        .iter()
+        .filter(|(site, _)| demand.sites.allows(site))
+        .map(|(site, root)| (site.clone(), root.clone()))
+        .collect();
+    if let Some(preferred) = &demand.sites.preferred {
+        targets.sort_by_key(|(site, _)| site != preferred);
+    }
+    targets
+}
+
+/// The `jarURI` a launch in `site` uses for `job`, computed as a publication would: the
+/// source read from the job's target sites' storages (preferred first), hashed, and the
+/// site's content-addressed copy named. `Ok(None)` when a launch uses the URI as written
+/// (a jar in the image, or a site without a storage root); `Err` naming the URI when the
+/// jar cannot be read. For `twinsite render`, which shows what a launch would use.
+pub async fn launch_jar_uri(
+    job: &StreamJob,
+    site: &SiteId,
+    roots: &BTreeMap<SiteId, String>,
+) -> Result<Option<String>, String> {
+    let uri = &job.spec.jar_uri;
+    let Some(root) = roots.get(site) else {
+        return Ok(None);
+    };
+    if is_in_image(uri) {
+        return Ok(None);
+    }
+    let opened = open_storages(&jar_targets_of(job, roots));
+    let (source, source_url) = find_source(uri, &opened).await?;
+    let (jar_ref, _) = hdfs_sync::jars::identify_jar(&*source, &source_url)
+        .await
+        .map_err(|error| format!("jarURI {uri} ({source_url}): {error}"))?;
+    site_jar_url(root, &jar_ref).map(Some)
+}
+
+/// Where a site whose storage root is `root` holds the jar `jar_ref`.
+fn site_jar_url(root: &str, jar_ref: &JarRef) -> Result<String, String> {
+    jar_root(root)?
+        .join(&jar_ref.relative_path())
+        .map(|url| url.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// One publication: finds the source in the first target site's storage that holds it,
+/// then copies it to each site in `missing`. Returns the outcome and the bytes copied.
+async fn publish(
+    uri: &str,
+    targets: &[(SiteId, String)],
+    missing: &BTreeSet<String>,
+) -> (Outcome, u64) {
+    let opened = open_storages(targets);
+    let (source, source_url) = match find_source(uri, &opened).await {
+        Ok(found) => found,
+        Err(reason) => return (Outcome::SourceUnreadable(reason), 0),
+    };
+    let (storages, open_errors) = opened;
     let (jar_ref, len) = match hdfs_sync::jars::identify_jar(&*source, &source_url).await {
         Ok(identified) => identified,
         Err(error) => {

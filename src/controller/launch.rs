@@ -82,6 +82,14 @@ pub fn launch_spec(
         })
         .map_err(|(field, message)| fail(&field, message))?;
     let mut flink_configuration = settings.flink_configuration;
+    // Admission refuses the key in `flinkConfiguration`, so the spec's field is its only
+    // writer.
+    if let Some(overrides) = spec.parallelism_overrides() {
+        flink_configuration.insert(
+            scheduler::input::streamjob::PARALLELISM_OVERRIDES_OPTION.into(),
+            overrides,
+        );
+    }
     if let Some(checkpoints) = &spec.checkpoints {
         flink_configuration
             .entry("state.checkpoints.num-retained".into())
@@ -245,6 +253,40 @@ spec:
         );
         assert_eq!(spec.restore_from.as_deref(), Some("hdfs:///x/chk-9"));
         spec.validate_for(&SiteId("dc-a".into())).unwrap();
+    }
+
+    #[test]
+    fn vertex_parallelism_reaches_the_launched_flink_configuration_as_flinks_overrides() {
+        let mut job = job();
+        job.spec.vertex_parallelism = [
+            ("cbc357ccb763df2852fee8c4fc7d55f2".to_string(), 2),
+            ("90bea66de1c231edf33913ecd54406c1".to_string(), 6),
+        ]
+        .into();
+        let spec = launch_spec(&job, 1, &placement(), None, None, 0).unwrap();
+        let expected = "90bea66de1c231edf33913ecd54406c1:6,cbc357ccb763df2852fee8c4fc7d55f2:2";
+        assert_eq!(
+            spec.flink_configuration["pipeline.jobvertex-parallelism-overrides"],
+            expected
+        );
+        // The widest vertex sizes the TaskManagers placement gives the job.
+        assert_eq!(job.demand().unwrap().task_managers, 3);
+        // And the Kubernetes objects (FlinkDeployment and standalone) carry it.
+        for mode in [
+            crate::site::LaunchMode::FlinkDeployment,
+            crate::site::LaunchMode::Standalone,
+        ] {
+            let config = crate::site::kube::KubeSiteConfig::new(SiteId("dc-a".into()), mode);
+            let conf = crate::site::kube::flink_configuration(&spec, &config);
+            assert_eq!(conf["pipeline.jobvertex-parallelism-overrides"], expected);
+        }
+        // Without per-vertex parallelism the key is absent, not empty.
+        let plain = launch_spec(&self::job(), 1, &placement(), None, None, 0).unwrap();
+        assert!(
+            !plain
+                .flink_configuration
+                .contains_key("pipeline.jobvertex-parallelism-overrides")
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::controller::JobStatus;
-use crate::crd::{PublishedCheckpoint, StreamJobPhase, StreamJobStatus};
+use crate::crd::{PublishedCheckpoint, PublishedJar, StreamJobPhase, StreamJobStatus};
 use crate::state::{CheckpointEntry, CheckpointKind, JobRecord};
 
 /// The longest `status.message` written, in bytes. An object may be as large as the API
@@ -21,13 +21,26 @@ use crate::state::{CheckpointEntry, CheckpointKind, JobRecord};
 /// write would fail every round, for ever.
 pub const MAX_STATUS_MESSAGE: usize = 8 * 1024;
 
+/// The longest jar error or per-site jar reason written, in bytes: one per site the job
+/// may run in, each naming a URI and a storage error.
+pub const MAX_JAR_REASON: usize = 1024;
+
 /// `message` cut to [`MAX_STATUS_MESSAGE`] at a character boundary, saying so.
 fn bounded(message: String) -> String {
-    if message.len() <= MAX_STATUS_MESSAGE {
+    cut(message, MAX_STATUS_MESSAGE)
+}
+
+/// A jar reason cut to [`MAX_JAR_REASON`].
+fn bounded_reason(reason: String) -> String {
+    cut(reason, MAX_JAR_REASON)
+}
+
+fn cut(message: String, limit: usize) -> String {
+    if message.len() <= limit {
         return message;
     }
     let total = message.len();
-    let mut end = MAX_STATUS_MESSAGE - 64;
+    let mut end = limit - 64;
     while !message.is_char_boundary(end) {
         end -= 1;
     }
@@ -58,6 +71,10 @@ pub fn desired_status(
                 newest(checkpoints, CheckpointKind::Replicated, |site| {
                     job.site.as_deref() != Some(site)
                 });
+            status.jar = job
+                .jar
+                .as_ref()
+                .map(|jar| PublishedJar::of(jar, bounded_reason));
             status
         }
         None if refused.is_some() => StreamJobStatus::default(),
@@ -186,8 +203,44 @@ mod tests {
             generation: Some(5),
             last_checkpoint: last,
             replicated_checkpoint: None,
+            jar: None,
             message: None,
         }
+    }
+
+    #[test]
+    fn a_jar_copy_that_verifies_is_written_at_once() {
+        let site = |state: &str| crate::crd::PublishedJarSite {
+            state: state.into(),
+            reason: None,
+        };
+        let with_jar = |state: &str| StreamJobStatus {
+            jar: Some(PublishedJar {
+                source: "hdfs:///jars/a.jar".into(),
+                sha256: Some("ab".into()),
+                error: None,
+                sites: [("dc-a".to_string(), site(state))].into(),
+            }),
+            ..running(None)
+        };
+        assert!(needs_write(
+            Some(&with_jar("publishing")),
+            &with_jar("verified"),
+            MINUTE
+        ));
+        assert!(!needs_write(
+            Some(&with_jar("verified")),
+            &with_jar("verified"),
+            MINUTE
+        ));
+    }
+
+    #[test]
+    fn a_jar_reason_is_cut_to_its_bound_naming_its_length() {
+        let long = "x".repeat(10 * MAX_JAR_REASON);
+        let cut = bounded_reason(long);
+        assert!(cut.len() <= MAX_JAR_REASON, "{}", cut.len());
+        assert!(cut.ends_with(&format!("of {} bytes)", 10 * MAX_JAR_REASON)));
     }
 
     #[test]

@@ -1,9 +1,14 @@
 //! Metrics of the jobs simulated sites run: Flink-reporter-shaped series (busy time, records
 //! in, lag, heap, CPU) generated deterministically per job by `synthetic::history`, so the
 //! embedded default has right-sizing and capacity figures without a Prometheus.
+//!
+//! A job's history is generated once per [`REFRESH_MS`] and kept, not rebuilt per request:
+//! it is generated up to the next multiple of `REFRESH_MS` (the samples after a request's
+//! end are cut off), for the job's spec as it is then; a request past that end, for another
+//! step or a longer range, or after a spec change generates it again.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use scheduler::report::assemble::{JobFacts, RawSeries};
@@ -13,13 +18,30 @@ use super::{JobKey, MetricsError, MetricsSource, synthetic};
 use crate::controller::stream_job_of;
 use crate::state::StateStore;
 
-const DAY_MS: i64 = 86_400_000;
+/// How long a generated history serves requests: the simulated jobs' metrics move on in
+/// steps of this size.
+pub const REFRESH_MS: i64 = 10 * 60_000;
+
+/// Most histories kept at once (a day at one-minute steps is a few MB per job).
+const MAX_KEPT_HISTORIES: usize = 256;
+
+/// One job's generated history and what it was generated for.
+struct CachedHistory {
+    facts: JobFacts,
+    step_ms: i64,
+    start_ms: i64,
+    end_ms: i64,
+    series: Arc<Vec<RawSeries>>,
+}
 
 pub struct SimulatedMetricsSource {
     store: Arc<dyn StateStore>,
     /// Which of the stored jobs' sites are simulated: only their jobs have metrics.
     simulated_sites: BTreeSet<String>,
     seed: u64,
+    histories: Mutex<HashMap<JobKey, CachedHistory>>,
+    /// Histories generated so far (tests and the bench read it).
+    generated: std::sync::atomic::AtomicU64,
 }
 
 impl SimulatedMetricsSource {
@@ -28,7 +50,60 @@ impl SimulatedMetricsSource {
             store,
             simulated_sites,
             seed,
+            histories: Mutex::new(HashMap::new()),
+            generated: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// How many histories were generated since the source was made.
+    pub fn histories_generated(&self) -> u64 {
+        self.generated.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The job's history covering `range` at `step_ms`: the kept one when it covers it for
+    /// these facts, else a new one up to the next refresh boundary.
+    fn history(
+        &self,
+        job: &JobKey,
+        facts: JobFacts,
+        range: Window,
+        step_ms: i64,
+    ) -> Arc<Vec<RawSeries>> {
+        let step_ms = step_ms.max(1);
+        let mut histories = self.histories.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(kept) = histories.get(job)
+            && kept.facts == facts
+            && kept.step_ms == step_ms
+            && kept.start_ms <= range.start_ms
+            && range.end_ms <= kept.end_ms
+        {
+            return Arc::clone(&kept.series);
+        }
+        let end_ms = (range.end_ms.div_euclid(REFRESH_MS) + 1) * REFRESH_MS;
+        let series = Arc::new(synthetic::history_between(
+            &facts,
+            self.seed,
+            range.start_ms,
+            end_ms,
+            step_ms,
+        ));
+        self.generated
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if histories.len() >= MAX_KEPT_HISTORIES && !histories.contains_key(job) {
+            // A bound, not a policy: a fleet this large regenerates as before.
+            histories.clear();
+        }
+        histories.insert(
+            job.clone(),
+            CachedHistory {
+                facts,
+                step_ms,
+                start_ms: range.start_ms,
+                end_ms,
+                series: Arc::clone(&series),
+            },
+        );
+        series
     }
 
     fn store_error(&self, error: impl std::fmt::Display) -> MetricsError {
@@ -94,14 +169,19 @@ impl MetricsSource for SimulatedMetricsSource {
             return Ok(Vec::new());
         };
         let facts = JobFacts::of(&stream_job, &demand);
-        let days = u32::try_from(((range.end_ms - range.start_ms) + DAY_MS - 1) / DAY_MS)
-            .unwrap_or(1)
-            .max(1);
-        let mut series = synthetic::history(&facts, self.seed, range.end_ms, days, step_ms.max(1));
-        for s in &mut series {
-            s.samples
-                .retain(|sample| sample.at_ms >= range.start_ms && sample.at_ms <= range.end_ms);
-        }
-        Ok(series)
+        let history = self.history(job, facts, range, step_ms);
+        Ok(history
+            .iter()
+            .map(|s| RawSeries {
+                metric: s.metric.clone(),
+                labels: s.labels.clone(),
+                samples: s
+                    .samples
+                    .iter()
+                    .filter(|sample| sample.at_ms >= range.start_ms && sample.at_ms <= range.end_ms)
+                    .copied()
+                    .collect(),
+            })
+            .collect())
     }
 }

@@ -92,6 +92,24 @@ pub fn history(
     days: u32,
     step_ms: i64,
 ) -> Vec<RawSeries> {
+    history_between(
+        facts,
+        seed,
+        end_ms - i64::from(days) * DAY_MS as i64,
+        end_ms,
+        step_ms,
+    )
+}
+
+/// The job's history over `[start, end]` every `step_ms`; trouble is placed relative to
+/// `end`.
+pub fn history_between(
+    facts: &JobFacts,
+    seed: u64,
+    start_ms: i64,
+    end_ms: i64,
+    step_ms: i64,
+) -> Vec<RawSeries> {
     let key = JobKey::of(&facts.job);
     let shape = shape_of(&key, seed);
     if shape == Shape::Silent {
@@ -101,7 +119,6 @@ pub fn history(
     let trouble = trouble_of(&key, seed);
     // Trouble starts this many hours before the end.
     let since = |hours: i64| end_ms - hours * 3_600_000;
-    let start_ms = end_ms - i64::from(days) * DAY_MS as i64;
     let gap = (end_ms - 12 * 3_600_000, end_ms - 10 * 3_600_000);
     let times: Vec<i64> = (0..)
         .map(|i| start_ms + i * step_ms)

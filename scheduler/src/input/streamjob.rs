@@ -56,6 +56,14 @@ pub const STREAM_JOB_KIND: &str = "StreamJob";
 
 pub use crate::limits::FLINK_MAX_PARALLELISM;
 
+/// Flink's `PipelineOptions.PARALLELISM_OVERRIDES`: a map `<job vertex id>:<parallelism>,…`
+/// applied to a submitted job graph (the key the Flink operator's autoscaler writes).
+pub const PARALLELISM_OVERRIDES_OPTION: &str = "pipeline.jobvertex-parallelism-overrides";
+
+/// Most entries `spec.vertexParallelism` may hold: a job graph of more vertices than this is
+/// not one job a person can review.
+pub const MAX_VERTEX_OVERRIDES: usize = 1000;
+
 /// Kubernetes reserves namespaces with this prefix for its own system components
 /// (`kube-system`, `kube-public`, `kube-node-lease`); a job's objects never go there.
 pub const RESERVED_NAMESPACE_PREFIX: &str = "kube-";
@@ -69,9 +77,10 @@ pub const CHECKPOINT_SCHEMES: [&str; 2] = ["hdfs", "file"];
 
 /// Flink options that the spec sets itself; writing them in `flinkConfiguration` as well
 /// would let the two disagree, so each is refused with the field to use instead.
-const OPTIONS_OWNED_BY_SPEC: [(&str, &str); 11] = [
+const OPTIONS_OWNED_BY_SPEC: [(&str, &str); 12] = [
     ("taskmanager.numberOfTaskSlots", "spec.taskManager.slots"),
     ("parallelism.default", "spec.parallelism"),
+    (PARALLELISM_OVERRIDES_OPTION, "spec.vertexParallelism"),
     ("pipeline.max-parallelism", "spec.maxParallelism"),
     ("state.checkpoints.dir", "spec.checkpoints.dir"),
     ("execution.checkpointing.dir", "spec.checkpoints.dir"),
@@ -154,6 +163,15 @@ pub struct StreamJobSpec {
     pub parallelism: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_parallelism: Option<u32>,
+    /// Parallelism of single job vertices (operator chains) by Flink's job vertex id (32
+    /// lowercase hex digits, as Flink's REST API and metrics' `task_id` print it): what
+    /// right-sizing recommends per vertex. A launch renders it as Flink's
+    /// `pipeline.jobvertex-parallelism-overrides`, which the Dispatcher applies to the job
+    /// graph on submission, as the Flink operator's autoscaler does. Each value is
+    /// 1..=`maxParallelism` (Flink's default for `parallelism` when unset); the job gets
+    /// slots for the largest.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vertex_parallelism: BTreeMap<String, u32>,
     /// Flink's JSON execution plan (an object, or a string holding the JSON). When its slot
     /// need is larger than `parallelism`, the plan's need sizes the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -236,6 +254,18 @@ pub const RESERVED_ENV_NAMES: [&str; 2] = ["FLINK_PROPERTIES", "FLINK_CONF_DIR"]
 pub const RESERVED_ENV_PREFIX: &str = "TWINSITE_";
 
 impl StreamJobSpec {
+    /// `spec.vertexParallelism` in the format of Flink's map options (`id:p,id:p`), or
+    /// `None` when the job sets no vertex's parallelism.
+    pub fn parallelism_overrides(&self) -> Option<String> {
+        (!self.vertex_parallelism.is_empty()).then(|| {
+            self.vertex_parallelism
+                .iter()
+                .map(|(id, p)| format!("{id}:{p}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+    }
+
     /// The settings of a launch in `values.site`: `siteOverrides[site].args` (when set) in
     /// place of `args`, its `flinkConfiguration` over the job's, its `env`, with templates
     /// expanded. `Err((field, reason))` for a template that does not read (admission refuses
@@ -751,9 +781,51 @@ fn validate(job: &StreamJob, problems: &mut Problems) {
     for key in spec.flink_configuration.keys() {
         check_flink_option(problems, "spec.flinkConfiguration", key);
     }
+    validate_vertex_parallelism(spec, problems);
     validate_site_overrides(spec, problems);
     // Resources, plan and the TaskManager count, exactly as `demand()` computes them.
     let _ = demand(job, problems);
+}
+
+/// The most a vertex may run with: `spec.maxParallelism`, or Flink's default rule for
+/// `spec.parallelism` (`KeyGroupRangeAssignment.computeDefaultMaxParallelism`), which is
+/// what a job restored from its checkpoints keeps when none was set.
+pub fn effective_max_parallelism(spec: &StreamJobSpec) -> u32 {
+    spec.max_parallelism
+        .unwrap_or_else(|| crate::report::assemble::default_max_parallelism(spec.parallelism))
+}
+
+fn validate_vertex_parallelism(spec: &StreamJobSpec, problems: &mut Problems) {
+    let overrides = &spec.vertex_parallelism;
+    if overrides.len() > MAX_VERTEX_OVERRIDES {
+        problems.field(
+            "spec.vertexParallelism",
+            format!(
+                "{} vertices, more than the {MAX_VERTEX_OVERRIDES} a job may list",
+                overrides.len()
+            ),
+        );
+        return;
+    }
+    let max = effective_max_parallelism(spec);
+    for (id, parallelism) in overrides {
+        let at = format!("spec.vertexParallelism[{id:?}]");
+        // Flink looks overrides up by `JobVertexID.toHexString()`: any other spelling would
+        // be silently ignored.
+        if id.len() != 32 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            problems.field(
+                at,
+                "not a Flink job vertex id: 32 lowercase hex digits, as the REST API prints it",
+            );
+        } else if *parallelism == 0 || *parallelism > max {
+            problems.field(
+                at,
+                format!(
+                    "must be between 1 and the job's max parallelism {max}, found {parallelism}"
+                ),
+            );
+        }
+    }
 }
 
 fn check_flink_option(problems: &mut Problems, map: &str, key: &str) {
@@ -891,9 +963,20 @@ fn slot_need(spec: &StreamJobSpec, problems: &mut Problems) -> Option<u64> {
         None => None,
     };
     let parallelism = u64::from(spec.parallelism);
-    Some(plan.map_or(parallelism, |plan| {
-        plan.slot_need(spec.parallelism).max(parallelism)
-    }))
+    // With every vertex in one slot sharing group, the job needs as many slots as its
+    // widest vertex: a per-vertex override above `parallelism` needs its slots too.
+    let widest_override = spec
+        .vertex_parallelism
+        .values()
+        .copied()
+        .max()
+        .map_or(0, u64::from);
+    Some(
+        plan.map_or(parallelism, |plan| {
+            plan.slot_need(spec.parallelism).max(parallelism)
+        })
+        .max(widest_override),
+    )
 }
 
 fn demand(job: &StreamJob, problems: &mut Problems) -> Option<JobDemand> {

@@ -78,6 +78,10 @@ pub struct JobFacts {
     pub parallelism: u32,
     /// `spec.maxParallelism`; Flink's default rule when absent.
     pub max_parallelism: Option<u32>,
+    /// `spec.vertexParallelism`: vertices running at these values were set so by twinsite,
+    /// not pinned in code.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vertex_parallelism: BTreeMap<String, u32>,
     pub slots_per_task_manager: u32,
     /// The plan's slot need, when the spec has a plan.
     pub plan_slot_need: Option<u32>,
@@ -98,6 +102,7 @@ impl JobFacts {
             job: demand.id.clone(),
             parallelism: job.spec.parallelism,
             max_parallelism: job.spec.max_parallelism,
+            vertex_parallelism: job.spec.vertex_parallelism.clone(),
             slots_per_task_manager: job.spec.task_manager.slots,
             plan_slot_need: job
                 .spec
@@ -312,13 +317,23 @@ fn vertex(
             name,
             parallelism,
             max_parallelism: max_parallelism.max(parallelism),
-            // Metrics do not say how a vertex is partitioned; without that, no snapping to
-            // key-group divisors (the plan's edges would tell, once matched to vertex ids).
-            keyed_input: false,
+            // Metrics do not say how a vertex is partitioned, so every vertex but a source is
+            // taken as keyed and snapped to a divisor of the key groups (Flink's autoscaler
+            // rule, `JobVertexScaler.scale`): on a keyed vertex a non-divisor gives some
+            // subtasks one more key group than others, so the busiest carry up to twice the
+            // load and the extra subtasks buy little; on an unkeyed one a divisor costs at
+            // most a few subtasks more.
+            keyed_input: !is_source,
             is_source,
             source_partitions: None,
-            // A vertex running at another parallelism than the job's had it set in code.
-            pinned_parallelism: parallelism != facts.parallelism,
+            // A vertex running at another parallelism than the job's, and not at the one
+            // twinsite set for it, had it set in code.
+            pinned_parallelism: parallelism
+                != facts
+                    .vertex_parallelism
+                    .get(task_id)
+                    .copied()
+                    .unwrap_or(facts.parallelism),
         },
         busy_time_ms_per_second: Series::gauge(aggregate(
             &of(m::BUSY_TIME_MS_PER_SECOND, &any),

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::RightsizingInput;
 use crate::model::{JobDemand, JobId, Priority, Resources, TenantId};
 use crate::placement::demand_units;
+use crate::rightsize::scaling::Alignment;
 use crate::rightsize::{Assessment, Finding, ProcessEvidence, Recommendation};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +27,70 @@ pub struct JobChange {
     pub recommended_parallelism: u32,
     /// Findings a person must read before applying (limits exceeded, plan slot need).
     pub findings: Vec<String>,
+    /// Per job vertex, what it runs with and what it would (each vertex's own busiest
+    /// window); empty when the parallelism was not assessed.
+    #[serde(default)]
+    pub vertices: Vec<VertexChange>,
+}
+
+/// One job vertex (operator chain) of a [`JobChange`]: the grain Flink's
+/// `pipeline.jobvertex-parallelism-overrides` sets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VertexChange {
+    /// Flink's job vertex id.
+    pub id: String,
+    pub name: String,
+    pub current_parallelism: u32,
+    /// What the vertex would run with: its need when the job changes and it is not pinned
+    /// in code, else its current parallelism.
+    pub recommended_parallelism: u32,
+    /// What it needs, whether or not it is applied (differs for pinned vertices and jobs
+    /// left inside their utilisation band).
+    pub needed_parallelism: u32,
+    pub max_parallelism: u32,
+    pub pinned: bool,
+    /// How key-group snapping moved the need: `divides 128`, `limited by 32768 groups`
+    /// (no divisor reachable: Flink's fallback), `kept` (every divisor reversed the
+    /// direction), or empty when not aligned.
+    pub alignment: String,
+}
+
+impl JobChange {
+    /// True when some vertex would run at another parallelism.
+    pub fn vertices_change(&self) -> bool {
+        self.vertices
+            .iter()
+            .any(|v| v.recommended_parallelism != v.current_parallelism)
+    }
+}
+
+fn vertex_changes(rec: &Recommendation) -> Vec<VertexChange> {
+    let Some(p) = rec.parallelism.assessed() else {
+        return Vec::new();
+    };
+    let applied = rec.patch.vertex_parallelism.as_ref();
+    p.vertices
+        .iter()
+        .map(|e| VertexChange {
+            id: e.id.clone(),
+            name: e.name.clone(),
+            current_parallelism: e.current_parallelism,
+            recommended_parallelism: applied
+                .and_then(|m| m.get(&e.id))
+                .copied()
+                .unwrap_or(e.current_parallelism),
+            needed_parallelism: e.recommended_parallelism,
+            max_parallelism: e.max_parallelism,
+            pinned: e.pinned_parallelism,
+            alignment: match e.scaling.outcome.alignment {
+                Alignment::NotApplicable => String::new(),
+                Alignment::Aligned { groups } => format!("divides {groups}"),
+                Alignment::Limited { groups } => format!("limited by {groups} groups"),
+                Alignment::Blocked { .. } => "kept".to_string(),
+            },
+        })
+        .collect()
 }
 
 impl JobChange {
@@ -136,6 +201,7 @@ pub(crate) fn change(job: &JobDemand, rec: &Recommendation) -> JobChange {
         current_parallelism: rec.slots.configured_parallelism,
         recommended_parallelism,
         findings,
+        vertices: vertex_changes(rec),
     }
 }
 
@@ -198,7 +264,7 @@ pub(super) fn summarise(
         } else if dc < 0 || dm < 0 {
             summary.over_provisioned += 1;
         }
-        if dc != 0 || dm != 0 || !c.findings.is_empty() {
+        if dc != 0 || dm != 0 || !c.findings.is_empty() || c.vertices_change() {
             changes.push(c);
         }
     }

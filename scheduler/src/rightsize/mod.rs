@@ -26,9 +26,15 @@
 //! - no change while every changed vertex's true rate lies inside its utilisation band
 //!   (target ± boundary; widened to [0, 1] while a source works off backlog).
 //!
-//! The job's parallelism is what its bottleneck (the vertex needing most) needs in the
-//! busiest window of the lookback, so a quiet night never shrinks a job its evening peak
-//! needs. Flink's stateful rules (scale-down delay, ineffective scale-up detection, observed
+//! **Per vertex**: each vertex (operator chain) is recommended what it needs in its own
+//! busiest window of the lookback, so a quiet night never shrinks a vertex its evening peak
+//! needs, whichever vertex peaks when. When the job changes, every vertex not pinned in code
+//! gets its value in [`SpecPatch::vertex_parallelism`] (Flink's job vertex id → parallelism);
+//! the StreamJob's `spec.vertexParallelism` is rendered as Flink's
+//! `pipeline.jobvertex-parallelism-overrides` (`PipelineOptions.PARALLELISM_OVERRIDES`,
+//! applied by the Dispatcher to the submitted job graph; the key the Flink operator's
+//! autoscaler writes). The job's parallelism is its bottleneck's need (the widest vertex not
+//! pinned): the slots it needs with one slot sharing group. Flink's stateful rules (scale-down delay, ineffective scale-up detection, observed
 //! scalability) are left out: a person applies these recommendations, with their history.
 //!
 //! **Memory**: heap = peak heap used over the lookback × (1 + overhead), rounded up to
@@ -90,10 +96,11 @@ pub fn recommend(
     findings.extend(task_manager.findings);
     findings.extend(job_manager.findings);
 
-    let new_parallelism = parallelism
-        .assessed()
-        .filter(|p| p.change)
-        .map(|p| p.recommended);
+    let changed = parallelism.assessed().filter(|p| p.change);
+    let new_parallelism = changed.map(|p| p.recommended);
+    let vertex_parallelism = changed
+        .map(parallelism::vertex_overrides)
+        .filter(|overrides| !overrides.is_empty());
     let slots = slot_evidence(job, new_parallelism.unwrap_or(job.configured_parallelism));
     if let Some(need) = job.plan_slot_need
         && need > job.configured_parallelism
@@ -107,7 +114,8 @@ pub fn recommend(
     Ok(Recommendation {
         job: job.job.clone(),
         patch: SpecPatch {
-            parallelism: new_parallelism,
+            parallelism: new_parallelism.filter(|p| *p != job.configured_parallelism),
+            vertex_parallelism,
             task_manager: task_manager.patch,
             job_manager: job_manager.patch,
         },

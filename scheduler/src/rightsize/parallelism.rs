@@ -1,6 +1,8 @@
 //! The job's parallelism: per metrics window, per vertex, Flink's autoscaler model; the
 //! busiest window and its bottleneck vertex decide.
 
+use std::collections::BTreeMap;
+
 use super::config::RightsizeConfig;
 use super::input::{JobMetrics, VertexMetrics, metric_names};
 use super::recommendation::{
@@ -100,9 +102,6 @@ fn true_processing_rate(input_rate: f64, busy_ms: f64) -> f64 {
 
 /// One window's evaluation of every vertex.
 struct WindowResult {
-    window: Window,
-    need: u32,
-    bottleneck: usize,
     processing_backlog: bool,
     vertices: Vec<VertexEvidence>,
 }
@@ -206,22 +205,11 @@ fn evaluate_window(
             target_data_rate,
             catch_up_data_rate,
             recommended_parallelism: scaling.outcome.parallelism,
+            window: w,
             scaling,
         });
     }
-    // The job's parallelism moves only vertices not pinned in code; if all are pinned, the
-    // job-level figure still reports what the busiest one needs.
-    let any_free = evidence.iter().any(|e| !e.pinned_parallelism);
-    let (bottleneck, need) = evidence
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| !any_free || !e.pinned_parallelism)
-        .map(|(i, e)| (i, e.recommended_parallelism))
-        .fold((0, 0), |best, cur| if cur.1 > best.1 { cur } else { best });
     Ok(WindowResult {
-        window: w,
-        need,
-        bottleneck,
         processing_backlog,
         vertices: evidence,
     })
@@ -279,61 +267,105 @@ pub fn assess(
 
     let windows = range.split(config.metrics_window_ms);
     let windows_evaluated = windows.len();
-    let mut busiest: Option<WindowResult> = None;
+    // Each vertex keeps the window it needed most in (ties to the later window: the most
+    // recent behaviour is the better guide), so a quiet night never shrinks a vertex its
+    // evening peak needs, whichever vertex peaks when.
+    let mut peaks: Vec<Option<(VertexEvidence, bool)>> = vec![None; clean_vertices.len()];
     for w in windows {
         match evaluate_window(&clean_vertices, w, config) {
             Err(mut r) => reasons.append(&mut r),
-            // Ties go to the later window: the most recent behaviour is the better guide.
             Ok(result) => {
-                if busiest.as_ref().is_none_or(|b| result.need >= b.need) {
-                    busiest = Some(result);
+                for (peak, evidence) in peaks.iter_mut().zip(result.vertices) {
+                    if peak.as_ref().is_none_or(|(p, _)| {
+                        evidence.recommended_parallelism >= p.recommended_parallelism
+                    }) {
+                        *peak = Some((evidence, result.processing_backlog));
+                    }
                 }
             }
         }
     }
-    let Some(busiest) = busiest.filter(|_| reasons.is_empty()) else {
+    if !reasons.is_empty() {
+        return insufficient(reasons);
+    }
+    let Some(peaks) = peaks.into_iter().collect::<Option<Vec<_>>>() else {
         return insufficient(reasons);
     };
+    // The job's parallelism moves only vertices not pinned in code; if all are pinned, the
+    // job-level figure still reports what the busiest one needs. Among equal needs the
+    // vertex that peaked last decides, then the first in the graph.
+    let any_free = peaks.iter().any(|(e, _)| !e.pinned_parallelism);
+    let Some(bottleneck) = peaks
+        .iter()
+        .enumerate()
+        .filter(|(_, (e, _))| !any_free || !e.pinned_parallelism)
+        .fold(None::<usize>, |best, (i, (e, _))| match best {
+            Some(b)
+                if (peaks[b].0.recommended_parallelism, peaks[b].0.window.end_ms)
+                    >= (e.recommended_parallelism, e.window.end_ms) =>
+            {
+                Some(b)
+            }
+            _ => Some(i),
+        })
+    else {
+        return insufficient(vec![InsufficientData::NoVertices]);
+    };
+    let window = peaks[bottleneck].0.window;
+    let need = peaks[bottleneck].0.recommended_parallelism;
+    let processing_backlog = peaks[bottleneck].1;
+    let vertices: Vec<VertexEvidence> = peaks.into_iter().map(|(e, _)| e).collect();
 
     let current = job.configured_parallelism;
-    // Flink rescales only when some changed vertex is outside its utilisation band.
-    let outside = busiest.vertices.iter().any(|e| {
-        !e.pinned_parallelism
-            && e.scaling.outside_band
-            && e.recommended_parallelism != e.current_parallelism
-    });
-    let change = outside && busiest.need != current && busiest.need > 0;
-    let findings = busiest
-        .vertices
+    // Flink rescales only when some changed vertex is outside its utilisation band; with
+    // per-vertex parallelism a vertex may change while the job's largest need stays.
+    let moves = |e: &VertexEvidence| e.recommended_parallelism != e.current_parallelism;
+    let outside = vertices
         .iter()
-        .filter(|e| {
-            e.pinned_parallelism
-                && e.scaling.outside_band
-                && e.recommended_parallelism != e.current_parallelism
-        })
+        .any(|e| !e.pinned_parallelism && e.scaling.outside_band && moves(e));
+    let any_vertex_moves = vertices.iter().any(|e| !e.pinned_parallelism && moves(e));
+    let change = outside && need > 0 && (need != current || any_vertex_moves);
+    let findings = vertices
+        .iter()
+        .filter(|e| e.pinned_parallelism && e.scaling.outside_band && moves(e))
         .map(|e| Finding::PinnedVertexNeedsChange {
             vertex: format!("{} ({})", e.name, e.id),
             current: e.current_parallelism,
             needed: e.recommended_parallelism,
         })
         .collect();
-    let bottleneck_vertex = busiest
-        .vertices
-        .get(busiest.bottleneck)
+    let bottleneck_vertex = vertices
+        .get(bottleneck)
         .map(|e| format!("{} ({})", e.name, e.id))
         .unwrap_or_default();
     (
         Assessment::Assessed(ParallelismEvidence {
             current,
-            recommended: if change { busiest.need } else { current },
+            recommended: if change { need } else { current },
             change,
             bottleneck_vertex,
-            window: busiest.window,
+            window,
             windows_evaluated,
-            processing_backlog: busiest.processing_backlog,
+            processing_backlog,
             within_band: !outside,
-            vertices: busiest.vertices,
+            vertices,
         }),
         findings,
     )
+}
+
+/// The per-vertex parallelism of a changed assessment: every vertex not pinned in code at
+/// what it needed in its busiest window, keyed by Flink's job vertex id, ready for
+/// `pipeline.jobvertex-parallelism-overrides`. Vertices pinned in code keep their value
+/// (a [`Finding::PinnedVertexNeedsChange`] says when they need another).
+pub fn vertex_overrides(evidence: &ParallelismEvidence) -> BTreeMap<String, u32> {
+    if !evidence.change {
+        return BTreeMap::new();
+    }
+    evidence
+        .vertices
+        .iter()
+        .filter(|e| !e.pinned_parallelism)
+        .map(|e| (e.id.clone(), e.recommended_parallelism))
+        .collect()
 }

@@ -1,6 +1,7 @@
 //! What the right-sizer returns: a merge-patch of the StreamJob spec plus the evidence a
 //! person needs to audit it, or the reasons no number could be given.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -202,7 +203,10 @@ pub struct VertexEvidence {
     pub target_data_rate: f64,
     pub catch_up_data_rate: f64,
     pub scaling: VertexScaling,
+    /// What the vertex needs in `window`, the metrics window it needed most in: snapped to
+    /// key groups, within 1..=`max_parallelism`.
     pub recommended_parallelism: u32,
+    pub window: Window,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -214,7 +218,8 @@ pub struct ParallelismEvidence {
     pub change: bool,
     /// The non-pinned vertex needing the highest parallelism.
     pub bottleneck_vertex: String,
-    /// The busiest metrics window, which decided.
+    /// The bottleneck vertex's busiest metrics window, which decided the job's figure; each
+    /// vertex's own busiest window is in its evidence.
     pub window: Window,
     pub windows_evaluated: usize,
     /// Some source's lag exceeded the backlog threshold: the band was widened to [0, 1].
@@ -275,8 +280,8 @@ pub enum Finding {
         plan_slot_need: u32,
         configured_parallelism: u32,
     },
-    /// A vertex with parallelism set in code needs a different value; only a code change
-    /// (or Flink's per-vertex overrides) can give it.
+    /// A vertex with parallelism set in code needs a different value. Right-sizing leaves
+    /// code's choice alone; a person may give it through `spec.vertexParallelism`.
     PinnedVertexNeedsChange {
         vertex: String,
         current: u32,
@@ -304,6 +309,10 @@ pub struct ProcessPatch {
 pub struct SpecPatch {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parallelism: Option<u32>,
+    /// Per job vertex (Flink's id → parallelism), merged into the spec's
+    /// `vertexParallelism`, which a launch renders as `pipeline.jobvertex-parallelism-overrides`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vertex_parallelism: Option<BTreeMap<String, u32>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task_manager: Option<ProcessPatch>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -312,7 +321,10 @@ pub struct SpecPatch {
 
 impl SpecPatch {
     pub fn is_empty(&self) -> bool {
-        self.parallelism.is_none() && self.task_manager.is_none() && self.job_manager.is_none()
+        self.parallelism.is_none()
+            && self.vertex_parallelism.is_none()
+            && self.task_manager.is_none()
+            && self.job_manager.is_none()
     }
 
     /// `{"spec": {...}}`, ready for a merge patch.

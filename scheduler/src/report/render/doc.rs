@@ -474,6 +474,51 @@ pub fn document(r: &CapacityReport) -> Vec<Block> {
                     7,
                     rows,
                 ));
+                // The grain Flink applies: one row per vertex of the jobs above.
+                let vertex_rows: Vec<Vec<String>> = z
+                    .top
+                    .iter()
+                    .flat_map(|c| {
+                        c.vertices.iter().map(|v| {
+                            vec![
+                                c.job.0.clone(),
+                                v.name.clone(),
+                                v.id.clone(),
+                                format!(
+                                    "{} → {}",
+                                    v.current_parallelism, v.recommended_parallelism
+                                ),
+                                if v.pinned {
+                                    format!("{} (pinned in code)", v.needed_parallelism)
+                                } else {
+                                    v.needed_parallelism.to_string()
+                                },
+                                v.max_parallelism.to_string(),
+                                v.alignment.clone(),
+                            ]
+                        })
+                    })
+                    .collect();
+                if !vertex_rows.is_empty() {
+                    d.push(Block::Paragraph(
+                        "Per vertex (applied as pipeline.jobvertex-parallelism-overrides; \
+                         keyed vertices snapped to divisors of their key groups):"
+                            .to_string(),
+                    ));
+                    d.push(table(
+                        &[
+                            "JOB",
+                            "VERTEX",
+                            "ID",
+                            "PARALLELISM",
+                            "NEEDS",
+                            "MAX",
+                            "KEY GROUPS",
+                        ],
+                        7,
+                        vertex_rows,
+                    ));
+                }
             }
             if !z.refused.is_empty() {
                 d.push(Block::Paragraph(format!(
