@@ -130,6 +130,9 @@ enum Op {
     Sum,
 }
 
+/// One member's latest sample in a bucket: its time and value.
+type MemberSlot = Option<(i64, f64)>;
+
 /// Aggregates `series` per bucket. `members` names each series' member (subtask, pod);
 /// `expected`: how many members a complete bucket has (`None`: any number is complete).
 fn aggregate(
@@ -154,19 +157,62 @@ fn aggregate(
         };
         member_of.push(index);
     }
-    // bucket -> per member, (time, value) of its last sample in the bucket
-    let mut buckets: BTreeMap<i64, Vec<Option<(i64, f64)>>> = BTreeMap::new();
-    for (s, &who) in series.iter().zip(&member_of) {
-        for sample in &s.samples {
-            let bucket = sample.at_ms.div_euclid(step) * step;
-            let slot = &mut buckets
-                .entry(bucket)
-                .or_insert_with(|| vec![None; members.len()])[who];
-            if slot.is_none_or(|(at, _)| at <= sample.at_ms) {
-                *slot = Some((sample.at_ms, sample.value));
-            }
+    // bucket -> per member, (time, value) of its last sample in the bucket. Buckets are
+    // indexed by their offset from the first one, in one flat table: a map lookup per
+    // sample was most of a recommendation's time. Samples far apart (a sparse file) would
+    // make that table huge, so past four slots per sample a map is used instead.
+    let bucket_of = |at_ms: i64| at_ms.div_euclid(step);
+    let all = || series.iter().flat_map(|s| s.samples.iter());
+    let (first, last) = all().fold((i64::MAX, i64::MIN), |(lo, hi), s| {
+        let b = bucket_of(s.at_ms);
+        (lo.min(b), hi.max(b))
+    });
+    let samples = all().count();
+    let span = u64::try_from(last.saturating_sub(first))
+        .ok()
+        .and_then(|d| usize::try_from(d).ok())
+        .map(|d| d.saturating_add(1));
+    let width = members.len();
+    let keep = |slot: &mut MemberSlot, sample: &Sample| {
+        if slot.is_none_or(|(at, _)| at <= sample.at_ms) {
+            *slot = Some((sample.at_ms, sample.value));
         }
-    }
+    };
+    let buckets: Vec<(i64, Vec<MemberSlot>)> = match span {
+        Some(span) if samples > 0 && span <= samples.saturating_mul(4) => {
+            let mut table: Vec<MemberSlot> = vec![None; span * width];
+            let mut used = vec![false; span];
+            for (s, &who) in series.iter().zip(&member_of) {
+                for sample in &s.samples {
+                    let index = (bucket_of(sample.at_ms) - first) as usize;
+                    used[index] = true;
+                    keep(&mut table[index * width + who], sample);
+                }
+            }
+            used.iter()
+                .enumerate()
+                .filter(|(_, used)| **used)
+                .map(|(index, _)| {
+                    (
+                        (first + index as i64) * step,
+                        table[index * width..(index + 1) * width].to_vec(),
+                    )
+                })
+                .collect()
+        }
+        _ => {
+            let mut map: BTreeMap<i64, Vec<MemberSlot>> = BTreeMap::new();
+            for (s, &who) in series.iter().zip(&member_of) {
+                for sample in &s.samples {
+                    let slots = map
+                        .entry(bucket_of(sample.at_ms) * step)
+                        .or_insert_with(|| vec![None; width]);
+                    keep(&mut slots[who], sample);
+                }
+            }
+            map.into_iter().collect()
+        }
+    };
     buckets
         .into_iter()
         .map(|(at, slots)| {
@@ -395,6 +441,73 @@ mod tests {
         let out = aggregate(&[&a, &b], subtask, Some(2), Op::Max, 1000);
         assert_eq!(out[0].value, 700.0);
         assert!(out[1].value.is_nan());
+    }
+
+    /// The per-bucket rule stated plainly (a map of buckets, the latest sample of each
+    /// member winning), as an oracle for the flat table `aggregate` uses.
+    fn oracle(series: &[&RawSeries], expected: usize, op: Op, step: i64) -> Vec<Sample> {
+        let mut buckets: BTreeMap<i64, BTreeMap<String, (i64, f64)>> = BTreeMap::new();
+        for s in series {
+            for sample in &s.samples {
+                let slot = buckets
+                    .entry(sample.at_ms.div_euclid(step) * step)
+                    .or_default()
+                    .entry(subtask(s))
+                    .or_insert((i64::MIN, 0.0));
+                if slot.0 <= sample.at_ms {
+                    *slot = (sample.at_ms, sample.value);
+                }
+            }
+        }
+        buckets
+            .into_iter()
+            .map(|(at, members)| {
+                let values: Vec<f64> = members.values().map(|(_, v)| *v).collect();
+                let value = if values.len() < expected {
+                    f64::NAN
+                } else {
+                    match op {
+                        Op::Max => values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                        Op::Sum => values.iter().sum(),
+                    }
+                };
+                Sample::new(at, value)
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn aggregation_matches_the_bucket_rule_on_dense_and_sparse_series(
+            samples in proptest::collection::vec((0i64..400, 0usize..3, 0.0..100.0f64), 1..80),
+            spread in proptest::prelude::prop_oneof![proptest::prelude::Just(1i64), proptest::prelude::Just(1_000_000i64)],
+            step in 1i64..50,
+        ) {
+            let series: Vec<RawSeries> = (0..3)
+                .map(|m| {
+                    let own: Vec<(i64, f64)> = samples
+                        .iter()
+                        .filter(|(_, who, _)| *who == m)
+                        .map(|(t, _, v)| (*t * spread, *v))
+                        .collect();
+                    series(m::RECORDS_IN_PER_SECOND, &m.to_string(), &own)
+                })
+                .collect();
+            let refs: Vec<&RawSeries> = series.iter().filter(|s| !s.samples.is_empty()).collect();
+            let n = refs.len();
+            for op in [Op::Sum, Op::Max] {
+                let got = aggregate(&refs, subtask, Some(n), op, step);
+                let want = oracle(&refs, n, op, step);
+                proptest::prop_assert_eq!(got.len(), want.len());
+                for (g, w) in got.iter().zip(&want) {
+                    proptest::prop_assert_eq!(g.at_ms, w.at_ms);
+                    proptest::prop_assert!(
+                        (g.value.is_nan() && w.value.is_nan()) || (g.value - w.value).abs() < 1e-9,
+                        "{:?} vs {:?}", g, w
+                    );
+                }
+            }
+        }
     }
 
     #[test]
