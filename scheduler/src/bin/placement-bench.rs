@@ -189,6 +189,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Time this thread spent on a CPU (`/proc/thread-self/schedstat`): what a plan costs when
+/// other processes share the cores, where wall time also counts the waiting.
+fn thread_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanos: u64 = stat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(nanos))
+}
+
 fn peak_memory_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -359,21 +367,34 @@ fn main() {
     );
 
     let mut times = Vec::new();
+    let mut cpu_times = Vec::new();
     let mut heuristic = plan(&req);
     for _ in 0..5 {
         let t = Instant::now();
+        let cpu = thread_cpu_time();
         heuristic = plan(&req);
         times.push(t.elapsed());
+        if let (Some(before), Some(after)) = (cpu, thread_cpu_time()) {
+            cpu_times.push(after.saturating_sub(before));
+        }
     }
     times.sort();
+    cpu_times.sort();
     println!(
-        "heuristic full plan: median {:?}, min {:?} (5 runs); placed {} / unplaced {}; objective {:.1}; violations {}",
+        "heuristic full plan: median {:?}, min {:?} (5 runs; on-CPU median {}); placed {} / unplaced {}; objective {:.1}; violations {}",
         times[2],
         times[0],
+        cpu_times
+            .get(cpu_times.len() / 2)
+            .map_or("unavailable".to_string(), |d| format!("{d:?}")),
         heuristic.placements.len(),
         heuristic.unplaced.len(),
         heuristic.solver.objective,
         validate_plan(&req, &heuristic).len()
+    );
+    println!(
+        "plan digest: {:016x} (placements, unplaced, moves; equal digests are equal plans)",
+        plan_digest(&heuristic)
     );
     for u in heuristic.unplaced.iter().take(3) {
         println!("  e.g. unplaced {}: {}", u.job, u.reason);
@@ -450,6 +471,16 @@ fn main() {
         Some(k) => println!("peak memory (VmHWM): {:.1} MiB", k as f64 / 1024.0),
         None => println!("peak memory: unavailable"),
     }
+}
+
+/// A fingerprint of what a plan decides, to compare the plans of two builds.
+fn plan_digest(plan: &PlacementPlan) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let decided = serde_json::to_string(&(&plan.placements, &plan.unplaced, &plan.moves))
+        .unwrap_or_default();
+    decided.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The MILP solver's plan under `budget`, against the heuristic's.
