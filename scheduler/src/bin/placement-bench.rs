@@ -477,8 +477,8 @@ fn main() {
 fn plan_digest(plan: &PlacementPlan) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    let decided = serde_json::to_string(&(&plan.placements, &plan.unplaced, &plan.moves))
-        .unwrap_or_default();
+    let decided =
+        serde_json::to_string(&(&plan.placements, &plan.unplaced, &plan.moves)).unwrap_or_default();
     decided.hash(&mut hasher);
     hasher.finish()
 }

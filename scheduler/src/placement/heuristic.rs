@@ -146,7 +146,10 @@ fn pod_request(job: &JobDemand, role: PodRole) -> Resources {
 /// Room left after a pod, normalised per dimension by the node's size (smaller = tighter).
 #[inline]
 fn leftover(room: Resources, pod: Resources, alloc: Resources) -> i64 {
-    let cpu = div_trunc((room.cpu_milli - pod.cpu_milli) * 1024, alloc.cpu_milli.max(1));
+    let cpu = div_trunc(
+        (room.cpu_milli - pod.cpu_milli) * 1024,
+        alloc.cpu_milli.max(1),
+    );
     let mem = div_trunc(
         room.memory_bytes - pod.memory_bytes,
         (alloc.memory_bytes.max(1) / 1024).max(1),
@@ -389,7 +392,9 @@ impl<'r, 'a> Engine<'r, 'a> {
         if !uses_match_fields(job) {
             self.verdicts_of(j);
         }
-        let per_class = self.verdicts[j].as_deref().filter(|_| !uses_match_fields(job));
+        let per_class = self.verdicts[j]
+            .as_deref()
+            .filter(|_| !uses_match_fields(job));
         let cluster = &self.cluster;
         let nodes = &cluster.sites.get(site)?.nodes;
         // (−score, leftover after the JobManager, node) of the best JobManager node so far.
@@ -477,7 +482,9 @@ impl<'r, 'a> Engine<'r, 'a> {
         if !uses_match_fields(job) {
             self.verdicts_of(j);
         }
-        let per_class = self.verdicts[j].as_deref().filter(|_| !uses_match_fields(job));
+        let per_class = self.verdicts[j]
+            .as_deref()
+            .filter(|_| !uses_match_fields(job));
         let cluster = &self.cluster;
         let mut cands: Vec<Cand> = Vec::with_capacity(cluster.sites.get(site)?.nodes.len());
         for &n in &cluster.sites.get(site)?.nodes {
