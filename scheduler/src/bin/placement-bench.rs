@@ -267,6 +267,10 @@ const USAGE: &str = "placement-bench [--generated] [--jobs N] [--nodes-per-site 
   --jobs N            jobs to place (default 1000)
   --nodes-per-site N  nodes in each of the two sites (default 1000)
   --skip-milp         do not run the MILP solver
+  --rebalance         after the plan (placed inside the offline window), step a virtual clock
+                      a minute at a time to 30 minutes past the window's close, applying the
+                      rebalancer's moves (default lead time and budget): borrowers, moves,
+                      stuck jobs, pods left on offline nodes, and the time of each round
   seed                random seed (default 7)
   milp-budget-secs    MILP time budget (default 5)
   max-tms             most TaskManagers per synthetic job (default 35; 60 overloads 2x1000 nodes)";
@@ -279,7 +283,8 @@ fn main() {
     }
     let use_generated = args.iter().any(|a| a == "--generated");
     let skip_milp = args.iter().any(|a| a == "--skip-milp");
-    args.retain(|a| a != "--generated" && a != "--skip-milp");
+    let rebalance_figures = args.iter().any(|a| a == "--rebalance");
+    args.retain(|a| a != "--generated" && a != "--skip-milp" && a != "--rebalance");
     let mut scale = Scale {
         jobs: 1000,
         nodes_per_site: 1000,
@@ -440,6 +445,10 @@ fn main() {
         used.len()
     );
 
+    if rebalance_figures {
+        window_close_figures(&req, &heuristic);
+    }
+
     if skip_milp {
         println!("milp: skipped");
     } else {
@@ -471,6 +480,101 @@ fn main() {
         Some(k) => println!("peak memory (VmHWM): {:.1} MiB", k as f64 / 1024.0),
         None => println!("peak memory: unavailable"),
     }
+}
+
+/// Moves needed and made around the offline window's close, with the production rebalancer.
+fn window_close_figures(req: &PlacementRequest<'_>, planned: &PlacementPlan) {
+    use scheduler::model::RebalancePolicy;
+    use scheduler::placement::rebalance::{RebalanceRequest, plan_rebalance};
+    let rules = RebalancePolicy::default();
+    let offline: BTreeSet<(&SiteId, &str)> = req
+        .sites
+        .iter()
+        .flat_map(|s| {
+            s.nodes
+                .iter()
+                .filter(|n| {
+                    req.policy
+                        .pools
+                        .iter()
+                        .find(|p| p.matches(&s.id, n))
+                        .is_some_and(|p| p.offline.is_some())
+                })
+                .map(move |n| (&s.id, n.name.as_str()))
+        })
+        .collect();
+    let borrowers = |running: &[scheduler::model::JobPlacement]| {
+        running
+            .iter()
+            .filter(|p| {
+                p.pods
+                    .iter()
+                    .any(|pod| offline.contains(&(&p.site, pod.node.as_str())))
+            })
+            .count()
+    };
+    let mut running = planned.placements.clone();
+    let at_start = borrowers(&running);
+    let mut moved_at: Vec<chrono::DateTime<chrono::Utc>> = Vec::new();
+    let mut stuck: BTreeSet<JobId> = BTreeSet::new();
+    let mut rounds: Vec<Duration> = Vec::new();
+    let mut first_move = None;
+    let mut now = req.at;
+    let end = req.at + chrono::TimeDelta::hours(6);
+    let mut closed_at = None;
+    while now <= end {
+        let t = Instant::now();
+        let p = plan_rebalance(&RebalanceRequest {
+            sites: req.sites,
+            jobs: req.jobs,
+            policy: req.policy,
+            rebalance: rules,
+            running: &running,
+            at: now,
+            recent_moves: &moved_at,
+        });
+        rounds.push(t.elapsed());
+        for m in p.moves {
+            first_move.get_or_insert(now);
+            if let Some(slot) = running.iter_mut().find(|r| r.job == m.job) {
+                *slot = m.to;
+            }
+            moved_at.push(now);
+        }
+        stuck.extend(p.stuck.into_iter().map(|s| s.job));
+        let open = req
+            .policy
+            .pools
+            .iter()
+            .filter_map(|p| p.offline.as_ref())
+            .any(|l| l.is_open_at(now));
+        if !open && closed_at.is_none() {
+            closed_at = Some(now);
+        }
+        if closed_at.is_some_and(|c| now >= c + chrono::TimeDelta::minutes(30)) {
+            break;
+        }
+        now += chrono::TimeDelta::minutes(1);
+    }
+    rounds.sort();
+    println!(
+        "window close (lead {:?}, {} moves/hour): {at_start} jobs borrowing at {}; window closed {}; first move {}; {} moves made, {} jobs stuck, {} jobs still on offline nodes 30 min after the close",
+        rules.lead_time,
+        rules.moves_per_hour,
+        req.at,
+        closed_at.map_or("not within 6h".to_string(), |c| c.to_string()),
+        first_move.map_or("none".to_string(), |t| t.to_string()),
+        moved_at.len(),
+        stuck.len(),
+        borrowers(&running),
+    );
+    println!(
+        "rebalance round ({} rounds, one a minute): median {:?}, p99 {:?}, max {:?}",
+        rounds.len(),
+        percentile(&rounds, 0.5),
+        percentile(&rounds, 0.99),
+        rounds[rounds.len() - 1]
+    );
 }
 
 /// A fingerprint of what a plan decides, to compare the plans of two builds.
