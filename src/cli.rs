@@ -97,6 +97,10 @@ pub struct PlanArgs {
     /// Wall-time budget of the MILP, e.g. `5s`, `500ms`.
     #[arg(long, value_name = "DURATION", default_value = "5s")]
     pub solver_budget: String,
+    /// Print instead the moves off borrowed offline capacity due at `--at` for the `--running`
+    /// placement: what the controller's rebalancer does then (a full hour's budget assumed).
+    #[arg(long, requires = "running")]
+    pub rebalance: bool,
 }
 
 #[derive(Debug, Args)]
