@@ -66,6 +66,14 @@ impl SiteView {
     }
 }
 
+/// What a pass saw and decided before its per-job step: the reachable sites, and the moves
+/// off borrowed capacity due now.
+#[derive(Clone, Copy)]
+struct PassView<'a> {
+    views: &'a BTreeMap<SiteId, SiteView>,
+    moves: &'a BTreeMap<JobId, RebalanceMove>,
+}
+
 /// A job that needs a (new) placement in this pass.
 struct ToPlace {
     record: Versioned<JobRecord>,
@@ -133,8 +141,10 @@ impl Controller {
         for record in records {
             self.reconcile_job(
                 record,
-                &views,
-                &moves,
+                PassView {
+                    views: &views,
+                    moves: &moves,
+                },
                 &mut kept,
                 &mut kept_demands,
                 &mut to_place,
@@ -312,13 +322,13 @@ impl Controller {
     async fn reconcile_job(
         &self,
         record: Versioned<JobRecord>,
-        views: &BTreeMap<SiteId, SiteView>,
-        moves: &BTreeMap<JobId, RebalanceMove>,
+        seen: PassView<'_>,
         kept: &mut Vec<JobPlacement>,
         kept_demands: &mut Vec<JobDemand>,
         to_place: &mut Vec<ToPlace>,
         report: &mut PassReport,
     ) -> Result<(), StateError> {
+        let PassView { views, moves } = seen;
         let old_status = JobStatus::from_value(&record.value.status);
         let mut status = old_status.clone();
         let (job, demand) = match stream_job_of(&record.value).and_then(|job| {
