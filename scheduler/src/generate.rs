@@ -519,5 +519,6 @@ fn policy(sites: &[String], tenants: &[&str], jobs: &[StreamJob]) -> PolicyFile 
         replication: ReplicationSpec::default(),
         diagnosis: Default::default(),
         redaction: Default::default(),
+        rebalance: Default::default(),
     }
 }

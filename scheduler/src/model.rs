@@ -385,3 +385,27 @@ pub struct FailoverReserve {
     pub protects: SiteId,
     pub min_priority: Priority,
 }
+
+/// How running jobs are moved off borrowed offline capacity before its lending window
+/// closes (policy `rebalance`, resolved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebalancePolicy {
+    /// A job's borrowed pods must be gone this long before the window closes.
+    pub lead_time: std::time::Duration,
+    /// Most moves (stop with savepoint, relaunch) started in any hour.
+    pub moves_per_hour: u32,
+}
+
+impl RebalancePolicy {
+    pub const DEFAULT_LEAD_TIME: std::time::Duration = std::time::Duration::from_secs(600);
+    pub const DEFAULT_MOVES_PER_HOUR: u32 = 360;
+}
+
+impl Default for RebalancePolicy {
+    fn default() -> Self {
+        RebalancePolicy {
+            lead_time: Self::DEFAULT_LEAD_TIME,
+            moves_per_hour: Self::DEFAULT_MOVES_PER_HOUR,
+        }
+    }
+}

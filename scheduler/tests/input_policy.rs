@@ -382,3 +382,50 @@ fn a_bad_diagnosis_threshold_is_named_by_its_field() {
     );
     assert!(error.contains("diagnosis.windw"), "{error}");
 }
+
+#[test]
+fn the_rebalance_lead_time_and_budget_default_and_are_read_from_the_policy() {
+    let minimal = parse_policy("minimal.yaml", MINIMAL).unwrap();
+    assert_eq!(
+        minimal.rebalance(),
+        scheduler::model::RebalancePolicy {
+            lead_time: std::time::Duration::from_secs(600),
+            moves_per_hour: 360,
+        }
+    );
+    let example = parse_policy("example-two-sites.yaml", TWO_SITES).unwrap();
+    assert_eq!(example.rebalance().lead_time.as_secs(), 15 * 60);
+    assert_eq!(example.rebalance().moves_per_hour, 240);
+}
+
+#[test]
+fn a_bad_rebalance_lead_time_or_budget_is_named_by_its_field() {
+    for (from, to, expected) in [
+        (
+            "leadTime: 15m",
+            "leadTime: 13h",
+            "rebalance.leadTime: \"13h\" is longer than 12h",
+        ),
+        ("leadTime: 15m", "leadTime: 0s", "rebalance.leadTime"),
+        ("leadTime: 15m", "leadTime: soon", "rebalance.leadTime"),
+        (
+            "movesPerHour: 240",
+            "movesPerHour: 0",
+            "rebalance.movesPerHour: must be 1 to 3600, found 0",
+        ),
+        (
+            "movesPerHour: 240",
+            "movesPerHour: 3601",
+            "rebalance.movesPerHour: must be 1 to 3600, found 3601",
+        ),
+        (
+            "movesPerHour: 240",
+            "movesPerHour: -1",
+            "rebalance.movesPerHour",
+        ),
+        ("movesPerHour: 240", "movesPerHuor: 2", "movesPerHuor"),
+    ] {
+        let message = error_of(&TWO_SITES.replace(from, to));
+        assert!(message.contains(expected), "{to}: {message}");
+    }
+}

@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use scheduler::input::{StreamJob, kube_objects, parse_stream_jobs, policy};
-use scheduler::model::{JobDemand, JobPlacement, PlacementPolicy, PodRole, SiteId, SiteSnapshot};
+use scheduler::model::{
+    JobDemand, JobPlacement, PlacementPolicy, PodRole, RebalancePolicy, SiteId, SiteSnapshot,
+};
+use scheduler::placement::rebalance::{RebalanceRequest, plan_rebalance};
 use scheduler::placement::{self, PlacementOptions, PlacementPlan, PlacementRequest, SolverChoice};
 
 use super::{OutputFormat, parse_duration, read_input, split_name_value};
@@ -47,6 +50,10 @@ pub struct PlanArgs {
     /// Wall-time budget of the MILP, e.g. `5s`, `500ms`.
     #[arg(long, value_name = "DURATION", default_value = "5s")]
     pub solver_budget: String,
+    /// Print instead the moves off borrowed offline capacity due at `--at` for the `--running`
+    /// placement: what the controller's rebalancer does then (a full hour's budget assumed).
+    #[arg(long, requires = "running")]
+    pub rebalance: bool,
 }
 
 /// Everything `plan` reads, parsed and validated.
@@ -58,10 +65,15 @@ pub struct PlanInputs {
     pub policy: PlacementPolicy,
     pub running: Vec<JobPlacement>,
     pub at: chrono::DateTime<chrono::Utc>,
+    /// The policy's `rebalance` (lead time, budget); defaults without a policy.
+    pub rebalance: RebalancePolicy,
 }
 
 pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
     let inputs = load(args)?;
+    if args.rebalance {
+        return print_rebalance(args, &inputs);
+    }
     let budget = parse_duration("--solver-budget", &args.solver_budget)?;
     let solver = match args.solver {
         SolverArg::Heuristic => SolverChoice::Heuristic,
@@ -88,6 +100,60 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
     let out = match args.format {
         OutputFormat::Json => serde_json::to_string_pretty(&plan)? + "\n",
         OutputFormat::Table => render_table(&plan),
+    };
+    print!("{out}");
+    Ok(())
+}
+
+/// `plan --rebalance`: the controller's rebalancer over the given running placement.
+fn print_rebalance(args: &PlanArgs, inputs: &PlanInputs) -> anyhow::Result<()> {
+    let plan = plan_rebalance(&RebalanceRequest {
+        sites: &inputs.sites,
+        jobs: &inputs.jobs,
+        policy: &inputs.policy,
+        rebalance: inputs.rebalance,
+        running: &inputs.running,
+        at: inputs.at,
+        recent_moves: &[],
+    });
+    let out = match args.format {
+        OutputFormat::Json => serde_json::to_string_pretty(&plan)? + "\n",
+        OutputFormat::Table => {
+            let mut out = String::new();
+            for m in &plan.moves {
+                let _ = writeln!(
+                    out,
+                    "MOVE   {}  by {}  {} -> {}: {}",
+                    m.job,
+                    m.deadline.to_rfc3339(),
+                    m.from.site,
+                    m.to.site,
+                    m.reason
+                );
+            }
+            for w in &plan.waiting {
+                let _ = writeln!(
+                    out,
+                    "WAIT   {}  start by {}: {}",
+                    w.job,
+                    w.start_by.to_rfc3339(),
+                    w.reason
+                );
+            }
+            for s in &plan.stuck {
+                let _ = writeln!(
+                    out,
+                    "STUCK  {}  by {}: {}",
+                    s.job,
+                    s.deadline.to_rfc3339(),
+                    s.reason
+                );
+            }
+            if out.is_empty() {
+                out.push_str("nothing on borrowed capacity must move\n");
+            }
+            out
+        }
     };
     print!("{out}");
     Ok(())
@@ -156,6 +222,7 @@ pub fn load_inputs(args: &InputFlags) -> anyhow::Result<PlanInputs> {
         jobs.push(job.demand()?);
     }
 
+    let mut rebalance = RebalancePolicy::default();
     let policy = match args.policy {
         Some(path) => {
             let text = read_input("--policy", path)?;
@@ -174,6 +241,7 @@ pub fn load_inputs(args: &InputFlags) -> anyhow::Result<PlanInputs> {
                 }
             }
             parsed.check_jobs(&jobs_source, &stream_jobs)?;
+            rebalance = parsed.rebalance();
             parsed.placement_policy()
         }
         None => PlacementPolicy::default(),
@@ -209,6 +277,7 @@ pub fn load_inputs(args: &InputFlags) -> anyhow::Result<PlanInputs> {
         policy,
         running,
         at,
+        rebalance,
     })
 }
 

@@ -88,6 +88,9 @@ pub struct ControllerMetrics {
     pub reconcile_failures: Counter,
     pub jobs: Family<PhaseLabel, Gauge>,
     pub leader: Gauge,
+    /// Moves off borrowed offline capacity started, and jobs that must leave but fit nowhere.
+    pub rebalance_moves: Counter,
+    pub rebalance_stuck: Gauge,
     pub launches: Family<SiteLabel, Counter>,
     pub stops: Family<SiteLabel, Counter>,
     pub site_errors: Family<ErrorLabel, Counter>,
@@ -164,6 +167,8 @@ impl ControllerMetrics {
             reconcile_failures: Counter::default(),
             jobs: Family::default(),
             leader: Gauge::default(),
+            rebalance_moves: Counter::default(),
+            rebalance_stuck: Gauge::default(),
             launches: Family::default(),
             stops: Family::default(),
             site_errors: Family::default(),
@@ -272,6 +277,16 @@ impl ControllerMetrics {
             "leader",
             "1 while this replica leads and acts, else 0",
             metrics.leader.clone(),
+        );
+        registry.register(
+            "rebalance_moves",
+            "Jobs moved off borrowed offline capacity before its lending window closes",
+            metrics.rebalance_moves.clone(),
+        );
+        registry.register(
+            "rebalance_jobs_stuck",
+            "Jobs that must leave borrowed offline capacity but fit nowhere else, as of the last pass",
+            metrics.rebalance_stuck.clone(),
         );
         registry.register(
             "launches",

@@ -9,6 +9,7 @@ pub mod health;
 pub mod jars;
 pub mod launch;
 pub mod metrics;
+pub mod rebalance;
 pub mod reconcile;
 pub mod rightsize;
 pub mod status;
@@ -56,6 +57,8 @@ pub struct Controller {
     pub agents: Option<guard::Agents>,
     /// Background publications of job jars into every site's storage.
     pub jars: jars::JarPublisher,
+    /// Moves off borrowed capacity this leader started (the budget), stuck jobs reported.
+    pub rebalance: rebalance::RebalanceBook,
     leading: AtomicBool,
     passes: tokio::sync::watch::Sender<u64>,
     /// Taken by [`Controller::tenant_room`] and held until the admitted write is done.
@@ -93,6 +96,7 @@ impl Controller {
             quorum: guard::Quorum::Fixed(true),
             agents: None,
             jars: jars::JarPublisher::default(),
+            rebalance: rebalance::RebalanceBook::default(),
             leading: AtomicBool::new(false),
             passes: tokio::sync::watch::channel(0).0,
             admission: tokio::sync::Mutex::new(()),

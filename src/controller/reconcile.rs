@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use scheduler::input::StreamJob;
 use scheduler::model::{JobDemand, JobId, JobPlacement, SiteId, SiteSnapshot};
+use scheduler::placement::rebalance::{self, RebalanceMove};
 use scheduler::placement::{self, IncrementalPlacer, PlacementOptions, PlacementRequest};
 
 use super::jars::{JarGate, JarStatus};
@@ -65,6 +66,14 @@ impl SiteView {
     }
 }
 
+/// What a pass saw and decided before its per-job step: the reachable sites, and the moves
+/// off borrowed capacity due now.
+#[derive(Clone, Copy)]
+struct PassView<'a> {
+    views: &'a BTreeMap<SiteId, SiteView>,
+    moves: &'a BTreeMap<JobId, RebalanceMove>,
+}
+
 /// A job that needs a (new) placement in this pass.
 struct ToPlace {
     record: Versioned<JobRecord>,
@@ -73,6 +82,8 @@ struct ToPlace {
     status: JobStatus,
     /// Where its jar allows it to be launched.
     jar: JarGate,
+    /// A move off borrowed capacity decided this pass: its placement, not the placer's.
+    planned: Option<JobPlacement>,
 }
 
 impl Controller {
@@ -115,13 +126,25 @@ impl Controller {
 
         self.stop_unwanted(&records, &views, &mut report).await;
 
+        // Jobs on borrowed offline capacity whose window closes soon move first (most
+        // important first, within the rebalance budget): stop with savepoint, relaunch.
+        let now = chrono::Utc::now();
+        let snapshots: BTreeMap<SiteId, SiteSnapshot> = views
+            .iter()
+            .map(|(id, view)| (id.clone(), view.snapshot.clone()))
+            .collect();
+        let moves = self.due_moves(&records, &snapshots, now).await;
+
         let mut kept: Vec<JobPlacement> = Vec::new();
         let mut kept_demands: Vec<JobDemand> = Vec::new();
         let mut to_place: Vec<ToPlace> = Vec::new();
         for record in records {
             self.reconcile_job(
                 record,
-                &views,
+                PassView {
+                    views: &views,
+                    moves: &moves,
+                },
                 &mut kept,
                 &mut kept_demands,
                 &mut to_place,
@@ -299,12 +322,13 @@ impl Controller {
     async fn reconcile_job(
         &self,
         record: Versioned<JobRecord>,
-        views: &BTreeMap<SiteId, SiteView>,
+        seen: PassView<'_>,
         kept: &mut Vec<JobPlacement>,
         kept_demands: &mut Vec<JobDemand>,
         to_place: &mut Vec<ToPlace>,
         report: &mut PassReport,
     ) -> Result<(), StateError> {
+        let PassView { views, moves } = seen;
         let old_status = JobStatus::from_value(&record.value.status);
         let mut status = old_status.clone();
         let (job, demand) = match stream_job_of(&record.value).and_then(|job| {
@@ -349,6 +373,7 @@ impl Controller {
                     demand,
                     status,
                     jar,
+                    planned: None,
                 });
             } else {
                 // Its jar state may still have moved on.
@@ -439,8 +464,84 @@ impl Controller {
                 demand,
                 status,
                 jar,
+                planned: None,
             });
             return Ok(());
+        }
+
+        if let Some(due) = moves.get(&id)
+            && observation
+                .as_ref()
+                .is_some_and(|o| o.state == JobState::Running)
+            && due.to.site == placement.site
+            && !matches!(jar, JarGate::Waiting(_))
+        {
+            // Off borrowed capacity before its window closes: the spec-change path with the
+            // rebalancer's placement (same site, so the savepoint is readable there).
+            let target = format!("{}/savepoints", launch_dir(&job));
+            let what = format!("{id}@{}#{generation}", placement.site);
+            match view
+                .site
+                .stop_with_savepoint(&id, generation, &target)
+                .await
+            {
+                Ok(path) => {
+                    let _ = view.site.stop(&id, generation).await;
+                    status.set_restore(Some(super::launch::Restore {
+                        path,
+                        completed_at: Some(chrono::Utc::now()),
+                    }));
+                    status.relaunches = 0;
+                    status.message = Some(format!("moving: {}", due.reason));
+                    self.rebalance.record(chrono::Utc::now());
+                    self.metrics.rebalance_moves.inc();
+                    let nodes: Vec<String> = due
+                        .to
+                        .pods
+                        .iter()
+                        .filter(|p| {
+                            due.from
+                                .pods
+                                .iter()
+                                .any(|f| f.role == p.role && f.index == p.index)
+                        })
+                        .map(|p| p.node.clone())
+                        .collect();
+                    tracing::info!(job = %id, reason = %due.reason, to = ?nodes, "moving off borrowed capacity");
+                    self.audit(
+                        "rebalance-move",
+                        &what,
+                        &format!(
+                            "ok: {}; deadline {}; {} pods to {}",
+                            due.reason,
+                            due.deadline.to_rfc3339(),
+                            nodes.len(),
+                            nodes.join(", ")
+                        ),
+                    )
+                    .await;
+                    to_place.push(ToPlace {
+                        record,
+                        job,
+                        demand,
+                        status,
+                        jar,
+                        planned: Some(due.to.clone()),
+                    });
+                    return Ok(());
+                }
+                Err(error) => {
+                    // It keeps running where it is; the next pass tries again.
+                    self.count_site_error(&placement.site, &error);
+                    tracing::warn!(job = %id, %error, "savepoint for a move failed; retried next pass");
+                    self.audit(
+                        "rebalance-move",
+                        &what,
+                        &format!("failed: savepoint: {error}; {}", due.reason),
+                    )
+                    .await;
+                }
+            }
         }
 
         match observation {
@@ -552,6 +653,7 @@ impl Controller {
                         demand,
                         status,
                         jar,
+                        planned: None,
                     });
                 }
             },
@@ -657,7 +759,7 @@ impl Controller {
     async fn place_and_launch(
         &self,
         to_place: Vec<ToPlace>,
-        kept: Vec<JobPlacement>,
+        mut kept: Vec<JobPlacement>,
         kept_demands: Vec<JobDemand>,
         views: &BTreeMap<SiteId, SiteView>,
         report: &mut PassReport,
@@ -695,13 +797,21 @@ impl Controller {
         let snapshots: Vec<SiteSnapshot> = views.values().map(|v| v.snapshot.clone()).collect();
         let mut demands = kept_demands;
         demands.extend(to_place.iter().map(|t| t.demand.clone()));
-        let policy = self.policy.placement_policy();
+        // Capacity whose lending window closes within the lead time takes nothing new.
+        let now = chrono::Utc::now();
+        let policy = rebalance::placement_view(
+            &self.policy.placement_policy(),
+            self.policy.rebalance(),
+            now,
+        );
+        // Moved jobs take their planned places; the placer works around them.
+        kept.extend(to_place.iter().filter_map(|t| t.planned.clone()));
         let request = PlacementRequest {
             sites: &snapshots,
             jobs: &demands,
             policy: &policy,
             running: &[],
-            at: chrono::Utc::now(),
+            at: now,
             options: PlacementOptions::default(),
         };
         let mut decided: BTreeMap<JobId, Result<JobPlacement, String>> = BTreeMap::new();
@@ -719,7 +829,11 @@ impl Controller {
         } else {
             let mut placer = IncrementalPlacer::new(&request, &kept);
             for t in &to_place {
-                decided.insert(t.demand.id.clone(), placer.place_one(&t.demand));
+                let outcome = match &t.planned {
+                    Some(planned) => Ok(planned.clone()),
+                    None => placer.place_one(&t.demand),
+                };
+                decided.insert(t.demand.id.clone(), outcome);
             }
         }
 

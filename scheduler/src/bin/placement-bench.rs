@@ -189,6 +189,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Time this thread spent on a CPU (`/proc/thread-self/schedstat`): what a plan costs when
+/// other processes share the cores, where wall time also counts the waiting.
+fn thread_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanos: u64 = stat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(nanos))
+}
+
 fn peak_memory_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -259,6 +267,10 @@ const USAGE: &str = "placement-bench [--generated] [--jobs N] [--nodes-per-site 
   --jobs N            jobs to place (default 1000)
   --nodes-per-site N  nodes in each of the two sites (default 1000)
   --skip-milp         do not run the MILP solver
+  --rebalance         after the plan (placed inside the offline window), step a virtual clock
+                      a minute at a time to 30 minutes past the window's close, applying the
+                      rebalancer's moves (default lead time and budget): borrowers, moves,
+                      stuck jobs, pods left on offline nodes, and the time of each round
   seed                random seed (default 7)
   milp-budget-secs    MILP time budget (default 5)
   max-tms             most TaskManagers per synthetic job (default 35; 60 overloads 2x1000 nodes)";
@@ -271,7 +283,8 @@ fn main() {
     }
     let use_generated = args.iter().any(|a| a == "--generated");
     let skip_milp = args.iter().any(|a| a == "--skip-milp");
-    args.retain(|a| a != "--generated" && a != "--skip-milp");
+    let rebalance_figures = args.iter().any(|a| a == "--rebalance");
+    args.retain(|a| a != "--generated" && a != "--skip-milp" && a != "--rebalance");
     let mut scale = Scale {
         jobs: 1000,
         nodes_per_site: 1000,
@@ -359,21 +372,34 @@ fn main() {
     );
 
     let mut times = Vec::new();
+    let mut cpu_times = Vec::new();
     let mut heuristic = plan(&req);
     for _ in 0..5 {
         let t = Instant::now();
+        let cpu = thread_cpu_time();
         heuristic = plan(&req);
         times.push(t.elapsed());
+        if let (Some(before), Some(after)) = (cpu, thread_cpu_time()) {
+            cpu_times.push(after.saturating_sub(before));
+        }
     }
     times.sort();
+    cpu_times.sort();
     println!(
-        "heuristic full plan: median {:?}, min {:?} (5 runs); placed {} / unplaced {}; objective {:.1}; violations {}",
+        "heuristic full plan: median {:?}, min {:?} (5 runs; on-CPU median {}); placed {} / unplaced {}; objective {:.1}; violations {}",
         times[2],
         times[0],
+        cpu_times
+            .get(cpu_times.len() / 2)
+            .map_or("unavailable".to_string(), |d| format!("{d:?}")),
         heuristic.placements.len(),
         heuristic.unplaced.len(),
         heuristic.solver.objective,
         validate_plan(&req, &heuristic).len()
+    );
+    println!(
+        "plan digest: {:016x} (placements, unplaced, moves; equal digests are equal plans)",
+        plan_digest(&heuristic)
     );
     for u in heuristic.unplaced.iter().take(3) {
         println!("  e.g. unplaced {}: {}", u.job, u.reason);
@@ -419,6 +445,10 @@ fn main() {
         used.len()
     );
 
+    if rebalance_figures {
+        window_close_figures(&req, &heuristic);
+    }
+
     if skip_milp {
         println!("milp: skipped");
     } else {
@@ -450,6 +480,111 @@ fn main() {
         Some(k) => println!("peak memory (VmHWM): {:.1} MiB", k as f64 / 1024.0),
         None => println!("peak memory: unavailable"),
     }
+}
+
+/// Moves needed and made around the offline window's close, with the production rebalancer.
+fn window_close_figures(req: &PlacementRequest<'_>, planned: &PlacementPlan) {
+    use scheduler::model::RebalancePolicy;
+    use scheduler::placement::rebalance::{RebalanceRequest, plan_rebalance};
+    let rules = RebalancePolicy::default();
+    let offline: BTreeSet<(&SiteId, &str)> = req
+        .sites
+        .iter()
+        .flat_map(|s| {
+            s.nodes
+                .iter()
+                .filter(|n| {
+                    req.policy
+                        .pools
+                        .iter()
+                        .find(|p| p.matches(&s.id, n))
+                        .is_some_and(|p| p.offline.is_some())
+                })
+                .map(move |n| (&s.id, n.name.as_str()))
+        })
+        .collect();
+    let borrowers = |running: &[scheduler::model::JobPlacement]| {
+        running
+            .iter()
+            .filter(|p| {
+                p.pods
+                    .iter()
+                    .any(|pod| offline.contains(&(&p.site, pod.node.as_str())))
+            })
+            .count()
+    };
+    let mut running = planned.placements.clone();
+    let at_start = borrowers(&running);
+    let mut moved_at: Vec<chrono::DateTime<chrono::Utc>> = Vec::new();
+    let mut stuck: BTreeSet<JobId> = BTreeSet::new();
+    let mut rounds: Vec<Duration> = Vec::new();
+    let mut first_move = None;
+    let mut now = req.at;
+    let end = req.at + chrono::TimeDelta::hours(6);
+    let mut closed_at = None;
+    while now <= end {
+        let t = Instant::now();
+        let p = plan_rebalance(&RebalanceRequest {
+            sites: req.sites,
+            jobs: req.jobs,
+            policy: req.policy,
+            rebalance: rules,
+            running: &running,
+            at: now,
+            recent_moves: &moved_at,
+        });
+        rounds.push(t.elapsed());
+        for m in p.moves {
+            first_move.get_or_insert(now);
+            if let Some(slot) = running.iter_mut().find(|r| r.job == m.job) {
+                *slot = m.to;
+            }
+            moved_at.push(now);
+        }
+        stuck.extend(p.stuck.into_iter().map(|s| s.job));
+        let open = req
+            .policy
+            .pools
+            .iter()
+            .filter_map(|p| p.offline.as_ref())
+            .any(|l| l.is_open_at(now));
+        if !open && closed_at.is_none() {
+            closed_at = Some(now);
+        }
+        if closed_at.is_some_and(|c| now >= c + chrono::TimeDelta::minutes(30)) {
+            break;
+        }
+        now += chrono::TimeDelta::minutes(1);
+    }
+    rounds.sort();
+    println!(
+        "window close (lead {:?}, {} moves/hour): {at_start} jobs borrowing at {}; window closed {}; first move {}; {} moves made, {} jobs stuck, {} jobs still on offline nodes 30 min after the close",
+        rules.lead_time,
+        rules.moves_per_hour,
+        req.at,
+        closed_at.map_or("not within 6h".to_string(), |c| c.to_string()),
+        first_move.map_or("none".to_string(), |t| t.to_string()),
+        moved_at.len(),
+        stuck.len(),
+        borrowers(&running),
+    );
+    println!(
+        "rebalance round ({} rounds, one a minute): median {:?}, p99 {:?}, max {:?}",
+        rounds.len(),
+        percentile(&rounds, 0.5),
+        percentile(&rounds, 0.99),
+        rounds[rounds.len() - 1]
+    );
+}
+
+/// A fingerprint of what a plan decides, to compare the plans of two builds.
+fn plan_digest(plan: &PlacementPlan) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let decided =
+        serde_json::to_string(&(&plan.placements, &plan.unplaced, &plan.moves)).unwrap_or_default();
+    decided.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The MILP solver's plan under `budget`, against the heuristic's.

@@ -17,8 +17,8 @@ use super::error::{InputError, Problems};
 use super::streamjob::StreamJob;
 use crate::k8s::Quantity;
 use crate::model::{
-    FailoverReserve, LendingWindow, NodePool, OfflineLending, PlacementPolicy, Priority, Resources,
-    SiteId, TenantId, TenantQuota,
+    FailoverReserve, LendingWindow, NodePool, OfflineLending, PlacementPolicy, Priority,
+    RebalancePolicy, Resources, SiteId, TenantId, TenantQuota,
 };
 
 pub const POLICY_KIND: &str = "Policy";
@@ -51,7 +51,49 @@ pub struct PolicyFile {
     /// Extra secret-looking keys the controller's API and audit log redact.
     #[serde(default, skip_serializing_if = "RedactionSpec::is_empty")]
     pub redaction: RedactionSpec,
+    /// Moving jobs off borrowed offline capacity before its window closes.
+    #[serde(default, skip_serializing_if = "RebalanceSpec::is_default")]
+    pub rebalance: RebalanceSpec,
 }
+
+/// `rebalance`: when and how fast running jobs leave borrowed offline capacity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RebalanceSpec {
+    /// How long before a lending window closes a job's borrowed pods must be gone.
+    #[serde(default = "default_lead_time")]
+    pub lead_time: String,
+    /// Most moves (stop with savepoint, relaunch elsewhere) started in any hour.
+    #[serde(default = "default_moves_per_hour")]
+    pub moves_per_hour: u32,
+}
+
+fn default_lead_time() -> String {
+    "10m".to_string()
+}
+fn default_moves_per_hour() -> u32 {
+    RebalancePolicy::DEFAULT_MOVES_PER_HOUR
+}
+
+impl Default for RebalanceSpec {
+    fn default() -> Self {
+        RebalanceSpec {
+            lead_time: default_lead_time(),
+            moves_per_hour: default_moves_per_hour(),
+        }
+    }
+}
+
+impl RebalanceSpec {
+    fn is_default(&self) -> bool {
+        *self == RebalanceSpec::default()
+    }
+}
+
+/// Longest `rebalance.leadTime`: the rebalancer looks a day ahead for closing windows.
+pub const MAX_REBALANCE_LEAD_TIME: Duration = Duration::from_secs(12 * 3600);
+/// Most `rebalance.movesPerHour`: one move a second.
+pub const MAX_REBALANCE_MOVES_PER_HOUR: u32 = 3600;
 
 /// Most patterns `redaction.keys` may list, and longest one: bounds what every API response
 /// and audit entry is matched against.
@@ -373,6 +415,7 @@ pub struct Policy {
     detection: Detection,
     replication: Replication,
     diagnosis: crate::diagnosis::Thresholds,
+    rebalance: RebalancePolicy,
 }
 
 /// Reads and validates a policy file; every problem names `source` and the field path.
@@ -431,6 +474,7 @@ impl Policy {
             replication: ReplicationSpec::default(),
             diagnosis: DiagnosisSpec::default(),
             redaction: RedactionSpec::default(),
+            rebalance: RebalanceSpec::default(),
         };
         let placement = PlacementPolicy {
             pools: Vec::new(),
@@ -462,6 +506,7 @@ impl Policy {
                 max_lag: Duration::from_secs(300),
             },
             diagnosis: crate::diagnosis::Thresholds::default(),
+            rebalance: RebalancePolicy::default(),
         }
     }
 
@@ -500,6 +545,11 @@ impl Policy {
 
     pub fn replication(&self) -> Replication {
         self.replication
+    }
+
+    /// Lead time and budget of moves off borrowed capacity (`rebalance`).
+    pub fn rebalance(&self) -> RebalancePolicy {
+        self.rebalance
     }
 
     /// The thresholds diagnosis judges jobs by (`diagnosis`).
@@ -806,6 +856,7 @@ fn resolve(file: PolicyFile, problems: &mut Problems) -> Option<Policy> {
     }
 
     check_redaction(&file.redaction, problems);
+    let rebalance = resolve_rebalance(&file.rebalance, problems);
     let diagnosis = diagnosis_policy::resolve(&file.diagnosis, problems);
 
     if problems.len() > before {
@@ -831,7 +882,38 @@ fn resolve(file: PolicyFile, problems: &mut Problems) -> Option<Policy> {
             max_lag: max_lag?,
         },
         diagnosis: diagnosis?,
+        rebalance: rebalance?,
         file,
+    })
+}
+
+fn resolve_rebalance(spec: &RebalanceSpec, problems: &mut Problems) -> Option<RebalancePolicy> {
+    let lead_time = positive_duration(problems, "rebalance.leadTime", &spec.lead_time);
+    if let Some(lead) = lead_time
+        && lead > MAX_REBALANCE_LEAD_TIME
+    {
+        problems.field(
+            "rebalance.leadTime",
+            format!(
+                "{:?} is longer than 12h: closing windows are looked for a day ahead, and the moves need time after the lead time too",
+                spec.lead_time
+            ),
+        );
+        return None;
+    }
+    if spec.moves_per_hour == 0 || spec.moves_per_hour > MAX_REBALANCE_MOVES_PER_HOUR {
+        problems.field(
+            "rebalance.movesPerHour",
+            format!(
+                "must be 1 to {MAX_REBALANCE_MOVES_PER_HOUR}, found {} (0 would leave borrowed pods on nodes whose window closed)",
+                spec.moves_per_hour
+            ),
+        );
+        return None;
+    }
+    Some(RebalancePolicy {
+        lead_time: lead_time?,
+        moves_per_hour: spec.moves_per_hour,
     })
 }
 

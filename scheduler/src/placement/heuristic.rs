@@ -69,6 +69,8 @@ pub(crate) struct Engine<'r, 'a> {
     /// Jobs placement refuses outright ([`super::refusal`]), with the reason; they never
     /// enter `jobs`, so no step below sizes anything by their pod count.
     refused: Vec<Unplaced>,
+    /// The packer's node ranking, kept between calls so it is allocated once.
+    rank_scratch: Vec<(i64, i64, usize)>,
 }
 
 pub(crate) fn plan_heuristic(
@@ -142,10 +144,50 @@ fn pod_request(job: &JobDemand, role: PodRole) -> Resources {
 }
 
 /// Room left after a pod, normalised per dimension by the node's size (smaller = tighter).
+#[inline]
 fn leftover(room: Resources, pod: Resources, alloc: Resources) -> i64 {
-    let cpu = (room.cpu_milli - pod.cpu_milli) * 1024 / alloc.cpu_milli.max(1);
-    let mem = (room.memory_bytes - pod.memory_bytes) / (alloc.memory_bytes.max(1) / 1024).max(1);
+    let cpu = div_trunc(
+        (room.cpu_milli - pod.cpu_milli) * 1024,
+        alloc.cpu_milli.max(1),
+    );
+    let mem = div_trunc(
+        room.memory_bytes - pod.memory_bytes,
+        (alloc.memory_bytes.max(1) / 1024).max(1),
+    );
     cpu + mem
+}
+
+/// Integer division rounding toward zero, as `a / b`, for `b > 0`. The packer divides for
+/// every node of a site per job, and 64-bit integer division is several times slower than an
+/// f64 estimate corrected by one multiplication: the estimate of a quotient of operands below
+/// 2^52 is within one of the exact one, and the correction makes it exact.
+#[inline]
+pub(crate) fn div_trunc(a: i64, b: i64) -> i64 {
+    const EXACT: i64 = 1 << 52;
+    if !(0..EXACT).contains(&a) || !(1..EXACT).contains(&b) {
+        return a / b;
+    }
+    let mut q = (a as f64 / b as f64) as i64;
+    if q * b > a {
+        q -= 1;
+    } else if (q + 1) * b <= a {
+        q += 1;
+    }
+    q
+}
+
+/// Keeps the `k` smallest elements of `items`, sorted: what sorting all of them and keeping
+/// the first `k` gives, in linear time plus `k log k`.
+pub(crate) fn take_smallest<T: Ord>(items: &mut Vec<T>, k: usize) {
+    if k == 0 {
+        items.clear();
+        return;
+    }
+    if k < items.len() {
+        items.select_nth_unstable(k - 1);
+        items.truncate(k);
+    }
+    items.sort_unstable();
 }
 
 fn expected_pods(job: &JobDemand) -> Vec<(PodRole, u32)> {
@@ -207,6 +249,7 @@ impl<'r, 'a> Engine<'r, 'a> {
             pending_victims: Vec::new(),
             hint,
             refused,
+            rank_scratch: Vec::new(),
         }
     }
 
@@ -314,6 +357,112 @@ impl<'r, 'a> Engine<'r, 'a> {
         kept: &[Pod],
         need: &[(PodRole, u32)],
     ) -> Option<Vec<Pod>> {
+        if kept.is_empty()
+            && let Some(pods) = self.pack_fresh(cap, j, site, need)
+        {
+            return pods;
+        }
+        self.pack_spread(cap, j, site, kept, need)
+    }
+
+    /// `pack_spread` for a job with no pods in the site yet, in one pass over the site's
+    /// nodes, when every TaskManager gets a node of its own (the common case: a job needs a
+    /// few dozen, a site has thousands of nodes). Its answer is `pack_spread`'s: the
+    /// JobManager on the online node with the best (score, fit, index), then the TaskManagers
+    /// on the best-ranked nodes, one each. `None` when they do not get a node each: the
+    /// caller then runs `pack_spread`.
+    fn pack_fresh(
+        &mut self,
+        cap: &Capacity,
+        j: usize,
+        site: usize,
+        need: &[(PodRole, u32)],
+    ) -> Option<Option<Vec<Pod>>> {
+        let job = self.jobs[j];
+        let jm_index = need
+            .iter()
+            .find(|(r, _)| *r == PodRole::Jobmanager)
+            .map(|&(_, i)| i);
+        let tm_need: Vec<u32> = need
+            .iter()
+            .filter(|(r, _)| *r == PodRole::Taskmanager)
+            .map(|(_, i)| *i)
+            .collect();
+        let (jm, tm) = (job.job_manager, job.task_manager);
+        if !uses_match_fields(job) {
+            self.verdicts_of(j);
+        }
+        let per_class = self.verdicts[j]
+            .as_deref()
+            .filter(|_| !uses_match_fields(job));
+        let cluster = &self.cluster;
+        let nodes = &cluster.sites.get(site)?.nodes;
+        // (−score, leftover after the JobManager, node) of the best JobManager node so far.
+        let mut best_jm: Option<((i64, i64, usize), Resources, i64)> = None;
+        let ranks = &mut self.rank_scratch;
+        ranks.clear();
+        for &n in nodes {
+            let room = cap.room(cluster, n);
+            let jm_fits = jm_index.is_some() && jm.fits_in(&room);
+            let tm_fits = !tm_need.is_empty() && tm.fits_in(&room);
+            if !jm_fits && !tm_fits {
+                continue;
+            }
+            let score = match per_class {
+                Some(verdicts) => verdicts[cluster.nodes[n].class].as_ref().ok().copied(),
+                None => cluster.judge_node(job, n).ok(),
+            };
+            let Some(score) = score else {
+                continue;
+            };
+            let alloc = cluster.nodes[n].node.allocatable;
+            if jm_fits && !cluster.nodes[n].offline {
+                let key = (-score, leftover(room, jm, alloc), n);
+                if best_jm.is_none_or(|(best, _, _)| key < best) {
+                    best_jm = Some((key, room, score));
+                }
+            }
+            if tm_fits {
+                ranks.push((-score, leftover(room, tm, alloc), n));
+            }
+        }
+        let mut out = Vec::with_capacity(need.len());
+        if let Some(idx) = jm_index {
+            let Some(((_, _, node), room, score)) = best_jm else {
+                return Some(None);
+            };
+            out.push((PodRole::Jobmanager, idx, node));
+            // The JobManager's node has less room for TaskManagers now.
+            if let Some(at) = ranks.iter().position(|&(_, _, n)| n == node) {
+                let room = room - jm;
+                if tm.fits_in(&room) {
+                    let alloc = cluster.nodes[node].node.allocatable;
+                    ranks[at] = (-score, leftover(room, tm, alloc), node);
+                } else {
+                    ranks.swap_remove(at);
+                }
+            }
+        }
+        if ranks.len() < tm_need.len() {
+            return None;
+        }
+        take_smallest(ranks, tm_need.len());
+        for (&(_, _, node), idx) in ranks.iter().zip(tm_need) {
+            out.push((PodRole::Taskmanager, idx, node));
+        }
+        Some(Some(out))
+    }
+
+    /// The general packer: TaskManagers spread level by level over the nodes holding the
+    /// fewest of the job's TaskManagers (`kept` counted).
+    fn pack_spread(
+        &mut self,
+        cap: &Capacity,
+        j: usize,
+        site: usize,
+        kept: &[Pod],
+        need: &[(PodRole, u32)],
+    ) -> Option<Vec<Pod>> {
         let job = self.jobs[j];
         struct Cand {
             node: usize,
@@ -322,20 +471,32 @@ impl<'r, 'a> Engine<'r, 'a> {
             offline: bool,
             tms: u32,
         }
-        let site_nodes = self.cluster.sites.get(site)?.nodes.clone();
         let smallest =
             if need.iter().any(|(r, _)| *r == PodRole::Jobmanager) && job.task_managers == 0 {
                 job.job_manager
             } else {
                 super::state::min_res(job.job_manager, job.task_manager)
             };
-        let mut cands: Vec<Cand> = Vec::new();
-        for n in site_nodes {
-            let room = cap.room(&self.cluster, n);
+        // Class verdicts are cached once per job; jobs that select on node names are judged
+        // per node. Borrowed immutably from here on, so the site's node list is not copied.
+        if !uses_match_fields(job) {
+            self.verdicts_of(j);
+        }
+        let per_class = self.verdicts[j]
+            .as_deref()
+            .filter(|_| !uses_match_fields(job));
+        let cluster = &self.cluster;
+        let mut cands: Vec<Cand> = Vec::with_capacity(cluster.sites.get(site)?.nodes.len());
+        for &n in &cluster.sites.get(site)?.nodes {
+            let room = cap.room(cluster, n);
             if !smallest.fits_in(&room) {
                 continue;
             }
-            let Ok(score) = self.verdict(j, n) else {
+            let score = match per_class {
+                Some(verdicts) => verdicts[cluster.nodes[n].class].as_ref().ok().copied(),
+                None => cluster.judge_node(job, n).ok(),
+            };
+            let Some(score) = score else {
                 continue;
             };
             let tms = kept
@@ -346,7 +507,7 @@ impl<'r, 'a> Engine<'r, 'a> {
                 node: n,
                 score,
                 room,
-                offline: self.cluster.nodes[n].offline,
+                offline: cluster.nodes[n].offline,
                 tms,
             });
         }
@@ -375,14 +536,32 @@ impl<'r, 'a> Engine<'r, 'a> {
         }
         let tm = job.task_manager;
         cands.retain(|c| tm.fits_in(&c.room));
-        let mut order: Vec<(i64, i64, usize, usize)> = cands
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let alloc = self.cluster.nodes[c.node].node.allocatable;
-                (-c.score, leftover(c.room, tm, alloc), c.node, i)
-            })
-            .collect();
+        // Rank: best score, then tightest fit, then node index (unique, so the order is total
+        // and the same whichever way it is computed).
+        let rank = |(i, c): (usize, &Cand)| {
+            let alloc = self.cluster.nodes[c.node].node.allocatable;
+            (-c.score, leftover(c.room, tm, alloc), c.node, i)
+        };
+        // The spreading loop below starts at level 0, where it gives one TaskManager to each
+        // candidate holding none of the job's yet, in rank order. When there are at least as
+        // many such candidates as TaskManagers to place, it ends there: the TaskManagers go to
+        // the best-ranked of them, and only those need sorting (a job needs a few dozen
+        // TaskManagers; a site has thousands of nodes).
+        let fresh = cands.iter().filter(|c| c.tms == 0).count();
+        if fresh >= tm_need.len() {
+            let mut best: Vec<(i64, i64, usize, usize)> = cands
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.tms == 0)
+                .map(rank)
+                .collect();
+            take_smallest(&mut best, tm_need.len());
+            for (&(_, _, node, _), idx) in best.iter().zip(tm_need) {
+                out.push((PodRole::Taskmanager, idx, node));
+            }
+            return Some(out);
+        }
+        let mut order: Vec<(i64, i64, usize, usize)> = cands.iter().enumerate().map(rank).collect();
         order.sort_unstable();
         let max_existing = cands.iter().map(|c| c.tms).max().unwrap_or(0);
         let mut next = tm_need.into_iter();
@@ -420,6 +599,95 @@ impl<'r, 'a> Engine<'r, 'a> {
         self.commit(j, &pods);
         self.quota_add(j, site);
         self.placed[j] = Some(Placed { site, pods });
+    }
+
+    /// Takes `existing` placements as they are (capacity and quota), whatever rule they may
+    /// break now: what runs, runs. Pods on nodes the snapshot does not have are dropped.
+    pub(crate) fn adopt(&mut self, existing: &[JobPlacement]) {
+        for p in existing {
+            let Some(j) = self.job_by_id(&p.job) else {
+                continue;
+            };
+            if self.placed[j].is_some() {
+                continue;
+            }
+            let Some(&site) = self.cluster.site_index.get(&p.site) else {
+                continue;
+            };
+            let pods: Vec<Pod> = p
+                .pods
+                .iter()
+                .filter_map(|pod| {
+                    self.cluster.sites[site]
+                        .node_by_name
+                        .get(pod.node.as_str())
+                        .map(|&n| (pod.role, pod.index, n))
+                })
+                .collect();
+            self.place_at(j, site, pods);
+        }
+    }
+
+    /// Where placed job `j` runs, as the plan shows it.
+    pub(crate) fn placement_of(&self, j: usize) -> Option<JobPlacement> {
+        self.placed[j].as_ref().map(|p| JobPlacement {
+            job: self.jobs[j].id.clone(),
+            site: self.cluster.sites[p.site].id.clone(),
+            pods: self.pod_placements(&p.pods),
+        })
+    }
+
+    /// Moves the pods `leaving` of the placed job `j` elsewhere: in its site keeping its other
+    /// pods where they are, else the whole job in its site, else the whole job in another
+    /// allowed site (quota checked, no preemption). `Err` says why it fits nowhere, and
+    /// leaves the job as it was.
+    pub(crate) fn relocate(&mut self, j: usize, leaving: &[(PodRole, u32)]) -> Result<(), String> {
+        let Some(old) = self.release(j) else {
+            return Err(format!("{} is not running", self.jobs[j].id));
+        };
+        let mut shape: Vec<(PodRole, u32)> = old.pods.iter().map(|&(r, i, _)| (r, i)).collect();
+        shape.sort_unstable();
+        let whole = expected_pods(self.jobs[j]);
+        if super::is_whole_gang(&shape, self.jobs[j].task_managers)
+            && self.quota_ok_with(&self.quota_used, j, old.site)
+        {
+            let kept: Vec<Pod> = old
+                .pods
+                .iter()
+                .filter(|&&(r, i, _)| !leaving.contains(&(r, i)))
+                .copied()
+                .collect();
+            let mut need: Vec<(PodRole, u32)> = leaving.to_vec();
+            need.sort_unstable();
+            self.place_at(j, old.site, kept.clone());
+            if let Some(new) = self.pack_live(j, old.site, &kept, &need) {
+                self.commit(j, &new);
+                if let Some(p) = self.placed[j].as_mut() {
+                    p.pods.extend(new);
+                }
+                return Ok(());
+            }
+            self.release(j);
+        }
+        let mut sites = vec![old.site];
+        sites.extend(self.site_order(j).into_iter().filter(|&s| s != old.site));
+        sites.retain(|&s| self.jobs[j].sites.allows(self.cluster.sites[s].id));
+        for &s in &sites {
+            if !self.quota_ok_with(&self.quota_used, j, s) {
+                continue;
+            }
+            if let Some(pods) = self.pack_live(j, s, &[], &whole) {
+                self.place_at(j, s, pods);
+                return Ok(());
+            }
+        }
+        let reason = if sites.is_empty() {
+            "no site allowed".to_string()
+        } else {
+            self.diagnose(j, &sites)
+        };
+        self.place_at(j, old.site, old.pods);
+        Err(reason)
     }
 
     pub(crate) fn release(&mut self, j: usize) -> Option<Placed> {
@@ -1220,25 +1488,7 @@ impl<'r, 'a> IncrementalPlacer<'r, 'a> {
     /// `req.running` is ignored; `existing` is the state to build on.
     pub fn new(req: &'r PlacementRequest<'a>, existing: &'a [JobPlacement]) -> Self {
         let mut engine = Engine::new(req, None);
-        for p in existing {
-            let Some(j) = engine.job_by_id(&p.job) else {
-                continue;
-            };
-            let Some(&site) = engine.cluster.site_index.get(&p.site) else {
-                continue;
-            };
-            let pods: Vec<Pod> = p
-                .pods
-                .iter()
-                .filter_map(|pod| {
-                    engine.cluster.sites[site]
-                        .node_by_name
-                        .get(pod.node.as_str())
-                        .map(|&n| (pod.role, pod.index, n))
-                })
-                .collect();
-            engine.place_at(j, site, pods);
-        }
+        engine.adopt(existing);
         IncrementalPlacer { engine }
     }
 
@@ -1285,5 +1535,40 @@ impl<'r, 'a> IncrementalPlacer<'r, 'a> {
             .job_by_id(id)
             .and_then(|j| self.engine.release(j))
             .is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{div_trunc, take_smallest};
+
+    proptest! {
+        #[test]
+        fn the_fast_division_is_integer_division(a in any::<i64>(), b in 1i64..=i64::MAX) {
+            prop_assert_eq!(div_trunc(a, b), a / b);
+        }
+
+        #[test]
+        fn the_fast_division_is_exact_for_the_packers_operands(
+            a in 0i64..(1 << 52),
+            b in 1i64..(1 << 40),
+        ) {
+            prop_assert_eq!(div_trunc(a, b), a / b);
+        }
+
+        #[test]
+        fn taking_the_smallest_is_sorting_and_truncating(
+            items in proptest::collection::vec(any::<(i8, u8)>(), 0..200),
+            k in 0usize..220,
+        ) {
+            let mut sorted = items.clone();
+            sorted.sort_unstable();
+            sorted.truncate(k);
+            let mut taken = items;
+            take_smallest(&mut taken, k);
+            prop_assert_eq!(taken, sorted);
+        }
     }
 }

@@ -11,6 +11,7 @@ mod compat;
 mod diagnose;
 mod heuristic;
 mod milp;
+pub mod rebalance;
 mod state;
 mod validate;
 

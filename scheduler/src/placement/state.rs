@@ -281,6 +281,7 @@ impl Capacity {
     }
 
     /// What one more pod of ours may use on `node`.
+    #[inline]
     pub fn room(&self, cluster: &Cluster, node: usize) -> Resources {
         let info = &cluster.nodes[node];
         if info.offline {

@@ -1,0 +1,149 @@
+//! Lending windows enforced at runtime: jobs leave borrowed offline capacity before its
+//! window closes.
+//!
+//! What is due is decided by `scheduler::placement::rebalance::plan_rebalance` (pure; the
+//! function `twinsite plan --rebalance` prints) from the stored placements of the jobs on
+//! reachable sites, the sites' snapshots, the policy (`rebalance.leadTime`,
+//! `rebalance.movesPerHour`) and the moves this leader started in the past hour. This file
+//! gathers that input at the start of a pass and reports the jobs that cannot move; the
+//! moves themselves run in `reconcile.rs` through the path a spec change takes: stop with a
+//! savepoint, persist the new generation and the planned placement, launch restoring from
+//! the savepoint. Each move is audited with its reason.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use scheduler::model::{JobDemand, JobId, JobPlacement, SiteId, SiteSnapshot};
+use scheduler::placement::rebalance::{RebalanceMove, RebalanceRequest, plan_rebalance};
+
+use super::{Controller, stream_job_of};
+use crate::state::{JobRecord, Versioned};
+
+/// What the leader remembers between passes: when its moves started (the budget) and the
+/// stuck jobs it already reported. In memory: a new leader starts with a fresh hour's budget
+/// and reports a stuck job once more.
+#[derive(Default)]
+pub struct RebalanceBook {
+    started: Mutex<Vec<DateTime<Utc>>>,
+    reported_stuck: Mutex<BTreeSet<(JobId, DateTime<Utc>)>>,
+}
+
+impl RebalanceBook {
+    /// A move started at `at`.
+    pub fn record(&self, at: DateTime<Utc>) {
+        let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
+        started.retain(|&t| t > at - TimeDelta::hours(1));
+        started.push(at);
+    }
+
+    fn recent(&self) -> Vec<DateTime<Utc>> {
+        self.started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether `job`'s being stuck for `deadline` is news.
+    fn first_report(&self, job: &JobId, deadline: DateTime<Utc>) -> bool {
+        self.reported_stuck
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((job.clone(), deadline))
+    }
+}
+
+impl Controller {
+    /// The moves due at `now`, by job, planned over the stored placements of jobs on the
+    /// reachable sites (`snapshots`). Jobs the failover engine holds are left to it. Stuck
+    /// jobs are logged and audited (`rebalance-stuck`) once per deadline, before their window
+    /// closes.
+    pub(super) async fn due_moves(
+        &self,
+        records: &[Versioned<JobRecord>],
+        snapshots: &BTreeMap<SiteId, SiteSnapshot>,
+        now: DateTime<Utc>,
+    ) -> BTreeMap<JobId, RebalanceMove> {
+        let mut running: Vec<JobPlacement> = Vec::new();
+        let mut demands: Vec<JobDemand> = Vec::new();
+        for record in records {
+            let Some(placement) = record
+                .value
+                .placement
+                .as_ref()
+                .and_then(|p| serde_json::from_value::<JobPlacement>(p.detail.clone()).ok())
+            else {
+                continue;
+            };
+            if !snapshots.contains_key(&placement.site)
+                || self.failover.held(&placement.job).is_some()
+            {
+                continue;
+            }
+            let Ok(demand) = stream_job_of(&record.value)
+                .and_then(|job| job.demand().map_err(|e| e.to_string()))
+            else {
+                continue;
+            };
+            running.push(placement);
+            demands.push(demand);
+        }
+        if running.is_empty() {
+            return BTreeMap::new();
+        }
+        let sites: Vec<SiteSnapshot> = snapshots.values().cloned().collect();
+        let policy = self.policy.placement_policy();
+        let recent = self.rebalance.recent();
+        let plan = plan_rebalance(&RebalanceRequest {
+            sites: &sites,
+            jobs: &demands,
+            policy: &policy,
+            rebalance: self.policy.rebalance(),
+            running: &running,
+            at: now,
+            recent_moves: &recent,
+        });
+        for stuck in &plan.stuck {
+            if self.rebalance.first_report(&stuck.job, stuck.deadline) {
+                tracing::warn!(job = %stuck.job, deadline = %stuck.deadline, reason = %stuck.reason, "cannot leave borrowed capacity");
+                self.audit(
+                    "rebalance-stuck",
+                    &stuck.job.to_string(),
+                    &format!(
+                        "must leave by {}: {}",
+                        stuck.deadline.to_rfc3339(),
+                        stuck.reason
+                    ),
+                )
+                .await;
+            }
+        }
+        // A move to another site would restore from a savepoint that site cannot read: that
+        // is a failover (`twinsite failover`, which replicates the savepoint), reported here.
+        let (moves, across): (Vec<RebalanceMove>, Vec<RebalanceMove>) = plan
+            .moves
+            .into_iter()
+            .partition(|m| m.to.site == m.from.site);
+        for m in &across {
+            if self.rebalance.first_report(&m.job, m.deadline) {
+                tracing::warn!(job = %m.job, to = %m.to.site, reason = %m.reason, "fits only in another site");
+                self.audit(
+                    "rebalance-stuck",
+                    &m.job.to_string(),
+                    &format!(
+                        "must leave by {}: {}; fits only in {}: move it with `twinsite failover`",
+                        m.deadline.to_rfc3339(),
+                        m.reason,
+                        m.to.site
+                    ),
+                )
+                .await;
+            }
+        }
+        let stuck = plan.stuck.len() + across.len();
+        self.metrics
+            .rebalance_stuck
+            .set(i64::try_from(stuck).unwrap_or(i64::MAX));
+        moves.into_iter().map(|m| (m.job.clone(), m)).collect()
+    }
+}
