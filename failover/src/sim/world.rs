@@ -205,6 +205,9 @@ struct SiteState {
     /// Instances frozen by a site outage; they come back (as zombies) with the site.
     dormant: BTreeMap<(JobId, u64), Instance>,
     agent: SimAgent,
+    /// Every launch is refused (an admission webhook, a quota, a broken image pull secret)
+    /// while the site otherwise answers.
+    refuses_launches: bool,
 }
 
 /// A site's agent (`crate::agent`): renews its lease while it reaches the quorum, and
@@ -303,6 +306,10 @@ struct State {
     next_checkpoint_id: BTreeMap<JobId, u64>,
     /// Highest generation ever issued per job, and where.
     issued: BTreeMap<JobId, (u64, SiteId)>,
+    /// Moves an operator asked for (non-dry-run failovers and failbacks, from, to): a
+    /// manual job may move along them, even when the leader that accepted the request
+    /// died before writing its operation and the job is relaunched as a down job.
+    operator_moves: BTreeSet<(SiteId, SiteId)>,
     crashed: bool,
     effects_before_crash: Option<usize>,
     relaunches_before_crash: Option<usize>,
@@ -591,6 +598,7 @@ impl World {
                         instances: BTreeMap::new(),
                         dormant: BTreeMap::new(),
                         agent: SimAgent::new(start),
+                        refuses_launches: false,
                     },
                 )
             })
@@ -616,6 +624,7 @@ impl World {
                 readable: BTreeSet::new(),
                 next_checkpoint_id: BTreeMap::new(),
                 issued: BTreeMap::new(),
+                operator_moves: BTreeSet::new(),
                 crashed: false,
                 effects_before_crash: None,
                 relaunches_before_crash: None,
@@ -798,6 +807,25 @@ impl World {
 
     /// Feeds events that arrived together, with the stored jobs first.
     pub fn deliver_all(&mut self, events: Vec<Event>) {
+        for e in &events {
+            if let Event::OpsRequest(
+                crate::engine::OpsRequest::Failover {
+                    from,
+                    to,
+                    dry_run: false,
+                    ..
+                }
+                | crate::engine::OpsRequest::Failback {
+                    from,
+                    to,
+                    dry_run: false,
+                    ..
+                },
+            ) = e
+            {
+                self.st().operator_moves.insert((from.clone(), to.clone()));
+            }
+        }
         let mut fed = vec![Event::JobsStored(self.state.borrow().stored_jobs())];
         fed.extend(std::mem::take(&mut self.st().inbox));
         fed.extend(events);
@@ -1043,6 +1071,23 @@ impl World {
         if let Some(w) = self.st().sites.get_mut(site) {
             w.agent.skew = skew;
         }
+    }
+
+    /// `site` refuses every launch (`true`) while it answers everything else, or takes
+    /// launches again (`false`).
+    pub fn refuse_launches(&mut self, site: &SiteId, refuse: bool) {
+        if let Some(w) = self.st().sites.get_mut(site) {
+            w.refuses_launches = refuse;
+        }
+    }
+
+    /// Whether `site` refuses every launch.
+    pub fn refuses_launches(&self, site: &SiteId) -> bool {
+        self.state
+            .borrow()
+            .sites
+            .get(site)
+            .is_some_and(|w| w.refuses_launches)
     }
 
     /// Ends the partition of `site` (every site: `None`).
@@ -1908,7 +1953,9 @@ impl State {
             .is_some_and(|j| j.spec.site_moves == crate::types::SiteMoves::OperatorOnly);
         if operator_only
             && new_generation
-            && previous.as_ref().is_some_and(|(_, s)| s != &site)
+            && previous.as_ref().is_some_and(|(_, s)| {
+                s != &site && !self.operator_moves.contains(&(s.clone(), site.clone()))
+            })
             && !matches!(reason, RelaunchReason::Operation { .. })
         {
             self.violation(format!(
@@ -1946,6 +1993,8 @@ impl State {
         let key = (job.clone(), generation);
         let result = if !reachable {
             Err("site unreachable".to_string())
+        } else if s.refuses_launches {
+            Err("admission refused the launch".to_string())
         } else if let Some(existing) = s.instances.get(&key) {
             // Idempotent: launching a running generation starts nothing new.
             Ok(existing.ready_at.max(now))
@@ -2423,7 +2472,12 @@ impl State {
         let has_start = spec.mode == crate::types::FailoverMode::FreshStartAllowed
             || r.latest_replicated.contains_key(site)
             || own && (r.latest_complete.contains_key(site) || never_checkpointed);
-        if !(self.observable(site) && spec.demand.sites.allows(site) && may_move && has_start) {
+        if !(self.observable(site)
+            && !w.refuses_launches
+            && spec.demand.sites.allows(site)
+            && may_move
+            && has_start)
+        {
             return false;
         }
         let dead: BTreeSet<String> = w
