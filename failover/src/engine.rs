@@ -171,6 +171,11 @@ pub struct JobRecord {
     /// written before it existed.
     #[serde(default)]
     pub epoch: Option<u64>,
+    /// Launches refused in a row (outside operations; zero once one runs): the back-off of
+    /// its next try (`launch_retry_delay`), kept across leader changes so that a new
+    /// leader does not start it again from its first step.
+    #[serde(default)]
+    pub launches_refused: u32,
 }
 
 impl JobRecord {
@@ -486,9 +491,6 @@ pub struct Engine {
     fence_sent: BTreeMap<(JobId, SiteId, u64), Timestamp>,
     /// When each job that runs nowhere was last tried (or went down): see `revive_down_jobs`.
     down_tried: BTreeMap<JobId, Timestamp>,
-    /// Launches of each job refused in a row (outside operations), for the back-off of its
-    /// next try (`launch_retry_delay`); cleared when one runs.
-    launch_failures: BTreeMap<JobId, u32>,
     /// Running generations missing from fresh observations of their (up) site, and since
     /// when: a site agent stopped them (self-fencing, epoch admission) or they vanished.
     /// Past the node grace the job is relaunched like a failed one (see `judge_jobs`).
@@ -527,7 +529,6 @@ impl Engine {
             dirty: Dirty::default(),
             fence_sent: BTreeMap::new(),
             down_tried: BTreeMap::new(),
-            launch_failures: BTreeMap::new(),
             vanished: BTreeMap::new(),
             config,
         };
@@ -575,6 +576,14 @@ impl Engine {
             }
         }
         engine.reconcile();
+        // A job whose launches were refused keeps its back-off: a new leader tries it when
+        // its delay has passed since now, not at once (leader changes must not turn a
+        // refusing site into a retry loop).
+        for r in engine.jobs.values() {
+            if r.launches_refused > 0 && matches!(r.phase, JobPhase::Down { .. }) {
+                engine.down_tried.insert(r.id().clone(), now);
+            }
+        }
         let mut out = Out(Vec::new());
         engine.flush(&mut out);
         // A loss written just before the leader died may never have reached the sites:
@@ -1046,6 +1055,7 @@ impl Engine {
                     stale: BTreeSet::new(),
                     task_managers_lost_since: None,
                     epoch: self.sites.get(&site).map(|s| s.epoch),
+                    launches_refused: 0,
                 },
             );
             self.audit(
@@ -1226,7 +1236,10 @@ impl Engine {
         if r.generation != generation || &r.site != site {
             return;
         }
-        self.launch_failures.remove(job);
+        if r.launches_refused > 0 {
+            r.launches_refused = 0;
+            self.dirty.jobs.insert(job.clone());
+        }
         match r.phase.clone() {
             JobPhase::Launching { .. } => {
                 r.phase = JobPhase::Running;
@@ -1306,8 +1319,8 @@ impl Engine {
                 let target = self.failure_target(job);
                 if let Some(r) = self.jobs.get_mut(job) {
                     r.failures_in_site += 1;
+                    r.launches_refused = r.launches_refused.saturating_add(1);
                 }
-                *self.launch_failures.entry(job.clone()).or_default() += 1;
                 self.start_fencing(
                     job,
                     RelaunchReason::LaunchFailed { reason },
@@ -1834,7 +1847,7 @@ impl Engine {
         now: Timestamp,
         out: &mut Out,
     ) {
-        let in_a_row = self.launch_failures.get(job).copied().unwrap_or(1);
+        let in_a_row = self.jobs.get(job).map_or(1, |r| r.launches_refused.max(1));
         let delay = self.launch_retry_delay(job);
         let reason = format!(
             "launch of generation {generation} in {site} refused ({in_a_row} in a row): {refusal}; tried again {}s later",
@@ -1869,8 +1882,8 @@ impl Engine {
     /// How long a job that runs nowhere waits before it is tried again: `down_retry`, or
     /// after refused launches a back-off doubling from `FIRST_LAUNCH_RETRY` up to it.
     fn launch_retry_delay(&self, job: &JobId) -> Duration {
-        match self.launch_failures.get(job) {
-            Some(&n) if n > 0 => {
+        match self.jobs.get(job).map(|r| r.launches_refused) {
+            Some(n) if n > 0 => {
                 let doublings = (n - 1).min(16);
                 FIRST_LAUNCH_RETRY
                     .saturating_mul(1 << doublings)
