@@ -228,3 +228,74 @@ fn a_site_that_always_refuses_launches_gets_one_generation_per_retry_not_one_per
         phase(&world, "j0")
     );
 }
+
+/// Issue #14 part 3(e): the node of a job's only TaskManager dies while its JobManager's
+/// node lives. Kubernetes evicts the pod after its toleration (30 s) and schedules it on
+/// another node; Flink restarts the job there, and it runs again within 60 s of the node's
+/// last heartbeat, as the same generation (no relaunch, nothing restored). Engine and
+/// world at their defaults (10 s launches, Flink's restart back-off).
+#[test]
+fn a_job_whose_task_manager_node_dies_runs_again_on_another_node_within_a_minute() {
+    let nodes = |s: &str| {
+        (1..=3)
+            .map(|i| (format!("{s}-{i}"), Resources::new(16_000, 64 << 30, 110)))
+            .collect()
+    };
+    let mut world = World::new(
+        two_sites(),
+        WorldConfig::default(),
+        vec![(site("a"), nodes("a")), (site("b"), nodes("b"))],
+        t(0),
+    );
+    world.enable_trace();
+    world.set_quorum(true);
+    let spec = spec("j0", Priority::High, FailoverMode::RestoreRequired, "a");
+    let pod = |role, node: &str| PodPlacement {
+        role,
+        index: 0,
+        node: node.into(),
+    };
+    world.add_job(
+        SimJob {
+            spec,
+            checkpoint_interval: Some(Duration::from_secs(10)),
+            replicate: true,
+        },
+        JobPlacement {
+            job: job("j0"),
+            site: site("a"),
+            pods: vec![
+                pod(PodRole::Jobmanager, "a-1"),
+                pod(PodRole::Taskmanager, "a-2"),
+            ],
+        },
+        Some(t(10)),
+    );
+    world.advance(Duration::from_secs(30));
+    let last_heartbeat = world.elapsed();
+    world.node_lost(&site("a"), "a-2");
+    world.advance(Duration::from_secs(1));
+    assert!(
+        world.running_generations(&site("a")).is_empty(),
+        "its TaskManager is gone"
+    );
+    let back = seconds_until(&mut world, 120, |w| {
+        !w.running_generations(&site("a")).is_empty()
+    })
+    .expect("runs again");
+    let after_heartbeat = world.elapsed() - last_heartbeat;
+    println!(
+        "ran again {} s after the node's last heartbeat",
+        after_heartbeat.as_secs()
+    );
+    assert!(
+        after_heartbeat <= Duration::from_secs(60),
+        "{after_heartbeat:?} ({back} s)"
+    );
+    assert_eq!(world.running_generations(&site("a")), vec![(job("j0"), 1)]);
+    assert!(
+        world.recoveries().is_empty(),
+        "no relaunch: {:?}",
+        world.recoveries()
+    );
+}

@@ -67,7 +67,15 @@ pub struct WorldConfig {
     /// The site agents' lease timing (the agents run `crate::agent::decide` once per
     /// step, so `stop_within` must cover the longest step).
     pub agent: AgentTiming,
+    /// How long after a node's last heartbeat Kubernetes evicts its pods and schedules a
+    /// lost TaskManager on another node of the site with room (the pods' `NoExecute`
+    /// toleration of an unreachable node, `tolerationSeconds`); the JobManager stays and
+    /// Flink restarts the job once the TaskManager is back.
+    pub task_manager_eviction: Duration,
 }
+
+/// The default `tolerationSeconds` of the TaskManager pods (policy default).
+pub const TASK_MANAGER_EVICTION: Duration = Duration::from_secs(30);
 
 /// The sites' agents' timing in the simulation: the defaults, with `stop_within` the
 /// longest step of the seeded runs (an agent looks once per step).
@@ -87,6 +95,7 @@ impl Default for WorldConfig {
             restart_delay: Duration::from_secs(1),
             max_restart_delay: Duration::from_secs(60),
             agent: SIM_AGENT_TIMING,
+            task_manager_eviction: TASK_MANAGER_EVICTION,
         }
     }
 }
@@ -103,6 +112,7 @@ impl WorldConfig {
             restart_delay: Duration::ZERO,
             max_restart_delay: Duration::ZERO,
             agent: SIM_AGENT_TIMING,
+            task_manager_eviction: TASK_MANAGER_EVICTION,
         }
     }
 }
@@ -2294,6 +2304,72 @@ impl State {
 
     // ---- time ------------------------------------------------------------------------------
 
+    /// Kubernetes' side of a dead node: once its last heartbeat is `task_manager_eviction`
+    /// old, a TaskManager pod on it is evicted and scheduled on another live node of the
+    /// site with room for it (its JobManager's node alive; a job whose JobManager died is
+    /// the engine's to relaunch). Flink then restarts the job at once.
+    fn reschedule_task_managers(&mut self) {
+        let now = self.now;
+        let eviction = self.config.task_manager_eviction;
+        let jobs = &self.jobs;
+        let demand = |job: &JobId, role: PodRole| {
+            jobs.get(job).map_or(Resources::ZERO, |j| match role {
+                PodRole::Jobmanager => j.spec.demand.job_manager,
+                _ => j.spec.demand.task_manager,
+            })
+        };
+        for w in self.sites.values_mut() {
+            if !w.up {
+                continue;
+            }
+            let evicted = |node: &str| {
+                w.nodes.get(node).is_some_and(|n| {
+                    !n.alive && crate::types::elapsed(n.last_heartbeat, now) >= eviction
+                })
+            };
+            let mut moves: Vec<((JobId, u64), usize)> = Vec::new();
+            for (k, i) in &w.instances {
+                let jm_alive = i
+                    .job_manager_node()
+                    .is_some_and(|n| w.nodes.get(n).is_some_and(|n| n.alive));
+                if i.held || !jm_alive {
+                    continue;
+                }
+                for (index, p) in i.placement.pods.iter().enumerate() {
+                    if p.role == PodRole::Taskmanager && evicted(&p.node) {
+                        moves.push((k.clone(), index));
+                    }
+                }
+            }
+            for (key, index) in moves {
+                let mut used: BTreeMap<String, Resources> = BTreeMap::new();
+                for ((job, _), i) in &w.instances {
+                    for p in &i.placement.pods {
+                        *used.entry(p.node.clone()).or_insert(Resources::ZERO) +=
+                            demand(job, p.role);
+                    }
+                }
+                let need = demand(&key.0, PodRole::Taskmanager);
+                let Some(node) = w
+                    .nodes
+                    .iter()
+                    .filter(|(_, n)| n.alive)
+                    .find(|(name, n)| {
+                        (used.get(*name).copied().unwrap_or(Resources::ZERO) + need)
+                            .fits_in(&n.allocatable)
+                    })
+                    .map(|(name, _)| name.clone())
+                else {
+                    continue;
+                };
+                if let Some(i) = w.instances.get_mut(&key) {
+                    i.placement.pods[index].node = node;
+                    i.next_restart_at = now;
+                }
+            }
+        }
+    }
+
     /// Time passes: nodes heart-beat, Flink restarts and checkpoints, answers and replicas
     /// that are due arrive (for the next pass).
     fn evolve(&mut self, dt: Duration) {
@@ -2302,6 +2378,7 @@ impl State {
         let now = self.now;
         self.run_agents();
         self.refresh_visibility();
+        self.reschedule_task_managers();
         let (recover, max_delay) = (self.flink_recovers, self.config.max_restart_delay);
         let mut checkpoints: Vec<(SiteId, JobId, u64, Timestamp)> = Vec::new();
         let jobs = &self.jobs;
