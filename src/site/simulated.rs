@@ -566,10 +566,7 @@ impl Inner {
         let mut moved = false;
         let ids: Vec<JobId> = state.jobs.keys().cloned().collect();
         for id in ids {
-            loop {
-                let Some(job) = state.jobs.get(&id) else {
-                    break;
-                };
+            while let Some(job) = state.jobs.get(&id) {
                 if job
                     .spec
                     .job_manager_node()
