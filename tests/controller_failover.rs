@@ -287,6 +287,70 @@ async fn a_job_whose_jobmanager_node_is_lost_runs_again_on_a_healthy_node_and_th
     );
 }
 
+/// Issue #14 part 3(e): a node holding only a TaskManager of a job dies. Its site
+/// schedules that TaskManager on another node once the pod's toleration runs out (30 s by
+/// the site's clock), and the job runs again as the same generation: the controller
+/// relaunches nothing (its TaskManager bound, 180 s, is far off), and never two copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_task_manager_node_is_lost_runs_again_on_another_node_as_the_same_generation() {
+    let w = World::new().await;
+    w.add(&job("orders", "dc-a")).await;
+    w.pass().await;
+    w.checkpoint_and_replicate(1).await;
+    let before = w.record("orders").await;
+    let placement: scheduler::model::JobPlacement =
+        serde_json::from_value(before.placement.as_ref().unwrap().detail.clone()).unwrap();
+    let jm = placement
+        .pods
+        .iter()
+        .find(|p| p.role == PodRole::Jobmanager)
+        .unwrap()
+        .node
+        .clone();
+    let tm = placement
+        .pods
+        .iter()
+        .find(|p| p.role == PodRole::Taskmanager && p.node != jm)
+        .expect("a TaskManager on a node of its own (the scheduler spreads them)")
+        .node
+        .clone();
+    w.sim("dc-a")
+        .handle()
+        .inject(Fault::NodeDown { node: tm.clone() })
+        .unwrap();
+    w.clock.advance(Duration::from_secs(1));
+    w.sim("dc-a").tick();
+    w.passes_for(NODE_GRACE.as_secs_f64() + 1.0).await;
+    assert!(
+        w.running("orders").await.is_empty(),
+        "its TaskManager is gone"
+    );
+
+    w.clock.advance(Duration::from_secs(29));
+    w.sim("dc-a").tick();
+    w.pass().await;
+    assert_eq!(
+        w.running("orders").await,
+        [("dc-a".to_string(), before.generation)],
+        "30 s after the node died, the same generation runs again"
+    );
+    let observed = w.sim("dc-a").jobs().await.unwrap();
+    assert!(
+        observed.iter().all(|o| !o.nodes.contains(&tm)),
+        "nothing of it on the lost node: {observed:?}"
+    );
+    w.passes_for(NODE_GRACE.as_secs_f64() + 1.0).await;
+    let after = w.record("orders").await;
+    assert_eq!(
+        after.generation, before.generation,
+        "no relaunch: {after:?}"
+    );
+    assert_eq!(
+        w.running("orders").await,
+        [("dc-a".to_string(), before.generation)]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_site_fails_over_from_the_replicated_checkpoint_and_its_return_is_fenced_first() {
     let w = World::new().await;

@@ -163,6 +163,7 @@ async fn checkpoints_beyond_retention_are_removed_with_the_shared_files_nobody_r
         default_retained_checkpoints: 1,
         shared_file_window: 2,
         cluster_file: None,
+        ..SimulatedSiteConfig::default()
     });
     let mut spec = spec(1);
     spec.flink_configuration
@@ -316,6 +317,57 @@ async fn losing_a_task_manager_node_leaves_the_job_restarting() {
         .unwrap();
     assert_eq!(f.only_job().await.state, JobState::Restarting);
     assert_eq!(f.only_job().await.nodes, ["n1", "n2", "n3"]);
+}
+
+/// Kubernetes evicts the lost node's TaskManager pod once its toleration runs out and
+/// schedules it on a ready node with room: the same generation runs again, Flink having
+/// restarted it once, and checkpoints again.
+#[tokio::test]
+async fn a_task_manager_on_a_lost_node_is_scheduled_on_another_node_after_its_toleration() {
+    let f = fixture();
+    f.site.launch(&spec(1)).await.unwrap();
+    f.pass(Duration::from_secs(1));
+    f.site
+        .handle()
+        .inject(Fault::NodeDown { node: "n3".into() })
+        .unwrap();
+    f.pass(Duration::from_secs(29));
+    assert_eq!(
+        f.only_job().await.state,
+        JobState::Restarting,
+        "within the toleration"
+    );
+    f.pass(Duration::from_secs(1));
+    let job = f.only_job().await;
+    assert_eq!(
+        (job.state, job.generation, job.restarts),
+        (JobState::Running, 1, 1)
+    );
+    assert_eq!(
+        job.nodes,
+        ["n1", "n2"],
+        "the TaskManager of n3 went to n1 (first with room)"
+    );
+    f.pass(INTERVAL);
+    assert!(f.only_job().await.latest_completed_checkpoint.is_some());
+}
+
+/// A job whose JobManager node is down is not the eviction's to save: it stays failed for
+/// the controller to relaunch, its TaskManager where it was.
+#[tokio::test]
+async fn a_job_whose_job_manager_node_is_down_keeps_its_task_managers_in_place() {
+    let f = fixture();
+    f.site.launch(&spec(1)).await.unwrap();
+    for node in ["n1", "n3"] {
+        f.site
+            .handle()
+            .inject(Fault::NodeDown { node: node.into() })
+            .unwrap();
+    }
+    f.pass(Duration::from_secs(60));
+    let job = f.only_job().await;
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.nodes, ["n1", "n2", "n3"]);
 }
 
 #[tokio::test]

@@ -60,6 +60,10 @@ pub struct EngineConfig {
 pub const DEFAULT_LAUNCH_RATE: u32 = 200;
 pub const DEFAULT_LAUNCH_BURST: u32 = 200;
 
+/// The first wait before a job whose launch was refused is tried again; each further
+/// refusal in a row doubles it, up to `down_retry`.
+pub const FIRST_LAUNCH_RETRY: Duration = Duration::from_secs(1);
+
 fn default_launch_rate() -> u32 {
     DEFAULT_LAUNCH_RATE
 }
@@ -167,6 +171,11 @@ pub struct JobRecord {
     /// written before it existed.
     #[serde(default)]
     pub epoch: Option<u64>,
+    /// Launches refused in a row (outside operations; zero once one runs): the back-off of
+    /// its next try (`launch_retry_delay`), kept across leader changes so that a new
+    /// leader does not start it again from its first step.
+    #[serde(default)]
+    pub launches_refused: u32,
 }
 
 impl JobRecord {
@@ -567,6 +576,14 @@ impl Engine {
             }
         }
         engine.reconcile();
+        // A job whose launches were refused keeps its back-off: a new leader tries it when
+        // its delay has passed since now, not at once (leader changes must not turn a
+        // refusing site into a retry loop).
+        for r in engine.jobs.values() {
+            if r.launches_refused > 0 && matches!(r.phase, JobPhase::Down { .. }) {
+                engine.down_tried.insert(r.id().clone(), now);
+            }
+        }
         let mut out = Out(Vec::new());
         engine.flush(&mut out);
         // A loss written just before the leader died may never have reached the sites:
@@ -1038,6 +1055,7 @@ impl Engine {
                     stale: BTreeSet::new(),
                     task_managers_lost_since: None,
                     epoch: self.sites.get(&site).map(|s| s.epoch),
+                    launches_refused: 0,
                 },
             );
             self.audit(
@@ -1218,6 +1236,10 @@ impl Engine {
         if r.generation != generation || &r.site != site {
             return;
         }
+        if r.launches_refused > 0 {
+            r.launches_refused = 0;
+            self.dirty.jobs.insert(job.clone());
+        }
         match r.phase.clone() {
             JobPhase::Launching { .. } => {
                 r.phase = JobPhase::Running;
@@ -1297,6 +1319,7 @@ impl Engine {
                 let target = self.failure_target(job);
                 if let Some(r) = self.jobs.get_mut(job) {
                     r.failures_in_site += 1;
+                    r.launches_refused = r.launches_refused.saturating_add(1);
                 }
                 self.start_fencing(
                     job,
@@ -1383,6 +1406,13 @@ impl Engine {
                     Some(site),
                     format!("generation {generation} fenced"),
                 );
+                // A refused launch is not tried again at once: a site that keeps refusing
+                // would otherwise take a new generation per answer, without end, within one
+                // pass. The job is down, and tried again after a back-off.
+                if let RelaunchReason::LaunchFailed { reason } = &reason {
+                    self.down_after_refused_launch(job, generation, site, reason, now, out);
+                    return;
+                }
                 self.relaunch_job(
                     job,
                     &target,
@@ -1591,8 +1621,9 @@ impl Engine {
         for site in &sites {
             self.judge_site(site, now, placer, out);
         }
-        self.release_orphans(now, out);
         self.stop_waiting_on_lost_sites(now, placer, out);
+        self.release_unmovable(now, out);
+        self.release_orphans(now, out);
         for site in &sites {
             let fresh = self.view_is_fresh(site, now);
             if fresh {
@@ -1801,6 +1832,64 @@ impl Engine {
                 now,
                 out,
             );
+        }
+    }
+
+    /// The launch of `generation` in `site` was refused and that generation is fenced: the
+    /// job runs nowhere until `revive_down_jobs` tries it again, after
+    /// `launch_retry_delay`. Nothing is stale (the generation is confirmed stopped).
+    fn down_after_refused_launch(
+        &mut self,
+        job: &JobId,
+        generation: u64,
+        site: &SiteId,
+        refusal: &str,
+        now: Timestamp,
+        out: &mut Out,
+    ) {
+        let in_a_row = self.jobs.get(job).map_or(1, |r| r.launches_refused.max(1));
+        let delay = self.launch_retry_delay(job);
+        let reason = format!(
+            "launch of generation {generation} in {site} refused ({in_a_row} in a row): {refusal}; tried again {}s later",
+            delay.as_secs()
+        );
+        let Some(r) = self.jobs.get_mut(job) else {
+            return;
+        };
+        r.phase = JobPhase::Down {
+            reason: reason.clone(),
+        };
+        self.dirty.jobs.insert(job.clone());
+        self.down_tried.insert(job.clone(), now);
+        self.audit(
+            out,
+            now,
+            None,
+            Some(job),
+            Some(site),
+            format!("not relaunched: {reason}"),
+        );
+        self.act(
+            out,
+            Command::ReportNotRelaunched {
+                job: job.clone(),
+                reason,
+                missing: Resources::ZERO,
+            },
+        );
+    }
+
+    /// How long a job that runs nowhere waits before it is tried again: `down_retry`, or
+    /// after refused launches a back-off doubling from `FIRST_LAUNCH_RETRY` up to it.
+    fn launch_retry_delay(&self, job: &JobId) -> Duration {
+        match self.jobs.get(job).map(|r| r.launches_refused) {
+            Some(n) if n > 0 => {
+                let doublings = (n - 1).min(16);
+                FIRST_LAUNCH_RETRY
+                    .saturating_mul(1 << doublings)
+                    .min(self.config.down_retry)
+            }
+            _ => self.config.down_retry,
         }
     }
 
@@ -2461,6 +2550,80 @@ impl Engine {
         }
     }
 
+    /// Jobs still waiting for their turn (`Pending`) in an operation whose target cannot be
+    /// reached would wait for as long as it stays so (issue #14):
+    /// - its source is back (`Up`): the job leaves the operation and is where it was; one
+    ///   whose generation belongs to the source's older epoch (a site loss) is released
+    ///   by `release_orphans` right after and relaunched at home;
+    /// - its source is lost too (both sites lost): the move fails and the job is down,
+    ///   saying so, with its generation stale in the source; `revive_down_jobs` relaunches
+    ///   it when a site returns.
+    ///
+    /// Jobs already launched towards the target are left alone: their generation may run
+    /// there, and they move on once it is confirmed fenced or the target is found lost.
+    fn release_unmovable(&mut self, now: Timestamp, out: &mut Out) {
+        let stuck: Vec<(u64, SiteId, SiteId, Vec<JobId>)> = self
+            .operations
+            .values()
+            .filter(|o| o.is_active() && !self.can_reach(&o.to, now))
+            .filter(|o| self.is_up(&o.from) || !self.reachable(&o.from))
+            .map(|o| {
+                let pending = o
+                    .jobs
+                    .iter()
+                    .filter(|j| j.step == MoveStep::Pending)
+                    .map(|j| j.job.clone())
+                    .collect();
+                (o.id, o.from.clone(), o.to.clone(), pending)
+            })
+            .filter(|(_, _, _, pending): &(_, _, _, Vec<JobId>)| !pending.is_empty())
+            .collect();
+        for (op, from, to, jobs) in stuck {
+            let source_back = self.is_up(&from);
+            let to_lost = !self.reachable(&to);
+            let why = if source_back {
+                format!("its target {to} does not answer and its source {from} is back")
+            } else if to_lost {
+                format!("both sites lost: {from} and its target {to}")
+            } else {
+                format!("its source {from} is lost and its target {to} does not answer")
+            };
+            for job in &jobs {
+                let Some(j) = self.operations.get_mut(&op).and_then(|o| o.job_mut(job)) else {
+                    continue;
+                };
+                j.step = if source_back {
+                    MoveStep::Left {
+                        reason: why.clone(),
+                    }
+                } else {
+                    MoveStep::Failed {
+                        reason: why.clone(),
+                        running: false,
+                    }
+                };
+                self.dirty.ops.insert(op);
+                if source_back {
+                    if let Some(r) = self.jobs.get_mut(job) {
+                        r.phase = JobPhase::Running;
+                        self.dirty.jobs.insert(job.clone());
+                    }
+                    self.audit(
+                        out,
+                        now,
+                        Some(op),
+                        Some(job),
+                        Some(&from),
+                        format!("not moved: {why}"),
+                    );
+                } else {
+                    self.mark_down(job, format!("not moved: {why}"), Resources::ZERO, now, out);
+                }
+            }
+            self.finish_if_done(op, now, out);
+        }
+    }
+
     /// A job whose current generation belongs to an older epoch of its site (the site was
     /// judged lost after it was launched) but that no operation moved: a leader died between
     /// writing the site's loss and the operation that moves its jobs. That generation may
@@ -2513,7 +2676,6 @@ impl Engine {
         placer: &dyn Placer,
         out: &mut Out,
     ) {
-        let retry = self.config.down_retry;
         let mut due: Vec<&JobRecord> = self
             .jobs
             .values()
@@ -2523,7 +2685,7 @@ impl Engine {
                     || self
                         .down_tried
                         .get(r.id())
-                        .is_none_or(|at| elapsed(*at, now) >= retry)
+                        .is_none_or(|at| elapsed(*at, now) >= self.launch_retry_delay(r.id()))
             })
             .filter(|r| !r.stale.iter().any(|s| self.reachable(&s.site)))
             .collect();
@@ -2543,6 +2705,11 @@ impl Engine {
             .map(|r| {
                 let mut sites: Vec<SiteId> = vec![r.site.clone()];
                 sites.extend(self.config.sites.iter().filter(|s| **s != r.site).cloned());
+                // After `relaunches_before_other_site` failures in its site, the other
+                // sites come first (the same tiers as `failure_target`).
+                if r.failures_in_site >= self.config.relaunches_before_other_site {
+                    sites.rotate_left(1);
+                }
                 let hosts = sites
                     .into_iter()
                     .filter(|s| self.is_up(s) && r.spec.demand.sites.allows(s))
@@ -3124,6 +3291,12 @@ impl Engine {
             };
             self.start_move(op, &next, now, out);
         }
+        self.finish_if_done(op, now, out);
+    }
+
+    /// Ends operation `op` once every job is finished (`Done`, `Left`, `Failed`), or not
+    /// started and the operation cancelled.
+    fn finish_if_done(&mut self, op: u64, now: Timestamp, out: &mut Out) {
         let Some(o) = self.operations.get_mut(&op) else {
             return;
         };

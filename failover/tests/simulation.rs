@@ -126,15 +126,9 @@ impl Run {
         let w = &mut self.world;
         w.note(format!("disturb {roll} site {s} node {node}"));
         // The other site is up, reached by the controller and heard through its agent.
-        // While an operation moves jobs, its target is not cut off the controller: a
-        // forced move towards a target that is unreachable but alive waits for it (engine
-        // gap, reported with issue #14), which agent-driven site losses made frequent.
-        let moving = w
-            .engine()
-            .operations()
-            .any(|o| matches!(o.state, OpState::Running | OpState::Cancelling));
-        let other_fine =
-            w.site_is_up(&other) && w.cut(&other).is_none() && !w.agent_is_cut(&other) && !moving;
+        // Operations in flight do not hold faults back: a target cut off the controller
+        // while its source returns, or lost too, must not strand their jobs (issue #14).
+        let other_fine = w.site_is_up(&other) && w.cut(&other).is_none() && !w.agent_is_cut(&other);
         match roll {
             0..=5 => {
                 if w.node_is_alive(&s, &node) {
@@ -143,10 +137,9 @@ impl Run {
                     w.node_returns(&s, &node);
                 }
             }
-            // Both sites dark at once is left out: an operation whose source and target
-            // are both lost is a liveness gap of the engine (reported, issue #14), not of
-            // the agents.
-            6..=7 if other_fine => w.site_lost(&s),
+            // Both sites may be dark at once, the second lost while an operation moves
+            // the first one's jobs into it.
+            6..=7 => w.site_lost(&s),
             8..=11 if !w.site_is_up(&s) => w.site_returns(&s),
             12..=14 => {
                 let both_up = w.site_is_up(&s) && w.site_is_up(&other);
@@ -217,6 +210,12 @@ impl Run {
                 let margin = sim::SIM_AGENT_TIMING.clock_skew_margin.as_millis() as u64;
                 let skew = Duration::from_millis(self.rng.random_range(0..=margin));
                 w.set_agent_skew(&s, skew);
+            }
+            // The site answers but refuses every launch (admission, quota), or takes them
+            // again.
+            57 => {
+                let refuse = !w.refuses_launches(&s);
+                w.refuse_launches(&s, refuse);
             }
             _ => {}
         }

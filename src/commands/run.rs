@@ -693,6 +693,7 @@ pub async fn build_sites_of(config: &Config, only: Option<&SiteId>) -> anyhow::R
                         .join("simulated-clusters")
                         .join(format!("{id}.json")),
                 ),
+                task_manager_eviction: config.policy.detection().pod_eviction_timeout,
                 ..SimulatedSiteConfig::default()
             },
         )?;

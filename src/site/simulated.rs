@@ -5,9 +5,13 @@
 //! test decides exactly when checkpoints happen. `spawn_ticker` drives it in real time.
 //!
 //! Fault semantics (what a controller must cope with):
-//! - `NodeDown`: a job whose JobManager node is down is `Failed`; one that lost only a
-//!   TaskManager node is `Restarting` (pods are pinned to their planned node, so Flink cannot
-//!   recover elsewhere). Neither checkpoints. When the node returns the job runs again.
+//! - `NodeDown`: a job whose JobManager node is down is `Failed` (the controller relaunches
+//!   it). One that lost only a TaskManager node is `Restarting` until, as Kubernetes does
+//!   once the pods' `NoExecute` toleration of an unreachable node runs out
+//!   (`task_manager_eviction`, the policy's `detection.podEvictionTimeout`), the TaskManager
+//!   is scheduled on another ready node of the site with room: the job then runs again as
+//!   the same generation. Neither checkpoints meanwhile. When the node returns, a job still
+//!   waiting for it runs again.
 //! - `SiteDown`: API unreachable and every job dead. When it is cleared the cluster comes
 //!   back with its Deployments, so the jobs resume from their last checkpoint, as a real
 //!   cluster would: a controller that relaunched them elsewhere must stop (fence) them.
@@ -23,7 +27,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use scheduler::model::{JobId, Node, RunningPod, SiteId, SiteSnapshot};
+use scheduler::model::{JobId, Node, PodRole, Resources, RunningPod, SiteId, SiteSnapshot};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -66,6 +70,9 @@ pub struct SimulatedSiteConfig {
     /// its Deployments), so a controller restart or a new leader finds them still running.
     /// `None`: the cluster lives only in this process.
     pub cluster_file: Option<PathBuf>,
+    /// How long after a node goes down its TaskManager pods are scheduled on another node
+    /// (the pods' `tolerationSeconds`).
+    pub task_manager_eviction: Duration,
 }
 
 impl Default for SimulatedSiteConfig {
@@ -74,6 +81,7 @@ impl Default for SimulatedSiteConfig {
             default_retained_checkpoints: 1,
             shared_file_window: 3,
             cluster_file: None,
+            task_manager_eviction: Duration::from_secs(30),
         }
     }
 }
@@ -147,6 +155,8 @@ struct SimState {
 #[derive(Debug, Default, Clone)]
 struct Faults {
     nodes_down: BTreeSet<String>,
+    /// When each node in `nodes_down` went down (by the site's clock).
+    down_since: BTreeMap<String, DateTime<Utc>>,
     site_down: bool,
     partition: bool,
     slow_storage: Option<Duration>,
@@ -537,6 +547,84 @@ impl Inner {
             .map_err(|reason| self.invalid(format!("storage path {uri:?}"), reason))
     }
 
+    /// Kubernetes' eviction: a TaskManager pod on a node down for `task_manager_eviction`
+    /// goes to the first ready node (by name) with room for it, counting every pod of the
+    /// site; its JobManager's node must be up (a job whose JobManager died is the
+    /// controller's to relaunch). True when a pod moved.
+    fn reschedule_task_managers(&self, state: &mut SimState, now: DateTime<Utc>) -> bool {
+        let eviction = to_chrono(self.config.task_manager_eviction);
+        let evicted: BTreeSet<String> = state
+            .faults
+            .down_since
+            .iter()
+            .filter(|(_, since)| now - **since >= eviction)
+            .map(|(node, _)| node.clone())
+            .collect();
+        if evicted.is_empty() {
+            return false;
+        }
+        let mut moved = false;
+        let ids: Vec<JobId> = state.jobs.keys().cloned().collect();
+        for id in ids {
+            while let Some(job) = state.jobs.get(&id) {
+                if job
+                    .spec
+                    .job_manager_node()
+                    .is_some_and(|n| state.faults.nodes_down.contains(n))
+                {
+                    break;
+                }
+                let Some(index) = job
+                    .spec
+                    .placement
+                    .pods
+                    .iter()
+                    .position(|p| p.role == PodRole::Taskmanager && evicted.contains(&p.node))
+                else {
+                    break;
+                };
+                let need = job.spec.task_manager;
+                let mut used: BTreeMap<&str, Resources> = BTreeMap::new();
+                for p in &state.foreign_pods {
+                    *used.entry(p.node.as_str()).or_insert(Resources::ZERO) += p.request;
+                }
+                for j in state.jobs.values() {
+                    for p in &j.spec.placement.pods {
+                        let r = match p.role {
+                            PodRole::Jobmanager => j.spec.job_manager,
+                            _ => j.spec.task_manager,
+                        };
+                        *used.entry(p.node.as_str()).or_insert(Resources::ZERO) += r;
+                    }
+                }
+                let target = state
+                    .nodes
+                    .iter()
+                    .filter(|n| n.ready && !n.unschedulable)
+                    .filter(|n| !state.faults.nodes_down.contains(&n.name))
+                    .find(|n| {
+                        (used
+                            .get(n.name.as_str())
+                            .copied()
+                            .unwrap_or(Resources::ZERO)
+                            + need)
+                            .fits_in(&n.allocatable)
+                    })
+                    .map(|n| n.name.clone());
+                let Some(target) = target else {
+                    break;
+                };
+                if let Some(job) = state.jobs.get_mut(&id) {
+                    let from =
+                        std::mem::replace(&mut job.spec.placement.pods[index].node, target.clone());
+                    tracing::info!(site = %self.id, job = %id, %from, to = %target, "TaskManager evicted from a lost node and scheduled on another");
+                    moved = true;
+                }
+            }
+        }
+        moved
+    }
+
     fn set_fault(&self, fault: Fault, active: bool) -> Result<(), SiteError> {
         let now = self.clock.now();
         let mut state = self.lock();
@@ -547,8 +635,10 @@ impl Inner {
                 }
                 if active {
                     state.faults.nodes_down.insert(node.clone());
+                    state.faults.down_since.entry(node.clone()).or_insert(now);
                 } else {
                     state.faults.nodes_down.remove(node);
+                    state.faults.down_since.remove(node);
                 }
             }
             Fault::SiteDown => state.faults.site_down = active,
@@ -586,6 +676,7 @@ impl Inner {
             if state.faults.api_reachable() {
                 state.last_contact = Some(now);
             }
+            changed |= self.reschedule_task_managers(&mut state, now);
             let faults = state.faults.clone();
             let window = self.config.shared_file_window.max(1);
             for job in state.jobs.values_mut() {

@@ -292,6 +292,9 @@ pub struct WorldKnobs {
     pub replication_delay: Option<Dur>,
     pub restart_delay: Option<Dur>,
     pub max_restart_delay: Option<Dur>,
+    /// How long after a node's last heartbeat its TaskManager pods are scheduled on
+    /// another node (the pods' `tolerationSeconds`).
+    pub task_manager_eviction: Option<Dur>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -869,6 +872,7 @@ impl Scenario {
         set(w.replication_delay, &mut world.replication_delay);
         set(w.restart_delay, &mut world.restart_delay);
         set(w.max_restart_delay, &mut world.max_restart_delay);
+        set(w.task_manager_eviction, &mut world.task_manager_eviction);
         let known = Known {
             sites: sites.iter().map(|(s, _)| s).collect(),
             nodes: node_names,
@@ -932,6 +936,7 @@ impl Scenario {
             ("world.replication-delay", w.replication_delay),
             ("world.restart-delay", w.restart_delay),
             ("world.max-restart-delay", w.max_restart_delay),
+            ("world.task-manager-eviction", w.task_manager_eviction),
         ];
         for (field, value) in knobs {
             if let Some(value) = value {

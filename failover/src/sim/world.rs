@@ -67,7 +67,15 @@ pub struct WorldConfig {
     /// The site agents' lease timing (the agents run `crate::agent::decide` once per
     /// step, so `stop_within` must cover the longest step).
     pub agent: AgentTiming,
+    /// How long after a node's last heartbeat Kubernetes evicts its pods and schedules a
+    /// lost TaskManager on another node of the site with room (the pods' `NoExecute`
+    /// toleration of an unreachable node, `tolerationSeconds`); the JobManager stays and
+    /// Flink restarts the job once the TaskManager is back.
+    pub task_manager_eviction: Duration,
 }
+
+/// The default `tolerationSeconds` of the TaskManager pods (policy default).
+pub const TASK_MANAGER_EVICTION: Duration = Duration::from_secs(30);
 
 /// The sites' agents' timing in the simulation: the defaults, with `stop_within` the
 /// longest step of the seeded runs (an agent looks once per step).
@@ -87,6 +95,7 @@ impl Default for WorldConfig {
             restart_delay: Duration::from_secs(1),
             max_restart_delay: Duration::from_secs(60),
             agent: SIM_AGENT_TIMING,
+            task_manager_eviction: TASK_MANAGER_EVICTION,
         }
     }
 }
@@ -103,6 +112,7 @@ impl WorldConfig {
             restart_delay: Duration::ZERO,
             max_restart_delay: Duration::ZERO,
             agent: SIM_AGENT_TIMING,
+            task_manager_eviction: TASK_MANAGER_EVICTION,
         }
     }
 }
@@ -205,6 +215,9 @@ struct SiteState {
     /// Instances frozen by a site outage; they come back (as zombies) with the site.
     dormant: BTreeMap<(JobId, u64), Instance>,
     agent: SimAgent,
+    /// Every launch is refused (an admission webhook, a quota, a broken image pull secret)
+    /// while the site otherwise answers.
+    refuses_launches: bool,
 }
 
 /// A site's agent (`crate::agent`): renews its lease while it reaches the quorum, and
@@ -303,6 +316,10 @@ struct State {
     next_checkpoint_id: BTreeMap<JobId, u64>,
     /// Highest generation ever issued per job, and where.
     issued: BTreeMap<JobId, (u64, SiteId)>,
+    /// Moves an operator asked for (non-dry-run failovers and failbacks, from, to): a
+    /// manual job may move along them, even when the leader that accepted the request
+    /// died before writing its operation and the job is relaunched as a down job.
+    operator_moves: BTreeSet<(SiteId, SiteId)>,
     crashed: bool,
     effects_before_crash: Option<usize>,
     relaunches_before_crash: Option<usize>,
@@ -591,6 +608,7 @@ impl World {
                         instances: BTreeMap::new(),
                         dormant: BTreeMap::new(),
                         agent: SimAgent::new(start),
+                        refuses_launches: false,
                     },
                 )
             })
@@ -616,6 +634,7 @@ impl World {
                 readable: BTreeSet::new(),
                 next_checkpoint_id: BTreeMap::new(),
                 issued: BTreeMap::new(),
+                operator_moves: BTreeSet::new(),
                 crashed: false,
                 effects_before_crash: None,
                 relaunches_before_crash: None,
@@ -798,6 +817,25 @@ impl World {
 
     /// Feeds events that arrived together, with the stored jobs first.
     pub fn deliver_all(&mut self, events: Vec<Event>) {
+        for e in &events {
+            if let Event::OpsRequest(
+                crate::engine::OpsRequest::Failover {
+                    from,
+                    to,
+                    dry_run: false,
+                    ..
+                }
+                | crate::engine::OpsRequest::Failback {
+                    from,
+                    to,
+                    dry_run: false,
+                    ..
+                },
+            ) = e
+            {
+                self.st().operator_moves.insert((from.clone(), to.clone()));
+            }
+        }
         let mut fed = vec![Event::JobsStored(self.state.borrow().stored_jobs())];
         fed.extend(std::mem::take(&mut self.st().inbox));
         fed.extend(events);
@@ -1043,6 +1081,23 @@ impl World {
         if let Some(w) = self.st().sites.get_mut(site) {
             w.agent.skew = skew;
         }
+    }
+
+    /// `site` refuses every launch (`true`) while it answers everything else, or takes
+    /// launches again (`false`).
+    pub fn refuse_launches(&mut self, site: &SiteId, refuse: bool) {
+        if let Some(w) = self.st().sites.get_mut(site) {
+            w.refuses_launches = refuse;
+        }
+    }
+
+    /// Whether `site` refuses every launch.
+    pub fn refuses_launches(&self, site: &SiteId) -> bool {
+        self.state
+            .borrow()
+            .sites
+            .get(site)
+            .is_some_and(|w| w.refuses_launches)
     }
 
     /// Ends the partition of `site` (every site: `None`).
@@ -1908,7 +1963,9 @@ impl State {
             .is_some_and(|j| j.spec.site_moves == crate::types::SiteMoves::OperatorOnly);
         if operator_only
             && new_generation
-            && previous.as_ref().is_some_and(|(_, s)| s != &site)
+            && previous.as_ref().is_some_and(|(_, s)| {
+                s != &site && !self.operator_moves.contains(&(s.clone(), site.clone()))
+            })
             && !matches!(reason, RelaunchReason::Operation { .. })
         {
             self.violation(format!(
@@ -1946,6 +2003,8 @@ impl State {
         let key = (job.clone(), generation);
         let result = if !reachable {
             Err("site unreachable".to_string())
+        } else if s.refuses_launches {
+            Err("admission refused the launch".to_string())
         } else if let Some(existing) = s.instances.get(&key) {
             // Idempotent: launching a running generation starts nothing new.
             Ok(existing.ready_at.max(now))
@@ -2245,6 +2304,72 @@ impl State {
 
     // ---- time ------------------------------------------------------------------------------
 
+    /// Kubernetes' side of a dead node: once its last heartbeat is `task_manager_eviction`
+    /// old, a TaskManager pod on it is evicted and scheduled on another live node of the
+    /// site with room for it (its JobManager's node alive; a job whose JobManager died is
+    /// the engine's to relaunch). Flink then restarts the job at once.
+    fn reschedule_task_managers(&mut self) {
+        let now = self.now;
+        let eviction = self.config.task_manager_eviction;
+        let jobs = &self.jobs;
+        let demand = |job: &JobId, role: PodRole| {
+            jobs.get(job).map_or(Resources::ZERO, |j| match role {
+                PodRole::Jobmanager => j.spec.demand.job_manager,
+                _ => j.spec.demand.task_manager,
+            })
+        };
+        for w in self.sites.values_mut() {
+            if !w.up {
+                continue;
+            }
+            let evicted = |node: &str| {
+                w.nodes.get(node).is_some_and(|n| {
+                    !n.alive && crate::types::elapsed(n.last_heartbeat, now) >= eviction
+                })
+            };
+            let mut moves: Vec<((JobId, u64), usize)> = Vec::new();
+            for (k, i) in &w.instances {
+                let jm_alive = i
+                    .job_manager_node()
+                    .is_some_and(|n| w.nodes.get(n).is_some_and(|n| n.alive));
+                if i.held || !jm_alive {
+                    continue;
+                }
+                for (index, p) in i.placement.pods.iter().enumerate() {
+                    if p.role == PodRole::Taskmanager && evicted(&p.node) {
+                        moves.push((k.clone(), index));
+                    }
+                }
+            }
+            for (key, index) in moves {
+                let mut used: BTreeMap<String, Resources> = BTreeMap::new();
+                for ((job, _), i) in &w.instances {
+                    for p in &i.placement.pods {
+                        *used.entry(p.node.clone()).or_insert(Resources::ZERO) +=
+                            demand(job, p.role);
+                    }
+                }
+                let need = demand(&key.0, PodRole::Taskmanager);
+                let Some(node) = w
+                    .nodes
+                    .iter()
+                    .filter(|(_, n)| n.alive)
+                    .find(|(name, n)| {
+                        (used.get(*name).copied().unwrap_or(Resources::ZERO) + need)
+                            .fits_in(&n.allocatable)
+                    })
+                    .map(|(name, _)| name.clone())
+                else {
+                    continue;
+                };
+                if let Some(i) = w.instances.get_mut(&key) {
+                    i.placement.pods[index].node = node;
+                    i.next_restart_at = now;
+                }
+            }
+        }
+    }
+
     /// Time passes: nodes heart-beat, Flink restarts and checkpoints, answers and replicas
     /// that are due arrive (for the next pass).
     fn evolve(&mut self, dt: Duration) {
@@ -2253,6 +2378,7 @@ impl State {
         let now = self.now;
         self.run_agents();
         self.refresh_visibility();
+        self.reschedule_task_managers();
         let (recover, max_delay) = (self.flink_recovers, self.config.max_restart_delay);
         let mut checkpoints: Vec<(SiteId, JobId, u64, Timestamp)> = Vec::new();
         let jobs = &self.jobs;
@@ -2423,7 +2549,12 @@ impl State {
         let has_start = spec.mode == crate::types::FailoverMode::FreshStartAllowed
             || r.latest_replicated.contains_key(site)
             || own && (r.latest_complete.contains_key(site) || never_checkpointed);
-        if !(self.observable(site) && spec.demand.sites.allows(site) && may_move && has_start) {
+        if !(self.observable(site)
+            && !w.refuses_launches
+            && spec.demand.sites.allows(site)
+            && may_move
+            && has_start)
+        {
             return false;
         }
         let dead: BTreeSet<String> = w
