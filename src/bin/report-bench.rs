@@ -20,6 +20,7 @@ use scheduler::generate::{GenerateParams, generate};
 use scheduler::input::parse_stream_jobs;
 use scheduler::report::assemble::JobFacts;
 use scheduler::report::{Format, render};
+use twinsite::commands::plan::ClusterFiles;
 use twinsite::commands::report::{CapacityArgs, ReportFormat, build};
 use twinsite::metrics::synthetic::{history, write_json_lines};
 
@@ -66,13 +67,15 @@ fn write_inputs(dir: &Path, days: u32, step: i64) -> anyhow::Result<()> {
 fn args_for(dir: &Path, metrics: bool, days: u32, step: &str) -> CapacityArgs {
     let p = |n: &str| dir.join(n).display().to_string();
     CapacityArgs {
-        sites: vec![
-            format!("dc-a={}", p("nodes-dc-a.json")),
-            format!("dc-b={}", p("nodes-dc-b.json")),
-        ],
-        pods: Vec::new(),
-        jobs: dir.join("jobs.yaml"),
-        policy: Some(dir.join("policy.yaml")),
+        cluster: ClusterFiles {
+            sites: vec![
+                format!("dc-a={}", p("nodes-dc-a.json")),
+                format!("dc-b={}", p("nodes-dc-b.json")),
+            ],
+            pods: Vec::new(),
+            jobs: dir.join("jobs.yaml"),
+            policy: Some(dir.join("policy.yaml")),
+        },
         running: None,
         metrics: metrics.then(|| p("metrics.jsonl")),
         at: Some(AT.to_string()),

@@ -23,8 +23,9 @@ pub enum SolverArg {
     Milp,
 }
 
-#[derive(Debug, Args)]
-pub struct PlanArgs {
+/// The cluster and job files `plan` and `report capacity` both read.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterFiles {
     /// A site's nodes as `NAME=FILE`, the file being `kubectl get nodes -o json` output.
     #[arg(long = "site", value_name = "NAME=NODES.json", required = true)]
     pub sites: Vec<String>,
@@ -37,6 +38,12 @@ pub struct PlanArgs {
     /// Policy file; without it every node is plain online capacity with no quotas.
     #[arg(long, value_name = "POLICY.yaml")]
     pub policy: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub cluster: ClusterFiles,
     /// The current placement (a previous `plan --format json`); running jobs stay put unless forced.
     #[arg(long, value_name = "PLAN.json")]
     pub running: Option<PathBuf>,
@@ -161,20 +168,14 @@ fn print_rebalance(args: &PlanArgs, inputs: &PlanInputs) -> anyhow::Result<()> {
 
 /// The input flags `plan` and `report capacity` share, as given on the command line.
 pub struct InputFlags<'a> {
-    pub sites: &'a [String],
-    pub pods: &'a [String],
-    pub jobs: &'a std::path::Path,
-    pub policy: Option<&'a std::path::Path>,
+    pub cluster: &'a ClusterFiles,
     pub running: Option<&'a std::path::Path>,
     pub at: Option<&'a str>,
 }
 
 pub fn load(args: &PlanArgs) -> anyhow::Result<PlanInputs> {
     load_inputs(&InputFlags {
-        sites: &args.sites,
-        pods: &args.pods,
-        jobs: &args.jobs,
-        policy: args.policy.as_deref(),
+        cluster: &args.cluster,
         running: args.running.as_deref(),
         at: args.at.as_deref(),
     })
@@ -184,7 +185,8 @@ pub fn load(args: &PlanArgs) -> anyhow::Result<PlanInputs> {
 /// flag, the file, the object and the field.
 pub fn load_inputs(args: &InputFlags) -> anyhow::Result<PlanInputs> {
     let mut sites: Vec<SiteSnapshot> = Vec::new();
-    for arg in args.sites {
+    let cluster = args.cluster;
+    for arg in &cluster.sites {
         let (name, file) = split_name_value("--site", arg)?;
         if sites.iter().any(|s| s.id.0 == name) {
             bail!("--site {arg:?}: site {name:?} is given twice");
@@ -198,7 +200,7 @@ pub fn load_inputs(args: &InputFlags) -> anyhow::Result<PlanInputs> {
             running_pods: Vec::new(),
         });
     }
-    for arg in args.pods {
+    for arg in &cluster.pods {
         let (name, file) = split_name_value("--pods", arg)?;
         let Some(site) = sites.iter_mut().find(|s| s.id.0 == name) else {
             bail!("--pods {arg:?}: site {name:?} has no --site {name}=NODES.json");
@@ -214,8 +216,8 @@ pub fn load_inputs(args: &InputFlags) -> anyhow::Result<PlanInputs> {
         site.running_pods.extend(pods);
     }
 
-    let jobs_source = args.jobs.display().to_string();
-    let jobs_text = read_input("--jobs", args.jobs)?;
+    let jobs_source = cluster.jobs.display().to_string();
+    let jobs_text = read_input("--jobs", &cluster.jobs)?;
     let stream_jobs = parse_stream_jobs(&jobs_source, &jobs_text)?;
     let mut jobs = Vec::with_capacity(stream_jobs.len());
     for job in &stream_jobs {
@@ -223,7 +225,7 @@ pub fn load_inputs(args: &InputFlags) -> anyhow::Result<PlanInputs> {
     }
 
     let mut rebalance = RebalancePolicy::default();
-    let policy = match args.policy {
+    let policy = match cluster.policy.as_deref() {
         Some(path) => {
             let text = read_input("--policy", path)?;
             let parsed = policy::parse_policy(&path.display().to_string(), &text)?;

@@ -13,7 +13,7 @@ use scheduler::report::{
 };
 use scheduler::rightsize::RightsizeConfig;
 
-use super::plan::{InputFlags, PlanInputs, load_inputs};
+use super::plan::{ClusterFiles, InputFlags, PlanInputs, load_inputs};
 use super::{parse_duration, write_atomically};
 use crate::metrics::file::FileSource;
 use crate::metrics::prometheus::PrometheusSource;
@@ -52,18 +52,8 @@ impl From<ReportFormat> for Format {
 
 #[derive(Debug, Args)]
 pub struct CapacityArgs {
-    /// A site's nodes as `NAME=FILE`, the file being `kubectl get nodes -o json` output.
-    #[arg(long = "site", value_name = "NAME=NODES.json", required = true)]
-    pub sites: Vec<String>,
-    /// A site's running pods as `NAME=FILE` (`kubectl get pods -A -o json`).
-    #[arg(long = "pods", value_name = "NAME=PODS.json")]
-    pub pods: Vec<String>,
-    /// Multi-document YAML of StreamJob objects.
-    #[arg(long, value_name = "JOBS.yaml")]
-    pub jobs: PathBuf,
-    /// Policy file; without it every node is plain online capacity with no quotas.
-    #[arg(long, value_name = "POLICY.yaml")]
-    pub policy: Option<PathBuf>,
+    #[command(flatten)]
+    pub cluster: ClusterFiles,
     /// Where jobs run now (a `plan --format json`); without it the report plans from scratch.
     #[arg(long, value_name = "PLAN.json")]
     pub running: Option<PathBuf>,
@@ -135,10 +125,7 @@ pub fn build(args: &CapacityArgs) -> anyhow::Result<CapacityReport> {
         bail!("--step {:?}: must be longer than zero", args.step);
     }
     let inputs: PlanInputs = load_inputs(&InputFlags {
-        sites: &args.sites,
-        pods: &args.pods,
-        jobs: &args.jobs,
-        policy: args.policy.as_deref(),
+        cluster: &args.cluster,
         running: args.running.as_deref(),
         at: args.at.as_deref(),
     })?;
