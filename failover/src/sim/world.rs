@@ -1725,6 +1725,44 @@ impl State {
             .iter_mut()
             .rev()
             .find(|x| x.job == r.job && x.generation == r.generation && x.to == r.site);
+        // RPO never hides replication lag: the report names the restore point the launch
+        // really used (the one readable in the target, not the source's newer one), and its
+        // RPO runs from that point's completion to the failure the report itself states
+        // (the last heartbeat, when known).
+        let mut lag_hidden = Vec::new();
+        if let Some(row) = &row
+            && row.restore_from != r.restore_from
+        {
+            lag_hidden.push(format!(
+                "{} generation {} in {}: the recovery report names restore point {} but the launch restored {}",
+                r.job,
+                r.generation,
+                r.site,
+                describe_pointer(&r.restore_from),
+                describe_pointer(&row.restore_from)
+            ));
+        }
+        if let (Some(rpo), Some(p), Some(since_heartbeat)) = (
+            r.rpo,
+            &r.restore_from,
+            r.rto_from_last_heartbeat
+                .and_then(|d| chrono::Duration::from_std(d).ok()),
+        ) && p.kind == CheckpointKind::Checkpoint
+        {
+            let failed_at = self.now - since_heartbeat;
+            let lost = crate::types::elapsed(p.completed_at, failed_at);
+            if rpo != lost {
+                lag_hidden.push(format!(
+                    "{} generation {} in {}: RPO {} reported, but checkpoint {} completed {} before the failure",
+                    r.job,
+                    r.generation,
+                    r.site,
+                    super::report::fmt_duration(rpo),
+                    p.id,
+                    super::report::fmt_duration(lost)
+                ));
+            }
+        }
         match row {
             Some(row) => {
                 row.op = r.op;
@@ -1753,6 +1791,9 @@ impl State {
                 rpo: r.rpo,
                 restore_from: r.restore_from.clone(),
             }),
+        }
+        for message in lag_hidden {
+            self.violation(message);
         }
         self.log(
             EntryKind::Recovery,
@@ -1905,6 +1946,14 @@ impl State {
                 Some(row) => {
                     row.from = from;
                     row.nodes = nodes;
+                    if row.reported && row.restore_from != restore_from {
+                        let message = format!(
+                            "{job} generation {generation} in {site}: the recovery report named restore point {} but the launch restores {}",
+                            describe_pointer(&row.restore_from),
+                            describe_pointer(&restore_from)
+                        );
+                        self.violation(message);
+                    }
                 }
                 None => self.recoveries.push(Recovery {
                     job: job.clone(),
