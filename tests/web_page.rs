@@ -326,7 +326,10 @@ async fn signing_in_sets_an_http_only_strict_session_that_opens_the_page_and_not
     let api = p.get("/api/v1/jobs", &[("cookie", &cookie)]).await;
     assert_eq!(api.status, StatusCode::UNAUTHORIZED);
     // A forged or altered cookie is a stranger.
-    let altered = format!("{}0", &cookie[..cookie.len() - 1]);
+    // (Its last character changed: to '1' if it was '0', since an unchanged cookie is valid.)
+    let last = if cookie.ends_with('0') { '1' } else { '0' };
+    let altered = format!("{}{last}", &cookie[..cookie.len() - 1]);
+    assert_ne!(altered, cookie);
     let forged = p.get("/", &[("cookie", &altered)]).await;
     assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
     assert!(forged.body.contains("action=\"/login\""));
