@@ -10,19 +10,15 @@
 #[path = "common/measure.rs"]
 mod measure;
 
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use measure::{flag, peak_rss_mib, step_ms};
+use measure::{flag, peak_rss_mib, step_ms, write_metrics};
 use scheduler::generate::{GenerateParams, generate};
-use scheduler::input::parse_stream_jobs;
-use scheduler::report::assemble::JobFacts;
 use scheduler::report::{Format, render};
 use twinsite::commands::plan::ClusterFiles;
 use twinsite::commands::report::{CapacityArgs, ReportFormat, build};
-use twinsite::metrics::synthetic::{history, write_json_lines};
 
 const SEED: u64 = 7;
 /// 2026-11-18T20:00:00Z, a Wednesday evening.
@@ -42,24 +38,14 @@ fn write_inputs(dir: &Path, days: u32, step: i64) -> anyhow::Result<()> {
     }
     std::fs::write(dir.join("jobs.yaml"), &generated.jobs_yaml)?;
     std::fs::write(dir.join("policy.yaml"), &generated.policy_yaml)?;
-    let jobs = parse_stream_jobs("jobs.yaml", &generated.jobs_yaml)?;
-    let mut out =
-        BufWriter::with_capacity(1 << 20, std::fs::File::create(dir.join("metrics.jsonl"))?);
-    let mut series_count = 0usize;
-    for job in &jobs {
-        let facts = JobFacts::of(job, &job.demand()?);
-        let series = history(&facts, SEED, END_MS, days, step);
-        series_count += series.len();
-        write_json_lines(&mut out, &series)?;
-    }
-    out.flush()?;
-    let bytes = std::fs::metadata(dir.join("metrics.jsonl"))?.len();
+    let written = write_metrics(dir, &generated.jobs_yaml, SEED, END_MS, days, step)?;
     println!(
-        "inputs: 2 sites x 1000 nodes, {} jobs, {series_count} series x {} samples ({days} days every {} s), metrics file {:.0} MiB",
-        jobs.len(),
-        i64::from(days) * 86_400_000 / step + 1,
+        "inputs: 2 sites x 1000 nodes, {} jobs, {} series x {} samples ({days} days every {} s), metrics file {:.0} MiB",
+        written.jobs,
+        written.series,
+        written.samples_per_series,
         step / 1000,
-        bytes as f64 / (1024.0 * 1024.0)
+        written.bytes as f64 / (1024.0 * 1024.0)
     );
     Ok(())
 }
