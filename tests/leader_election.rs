@@ -227,10 +227,12 @@ async fn a_three_member_etcd_keeps_writes_going_after_one_loss_and_refuses_them_
 
     tracing::info!("--- kill one member of three: quorum remains");
     cluster.kill(0);
-    let deadline = Instant::now() + Duration::from_secs(8);
+    // The client may first try the killed member's endpoint until its request times out, so
+    // a re-election can take several request timeouts; the bound is generous, not tight.
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if leadership.is_lost() {
-            leadership = timeout(Duration::from_secs(6), elector.campaign())
+            leadership = timeout(Duration::from_secs(15), elector.campaign())
                 .await
                 .expect("re-elected on the surviving members")
                 .unwrap();
