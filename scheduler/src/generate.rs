@@ -509,6 +509,7 @@ fn policy(sites: &[String], tenants: &[&str], jobs: &[StreamJob]) -> PolicyFile 
                         memory: Some(Quantity("8Gi".to_string())),
                         pods: None,
                     }),
+                    lend_by: None,
                 }),
             },
         ],

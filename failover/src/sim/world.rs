@@ -1580,6 +1580,7 @@ impl State {
                 .nodes
                 .iter()
                 .map(|(name, n)| Node {
+                    owner_usage: None,
                     name: name.clone(),
                     labels: BTreeMap::new(),
                     taints: Vec::new(),

@@ -174,6 +174,10 @@ pub struct OfflineSpec {
     pub max_borrow_fraction: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safety_margin: Option<MarginSpec>,
+    /// `requests` (default): a fixed share of every node; `usage`: the share shrinks to what
+    /// the node's own workload leaves unused, as measured (config `nodeUsage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lend_by: Option<crate::model::LendBasis>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -988,6 +992,7 @@ fn resolve_offline(
         windows,
         max_borrow_fraction: fraction,
         safety_margin: margin,
+        lend_by: offline.lend_by.unwrap_or_default(),
     })
 }
 
