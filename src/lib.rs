@@ -12,6 +12,7 @@ pub mod failover_plan;
 pub mod kube_jobs;
 pub mod leader;
 pub mod metrics;
+pub mod node_usage;
 pub mod redact;
 pub mod replication;
 pub mod site;

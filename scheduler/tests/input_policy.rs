@@ -127,13 +127,22 @@ fn an_empty_window_is_refused() {
 fn the_daytime_example_lends_by_usage_in_working_hours_only() {
     let policy = parse_policy("example-daytime-lending.yaml", DAYTIME).unwrap();
     let placement = policy.placement_policy();
-    let lending = placement.pools[1].offline.as_ref().expect("an offline pool");
+    let lending = placement.pools[1]
+        .offline
+        .as_ref()
+        .expect("an offline pool");
     assert_eq!(lending.lend_by, LendBasis::Usage);
     let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
     // Asia/Shanghai is UTC+8: Tuesday 10:00 local is 02:00 UTC; 23:00 local is 15:00 UTC.
     assert!(lending.is_open_at(at("2026-12-01T02:00:00Z")));
-    assert!(!lending.is_open_at(at("2026-12-01T15:00:00Z")), "the batch owns the night");
-    assert!(!lending.is_open_at(at("2026-12-05T02:00:00Z")), "nor is Saturday lent");
+    assert!(
+        !lending.is_open_at(at("2026-12-01T15:00:00Z")),
+        "the batch owns the night"
+    );
+    assert!(
+        !lending.is_open_at(at("2026-12-05T02:00:00Z")),
+        "nor is Saturday lent"
+    );
     let night = parse_policy("example-two-sites.yaml", TWO_SITES).unwrap();
     let night = night.placement_policy();
     assert_eq!(
