@@ -521,5 +521,6 @@ fn policy(sites: &[String], tenants: &[&str], jobs: &[StreamJob]) -> PolicyFile 
         diagnosis: Default::default(),
         redaction: Default::default(),
         rebalance: Default::default(),
+        scale_profiles: Vec::new(),
     }
 }
