@@ -206,3 +206,103 @@ proptest! {
         prop_assert!(scaled.demand().is_ok(), "the scaled job is still a valid job");
     }
 }
+
+mod report_what_if {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use scheduler::model::{JobDemand, Node, Resources, SiteId, SiteSnapshot};
+    use scheduler::report::elasticity::scale_profile_what_ifs;
+    use scheduler::report::{DEFAULT_TOP_JOBS, ReportInputs, build_report};
+
+    use super::*;
+
+    const GI: i64 = 1 << 30;
+
+    fn site(name: &str, nodes: usize) -> SiteSnapshot {
+        SiteSnapshot {
+            id: SiteId(name.into()),
+            nodes: (0..nodes)
+                .map(|i| Node {
+                    name: format!("{name}-n{i}"),
+                    labels: BTreeMap::new(),
+                    taints: vec![],
+                    unschedulable: false,
+                    ready: true,
+                    allocatable: Resources::new(16_000, 64 * GI, 110),
+                    owner_usage: None,
+                })
+                .collect(),
+            running_pods: vec![],
+        }
+    }
+
+    fn total(d: &JobDemand) -> Resources {
+        d.job_manager + d.task_manager.times(i64::from(d.task_managers))
+    }
+
+    #[test]
+    fn the_sale_day_what_if_plans_the_scaled_fleet_and_its_site_loss() {
+        let policy = policy();
+        let stream_jobs = vec![
+            job("trade", "orders", 4, None, ""),
+            job("trade", "payments", 4, None, ""),
+            job("trade", "refunds", 4, None, ""),
+            job("growth", "feeds", 4, None, ""),
+        ];
+        let demands: Vec<JobDemand> = stream_jobs.iter().map(|j| j.demand().unwrap()).collect();
+        let sites = vec![site("dc-a", 2), site("dc-b", 1)];
+        let placement = policy.placement_policy();
+        let no_failover = BTreeSet::new();
+        let inputs = ReportInputs {
+            sites: &sites,
+            jobs: &demands,
+            policy: &placement,
+            running: &[],
+            no_failover: &no_failover,
+            at: at("2026-11-01T12:00:00+08:00"),
+            rightsizing: None,
+            top_jobs: DEFAULT_TOP_JOBS,
+        };
+        let baseline = build_report(&inputs);
+        assert_eq!(baseline.placed, 4, "the fleet fits on an ordinary day");
+
+        let what_ifs = scale_profile_what_ifs(&inputs, &stream_jobs, policy.scale_profiles());
+        assert_eq!(what_ifs.len(), 3, "one per profile");
+        let sale = &what_ifs[0];
+        assert_eq!(sale.profile, "double-11");
+        assert_eq!(sale.jobs_scaled, 3, "the three trade jobs");
+        // Each trade job goes from 4 to 10 slots: 2 to 5 TaskManagers of 2 cpu / 4 GiB.
+        let expected_added = stream_jobs[..3]
+            .iter()
+            .map(|j| {
+                let scaled = policy.scale_profiles().0[0].scale(j).demand().unwrap();
+                total(&scaled).saturating_sub(&total(&j.demand().unwrap()))
+            })
+            .fold(Resources::ZERO, |a, b| a + b);
+        assert_eq!(sale.added, expected_added);
+        assert_eq!(sale.added.cpu_milli, 3 * 3 * 2_000);
+        assert_eq!(sale.placed + sale.unplaced.len(), sale.jobs);
+        assert_eq!(sale.jobs, 4);
+        // The night window (01:00-07:00 Asia/Shanghai) is closed at the sale's start,
+        // midnight: the what-if leans on no borrowed capacity.
+        assert_eq!(sale.judged_at, sale.from);
+        assert!(!sale.lending_open);
+        // The scaled trade jobs (3 × 11 cpu, plus 5 for feeds) do not survive losing dc-a.s
+        // 32 cpu into dc-b's 16.
+        let lose_a = sale
+            .failover
+            .iter()
+            .find(|s| s.lost.0 == "dc-a")
+            .expect("dc-a lost");
+        assert!(lose_a.missing.cpu_milli > 0, "{lose_a:?}");
+        let ordinary = baseline
+            .failover
+            .iter()
+            .find(|s| s.lost.0 == "dc-a")
+            .unwrap();
+        assert!(
+            lose_a.missing.cpu_milli > ordinary.missing.cpu_milli,
+            "the sale day must cost more than an ordinary day on site loss"
+        );
+    }
+}
