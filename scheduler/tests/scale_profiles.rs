@@ -287,7 +287,7 @@ mod report_what_if {
         // midnight: the what-if leans on no borrowed capacity.
         assert_eq!(sale.judged_at, sale.from);
         assert!(!sale.lending_open);
-        // The scaled trade jobs (3 × 11 cpu, plus 5 for feeds) do not survive losing dc-a.s
+        // The scaled trade jobs (3 × 11 cpu, plus 5 for feeds) do not survive losing dc-a's
         // 32 cpu into dc-b's 16.
         let lose_a = sale
             .failover
