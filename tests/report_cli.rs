@@ -219,8 +219,15 @@ fn a_policy_with_a_sale_day_profile_gets_its_what_if_in_the_report() {
     let json = ok(twinsite(&f.args(&mut owned, &["--format", "json"])));
     let report: serde_json::Value = serde_json::from_str(&json).unwrap();
     let what_if = &report["scale_profiles"][0];
-    assert_eq!(what_if["profile"], "sale-day", "{}", report["scale_profiles"]);
-    assert_eq!(what_if["jobsScaled"], 60, "no tenant or job named: every job");
+    assert_eq!(
+        what_if["profile"], "sale-day",
+        "{}",
+        report["scale_profiles"]
+    );
+    assert_eq!(
+        what_if["jobsScaled"], 60,
+        "no tenant or job named: every job"
+    );
     assert!(what_if["added"]["cpu_milli"].as_i64().unwrap() > 0);
     let placed = what_if["placed"].as_u64().unwrap();
     let unplaced = what_if["unplaced"].as_array().unwrap().len() as u64;
@@ -233,5 +240,8 @@ fn a_policy_with_a_sale_day_profile_gets_its_what_if_in_the_report() {
     let mut owned = Vec::new();
     let table = ok(twinsite(&f.args(&mut owned, &[])));
     assert!(table.contains("SCALE PROFILES (WHAT-IF)"), "{table}");
-    assert!(table.contains("During sale-day: If dc-a is lost"), "{table}");
+    assert!(
+        table.contains("During sale-day: If dc-a is lost"),
+        "{table}"
+    );
 }
