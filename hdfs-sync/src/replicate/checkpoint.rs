@@ -126,16 +126,8 @@ impl Replicator {
             return Ok(None);
         };
         if !listings.contains_key(&dir) {
-            let entries = match self.inner.source.list(&dir).await {
-                Ok(entries) => entries
-                    .into_iter()
-                    // A link counts as present: opening it refuses it by name.
-                    .filter(|e| !e.is_dir)
-                    .map(|e| (e.name, e.len))
-                    .collect(),
-                Err(e) if e.kind == StorageErrorKind::NotFound => BTreeMap::new(),
-                Err(e) => return Err(e.into()),
-            };
+            // A link counts as present: opening it refuses it by name.
+            let entries = file_lengths(self.inner.source.as_ref(), &dir).await?;
             listings.insert(dir.clone(), entries);
         }
         Ok(listings[&dir].get(url.file_name()).copied())
@@ -287,15 +279,7 @@ impl Replicator {
             if let Some(dir) = peer.parent() {
                 peer_dirs.insert(dir.clone());
                 if manifest.files.contains_key(rel) && !listed.contains_key(&dir) {
-                    let lengths = match self.inner.peer.list(&dir).await {
-                        Ok(entries) => entries
-                            .into_iter()
-                            .filter(|e| !e.is_dir)
-                            .map(|e| (e.name, e.len))
-                            .collect(),
-                        Err(e) if e.kind == StorageErrorKind::NotFound => BTreeMap::new(),
-                        Err(e) => return Err(e.into()),
-                    };
+                    let lengths = file_lengths(self.inner.peer.as_ref(), &dir).await?;
                     listed.insert(dir, lengths);
                 }
             }
@@ -594,6 +578,22 @@ impl Replicator {
             checkpoint_id: checkpoint.id,
         });
         Ok(())
+    }
+}
+
+/// Length of every entry of `dir` that is not a directory, by name; none when `dir` is missing.
+async fn file_lengths(
+    storage: &dyn Storage,
+    dir: &StorageUrl,
+) -> Result<BTreeMap<String, u64>, SyncError> {
+    match storage.list(dir).await {
+        Ok(entries) => Ok(entries
+            .into_iter()
+            .filter(|e| !e.is_dir)
+            .map(|e| (e.name, e.len))
+            .collect()),
+        Err(e) if e.kind == StorageErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(e.into()),
     }
 }
 

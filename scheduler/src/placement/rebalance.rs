@@ -452,6 +452,9 @@ fn candidates(
     out
 }
 
+/// One of our pods on a lending node: its job's priority, the job, the pod, its request.
+type Borrower<'r> = (Priority, &'r JobId, &'r PodPlacement, Resources);
+
 /// Pods that must leave a node of an open pool lending by usage because the node's own
 /// workload grew: what our pods request there is above what the node lends now. The least
 /// important pods leave first (then the later job id, then the higher pod index), only as
@@ -493,8 +496,7 @@ fn reclaimed_pods<'r>(
         return HashMap::new();
     }
     // Our pods on each such node, with their request and the job's priority.
-    let mut on_node: HashMap<(&str, &str), Vec<(Priority, &JobId, &PodPlacement, Resources)>> =
-        HashMap::new();
+    let mut on_node: HashMap<(&str, &str), Vec<Borrower>> = HashMap::new();
     let mut seen_jobs = std::collections::BTreeSet::new();
     for running in req.running {
         if !seen_jobs.insert(&running.job) {
