@@ -1,0 +1,704 @@
+//! One event applied to the engine's state: answers to its commands, observations, stored jobs, ops requests.
+//! It must never let an answer for another generation or another operation step move the one in flight.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use scheduler::model::{JobId, Resources, SiteId};
+
+use super::*;
+use crate::operation::{MoveStep, OpKind, Operation};
+use crate::types::{
+    CheckpointKind, CheckpointPointer, JobSpec, Placer, RelaunchReason, SiteObservation, Timestamp,
+};
+
+impl Engine {
+    /// Applies one event; `false` when it is bookkeeping only and needs no judging.
+    pub(super) fn apply(
+        &mut self,
+        event: Event,
+        now: Timestamp,
+        placer: &dyn Placer,
+        out: &mut Out,
+    ) -> bool {
+        match event {
+            Event::JobRegistered {
+                spec,
+                site,
+                generation,
+            } => self.on_job_registered(*spec, site, generation, now, out),
+            Event::SnapshotObserved(o) => self.on_snapshot(o, now, out),
+            Event::PeerReport { site, last_contact } => {
+                if let Some(v) = self.views.get_mut(&site) {
+                    v.peer_last_contact = v.peer_last_contact.max(Some(last_contact));
+                }
+            }
+            Event::CheckpointCompleted { job, checkpoint } => {
+                self.on_checkpoint_completed(&job, checkpoint)
+            }
+            Event::CheckpointReplicated { job, replica } => {
+                self.on_checkpoint_replicated(&job, replica)
+            }
+            Event::LaunchSucceeded {
+                job,
+                generation,
+                site,
+            } => self.on_launch_succeeded(&job, generation, &site, now, out),
+            Event::LaunchFailed {
+                job,
+                generation,
+                site,
+                reason,
+            } => self.on_launch_failed(&job, generation, &site, reason, now, placer, out),
+            Event::Fenced {
+                job,
+                generation,
+                site,
+            } => self.on_fenced(&job, generation, &site, now, placer, out),
+            Event::SavepointCompleted { op, job, savepoint } => {
+                self.on_savepoint(op, &job, Ok(savepoint), now, out)
+            }
+            Event::SavepointFailed { op, job, reason } => {
+                self.on_savepoint(op, &job, Err(reason), now, out)
+            }
+            Event::ReplicationCompleted { op, job, replica } => {
+                self.on_replication(op, &job, replica, now, placer, out)
+            }
+            Event::OpsRequest(request) => self.on_request(request, now, placer, out),
+            Event::QuorumChanged(q) => {
+                if self.quorum != q {
+                    self.quorum = q;
+                    self.audit(
+                        out,
+                        now,
+                        None,
+                        None,
+                        None,
+                        format!("quorum with witness: {q}"),
+                    );
+                }
+            }
+            Event::JobsStored(stored) => return self.on_jobs_stored(stored, now, out),
+            Event::JobRemoved { job } => {
+                if self.jobs.remove(&job).is_some() {
+                    self.dirty.jobs.remove(&job);
+                    self.fence_sent.retain(|(j, _, _), _| j != &job);
+                    self.audit(out, now, None, Some(&job), None, "job removed".into());
+                    self.act(out, Command::Forget { job });
+                }
+            }
+            Event::Tick => {}
+        }
+        true
+    }
+
+    // ---- events -------------------------------------------------------------------------
+
+    pub(super) fn on_job_registered(
+        &mut self,
+        spec: JobSpec,
+        site: SiteId,
+        generation: u64,
+        now: Timestamp,
+        out: &mut Out,
+    ) {
+        let id = spec.demand.id.clone();
+        if let Some(existing) = self.jobs.get_mut(&id) {
+            existing.spec = spec;
+            // The driver launched a newer generation on its own (a spec change relaunches with
+            // a savepoint): adopt it, unless the engine is itself moving the job, and fence
+            // the one it replaced.
+            let idle = matches!(existing.phase, JobPhase::Running | JobPhase::Down { .. });
+            if generation > existing.generation && idle {
+                let replaced = StaleGeneration {
+                    site: existing.site.clone(),
+                    generation: existing.generation,
+                };
+                existing.stale.insert(replaced);
+                existing.generation = generation;
+                existing.site = site.clone();
+                existing.phase = JobPhase::Running;
+                existing.failures_in_site = 0;
+                existing.task_managers_lost_since = None;
+                existing.epoch = self.sites.get(&site).map(|s| s.epoch);
+                self.audit(
+                    out,
+                    now,
+                    None,
+                    Some(&id),
+                    Some(&site),
+                    format!("adopted generation {generation} launched by the controller"),
+                );
+            }
+        } else {
+            self.jobs.insert(
+                id.clone(),
+                JobRecord {
+                    spec,
+                    generation,
+                    site: site.clone(),
+                    phase: JobPhase::Running,
+                    latest_complete: BTreeMap::new(),
+                    latest_replicated: BTreeMap::new(),
+                    failures_in_site: 0,
+                    stale: BTreeSet::new(),
+                    task_managers_lost_since: None,
+                    epoch: self.sites.get(&site).map(|s| s.epoch),
+                    launches_refused: 0,
+                },
+            );
+            self.audit(
+                out,
+                now,
+                None,
+                Some(&id),
+                Some(&site),
+                format!("registered at generation {generation}"),
+            );
+        }
+        self.dirty.jobs.insert(id);
+    }
+
+    pub(super) fn on_snapshot(&mut self, o: SiteObservation, now: Timestamp, out: &mut Out) {
+        let site = o.site.clone();
+        let Some(view) = self.views.get_mut(&site) else {
+            return;
+        };
+        view.last_api_contact = view.last_api_contact.max(Some(o.observed_at));
+        let mut nodes = BTreeMap::new();
+        for n in &o.nodes {
+            let known = view.nodes.get(&n.name).copied();
+            let heard = match n.last_heartbeat {
+                Some(at) => known.map_or(at, |k| k.max(at)),
+                // Seen but not heard: silent since it last was, or since first seen.
+                None => known.unwrap_or(o.observed_at),
+            };
+            nodes.insert(n.name.clone(), heard);
+        }
+        let silent: BTreeMap<String, Timestamp> = nodes
+            .iter()
+            .filter(|(_, heard)| **heard < o.observed_at)
+            .map(|(n, at)| (n.clone(), *at))
+            .collect();
+        view.nodes = nodes;
+        view.jobs = o.jobs;
+        if let Some(s) = self.sites.get_mut(&site)
+            && s.silent_nodes != silent
+        {
+            s.silent_nodes = silent;
+            self.dirty.sites.insert(site.clone());
+        }
+        let was_lost = matches!(
+            self.sites.get(&site).map(|s| &s.status),
+            Some(SiteStatus::Lost { .. })
+        );
+        if was_lost {
+            if let Some(s) = self.sites.get_mut(&site) {
+                s.status = SiteStatus::Returning;
+                self.dirty.sites.insert(site.clone());
+            }
+            self.audit(
+                out,
+                now,
+                None,
+                None,
+                Some(&site),
+                "site reachable again: fencing stale generations before anything runs there".into(),
+            );
+        }
+        self.record_stale_observations(&site);
+        self.issue_stale_fences(&site, now, out);
+        self.judge_jobs(&site, now, out);
+        // Checkpoints after judging, as they arrived before: a failure is judged against
+        // the relaunch count the checkpoint would reset.
+        let completed: Vec<(JobId, CheckpointPointer)> = self
+            .views
+            .get(&site)
+            .map(|v| {
+                v.jobs
+                    .iter()
+                    .filter_map(|j| {
+                        let c = j.latest_checkpoint.as_ref()?;
+                        Some((
+                            j.job.clone(),
+                            CheckpointPointer {
+                                site: site.clone(),
+                                generation: j.generation,
+                                id: c.id,
+                                path: c.path.clone(),
+                                completed_at: c.completed_at,
+                                kind: CheckpointKind::Checkpoint,
+                            },
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (job, checkpoint) in completed {
+            self.on_checkpoint_completed(&job, checkpoint);
+        }
+    }
+
+    /// Registers what is new or changed in the store and forgets what is gone; `true` when
+    /// anything changed (then the engine judges).
+    pub(super) fn on_jobs_stored(
+        &mut self,
+        stored: Vec<crate::types::StoredJob>,
+        now: Timestamp,
+        out: &mut Out,
+    ) -> bool {
+        let mut changed = false;
+        let present: BTreeSet<JobId> = stored.iter().map(|j| j.id.clone()).collect();
+        for job in stored {
+            let Some(placed) = job.placed else {
+                continue;
+            };
+            let new = match self.jobs.get(&job.id) {
+                None => true,
+                Some(known) => known.generation < placed.generation || known.spec != placed.spec,
+            };
+            if new {
+                self.on_job_registered(placed.spec, placed.site, placed.generation, now, out);
+                changed = true;
+            }
+        }
+        let gone: Vec<JobId> = self
+            .jobs
+            .keys()
+            .filter(|id| !present.contains(*id))
+            .cloned()
+            .collect();
+        for job in gone {
+            self.apply(Event::JobRemoved { job }, now, &NoPlacer, out);
+            changed = true;
+        }
+        changed
+    }
+
+    pub(super) fn on_checkpoint_completed(&mut self, job: &JobId, c: CheckpointPointer) {
+        let Some(r) = self.jobs.get_mut(job) else {
+            return;
+        };
+        if c.generation != r.generation || c.site != r.site {
+            return;
+        }
+        let newer = r
+            .latest_complete
+            .get(&c.site)
+            .is_none_or(|old| old.generation < c.generation || old.id < c.id);
+        if newer {
+            r.latest_complete.insert(c.site.clone(), c);
+            r.failures_in_site = 0;
+            self.dirty.jobs.insert(job.clone());
+        }
+    }
+
+    pub(super) fn on_checkpoint_replicated(&mut self, job: &JobId, c: CheckpointPointer) {
+        let Some(r) = self.jobs.get_mut(job) else {
+            return;
+        };
+        // Only the live lineage: a zombie generation's checkpoint must never be restored.
+        if c.generation != r.generation {
+            return;
+        }
+        let newer = r
+            .latest_replicated
+            .get(&c.site)
+            .is_none_or(|old| old.generation < c.generation || old.id < c.id);
+        if newer {
+            r.latest_replicated.insert(c.site.clone(), c);
+            self.dirty.jobs.insert(job.clone());
+        }
+    }
+
+    pub(super) fn on_launch_succeeded(
+        &mut self,
+        job: &JobId,
+        generation: u64,
+        site: &SiteId,
+        now: Timestamp,
+        out: &mut Out,
+    ) {
+        let Some(r) = self.jobs.get_mut(job) else {
+            return;
+        };
+        if r.generation != generation || &r.site != site {
+            return;
+        }
+        if r.launches_refused > 0 {
+            r.launches_refused = 0;
+            self.dirty.jobs.insert(job.clone());
+        }
+        match r.phase.clone() {
+            JobPhase::Launching { .. } => {
+                r.phase = JobPhase::Running;
+                self.dirty.jobs.insert(job.clone());
+                self.audit(
+                    out,
+                    now,
+                    None,
+                    Some(job),
+                    Some(site),
+                    format!("generation {generation} running"),
+                );
+            }
+            JobPhase::InOperation { op } => {
+                let Some(step) = Self::op_job_step(&mut self.operations, op, job) else {
+                    return;
+                };
+                // A launch answer for another generation is stale and must not move the operation.
+                if matches!(step, MoveStep::Launching { generation: g, .. } if *g == generation) {
+                    *step = MoveStep::Done {
+                        generation,
+                        site: site.clone(),
+                    };
+                    r.phase = JobPhase::Running;
+                    self.dirty.jobs.insert(job.clone());
+                    self.dirty.ops.insert(op);
+                    self.audit(
+                        out,
+                        now,
+                        Some(op),
+                        Some(job),
+                        Some(site),
+                        format!("moved: generation {generation} running"),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The current step of `job` inside operation `op`, if both exist.
+    pub(super) fn op_job_step<'a>(
+        operations: &'a mut BTreeMap<u64, Operation>,
+        op: u64,
+        job: &JobId,
+    ) -> Option<&'a mut MoveStep> {
+        Some(&mut operations.get_mut(&op)?.job_mut(job)?.step)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_launch_failed(
+        &mut self,
+        job: &JobId,
+        generation: u64,
+        site: &SiteId,
+        reason: String,
+        now: Timestamp,
+        placer: &dyn Placer,
+        out: &mut Out,
+    ) {
+        let Some(r) = self.jobs.get(job) else {
+            return;
+        };
+        if r.generation != generation || &r.site != site {
+            return;
+        }
+        self.audit(
+            out,
+            now,
+            None,
+            Some(job),
+            Some(site),
+            format!("launch of generation {generation} failed: {reason}"),
+        );
+        match r.phase.clone() {
+            JobPhase::Launching { .. } => {
+                let target = self.failure_target(job);
+                if let Some(r) = self.jobs.get_mut(job) {
+                    r.failures_in_site += 1;
+                    r.launches_refused = r.launches_refused.saturating_add(1);
+                }
+                self.start_fencing(
+                    job,
+                    RelaunchReason::LaunchFailed { reason },
+                    target,
+                    now,
+                    None,
+                    out,
+                );
+            }
+            JobPhase::InOperation { op } => {
+                let Some(step) = Self::op_job_step(&mut self.operations, op, job) else {
+                    return;
+                };
+                // A launch answer for another generation is stale and must not move the operation.
+                if matches!(step, MoveStep::Launching { generation: g, .. } if *g == generation) {
+                    // The failed generation may be half-started: fence it before any retry.
+                    *step = MoveStep::Fencing {
+                        generation,
+                        site: site.clone(),
+                    };
+                    self.dirty.ops.insert(op);
+                    self.act(
+                        out,
+                        Command::Fence {
+                            job: job.clone(),
+                            generation,
+                            site: site.clone(),
+                        },
+                    );
+                    self.fence_sent
+                        .insert((job.clone(), site.clone(), generation), now);
+                }
+                self.drive_operation(op, now, placer, out);
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn on_fenced(
+        &mut self,
+        job: &JobId,
+        generation: u64,
+        site: &SiteId,
+        now: Timestamp,
+        placer: &dyn Placer,
+        out: &mut Out,
+    ) {
+        self.fence_sent
+            .remove(&(job.clone(), site.clone(), generation));
+        let Some(r) = self.jobs.get_mut(job) else {
+            return;
+        };
+        let stale = StaleGeneration {
+            site: site.clone(),
+            generation,
+        };
+        if r.stale.remove(&stale) {
+            self.dirty.jobs.insert(job.clone());
+            self.audit(
+                out,
+                now,
+                None,
+                Some(job),
+                Some(site),
+                format!("stale generation {generation} fenced"),
+            );
+        }
+        let Some(r) = self.jobs.get(job) else {
+            return;
+        };
+        match r.phase.clone() {
+            JobPhase::Fencing {
+                reason,
+                target,
+                detected_at,
+                last_heartbeat,
+            } if r.generation == generation && &r.site == site => {
+                self.audit(
+                    out,
+                    now,
+                    None,
+                    Some(job),
+                    Some(site),
+                    format!("generation {generation} fenced"),
+                );
+                // A refused launch is not tried again at once: a site that keeps refusing
+                // would otherwise take a new generation per answer, without end, within one
+                // pass. The job is down, and tried again after a back-off.
+                if let RelaunchReason::LaunchFailed { reason } = &reason {
+                    self.down_after_refused_launch(job, generation, site, reason, now, out);
+                    return;
+                }
+                self.relaunch_job(
+                    job,
+                    &target,
+                    reason,
+                    detected_at,
+                    last_heartbeat,
+                    now,
+                    placer,
+                    out,
+                );
+            }
+            JobPhase::InOperation { op } => {
+                if let Some(j) = self.operations.get_mut(&op).and_then(|o| o.job_mut(job))
+                    && matches!(&j.step, MoveStep::Fencing { generation: g, site: s } if *g == generation && s == site)
+                {
+                    self.audit(
+                        out,
+                        now,
+                        Some(op),
+                        Some(job),
+                        Some(site),
+                        format!("generation {generation} fenced"),
+                    );
+                    self.after_move_fence(op, job, now, out);
+                    self.drive_operation(op, now, placer, out);
+                }
+            }
+            // The generation the engine counts on was stopped (a fence issued before it
+            // became current again, a late answer): the job runs nowhere now, so it is
+            // relaunched like any job that runs nowhere.
+            JobPhase::Running | JobPhase::Launching { .. }
+                if r.generation == generation && &r.site == site =>
+            {
+                self.mark_down(
+                    job,
+                    format!("its generation {generation} in {site} was stopped"),
+                    Resources::ZERO,
+                    now,
+                    out,
+                );
+                self.down_tried.remove(job);
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn on_savepoint(
+        &mut self,
+        op: u64,
+        job: &JobId,
+        result: Result<CheckpointPointer, String>,
+        now: Timestamp,
+        out: &mut Out,
+    ) {
+        let Some(o) = self.operations.get_mut(&op) else {
+            return;
+        };
+        let from = o.from.clone();
+        let Some(j) = o.job_mut(job) else {
+            return;
+        };
+        if j.step != MoveStep::Savepointing {
+            return;
+        }
+        match result {
+            Ok(sp) => {
+                let message = format!("stopped with savepoint {}", sp.path);
+                j.savepoint_at_source = Some(sp);
+                // Stopped, but its deployment still exists: delete it so it never restarts.
+                j.step = MoveStep::Fencing {
+                    generation: j.from_generation,
+                    site: from.clone(),
+                };
+                let generation = j.from_generation;
+                self.dirty.ops.insert(op);
+                self.audit(out, now, Some(op), Some(job), Some(&from), message);
+                self.act(
+                    out,
+                    Command::Fence {
+                        job: job.clone(),
+                        generation,
+                        site: from.clone(),
+                    },
+                );
+                self.fence_sent.insert((job.clone(), from, generation), now);
+            }
+            Err(reason) => {
+                j.step = MoveStep::Failed {
+                    reason: format!("savepoint failed: {reason}"),
+                    running: true,
+                };
+                self.dirty.ops.insert(op);
+                if let Some(r) = self.jobs.get_mut(job) {
+                    r.phase = JobPhase::Running;
+                    self.dirty.jobs.insert(job.clone());
+                }
+                self.audit(
+                    out,
+                    now,
+                    Some(op),
+                    Some(job),
+                    Some(&from),
+                    format!("savepoint failed, job keeps running at the source: {reason}"),
+                );
+            }
+        }
+    }
+
+    pub(super) fn on_replication(
+        &mut self,
+        op: u64,
+        job: &JobId,
+        replica: CheckpointPointer,
+        now: Timestamp,
+        placer: &dyn Placer,
+        out: &mut Out,
+    ) {
+        let Some(j) = self.operations.get_mut(&op).and_then(|o| o.job_mut(job)) else {
+            return;
+        };
+        if j.step != MoveStep::Replicating {
+            return;
+        }
+        let message = format!("savepoint replicated as {}", replica.path);
+        j.savepoint_at_target = Some(replica);
+        self.dirty.ops.insert(op);
+        self.audit(out, now, Some(op), Some(job), None, message);
+        self.launch_move(op, job, now, out);
+        self.drive_operation(op, now, placer, out);
+    }
+
+    pub(super) fn on_request(
+        &mut self,
+        request: OpsRequest,
+        now: Timestamp,
+        placer: &dyn Placer,
+        out: &mut Out,
+    ) {
+        match &request {
+            OpsRequest::Failover {
+                from,
+                to,
+                mode,
+                dry_run,
+            }
+            | OpsRequest::Failback {
+                from,
+                to,
+                mode,
+                dry_run,
+            } => {
+                let failback = matches!(request, OpsRequest::Failback { .. });
+                if let Err(error) = self.check_move_request(from, to, *mode) {
+                    if !dry_run {
+                        self.audit(
+                            out,
+                            now,
+                            None,
+                            None,
+                            Some(from),
+                            format!("request rejected: {error}"),
+                        );
+                    }
+                    out.0.push(Command::Rejected {
+                        request: request.clone(),
+                        error,
+                    });
+                    return;
+                }
+                if *dry_run {
+                    out.0.push(Command::ReportPlan(
+                        self.plan(from, to, *mode, failback, now, placer),
+                    ));
+                    return;
+                }
+                let kind = if failback {
+                    OpKind::Failback
+                } else {
+                    OpKind::Failover
+                };
+                let op = self.start_operation(
+                    kind,
+                    false,
+                    from.clone(),
+                    to.clone(),
+                    *mode,
+                    failback,
+                    None,
+                    now,
+                    placer,
+                    out,
+                );
+                out.0.push(Command::Accepted {
+                    request: request.clone(),
+                    op,
+                });
+            }
+            OpsRequest::Cancel { op } => self.cancel(*op, &request, now, placer, out),
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! The failover engine: events and the current instant in, the commands a driver must execute out.
+//! It must never perform I/O or read a clock (openraft's engine/driver split): time and answers arrive as values.
+//!
+//! `types` holds the vocabulary (config, records, events, commands); `resume` rebuilds an engine
+//! from stored records; `events` applies one event; `site` judges sites; `jobs` recovers one job;
+//! `down` keeps jobs that run nowhere from being stranded; `operations` and `moves` run
+//! switchovers, forced failovers, failbacks and site losses.
+
+mod down;
+mod events;
+mod jobs;
+mod moves;
+mod operations;
+mod resume;
+mod site;
+mod types;
+
+pub use types::*;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use scheduler::model::{JobDemand, JobId, SiteId};
+
+use crate::health::{SiteVerdict, judge_site};
+use crate::operation::Operation;
+use crate::types::{CheckpointPointer, Placer, Timestamp};
+
+/// Volatile knowledge of one site, rebuilt from observations after a restart.
+#[derive(Debug, Clone)]
+struct SiteView {
+    last_api_contact: Option<Timestamp>,
+    peer_last_contact: Option<Timestamp>,
+    watching_since: Timestamp,
+    nodes: BTreeMap<String, Timestamp>,
+    jobs: Vec<crate::types::JobObserved>,
+    no_quorum_reported: bool,
+}
+
+impl SiteView {
+    fn new(now: Timestamp) -> Self {
+        SiteView {
+            last_api_contact: None,
+            peer_last_contact: None,
+            watching_since: now,
+            nodes: BTreeMap::new(),
+            jobs: Vec::new(),
+            no_quorum_reported: false,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Dirty {
+    jobs: BTreeSet<JobId>,
+    sites: BTreeSet<SiteId>,
+    ops: BTreeSet<u64>,
+}
+
+/// The engine. Durable state is `jobs`, `sites`, `operations`; everything else is rebuilt
+/// from observations.
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    jobs: BTreeMap<JobId, JobRecord>,
+    sites: BTreeMap<SiteId, SiteRecord>,
+    operations: BTreeMap<u64, Operation>,
+    views: BTreeMap<SiteId, SiteView>,
+    quorum: bool,
+    dirty: Dirty,
+    fence_sent: BTreeMap<(JobId, SiteId, u64), Timestamp>,
+    /// When each job that runs nowhere was last tried (or went down): see `revive_down_jobs`.
+    down_tried: BTreeMap<JobId, Timestamp>,
+    /// Running generations missing from fresh observations of their (up) site, and since
+    /// when: a site agent stopped them (self-fencing, epoch admission) or they vanished.
+    /// Past the node grace the job is relaunched like a failed one (see `judge_jobs`).
+    vanished: BTreeMap<(JobId, u64), Timestamp>,
+}
+
+/// For events that place nothing (a removal).
+struct NoPlacer;
+
+impl Placer for NoPlacer {
+    fn place(
+        &self,
+        _site: &SiteId,
+        _jobs: &[JobDemand],
+        _avoid: &BTreeSet<String>,
+    ) -> crate::types::PlacementOutcome {
+        crate::types::PlacementOutcome::default()
+    }
+}
+
+/// A site a job that runs nowhere may be relaunched in, with what it would restore from.
+type Host = (SiteId, Option<CheckpointPointer>);
+
+/// Collects commands; an action first flushes pending `Persist`s so the state that led to an
+/// action is durable before the action runs.
+struct Out(Vec<Command>);
+
+impl Engine {
+    pub fn new(config: EngineConfig, now: Timestamp) -> Self {
+        let mut engine = Engine {
+            jobs: BTreeMap::new(),
+            sites: BTreeMap::new(),
+            operations: BTreeMap::new(),
+            views: BTreeMap::new(),
+            quorum: false,
+            dirty: Dirty::default(),
+            fence_sent: BTreeMap::new(),
+            down_tried: BTreeMap::new(),
+            vanished: BTreeMap::new(),
+            config,
+        };
+        for site in engine.config.sites.clone() {
+            engine.sites.insert(
+                site.clone(),
+                SiteRecord {
+                    id: site.clone(),
+                    epoch: 0,
+                    status: SiteStatus::Up,
+                    silent_nodes: BTreeMap::new(),
+                },
+            );
+            engine.views.insert(site, SiteView::new(now));
+        }
+        engine
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn job(&self, job: &JobId) -> Option<&JobRecord> {
+        self.jobs.get(job)
+    }
+
+    pub fn jobs(&self) -> impl Iterator<Item = &JobRecord> {
+        self.jobs.values()
+    }
+
+    pub fn site(&self, site: &SiteId) -> Option<&SiteRecord> {
+        self.sites.get(site)
+    }
+
+    pub fn operation(&self, op: u64) -> Option<&Operation> {
+        self.operations.get(&op)
+    }
+
+    /// How healthy `site` looks at `now`: its durable status and, unless it is lost, the
+    /// health judgement of its signs of life (healthy, suspect, or silent past the grace
+    /// without quorum). Read-only: for metrics and dashboards, never for decisions, which
+    /// `step` takes.
+    pub fn site_health(&self, site: &SiteId, now: Timestamp) -> Option<(SiteRecord, SiteVerdict)> {
+        let record = self.sites.get(site)?.clone();
+        let verdict = match &record.status {
+            SiteStatus::Lost { since, .. } => SiteVerdict::Lost { since: *since },
+            _ => judge_site(&self.signs(site)?, self.quorum, now, &self.config.site),
+        };
+        Some((record, verdict))
+    }
+
+    /// The next instant after `now` at which an operation's pacing lets another move
+    /// start, if one waits only for that: the caller steps (ticks) the engine then rather
+    /// than at its usual interval.
+    pub fn next_launch_at(&self, now: Timestamp) -> Option<Timestamp> {
+        self.operations
+            .values()
+            .filter(|o| o.has_pending())
+            .filter_map(|o| self.config.next_launch_at(o.requested_at, o.started()))
+            .filter(|at| *at > now)
+            .min()
+    }
+
+    pub fn operations(&self) -> impl Iterator<Item = &Operation> {
+        self.operations.values()
+    }
+
+    /// Every durable record, as `resume` takes them.
+    pub fn records(&self) -> Vec<Record> {
+        let mut v: Vec<Record> = self.sites.values().cloned().map(Record::Site).collect();
+        v.extend(
+            self.jobs
+                .values()
+                .cloned()
+                .map(|j| Record::Job(Box::new(j))),
+        );
+        v.extend(
+            self.operations
+                .values()
+                .cloned()
+                .map(|o| Record::Operation(Box::new(o))),
+        );
+        v
+    }
+
+    /// Advances the engine by one event at `now`; returns the commands to execute in order.
+    pub fn step(&mut self, event: Event, now: Timestamp, placer: &dyn Placer) -> Vec<Command> {
+        self.step_all([event], now, placer)
+    }
+
+    /// Advances the engine by several events that arrived together (a pass's observations,
+    /// the answers to one round of commands): each is applied in order, then the engine
+    /// judges once. Equivalent to stepping them one by one except that judging, and the
+    /// write-ahead records, happen once instead of per event, which keeps a site loss of a
+    /// thousand jobs linear instead of quadratic.
+    pub fn step_all(
+        &mut self,
+        events: impl IntoIterator<Item = Event>,
+        now: Timestamp,
+        placer: &dyn Placer,
+    ) -> Vec<Command> {
+        let mut out = Out(Vec::new());
+        let mut judge = false;
+        for event in events {
+            judge |= self.apply(event, now, placer, &mut out);
+        }
+        if judge {
+            self.evaluate(now, placer, &mut out);
+            self.flush(&mut out);
+        }
+        out.0
+    }
+
+    // ---- output -------------------------------------------------------------------------
+
+    fn flush(&mut self, out: &mut Out) {
+        for id in std::mem::take(&mut self.dirty.sites) {
+            if let Some(s) = self.sites.get(&id) {
+                out.0.push(Command::Persist(Record::Site(s.clone())));
+            }
+        }
+        for id in std::mem::take(&mut self.dirty.jobs) {
+            if let Some(j) = self.jobs.get(&id) {
+                out.0
+                    .push(Command::Persist(Record::Job(Box::new(j.clone()))));
+            }
+        }
+        for id in std::mem::take(&mut self.dirty.ops) {
+            if let Some(o) = self.operations.get(&id) {
+                out.0
+                    .push(Command::Persist(Record::Operation(Box::new(o.clone()))));
+            }
+        }
+    }
+
+    fn act(&mut self, out: &mut Out, command: Command) {
+        self.flush(out);
+        out.0.push(command);
+    }
+
+    fn audit(
+        &self,
+        out: &mut Out,
+        at: Timestamp,
+        op: Option<u64>,
+        job: Option<&JobId>,
+        site: Option<&SiteId>,
+        message: String,
+    ) {
+        out.0.push(Command::Audit(AuditEntry {
+            at,
+            op,
+            job: job.cloned(),
+            site: site.cloned(),
+            message,
+        }));
+    }
+}
