@@ -7,7 +7,7 @@ use std::time::Duration;
 use scheduler::model::{JobDemand, JobId, JobPlacement, Resources, SiteId};
 
 use super::*;
-use crate::types::{Placer, RelaunchReason, SiteMoves, Timestamp, elapsed};
+use crate::types::{RelaunchReason, SiteMoves, elapsed};
 
 impl Engine {
     /// The launch of `generation` in `site` was refused and that generation is fenced: the
@@ -19,8 +19,7 @@ impl Engine {
         generation: u64,
         site: &SiteId,
         refusal: &str,
-        now: Timestamp,
-        out: &mut Out,
+        cx: &mut Step<'_>,
     ) {
         let in_a_row = self.jobs.get(job).map_or(1, |r| r.launches_refused.max(1));
         let delay = self.launch_retry_delay(job);
@@ -35,17 +34,16 @@ impl Engine {
             reason: reason.clone(),
         };
         self.dirty.jobs.insert(job.clone());
-        self.down_tried.insert(job.clone(), now);
+        self.down_tried.insert(job.clone(), cx.now);
         self.audit(
-            out,
-            now,
+            cx,
             None,
             Some(job),
             Some(site),
             format!("not relaunched: {reason}"),
         );
         self.act(
-            out,
+            cx,
             Command::ReportNotRelaunched {
                 job: job.clone(),
                 reason,
@@ -74,8 +72,7 @@ impl Engine {
         job: &JobId,
         reason: String,
         missing: Resources,
-        now: Timestamp,
-        out: &mut Out,
+        cx: &mut Step<'_>,
     ) {
         let Some(r) = self.jobs.get_mut(job) else {
             return;
@@ -89,17 +86,16 @@ impl Engine {
         };
         let site = r.site.clone();
         self.dirty.jobs.insert(job.clone());
-        self.down_tried.insert(job.clone(), now);
+        self.down_tried.insert(job.clone(), cx.now);
         self.audit(
-            out,
-            now,
+            cx,
             None,
             Some(job),
             Some(&site),
             format!("not relaunched: {reason}"),
         );
         self.act(
-            out,
+            cx,
             Command::ReportNotRelaunched {
                 job: job.clone(),
                 reason,
@@ -113,7 +109,7 @@ impl Engine {
     /// writing the site's loss and the operation that moves its jobs. That generation may
     /// never run again (epoch admission), so the job is down until a site may host it, and
     /// `revive_down_jobs` relaunches it (at once: it waited long enough).
-    pub(super) fn release_orphans(&mut self, now: Timestamp, out: &mut Out) {
+    pub(super) fn release_orphans(&mut self, cx: &mut Step<'_>) {
         let orphans: Vec<(JobId, SiteId, u64)> = self
             .jobs
             .values()
@@ -138,8 +134,7 @@ impl Engine {
                 &job,
                 format!("its site {site} was lost (epoch {epoch}) before the job was moved"),
                 Resources::ZERO,
-                now,
-                out,
+                cx,
             );
             self.down_tried.remove(&job);
         }
@@ -153,26 +148,19 @@ impl Engine {
     /// site is not confirmed fenced: it may still run there. Each job is tried once per
     /// `down_retry`, and every one at once when `returned` (a site) has just recovered.
     /// Jobs placed together in one site are placed by one placer call, in priority order.
-    pub(super) fn revive_down_jobs(
-        &mut self,
-        returned: Option<&SiteId>,
-        now: Timestamp,
-        placer: &dyn Placer,
-        out: &mut Out,
-    ) {
-        let mut due: Vec<&JobRecord> = self
-            .jobs
-            .values()
-            .filter(|r| matches!(r.phase, JobPhase::Down { .. }))
-            .filter(|r| {
-                returned.is_some()
-                    || self
-                        .down_tried
-                        .get(r.id())
-                        .is_none_or(|at| elapsed(*at, now) >= self.launch_retry_delay(r.id()))
-            })
-            .filter(|r| !r.stale.iter().any(|s| self.reachable(&s.site)))
-            .collect();
+    pub(super) fn revive_down_jobs(&mut self, returned: Option<&SiteId>, cx: &mut Step<'_>) {
+        let mut due: Vec<&JobRecord> =
+            self.jobs
+                .values()
+                .filter(|r| matches!(r.phase, JobPhase::Down { .. }))
+                .filter(|r| {
+                    returned.is_some()
+                        || self.down_tried.get(r.id()).is_none_or(|at| {
+                            elapsed(*at, cx.now) >= self.launch_retry_delay(r.id())
+                        })
+                })
+                .filter(|r| !r.stale.iter().any(|s| self.reachable(&s.site)))
+                .collect();
         if due.is_empty() {
             return;
         }
@@ -205,7 +193,7 @@ impl Engine {
             .collect();
         let mut last_refusal: BTreeMap<JobId, (String, Resources)> = BTreeMap::new();
         for (job, hosts) in &candidates {
-            self.down_tried.insert(job.clone(), now);
+            self.down_tried.insert(job.clone(), cx.now);
             // No site may host it: its reason says why its own site cannot, once that site
             // is up (the reason it went down may be about a site it no longer waits for).
             if hosts.is_empty()
@@ -236,7 +224,9 @@ impl Engine {
                     .iter()
                     .filter_map(|j| self.jobs.get(j).map(|r| r.spec.demand.clone()))
                     .collect();
-                let outcome = placer.place(site, &demands, &self.lost_nodes(site, now));
+                let outcome = cx
+                    .placer
+                    .place(site, &demands, &self.lost_nodes(site, cx.now));
                 for n in outcome.not_fitting {
                     last_refusal.insert(
                         n.job.clone(),
@@ -272,20 +262,12 @@ impl Engine {
                         },
                     }
                 };
-                self.issue_relaunch(
-                    job,
-                    &site,
-                    placement,
-                    restore,
-                    reason,
-                    (now, None),
-                    now,
-                    out,
-                );
+                let cause = Cause::detected(reason, cx.now, None);
+                self.issue_relaunch(job, &site, placement, restore, cause, cx);
             }
         }
         for (job, (reason, missing)) in last_refusal {
-            self.stay_down(&job, reason, missing, now, out);
+            self.stay_down(&job, reason, missing, cx);
         }
     }
 
@@ -296,8 +278,7 @@ impl Engine {
         job: &JobId,
         reason: String,
         missing: Resources,
-        now: Timestamp,
-        out: &mut Out,
+        cx: &mut Step<'_>,
     ) {
         let Some(r) = self.jobs.get_mut(job) else {
             return;
@@ -315,15 +296,14 @@ impl Engine {
         let site = r.site.clone();
         self.dirty.jobs.insert(job.clone());
         self.audit(
-            out,
-            now,
+            cx,
             None,
             Some(job),
             Some(&site),
             format!("still not relaunched: {reason}"),
         );
         self.act(
-            out,
+            cx,
             Command::ReportNotRelaunched {
                 job: job.clone(),
                 reason,

@@ -8,25 +8,19 @@ use scheduler::model::{JobId, Resources, SiteId};
 use super::*;
 use crate::operation::{MoveStep, OpKind, Operation};
 use crate::types::{
-    CheckpointKind, CheckpointPointer, JobSpec, Placer, RelaunchReason, SiteObservation, Timestamp,
+    CheckpointKind, CheckpointPointer, JobSpec, RelaunchReason, SiteObservation, Timestamp,
 };
 
 impl Engine {
     /// Applies one event; `false` when it is bookkeeping only and needs no judging.
-    pub(super) fn apply(
-        &mut self,
-        event: Event,
-        now: Timestamp,
-        placer: &dyn Placer,
-        out: &mut Out,
-    ) -> bool {
+    pub(super) fn apply(&mut self, event: Event, cx: &mut Step<'_>) -> bool {
         match event {
             Event::JobRegistered {
                 spec,
                 site,
                 generation,
-            } => self.on_job_registered(*spec, site, generation, now, out),
-            Event::SnapshotObserved(o) => self.on_snapshot(o, now, out),
+            } => self.on_job_registered(*spec, site, generation, cx),
+            Event::SnapshotObserved(o) => self.on_snapshot(o, cx),
             Event::PeerReport { site, last_contact } => {
                 if let Some(v) = self.views.get_mut(&site) {
                     v.peer_last_contact = v.peer_last_contact.max(Some(last_contact));
@@ -42,48 +36,41 @@ impl Engine {
                 job,
                 generation,
                 site,
-            } => self.on_launch_succeeded(&job, generation, &site, now, out),
+            } => self.on_launch_succeeded(&job, generation, &site, cx),
             Event::LaunchFailed {
                 job,
                 generation,
                 site,
                 reason,
-            } => self.on_launch_failed(&job, generation, &site, reason, now, placer, out),
+            } => self.on_launch_failed(&job, generation, &site, reason, cx),
             Event::Fenced {
                 job,
                 generation,
                 site,
-            } => self.on_fenced(&job, generation, &site, now, placer, out),
+            } => self.on_fenced(&job, generation, &site, cx),
             Event::SavepointCompleted { op, job, savepoint } => {
-                self.on_savepoint(op, &job, Ok(savepoint), now, out)
+                self.on_savepoint(op, &job, Ok(savepoint), cx)
             }
             Event::SavepointFailed { op, job, reason } => {
-                self.on_savepoint(op, &job, Err(reason), now, out)
+                self.on_savepoint(op, &job, Err(reason), cx)
             }
             Event::ReplicationCompleted { op, job, replica } => {
-                self.on_replication(op, &job, replica, now, placer, out)
+                self.on_replication(op, &job, replica, cx)
             }
-            Event::OpsRequest(request) => self.on_request(request, now, placer, out),
+            Event::OpsRequest(request) => self.on_request(request, cx),
             Event::QuorumChanged(q) => {
                 if self.quorum != q {
                     self.quorum = q;
-                    self.audit(
-                        out,
-                        now,
-                        None,
-                        None,
-                        None,
-                        format!("quorum with witness: {q}"),
-                    );
+                    self.audit(cx, None, None, None, format!("quorum with witness: {q}"));
                 }
             }
-            Event::JobsStored(stored) => return self.on_jobs_stored(stored, now, out),
+            Event::JobsStored(stored) => return self.on_jobs_stored(stored, cx),
             Event::JobRemoved { job } => {
                 if self.jobs.remove(&job).is_some() {
                     self.dirty.jobs.remove(&job);
                     self.fence_sent.retain(|(j, _, _), _| j != &job);
-                    self.audit(out, now, None, Some(&job), None, "job removed".into());
-                    self.act(out, Command::Forget { job });
+                    self.audit(cx, None, Some(&job), None, "job removed".into());
+                    self.act(cx, Command::Forget { job });
                 }
             }
             Event::Tick => {}
@@ -98,8 +85,7 @@ impl Engine {
         spec: JobSpec,
         site: SiteId,
         generation: u64,
-        now: Timestamp,
-        out: &mut Out,
+        cx: &mut Step<'_>,
     ) {
         let id = spec.demand.id.clone();
         if let Some(existing) = self.jobs.get_mut(&id) {
@@ -121,8 +107,7 @@ impl Engine {
                 existing.task_managers_lost_since = None;
                 existing.epoch = self.sites.get(&site).map(|s| s.epoch);
                 self.audit(
-                    out,
-                    now,
+                    cx,
                     None,
                     Some(&id),
                     Some(&site),
@@ -147,8 +132,7 @@ impl Engine {
                 },
             );
             self.audit(
-                out,
-                now,
+                cx,
                 None,
                 Some(&id),
                 Some(&site),
@@ -158,7 +142,7 @@ impl Engine {
         self.dirty.jobs.insert(id);
     }
 
-    pub(super) fn on_snapshot(&mut self, o: SiteObservation, now: Timestamp, out: &mut Out) {
+    pub(super) fn on_snapshot(&mut self, o: SiteObservation, cx: &mut Step<'_>) {
         let site = o.site.clone();
         let Some(view) = self.views.get_mut(&site) else {
             return;
@@ -197,8 +181,7 @@ impl Engine {
                 self.dirty.sites.insert(site.clone());
             }
             self.audit(
-                out,
-                now,
+                cx,
                 None,
                 None,
                 Some(&site),
@@ -206,8 +189,8 @@ impl Engine {
             );
         }
         self.record_stale_observations(&site);
-        self.issue_stale_fences(&site, now, out);
-        self.judge_jobs(&site, now, out);
+        self.issue_stale_fences(&site, cx);
+        self.judge_jobs(&site, cx);
         // Checkpoints after judging, as they arrived before: a failure is judged against
         // the relaunch count the checkpoint would reset.
         let completed: Vec<(JobId, CheckpointPointer)> = self
@@ -243,8 +226,7 @@ impl Engine {
     pub(super) fn on_jobs_stored(
         &mut self,
         stored: Vec<crate::types::StoredJob>,
-        now: Timestamp,
-        out: &mut Out,
+        cx: &mut Step<'_>,
     ) -> bool {
         let mut changed = false;
         let present: BTreeSet<JobId> = stored.iter().map(|j| j.id.clone()).collect();
@@ -257,7 +239,7 @@ impl Engine {
                 Some(known) => known.generation < placed.generation || known.spec != placed.spec,
             };
             if new {
-                self.on_job_registered(placed.spec, placed.site, placed.generation, now, out);
+                self.on_job_registered(placed.spec, placed.site, placed.generation, cx);
                 changed = true;
             }
         }
@@ -268,7 +250,7 @@ impl Engine {
             .cloned()
             .collect();
         for job in gone {
-            self.apply(Event::JobRemoved { job }, now, &NoPlacer, out);
+            self.apply(Event::JobRemoved { job }, cx);
             changed = true;
         }
         changed
@@ -315,8 +297,7 @@ impl Engine {
         job: &JobId,
         generation: u64,
         site: &SiteId,
-        now: Timestamp,
-        out: &mut Out,
+        cx: &mut Step<'_>,
     ) {
         let Some(r) = self.jobs.get_mut(job) else {
             return;
@@ -333,8 +314,7 @@ impl Engine {
                 r.phase = JobPhase::Running;
                 self.dirty.jobs.insert(job.clone());
                 self.audit(
-                    out,
-                    now,
+                    cx,
                     None,
                     Some(job),
                     Some(site),
@@ -355,8 +335,7 @@ impl Engine {
                     self.dirty.jobs.insert(job.clone());
                     self.dirty.ops.insert(op);
                     self.audit(
-                        out,
-                        now,
+                        cx,
                         Some(op),
                         Some(job),
                         Some(site),
@@ -377,16 +356,13 @@ impl Engine {
         Some(&mut operations.get_mut(&op)?.job_mut(job)?.step)
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_launch_failed(
         &mut self,
         job: &JobId,
         generation: u64,
         site: &SiteId,
         reason: String,
-        now: Timestamp,
-        placer: &dyn Placer,
-        out: &mut Out,
+        cx: &mut Step<'_>,
     ) {
         let Some(r) = self.jobs.get(job) else {
             return;
@@ -395,8 +371,7 @@ impl Engine {
             return;
         }
         self.audit(
-            out,
-            now,
+            cx,
             None,
             Some(job),
             Some(site),
@@ -409,14 +384,8 @@ impl Engine {
                     r.failures_in_site += 1;
                     r.launches_refused = r.launches_refused.saturating_add(1);
                 }
-                self.start_fencing(
-                    job,
-                    RelaunchReason::LaunchFailed { reason },
-                    target,
-                    now,
-                    None,
-                    out,
-                );
+                let cause = Cause::detected(RelaunchReason::LaunchFailed { reason }, cx.now, None);
+                self.start_fencing(job, target, cause, cx);
             }
             JobPhase::InOperation { op } => {
                 let Some(step) = Self::op_job_step(&mut self.operations, op, job) else {
@@ -431,7 +400,7 @@ impl Engine {
                     };
                     self.dirty.ops.insert(op);
                     self.act(
-                        out,
+                        cx,
                         Command::Fence {
                             job: job.clone(),
                             generation,
@@ -439,9 +408,9 @@ impl Engine {
                         },
                     );
                     self.fence_sent
-                        .insert((job.clone(), site.clone(), generation), now);
+                        .insert((job.clone(), site.clone(), generation), cx.now);
                 }
-                self.drive_operation(op, now, placer, out);
+                self.drive_operation(op, cx);
             }
             _ => {}
         }
@@ -452,9 +421,7 @@ impl Engine {
         job: &JobId,
         generation: u64,
         site: &SiteId,
-        now: Timestamp,
-        placer: &dyn Placer,
-        out: &mut Out,
+        cx: &mut Step<'_>,
     ) {
         self.fence_sent
             .remove(&(job.clone(), site.clone(), generation));
@@ -468,8 +435,7 @@ impl Engine {
         if r.stale.remove(&stale) {
             self.dirty.jobs.insert(job.clone());
             self.audit(
-                out,
-                now,
+                cx,
                 None,
                 Some(job),
                 Some(site),
@@ -487,8 +453,7 @@ impl Engine {
                 last_heartbeat,
             } if r.generation == generation && &r.site == site => {
                 self.audit(
-                    out,
-                    now,
+                    cx,
                     None,
                     Some(job),
                     Some(site),
@@ -498,34 +463,25 @@ impl Engine {
                 // would otherwise take a new generation per answer, without end, within one
                 // pass. The job is down, and tried again after a back-off.
                 if let RelaunchReason::LaunchFailed { reason } = &reason {
-                    self.down_after_refused_launch(job, generation, site, reason, now, out);
+                    self.down_after_refused_launch(job, generation, site, reason, cx);
                     return;
                 }
-                self.relaunch_job(
-                    job,
-                    &target,
-                    reason,
-                    detected_at,
-                    last_heartbeat,
-                    now,
-                    placer,
-                    out,
-                );
+                let cause = Cause::detected(reason, detected_at, last_heartbeat);
+                self.relaunch_job(job, &target, cause, cx);
             }
             JobPhase::InOperation { op } => {
                 if let Some(j) = self.operations.get_mut(&op).and_then(|o| o.job_mut(job))
                     && matches!(&j.step, MoveStep::Fencing { generation: g, site: s } if *g == generation && s == site)
                 {
                     self.audit(
-                        out,
-                        now,
+                        cx,
                         Some(op),
                         Some(job),
                         Some(site),
                         format!("generation {generation} fenced"),
                     );
-                    self.after_move_fence(op, job, now, out);
-                    self.drive_operation(op, now, placer, out);
+                    self.after_move_fence(op, job, cx);
+                    self.drive_operation(op, cx);
                 }
             }
             // The generation the engine counts on was stopped (a fence issued before it
@@ -538,8 +494,7 @@ impl Engine {
                     job,
                     format!("its generation {generation} in {site} was stopped"),
                     Resources::ZERO,
-                    now,
-                    out,
+                    cx,
                 );
                 self.down_tried.remove(job);
             }
@@ -552,8 +507,7 @@ impl Engine {
         op: u64,
         job: &JobId,
         result: Result<CheckpointPointer, String>,
-        now: Timestamp,
-        out: &mut Out,
+        cx: &mut Step<'_>,
     ) {
         let Some(o) = self.operations.get_mut(&op) else {
             return;
@@ -576,16 +530,17 @@ impl Engine {
                 };
                 let generation = j.from_generation;
                 self.dirty.ops.insert(op);
-                self.audit(out, now, Some(op), Some(job), Some(&from), message);
+                self.audit(cx, Some(op), Some(job), Some(&from), message);
                 self.act(
-                    out,
+                    cx,
                     Command::Fence {
                         job: job.clone(),
                         generation,
                         site: from.clone(),
                     },
                 );
-                self.fence_sent.insert((job.clone(), from, generation), now);
+                self.fence_sent
+                    .insert((job.clone(), from, generation), cx.now);
             }
             Err(reason) => {
                 j.step = MoveStep::Failed {
@@ -593,18 +548,9 @@ impl Engine {
                     running: true,
                 };
                 self.dirty.ops.insert(op);
-                if let Some(r) = self.jobs.get_mut(job) {
-                    r.phase = JobPhase::Running;
-                    self.dirty.jobs.insert(job.clone());
-                }
-                self.audit(
-                    out,
-                    now,
-                    Some(op),
-                    Some(job),
-                    Some(&from),
-                    format!("savepoint failed, job keeps running at the source: {reason}"),
-                );
+                let message =
+                    format!("savepoint failed, job keeps running at the source: {reason}");
+                self.keep_at_source(op, job, Some(&from), message, cx);
             }
         }
     }
@@ -614,9 +560,7 @@ impl Engine {
         op: u64,
         job: &JobId,
         replica: CheckpointPointer,
-        now: Timestamp,
-        placer: &dyn Placer,
-        out: &mut Out,
+        cx: &mut Step<'_>,
     ) {
         let Some(j) = self.operations.get_mut(&op).and_then(|o| o.job_mut(job)) else {
             return;
@@ -627,18 +571,12 @@ impl Engine {
         let message = format!("savepoint replicated as {}", replica.path);
         j.savepoint_at_target = Some(replica);
         self.dirty.ops.insert(op);
-        self.audit(out, now, Some(op), Some(job), None, message);
-        self.launch_move(op, job, now, out);
-        self.drive_operation(op, now, placer, out);
+        self.audit(cx, Some(op), Some(job), None, message);
+        self.launch_move(op, job, cx);
+        self.drive_operation(op, cx);
     }
 
-    pub(super) fn on_request(
-        &mut self,
-        request: OpsRequest,
-        now: Timestamp,
-        placer: &dyn Placer,
-        out: &mut Out,
-    ) {
+    pub(super) fn on_request(&mut self, request: OpsRequest, cx: &mut Step<'_>) {
         match &request {
             OpsRequest::Failover {
                 from,
@@ -656,23 +594,22 @@ impl Engine {
                 if let Err(error) = self.check_move_request(from, to, *mode) {
                     if !dry_run {
                         self.audit(
-                            out,
-                            now,
+                            cx,
                             None,
                             None,
                             Some(from),
                             format!("request rejected: {error}"),
                         );
                     }
-                    out.0.push(Command::Rejected {
+                    cx.commands.push(Command::Rejected {
                         request: request.clone(),
                         error,
                     });
                     return;
                 }
                 if *dry_run {
-                    out.0.push(Command::ReportPlan(
-                        self.plan(from, to, *mode, failback, now, placer),
+                    cx.commands.push(Command::ReportPlan(
+                        self.plan(from, to, *mode, failback, cx.now, cx.placer),
                     ));
                     return;
                 }
@@ -681,24 +618,19 @@ impl Engine {
                 } else {
                     OpKind::Failover
                 };
-                let op = self.start_operation(
-                    kind,
-                    false,
-                    from.clone(),
-                    to.clone(),
-                    *mode,
+                let scope = MoveScope {
+                    from: from.clone(),
+                    to: to.clone(),
+                    mode: *mode,
                     failback,
-                    None,
-                    now,
-                    placer,
-                    out,
-                );
-                out.0.push(Command::Accepted {
+                };
+                let op = self.start_operation(kind, false, scope, None, cx);
+                cx.commands.push(Command::Accepted {
                     request: request.clone(),
                     op,
                 });
             }
-            OpsRequest::Cancel { op } => self.cancel(*op, &request, now, placer, out),
+            OpsRequest::Cancel { op } => self.cancel(*op, &request, cx),
         }
     }
 }

@@ -9,13 +9,12 @@ use super::*;
 use crate::health::{NodeVerdict, judge_node};
 use crate::operation::MoveStep;
 use crate::types::{
-    CheckpointPointer, FailoverMode, Placer, RelaunchReason, RunState, SiteMoves, Timestamp,
-    elapsed,
+    CheckpointPointer, FailoverMode, RelaunchReason, RunState, SiteMoves, Timestamp, elapsed,
 };
 
 impl Engine {
     /// Node loss, TaskManager loss, crash loops: the first two recovery tiers.
-    pub(super) fn judge_jobs(&mut self, site: &SiteId, now: Timestamp, out: &mut Out) {
+    pub(super) fn judge_jobs(&mut self, site: &SiteId, cx: &mut Step<'_>) {
         if !self.is_up(site) {
             return;
         }
@@ -23,7 +22,8 @@ impl Engine {
             return;
         };
         let grace = self.config.node_grace;
-        let node_lost = |name: &str| match judge_node(view.nodes.get(name).copied(), now, grace) {
+        let node_lost = |name: &str| match judge_node(view.nodes.get(name).copied(), cx.now, grace)
+        {
             NodeVerdict::Healthy => None,
             NodeVerdict::Lost { last_heartbeat } => Some(last_heartbeat),
         };
@@ -84,7 +84,7 @@ impl Engine {
         // (a self-fence the site came back from before it was judged lost) or it vanished.
         // Judged like a failed job. Only fresh views count, so a launch made after this
         // pass's observation is not mistaken for a vanished one.
-        if view.last_api_contact == Some(now) {
+        if view.last_api_contact == Some(cx.now) {
             let present: BTreeSet<(JobId, u64)> = view
                 .jobs
                 .iter()
@@ -97,8 +97,8 @@ impl Engine {
                 if &r.site != site || r.phase != JobPhase::Running || present.contains(&key) {
                     continue;
                 }
-                let since = *self.vanished.entry(key.clone()).or_insert(now);
-                if crate::types::elapsed(since, now) >= grace {
+                let since = *self.vanished.entry(key.clone()).or_insert(cx.now);
+                if crate::types::elapsed(since, cx.now) >= grace {
                     self.vanished.remove(&key);
                     findings.push((key.0, Finding::Failed(0)));
                 }
@@ -109,26 +109,19 @@ impl Engine {
                 finding,
                 Finding::TaskManagersFine | Finding::TaskManagersLost(_)
             ) {
-                self.leave_operation(&job, now, out);
+                self.leave_operation(&job, cx);
             }
             match finding {
                 Finding::JobManagerLost(node, hb) => {
                     self.audit(
-                        out,
-                        now,
+                        cx,
                         None,
                         Some(&job),
                         Some(site),
                         format!("JobManager node {node} lost"),
                     );
-                    self.start_fencing(
-                        &job,
-                        RelaunchReason::JobManagerNodeLost { node },
-                        site.clone(),
-                        now,
-                        hb,
-                        out,
-                    );
+                    let reason = RelaunchReason::JobManagerNodeLost { node };
+                    self.start_fencing(&job, site.clone(), Cause::detected(reason, cx.now, hb), cx);
                 }
                 Finding::Failed(restarts) => {
                     let target = self.failure_target(&job);
@@ -136,21 +129,14 @@ impl Engine {
                         r.failures_in_site += 1;
                     }
                     self.audit(
-                        out,
-                        now,
+                        cx,
                         None,
                         Some(&job),
                         Some(site),
                         format!("job failed after {restarts} restarts; relaunching in {target}"),
                     );
-                    self.start_fencing(
-                        &job,
-                        RelaunchReason::JobFailed { restarts },
-                        target,
-                        now,
-                        None,
-                        out,
-                    );
+                    let reason = RelaunchReason::JobFailed { restarts };
+                    self.start_fencing(&job, target, Cause::detected(reason, cx.now, None), cx);
                 }
                 Finding::TaskManagersLost(nodes) => {
                     let Some(r) = self.jobs.get_mut(&job) else {
@@ -158,11 +144,10 @@ impl Engine {
                     };
                     match r.task_managers_lost_since {
                         None => {
-                            r.task_managers_lost_since = Some(now);
+                            r.task_managers_lost_since = Some(cx.now);
                             self.dirty.jobs.insert(job.clone());
                             self.audit(
-                                out,
-                                now,
+                                cx,
                                 None,
                                 Some(&job),
                                 Some(site),
@@ -173,27 +158,21 @@ impl Engine {
                             );
                         }
                         Some(since)
-                            if elapsed(since, now) >= self.config.task_manager_recovery_bound =>
+                            if elapsed(since, cx.now)
+                                >= self.config.task_manager_recovery_bound =>
                         {
                             r.task_managers_lost_since = None;
-                            self.leave_operation(&job, now, out);
+                            self.leave_operation(&job, cx);
                             self.audit(
-                                out,
-                                now,
+                                cx,
                                 None,
                                 Some(&job),
                                 Some(site),
                                 "Flink did not recover within the bound".into(),
                             );
-                            self.start_fencing_detected(
-                                &job,
-                                RelaunchReason::TaskManagersNotRecovered { nodes },
-                                site.clone(),
-                                since,
-                                now,
-                                None,
-                                out,
-                            );
+                            let reason = RelaunchReason::TaskManagersNotRecovered { nodes };
+                            let cause = Cause::detected(reason, since, None);
+                            self.start_fencing(&job, site.clone(), cause, cx);
                         }
                         Some(_) => {}
                     }
@@ -204,8 +183,7 @@ impl Engine {
                     {
                         self.dirty.jobs.insert(job.clone());
                         self.audit(
-                            out,
-                            now,
+                            cx,
                             None,
                             Some(&job),
                             Some(site),
@@ -220,7 +198,7 @@ impl Engine {
     /// A job that fails at the source before its move started leaves the operation (it
     /// stays where it is, `Left`) so that it is recovered in its site now instead of waiting,
     /// failed, for its turn. A no-op for a job in no operation.
-    pub(super) fn leave_operation(&mut self, job: &JobId, now: Timestamp, out: &mut Out) {
+    pub(super) fn leave_operation(&mut self, job: &JobId, cx: &mut Step<'_>) {
         let Some(JobPhase::InOperation { op }) = self.jobs.get(job).map(|r| r.phase.clone()) else {
             return;
         };
@@ -234,18 +212,8 @@ impl Engine {
             reason: "it failed at the source before its move started; recovered there".into(),
         };
         self.dirty.ops.insert(op);
-        if let Some(r) = self.jobs.get_mut(job) {
-            r.phase = JobPhase::Running;
-            self.dirty.jobs.insert(job.clone());
-        }
-        self.audit(
-            out,
-            now,
-            Some(op),
-            Some(job),
-            None,
-            "failed before its move started: left at the source and recovered there".into(),
-        );
+        let message = "failed before its move started: left at the source and recovered there";
+        self.keep_at_source(op, job, None, message.into(), cx);
     }
 
     /// Tier 2 relaunches stay in the job's site; after `relaunches_before_other_site` failed
@@ -275,45 +243,31 @@ impl Engine {
             .unwrap_or_else(|| r.site.clone())
     }
 
+    /// Fences the job's current generation; once confirmed, it is relaunched in `target`
+    /// (`on_fenced`).
     pub(super) fn start_fencing(
         &mut self,
         job: &JobId,
-        reason: RelaunchReason,
         target: SiteId,
-        now: Timestamp,
-        last_heartbeat: Option<Timestamp>,
-        out: &mut Out,
-    ) {
-        self.start_fencing_detected(job, reason, target, now, now, last_heartbeat, out)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn start_fencing_detected(
-        &mut self,
-        job: &JobId,
-        reason: RelaunchReason,
-        target: SiteId,
-        detected_at: Timestamp,
-        now: Timestamp,
-        last_heartbeat: Option<Timestamp>,
-        out: &mut Out,
+        cause: Cause,
+        cx: &mut Step<'_>,
     ) {
         let Some(r) = self.jobs.get_mut(job) else {
             return;
         };
         r.phase = JobPhase::Fencing {
-            reason,
+            reason: cause.reason,
             target,
-            detected_at,
-            last_heartbeat,
+            detected_at: cause.detected_at,
+            last_heartbeat: cause.last_heartbeat,
         };
         r.task_managers_lost_since = None;
         let (generation, site) = (r.generation, r.site.clone());
         self.dirty.jobs.insert(job.clone());
         self.fence_sent
-            .insert((job.clone(), site.clone(), generation), now);
+            .insert((job.clone(), site.clone(), generation), cx.now);
         self.act(
-            out,
+            cx,
             Command::Fence {
                 job: job.clone(),
                 generation,
@@ -325,17 +279,12 @@ impl Engine {
     /// Issues a new generation of `job` in `target` (its old generation is already fenced or
     /// unreachable-and-stale). In-site: the latest complete checkpoint; cross-site: only the
     /// latest checkpoint replicated to `target`.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn relaunch_job(
         &mut self,
         job: &JobId,
         target: &SiteId,
-        reason: RelaunchReason,
-        detected_at: Timestamp,
-        last_heartbeat: Option<Timestamp>,
-        now: Timestamp,
-        placer: &dyn Placer,
-        out: &mut Out,
+        cause: Cause,
+        cx: &mut Step<'_>,
     ) {
         let Some(r) = self.jobs.get(job) else {
             return;
@@ -352,20 +301,21 @@ impl Engine {
                 job,
                 format!("relaunch target {target} is not healthy"),
                 Resources::ZERO,
-                now,
-                out,
+                cx,
             );
             return;
         }
         let restore = match self.restore_point(r, target) {
             Ok(p) => p,
             Err(reason) => {
-                self.mark_down(job, reason, Resources::ZERO, now, out);
+                self.mark_down(job, reason, Resources::ZERO, cx);
                 return;
             }
         };
-        let avoid = self.lost_nodes(target, now);
-        let outcome = placer.place(target, std::slice::from_ref(&r.spec.demand), &avoid);
+        let avoid = self.lost_nodes(target, cx.now);
+        let outcome = cx
+            .placer
+            .place(target, std::slice::from_ref(&r.spec.demand), &avoid);
         let Some(placement) = outcome.placed.into_iter().find(|p| &p.job == job) else {
             let (reason, missing) = outcome
                 .not_fitting
@@ -377,71 +327,51 @@ impl Engine {
                 job,
                 format!("does not fit in {target}: {reason}"),
                 missing,
-                now,
-                out,
+                cx,
             );
             return;
         };
         let target = target.clone();
-        self.issue_relaunch(
-            job,
-            &target,
-            placement,
-            restore,
-            reason,
-            (detected_at, last_heartbeat),
-            now,
-            out,
-        );
+        self.issue_relaunch(job, &target, placement, restore, cause, cx);
     }
 
     /// Issues generation + 1 of `job` in `target` on `placement`, from `restore`, and reports
-    /// it. `timing`: when the failure was detected and the last heartbeat before it, for RTO.
-    #[allow(clippy::too_many_arguments)]
+    /// it, timed from `cause`.
     pub(super) fn issue_relaunch(
         &mut self,
         job: &JobId,
         target: &SiteId,
         placement: JobPlacement,
         restore: Option<CheckpointPointer>,
-        reason: RelaunchReason,
-        timing: (Timestamp, Option<Timestamp>),
-        now: Timestamp,
-        out: &mut Out,
+        cause: Cause,
+        cx: &mut Step<'_>,
     ) {
         let generation = self.adopt_new_generation(
             job,
             target,
             restore.clone(),
             JobPhase::Launching {
-                since: now,
+                since: cx.now,
                 placement: placement.clone(),
                 restore_from: restore.clone(),
             },
         );
         self.down_tried.remove(job);
         self.audit(
-            out,
-            now,
+            cx,
             None,
             Some(job),
             Some(target),
-            format!("relaunching as generation {generation}: {reason}"),
+            format!("relaunching as generation {generation}: {}", cause.reason),
         );
-        self.act(
-            out,
-            Command::Relaunch {
-                job: job.clone(),
-                generation,
-                site: target.clone(),
-                placement,
-                restore_from: restore.clone(),
-                reason: reason.clone(),
-            },
-        );
-        self.report_recovery(
-            job, generation, target, reason, None, restore, timing.0, timing.1, now, out,
-        );
+        let launch = NewGeneration {
+            job: job.clone(),
+            generation,
+            site: target.clone(),
+            placement,
+            restore_from: restore,
+        };
+        self.relaunch_and_report(launch, None, cause, cx);
     }
 
     /// The checkpoint a relaunch of `r` in `target` must restore from (`Ok(None)`: fresh start).
@@ -526,39 +456,52 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn report_recovery(
+    /// Issues `launch` and its recovery report: RTO from `cause`'s detection and last
+    /// heartbeat, RPO from the restore point to the failure.
+    pub(super) fn relaunch_and_report(
         &mut self,
-        job: &JobId,
-        generation: u64,
-        site: &SiteId,
-        reason: RelaunchReason,
+        launch: NewGeneration,
         op: Option<u64>,
-        restore_from: Option<CheckpointPointer>,
-        detected_at: Timestamp,
-        last_heartbeat: Option<Timestamp>,
-        now: Timestamp,
-        out: &mut Out,
+        cause: Cause,
+        cx: &mut Step<'_>,
     ) {
+        let NewGeneration {
+            job,
+            generation,
+            site,
+            placement,
+            restore_from,
+        } = launch;
+        self.act(
+            cx,
+            Command::Relaunch {
+                job: job.clone(),
+                generation,
+                site: site.clone(),
+                placement,
+                restore_from: restore_from.clone(),
+                reason: cause.reason.clone(),
+            },
+        );
         // An operation's source ran until it was fenced unless it went silent: then its
         // last sign of life is the failure. A failure in place: its last heartbeat, else
         // when it was detected.
         let failed_at = match op {
-            Some(_) => last_heartbeat.unwrap_or(now),
-            None => last_heartbeat.unwrap_or(detected_at),
+            Some(_) => cause.last_heartbeat.unwrap_or(cx.now),
+            None => cause.last_heartbeat.unwrap_or(cause.detected_at),
         };
         let rpo = rpo_at(restore_from.as_ref(), failed_at);
         self.act(
-            out,
+            cx,
             Command::ReportRecovery(RecoveryReport {
-                job: job.clone(),
+                job,
                 generation,
-                site: site.clone(),
-                reason,
+                site,
+                reason: cause.reason,
                 op,
                 restore_from,
-                rto_from_detection: elapsed(detected_at, now),
-                rto_from_last_heartbeat: last_heartbeat.map(|h| elapsed(h, now)),
+                rto_from_detection: elapsed(cause.detected_at, cx.now),
+                rto_from_last_heartbeat: cause.last_heartbeat.map(|h| elapsed(h, cx.now)),
                 rpo,
             }),
         );

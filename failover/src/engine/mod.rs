@@ -19,11 +19,11 @@ pub use types::*;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use scheduler::model::{JobDemand, JobId, SiteId};
+use scheduler::model::{JobId, JobPlacement, SiteId};
 
 use crate::health::{SiteVerdict, judge_site};
-use crate::operation::Operation;
-use crate::types::{CheckpointPointer, Placer, Timestamp};
+use crate::operation::{MoveMode, Operation};
+use crate::types::{CheckpointPointer, Placer, RelaunchReason, Timestamp};
 
 /// Volatile knowledge of one site, rebuilt from observations after a restart.
 #[derive(Debug, Clone)]
@@ -76,26 +76,55 @@ pub struct Engine {
     vanished: BTreeMap<(JobId, u64), Timestamp>,
 }
 
-/// For events that place nothing (a removal).
-struct NoPlacer;
-
-impl Placer for NoPlacer {
-    fn place(
-        &self,
-        _site: &SiteId,
-        _jobs: &[JobDemand],
-        _avoid: &BTreeSet<String>,
-    ) -> crate::types::PlacementOutcome {
-        crate::types::PlacementOutcome::default()
-    }
-}
-
 /// A site a job that runs nowhere may be relaunched in, with what it would restore from.
 type Host = (SiteId, Option<CheckpointPointer>);
 
-/// Collects commands; an action first flushes pending `Persist`s so the state that led to an
-/// action is durable before the action runs.
-struct Out(Vec<Command>);
+/// What every step of one pass shares: the instant, the placer, and the commands issued so
+/// far. An action first flushes pending `Persist`s, so the state that led to it is durable
+/// before it runs (`Engine::act`).
+struct Step<'a> {
+    now: Timestamp,
+    placer: &'a dyn Placer,
+    commands: Vec<Command>,
+}
+
+/// Why a job is relaunched and when its failure was seen: what the recovery report measures
+/// RTO from and RPO up to.
+#[derive(Debug, Clone)]
+struct Cause {
+    reason: RelaunchReason,
+    detected_at: Timestamp,
+    /// The last sign of life before the failure, when known.
+    last_heartbeat: Option<Timestamp>,
+}
+
+impl Cause {
+    fn detected(reason: RelaunchReason, at: Timestamp, last_heartbeat: Option<Timestamp>) -> Self {
+        Cause {
+            reason,
+            detected_at: at,
+            last_heartbeat,
+        }
+    }
+}
+
+/// Which jobs an operation moves: those of `from` (with `failback`, only those preferring
+/// `to`), to `to`, by `mode`.
+struct MoveScope {
+    from: SiteId,
+    to: SiteId,
+    mode: MoveMode,
+    failback: bool,
+}
+
+/// A new generation to start: where, on which nodes, from which restore point.
+struct NewGeneration {
+    job: JobId,
+    generation: u64,
+    site: SiteId,
+    placement: JobPlacement,
+    restore_from: Option<CheckpointPointer>,
+}
 
 impl Engine {
     pub fn new(config: EngineConfig, now: Timestamp) -> Self {
@@ -209,56 +238,60 @@ impl Engine {
         now: Timestamp,
         placer: &dyn Placer,
     ) -> Vec<Command> {
-        let mut out = Out(Vec::new());
+        let mut cx = Step {
+            now,
+            placer,
+            commands: Vec::new(),
+        };
         let mut judge = false;
         for event in events {
-            judge |= self.apply(event, now, placer, &mut out);
+            judge |= self.apply(event, &mut cx);
         }
         if judge {
-            self.evaluate(now, placer, &mut out);
-            self.flush(&mut out);
+            self.evaluate(&mut cx);
+            self.flush(&mut cx.commands);
         }
-        out.0
+        cx.commands
     }
 
     // ---- output -------------------------------------------------------------------------
 
-    fn flush(&mut self, out: &mut Out) {
+    /// Writes every record changed since the last flush, ahead of what follows.
+    fn flush(&mut self, commands: &mut Vec<Command>) {
         for id in std::mem::take(&mut self.dirty.sites) {
             if let Some(s) = self.sites.get(&id) {
-                out.0.push(Command::Persist(Record::Site(s.clone())));
+                commands.push(Command::Persist(Record::Site(s.clone())));
             }
         }
         for id in std::mem::take(&mut self.dirty.jobs) {
             if let Some(j) = self.jobs.get(&id) {
-                out.0
-                    .push(Command::Persist(Record::Job(Box::new(j.clone()))));
+                commands.push(Command::Persist(Record::Job(Box::new(j.clone()))));
             }
         }
         for id in std::mem::take(&mut self.dirty.ops) {
             if let Some(o) = self.operations.get(&id) {
-                out.0
-                    .push(Command::Persist(Record::Operation(Box::new(o.clone()))));
+                commands.push(Command::Persist(Record::Operation(Box::new(o.clone()))));
             }
         }
     }
 
-    fn act(&mut self, out: &mut Out, command: Command) {
-        self.flush(out);
-        out.0.push(command);
+    /// Issues an action after the records that led to it.
+    fn act(&mut self, cx: &mut Step<'_>, command: Command) {
+        self.flush(&mut cx.commands);
+        cx.commands.push(command);
     }
 
+    /// Records `message` in the audit log at the step's instant.
     fn audit(
         &self,
-        out: &mut Out,
-        at: Timestamp,
+        cx: &mut Step<'_>,
         op: Option<u64>,
         job: Option<&JobId>,
         site: Option<&SiteId>,
         message: String,
     ) {
-        out.0.push(Command::Audit(AuditEntry {
-            at,
+        cx.commands.push(Command::Audit(AuditEntry {
+            at: cx.now,
             op,
             job: job.cloned(),
             site: site.cloned(),

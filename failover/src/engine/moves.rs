@@ -5,10 +5,10 @@ use scheduler::model::{JobId, JobPlacement, Resources};
 
 use super::*;
 use crate::operation::{MoveMode, MoveStep, OpKind};
-use crate::types::{RelaunchReason, Timestamp};
+use crate::types::RelaunchReason;
 
 impl Engine {
-    pub(super) fn start_move(&mut self, op: u64, job: &JobId, now: Timestamp, out: &mut Out) {
+    pub(super) fn start_move(&mut self, op: u64, job: &JobId, cx: &mut Step<'_>) {
         let source_reachable;
         let (mode, from, generation) = {
             let Some(o) = self.operations.get(&op) else {
@@ -30,15 +30,14 @@ impl Engine {
             (MoveMode::Planned, _) => {
                 j.step = MoveStep::Savepointing;
                 self.audit(
-                    out,
-                    now,
+                    cx,
                     Some(op),
                     Some(job),
                     Some(&from),
                     "stop-with-savepoint".into(),
                 );
                 self.act(
-                    out,
+                    cx,
                     Command::TriggerSavepoint {
                         op,
                         job: job.clone(),
@@ -53,9 +52,9 @@ impl Engine {
                     site: from.clone(),
                 };
                 self.fence_sent
-                    .insert((job.clone(), from.clone(), generation), now);
+                    .insert((job.clone(), from.clone(), generation), cx.now);
                 self.act(
-                    out,
+                    cx,
                     Command::Fence {
                         job: job.clone(),
                         generation,
@@ -72,13 +71,13 @@ impl Engine {
                     });
                     self.dirty.jobs.insert(job.clone());
                 }
-                self.launch_move(op, job, now, out);
+                self.launch_move(op, job, cx);
             }
         }
     }
 
     /// After a fence inside an operation: replicate the savepoint (planned) or launch.
-    pub(super) fn after_move_fence(&mut self, op: u64, job: &JobId, now: Timestamp, out: &mut Out) {
+    pub(super) fn after_move_fence(&mut self, op: u64, job: &JobId, cx: &mut Step<'_>) {
         let Some(o) = self.operations.get_mut(&op) else {
             return;
         };
@@ -94,7 +93,7 @@ impl Engine {
             j.step = MoveStep::Replicating;
             self.dirty.ops.insert(op);
             self.act(
-                out,
+                cx,
                 Command::ReplicateSavepoint {
                     op,
                     job: job.clone(),
@@ -104,10 +103,10 @@ impl Engine {
             );
             return;
         }
-        self.launch_move(op, job, now, out);
+        self.launch_move(op, job, cx);
     }
 
-    pub(super) fn launch_move(&mut self, op: u64, job: &JobId, now: Timestamp, out: &mut Out) {
+    pub(super) fn launch_move(&mut self, op: u64, job: &JobId, cx: &mut Step<'_>) {
         let Some(o) = self.operations.get(&op) else {
             return;
         };
@@ -124,7 +123,7 @@ impl Engine {
         let Some(r) = self.jobs.get(job) else {
             return;
         };
-        let fail = |engine: &mut Engine, out: &mut Out, reason: String| {
+        let fail = |engine: &mut Engine, cx: &mut Step<'_>, reason: String| {
             if let Some(j) = engine.operations.get_mut(&op).and_then(|o| o.job_mut(job)) {
                 j.step = MoveStep::Failed {
                     reason: reason.clone(),
@@ -132,15 +131,15 @@ impl Engine {
                 };
                 engine.dirty.ops.insert(op);
             }
-            engine.mark_down(job, reason, Resources::ZERO, now, out);
+            engine.mark_down(job, reason, Resources::ZERO, cx);
         };
         if j.launches >= self.config.max_launches_per_move {
-            fail(self, out, format!("{} launches failed", j.launches));
+            fail(self, cx, format!("{} launches failed", j.launches));
             return;
         }
         // A target lost mid-move sends the job back to its source when that is healthy, from
         // the savepoint taken there (planned) or its latest complete checkpoint (forced).
-        let (target, restore) = if self.can_reach(&to, now) {
+        let (target, restore) = if self.can_reach(&to, cx.now) {
             let restore = match mode {
                 MoveMode::Planned => j
                     .savepoint_at_target
@@ -151,7 +150,7 @@ impl Engine {
                 MoveMode::Forced => self.restore_point(r, &to),
             };
             (to.clone(), restore)
-        } else if self.can_reach(&from, now) {
+        } else if self.can_reach(&from, cx.now) {
             let restore = match (&j.savepoint_at_source, mode) {
                 (Some(sp), _) => Ok(Some(sp.clone())),
                 (None, _) => r
@@ -163,13 +162,13 @@ impl Engine {
             };
             (from.clone(), restore)
         } else {
-            fail(self, out, format!("neither {to} nor {from} is healthy"));
+            fail(self, cx, format!("neither {to} nor {from} is healthy"));
             return;
         };
         let restore = match restore {
             Ok(p) => p,
             Err(reason) => {
-                fail(self, out, reason);
+                fail(self, cx, reason);
                 return;
             }
         };
@@ -199,36 +198,38 @@ impl Engine {
             _ => RelaunchReason::Operation { op },
         };
         self.audit(
-            out,
-            now,
+            cx,
             Some(op),
             Some(job),
             Some(&target),
             format!("relaunching as generation {generation}"),
         );
-        self.act(
-            out,
-            Command::Relaunch {
-                job: job.clone(),
-                generation,
-                site: target.clone(),
-                placement,
-                restore_from: restore.clone(),
-                reason: reason.clone(),
-            },
-        );
-        let detected_at = self.operations.get(&op).map_or(now, |o| o.requested_at);
-        self.report_recovery(
-            job,
+        let detected_at = self.operations.get(&op).map_or(cx.now, |o| o.requested_at);
+        let launch = NewGeneration {
+            job: job.clone(),
             generation,
-            &target,
-            reason,
-            Some(op),
-            restore,
-            detected_at,
-            last_sign,
-            now,
-            out,
-        );
+            site: target,
+            placement,
+            restore_from: restore,
+        };
+        let cause = Cause::detected(reason, detected_at, last_sign);
+        self.relaunch_and_report(launch, Some(op), cause, cx);
+    }
+
+    /// A job operation `op` no longer moves runs on where it is (`Running` again, written),
+    /// and the audit says why.
+    pub(super) fn keep_at_source(
+        &mut self,
+        op: u64,
+        job: &JobId,
+        site: Option<&SiteId>,
+        message: String,
+        cx: &mut Step<'_>,
+    ) {
+        if let Some(r) = self.jobs.get_mut(job) {
+            r.phase = JobPhase::Running;
+            self.dirty.jobs.insert(job.clone());
+        }
+        self.audit(cx, Some(op), Some(job), site, message);
     }
 }

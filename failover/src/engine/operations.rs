@@ -23,8 +23,13 @@ impl Engine {
         now: Timestamp,
         placer: &dyn Placer,
     ) -> FailoverPlan {
-        let (jobs, not_fitting, preempt) =
-            self.plan_moves(from, to, mode, failback, false, now, placer);
+        let scope = MoveScope {
+            from: from.clone(),
+            to: to.clone(),
+            mode,
+            failback,
+        };
+        let (jobs, not_fitting, preempt) = self.plan_moves(&scope, false, now, placer);
         let moves = jobs
             .iter()
             .map(|j| {
@@ -63,12 +68,7 @@ impl Engine {
     /// epoch admission and fenced when the site returns, like any of its generations.
     /// Checked on every judgement, not only when the site is found lost: the leader that
     /// found it may have died before writing the operations it changed.
-    pub(super) fn stop_waiting_on_lost_sites(
-        &mut self,
-        now: Timestamp,
-        placer: &dyn Placer,
-        out: &mut Out,
-    ) {
+    pub(super) fn stop_waiting_on_lost_sites(&mut self, cx: &mut Step<'_>) {
         let waiting: Vec<(u64, JobId, SiteId, u64)> = self
             .operations
             .values()
@@ -92,8 +92,8 @@ impl Engine {
                 self.dirty.jobs.insert(job.clone());
             }
             self.fence_sent.remove(&(job.clone(), site, generation));
-            self.after_move_fence(op, &job, now, out);
-            self.drive_operation(op, now, placer, out);
+            self.after_move_fence(op, &job, cx);
+            self.drive_operation(op, cx);
         }
     }
 
@@ -108,11 +108,11 @@ impl Engine {
     ///
     /// Jobs already launched towards the target are left alone: their generation may run
     /// there, and they move on once it is confirmed fenced or the target is found lost.
-    pub(super) fn release_unmovable(&mut self, now: Timestamp, out: &mut Out) {
+    pub(super) fn release_unmovable(&mut self, cx: &mut Step<'_>) {
         let stuck: Vec<(u64, SiteId, SiteId, Vec<JobId>)> = self
             .operations
             .values()
-            .filter(|o| o.is_active() && !self.can_reach(&o.to, now))
+            .filter(|o| o.is_active() && !self.can_reach(&o.to, cx.now))
             .filter(|o| self.is_up(&o.from) || !self.reachable(&o.from))
             .map(|o| {
                 let pending = o
@@ -151,23 +151,12 @@ impl Engine {
                 };
                 self.dirty.ops.insert(op);
                 if source_back {
-                    if let Some(r) = self.jobs.get_mut(job) {
-                        r.phase = JobPhase::Running;
-                        self.dirty.jobs.insert(job.clone());
-                    }
-                    self.audit(
-                        out,
-                        now,
-                        Some(op),
-                        Some(job),
-                        Some(&from),
-                        format!("not moved: {why}"),
-                    );
+                    self.keep_at_source(op, job, Some(&from), format!("not moved: {why}"), cx);
                 } else {
-                    self.mark_down(job, format!("not moved: {why}"), Resources::ZERO, now, out);
+                    self.mark_down(job, format!("not moved: {why}"), Resources::ZERO, cx);
                 }
             }
-            self.finish_if_done(op, now, out);
+            self.finish_if_done(op, cx);
         }
     }
 
@@ -204,17 +193,14 @@ impl Engine {
     /// Which jobs move, in priority order, and where; which do not fit and why.
     /// `automatic`: the engine moves the jobs on its own (site loss, policy failback), so
     /// jobs only an operator may move stay where they are.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn plan_moves(
         &self,
-        from: &SiteId,
-        to: &SiteId,
-        mode: MoveMode,
-        failback: bool,
+        scope: &MoveScope,
         automatic: bool,
         now: Timestamp,
         placer: &dyn Placer,
     ) -> (Vec<OpJob>, Vec<NotFitting>, Vec<JobId>) {
+        let (from, to, mode, failback) = (&scope.from, &scope.to, scope.mode, scope.failback);
         let candidates: Vec<&JobRecord> = self
             .jobs
             .values()
@@ -332,27 +318,23 @@ impl Engine {
         (jobs, not_fitting, preempt)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Starts operation `kind` over `scope` and returns its id. `requested_by_policy`: a
+    /// failback the engine starts on its own (then jobs only an operator may move stay).
     pub(super) fn start_operation(
         &mut self,
         kind: OpKind,
         requested_by_policy: bool,
-        from: SiteId,
-        to: SiteId,
-        mode: MoveMode,
-        failback: bool,
+        scope: MoveScope,
         last_sign_of_life: Option<Timestamp>,
-        now: Timestamp,
-        placer: &dyn Placer,
-        out: &mut Out,
+        cx: &mut Step<'_>,
     ) -> u64 {
         let automatic = match kind {
             OpKind::SiteLoss { .. } => true,
             OpKind::Failover => false,
             OpKind::Failback => requested_by_policy,
         };
-        let (jobs, not_fitting, preempt) =
-            self.plan_moves(&from, &to, mode, failback, automatic, now, placer);
+        let (jobs, not_fitting, preempt) = self.plan_moves(&scope, automatic, cx.now, cx.placer);
+        let MoveScope { from, to, mode, .. } = scope;
         let id = self.operations.keys().next_back().map_or(1, |k| k + 1);
         let source_reachable = self.reachable(&from);
         for j in &jobs {
@@ -367,14 +349,14 @@ impl Engine {
             mode,
             from: from.clone(),
             to: to.clone(),
-            requested_at: now,
+            requested_at: cx.now,
             last_sign_of_life,
             max_in_flight: self.config.max_in_flight.max(1),
             state: OpState::Running,
             jobs,
             not_fitting: not_fitting.clone(),
         };
-        self.audit(out, now, Some(id), None, Some(&from), format!(
+        self.audit(cx, Some(id), None, Some(&from), format!(
             "operation {id} ({kind:?}, {mode:?}) {from} -> {to}: {} jobs to move, {} do not fit",
             op.jobs.len(),
             not_fitting.len()
@@ -384,15 +366,14 @@ impl Engine {
         for n in not_fitting {
             if source_reachable {
                 self.audit(
-                    out,
-                    now,
+                    cx,
                     Some(id),
                     Some(&n.job),
                     Some(&to),
                     format!("stays in {from}: {}", n.reason),
                 );
                 self.act(
-                    out,
+                    cx,
                     Command::ReportNotRelaunched {
                         job: n.job,
                         reason: n.reason,
@@ -400,25 +381,24 @@ impl Engine {
                     },
                 );
             } else {
-                self.mark_down(&n.job, n.reason, n.missing, now, out);
+                self.mark_down(&n.job, n.reason, n.missing, cx);
             }
         }
         for victim in preempt {
             self.audit(
-                out,
-                now,
+                cx,
                 Some(id),
                 Some(&victim),
                 Some(&to),
                 "preempted to make room".into(),
             );
-            self.start_fencing_preempted(&victim, now, out);
+            self.start_fencing_preempted(&victim, cx);
         }
-        self.drive_operation(id, now, placer, out);
+        self.drive_operation(id, cx);
         id
     }
 
-    pub(super) fn start_fencing_preempted(&mut self, job: &JobId, now: Timestamp, out: &mut Out) {
+    pub(super) fn start_fencing_preempted(&mut self, job: &JobId, cx: &mut Step<'_>) {
         let Some(r) = self.jobs.get_mut(job) else {
             return;
         };
@@ -432,9 +412,9 @@ impl Engine {
         };
         self.dirty.jobs.insert(job.clone());
         self.fence_sent
-            .insert((job.clone(), site.clone(), generation), now);
+            .insert((job.clone(), site.clone(), generation), cx.now);
         self.act(
-            out,
+            cx,
             Command::Fence {
                 job: job.clone(),
                 generation,
@@ -442,7 +422,7 @@ impl Engine {
             },
         );
         self.act(
-            out,
+            cx,
             Command::ReportNotRelaunched {
                 job: job.clone(),
                 reason: "preempted by a failover".into(),
@@ -452,18 +432,11 @@ impl Engine {
     }
 
     /// Starts pending jobs up to the concurrency bound and closes the operation when done.
-    pub(super) fn drive_operation(
-        &mut self,
-        op: u64,
-        now: Timestamp,
-        placer: &dyn Placer,
-        out: &mut Out,
-    ) {
-        let _ = placer;
+    pub(super) fn drive_operation(&mut self, op: u64, cx: &mut Step<'_>) {
         let Some(o) = self.operations.get(&op) else {
             return;
         };
-        let target_reachable = self.can_reach(&o.to, now);
+        let target_reachable = self.can_reach(&o.to, cx.now);
         if !target_reachable {
             // A planned move whose savepoint cannot reach a silent target goes back to its
             // source from that savepoint: nothing of it was started at the target.
@@ -474,7 +447,7 @@ impl Engine {
                 .map(|j| j.job.clone())
                 .collect();
             for job in stuck {
-                self.launch_move(op, &job, now, out);
+                self.launch_move(op, &job, cx);
             }
         }
         loop {
@@ -486,7 +459,7 @@ impl Engine {
             if o.state != OpState::Running
                 || !target_reachable
                 || o.mode == MoveMode::Planned && o.in_flight() >= o.max_in_flight
-                || o.started() >= self.config.launch_allowance(o.requested_at, now)
+                || o.started() >= self.config.launch_allowance(o.requested_at, cx.now)
             {
                 break;
             }
@@ -498,14 +471,14 @@ impl Engine {
             else {
                 break;
             };
-            self.start_move(op, &next, now, out);
+            self.start_move(op, &next, cx);
         }
-        self.finish_if_done(op, now, out);
+        self.finish_if_done(op, cx);
     }
 
     /// Ends operation `op` once every job is finished (`Done`, `Left`, `Failed`), or not
     /// started and the operation cancelled.
-    pub(super) fn finish_if_done(&mut self, op: u64, now: Timestamp, out: &mut Out) {
+    pub(super) fn finish_if_done(&mut self, op: u64, cx: &mut Step<'_>) {
         let Some(o) = self.operations.get_mut(&op) else {
             return;
         };
@@ -524,8 +497,7 @@ impl Engine {
             let state = o.state.clone();
             self.dirty.ops.insert(op);
             self.audit(
-                out,
-                now,
+                cx,
                 Some(op),
                 None,
                 None,
@@ -534,14 +506,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn cancel(
-        &mut self,
-        op: u64,
-        request: &OpsRequest,
-        now: Timestamp,
-        placer: &dyn Placer,
-        out: &mut Out,
-    ) {
+    pub(super) fn cancel(&mut self, op: u64, request: &OpsRequest, cx: &mut Step<'_>) {
         let error = match self.operations.get(&op) {
             None => Some(RequestError::UnknownOperation { op }),
             Some(o) if !o.is_active() => Some(RequestError::OperationFinished { op }),
@@ -549,22 +514,21 @@ impl Engine {
         };
         if let Some(error) = error {
             self.audit(
-                out,
-                now,
+                cx,
                 Some(op),
                 None,
                 None,
                 format!("cancel rejected: {error}"),
             );
-            out.0.push(Command::Rejected {
+            cx.commands.push(Command::Rejected {
                 request: request.clone(),
                 error,
             });
             return;
         }
-        self.cancel_pending(op, "cancelled by ops", now, out);
-        self.drive_operation(op, now, placer, out);
-        out.0.push(Command::Accepted {
+        self.cancel_pending(op, "cancelled by ops", cx);
+        self.drive_operation(op, cx);
+        cx.commands.push(Command::Accepted {
             request: request.clone(),
             op,
         });
@@ -572,7 +536,7 @@ impl Engine {
 
     /// Jobs not yet started stay where they run; jobs whose source is lost keep moving (a
     /// cancel must not leave them down), as do jobs already past their point of no return.
-    pub(super) fn cancel_pending(&mut self, op: u64, why: &str, now: Timestamp, out: &mut Out) {
+    pub(super) fn cancel_pending(&mut self, op: u64, why: &str, cx: &mut Step<'_>) {
         let source_reachable = match self.operations.get(&op) {
             Some(o) => self.reachable(&o.from),
             None => return,
@@ -581,8 +545,7 @@ impl Engine {
         if let Some(o) = self.operations.get_mut(&op) {
             if !source_reachable {
                 self.audit(
-                    out,
-                    now,
+                    cx,
                     Some(op),
                     None,
                     None,
@@ -606,8 +569,7 @@ impl Engine {
             }
         }
         self.audit(
-            out,
-            now,
+            cx,
             Some(op),
             None,
             None,

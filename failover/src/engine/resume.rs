@@ -43,18 +43,18 @@ impl Engine {
                 engine.down_tried.insert(r.id().clone(), now);
             }
         }
-        let mut out = Out(Vec::new());
+        let mut out: Vec<Command> = Vec::new();
         engine.flush(&mut out);
         // A loss written just before the leader died may never have reached the sites:
         // marked again (idempotent) before anything is moved off them.
         // So may a recovery: a site marked lost once is marked again with its state.
         for s in engine.sites.values() {
             match s.status {
-                SiteStatus::Lost { .. } => out.0.push(Command::MarkSiteLost {
+                SiteStatus::Lost { .. } => out.push(Command::MarkSiteLost {
                     site: s.id.clone(),
                     epoch: s.epoch,
                 }),
-                SiteStatus::Up if s.epoch > 0 => out.0.push(Command::MarkSiteRecovered {
+                SiteStatus::Up if s.epoch > 0 => out.push(Command::MarkSiteRecovered {
                     site: s.id.clone(),
                     epoch: s.epoch,
                 }),
@@ -63,7 +63,7 @@ impl Engine {
         }
         for record in engine.jobs.values() {
             match &record.phase {
-                JobPhase::Fencing { .. } => out.0.push(Command::Fence {
+                JobPhase::Fencing { .. } => out.push(Command::Fence {
                     job: record.id().clone(),
                     generation: record.generation,
                     site: record.site.clone(),
@@ -72,7 +72,7 @@ impl Engine {
                     placement,
                     restore_from,
                     ..
-                } => out.0.push(Command::Relaunch {
+                } => out.push(Command::Relaunch {
                     job: record.id().clone(),
                     generation: record.generation,
                     site: record.site.clone(),
@@ -148,13 +148,13 @@ impl Engine {
                     }
                     _ => continue,
                 };
-                out.0.push(cmd);
+                out.push(cmd);
             }
         }
-        out.0.extend(reports);
+        out.extend(reports);
         // A re-issued fence the site does not answer (it may be unreachable) is issued
         // again after `fence_retry`, like any other.
-        for c in &out.0 {
+        for c in &out {
             if let Command::Fence {
                 job,
                 generation,
@@ -167,7 +167,7 @@ impl Engine {
             }
         }
         let ops: Vec<u64> = engine.operations.keys().copied().collect();
-        out.0.push(Command::Audit(AuditEntry {
+        out.push(Command::Audit(AuditEntry {
             at: now,
             op: None,
             job: None,
@@ -179,7 +179,7 @@ impl Engine {
                 engine.operations.values().filter(|o| o.is_active()).count()
             ),
         }));
-        (engine, out.0)
+        (engine, out)
     }
 
     /// Job and operation records are written one by one, so a leader may die between the

@@ -6,29 +6,29 @@ use scheduler::model::{JobId, Resources, SiteId};
 use super::*;
 use crate::health::{SiteSigns, SiteVerdict, judge_site};
 use crate::operation::{MoveMode, OpKind};
-use crate::types::{Placer, Timestamp, elapsed};
+use crate::types::{Timestamp, elapsed};
 
 impl Engine {
     // ---- judgement ----------------------------------------------------------------------
 
-    pub(super) fn evaluate(&mut self, now: Timestamp, placer: &dyn Placer, out: &mut Out) {
+    pub(super) fn evaluate(&mut self, cx: &mut Step<'_>) {
         let sites: Vec<SiteId> = self.sites.keys().cloned().collect();
         for site in &sites {
-            self.judge_site(site, now, placer, out);
+            self.judge_site(site, cx);
         }
-        self.stop_waiting_on_lost_sites(now, placer, out);
-        self.release_unmovable(now, out);
-        self.release_orphans(now, out);
+        self.stop_waiting_on_lost_sites(cx);
+        self.release_unmovable(cx);
+        self.release_orphans(cx);
         for site in &sites {
-            let fresh = self.view_is_fresh(site, now);
+            let fresh = self.view_is_fresh(site, cx.now);
             if fresh {
-                self.issue_stale_fences(site, now, out);
-                self.judge_jobs(site, now, out);
+                self.issue_stale_fences(site, cx);
+                self.judge_jobs(site, cx);
             }
-            self.retry_pending_fences(site, now, out);
-            self.check_returning(site, now, placer, out);
+            self.retry_pending_fences(site, cx);
+            self.check_returning(site, cx);
         }
-        self.revive_down_jobs(None, now, placer, out);
+        self.revive_down_jobs(None, cx);
         let active: Vec<u64> = self
             .operations
             .values()
@@ -36,7 +36,7 @@ impl Engine {
             .map(|o| o.id)
             .collect();
         for op in active {
-            self.drive_operation(op, now, placer, out);
+            self.drive_operation(op, cx);
         }
     }
 
@@ -82,13 +82,7 @@ impl Engine {
         })
     }
 
-    pub(super) fn judge_site(
-        &mut self,
-        site: &SiteId,
-        now: Timestamp,
-        placer: &dyn Placer,
-        out: &mut Out,
-    ) {
+    pub(super) fn judge_site(&mut self, site: &SiteId, cx: &mut Step<'_>) {
         let Some(status) = self.sites.get(site).map(|s| s.status.clone()) else {
             return;
         };
@@ -98,23 +92,22 @@ impl Engine {
         let Some(signs) = self.signs(site) else {
             return;
         };
-        match judge_site(&signs, self.quorum, now, &self.config.site) {
+        match judge_site(&signs, self.quorum, cx.now, &self.config.site) {
             SiteVerdict::Lost { since } => {
                 if let Some(v) = self.views.get_mut(site) {
                     v.no_quorum_reported = false;
                 }
                 if status == SiteStatus::Up {
-                    self.site_lost(site, since, now, placer, out);
+                    self.site_lost(site, since, cx);
                 } else if let Some(s) = self.sites.get_mut(site) {
                     // Went dark again while returning: still lost, same epoch.
                     s.status = SiteStatus::Lost {
                         since,
-                        detected_at: now,
+                        detected_at: cx.now,
                     };
                     self.dirty.sites.insert(site.clone());
                     self.audit(
-                        out,
-                        now,
+                        cx,
                         None,
                         None,
                         Some(site),
@@ -129,7 +122,7 @@ impl Engine {
                     .map(|v| !std::mem::replace(&mut v.no_quorum_reported, true))
                     .unwrap_or(false);
                 if first {
-                    self.audit(out, now, None, None, Some(site), format!("unreachable since {since} but no quorum with the witness: not failing over"));
+                    self.audit(cx, None, None, Some(site), format!("unreachable since {since} but no quorum with the witness: not failing over"));
                 }
             }
             SiteVerdict::Healthy | SiteVerdict::Suspect { .. } => {
@@ -140,14 +133,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn site_lost(
-        &mut self,
-        site: &SiteId,
-        since: Timestamp,
-        now: Timestamp,
-        placer: &dyn Placer,
-        out: &mut Out,
-    ) {
+    pub(super) fn site_lost(&mut self, site: &SiteId, since: Timestamp, cx: &mut Step<'_>) {
         let epoch = {
             let Some(s) = self.sites.get_mut(site) else {
                 return;
@@ -155,21 +141,20 @@ impl Engine {
             s.epoch += 1;
             s.status = SiteStatus::Lost {
                 since,
-                detected_at: now,
+                detected_at: cx.now,
             };
             s.epoch
         };
         self.dirty.sites.insert(site.clone());
         self.audit(
-            out,
-            now,
+            cx,
             None,
             None,
             Some(site),
             format!("site lost (silent since {since}, quorum with witness held): epoch {epoch}"),
         );
         self.act(
-            out,
+            cx,
             Command::MarkSiteLost {
                 site: site.clone(),
                 epoch,
@@ -183,9 +168,9 @@ impl Engine {
             .map(|o| o.id)
             .collect();
         for op in doomed {
-            self.cancel_pending(op, &format!("target site {site} lost"), now, out);
+            self.cancel_pending(op, &format!("target site {site} lost"), cx);
         }
-        self.stop_waiting_on_lost_sites(now, placer, out);
+        self.stop_waiting_on_lost_sites(cx);
         let Some(survivor) = self
             .config
             .sites
@@ -194,36 +179,25 @@ impl Engine {
             .cloned()
         else {
             self.audit(
-                out,
-                now,
+                cx,
                 None,
                 None,
                 Some(site),
                 "no healthy site to fail over to".into(),
             );
-            self.displace_without_survivor(site, now, out);
+            self.displace_without_survivor(site, cx);
             return;
         };
-        self.start_operation(
-            OpKind::SiteLoss { epoch },
-            true,
-            site.clone(),
-            survivor,
-            MoveMode::Forced,
-            false,
-            Some(since),
-            now,
-            placer,
-            out,
-        );
+        let scope = MoveScope {
+            from: site.clone(),
+            to: survivor,
+            mode: MoveMode::Forced,
+            failback: false,
+        };
+        self.start_operation(OpKind::SiteLoss { epoch }, true, scope, Some(since), cx);
     }
 
-    pub(super) fn displace_without_survivor(
-        &mut self,
-        site: &SiteId,
-        now: Timestamp,
-        out: &mut Out,
-    ) {
+    pub(super) fn displace_without_survivor(&mut self, site: &SiteId, cx: &mut Step<'_>) {
         let ids: Vec<JobId> = self
             .jobs
             .values()
@@ -235,8 +209,7 @@ impl Engine {
                 &id,
                 format!("site {site} lost and no healthy site left"),
                 Resources::ZERO,
-                now,
-                out,
+                cx,
             );
         }
     }
@@ -264,7 +237,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn issue_stale_fences(&mut self, site: &SiteId, now: Timestamp, out: &mut Out) {
+    pub(super) fn issue_stale_fences(&mut self, site: &SiteId, cx: &mut Step<'_>) {
         if !self.reachable(site) {
             return;
         }
@@ -283,9 +256,9 @@ impl Engine {
             if self.fence_sent.contains_key(&key) {
                 continue;
             }
-            self.fence_sent.insert(key, now);
+            self.fence_sent.insert(key, cx.now);
             self.act(
-                out,
+                cx,
                 Command::Fence {
                     job,
                     generation,
@@ -297,21 +270,21 @@ impl Engine {
 
     /// Re-issues fences that were not confirmed within `fence_retry` (the driver may have
     /// failed to reach the site).
-    pub(super) fn retry_pending_fences(&mut self, site: &SiteId, now: Timestamp, out: &mut Out) {
+    pub(super) fn retry_pending_fences(&mut self, site: &SiteId, cx: &mut Step<'_>) {
         if !self.reachable(site) {
             return;
         }
         let due: Vec<(JobId, SiteId, u64)> = self
             .fence_sent
             .iter()
-            .filter(|((_, s, _), at)| s == site && elapsed(**at, now) >= self.config.fence_retry)
+            .filter(|((_, s, _), at)| s == site && elapsed(**at, cx.now) >= self.config.fence_retry)
             .map(|(k, _)| k.clone())
             .collect();
         for key in due {
-            self.fence_sent.insert(key.clone(), now);
+            self.fence_sent.insert(key.clone(), cx.now);
             let (job, site, generation) = key;
             self.act(
-                out,
+                cx,
                 Command::Fence {
                     job,
                     generation,
@@ -322,13 +295,7 @@ impl Engine {
     }
 
     /// A returning site becomes Up once no stale generation is left there.
-    pub(super) fn check_returning(
-        &mut self,
-        site: &SiteId,
-        now: Timestamp,
-        placer: &dyn Placer,
-        out: &mut Out,
-    ) {
+    pub(super) fn check_returning(&mut self, site: &SiteId, cx: &mut Step<'_>) {
         if self.sites.get(site).map(|s| &s.status) != Some(&SiteStatus::Returning) {
             return;
         }
@@ -348,22 +315,21 @@ impl Engine {
         };
         self.dirty.sites.insert(site.clone());
         self.audit(
-            out,
-            now,
+            cx,
             None,
             None,
             Some(site),
             format!("every stale generation fenced: site recovered (epoch {epoch})"),
         );
         self.act(
-            out,
+            cx,
             Command::MarkSiteRecovered {
                 site: site.clone(),
                 epoch,
             },
         );
         // Jobs that could not go anywhere come back (home first) before any failback.
-        self.revive_down_jobs(Some(site), now, placer, out);
+        self.revive_down_jobs(Some(site), cx);
         if self.config.auto_failback
             && let Some(from) = self
                 .config
@@ -373,25 +339,19 @@ impl Engine {
                 .cloned()
         {
             self.audit(
-                out,
-                now,
+                cx,
                 None,
                 None,
                 Some(site),
                 "policy allows automatic failback".into(),
             );
-            self.start_operation(
-                OpKind::Failback,
-                true,
+            let scope = MoveScope {
                 from,
-                site.clone(),
-                MoveMode::Planned,
-                true,
-                None,
-                now,
-                placer,
-                out,
-            );
+                to: site.clone(),
+                mode: MoveMode::Planned,
+                failback: true,
+            };
+            self.start_operation(OpKind::Failback, true, scope, None, cx);
         }
     }
 }
