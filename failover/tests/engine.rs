@@ -1610,3 +1610,65 @@ fn a_job_whose_jar_is_missing_in_the_target_is_not_moved_there_and_the_plan_says
         "{commands:?}"
     );
 }
+
+/// The wait for a fence is relaunch delay, never data lost: a job found failed at one instant
+/// and relaunched when its fence is confirmed later reports its RPO up to the detection and
+/// its RTO from it.
+#[test]
+fn a_failed_job_relaunched_once_its_fence_is_confirmed_reports_rpo_up_to_the_detection_and_rto_from_it()
+ {
+    let mut h = Harness::new(|_| {});
+    h.register("j1", Priority::Normal, FailoverMode::RestoreRequired, "a");
+    h.complete("j1", checkpoint("a", 1, 5, t(0)));
+    h.keep_alive(t(10));
+    let failed = vec![observed("j1", 1, RunState::Failed, 3, "a-1", "a-2")];
+    assert_eq!(
+        h.observe("a", t(10), &[], failed),
+        vec![fence("j1", 1, "a")]
+    );
+    let relaunch = h.step(fenced("j1", 1, "a"), t(25));
+    assert_eq!(
+        relaunches(&relaunch),
+        vec![("ns/j1".into(), 2, "a".into(), Some(5))]
+    );
+    let report = reports(&relaunch);
+    assert_eq!(report.len(), 1, "one report per relaunch: {report:?}");
+    assert_eq!(report[0].rpo, Some(Duration::from_secs(10)));
+    assert_eq!(report[0].rto_from_detection, Duration::from_secs(15));
+    assert_eq!(report[0].rto_from_last_heartbeat, None);
+}
+
+/// A job an operation gives up on keeps running where it is, and a new leader must read it
+/// so: the engine writes it back as running, not only says so in the audit.
+#[test]
+fn a_job_whose_savepoint_fails_is_written_back_as_running_at_the_source() {
+    let mut h = Harness::new(|_| {});
+    h.register("j1", Priority::Normal, FailoverMode::RestoreRequired, "a");
+    h.keep_alive(t(10));
+    let failover = OpsRequest::Failover {
+        from: site("a"),
+        to: site("b"),
+        mode: MoveMode::Planned,
+        dry_run: false,
+    };
+    h.step(Event::OpsRequest(failover), t(10));
+    let phase_in_store = |h: &Harness| match h.store.get("job/ns/j1") {
+        Some(Record::Job(j)) => j.phase.clone(),
+        other => panic!("no job record stored: {other:?}"),
+    };
+    assert_eq!(phase_in_store(&h), JobPhase::InOperation { op: 1 });
+    let commands = h.step(
+        Event::SavepointFailed {
+            op: 1,
+            job: job("j1"),
+            reason: "disk full".into(),
+        },
+        t(11),
+    );
+    assert_eq!(phase_in_store(&h), JobPhase::Running);
+    assert!(
+        commands.iter().any(|c| matches!(c, Command::Audit(a)
+            if a.message == "savepoint failed, job keeps running at the source: disk full")),
+        "the audit says why: {commands:?}"
+    );
+}
