@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use scheduler::model::{JobDemand, JobId, JobPlacement, Resources, SiteId};
 
-use super::*;
 use crate::types::{RelaunchReason, SiteMoves, elapsed};
+
+use super::*;
 
 impl Engine {
     /// The launch of `generation` in `site` was refused and that generation is fenced: the

@@ -5,11 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use scheduler::model::{JobId, Resources, SiteId};
 
-use super::*;
 use crate::operation::{MoveStep, OpKind, Operation};
 use crate::types::{
     CheckpointKind, CheckpointPointer, JobSpec, RelaunchReason, SiteObservation, Timestamp,
 };
+
+use super::*;
 
 impl Engine {
     /// Applies one event; `false` when it is bookkeeping only and needs no judging.

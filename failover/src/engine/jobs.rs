@@ -5,12 +5,13 @@ use std::collections::BTreeSet;
 
 use scheduler::model::{JobId, JobPlacement, Resources, SiteId};
 
-use super::*;
 use crate::health::{NodeVerdict, judge_node};
 use crate::operation::MoveStep;
 use crate::types::{
     CheckpointPointer, FailoverMode, RelaunchReason, RunState, SiteMoves, Timestamp, elapsed,
 };
+
+use super::*;
 
 impl Engine {
     /// Node loss, TaskManager loss, crash loops: the first two recovery tiers.

@@ -3,9 +3,10 @@
 
 use scheduler::model::{JobId, JobPlacement, Resources};
 
-use super::*;
 use crate::operation::{MoveMode, MoveStep, OpKind};
 use crate::types::RelaunchReason;
+
+use super::*;
 
 impl Engine {
     pub(super) fn start_move(&mut self, op: u64, job: &JobId, cx: &mut Step<'_>) {

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use scheduler::model::{JobDemand, JobId, JobPlacement, Resources, SiteId};
 
-use super::*;
 use crate::operation::{
     FailoverPlan, MoveMode, MoveStep, OpJob, OpKind, OpState, Operation, PlannedMove,
 };
 use crate::types::{FailoverMode, NotFitting, Placer, SiteMoves, Timestamp, elapsed};
+
+use super::*;
 
 impl Engine {
     /// The plan an operation would follow, without changing anything.

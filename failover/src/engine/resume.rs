@@ -1,9 +1,10 @@
 //! A new leader's engine, rebuilt from the stored records, and the commands that re-issue every step in flight.
 //! It must never start anything new: a re-issued command carries the generation and savepoint target first issued.
 
-use super::*;
 use crate::operation::{MoveStep, OpKind};
 use crate::types::{RelaunchReason, Timestamp, elapsed};
+
+use super::*;
 
 impl Engine {
     /// Rebuilds an engine from persisted records (a new leader) and returns the commands that

@@ -3,10 +3,11 @@
 
 use scheduler::model::{JobId, Resources, SiteId};
 
-use super::*;
 use crate::health::{SiteSigns, SiteVerdict, judge_site};
 use crate::operation::{MoveMode, OpKind};
 use crate::types::{Timestamp, elapsed};
+
+use super::*;
 
 impl Engine {
     // ---- judgement ----------------------------------------------------------------------
