@@ -1,5 +1,5 @@
-//! Jobs that run nowhere: marked down with the reason, tried again with back-off, revived when a site may host them.
-//! It must never leave a job down while a site may host it, nor revive one whose old generation may still run.
+//! Jobs that run nowhere: down with a reason, tried again with back-off, revived when hosted.
+//! It must never leave a job down while a site may host it, nor revive one that may still run.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

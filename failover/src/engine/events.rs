@@ -1,5 +1,5 @@
-//! One event applied to the engine's state: answers to its commands, observations, stored jobs, ops requests.
-//! It must never let an answer for another generation or another operation step move the one in flight.
+//! One event applied: answers to commands, observations, stored jobs, ops requests.
+//! It must never let an answer for another generation or operation step move the one in flight.
 
 use std::collections::{BTreeMap, BTreeSet};
 

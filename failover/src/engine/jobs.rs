@@ -1,5 +1,5 @@
-//! One job's recovery in its site or the other: node, TaskManager and crash-loop findings, fence, relaunch.
-//! It must never relaunch before the old generation is fenced or stale, nor restore across sites from a checkpoint not replicated there.
+//! One job's recovery: node, TaskManager and crash-loop findings, fence, relaunch.
+//! It must never relaunch before the old generation is fenced, nor restore an unreplicated copy.
 
 use std::collections::BTreeSet;
 

@@ -1,5 +1,5 @@
-//! The failover engine: events and the current instant in, the commands a driver must execute out.
-//! It must never perform I/O or read a clock (openraft's engine/driver split): time and answers arrive as values.
+//! The failover engine: events and the current instant in, commands for a driver out.
+//! It must never perform I/O or read a clock: time, observations and answers arrive as values.
 //!
 //! `types` holds the vocabulary (config, records, events, commands); `resume` rebuilds an engine
 //! from stored records; `events` applies one event; `site` judges sites; `jobs` recovers one job;

@@ -1,5 +1,5 @@
-//! One job's move inside an operation: savepoint, fence, replicate, launch at the target (or back at the source).
-//! It must never launch at the target from anything but the savepoint or checkpoint readable there.
+//! One job's move inside an operation: savepoint, fence, replicate, launch (or back at the source).
+//! It must never launch at the target from anything but what is readable there.
 
 use scheduler::model::{JobId, JobPlacement, Resources};
 

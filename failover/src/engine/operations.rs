@@ -1,5 +1,5 @@
-//! Operations: switchover (planned), forced failover, failback and site loss; planning, pacing, cancelling.
-//! It must never start more moves than the rate and concurrency bounds allow, nor plan a job another operation owns.
+//! Operations: switchover, forced failover, failback and site loss; plan, pace, cancel.
+//! It must never start moves beyond the rate and concurrency bounds, nor take a job another owns.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

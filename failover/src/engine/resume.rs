@@ -1,5 +1,5 @@
-//! A new leader's engine, rebuilt from the stored records, and the commands that re-issue every step in flight.
-//! It must never start anything new: a re-issued command carries the generation and savepoint target first issued.
+//! A new leader's engine rebuilt from the stored records, with commands re-issuing steps in flight.
+//! It must never start anything new: a re-issued command keeps its generation and target.
 
 use crate::operation::{MoveStep, OpKind};
 use crate::types::{RelaunchReason, Timestamp, elapsed};

@@ -1,5 +1,5 @@
-//! Site judgement: signs of life, loss (epoch + 1), return, and the fences a returning site needs first.
-//! It must never judge a site lost without quorum, nor let anything but fences run in a site that is not `Up`.
+//! Site judgement: signs of life, loss (epoch + 1), return, and the fences a return needs first.
+//! It must never judge a site lost without quorum, nor run anything but fences where it is not Up.
 
 use scheduler::model::{JobId, Resources, SiteId};
 

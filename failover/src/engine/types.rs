@@ -1,5 +1,5 @@
-//! The engine's vocabulary: its configuration, durable records, events in and commands out.
-//! Data only, no decision: and the records' serialised form must never change without a migration.
+//! The engine's vocabulary: configuration, durable records, events in and commands out.
+//! Data only, no decision; the records' serialised form must never change without a migration.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

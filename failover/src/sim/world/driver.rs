@@ -1,6 +1,5 @@
-//! The production failover driver run against the world: `Sim` is its `Effects` and `Placer`,
-//! and a pass, a delivery or a leader crash goes through it. It must never decide what the
-//! engine decides: commands are executed as the controller would, nothing re-implemented.
+//! The production failover driver run over the world: `Sim` is its `Effects` and `Placer`.
+//! It must never decide or execute anything itself: the commands are the real engine's.
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;

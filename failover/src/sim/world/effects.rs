@@ -1,6 +1,5 @@
-//! What the driver's commands do in the world: records written, sites marked, generations
-//! launched and fenced, savepoints taken and copied, with their answers. It must never let a
-//! command succeed that the real site would refuse (epoch admission, no room, cut off).
+//! What the driver's commands do in the world: records, site marks, launches, fences, savepoints.
+//! It must never let a command succeed that a real site would refuse (epoch, room, cut off).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

@@ -1,6 +1,5 @@
-//! Faults a scenario or a seed injects: nodes and sites lost and back, partitions, agents cut
-//! or crashed, launches refused, quorum, job failures. It must never check an invariant or
-//! run the controller: a fault changes the world and the next step shows what follows.
+//! Faults scenarios and seeds inject: nodes, sites, partitions, agents, refusals, quorum, jobs.
+//! It must never check or run the controller: a fault changes the world, the next step judges.
 
 use std::time::Duration;
 

@@ -1,6 +1,5 @@
-//! The invariants checked as effects run and after every step: one running generation per
-//! job, restores readable in the target, losses judged with quorum, never stranded, honest
-//! RPO. It must never change the world: a check only reads and records violations.
+//! The invariants checked after every effect and step, and the run's outcome.
+//! It must never change the world: a check reads and records violations, nothing more.
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -2,7 +2,13 @@
 //! that heart-beat or not, Flink generations that run, restart, fail and checkpoint, sites
 //! that go dark and come back with their zombies, a controller that may be cut off a site or
 //! lose quorum, replication between the sites' storage, and a leader that may die between
-//! any two effects and be replaced by one that resumes from the persisted records.
+//! any two effects and be replaced by one that resumes from the persisted records. It must
+//! never stand in for production code: engine, driver, agent decisions and placer are the
+//! real ones; only the sites, their storage and the clock are fake.
+//!
+//! `driver` runs the production driver over the world (`Sim`: its effects and placer);
+//! `effects` is what those commands do here; `faults` what scenarios and seeds inject;
+//! `time` what happens while the clock moves; `invariants` the checks and the outcome.
 //!
 //! The world is the driver's [`Effects`] (and its [`Placer`]): the rounds, their write-ahead
 //! batching and the concurrency of relaunches and fences are the production driver's. With
@@ -28,6 +34,14 @@ mod faults;
 mod invariants;
 mod time;
 
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use scheduler::model::{JobId, JobPlacement, PlacementPolicy, PodRole, Resources, SiteId};
+
 use crate::agent::{AgentTiming, lease_may_be_alive};
 use crate::driver::Driver;
 use crate::engine::{Command, Engine, EngineConfig, Event, Record};
@@ -37,12 +51,6 @@ use crate::sim::report::{
 use crate::types::{
     CheckpointKind, CheckpointPointer, JobSpec, ObservedCheckpoint, PlacementOutcome, Timestamp,
 };
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use scheduler::model::{JobId, JobPlacement, PlacementPolicy, PodRole, Resources, SiteId};
-use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 /// How the fake world answers: how long launches, fences, savepoints and replication take,
 /// and Flink's restart back-off.

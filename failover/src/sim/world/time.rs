@@ -1,6 +1,5 @@
-//! Cluster time: what the world does while the clock moves (heartbeats, Flink restarts and
-//! checkpoints, replication, TaskManager eviction, agents' leases). It must never act for
-//! the controller: only the driver's commands start, fence or move a generation.
+//! Cluster time: heartbeats, Flink restarts and checkpoints, replication, eviction, leases.
+//! It must never act for the controller: only the driver's commands start or fence a generation.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
