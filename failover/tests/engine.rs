@@ -496,7 +496,7 @@ fn a_planned_switchover_savepoints_fences_replicates_then_launches_with_zero_rpo
         ]
     );
     let mut sp = checkpoint("a", 1, 9, t(11));
-    sp.kind = CheckpointKind::Savepoint;
+    sp.kind = RestorePointKind::Savepoint;
     assert_eq!(
         h.act(
             Event::SavepointCompleted {
@@ -557,7 +557,7 @@ fn a_planned_switchover_savepoints_fences_replicates_then_launches_with_zero_rpo
         h.engine
             .job(&job("j1"))
             .map(|r| (r.site.clone(), r.phase.clone())),
-        Some((site("b"), JobPhase::Running))
+        Some((site("b"), FailoverPhase::Running))
     );
 }
 
@@ -659,7 +659,7 @@ fn cancelling_mid_operation_leaves_every_job_running_exactly_once() {
         Some(OpState::Cancelling)
     );
     let mut sp = checkpoint("a", 1, 9, t(12));
-    sp.kind = CheckpointKind::Savepoint;
+    sp.kind = RestorePointKind::Savepoint;
     all.extend(h.act(
         Event::SavepointCompleted {
             op: 1,
@@ -712,9 +712,9 @@ fn cancelling_mid_operation_leaves_every_job_running_exactly_once() {
     assert_eq!(
         where_,
         vec![
-            ("ns/j1".into(), "b".into(), 2, JobPhase::Running),
-            ("ns/j2".into(), "a".into(), 1, JobPhase::Running),
-            ("ns/j3".into(), "a".into(), 1, JobPhase::Running),
+            ("ns/j1".into(), "b".into(), 2, FailoverPhase::Running),
+            ("ns/j2".into(), "a".into(), 1, FailoverPhase::Running),
+            ("ns/j3".into(), "a".into(), 1, FailoverPhase::Running),
         ]
     );
 }
@@ -1223,7 +1223,7 @@ fn a_job_that_never_checkpointed_comes_home_without_state_once_its_site_returns(
     );
     assert!(matches!(
         h.engine.job(&job("j-new")).unwrap().phase,
-        JobPhase::Down { .. }
+        FailoverPhase::Down { .. }
     ));
     // Retries while b is lost change nothing and report nothing again.
     for at in [62, 93, 124] {
@@ -1252,7 +1252,7 @@ fn a_job_that_never_checkpointed_comes_home_without_state_once_its_site_returns(
     assert_eq!(report.rpo, None, "started without state");
     assert!(matches!(
         h.engine.job(&job("j-new")).unwrap().phase,
-        JobPhase::Launching { .. }
+        FailoverPhase::Launching { .. }
     ));
 }
 
@@ -1351,7 +1351,7 @@ fn a_job_preempted_by_a_failover_runs_again_once_its_site_has_room() {
     h.act(fenced("j-cheap", 1, "a"), t(32));
     assert!(matches!(
         h.engine.job(&job("j-cheap")).unwrap().phase,
-        JobPhase::Down { .. }
+        FailoverPhase::Down { .. }
     ));
     h.placer.refuse.clear();
     h.observe("a", t(40), &[], vec![]);
@@ -1656,7 +1656,7 @@ fn a_job_whose_savepoint_fails_is_written_back_as_running_at_the_source() {
         Some(Record::Job(j)) => j.phase.clone(),
         other => panic!("no job record stored: {other:?}"),
     };
-    assert_eq!(phase_in_store(&h), JobPhase::InOperation { op: 1 });
+    assert_eq!(phase_in_store(&h), FailoverPhase::InOperation { op: 1 });
     let commands = h.step(
         Event::SavepointFailed {
             op: 1,
@@ -1665,7 +1665,7 @@ fn a_job_whose_savepoint_fails_is_written_back_as_running_at_the_source() {
         },
         t(11),
     );
-    assert_eq!(phase_in_store(&h), JobPhase::Running);
+    assert_eq!(phase_in_store(&h), FailoverPhase::Running);
     assert!(
         commands.iter().any(|c| matches!(c, Command::Audit(a)
             if a.message == "savepoint failed, job keeps running at the source: disk full")),

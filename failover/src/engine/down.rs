@@ -31,7 +31,7 @@ impl Engine {
         let Some(r) = self.jobs.get_mut(job) else {
             return;
         };
-        r.phase = JobPhase::Down {
+        r.phase = FailoverPhase::Down {
             reason: reason.clone(),
         };
         self.dirty.jobs.insert(job.clone());
@@ -82,7 +82,7 @@ impl Engine {
             site: r.site.clone(),
             generation: r.generation,
         });
-        r.phase = JobPhase::Down {
+        r.phase = FailoverPhase::Down {
             reason: reason.clone(),
         };
         let site = r.site.clone();
@@ -117,7 +117,7 @@ impl Engine {
             .filter(|r| {
                 !matches!(
                     r.phase,
-                    JobPhase::InOperation { .. } | JobPhase::Down { .. }
+                    FailoverPhase::InOperation { .. } | FailoverPhase::Down { .. }
                 )
             })
             .filter_map(|r| {
@@ -150,10 +150,10 @@ impl Engine {
     /// `down_retry`, and every one at once when `returned` (a site) has just recovered.
     /// Jobs placed together in one site are placed by one placer call, in priority order.
     pub(super) fn revive_down_jobs(&mut self, returned: Option<&SiteId>, cx: &mut Step<'_>) {
-        let mut due: Vec<&JobRecord> =
+        let mut due: Vec<&TrackedJob> =
             self.jobs
                 .values()
-                .filter(|r| matches!(r.phase, JobPhase::Down { .. }))
+                .filter(|r| matches!(r.phase, FailoverPhase::Down { .. }))
                 .filter(|r| {
                     returned.is_some()
                         || self.down_tried.get(r.id()).is_none_or(|at| {
@@ -258,7 +258,7 @@ impl Engine {
                 } else {
                     RelaunchReason::Revived {
                         was_down: match self.jobs.get(job).map(|r| &r.phase) {
-                            Some(JobPhase::Down { reason }) => reason.clone(),
+                            Some(FailoverPhase::Down { reason }) => reason.clone(),
                             _ => String::new(),
                         },
                     }
@@ -285,13 +285,13 @@ impl Engine {
             return;
         };
         if r.phase
-            == (JobPhase::Down {
+            == (FailoverPhase::Down {
                 reason: reason.clone(),
             })
         {
             return;
         }
-        r.phase = JobPhase::Down {
+        r.phase = FailoverPhase::Down {
             reason: reason.clone(),
         };
         let site = r.site.clone();

@@ -7,7 +7,7 @@ use scheduler::model::{JobId, Resources, SiteId};
 
 use crate::operation::{MoveStep, OpKind, Operation};
 use crate::types::{
-    CheckpointKind, CheckpointPointer, JobSpec, RelaunchReason, SiteObservation, Timestamp,
+    CheckpointPointer, JobSpec, RelaunchReason, RestorePointKind, SiteObservation, Timestamp,
 };
 
 use super::*;
@@ -94,7 +94,10 @@ impl Engine {
             // The driver launched a newer generation on its own (a spec change relaunches with
             // a savepoint): adopt it, unless the engine is itself moving the job, and fence
             // the one it replaced.
-            let idle = matches!(existing.phase, JobPhase::Running | JobPhase::Down { .. });
+            let idle = matches!(
+                existing.phase,
+                FailoverPhase::Running | FailoverPhase::Down { .. }
+            );
             if generation > existing.generation && idle {
                 let replaced = StaleGeneration {
                     site: existing.site.clone(),
@@ -103,7 +106,7 @@ impl Engine {
                 existing.stale.insert(replaced);
                 existing.generation = generation;
                 existing.site = site.clone();
-                existing.phase = JobPhase::Running;
+                existing.phase = FailoverPhase::Running;
                 existing.failures_in_site = 0;
                 existing.task_managers_lost_since = None;
                 existing.epoch = self.sites.get(&site).map(|s| s.epoch);
@@ -118,11 +121,11 @@ impl Engine {
         } else {
             self.jobs.insert(
                 id.clone(),
-                JobRecord {
+                TrackedJob {
                     spec,
                     generation,
                     site: site.clone(),
-                    phase: JobPhase::Running,
+                    phase: FailoverPhase::Running,
                     latest_complete: BTreeMap::new(),
                     latest_replicated: BTreeMap::new(),
                     failures_in_site: 0,
@@ -210,7 +213,7 @@ impl Engine {
                                 id: c.id,
                                 path: c.path.clone(),
                                 completed_at: c.completed_at,
-                                kind: CheckpointKind::Checkpoint,
+                                kind: RestorePointKind::Checkpoint,
                             },
                         ))
                     })
@@ -311,8 +314,8 @@ impl Engine {
             self.dirty.jobs.insert(job.clone());
         }
         match r.phase.clone() {
-            JobPhase::Launching { .. } => {
-                r.phase = JobPhase::Running;
+            FailoverPhase::Launching { .. } => {
+                r.phase = FailoverPhase::Running;
                 self.dirty.jobs.insert(job.clone());
                 self.audit(
                     cx,
@@ -322,7 +325,7 @@ impl Engine {
                     format!("generation {generation} running"),
                 );
             }
-            JobPhase::InOperation { op } => {
+            FailoverPhase::InOperation { op } => {
                 let Some(step) = Self::op_job_step(&mut self.operations, op, job) else {
                     return;
                 };
@@ -332,7 +335,7 @@ impl Engine {
                         generation,
                         site: site.clone(),
                     };
-                    r.phase = JobPhase::Running;
+                    r.phase = FailoverPhase::Running;
                     self.dirty.jobs.insert(job.clone());
                     self.dirty.ops.insert(op);
                     self.audit(
@@ -379,7 +382,7 @@ impl Engine {
             format!("launch of generation {generation} failed: {reason}"),
         );
         match r.phase.clone() {
-            JobPhase::Launching { .. } => {
+            FailoverPhase::Launching { .. } => {
                 let target = self.failure_target(job);
                 if let Some(r) = self.jobs.get_mut(job) {
                     r.failures_in_site += 1;
@@ -388,7 +391,7 @@ impl Engine {
                 let cause = Cause::detected(RelaunchReason::LaunchFailed { reason }, cx.now, None);
                 self.start_fencing(job, target, cause, cx);
             }
-            JobPhase::InOperation { op } => {
+            FailoverPhase::InOperation { op } => {
                 let Some(step) = Self::op_job_step(&mut self.operations, op, job) else {
                     return;
                 };
@@ -447,7 +450,7 @@ impl Engine {
             return;
         };
         match r.phase.clone() {
-            JobPhase::Fencing {
+            FailoverPhase::Fencing {
                 reason,
                 target,
                 detected_at,
@@ -470,7 +473,7 @@ impl Engine {
                 let cause = Cause::detected(reason, detected_at, last_heartbeat);
                 self.relaunch_job(job, &target, cause, cx);
             }
-            JobPhase::InOperation { op } => {
+            FailoverPhase::InOperation { op } => {
                 if let Some(j) = self.operations.get_mut(&op).and_then(|o| o.job_mut(job))
                     && matches!(&j.step, MoveStep::Fencing { generation: g, site: s } if *g == generation && s == site)
                 {
@@ -488,7 +491,7 @@ impl Engine {
             // The generation the engine counts on was stopped (a fence issued before it
             // became current again, a late answer): the job runs nowhere now, so it is
             // relaunched like any job that runs nowhere.
-            JobPhase::Running | JobPhase::Launching { .. }
+            FailoverPhase::Running | FailoverPhase::Launching { .. }
                 if r.generation == generation && &r.site == site =>
             {
                 self.mark_down(

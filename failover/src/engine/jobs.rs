@@ -42,7 +42,7 @@ impl Engine {
             // A job waiting for its turn in an operation still runs at the source like any
             // other: its failures are judged too (see `leave_operation`).
             let waiting_to_move = match r.phase {
-                JobPhase::InOperation { op } => self
+                FailoverPhase::InOperation { op } => self
                     .operations
                     .get(&op)
                     .and_then(|o| o.jobs.iter().find(|j| &j.job == r.id()))
@@ -52,7 +52,10 @@ impl Engine {
             if r.generation != o.generation
                 || &r.site != site
                 || !(waiting_to_move
-                    || matches!(r.phase, JobPhase::Running | JobPhase::Launching { .. }))
+                    || matches!(
+                        r.phase,
+                        FailoverPhase::Running | FailoverPhase::Launching { .. }
+                    ))
             {
                 continue;
             }
@@ -95,7 +98,7 @@ impl Engine {
                 .retain(|(job, g), _| !present.contains(&(job.clone(), *g)));
             for r in self.jobs.values() {
                 let key = (r.id().clone(), r.generation);
-                if &r.site != site || r.phase != JobPhase::Running || present.contains(&key) {
+                if &r.site != site || r.phase != FailoverPhase::Running || present.contains(&key) {
                     continue;
                 }
                 let since = *self.vanished.entry(key.clone()).or_insert(cx.now);
@@ -200,7 +203,8 @@ impl Engine {
     /// stays where it is, `Left`) so that it is recovered in its site now instead of waiting,
     /// failed, for its turn. A no-op for a job in no operation.
     pub(super) fn leave_operation(&mut self, job: &JobId, cx: &mut Step<'_>) {
-        let Some(JobPhase::InOperation { op }) = self.jobs.get(job).map(|r| r.phase.clone()) else {
+        let Some(FailoverPhase::InOperation { op }) = self.jobs.get(job).map(|r| r.phase.clone())
+        else {
             return;
         };
         let Some(j) = self.operations.get_mut(&op).and_then(|o| o.job_mut(job)) else {
@@ -256,7 +260,7 @@ impl Engine {
         let Some(r) = self.jobs.get_mut(job) else {
             return;
         };
-        r.phase = JobPhase::Fencing {
+        r.phase = FailoverPhase::Fencing {
             reason: cause.reason,
             target,
             detected_at: cause.detected_at,
@@ -351,7 +355,7 @@ impl Engine {
             job,
             target,
             restore.clone(),
-            JobPhase::Launching {
+            FailoverPhase::Launching {
                 since: cx.now,
                 placement: placement.clone(),
                 restore_from: restore.clone(),
@@ -378,7 +382,7 @@ impl Engine {
     /// The checkpoint a relaunch of `r` in `target` must restore from (`Ok(None)`: fresh start).
     pub(super) fn restore_point(
         &self,
-        r: &JobRecord,
+        r: &TrackedJob,
         target: &SiteId,
     ) -> Result<Option<CheckpointPointer>, String> {
         let in_site = target == &r.site;
@@ -413,7 +417,7 @@ impl Engine {
         job: &JobId,
         target: &SiteId,
         restore: Option<CheckpointPointer>,
-        phase: JobPhase,
+        phase: FailoverPhase,
     ) -> u64 {
         let Some(r) = self.jobs.get_mut(job) else {
             return 0;

@@ -61,8 +61,8 @@ struct Dirty {
 #[derive(Debug)]
 pub struct Engine {
     config: EngineConfig,
-    jobs: BTreeMap<JobId, JobRecord>,
-    sites: BTreeMap<SiteId, SiteRecord>,
+    jobs: BTreeMap<JobId, TrackedJob>,
+    sites: BTreeMap<SiteId, TrackedSite>,
     operations: BTreeMap<u64, Operation>,
     views: BTreeMap<SiteId, SiteView>,
     quorum: bool,
@@ -143,7 +143,7 @@ impl Engine {
         for site in engine.config.sites.clone() {
             engine.sites.insert(
                 site.clone(),
-                SiteRecord {
+                TrackedSite {
                     id: site.clone(),
                     epoch: 0,
                     status: SiteStatus::Up,
@@ -159,15 +159,15 @@ impl Engine {
         &self.config
     }
 
-    pub fn job(&self, job: &JobId) -> Option<&JobRecord> {
+    pub fn job(&self, job: &JobId) -> Option<&TrackedJob> {
         self.jobs.get(job)
     }
 
-    pub fn jobs(&self) -> impl Iterator<Item = &JobRecord> {
+    pub fn jobs(&self) -> impl Iterator<Item = &TrackedJob> {
         self.jobs.values()
     }
 
-    pub fn site(&self, site: &SiteId) -> Option<&SiteRecord> {
+    pub fn site(&self, site: &SiteId) -> Option<&TrackedSite> {
         self.sites.get(site)
     }
 
@@ -179,7 +179,7 @@ impl Engine {
     /// health judgement of its signs of life (healthy, suspect, or silent past the grace
     /// without quorum). Read-only: for metrics and dashboards, never for decisions, which
     /// `step` takes.
-    pub fn site_health(&self, site: &SiteId, now: Timestamp) -> Option<(SiteRecord, SiteVerdict)> {
+    pub fn site_health(&self, site: &SiteId, now: Timestamp) -> Option<(TrackedSite, SiteVerdict)> {
         let record = self.sites.get(site)?.clone();
         let verdict = match &record.status {
             SiteStatus::Lost { since, .. } => SiteVerdict::Lost { since: *since },
@@ -290,7 +290,7 @@ impl Engine {
         site: Option<&SiteId>,
         message: String,
     ) {
-        cx.commands.push(Command::Audit(AuditEntry {
+        cx.commands.push(Command::Audit(FailoverAudit {
             at: cx.now,
             op,
             job: job.cloned(),

@@ -182,8 +182,12 @@ impl Engine {
                 pods: Vec::new(),
             }
         };
-        let generation =
-            self.adopt_new_generation(job, &target, restore.clone(), JobPhase::InOperation { op });
+        let generation = self.adopt_new_generation(
+            job,
+            &target,
+            restore.clone(),
+            FailoverPhase::InOperation { op },
+        );
         if let Some(j) = self.operations.get_mut(&op).and_then(|o| o.job_mut(job)) {
             j.step = MoveStep::Launching {
                 generation,
@@ -228,7 +232,7 @@ impl Engine {
         cx: &mut Step<'_>,
     ) {
         if let Some(r) = self.jobs.get_mut(job) {
-            r.phase = JobPhase::Running;
+            r.phase = FailoverPhase::Running;
             self.dirty.jobs.insert(job.clone());
         }
         self.audit(cx, Some(op), Some(job), site, message);

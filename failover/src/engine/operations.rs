@@ -202,24 +202,24 @@ impl Engine {
         placer: &dyn Placer,
     ) -> (Vec<OpJob>, Vec<NotFitting>, Vec<JobId>) {
         let (from, to, mode, failback) = (&scope.from, &scope.to, scope.mode, scope.failback);
-        let candidates: Vec<&JobRecord> = self
+        let candidates: Vec<&TrackedJob> = self
             .jobs
             .values()
             .filter(|r| &r.site == from)
-            .filter(|r| !matches!(r.phase, JobPhase::InOperation { .. }))
+            .filter(|r| !matches!(r.phase, FailoverPhase::InOperation { .. }))
             .filter(|r| !failback || r.spec.demand.sites.preferred.as_ref() == Some(to))
             .filter(|r| {
                 // Jobs already down are not running at the source: a planned move has no
                 // savepoint to take, and a forced move of a live source leaves them be.
-                !matches!(r.phase, JobPhase::Down { .. }) || !self.reachable(from)
+                !matches!(r.phase, FailoverPhase::Down { .. }) || !self.reachable(from)
             })
             .collect();
         // A job being recovered in its live site (fenced, relaunched) is left to finish
         // that first; a later failover moves it. From a lost site, everything moves.
-        let (candidates, recovering): (Vec<&JobRecord>, Vec<&JobRecord>) =
+        let (candidates, recovering): (Vec<&TrackedJob>, Vec<&TrackedJob>) =
             candidates.into_iter().partition(|r| {
                 !self.reachable(from)
-                    || matches!(r.phase, JobPhase::Running | JobPhase::Down { .. })
+                    || matches!(r.phase, FailoverPhase::Running | FailoverPhase::Down { .. })
             });
         let mut not_fitting: Vec<NotFitting> = recovering
             .iter()
@@ -340,7 +340,7 @@ impl Engine {
         let source_reachable = self.reachable(&from);
         for j in &jobs {
             if let Some(r) = self.jobs.get_mut(&j.job) {
-                r.phase = JobPhase::InOperation { op: id };
+                r.phase = FailoverPhase::InOperation { op: id };
                 self.dirty.jobs.insert(j.job.clone());
             }
         }
@@ -408,7 +408,7 @@ impl Engine {
             site: site.clone(),
             generation,
         });
-        r.phase = JobPhase::Down {
+        r.phase = FailoverPhase::Down {
             reason: "preempted by a failover".into(),
         };
         self.dirty.jobs.insert(job.clone());
@@ -565,7 +565,7 @@ impl Engine {
         }
         for job in &left {
             if let Some(r) = self.jobs.get_mut(job) {
-                r.phase = JobPhase::Running;
+                r.phase = FailoverPhase::Running;
                 self.dirty.jobs.insert(job.clone());
             }
         }

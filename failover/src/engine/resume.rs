@@ -40,7 +40,7 @@ impl Engine {
         // its delay has passed since now, not at once (leader changes must not turn a
         // refusing site into a retry loop).
         for r in engine.jobs.values() {
-            if r.launches_refused > 0 && matches!(r.phase, JobPhase::Down { .. }) {
+            if r.launches_refused > 0 && matches!(r.phase, FailoverPhase::Down { .. }) {
                 engine.down_tried.insert(r.id().clone(), now);
             }
         }
@@ -64,12 +64,12 @@ impl Engine {
         }
         for record in engine.jobs.values() {
             match &record.phase {
-                JobPhase::Fencing { .. } => out.push(Command::Fence {
+                FailoverPhase::Fencing { .. } => out.push(Command::Fence {
                     job: record.id().clone(),
                     generation: record.generation,
                     site: record.site.clone(),
                 }),
-                JobPhase::Launching {
+                FailoverPhase::Launching {
                     placement,
                     restore_from,
                     ..
@@ -168,7 +168,7 @@ impl Engine {
             }
         }
         let ops: Vec<u64> = engine.operations.keys().copied().collect();
-        out.push(Command::Audit(AuditEntry {
+        out.push(Command::Audit(FailoverAudit {
             at: now,
             op: None,
             job: None,
@@ -197,11 +197,11 @@ impl Engine {
                     };
                     continue;
                 };
-                if r.phase == (JobPhase::InOperation { op: o.id }) {
+                if r.phase == (FailoverPhase::InOperation { op: o.id }) {
                     continue;
                 }
                 j.step = match r.phase {
-                    JobPhase::Down { .. } => MoveStep::Failed {
+                    FailoverPhase::Down { .. } => MoveStep::Failed {
                         reason: "superseded by the job's own recovery".into(),
                         running: false,
                     },
@@ -214,7 +214,7 @@ impl Engine {
             }
         }
         for r in self.jobs.values_mut() {
-            let JobPhase::InOperation { op } = r.phase else {
+            let FailoverPhase::InOperation { op } = r.phase else {
                 continue;
             };
             let step = self
@@ -226,8 +226,8 @@ impl Engine {
                 Some(MoveStep::Failed {
                     running: false,
                     reason,
-                }) => Some(JobPhase::Down { reason }),
-                Some(step) if step.is_finished() => Some(JobPhase::Running),
+                }) => Some(FailoverPhase::Down { reason }),
+                Some(step) if step.is_finished() => Some(FailoverPhase::Running),
                 Some(_) => None,
                 // The operation was never written: the job record may name a generation
                 // that was never launched. Whatever runs of it is stopped, and the job is
@@ -237,7 +237,7 @@ impl Engine {
                         site: r.site.clone(),
                         generation: r.generation,
                     });
-                    Some(JobPhase::Down {
+                    Some(FailoverPhase::Down {
                         reason: format!("operation {op} was lost with the leader that started it"),
                     })
                 }

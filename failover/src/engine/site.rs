@@ -202,7 +202,7 @@ impl Engine {
         let ids: Vec<JobId> = self
             .jobs
             .values()
-            .filter(|r| &r.site == site && !matches!(r.phase, JobPhase::InOperation { .. }))
+            .filter(|r| &r.site == site && !matches!(r.phase, FailoverPhase::InOperation { .. }))
             .map(|r| r.id().clone())
             .collect();
         for id in ids {
@@ -225,7 +225,7 @@ impl Engine {
                 continue;
             };
             let current = r.generation == o.generation && &r.site == site;
-            let down = matches!(r.phase, JobPhase::Down { .. });
+            let down = matches!(r.phase, FailoverPhase::Down { .. });
             if !current || down {
                 let stale = StaleGeneration {
                     site: site.clone(),

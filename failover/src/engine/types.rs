@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::health::{DEFAULT_NODE_GRACE, SiteThresholds};
 use crate::operation::{FailoverPlan, MoveMode, Operation};
 use crate::types::{
-    CheckpointKind, CheckpointPointer, JobSpec, RelaunchReason, SiteObservation, Timestamp, elapsed,
+    CheckpointPointer, JobSpec, RelaunchReason, RestorePointKind, SiteObservation, Timestamp,
+    elapsed,
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,10 +110,12 @@ impl EngineConfig {
     }
 }
 
-/// What the engine believes about one job's run-time state.
+/// What the engine believes about one job's run-time state (the controller's status phase
+/// is `controller::JobPhase`, another thing). Serialised as `phase: running | fencing | …`;
+/// the Rust name is not part of the stored form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "phase")]
-pub enum JobPhase {
+pub enum FailoverPhase {
     Running,
     /// The current generation is being fenced; once confirmed, relaunch in `target`.
     Fencing {
@@ -144,13 +147,15 @@ pub struct StaleGeneration {
     pub generation: u64,
 }
 
+/// What the engine keeps about one job it tracks (`Record::Job`): generation, site, phase,
+/// checkpoint lineage. Not the store's `JobRecord` (the StreamJob, its placement and status).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JobRecord {
+pub struct TrackedJob {
     pub spec: JobSpec,
     /// The latest generation issued; the only one allowed to run.
     pub generation: u64,
     pub site: SiteId,
-    pub phase: JobPhase,
+    pub phase: FailoverPhase,
     /// Latest complete checkpoint of the live lineage, per site where it was written.
     pub latest_complete: BTreeMap<SiteId, CheckpointPointer>,
     /// Latest checkpoint fully replicated to (readable in) each site.
@@ -173,7 +178,7 @@ pub struct JobRecord {
     pub launches_refused: u32,
 }
 
-impl JobRecord {
+impl TrackedJob {
     pub fn id(&self) -> &JobId {
         &self.spec.demand.id
     }
@@ -191,8 +196,10 @@ pub enum SiteStatus {
     Returning,
 }
 
+/// What the engine keeps about one site (`Record::Site`): epoch, status, silent nodes. Not the
+/// store's `SiteRecord` (the state the agents read).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SiteRecord {
+pub struct TrackedSite {
     pub id: SiteId,
     pub epoch: u64,
     pub status: SiteStatus,
@@ -206,8 +213,8 @@ pub struct SiteRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "record")]
 pub enum Record {
-    Job(Box<JobRecord>),
-    Site(SiteRecord),
+    Job(Box<TrackedJob>),
+    Site(TrackedSite),
     Operation(Box<Operation>),
 }
 
@@ -229,8 +236,10 @@ impl Record {
     }
 }
 
+/// A line the engine asks to be audited (`Command::Audit`); the controller stores it as the
+/// store's `AuditEntry`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditEntry {
+pub struct FailoverAudit {
     pub at: Timestamp,
     pub op: Option<u64>,
     pub job: Option<JobId>,
@@ -266,8 +275,8 @@ pub(super) fn rpo_at(
     failed_at: Timestamp,
 ) -> Option<Duration> {
     restore.map(|c| match c.kind {
-        CheckpointKind::Savepoint => Duration::ZERO,
-        CheckpointKind::Checkpoint => elapsed(c.completed_at, failed_at),
+        RestorePointKind::Savepoint => Duration::ZERO,
+        RestorePointKind::Checkpoint => elapsed(c.completed_at, failed_at),
     })
 }
 
@@ -384,7 +393,7 @@ pub enum Event {
 pub enum Command {
     /// Write this record durably before executing any later command.
     Persist(Record),
-    Audit(AuditEntry),
+    Audit(FailoverAudit),
     Relaunch {
         job: JobId,
         generation: u64,

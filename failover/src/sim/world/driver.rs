@@ -11,7 +11,7 @@ use rand::Rng;
 use scheduler::model::{JobId, SiteId};
 
 use crate::driver::{Driver, Effects, Launch, PassInput, Report};
-use crate::engine::{AuditEntry, Command, Event, Record};
+use crate::engine::{Command, Event, FailoverAudit, Record};
 use crate::sim::report::EntryKind;
 use crate::types::{CheckpointPointer, PlacementOutcome, Placer};
 
@@ -129,7 +129,7 @@ impl Effects for Sim<'_> {
         }
     }
 
-    fn append_audits(&self, entries: &[AuditEntry]) -> impl Future<Output = ()> {
+    fn append_audits(&self, entries: &[FailoverAudit]) -> impl Future<Output = ()> {
         let entries = entries.to_vec();
         async move {
             let mut s = self.state.borrow_mut();

@@ -7,11 +7,11 @@ use std::time::Duration;
 use scheduler::model::{JobId, JobPlacement, Node, SiteId, SiteSnapshot};
 
 use crate::driver::{Launch, Report};
-use crate::engine::{AuditEntry, Command, Event};
+use crate::engine::{Command, Event, FailoverAudit};
 use crate::placer::SchedulerPlacer;
 use crate::sim::report::{CheckpointRecord, EntryKind, NotRelaunched, Recovery};
 use crate::types::{
-    CheckpointKind, CheckpointPointer, PlacedJob, PlacementOutcome, Placer, RelaunchReason,
+    CheckpointPointer, PlacedJob, PlacementOutcome, Placer, RelaunchReason, RestorePointKind,
     StoredJob,
 };
 
@@ -86,7 +86,7 @@ impl State {
     /// An engine audit entry on the timeline; the registration of every job, and the
     /// relaunch and the report of a job not relaunched (logged as actions), would only
     /// repeat themselves.
-    pub(super) fn audit(&mut self, a: AuditEntry) {
+    pub(super) fn audit(&mut self, a: FailoverAudit) {
         self.trace_line(format!("    -> Audit({})", a.message));
         if a.message.starts_with("registered at generation")
             || a.message.starts_with("relaunching as generation")
@@ -263,8 +263,8 @@ impl State {
         if new_generation {
             let at = self.elapsed();
             let rpo = restore_from.as_ref().map(|p| match p.kind {
-                CheckpointKind::Savepoint => Duration::ZERO,
-                CheckpointKind::Checkpoint => crate::types::elapsed(p.completed_at, self.now),
+                RestorePointKind::Savepoint => Duration::ZERO,
+                RestorePointKind::Checkpoint => crate::types::elapsed(p.completed_at, self.now),
             });
             let from = previous.as_ref().map_or(site.clone(), |(_, s)| s.clone());
             let priority = self.priority(&job);
@@ -522,7 +522,7 @@ impl State {
                     id,
                     path: format!("hdfs://{site}/savepoints/{}/sp-{id}", job.0),
                     completed_at: now,
-                    kind: CheckpointKind::Savepoint,
+                    kind: RestorePointKind::Savepoint,
                 });
                 i.state = InstanceState::Stopped;
                 Some(sp.clone())

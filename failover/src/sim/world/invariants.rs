@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use scheduler::model::{JobId, SiteId};
 
-use crate::engine::{JobPhase, Record};
+use crate::engine::{FailoverPhase, Record};
 use crate::sim::report::{EntryKind, JobEnd, Recovery};
-use crate::types::CheckpointKind;
+use crate::types::RestorePointKind;
 
 use super::*;
 
@@ -55,7 +55,7 @@ impl World {
                 .any(|(_, _, i)| i.counts_as_running() || i.state == InstanceState::Restarting);
             let maybe_runs = instances().any(|(_, w, _)| w.cut.is_some());
             match &r.phase {
-                JobPhase::Down { reason } => {
+                FailoverPhase::Down { reason } => {
                     if let Some(site) = instances()
                         .find(|(_, w, i)| i.counts_as_running() && w.cut.is_none())
                         .map(|(site, _, _)| site)
@@ -68,7 +68,7 @@ impl World {
                         ));
                     }
                 }
-                JobPhase::Running => {
+                FailoverPhase::Running => {
                     let reachable = s.observable(&r.site);
                     let current = s.sites.get(&r.site).is_some_and(|w| {
                         w.instances
@@ -150,13 +150,13 @@ impl World {
                     site: r.site.clone(),
                     generation: r.generation,
                     phase: match &r.phase {
-                        JobPhase::Running => "running".to_string(),
-                        JobPhase::Fencing { target, .. } => {
+                        FailoverPhase::Running => "running".to_string(),
+                        FailoverPhase::Fencing { target, .. } => {
                             format!("fencing (to relaunch in {target})")
                         }
-                        JobPhase::Launching { .. } => "launching".to_string(),
-                        JobPhase::InOperation { op } => format!("moving (operation {op})"),
-                        JobPhase::Down { reason } => format!("down: {reason}"),
+                        FailoverPhase::Launching { .. } => "launching".to_string(),
+                        FailoverPhase::InOperation { op } => format!("moving (operation {op})"),
+                        FailoverPhase::Down { reason } => format!("down: {reason}"),
                     },
                     running_in,
                 }
@@ -231,7 +231,7 @@ impl State {
             &r.restore_from,
             r.rto_from_last_heartbeat
                 .and_then(|d| chrono::Duration::from_std(d).ok()),
-        ) && p.kind == CheckpointKind::Checkpoint
+        ) && p.kind == RestorePointKind::Checkpoint
         {
             let failed_at = self.now - since_heartbeat;
             let lost = crate::types::elapsed(p.completed_at, failed_at);
@@ -300,7 +300,7 @@ impl State {
     /// The engine's judgement that a site is lost is the durable write of its new epoch: it
     /// must hold quorum, and the site must not have been heard (by the controller or the
     /// peer) for longer than the grace.
-    pub(super) fn check_loss_judgement(&mut self, record: &crate::engine::SiteRecord) {
+    pub(super) fn check_loss_judgement(&mut self, record: &crate::engine::TrackedSite) {
         let crate::engine::SiteStatus::Lost { .. } = record.status else {
             return;
         };
@@ -349,7 +349,7 @@ impl State {
     }
 
     /// Whether `site` may host the job of `r` now (see [`World::check_liveness`]).
-    pub(super) fn may_host(&self, r: &crate::engine::JobRecord, site: &SiteId) -> bool {
+    pub(super) fn may_host(&self, r: &crate::engine::TrackedJob, site: &SiteId) -> bool {
         let Some(w) = self.sites.get(site) else {
             return false;
         };

@@ -49,7 +49,7 @@ use crate::sim::report::{
     CheckpointRecord, EntryKind, NotRelaunched, Recovery, Stats, TimelineEntry, Violation,
 };
 use crate::types::{
-    CheckpointKind, CheckpointPointer, JobSpec, ObservedCheckpoint, PlacementOutcome, Timestamp,
+    CheckpointPointer, JobSpec, ObservedCheckpoint, PlacementOutcome, RestorePointKind, Timestamp,
 };
 
 /// How the fake world answers: how long launches, fences, savepoints and replication take,
@@ -279,8 +279,8 @@ fn describe_pointer(p: &Option<CheckpointPointer>) -> String {
         Some(p) => format!(
             "from {} {} (gen {}, id {}, in {})",
             match p.kind {
-                CheckpointKind::Checkpoint => "checkpoint",
-                CheckpointKind::Savepoint => "savepoint",
+                RestorePointKind::Checkpoint => "checkpoint",
+                RestorePointKind::Savepoint => "savepoint",
             },
             p.path,
             p.generation,

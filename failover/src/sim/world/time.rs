@@ -10,7 +10,7 @@ use crate::agent::{LeaseView, RunningGeneration, StoreView};
 use crate::engine::Event;
 use crate::sim::report::{CheckpointRecord, EntryKind};
 use crate::types::{
-    CheckpointKind, CheckpointPointer, JobObserved, NodeHeartbeat, ObservedCheckpoint, RunState,
+    CheckpointPointer, JobObserved, NodeHeartbeat, ObservedCheckpoint, RestorePointKind, RunState,
     SiteObservation, Timestamp,
 };
 
@@ -152,7 +152,7 @@ impl State {
             id: *id,
             path: format!("hdfs://{site}/checkpoints/{}/g{generation}/chk-{id}", job.0),
             completed_at,
-            kind: CheckpointKind::Checkpoint,
+            kind: RestorePointKind::Checkpoint,
         };
         self.readable
             .insert((job.clone(), site.clone(), generation, c.id));
