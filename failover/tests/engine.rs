@@ -85,8 +85,19 @@ impl Harness {
     }
 
     /// A snapshot of `at_site` at `at`: nodes `<site>-1..3`, heart-beating at `at` unless
-    /// listed in `silent_since`.
+    /// listed in `silent_since`. Returns the actions it led to.
     fn observe(
+        &mut self,
+        at_site: &str,
+        at: Timestamp,
+        silent_since: &[(usize, Timestamp)],
+        jobs: Vec<JobObserved>,
+    ) -> Vec<Command> {
+        actions(&self.observe_all(at_site, at, silent_since, jobs))
+    }
+
+    /// `observe`, returning every command (writes and audits too).
+    fn observe_all(
         &mut self,
         at_site: &str,
         at: Timestamp,
@@ -104,7 +115,7 @@ impl Harness {
                 ),
             })
             .collect();
-        self.act(
+        self.step(
             Event::SnapshotObserved(SiteObservation {
                 site: site(at_site),
                 observed_at: at,
@@ -379,6 +390,11 @@ fn a_site_unreachable_without_quorum_is_never_failed_over_until_quorum_returns()
 }
 
 fn lose_site_b(h: &mut Harness) -> Vec<Command> {
+    actions(&lose_site_b_all(h))
+}
+
+/// `lose_site_b`, returning every command of the pass that judges the loss.
+fn lose_site_b_all(h: &mut Harness) -> Vec<Command> {
     h.register(
         "j-normal",
         Priority::Normal,
@@ -416,7 +432,7 @@ fn lose_site_b(h: &mut Harness) -> Vec<Command> {
         vec![],
         "30 s of silence is still within the grace"
     );
-    h.observe("a", t(91), &[], vec![])
+    h.observe_all("a", t(91), &[], vec![])
 }
 
 #[test]
@@ -1703,4 +1719,23 @@ fn records_written_before_the_engine_types_were_renamed_read_back_and_write_byte
         .map(|r| serde_json::to_string(r).unwrap())
         .collect();
     assert_eq!(resumed, one_engine);
+}
+
+/// The audit log says why a job runs nowhere, in the words the report uses, and where it was.
+#[test]
+fn a_job_left_down_by_a_site_loss_is_audited_with_the_reason_it_is_reported_with() {
+    let mut h = Harness::new(|_| {});
+    let commands = lose_site_b_all(&mut h);
+    let why = "no checkpoint replicated to a and the job must restore from one";
+    assert!(
+        not_relaunched(&commands).contains(&("ns/j-norep".to_string(), why.to_string())),
+        "{commands:?}"
+    );
+    let audited = commands.iter().any(|c| {
+        matches!(c, Command::Audit(a)
+            if a.job == Some(job("j-norep"))
+                && a.site == Some(site("b"))
+                && a.message == format!("not relaunched: {why}"))
+    });
+    assert!(audited, "{commands:?}");
 }

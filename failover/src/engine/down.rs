@@ -36,21 +36,12 @@ impl Engine {
         };
         self.dirty.jobs.insert(job.clone());
         self.down_tried.insert(job.clone(), cx.now);
-        self.audit(
-            cx,
-            None,
-            Some(job),
-            Some(site),
-            format!("not relaunched: {reason}"),
-        );
-        self.act(
-            cx,
-            Command::ReportNotRelaunched {
-                job: job.clone(),
-                reason,
-                missing: Resources::ZERO,
-            },
-        );
+        let down = Down {
+            site,
+            reason,
+            missing: Resources::ZERO,
+        };
+        self.report_down(job, "not relaunched", down, cx);
     }
 
     /// How long a job that runs nowhere waits before it is tried again: `down_retry`, or
@@ -88,21 +79,12 @@ impl Engine {
         let site = r.site.clone();
         self.dirty.jobs.insert(job.clone());
         self.down_tried.insert(job.clone(), cx.now);
-        self.audit(
-            cx,
-            None,
-            Some(job),
-            Some(&site),
-            format!("not relaunched: {reason}"),
-        );
-        self.act(
-            cx,
-            Command::ReportNotRelaunched {
-                job: job.clone(),
-                reason,
-                missing,
-            },
-        );
+        let down = Down {
+            site: &site,
+            reason,
+            missing,
+        };
+        self.report_down(job, "not relaunched", down, cx);
     }
 
     /// A job whose current generation belongs to an older epoch of its site (the site was
@@ -296,20 +278,41 @@ impl Engine {
         };
         let site = r.site.clone();
         self.dirty.jobs.insert(job.clone());
-        self.audit(
-            cx,
-            None,
-            Some(job),
-            Some(&site),
-            format!("still not relaunched: {reason}"),
-        );
-        self.act(
-            cx,
-            Command::ReportNotRelaunched {
-                job: job.clone(),
-                reason,
-                missing,
-            },
-        );
+        let down = Down {
+            site: &site,
+            reason,
+            missing,
+        };
+        self.report_down(job, "still not relaunched", down, cx);
     }
+
+    /// Audits (`<what>: <reason>`) and reports a job that runs nowhere, with what it lacks.
+    pub(super) fn report_down(
+        &mut self,
+        job: &JobId,
+        what: &str,
+        down: Down<'_>,
+        cx: &mut Step<'_>,
+    ) {
+        let Down {
+            site,
+            reason,
+            missing,
+        } = down;
+        self.audit(cx, None, Some(job), Some(site), format!("{what}: {reason}"));
+        let report = Command::ReportNotRelaunched {
+            job: job.clone(),
+            reason,
+            missing,
+        };
+        self.act(cx, report);
+    }
+}
+
+/// Why a job runs nowhere: its site, the reason, and the capacity it lacks (zero when room
+/// is not what it lacks).
+pub(super) struct Down<'a> {
+    site: &'a SiteId,
+    reason: String,
+    missing: Resources,
 }

@@ -403,16 +403,7 @@ impl Engine {
                         site: site.clone(),
                     };
                     self.dirty.ops.insert(op);
-                    self.act(
-                        cx,
-                        Command::Fence {
-                            job: job.clone(),
-                            generation,
-                            site: site.clone(),
-                        },
-                    );
-                    self.fence_sent
-                        .insert((job.clone(), site.clone(), generation), cx.now);
+                    self.fence(job, generation, site, cx);
                 }
                 self.drive_operation(op, cx);
             }
@@ -535,16 +526,7 @@ impl Engine {
                 let generation = j.from_generation;
                 self.dirty.ops.insert(op);
                 self.audit(cx, Some(op), Some(job), Some(&from), message);
-                self.act(
-                    cx,
-                    Command::Fence {
-                        job: job.clone(),
-                        generation,
-                        site: from.clone(),
-                    },
-                );
-                self.fence_sent
-                    .insert((job.clone(), from, generation), cx.now);
+                self.fence(job, generation, &from, cx);
             }
             Err(reason) => {
                 j.step = MoveStep::Failed {

@@ -269,16 +269,7 @@ impl Engine {
         r.task_managers_lost_since = None;
         let (generation, site) = (r.generation, r.site.clone());
         self.dirty.jobs.insert(job.clone());
-        self.fence_sent
-            .insert((job.clone(), site.clone(), generation), cx.now);
-        self.act(
-            cx,
-            Command::Fence {
-                job: job.clone(),
-                generation,
-                site,
-            },
-        );
+        self.fence(job, generation, &site, cx);
     }
 
     /// Issues a new generation of `job` in `target` (its old generation is already fenced or

@@ -275,6 +275,19 @@ impl Engine {
         }
     }
 
+    /// Issues a fence of `generation` of `job` in `site`, remembering when: one not confirmed
+    /// within `fence_retry` is issued again (`retry_pending_fences`).
+    fn fence(&mut self, job: &JobId, generation: u64, site: &SiteId, cx: &mut Step<'_>) {
+        self.fence_sent
+            .insert((job.clone(), site.clone(), generation), cx.now);
+        let command = Command::Fence {
+            job: job.clone(),
+            generation,
+            site: site.clone(),
+        };
+        self.act(cx, command);
+    }
+
     /// Issues an action after the records that led to it.
     fn act(&mut self, cx: &mut Step<'_>, command: Command) {
         self.flush(&mut cx.commands);

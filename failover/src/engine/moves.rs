@@ -52,16 +52,7 @@ impl Engine {
                     generation,
                     site: from.clone(),
                 };
-                self.fence_sent
-                    .insert((job.clone(), from.clone(), generation), cx.now);
-                self.act(
-                    cx,
-                    Command::Fence {
-                        job: job.clone(),
-                        generation,
-                        site: from,
-                    },
-                );
+                self.fence(job, generation, &from, cx);
             }
             (MoveMode::Forced, false) => {
                 // The source is lost: its generation is fenced when (if) it returns.

@@ -412,16 +412,7 @@ impl Engine {
             reason: "preempted by a failover".into(),
         };
         self.dirty.jobs.insert(job.clone());
-        self.fence_sent
-            .insert((job.clone(), site.clone(), generation), cx.now);
-        self.act(
-            cx,
-            Command::Fence {
-                job: job.clone(),
-                generation,
-                site,
-            },
-        );
+        self.fence(job, generation, &site, cx);
         self.act(
             cx,
             Command::ReportNotRelaunched {

@@ -257,15 +257,7 @@ impl Engine {
             if self.fence_sent.contains_key(&key) {
                 continue;
             }
-            self.fence_sent.insert(key, cx.now);
-            self.act(
-                cx,
-                Command::Fence {
-                    job,
-                    generation,
-                    site: site.clone(),
-                },
-            );
+            self.fence(&job, generation, site, cx);
         }
     }
 
@@ -282,16 +274,8 @@ impl Engine {
             .map(|(k, _)| k.clone())
             .collect();
         for key in due {
-            self.fence_sent.insert(key.clone(), cx.now);
             let (job, site, generation) = key;
-            self.act(
-                cx,
-                Command::Fence {
-                    job,
-                    generation,
-                    site,
-                },
-            );
+            self.fence(&job, generation, &site, cx);
         }
     }
 
