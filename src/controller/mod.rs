@@ -59,6 +59,9 @@ pub struct Controller {
     pub jars: jars::JarPublisher,
     /// Moves off borrowed capacity this leader started (the budget), stuck jobs reported.
     pub rebalance: rebalance::RebalanceBook,
+    /// The instant placement, rebalancing and scale profiles judge by: the wall clock, or a
+    /// virtual one in simulations that drive the controller through days.
+    pub clock: Arc<dyn crate::site::Clock>,
     leading: AtomicBool,
     passes: tokio::sync::watch::Sender<u64>,
     /// Taken by [`Controller::tenant_room`] and held until the admitted write is done.
@@ -97,6 +100,7 @@ impl Controller {
             agents: None,
             jars: jars::JarPublisher::default(),
             rebalance: rebalance::RebalanceBook::default(),
+            clock: Arc::new(crate::site::SystemClock),
             leading: AtomicBool::new(false),
             passes: tokio::sync::watch::channel(0).0,
             admission: tokio::sync::Mutex::new(()),
@@ -107,6 +111,12 @@ impl Controller {
         self.metrics
             .init_replication_pairs(&roots.keys().map(|s| s.0.clone()).collect::<Vec<_>>());
         self.storage_roots = roots;
+        self
+    }
+
+    /// Judge placement, rebalancing and scale profiles by `clock` instead of the wall clock.
+    pub fn with_clock(mut self, clock: Arc<dyn crate::site::Clock>) -> Controller {
+        self.clock = clock;
         self
     }
 

@@ -128,7 +128,7 @@ impl Controller {
 
         // Jobs on borrowed offline capacity whose window closes soon move first (most
         // important first, within the rebalance budget): stop with savepoint, relaunch.
-        let now = chrono::Utc::now();
+        let now = self.clock.now();
         let snapshots: BTreeMap<SiteId, SiteSnapshot> = views
             .iter()
             .map(|(id, view)| (id.clone(), view.snapshot.clone()))
@@ -339,7 +339,7 @@ impl Controller {
             let (job, active) = self
                 .policy
                 .scale_profiles()
-                .effective(&job, chrono::Utc::now());
+                .effective(&job, self.clock.now());
             profile = active.map(|p| (p.name.clone(), p.parallelism_factor));
             let demand = job.demand().map_err(|e| e.to_string())?;
             Ok((job, demand))
@@ -508,7 +508,7 @@ impl Controller {
                     }));
                     status.relaunches = 0;
                     status.message = Some(format!("moving: {}", due.reason));
-                    self.rebalance.record(chrono::Utc::now());
+                    self.rebalance.record(self.clock.now());
                     self.metrics.rebalance_moves.inc();
                     let nodes: Vec<String> = due
                         .to
@@ -813,7 +813,7 @@ impl Controller {
         let mut demands = kept_demands;
         demands.extend(to_place.iter().map(|t| t.demand.clone()));
         // Capacity whose lending window closes within the lead time takes nothing new.
-        let now = chrono::Utc::now();
+        let now = self.clock.now();
         let policy = rebalance::placement_view(
             &self.policy.placement_policy(),
             self.policy.rebalance(),
