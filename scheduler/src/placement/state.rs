@@ -26,6 +26,8 @@ pub(crate) fn min_res(a: Resources, b: Resources) -> Resources {
 
 pub(crate) struct NodeInfo<'a> {
     pub node: &'a Node,
+    /// Read by the MILP, which pools nodes per site.
+    #[cfg_attr(not(feature = "milp"), allow(dead_code))]
     pub site: usize,
     pub class: usize,
     /// In an offline pool: only borrowed pods of ours, capped by `borrow_cap`.
