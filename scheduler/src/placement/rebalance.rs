@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::heuristic::Engine;
+use super::heuristic::Packer;
 use super::{MoveEnd, PlacementOptions, PlacementRequest};
 use crate::model::{
     JobDemand, JobId, JobPlacement, OfflineLending, PlacementPolicy, PodPlacement, PodRole,
@@ -254,8 +254,8 @@ pub fn plan_rebalance(req: &RebalanceRequest) -> RebalancePlan {
         at,
         options: PlacementOptions::default(),
     };
-    let mut engine = Engine::new(&placement, None);
-    engine.adopt(req.running);
+    let mut packer = Packer::new(&placement, None);
+    packer.adopt(req.running);
 
     let (mut due, later): (Vec<Candidate>, Vec<Candidate>) =
         candidates.into_iter().partition(|c| c.start_by <= at);
@@ -292,15 +292,15 @@ pub fn plan_rebalance(req: &RebalanceRequest) -> RebalancePlan {
             });
             continue;
         }
-        let Some(j) = engine.job_by_id(&c.id) else {
+        let Some(j) = packer.job_by_id(&c.id) else {
             // Placement refuses the job outright (`placement::refusal`): not ours to move.
             continue;
         };
         let leaving: Vec<(PodRole, u32)> = c.leaving.iter().map(|p| (p.role, p.index)).collect();
-        let from_site = engine.placement_of(j).map(|p| p.site);
-        match engine.relocate(j, &leaving) {
+        let from_site = packer.placement_of(j).map(|p| p.site);
+        match packer.relocate(j, &leaving) {
             Ok(()) => {
-                let (Some(to), Some(site)) = (engine.placement_of(j), from_site) else {
+                let (Some(to), Some(site)) = (packer.placement_of(j), from_site) else {
                     continue;
                 };
                 let mut pods = c.leaving;
