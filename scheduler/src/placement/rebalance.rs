@@ -28,7 +28,7 @@
 //! rule). A job that fits nowhere is `stuck`, reported with the reason at the time its move
 //! was due: at least the lead time before its window closes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
@@ -37,7 +37,7 @@ use super::heuristic::Packer;
 use super::{MoveEnd, PlacementOptions, PlacementRequest};
 use crate::model::{
     JobDemand, JobId, JobPlacement, OfflineLending, PlacementPolicy, PodPlacement, PodRole,
-    Priority, RebalancePolicy, SiteSnapshot,
+    Priority, RebalancePolicy, SiteId, SiteSnapshot,
 };
 
 /// How far ahead closing windows are looked for. A lead time plus the budget's spacing for
@@ -111,6 +111,42 @@ pub struct BudgetReport {
     pub started_last_hour: u32,
     /// Moves this round may start.
     pub left: u32,
+}
+
+/// A rule a running job breaks, found by [`recheck_running`]: which pods must leave, by
+/// when, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningViolation {
+    pub job: JobId,
+    pub priority: Priority,
+    pub kind: RunningViolationKind,
+    pub site: SiteId,
+    /// The pods that must leave, where they are now (all of the job's for a quota).
+    pub pods: Vec<PodPlacement>,
+    /// When they must be gone: at once, or a lending window's close minus the lead time.
+    pub deadline: DateTime<Utc>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunningViolationKind {
+    /// Borrowed offline capacity whose lending window is closed or closes within the
+    /// schedule (deadline: close minus lead time).
+    LendingWindow,
+    /// A JobManager on an offline node.
+    JobManagerOffline,
+    /// Pods on offline capacity of a job that no longer allows it.
+    OfflineNotAllowed,
+    /// A NoExecute taint the job does not tolerate appeared on the node.
+    NoExecuteTaint,
+    /// The node lost a label the job's nodeSelector or required node affinity needs.
+    NodeLabels,
+    /// The tenant's quota in the site shrank below what runs (the whole job leaves).
+    QuotaShrunk,
+    /// The node no longer has room for the pod beside more important jobs (foreign pods
+    /// grew, or a higher tier preempted it).
+    OverCapacity,
 }
 
 /// Whether an offline pool lends at `at`, and until when.
@@ -187,6 +223,40 @@ fn spacing(rebalance: RebalancePolicy) -> TimeDelta {
     TimeDelta::milliseconds(3_600_000 / i64::from(rebalance.moves_per_hour.max(1)))
 }
 
+/// The running placement of `req` judged again against the cluster and policy at `req.at`:
+/// every rule a running job breaks, most important job first (then job, kind). Pure: the
+/// same input gives the same answer. Offline capacity is judged by its lending windows
+/// (with the lead time); the rest by the packer's rules in priority order, so the most
+/// important jobs keep their place ([`RunningViolationKind`] lists what is judged). Node
+/// and site loss are not judged here: the failover engine owns them.
+pub fn recheck_running(req: &RebalanceRequest) -> Vec<RunningViolation> {
+    let pools: Vec<Option<Lending>> = req
+        .policy
+        .pools
+        .iter()
+        .map(|p| p.offline.as_ref().map(|l| lending_at(l, req.at)))
+        .collect();
+    let mut found = window_violations(req, &pools, lead(req.rebalance));
+    let placement = PlacementRequest {
+        sites: req.sites,
+        jobs: req.jobs,
+        policy: req.policy,
+        running: &[],
+        at: req.at,
+        options: PlacementOptions::default(),
+    };
+    found.extend(Packer::new(&placement, None).recheck(req.running));
+    found.sort_by(|a, b| {
+        (std::cmp::Reverse(a.priority), &a.job, a.kind, a.deadline).cmp(&(
+            std::cmp::Reverse(b.priority),
+            &b.job,
+            b.kind,
+            b.deadline,
+        ))
+    });
+    found
+}
+
 /// A job with pods that must leave.
 struct Candidate {
     priority: Priority,
@@ -217,13 +287,7 @@ pub fn plan_rebalance(req: &RebalanceRequest) -> RebalancePlan {
             .saturating_sub(started_last_hour),
     };
 
-    let pools: Vec<Option<Lending>> = req
-        .policy
-        .pools
-        .iter()
-        .map(|p| p.offline.as_ref().map(|l| lending_at(l, at)))
-        .collect();
-    let mut candidates = candidates(req, &pools, lead);
+    let mut candidates = candidates(recheck_running(req));
 
     // Latest starts, backwards from the last deadline, one spacing apart.
     candidates.sort_by(|a, b| {
@@ -293,7 +357,19 @@ pub fn plan_rebalance(req: &RebalanceRequest) -> RebalancePlan {
             continue;
         }
         let Some(j) = packer.job_by_id(&c.id) else {
-            // Placement refuses the job outright (`placement::refusal`): not ours to move.
+            // Placement refuses the job outright (`placement::refusal`): it cannot be moved.
+            let why = req
+                .jobs
+                .iter()
+                .find(|job| job.id == c.id)
+                .and_then(super::refusal)
+                .unwrap_or_else(|| "placement refuses the job".to_string());
+            stuck.push(Stuck {
+                reason: format!("{}; fits nowhere else: {why}", c.reason),
+                job: c.id,
+                priority: c.priority,
+                deadline: c.deadline,
+            });
             continue;
         };
         let leaving: Vec<(PodRole, u32)> = c.leaving.iter().map(|p| (p.role, p.index)).collect();
@@ -301,6 +377,12 @@ pub fn plan_rebalance(req: &RebalanceRequest) -> RebalancePlan {
         match packer.relocate(j, &leaving) {
             Ok(()) => {
                 let (Some(to), Some(site)) = (packer.placement_of(j), from_site) else {
+                    stuck.push(Stuck {
+                        reason: format!("{}; the job is not running", c.reason),
+                        job: c.id,
+                        priority: c.priority,
+                        deadline: c.deadline,
+                    });
                     continue;
                 };
                 let mut pods = c.leaving;
@@ -332,12 +414,13 @@ pub fn plan_rebalance(req: &RebalanceRequest) -> RebalancePlan {
     }
 }
 
-/// Every running job with pods that must leave, with its deadline and the reason.
-fn candidates(
+/// Every running job with pods on offline capacity that must leave, with its deadline and
+/// the reason of its most urgent pod.
+fn window_violations(
     req: &RebalanceRequest,
     pools: &[Option<Lending>],
     lead: TimeDelta,
-) -> Vec<Candidate> {
+) -> Vec<RunningViolation> {
     let at = req.at;
     let mut job_index: HashMap<&JobId, usize> = HashMap::new();
     for (i, job) in req.jobs.iter().enumerate() {
@@ -372,7 +455,7 @@ fn candidates(
         };
         let job = &req.jobs[j];
         // (deadline, reason) of the most urgent pod, and every pod that leaves.
-        let mut urgent: Option<(DateTime<Utc>, String)> = None;
+        let mut urgent: Option<(DateTime<Utc>, RunningViolationKind, String)> = None;
         let mut leaving = Vec::new();
         for pod in &running.pods {
             let Some(&Some(p)) = node_pool.get(&(running.site.0.as_str(), pod.node.as_str()))
@@ -387,21 +470,25 @@ fn candidates(
             let why = if pod.role == PodRole::Jobmanager {
                 Some((
                     at,
+                    RunningViolationKind::JobManagerOffline,
                     format!("JobManager on offline node {node} (pool {pool})"),
                 ))
             } else if !job.allow_offline {
                 Some((
                     at,
+                    RunningViolationKind::OfflineNotAllowed,
                     format!("the job no longer allows offline capacity: node {node} (pool {pool})"),
                 ))
             } else {
                 match lending {
                     Lending::Closed => Some((
                         at,
+                        RunningViolationKind::LendingWindow,
                         format!("lending window of pool {pool} is closed: pods on node {node}"),
                     )),
                     Lending::Until(close) => Some((
                         close - lead,
+                        RunningViolationKind::LendingWindow,
                         format!(
                             "lending window of pool {pool} closes at {} (lead time {}): pods on node {node}",
                             close.to_rfc3339(),
@@ -411,32 +498,75 @@ fn candidates(
                     Lending::Beyond => None,
                 }
             };
-            let Some((deadline, reason)) = why else {
+            let Some((deadline, kind, reason)) = why else {
                 continue;
             };
             leaving.push(pod.clone());
-            if urgent.as_ref().is_none_or(|(d, _)| deadline < *d) {
-                urgent = Some((deadline, reason));
+            if urgent.as_ref().is_none_or(|(d, _, _)| deadline < *d) {
+                urgent = Some((deadline, kind, reason));
             }
         }
-        let Some((deadline, reason)) = urgent else {
+        let Some((deadline, kind, reason)) = urgent else {
             continue;
         };
+        leaving.sort();
         let reason = if leaving.len() > 1 {
             format!("{reason} ({} pods leave)", leaving.len())
         } else {
             reason
         };
-        out.push(Candidate {
+        out.push(RunningViolation {
+            job: job.id.clone(),
             priority: job.priority,
-            id: job.id.clone(),
+            kind,
+            site: running.site.clone(),
+            pods: leaving,
             deadline,
             reason,
-            leaving,
-            start_by: deadline,
         });
     }
     out
+}
+
+/// One candidate per job: the pods of all its violations leave, by the earliest deadline;
+/// the reasons, most urgent first, joined.
+fn candidates(violations: Vec<RunningViolation>) -> Vec<Candidate> {
+    let mut by_job: BTreeMap<JobId, Vec<RunningViolation>> = BTreeMap::new();
+    for v in violations {
+        by_job.entry(v.job.clone()).or_default().push(v);
+    }
+    by_job
+        .into_values()
+        .filter_map(|mut found| {
+            found.sort_by(|a, b| (a.deadline, a.kind).cmp(&(b.deadline, b.kind)));
+            let first = found.first()?;
+            let (priority, id, deadline) = (first.priority, first.job.clone(), first.deadline);
+            let mut leaving: Vec<PodPlacement> = Vec::new();
+            let mut reasons: Vec<String> = Vec::new();
+            for v in found {
+                for pod in v.pods {
+                    if !leaving
+                        .iter()
+                        .any(|p| p.role == pod.role && p.index == pod.index)
+                    {
+                        leaving.push(pod);
+                    }
+                }
+                if !reasons.contains(&v.reason) {
+                    reasons.push(v.reason);
+                }
+            }
+            leaving.sort();
+            Some(Candidate {
+                priority,
+                id,
+                deadline,
+                reason: reasons.join("; "),
+                leaving,
+                start_by: deadline,
+            })
+        })
+        .collect()
 }
 
 fn humanize(d: TimeDelta) -> String {

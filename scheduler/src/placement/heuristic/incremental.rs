@@ -1,12 +1,18 @@
 //! Incremental placement: one job at a time against the running placement, between rounds.
-//! Never moves what runs; never places a job where the full planner would not.
+//! Never moves what runs except best-effort jobs it preempts; never breaks a rule the full round keeps.
 
-use super::super::PlacementRequest;
-use super::{Packer, expected_pods};
-use crate::model::{JobDemand, JobId, JobPlacement};
+use super::super::{PlacementRequest, Preemption};
+use super::Packer;
+use crate::model::{JobDemand, JobId, JobPlacement, Priority};
 
-/// Places extra jobs one at a time against an existing plan, without re-planning: the
-/// existing placements are taken as they are. For admission of a new job between rounds.
+/// Places extra jobs one at a time against an existing placement, without re-planning: the
+/// existing placements are taken as they are. For admission of new jobs between rounds.
+///
+/// The rules are the full round's, through the same code: the quota, the site order, the
+/// gang packer, the failover reserves held back from lower tiers ([`Packer::hold_reserves_for`]
+/// gives each job the reserves the full round would hold when it comes), and preemption of
+/// best-effort jobs for a higher tier (the victims are placed again at once, or left out,
+/// as the full round's last step does).
 pub struct IncrementalPlacer<'r, 'a> {
     packer: Packer<'r, 'a>,
 }
@@ -19,8 +25,9 @@ impl<'r, 'a> IncrementalPlacer<'r, 'a> {
         IncrementalPlacer { packer }
     }
 
-    /// Places `job` (all pods or none) and keeps it; `Err` says why it does not fit. Never
-    /// preempts and ignores failover reserves: admission is checked again by the next round.
+    /// Places `job` (all pods or none) and keeps it; `Err` says why it does not fit. It may
+    /// preempt best-effort jobs ([`Self::preemptions`]); where they went, if anywhere, is
+    /// [`Self::placement_of`].
     pub fn place_one(&mut self, job: &'a JobDemand) -> Result<JobPlacement, String> {
         if let Some(reason) = super::super::refusal(job) {
             return Err(reason);
@@ -35,25 +42,30 @@ impl<'r, 'a> IncrementalPlacer<'r, 'a> {
                 .add_job(job)
                 .ok_or_else(|| format!("job {} is already known", job.id))?,
         };
-        let sites = self.packer.site_order(j);
-        if sites.is_empty() {
-            return Err(format!("no site allowed for {}", job.id));
+        self.packer.hold_reserves_for(job.priority);
+        self.packer.place_job(j)?;
+        let placement = self
+            .packer
+            .placement_of(j)
+            .ok_or_else(|| format!("job {} placed but not found", job.id))?;
+        if !self.packer.pending_victims.is_empty() {
+            self.packer.hold_reserves_for(Priority::BestEffort);
+            self.packer.place_victims_again();
         }
-        let need = expected_pods(job);
-        for &s in &sites {
-            if !self.packer.quota_ok_with(&self.packer.quota_used, j, s) {
-                continue;
-            }
-            if let Some(pods) = self.packer.pack_live(j, s, &[], &need) {
-                self.packer.place_at(j, s, pods.clone());
-                return Ok(JobPlacement {
-                    job: job.id.clone(),
-                    site: self.packer.cluster.sites[s].id.clone(),
-                    pods: self.packer.pod_placements(&pods),
-                });
-            }
-        }
-        Err(self.packer.diagnose(j, &sites))
+        Ok(placement)
+    }
+
+    /// Every preemption so far: the best-effort job, the job that needed its room, where.
+    pub fn preemptions(&self) -> &[Preemption] {
+        &self.packer.preemptions
+    }
+
+    /// Where `id` runs in this placer's view (`None`: not placed, or preempted and fitting
+    /// nowhere else).
+    pub fn placement_of(&self, id: &JobId) -> Option<JobPlacement> {
+        self.packer
+            .job_by_id(id)
+            .and_then(|j| self.packer.placement_of(j))
     }
 
     /// Takes a job back out (its pods free their room). False when it was not placed.

@@ -29,7 +29,7 @@ mod quota;
 mod reserves;
 mod running;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use super::state::{Capacity, Cluster, Filtered, uses_match_fields};
 use super::{
@@ -64,10 +64,12 @@ pub(crate) struct Packer<'r, 'a> {
     pub placed: Vec<Option<Placed>>,
     quota_used: BTreeMap<(&'a TenantId, usize), Resources>,
     quota_limit: HashMap<(&'a TenantId, usize), Resources>,
-    /// Room held back for failover reserves, per reserving site.
-    shadow: Vec<(usize, Resources)>,
-    shadow_sites: BTreeSet<usize>,
+    /// Room held back for failover reserves: (reserve index, node, pod request).
+    shadow: Vec<(usize, usize, Resources)>,
     reserves_installed: Vec<bool>,
+    /// Per reserve, whether a placement since its install may have changed what it holds
+    /// (read by incremental placement only; the full round installs each reserve once).
+    reserve_stale: Vec<bool>,
     /// Per installed reserve, the protected jobs its shadow holds room for and those it
     /// could not: the shadow stays intact until the end, so these are final.
     reserve_outcome: BTreeMap<usize, (Vec<usize>, Vec<usize>)>,
@@ -205,8 +207,8 @@ impl<'r, 'a> Packer<'r, 'a> {
             quota_used: BTreeMap::new(),
             quota_limit,
             shadow: Vec::new(),
-            shadow_sites: BTreeSet::new(),
             reserves_installed: vec![false; req.policy.reserves.len()],
+            reserve_stale: vec![false; req.policy.reserves.len()],
             reserve_outcome: BTreeMap::new(),
             unplaced: BTreeMap::new(),
             preemptions: Vec::new(),
@@ -271,6 +273,7 @@ impl<'r, 'a> Packer<'r, 'a> {
     fn place_at(&mut self, j: usize, site: usize, pods: Vec<Pod>) {
         self.commit(j, &pods);
         self.quota_add(j, site);
+        self.note_reserve_change(j, site, false);
         self.placed[j] = Some(Placed { site, pods });
     }
 
@@ -290,6 +293,7 @@ impl<'r, 'a> Packer<'r, 'a> {
             self.cap.give_back(&self.cluster, n, r);
         }
         self.quota_remove(j, placed.site);
+        self.note_reserve_change(j, placed.site, true);
         Some(placed)
     }
 
@@ -437,6 +441,11 @@ impl<'r, 'a> Packer<'r, 'a> {
                     }
                 }
             }
+        }
+        // Victims are best-effort and placed anew: every reserve above them holds first
+        // (when all best-effort jobs of the round were running, none was installed yet).
+        if !self.pending_victims.is_empty() {
+            self.install_reserves_above(Priority::BestEffort);
         }
         self.place_victims_again();
     }

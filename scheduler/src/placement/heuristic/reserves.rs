@@ -94,24 +94,66 @@ impl Packer<'_, '_> {
                 .insert(ri, (fit.iter().map(|(j, _)| *j).collect(), not));
             for (j, pods) in fit {
                 for (role, _, n) in pods {
-                    self.shadow.push((n, pod_request(self.jobs[j], role)));
+                    self.shadow.push((ri, n, pod_request(self.jobs[j], role)));
                 }
             }
-            self.shadow_sites.insert(s);
+            self.reserve_stale[ri] = false;
+        }
+    }
+
+    /// Incremental placement: the reserves as the full round holds them when a job of
+    /// `priority` comes. Those above it are held (installed again when a placement since may
+    /// have changed them), the others lifted: a job of a reserve's tier may use its room, as
+    /// the full round places the higher tiers before any reserve is held.
+    pub(super) fn hold_reserves_for(&mut self, priority: Priority) {
+        for ri in 0..self.req.policy.reserves.len() {
+            let wanted = priority < self.req.policy.reserves[ri].min_priority;
+            if self.reserves_installed[ri] && (!wanted || self.reserve_stale[ri]) {
+                self.lift_reserve(ri);
+            }
+        }
+        self.install_reserves_above(priority);
+    }
+
+    /// Gives the room reserve `ri` holds back.
+    fn lift_reserve(&mut self, ri: usize) {
+        let cluster = &self.cluster;
+        let cap = &mut self.cap;
+        self.shadow.retain(|&(owner, n, r)| {
+            if owner == ri {
+                cap.give_back(cluster, n, r);
+            }
+            owner != ri
+        });
+        self.reserves_installed[ri] = false;
+        self.reserve_outcome.remove(&ri);
+    }
+
+    /// Job `j` was placed in or released from `site`: a reserve whose protected jobs changed,
+    /// or whose site got room back, may hold something else now.
+    pub(super) fn note_reserve_change(&mut self, j: usize, site: usize, released: bool) {
+        let priority = self.jobs[j].priority;
+        for (ri, r) in self.req.policy.reserves.iter().enumerate() {
+            let at = |id| self.cluster.site_index.get(id) == Some(&site);
+            if (at(&r.protects) && priority >= r.min_priority) || (released && at(&r.site)) {
+                self.reserve_stale[ri] = true;
+            }
         }
     }
 
     /// Capacity with the reserve shadows given back (what a job would see without reserves).
     pub(crate) fn capacity_without_shadow(&self) -> Capacity {
         let mut cap = self.cap.clone();
-        for &(n, r) in &self.shadow {
+        for &(_, n, r) in &self.shadow {
             cap.give_back(&self.cluster, n, r);
         }
         cap
     }
 
     pub(crate) fn has_shadow_in(&self, site: usize) -> bool {
-        self.shadow_sites.contains(&site)
+        self.req.policy.reserves.iter().enumerate().any(|(ri, r)| {
+            self.reserves_installed[ri] && self.cluster.site_index.get(&r.site) == Some(&site)
+        })
     }
 
     /// Installed reserves report what their shadow held; protected jobs that arrived later

@@ -1,11 +1,22 @@
 //! What runs: jobs pinned where they run, or displaced with the reason they cannot stay,
 //! and re-placed; running jobs relocated on request. Never evicts for a rule Kubernetes would not.
 
+use super::super::rebalance::{RunningViolation, RunningViolationKind};
 use super::super::{Move, MoveEnd, is_whole_gang};
-use super::{Packer, Placed, Pod, expected_pods, fmt_taint, pod_request};
+use super::{Packer, Placed, Pod, expected_pods, fmt_resources, fmt_taint, pod_request};
 use crate::model::{JobPlacement, PodPlacement, PodRole};
 
 /// A running job to re-place (whole, or only the pods in `lost`), and why.
+/// Why a running pod cannot stay, as far as the callers tell causes apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LeaveCause {
+    NotReady,
+    Cordoned,
+    NoExecuteTaint,
+    /// A JobManager, a job no longer allowing it, or a closed lending window.
+    Offline,
+}
+
 pub(super) struct Displaced {
     pub(super) job: usize,
     site: usize,
@@ -101,15 +112,20 @@ impl<'r> Packer<'r, '_> {
     /// Why a running pod of `j` on `node` cannot stay, if it cannot. Capacity is checked by
     /// the caller. A NoSchedule taint added under a running pod does not evict it (Kubernetes
     /// keeps it too); NoExecute does. Selectors and affinity are IgnoredDuringExecution.
-    pub(super) fn pod_must_leave(&self, j: usize, role: PodRole, node: usize) -> Option<String> {
+    pub(super) fn pod_must_leave(
+        &self,
+        j: usize,
+        role: PodRole,
+        node: usize,
+    ) -> Option<(LeaveCause, String)> {
         let job = self.jobs[j];
         let info = &self.cluster.nodes[node];
         let name = &info.node.name;
         if !info.node.ready {
-            return Some(format!("node {name} NotReady"));
+            return Some((LeaveCause::NotReady, format!("node {name} NotReady")));
         }
         if info.node.unschedulable {
-            return Some(format!("node {name} cordoned"));
+            return Some((LeaveCause::Cordoned, format!("node {name} cordoned")));
         }
         if let Some(t) = info.node.taints.iter().find(|t| {
             t.effect == crate::k8s::TaintEffect::NoExecute
@@ -118,23 +134,173 @@ impl<'r> Packer<'r, '_> {
                     .iter()
                     .any(|tol| super::super::compat::tolerates(tol, t))
         }) {
-            return Some(format!(
-                "node {name} has taint {} the job does not tolerate",
-                fmt_taint(t)
+            return Some((
+                LeaveCause::NoExecuteTaint,
+                format!(
+                    "node {name} has taint {} the job does not tolerate",
+                    fmt_taint(t)
+                ),
             ));
         }
         if info.offline {
             if role == PodRole::Jobmanager {
-                return Some(format!("JobManager on offline node {name}"));
+                return Some((
+                    LeaveCause::Offline,
+                    format!("JobManager on offline node {name}"),
+                ));
             }
             if !job.allow_offline {
-                return Some(format!("job no longer allows offline node {name}"));
+                return Some((
+                    LeaveCause::Offline,
+                    format!("job no longer allows offline node {name}"),
+                ));
             }
             if !info.lending_open {
-                return Some(format!("offline lending window closed on node {name}"));
+                return Some((
+                    LeaveCause::Offline,
+                    format!("offline lending window closed on node {name}"),
+                ));
             }
         }
         None
+    }
+
+    /// The running placement judged again by the rules placement keeps while a job runs,
+    /// most important job first so that it keeps its place: a tenant's quota is filled in
+    /// that order (the jobs past a shrunk limit must leave the site), and so is each node's
+    /// room (a pod that no longer fits beside more important ones must leave it). A pod must
+    /// also leave a node with a NoExecute taint it does not tolerate, and a node that no
+    /// longer has the labels its nodeSelector or required affinity needs (Kubernetes ignores
+    /// that during execution; twinsite's policy does not, and moves it at the budget's rate).
+    ///
+    /// Not judged here: NotReady and vanished nodes, sites out of reach (node and site loss
+    /// belong to the failover engine), cordoned nodes (a drain evicts by itself), and
+    /// offline capacity (the rebalancer's lending windows, which know the lead time).
+    pub(crate) fn recheck(&mut self, running: &[JobPlacement]) -> Vec<RunningViolation> {
+        let at = self.req.at;
+        let mut order: Vec<(usize, &JobPlacement)> = running
+            .iter()
+            .filter_map(|rp| self.job_by_id(&rp.job).map(|j| (j, rp)))
+            .collect();
+        order.sort_by(|a, b| {
+            (std::cmp::Reverse(self.jobs[a.0].priority), &self.jobs[a.0].id).cmp(&(
+                std::cmp::Reverse(self.jobs[b.0].priority),
+                &self.jobs[b.0].id,
+            ))
+        });
+        order.dedup_by_key(|(j, _)| *j);
+        let mut found = Vec::new();
+        for (j, rp) in order {
+            let job = self.jobs[j];
+            let Some(&site) = self.cluster.site_index.get(&rp.site) else {
+                continue;
+            };
+            let pods: Vec<(PodPlacement, usize)> = rp
+                .pods
+                .iter()
+                .filter_map(|p| {
+                    self.cluster.sites[site]
+                        .node_by_name
+                        .get(p.node.as_str())
+                        .map(|&n| (p.clone(), n))
+                })
+                .collect();
+            let violation = |kind, pods: Vec<PodPlacement>, reason: String| RunningViolation {
+                job: job.id.clone(),
+                priority: job.priority,
+                kind,
+                site: rp.site.clone(),
+                pods,
+                deadline: at,
+                reason,
+            };
+            if let Some(short) = self.quota_shortfall(j, site) {
+                // It runs until it moves: its pods keep their room, not its quota.
+                for (p, n) in &pods {
+                    self.cap.take(&self.cluster, *n, pod_request(job, p.role));
+                }
+                let mut all: Vec<PodPlacement> = rp.pods.clone();
+                all.sort();
+                found.push(violation(
+                    RunningViolationKind::QuotaShrunk,
+                    all,
+                    format!(
+                        "quota of tenant {} in {} shrank below what runs: {} over with this job",
+                        job.tenant,
+                        rp.site,
+                        fmt_resources(&short)
+                    ),
+                ));
+                continue;
+            }
+            self.quota_add(j, site);
+            let mut kept: Vec<Pod> = Vec::new();
+            for (pod, n) in pods {
+                let info = &self.cluster.nodes[n];
+                let name = &info.node.name;
+                let request = pod_request(job, pod.role);
+                let why = match self.pod_must_leave(j, pod.role, n) {
+                    Some((LeaveCause::NoExecuteTaint, why)) => {
+                        Some((RunningViolationKind::NoExecuteTaint, why))
+                    }
+                    _ if !super::super::compat::required_node_affinity_matches(
+                        &job.node_selector,
+                        job.node_affinity.as_ref(),
+                        info.node,
+                    ) =>
+                    {
+                        Some((
+                            RunningViolationKind::NodeLabels,
+                            format!(
+                                "node {name} no longer has the labels the job's nodeSelector or required node affinity needs"
+                            ),
+                        ))
+                    }
+                    // A closed lending window leaves an offline node no room: that is the
+                    // windows' verdict, with its deadline, not a capacity one.
+                    _ if (!info.offline || info.lending_open)
+                        && !request.fits_in(&self.cap.room(&self.cluster, n)) =>
+                    {
+                        let mut holders: Vec<String> = self
+                            .placed
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, p)| {
+                                p.as_ref()
+                                    .is_some_and(|p| p.pods.iter().any(|&(_, _, m)| m == n))
+                            })
+                            .map(|(o, _)| self.jobs[o].id.to_string())
+                            .collect();
+                        holders.sort();
+                        let by = if holders.is_empty() {
+                            "pods of other workloads".to_string()
+                        } else {
+                            format!("jobs at least as important: {}", holders.join(", "))
+                        };
+                        Some((
+                            RunningViolationKind::OverCapacity,
+                            format!("node {name} over capacity: its room is held by {by}"),
+                        ))
+                    }
+                    _ => None,
+                };
+                match why {
+                    None => {
+                        self.cap.take(&self.cluster, n, request);
+                        kept.push((pod.role, pod.index, n));
+                    }
+                    Some((kind, reason)) => {
+                        // Still there until it moves, unless it does not fit at all.
+                        if kind != RunningViolationKind::OverCapacity {
+                            self.cap.take(&self.cluster, n, request);
+                        }
+                        found.push(violation(kind, vec![pod], reason));
+                    }
+                }
+            }
+            self.placed[j] = Some(Placed { site, pods: kept });
+        }
+        found
     }
 
     pub(super) fn pin_running(&mut self) -> Vec<Displaced> {
@@ -230,7 +396,7 @@ impl<'r> Packer<'r, '_> {
             let mut lost_unknown = rp.pods.len() - old.len();
             for &(role, index, n) in &old {
                 let r = pod_request(job, role);
-                let why = self.pod_must_leave(j, role, n).or_else(|| {
+                let why = self.pod_must_leave(j, role, n).map(|(_, why)| why).or_else(|| {
                     (!r.fits_in(&self.cap.room(&self.cluster, n)))
                         .then(|| format!("node {} over capacity", self.cluster.nodes[n].node.name))
                 });
