@@ -183,10 +183,14 @@ impl<'r> Packer<'r, '_> {
             .filter_map(|rp| self.job_by_id(&rp.job).map(|j| (j, rp)))
             .collect();
         order.sort_by(|a, b| {
-            (std::cmp::Reverse(self.jobs[a.0].priority), &self.jobs[a.0].id).cmp(&(
-                std::cmp::Reverse(self.jobs[b.0].priority),
-                &self.jobs[b.0].id,
-            ))
+            (
+                std::cmp::Reverse(self.jobs[a.0].priority),
+                &self.jobs[a.0].id,
+            )
+                .cmp(&(
+                    std::cmp::Reverse(self.jobs[b.0].priority),
+                    &self.jobs[b.0].id,
+                ))
         });
         order.dedup_by_key(|(j, _)| *j);
         let mut found = Vec::new();
@@ -396,10 +400,14 @@ impl<'r> Packer<'r, '_> {
             let mut lost_unknown = rp.pods.len() - old.len();
             for &(role, index, n) in &old {
                 let r = pod_request(job, role);
-                let why = self.pod_must_leave(j, role, n).map(|(_, why)| why).or_else(|| {
-                    (!r.fits_in(&self.cap.room(&self.cluster, n)))
-                        .then(|| format!("node {} over capacity", self.cluster.nodes[n].node.name))
-                });
+                let why = self
+                    .pod_must_leave(j, role, n)
+                    .map(|(_, why)| why)
+                    .or_else(|| {
+                        (!r.fits_in(&self.cap.room(&self.cluster, n))).then(|| {
+                            format!("node {} over capacity", self.cluster.nodes[n].node.name)
+                        })
+                    });
                 match why {
                     None => {
                         self.cap.take(&self.cluster, n, r);
