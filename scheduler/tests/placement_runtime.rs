@@ -88,7 +88,7 @@ fn placed(job: &str, site: &str, pods: Vec<PodPlacement>) -> JobPlacement {
     }
 }
 
-fn node_of<'p>(p: &'p JobPlacement, role: PodRole, index: u32) -> &'p str {
+fn node_of(p: &JobPlacement, role: PodRole, index: u32) -> &str {
     p.pods
         .iter()
         .find(|x| x.role == role && x.index == index)

@@ -1,5 +1,6 @@
-//! Runtime rebalancing: running jobs leave borrowed offline capacity before its lending
-//! window closes.
+//! Runtime rebalancing: the running placement kept true. Jobs leave borrowed offline capacity
+//! before its lending window closes, and whatever else breaks a rule now ([`recheck_running`]).
+//! Never moves more than the budget allows, never a more important job before a less urgent one.
 //!
 //! [`plan_rebalance`] is pure: the running placement, the jobs, the policy, the instant and
 //! when the moves of the past hour started in; out come the moves due now (each with its
@@ -10,8 +11,10 @@
 //!
 //! **What must leave.** A pod on a node of an offline pool whose lending is closed now, or
 //! closes within [`LOOKAHEAD`]; a JobManager on any offline node; a pod on an offline node of
-//! a job that no longer allows offline capacity. A job's *deadline* is the earliest close of
-//! the pools its pods borrow, minus the policy's lead time (now, for the other reasons).
+//! a job that no longer allows offline capacity; and what [`recheck_running`] finds by the
+//! packer's rules (a NoExecute taint, a lost node label, a shrunk quota, an over-committed
+//! node). A job's *deadline* is the earliest close of the pools its pods borrow, minus the
+//! policy's lead time (now, for the other reasons).
 //!
 //! **When.** Moves are spaced by the budget (`movesPerHour`): with jobs sorted by deadline
 //! (most important first among equal deadlines), each gets the latest start that still
@@ -538,7 +541,7 @@ fn candidates(violations: Vec<RunningViolation>) -> Vec<Candidate> {
     by_job
         .into_values()
         .filter_map(|mut found| {
-            found.sort_by(|a, b| (a.deadline, a.kind).cmp(&(b.deadline, b.kind)));
+            found.sort_by_key(|v| (v.deadline, v.kind));
             let first = found.first()?;
             let (priority, id, deadline) = (first.priority, first.job.clone(), first.deadline);
             let mut leaving: Vec<PodPlacement> = Vec::new();
