@@ -375,6 +375,44 @@ fn incremental_placement_keeps_the_failover_reserve_from_a_lower_tier_and_lends_
 }
 
 #[test]
+fn the_reserve_follows_the_protected_jobs_placed_and_removed_between_placements() {
+    let sites = vec![
+        site("dc-a", vec![NodeBuilder::new("a1").obj()]),
+        site("dc-b", vec![NodeBuilder::new("b1").cpu(13_000).obj()]),
+    ];
+    let policy = PlacementPolicy {
+        reserves: vec![reserve("dc-b", "dc-a", Priority::High)],
+        ..Default::default()
+    };
+    let critical = |name: &str| {
+        JobBuilder::new(name)
+            .priority(Priority::Critical)
+            .preferred("dc-a")
+            .obj()
+    };
+    // Critical jobs: 1 + 2×2 = 5 cpu; normal ones 1 + 2 = 3 cpu, dc-b only.
+    let normal = |name: &str| JobBuilder::new(name).tms(1).allowed(&["dc-b"]).obj();
+    let jobs = vec![
+        critical("ns/critical-1"),
+        normal("ns/normal-1"),
+        critical("ns/critical-2"),
+        normal("ns/normal-2"),
+    ];
+    let req = request(&sites, &jobs, &policy, &[]);
+    let mut placer = IncrementalPlacer::new(&req, &[]);
+    placer.place_one(&jobs[0]).unwrap();
+    // The reserve holds 5 of dc-b's 13 cpu: 3 go to the first normal job.
+    placer.place_one(&jobs[1]).unwrap();
+    assert_eq!(placer.place_one(&jobs[2]).unwrap().site.0, "dc-a");
+    // Now both critical jobs need 10 cpu of dc-b's 10 left: nothing for the second normal job.
+    let refused = placer.place_one(&jobs[3]).unwrap_err();
+    assert!(refused.contains("reserve"), "{refused}");
+    // The second critical job goes: the reserve no longer holds its room back.
+    assert!(placer.remove(&jobs[2].id));
+    assert_eq!(placer.place_one(&jobs[3]).unwrap().site.0, "dc-b");
+}
+
+#[test]
 fn incremental_placement_preempts_a_best_effort_job_for_a_higher_tier_and_the_next_pass_moves_it() {
     let sites = vec![site(
         "dc-a",

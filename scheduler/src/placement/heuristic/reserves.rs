@@ -104,7 +104,9 @@ impl Packer<'_, '_> {
     /// Incremental placement: the reserves as the full round holds them when a job of
     /// `priority` comes. Those above it are held (installed again when a placement since may
     /// have changed them), the others lifted: a job of a reserve's tier may use its room, as
-    /// the full round places the higher tiers before any reserve is held.
+    /// the full round places the higher tiers before any reserve is held. A protected job
+    /// placed since always lifts the reserve (its tier is not below it), so a held shadow is
+    /// never short of a protected job; staleness only keeps it from holding more than it must.
     pub(super) fn hold_reserves_for(&mut self, priority: Priority) {
         for ri in 0..self.req.policy.reserves.len() {
             let wanted = priority < self.req.policy.reserves[ri].min_priority;
@@ -129,13 +131,21 @@ impl Packer<'_, '_> {
         self.reserve_outcome.remove(&ri);
     }
 
-    /// Job `j` was placed in or released from `site`: a reserve whose protected jobs changed,
-    /// or whose site got room back, may hold something else now.
+    /// Job `j` was placed in or released from `site`: a reserve whose protected jobs changed
+    /// must hold something else now; one that could not hold them all may fit more when its
+    /// site gets room back. (Room given back never makes a held shadow wrong, so a reserve
+    /// that holds everything stays as it is: recomputing it costs a trial packing of every
+    /// protected job.)
     pub(super) fn note_reserve_change(&mut self, j: usize, site: usize, released: bool) {
         let priority = self.jobs[j].priority;
         for (ri, r) in self.req.policy.reserves.iter().enumerate() {
             let at = |id| self.cluster.site_index.get(id) == Some(&site);
-            if (at(&r.protects) && priority >= r.min_priority) || (released && at(&r.site)) {
+            let short = self
+                .reserve_outcome
+                .get(&ri)
+                .is_some_and(|(_, not)| !not.is_empty());
+            if (at(&r.protects) && priority >= r.min_priority) || (released && short && at(&r.site))
+            {
                 self.reserve_stale[ri] = true;
             }
         }
