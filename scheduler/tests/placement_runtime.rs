@@ -147,6 +147,7 @@ fn a_no_execute_taint_the_job_does_not_tolerate_moves_its_pods_off_the_node_with
         "node n1 has taint maintenance=now:NoExecute the job does not tolerate"
     );
     assert!(p.moves[0].to.pods.iter().all(|x| x.node == "n2"));
+    assert_eq!(p.moves[0].kinds, [RunningViolationKind::NoExecuteTaint]);
 }
 
 #[test]
@@ -241,6 +242,7 @@ fn a_shrunk_quota_moves_the_least_important_job_of_the_tenant_and_keeps_the_most
     assert_eq!(p.moves.len(), 1, "{p:#?}");
     assert_eq!(p.moves[0].job.0, "ns/normal");
     assert_eq!(p.moves[0].to.site.0, "dc-b");
+    assert_eq!(p.moves[0].kinds, [RunningViolationKind::QuotaShrunk]);
 }
 
 #[test]
@@ -315,6 +317,7 @@ fn a_violation_that_fits_nowhere_is_reported_stuck_with_its_reason() {
     let p = rebalance(&sites, &jobs, &PlacementPolicy::default(), &running);
     assert!(p.moves.is_empty());
     assert_eq!(p.stuck.len(), 1, "{p:#?}");
+    assert_eq!(p.stuck[0].kinds, [RunningViolationKind::NodeLabels]);
     assert!(
         p.stuck[0].reason.contains("no longer has the labels")
             && p.stuck[0].reason.contains("fits nowhere else"),

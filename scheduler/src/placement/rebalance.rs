@@ -80,6 +80,9 @@ pub struct RebalancePlan {
 pub struct RebalanceMove {
     pub job: JobId,
     pub priority: Priority,
+    /// What it breaks, one kind per rule (sorted): the reason says it in words.
+    #[serde(default)]
+    pub kinds: Vec<RunningViolationKind>,
     pub reason: String,
     /// When its pods must be gone: the window's close minus the lead time.
     pub deadline: DateTime<Utc>,
@@ -96,6 +99,9 @@ pub struct Waiting {
     pub deadline: DateTime<Utc>,
     /// The latest start the schedule gives it.
     pub start_by: DateTime<Utc>,
+    /// What it breaks, one kind per rule (sorted): the reason says it in words.
+    #[serde(default)]
+    pub kinds: Vec<RunningViolationKind>,
     pub reason: String,
 }
 
@@ -104,6 +110,9 @@ pub struct Stuck {
     pub job: JobId,
     pub priority: Priority,
     pub deadline: DateTime<Utc>,
+    /// What it breaks, one kind per rule (sorted): the reason says it in words.
+    #[serde(default)]
+    pub kinds: Vec<RunningViolationKind>,
     pub reason: String,
 }
 
@@ -262,6 +271,7 @@ pub fn recheck_running(req: &RebalanceRequest) -> Vec<RunningViolation> {
 
 /// A job with pods that must leave.
 struct Candidate {
+    kinds: Vec<RunningViolationKind>,
     priority: Priority,
     id: JobId,
     deadline: DateTime<Utc>,
@@ -338,6 +348,7 @@ pub fn plan_rebalance(req: &RebalanceRequest) -> RebalancePlan {
     let mut waiting: Vec<Waiting> = later
         .into_iter()
         .map(|c| Waiting {
+            kinds: c.kinds,
             reason: c.reason,
             job: c.id,
             priority: c.priority,
@@ -348,6 +359,7 @@ pub fn plan_rebalance(req: &RebalanceRequest) -> RebalancePlan {
     for c in due {
         if moves.len() >= budget.left as usize {
             waiting.push(Waiting {
+                kinds: c.kinds,
                 reason: format!(
                     "{}; held back by the rebalance budget ({} moves started in the last hour, {} per hour)",
                     c.reason, budget.started_last_hour, budget.moves_per_hour
@@ -368,6 +380,7 @@ pub fn plan_rebalance(req: &RebalanceRequest) -> RebalancePlan {
                 .and_then(super::refusal)
                 .unwrap_or_else(|| "placement refuses the job".to_string());
             stuck.push(Stuck {
+                kinds: c.kinds,
                 reason: format!("{}; fits nowhere else: {why}", c.reason),
                 job: c.id,
                 priority: c.priority,
@@ -381,6 +394,7 @@ pub fn plan_rebalance(req: &RebalanceRequest) -> RebalancePlan {
             Ok(()) => {
                 let (Some(to), Some(site)) = (packer.placement_of(j), from_site) else {
                     stuck.push(Stuck {
+                        kinds: c.kinds,
                         reason: format!("{}; the job is not running", c.reason),
                         job: c.id,
                         priority: c.priority,
@@ -391,6 +405,7 @@ pub fn plan_rebalance(req: &RebalanceRequest) -> RebalancePlan {
                 let mut pods = c.leaving;
                 pods.sort();
                 moves.push(RebalanceMove {
+                    kinds: c.kinds,
                     job: c.id,
                     priority: c.priority,
                     reason: c.reason,
@@ -400,6 +415,7 @@ pub fn plan_rebalance(req: &RebalanceRequest) -> RebalancePlan {
                 });
             }
             Err(why) => stuck.push(Stuck {
+                kinds: c.kinds,
                 reason: format!("{}; fits nowhere else: {why}", c.reason),
                 job: c.id,
                 priority: c.priority,
@@ -546,6 +562,9 @@ fn candidates(violations: Vec<RunningViolation>) -> Vec<Candidate> {
             let (priority, id, deadline) = (first.priority, first.job.clone(), first.deadline);
             let mut leaving: Vec<PodPlacement> = Vec::new();
             let mut reasons: Vec<String> = Vec::new();
+            let mut kinds: Vec<RunningViolationKind> = found.iter().map(|v| v.kind).collect();
+            kinds.sort();
+            kinds.dedup();
             for v in found {
                 for pod in v.pods {
                     if !leaving
@@ -561,6 +580,7 @@ fn candidates(violations: Vec<RunningViolation>) -> Vec<Candidate> {
             }
             leaving.sort();
             Some(Candidate {
+                kinds,
                 priority,
                 id,
                 deadline,
