@@ -209,3 +209,116 @@ spec:
     let again = closing.reconcile_once().await.unwrap();
     assert!(again.launched.is_empty(), "{again:?}");
 }
+
+fn quota_policy(shop_cpu_in_dc_a: &str) -> Policy {
+    let yaml = format!(
+        r#"apiVersion: twinsite.io/v1alpha1
+kind: Policy
+sites: [{{name: dc-a}}, {{name: dc-b}}]
+quotas:
+  - {{tenant: shop, site: dc-a, cpu: "{shop_cpu_in_dc_a}", memory: 400Gi}}
+  - {{tenant: shop, site: dc-b, cpu: "100", memory: 400Gi}}
+rebalance: {{leadTime: 10m, movesPerHour: 60}}
+"#
+    );
+    parse_policy("policy.yaml", &yaml).unwrap()
+}
+
+fn shop_job(name: &str, priority: &str) -> scheduler::input::streamjob::StreamJob {
+    parse_stream_jobs(
+        "jobs.yaml",
+        &format!(
+            r#"apiVersion: twinsite.io/v1alpha1
+kind: StreamJob
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  priority: {priority}
+  image: flink:2.0.0
+  flinkVersion: v2_0
+  jarURI: local:///opt/flink/usrlib/{name}.jar
+  parallelism: 2
+  jobManager: {{resources: {{cpu: "1", memory: 2Gi}}}}
+  taskManager: {{resources: {{cpu: "2", memory: 4Gi}}, slots: 1}}
+  placement: {{sites: {{allowed: [dc-a]}}}}
+  checkpoints: {{dir: "hdfs:///flink/checkpoints/shop/{name}", interval: 10s}}
+"#
+        ),
+    )
+    .unwrap()
+    .remove(0)
+}
+
+/// The running placement is judged again each pass, not only window closes: when the shop
+/// tenant's quota in dc-a shrinks below what its two jobs use, the pass finds the less
+/// important job past the limit (the critical one keeps its place) and, as it may run only
+/// in dc-a, reports it stuck with the reason, audited once; nothing is stopped blindly.
+#[tokio::test]
+async fn a_quota_shrunk_below_what_runs_is_found_by_the_next_pass_and_reported_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap());
+    let mut sites = BTreeMap::new();
+    for site in ["dc-a", "dc-b"] {
+        let snapshot = SiteSnapshot {
+            id: SiteId(site.into()),
+            nodes: vec![node(&format!("{site}-1")), node(&format!("{site}-2"))],
+            running_pods: vec![],
+        };
+        let sim = SimulatedSite::new(
+            snapshot,
+            dir.path().join(site),
+            Arc::new(clock.clone()),
+            SimulatedSiteConfig::default(),
+        );
+        sites.insert(SiteId(site.into()), sim);
+    }
+    let store = Arc::new(EmbeddedStateStore::open(&dir.path().join("state")).unwrap());
+    for job in [
+        shop_job("ledger", "critical"),
+        shop_job("reports", "normal"),
+    ] {
+        store
+            .put_job(&new_record(&job), Expected::Absent)
+            .await
+            .unwrap();
+    }
+
+    tracing::info!("--- both jobs placed in dc-a under a roomy quota (each uses 5 cpu)");
+    let roomy = controller(&sites, &store, quota_policy("20"));
+    let first = roomy.reconcile_once().await.unwrap();
+    assert_eq!(first.launched.len(), 2, "{first:?}");
+    clock.advance(std::time::Duration::from_secs(30));
+    for site in sites.values() {
+        site.tick();
+    }
+
+    tracing::info!("--- the quota shrinks to 6 cpu: the next pass reports the normal job");
+    let shrunk = controller(&sites, &store, quota_policy("6"));
+    let pass = shrunk.reconcile_once().await.unwrap();
+    assert!(pass.launched.is_empty(), "{pass:?}");
+    let audit = store.list_audit(0, 0).await.unwrap();
+    let stuck: Vec<_> = audit
+        .iter()
+        .filter(|a| a.entry.action == "rebalance-stuck")
+        .collect();
+    assert_eq!(stuck.len(), 1, "{audit:#?}");
+    assert_eq!(stuck[0].entry.target, "shop/reports");
+    assert!(
+        stuck[0]
+            .entry
+            .result
+            .contains("quota of tenant shop in dc-a shrank below what runs: 4 cpu"),
+        "{}",
+        stuck[0].entry.result
+    );
+    let again = shrunk.reconcile_once().await.unwrap();
+    assert!(again.launched.is_empty(), "{again:?}");
+    let audit = store.list_audit(0, 0).await.unwrap();
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|a| a.entry.action == "rebalance-stuck")
+            .count(),
+        1,
+        "reported once per deadline"
+    );
+}

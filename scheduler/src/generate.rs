@@ -15,7 +15,7 @@ use crate::input::policy::{
     QuotaSpec, ReplicationSpec, ReserveSpec, SiteSpec, WindowSpec,
 };
 use crate::input::streamjob::{
-    AffinitySpec, CheckpointSpec, FailoverMode, FailoverSpec, JobManagerSpec, ObjectMeta,
+    AffinitySpec, CheckpointSpec, FailoverSpec, FailoverTrigger, JobManagerSpec, ObjectMeta,
     PlacementSpec, ResourceSpec, STREAM_JOB_KIND, SitesSpec, StreamJob, StreamJobSpec,
     TaskManagerSpec, stream_jobs_to_yaml,
 };
@@ -317,9 +317,9 @@ fn job(index: u32, tenants: &[&str], sites: &[String], rng: &mut ChaCha8Rng) -> 
         });
     }
     let mode = match priority {
-        Priority::BestEffort if rng.random_bool(0.3) => FailoverMode::None,
-        _ if rng.random_bool(0.05) => FailoverMode::Manual,
-        _ => FailoverMode::Auto,
+        Priority::BestEffort if rng.random_bool(0.3) => FailoverTrigger::None,
+        _ if rng.random_bool(0.05) => FailoverTrigger::Manual,
+        _ => FailoverTrigger::Auto,
     };
     let mut flink_configuration = BTreeMap::new();
     flink_configuration.insert("state.backend.type".to_string(), "rocksdb".to_string());

@@ -1,7 +1,7 @@
 //! StreamJob YAML: valid files resolve to demands; every kind of mistake is reported with
 //! the file, the document and job, and the field path.
 
-use scheduler::input::streamjob::FailoverMode;
+use scheduler::input::streamjob::FailoverTrigger;
 use scheduler::input::{InputError, parse_flink_plan, parse_stream_jobs};
 use scheduler::model::Priority;
 
@@ -57,7 +57,7 @@ fn the_fixture_jobs_parse_and_resolve_to_demands() {
     );
     assert_eq!(clicks.job_manager.cpu_milli, 500);
     assert_eq!(clicks.task_managers, 2, "slots default to 1");
-    assert_eq!(jobs[1].spec.failover.mode, FailoverMode::None);
+    assert_eq!(jobs[1].spec.failover.mode, FailoverTrigger::None);
 }
 
 #[test]

@@ -518,8 +518,7 @@ fn when_the_batch_workload_grows_the_least_important_borrower_leaves_and_no_more
     let m = &plan.moves[0];
     assert_eq!(m.job.0, "ns/batchy");
     assert!(
-        m.reason
-            .contains("node hdfs-1 (pool hdfs) needs its capacity back"),
+        m.reason.contains("node hdfs-1 needs its capacity back"),
         "{}",
         m.reason
     );

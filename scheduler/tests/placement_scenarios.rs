@@ -691,6 +691,7 @@ fn the_plan_serialises_to_the_cli_shape_and_placements_read_back() {
 }
 
 #[test]
+#[cfg(feature = "milp")]
 fn the_milp_places_what_first_fit_strands_and_reports_a_bound() {
     // First fit puts the big job in dc-a (tried first), stranding the dc-a-only job; the
     // MILP sends the big one to dc-b instead.

@@ -9,7 +9,7 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use scheduler::input::StreamJob;
-use scheduler::input::streamjob::FailoverMode;
+use scheduler::input::streamjob::FailoverTrigger;
 use scheduler::model::{JobDemand, JobPlacement};
 use scheduler::report::assemble::JobFacts;
 use scheduler::report::{
@@ -125,7 +125,7 @@ pub async fn capacity(
     let no_failover: BTreeSet<_> = inputs
         .jobs
         .iter()
-        .filter(|j| j.spec.failover.mode == FailoverMode::None)
+        .filter(|j| j.spec.failover.mode == FailoverTrigger::None)
         .map(|j| j.id())
         .collect();
     let policy = state.controller.policy.placement_policy();

@@ -57,8 +57,10 @@ pub struct PlanArgs {
     /// Wall-time budget of the MILP, e.g. `5s`, `500ms`.
     #[arg(long, value_name = "DURATION", default_value = "5s")]
     pub solver_budget: String,
-    /// Print instead the moves off borrowed offline capacity due at `--at` for the `--running`
-    /// placement: what the controller's rebalancer does then (a full hour's budget assumed).
+    /// Print instead the moves due at `--at` for the `--running` placement (off borrowed
+    /// offline capacity, and every other rule it breaks now: NoExecute taints, lost labels,
+    /// shrunk quotas, over-committed nodes): what the controller's rebalancer does then (a
+    /// full hour's budget assumed).
     #[arg(long, requires = "running")]
     pub rebalance: bool,
 }
@@ -159,7 +161,7 @@ fn print_rebalance(args: &PlanArgs, inputs: &PlanInputs) -> anyhow::Result<()> {
                 );
             }
             if out.is_empty() {
-                out.push_str("nothing on borrowed capacity must move\n");
+                out.push_str("the running placement breaks no rule: nothing must move\n");
             }
             out
         }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use scheduler::input::streamjob::FailoverMode;
+use scheduler::input::streamjob::FailoverTrigger;
 use scheduler::report::assemble::JobFacts;
 use scheduler::report::{
     CapacityReport, DEFAULT_TOP_JOBS, Format, ReportInputs, RightsizingInput, build_report, render,
@@ -132,7 +132,7 @@ pub fn build(args: &CapacityArgs) -> anyhow::Result<CapacityReport> {
     let no_failover: BTreeSet<_> = inputs
         .stream_jobs
         .iter()
-        .filter(|j| j.spec.failover.mode == FailoverMode::None)
+        .filter(|j| j.spec.failover.mode == FailoverTrigger::None)
         .map(|j| j.id())
         .collect();
 

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use scheduler::diagnosis::{Exposure, ExposureInput, ReplicatedAt, judge_exposure};
-use scheduler::input::streamjob::FailoverMode;
+use scheduler::input::streamjob::FailoverTrigger;
 use scheduler::model::{JobId, SiteId};
 use serde::Serialize;
 
@@ -194,7 +194,8 @@ impl Controller {
                     continue;
                 };
                 // Only jobs a failover restores from a replicated checkpoint are exposed.
-                if job.spec.failover.mode == FailoverMode::None || job.spec.checkpoints.is_none() {
+                if job.spec.failover.mode == FailoverTrigger::None || job.spec.checkpoints.is_none()
+                {
                     continue;
                 }
                 let site = SiteId(placement.site.clone());

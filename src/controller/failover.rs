@@ -374,7 +374,7 @@ fn engine_state(state: JobState) -> RunState {
 }
 
 /// The engine's view of a stored job: its demand, and whether it may start without state.
-pub(crate) fn engine_spec(record: &JobRecord) -> Option<(JobSpec, streamjob::FailoverMode)> {
+pub(crate) fn engine_spec(record: &JobRecord) -> Option<(JobSpec, streamjob::FailoverTrigger)> {
     let job = stream_job_of(record).ok()?;
     let demand = job.demand().ok()?;
     let mode = if job.spec.checkpoints.is_some() {
@@ -384,8 +384,8 @@ pub(crate) fn engine_spec(record: &JobRecord) -> Option<(JobSpec, streamjob::Fai
         FailoverMode::FreshStartAllowed
     };
     let site_moves = match job.spec.failover.mode {
-        streamjob::FailoverMode::Manual => SiteMoves::OperatorOnly,
-        streamjob::FailoverMode::Auto | streamjob::FailoverMode::None => SiteMoves::Automatic,
+        streamjob::FailoverTrigger::Manual => SiteMoves::OperatorOnly,
+        streamjob::FailoverTrigger::Auto | streamjob::FailoverTrigger::None => SiteMoves::Automatic,
     };
     // Sites its jar is not verified in: the engine moves it to none of them.
     let jar_missing = JobStatus::from_value(&record.status)
@@ -419,7 +419,7 @@ pub(crate) fn stored_jobs(records: &[Versioned<JobRecord>]) -> Vec<StoredJob> {
             let id = JobId::new(&record.value.namespace, &record.value.name);
             let placed = record.value.placement.as_ref().and_then(|stored| {
                 let (spec, mode) = engine_spec(&record.value)?;
-                (mode != streamjob::FailoverMode::None).then(|| PlacedJob {
+                (mode != streamjob::FailoverTrigger::None).then(|| PlacedJob {
                     spec,
                     site: SiteId(stored.site.clone()),
                     generation: record.value.generation,

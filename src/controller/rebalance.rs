@@ -1,14 +1,22 @@
-//! Lending windows enforced at runtime: jobs leave borrowed offline capacity before its
-//! window closes.
+//! The running placement kept true at runtime: each pass judges it again, and the jobs that
+//! break a rule now move, at a bounded rate, most important first, each with its reason.
 //!
 //! What is due is decided by `scheduler::placement::rebalance::plan_rebalance` (pure; the
 //! function `twinsite plan --rebalance` prints) from the stored placements of the jobs on
 //! reachable sites, the sites' snapshots, the policy (`rebalance.leadTime`,
-//! `rebalance.movesPerHour`) and the moves this leader started in the past hour. This file
-//! gathers that input at the start of a pass and reports the jobs that cannot move; the
-//! moves themselves run in `reconcile.rs` through the path a spec change takes: stop with a
-//! savepoint, persist the new generation and the planned placement, launch restoring from
-//! the savepoint. Each move is audited with its reason.
+//! `rebalance.movesPerHour`, pools, quotas) and the moves this leader started in the past
+//! hour. Its violations (`recheck_running`): pods on borrowed offline capacity whose lending
+//! window closes within the lead time, a JobManager on an offline node, a NoExecute taint the
+//! pod does not tolerate, a node that lost a label the job's selector or required affinity
+//! needs, a tenant quota shrunk below what runs, a node over capacity (a higher tier took the
+//! room, e.g. by preempting the job during incremental placement). Node and site loss are the
+//! failover engine's, and jobs it holds are left to it.
+//!
+//! This file gathers that input at the start of a pass and reports the jobs that cannot move
+//! (stuck, or fitting only in another site, whose savepoint the target cannot read: a
+//! failover); the moves themselves run in `reconcile.rs` through the path a spec change
+//! takes: stop with a savepoint, persist the new generation and the planned placement, launch
+//! restoring from the savepoint. Each move is audited with its reason (`rebalance-move`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -26,7 +34,9 @@ use crate::state::{JobRecord, Versioned};
 #[derive(Default)]
 pub struct RebalanceBook {
     started: Mutex<Vec<DateTime<Utc>>>,
-    reported_stuck: Mutex<BTreeSet<(JobId, DateTime<Utc>)>>,
+    /// (job, reason) of the stuck jobs reported, kept while they stay stuck. Keyed by the
+    /// reason, not the deadline: a violation due at once has a new deadline every pass.
+    reported_stuck: Mutex<BTreeSet<(JobId, String)>>,
 }
 
 impl RebalanceBook {
@@ -44,20 +54,28 @@ impl RebalanceBook {
             .clone()
     }
 
-    /// Whether `job`'s being stuck for `deadline` is news.
-    fn first_report(&self, job: &JobId, deadline: DateTime<Utc>) -> bool {
+    /// Whether `job`'s being stuck for `reason` is news.
+    fn first_report(&self, job: &JobId, reason: &str) -> bool {
         self.reported_stuck
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert((job.clone(), deadline))
+            .insert((job.clone(), reason.to_string()))
+    }
+
+    /// Forgets the reports of jobs no longer stuck, so a job stuck again is reported again.
+    fn keep_reports_of(&self, stuck: &BTreeSet<&JobId>) {
+        self.reported_stuck
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(job, _)| stuck.contains(job));
     }
 }
 
 impl Controller {
     /// The moves due at `now`, by job, planned over the stored placements of jobs on the
     /// reachable sites (`snapshots`). Jobs the failover engine holds are left to it. Stuck
-    /// jobs are logged and audited (`rebalance-stuck`) once per deadline, before their window
-    /// closes.
+    /// jobs are logged and audited (`rebalance-stuck`) once per reason while they stay stuck
+    /// (for a window, before it closes).
     pub(super) async fn due_moves(
         &self,
         records: &[Versioned<JobRecord>],
@@ -104,8 +122,8 @@ impl Controller {
             recent_moves: &recent,
         });
         for stuck in &plan.stuck {
-            if self.rebalance.first_report(&stuck.job, stuck.deadline) {
-                tracing::warn!(job = %stuck.job, deadline = %stuck.deadline, reason = %stuck.reason, "cannot leave borrowed capacity");
+            if self.rebalance.first_report(&stuck.job, &stuck.reason) {
+                tracing::warn!(job = %stuck.job, deadline = %stuck.deadline, reason = %stuck.reason, "must move but fits nowhere");
                 self.audit(
                     "rebalance-stuck",
                     &stuck.job.to_string(),
@@ -125,7 +143,7 @@ impl Controller {
             .into_iter()
             .partition(|m| m.to.site == m.from.site);
         for m in &across {
-            if self.rebalance.first_report(&m.job, m.deadline) {
+            if self.rebalance.first_report(&m.job, &m.reason) {
                 tracing::warn!(job = %m.job, to = %m.to.site, reason = %m.reason, "fits only in another site");
                 self.audit(
                     "rebalance-stuck",
@@ -140,6 +158,13 @@ impl Controller {
                 .await;
             }
         }
+        let still: BTreeSet<&JobId> = plan
+            .stuck
+            .iter()
+            .map(|s| &s.job)
+            .chain(across.iter().map(|m| &m.job))
+            .collect();
+        self.rebalance.keep_reports_of(&still);
         let stuck = plan.stuck.len() + across.len();
         self.metrics
             .rebalance_stuck

@@ -634,7 +634,7 @@ impl Controller {
                         self.count_site_error(&placement.site, &error);
                     }
                     let max = job.spec.failover.max_relaunches_per_site;
-                    if job.spec.failover.mode == scheduler::input::streamjob::FailoverMode::None
+                    if job.spec.failover.mode == scheduler::input::streamjob::FailoverTrigger::None
                         || status.relaunches >= max
                     {
                         status.phase = JobPhase::Failed;
@@ -1028,7 +1028,7 @@ impl Controller {
     /// Whether the failover engine, not this pass, relaunches `job` when it fails.
     fn failover_manages(&self, job: &StreamJob) -> bool {
         self.failover.enabled()
-            && job.spec.failover.mode != scheduler::input::streamjob::FailoverMode::None
+            && job.spec.failover.mode != scheduler::input::streamjob::FailoverTrigger::None
     }
 
     /// Writes `status` when it differs from what is stored; counts the job's phase.

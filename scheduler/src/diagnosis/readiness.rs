@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Evidence, Exposure, Finding, FindingKind, Severity, human_count};
-use crate::input::streamjob::FailoverMode;
+use crate::input::streamjob::FailoverTrigger;
 
 /// Whether the job's jar is at the peer, from the controller's jar publication. `Unknown`
 /// (still publishing, or a jar that is not published: in the image, no site storage) makes a
@@ -38,7 +38,7 @@ pub enum Fit {
 pub struct Readiness {
     pub site: String,
     pub peer: String,
-    pub failover_mode: FailoverMode,
+    pub failover_mode: FailoverTrigger,
     /// `None`: twinsite does not replicate the job (no checkpoint directory, or no storage
     /// at one of the sites).
     pub exposure: Option<Exposure>,
@@ -54,7 +54,7 @@ pub fn readiness_findings(r: &Readiness) -> (Vec<Finding>, Vec<String>) {
     let mut notes = Vec::new();
     let state = |what: &str| format!("twinsite:{what}");
     let scope = Some(format!("{} -> {}", r.site, r.peer));
-    if r.failover_mode == FailoverMode::None {
+    if r.failover_mode == FailoverTrigger::None {
         notes.push(
             "failover.mode is none: twinsite never relaunches or moves this job, so its failover readiness is not judged"
                 .to_string(),
@@ -222,7 +222,7 @@ mod tests {
         Readiness {
             site: "dc-a".into(),
             peer: "dc-b".into(),
-            failover_mode: FailoverMode::Auto,
+            failover_mode: FailoverTrigger::Auto,
             exposure: Some(exposure(Some(30), None)),
             jar: JarAtPeer::Present,
             allowed_at_peer: true,
@@ -298,7 +298,7 @@ mod tests {
     #[test]
     fn jobs_twinsite_never_moves_are_not_judged() {
         let mut r = ready();
-        r.failover_mode = FailoverMode::None;
+        r.failover_mode = FailoverTrigger::None;
         r.allowed_at_peer = false;
         let (findings, notes) = readiness_findings(&r);
         assert!(findings.is_empty());

@@ -423,7 +423,7 @@ fn default_checkpoint_interval() -> String {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FailoverSpec {
     #[serde(default)]
-    pub mode: FailoverMode,
+    pub mode: FailoverTrigger,
     /// Relaunches in one site, in a row, before twinsite stops relaunching the job there
     /// (and, in `auto` mode, moves it to the other site).
     #[serde(default = "default_max_relaunches_per_site")]
@@ -437,7 +437,7 @@ fn default_max_relaunches_per_site() -> u32 {
 impl Default for FailoverSpec {
     fn default() -> Self {
         FailoverSpec {
-            mode: FailoverMode::default(),
+            mode: FailoverTrigger::default(),
             max_relaunches_per_site: default_max_relaunches_per_site(),
         }
     }
@@ -452,7 +452,10 @@ impl FailoverSpec {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
-pub enum FailoverMode {
+// Who relaunches or moves the job when it fails (the StreamJob's `failover.mode`); not the
+// failover engine's `FailoverMode` (whether a relaunch must restore state). A plain comment:
+// a doc comment would enter the generated CRD's description.
+pub enum FailoverTrigger {
     /// Relaunched in its site after a lost node, and in the surviving site after a lost site.
     #[default]
     Auto,
@@ -772,7 +775,7 @@ fn validate(job: &StreamJob, problems: &mut Problems) {
                 );
             }
         }
-        None if spec.failover.mode != FailoverMode::None => problems.field(
+        None if spec.failover.mode != FailoverTrigger::None => problems.field(
             "spec.checkpoints",
             "required unless spec.failover.mode is none: a relaunch restores from the latest checkpoint",
         ),

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::heuristic::{Engine, fmt_resources};
+use super::heuristic::{Packer, fmt_resources};
 use super::state::Filtered;
 use crate::model::{PodRole, Resources};
 
@@ -74,7 +74,7 @@ fn insufficient(rooms: &[Resources], pod: Resources, what: &str) -> String {
     }
 }
 
-impl Engine<'_, '_> {
+impl Packer<'_, '_> {
     /// One reason per tried site, `site: reason; site: reason`.
     pub(crate) fn diagnose(&mut self, j: usize, sites: &[usize]) -> String {
         let parts: Vec<String> = sites

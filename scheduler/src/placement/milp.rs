@@ -22,9 +22,9 @@ use super::heuristic::plan_heuristic;
 use super::state::{Capacity, Cluster};
 use super::{
     PlacementPlan, PlacementRequest, SolverKind, SolverReport, demand_units, objective_of,
-    priority_weight, tier_vector, validate_plan,
+    priority_weight, validate_plan,
 };
-use crate::model::{JobDemand, JobId, PodRole, Resources, SiteId};
+use crate::model::{JobDemand, JobId, PodRole, Priority, Resources, SiteId};
 
 /// Pools kept per job and site (the roomiest feasible ones).
 const POOLS_PER_SITE: usize = 6;
@@ -433,4 +433,24 @@ fn solve(
         hint.insert((*id).clone(), Some(cluster.sites[s].id.clone()));
     }
     Ok((hint, bound, status))
+}
+
+/// Placed demand per tier, highest tier first: plans compare lexicographically on it, so a
+/// plan never wins by dropping a higher tier's demand.
+fn tier_vector(req: &PlacementRequest, plan: &PlacementPlan) -> [i64; 4] {
+    let by_id: BTreeMap<&JobId, &JobDemand> = req.jobs.iter().map(|j| (&j.id, j)).collect();
+    let mut v = [0i64; 4];
+    for p in &plan.placements {
+        if let Some(j) = by_id.get(&p.job) {
+            let slot = match j.priority {
+                Priority::Critical => 0,
+                Priority::High => 1,
+                Priority::Normal => 2,
+                Priority::BestEffort => 3,
+            };
+            // Milli-units keep the comparison exact enough without floats.
+            v[slot] += (demand_units(j) * 1000.0) as i64;
+        }
+    }
+    v
 }

@@ -10,13 +10,13 @@
 mod compat;
 mod diagnose;
 mod heuristic;
+#[cfg(feature = "milp")]
 mod milp;
 pub mod rebalance;
 mod state;
 mod validate;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -51,8 +51,9 @@ pub enum SolverChoice {
     #[default]
     Heuristic,
     /// Run the heuristic, then try to improve it with HiGHS within `budget` (wall time
-    /// measured by HiGHS itself).
-    Milp { budget: Duration },
+    /// measured by HiGHS itself). Only with the crate's `milp` feature.
+    #[cfg(feature = "milp")]
+    Milp { budget: std::time::Duration },
 }
 
 /// The answer of one placement round. Serialises to the CLI's JSON; the `placements` part is
@@ -193,6 +194,7 @@ pub fn plan(req: &PlacementRequest) -> PlacementPlan {
     let heuristic_plan = heuristic::plan_heuristic(req, None);
     match req.options.solver {
         SolverChoice::Heuristic => heuristic_plan,
+        #[cfg(feature = "milp")]
         SolverChoice::Milp { budget } => milp::improve(req, heuristic_plan, budget),
     }
 }
@@ -213,24 +215,4 @@ pub fn objective_of(req: &PlacementRequest, plan: &PlacementPlan) -> f64 {
         .map(|j| MIGRATION_COST_FRACTION * priority_weight(j.priority) * demand_units(j))
         .sum();
     placed - moved
-}
-
-/// Placed demand per tier, highest tier first: plans compare lexicographically on it, so a
-/// plan never wins by dropping a higher tier's demand.
-pub(crate) fn tier_vector(req: &PlacementRequest, plan: &PlacementPlan) -> [i64; 4] {
-    let by_id: BTreeMap<&JobId, &JobDemand> = req.jobs.iter().map(|j| (&j.id, j)).collect();
-    let mut v = [0i64; 4];
-    for p in &plan.placements {
-        if let Some(j) = by_id.get(&p.job) {
-            let slot = match j.priority {
-                Priority::Critical => 0,
-                Priority::High => 1,
-                Priority::Normal => 2,
-                Priority::BestEffort => 3,
-            };
-            // Milli-units keep the comparison exact enough without floats.
-            v[slot] += (demand_units(j) * 1000.0) as i64;
-        }
-    }
-    v
 }

@@ -1,5 +1,6 @@
-//! Runtime rebalancing: running jobs leave borrowed offline capacity before its lending
-//! window closes.
+//! Runtime rebalancing: the running placement kept true. Jobs leave borrowed offline capacity
+//! before its lending window closes, and whatever else breaks a rule now ([`recheck_running`]).
+//! Never moves more than the budget allows, never a more important job before a less urgent one.
 //!
 //! [`plan_rebalance`] is pure: the running placement, the jobs, the policy, the instant and
 //! when the moves of the past hour started in; out come the moves due now (each with its
@@ -10,11 +11,11 @@
 //!
 //! **What must leave.** A pod on a node of an offline pool whose lending is closed now, or
 //! closes within [`LOOKAHEAD`]; a JobManager on any offline node; a pod on an offline node of
-//! a job that no longer allows offline capacity; on a node of a pool lending by usage, the
-//! least important of our pods while what they request is above what the node lends now (its
-//! own workload grew; an unmeasured node reclaims nothing). A job's *deadline* is the earliest
-//! close of the pools its pods borrow, minus the policy's lead time (now, for the other
-//! reasons).
+//! a job that no longer allows offline capacity; and what [`recheck_running`] finds by the
+//! packer's rules (a NoExecute taint, a lost node label, a shrunk quota, an over-committed
+//! node, among them an offline node lending by usage whose own workload grew: its least
+//! important borrowers leave, and an unmeasured node moves nobody). A job's *deadline* is the earliest close of the pools its pods borrow, minus the
+//! policy's lead time (now, for the other reasons).
 //!
 //! **When.** Moves are spaced by the budget (`movesPerHour`): with jobs sorted by deadline
 //! (most important first among equal deadlines), each gets the latest start that still
@@ -31,16 +32,16 @@
 //! rule). A job that fits nowhere is `stuck`, reported with the reason at the time its move
 //! was due: at least the lead time before its window closes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::heuristic::Engine;
+use super::heuristic::Packer;
 use super::{MoveEnd, PlacementOptions, PlacementRequest};
 use crate::model::{
-    JobDemand, JobId, JobPlacement, LendBasis, Node, OfflineLending, PlacementPolicy, PodPlacement,
-    PodRole, Priority, RebalancePolicy, Resources, SiteSnapshot,
+    JobDemand, JobId, JobPlacement, OfflineLending, PlacementPolicy, PodPlacement, PodRole,
+    Priority, RebalancePolicy, SiteId, SiteSnapshot,
 };
 
 /// How far ahead closing windows are looked for. A lead time plus the budget's spacing for
@@ -80,6 +81,9 @@ pub struct RebalancePlan {
 pub struct RebalanceMove {
     pub job: JobId,
     pub priority: Priority,
+    /// What it breaks, one kind per rule (sorted): the reason says it in words.
+    #[serde(default)]
+    pub kinds: Vec<RunningViolationKind>,
     pub reason: String,
     /// When its pods must be gone: the window's close minus the lead time.
     pub deadline: DateTime<Utc>,
@@ -96,6 +100,9 @@ pub struct Waiting {
     pub deadline: DateTime<Utc>,
     /// The latest start the schedule gives it.
     pub start_by: DateTime<Utc>,
+    /// What it breaks, one kind per rule (sorted): the reason says it in words.
+    #[serde(default)]
+    pub kinds: Vec<RunningViolationKind>,
     pub reason: String,
 }
 
@@ -104,6 +111,9 @@ pub struct Stuck {
     pub job: JobId,
     pub priority: Priority,
     pub deadline: DateTime<Utc>,
+    /// What it breaks, one kind per rule (sorted): the reason says it in words.
+    #[serde(default)]
+    pub kinds: Vec<RunningViolationKind>,
     pub reason: String,
 }
 
@@ -114,6 +124,42 @@ pub struct BudgetReport {
     pub started_last_hour: u32,
     /// Moves this round may start.
     pub left: u32,
+}
+
+/// A rule a running job breaks, found by [`recheck_running`]: which pods must leave, by
+/// when, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningViolation {
+    pub job: JobId,
+    pub priority: Priority,
+    pub kind: RunningViolationKind,
+    pub site: SiteId,
+    /// The pods that must leave, where they are now (all of the job's for a quota).
+    pub pods: Vec<PodPlacement>,
+    /// When they must be gone: at once, or a lending window's close minus the lead time.
+    pub deadline: DateTime<Utc>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunningViolationKind {
+    /// Borrowed offline capacity whose lending window is closed or closes within the
+    /// schedule (deadline: close minus lead time).
+    LendingWindow,
+    /// A JobManager on an offline node.
+    JobManagerOffline,
+    /// Pods on offline capacity of a job that no longer allows it.
+    OfflineNotAllowed,
+    /// A NoExecute taint the job does not tolerate appeared on the node.
+    NoExecuteTaint,
+    /// The node lost a label the job's nodeSelector or required node affinity needs.
+    NodeLabels,
+    /// The tenant's quota in the site shrank below what runs (the whole job leaves).
+    QuotaShrunk,
+    /// The node no longer has room for the pod beside more important jobs (foreign pods
+    /// grew, or a higher tier preempted it).
+    OverCapacity,
 }
 
 /// Whether an offline pool lends at `at`, and until when.
@@ -190,8 +236,43 @@ fn spacing(rebalance: RebalancePolicy) -> TimeDelta {
     TimeDelta::milliseconds(3_600_000 / i64::from(rebalance.moves_per_hour.max(1)))
 }
 
+/// The running placement of `req` judged again against the cluster and policy at `req.at`:
+/// every rule a running job breaks, most important job first (then job, kind). Pure: the
+/// same input gives the same answer. Offline capacity is judged by its lending windows
+/// (with the lead time); the rest by the packer's rules in priority order, so the most
+/// important jobs keep their place ([`RunningViolationKind`] lists what is judged). Node
+/// and site loss are not judged here: the failover engine owns them.
+pub fn recheck_running(req: &RebalanceRequest) -> Vec<RunningViolation> {
+    let pools: Vec<Option<Lending>> = req
+        .policy
+        .pools
+        .iter()
+        .map(|p| p.offline.as_ref().map(|l| lending_at(l, req.at)))
+        .collect();
+    let mut found = window_violations(req, &pools, lead(req.rebalance));
+    let placement = PlacementRequest {
+        sites: req.sites,
+        jobs: req.jobs,
+        policy: req.policy,
+        running: &[],
+        at: req.at,
+        options: PlacementOptions::default(),
+    };
+    found.extend(Packer::new(&placement, None).recheck(req.running));
+    found.sort_by(|a, b| {
+        (std::cmp::Reverse(a.priority), &a.job, a.kind, a.deadline).cmp(&(
+            std::cmp::Reverse(b.priority),
+            &b.job,
+            b.kind,
+            b.deadline,
+        ))
+    });
+    found
+}
+
 /// A job with pods that must leave.
 struct Candidate {
+    kinds: Vec<RunningViolationKind>,
     priority: Priority,
     id: JobId,
     deadline: DateTime<Utc>,
@@ -220,13 +301,7 @@ pub fn plan_rebalance(req: &RebalanceRequest) -> RebalancePlan {
             .saturating_sub(started_last_hour),
     };
 
-    let pools: Vec<Option<Lending>> = req
-        .policy
-        .pools
-        .iter()
-        .map(|p| p.offline.as_ref().map(|l| lending_at(l, at)))
-        .collect();
-    let mut candidates = candidates(req, &pools, lead);
+    let mut candidates = candidates(recheck_running(req));
 
     // Latest starts, backwards from the last deadline, one spacing apart.
     candidates.sort_by(|a, b| {
@@ -257,8 +332,8 @@ pub fn plan_rebalance(req: &RebalanceRequest) -> RebalancePlan {
         at,
         options: PlacementOptions::default(),
     };
-    let mut engine = Engine::new(&placement, None);
-    engine.adopt(req.running);
+    let mut packer = Packer::new(&placement, None);
+    packer.adopt(req.running);
 
     let (mut due, later): (Vec<Candidate>, Vec<Candidate>) =
         candidates.into_iter().partition(|c| c.start_by <= at);
@@ -274,6 +349,7 @@ pub fn plan_rebalance(req: &RebalanceRequest) -> RebalancePlan {
     let mut waiting: Vec<Waiting> = later
         .into_iter()
         .map(|c| Waiting {
+            kinds: c.kinds,
             reason: c.reason,
             job: c.id,
             priority: c.priority,
@@ -284,6 +360,7 @@ pub fn plan_rebalance(req: &RebalanceRequest) -> RebalancePlan {
     for c in due {
         if moves.len() >= budget.left as usize {
             waiting.push(Waiting {
+                kinds: c.kinds,
                 reason: format!(
                     "{}; held back by the rebalance budget ({} moves started in the last hour, {} per hour)",
                     c.reason, budget.started_last_hour, budget.moves_per_hour
@@ -295,20 +372,41 @@ pub fn plan_rebalance(req: &RebalanceRequest) -> RebalancePlan {
             });
             continue;
         }
-        let Some(j) = engine.job_by_id(&c.id) else {
-            // Placement refuses the job outright (`placement::refusal`): not ours to move.
+        let Some(j) = packer.job_by_id(&c.id) else {
+            // Placement refuses the job outright (`placement::refusal`): it cannot be moved.
+            let why = req
+                .jobs
+                .iter()
+                .find(|job| job.id == c.id)
+                .and_then(super::refusal)
+                .unwrap_or_else(|| "placement refuses the job".to_string());
+            stuck.push(Stuck {
+                kinds: c.kinds,
+                reason: format!("{}; fits nowhere else: {why}", c.reason),
+                job: c.id,
+                priority: c.priority,
+                deadline: c.deadline,
+            });
             continue;
         };
         let leaving: Vec<(PodRole, u32)> = c.leaving.iter().map(|p| (p.role, p.index)).collect();
-        let from_site = engine.placement_of(j).map(|p| p.site);
-        match engine.relocate(j, &leaving) {
+        let from_site = packer.placement_of(j).map(|p| p.site);
+        match packer.relocate(j, &leaving) {
             Ok(()) => {
-                let (Some(to), Some(site)) = (engine.placement_of(j), from_site) else {
+                let (Some(to), Some(site)) = (packer.placement_of(j), from_site) else {
+                    stuck.push(Stuck {
+                        kinds: c.kinds,
+                        reason: format!("{}; the job is not running", c.reason),
+                        job: c.id,
+                        priority: c.priority,
+                        deadline: c.deadline,
+                    });
                     continue;
                 };
                 let mut pods = c.leaving;
                 pods.sort();
                 moves.push(RebalanceMove {
+                    kinds: c.kinds,
                     job: c.id,
                     priority: c.priority,
                     reason: c.reason,
@@ -318,6 +416,7 @@ pub fn plan_rebalance(req: &RebalanceRequest) -> RebalancePlan {
                 });
             }
             Err(why) => stuck.push(Stuck {
+                kinds: c.kinds,
                 reason: format!("{}; fits nowhere else: {why}", c.reason),
                 job: c.id,
                 priority: c.priority,
@@ -335,12 +434,13 @@ pub fn plan_rebalance(req: &RebalanceRequest) -> RebalancePlan {
     }
 }
 
-/// Every running job with pods that must leave, with its deadline and the reason.
-fn candidates(
+/// Every running job with pods on offline capacity that must leave, with its deadline and
+/// the reason of its most urgent pod.
+fn window_violations(
     req: &RebalanceRequest,
     pools: &[Option<Lending>],
     lead: TimeDelta,
-) -> Vec<Candidate> {
+) -> Vec<RunningViolation> {
     let at = req.at;
     let mut job_index: HashMap<&JobId, usize> = HashMap::new();
     for (i, job) in req.jobs.iter().enumerate() {
@@ -364,7 +464,6 @@ fn candidates(
                 });
         }
     }
-    let reclaimed = reclaimed_pods(req, pools, &job_index);
     let mut seen_jobs = std::collections::BTreeSet::new();
     let mut out = Vec::new();
     for running in req.running {
@@ -376,7 +475,7 @@ fn candidates(
         };
         let job = &req.jobs[j];
         // (deadline, reason) of the most urgent pod, and every pod that leaves.
-        let mut urgent: Option<(DateTime<Utc>, String)> = None;
+        let mut urgent: Option<(DateTime<Utc>, RunningViolationKind, String)> = None;
         let mut leaving = Vec::new();
         for pod in &running.pods {
             let Some(&Some(p)) = node_pool.get(&(running.site.0.as_str(), pod.node.as_str()))
@@ -391,21 +490,25 @@ fn candidates(
             let why = if pod.role == PodRole::Jobmanager {
                 Some((
                     at,
+                    RunningViolationKind::JobManagerOffline,
                     format!("JobManager on offline node {node} (pool {pool})"),
                 ))
             } else if !job.allow_offline {
                 Some((
                     at,
+                    RunningViolationKind::OfflineNotAllowed,
                     format!("the job no longer allows offline capacity: node {node} (pool {pool})"),
                 ))
             } else {
                 match lending {
                     Lending::Closed => Some((
                         at,
+                        RunningViolationKind::LendingWindow,
                         format!("lending window of pool {pool} is closed: pods on node {node}"),
                     )),
                     Lending::Until(close) => Some((
                         close - lead,
+                        RunningViolationKind::LendingWindow,
                         format!(
                             "lending window of pool {pool} closes at {} (lead time {}): pods on node {node}",
                             close.to_rfc3339(),
@@ -415,150 +518,79 @@ fn candidates(
                     Lending::Beyond => None,
                 }
             };
-            let Some((deadline, reason)) = why else {
+            let Some((deadline, kind, reason)) = why else {
                 continue;
             };
             leaving.push(pod.clone());
-            if urgent.as_ref().is_none_or(|(d, _)| deadline < *d) {
-                urgent = Some((deadline, reason));
+            if urgent.as_ref().is_none_or(|(d, _, _)| deadline < *d) {
+                urgent = Some((deadline, kind, reason));
             }
         }
-        // Pods a node reclaims leave now, whatever else they leave for later.
-        for (pod, why) in reclaimed.get(&running.job).into_iter().flatten() {
-            if !leaving.contains(pod) {
-                leaving.push(pod.clone());
-            }
-            if urgent.as_ref().is_none_or(|(d, _)| at < *d) {
-                urgent = Some((at, why.clone()));
-            }
-        }
-        let Some((deadline, reason)) = urgent else {
+        let Some((deadline, kind, reason)) = urgent else {
             continue;
         };
+        leaving.sort();
         let reason = if leaving.len() > 1 {
             format!("{reason} ({} pods leave)", leaving.len())
         } else {
             reason
         };
-        out.push(Candidate {
+        out.push(RunningViolation {
+            job: job.id.clone(),
             priority: job.priority,
-            id: job.id.clone(),
+            kind,
+            site: running.site.clone(),
+            pods: leaving,
             deadline,
             reason,
-            leaving,
-            start_by: deadline,
         });
     }
     out
 }
 
-/// One of our pods on a lending node: its job's priority, the job, the pod, its request.
-type Borrower<'r> = (Priority, &'r JobId, &'r PodPlacement, Resources);
-
-/// Pods that must leave a node of an open pool lending by usage because the node's own
-/// workload grew: what our pods request there is above what the node lends now. The least
-/// important pods leave first (then the later job id, then the higher pod index), only as
-/// many as bring the node back under its limit. A node without a measurement moves nobody:
-/// a missing figure is not a grown workload.
-fn reclaimed_pods<'r>(
-    req: &'r RebalanceRequest,
-    pools: &[Option<Lending>],
-    job_index: &HashMap<&JobId, usize>,
-) -> HashMap<&'r JobId, Vec<(PodPlacement, String)>> {
-    let mut nodes: HashMap<(&str, &str), (&Node, &OfflineLending, &str)> = HashMap::new();
-    for snap in req.sites {
-        for node in &snap.nodes {
-            let Some(p) = req
-                .policy
-                .pools
-                .iter()
-                .position(|p| p.matches(&snap.id, node))
-            else {
-                continue;
-            };
-            let pool = &req.policy.pools[p];
-            let (Some(lending), Some(open)) =
-                (pool.offline.as_ref(), pools.get(p).copied().flatten())
-            else {
-                continue;
-            };
-            if lending.lend_by == LendBasis::Usage
-                && node.owner_usage.is_some()
-                && open != Lending::Closed
-            {
-                nodes
-                    .entry((snap.id.0.as_str(), node.name.as_str()))
-                    .or_insert((node, lending, pool.name.as_str()));
+/// One candidate per job: the pods of all its violations leave, by the earliest deadline;
+/// the reasons, most urgent first, joined.
+fn candidates(violations: Vec<RunningViolation>) -> Vec<Candidate> {
+    let mut by_job: BTreeMap<JobId, Vec<RunningViolation>> = BTreeMap::new();
+    for v in violations {
+        by_job.entry(v.job.clone()).or_default().push(v);
+    }
+    by_job
+        .into_values()
+        .filter_map(|mut found| {
+            found.sort_by_key(|v| (v.deadline, v.kind));
+            let first = found.first()?;
+            let (priority, id, deadline) = (first.priority, first.job.clone(), first.deadline);
+            let mut leaving: Vec<PodPlacement> = Vec::new();
+            let mut reasons: Vec<String> = Vec::new();
+            let mut kinds: Vec<RunningViolationKind> = found.iter().map(|v| v.kind).collect();
+            kinds.sort();
+            kinds.dedup();
+            for v in found {
+                for pod in v.pods {
+                    if !leaving
+                        .iter()
+                        .any(|p| p.role == pod.role && p.index == pod.index)
+                    {
+                        leaving.push(pod);
+                    }
+                }
+                if !reasons.contains(&v.reason) {
+                    reasons.push(v.reason);
+                }
             }
-        }
-    }
-    if nodes.is_empty() {
-        return HashMap::new();
-    }
-    // Our pods on each such node, with their request and the job's priority.
-    let mut on_node: HashMap<(&str, &str), Vec<Borrower>> = HashMap::new();
-    let mut seen_jobs = std::collections::BTreeSet::new();
-    for running in req.running {
-        if !seen_jobs.insert(&running.job) {
-            continue;
-        }
-        let Some(&j) = job_index.get(&running.job) else {
-            continue;
-        };
-        let job = &req.jobs[j];
-        for pod in &running.pods {
-            let key = (running.site.0.as_str(), pod.node.as_str());
-            if nodes.contains_key(&key) {
-                let request = match pod.role {
-                    PodRole::Jobmanager => job.job_manager,
-                    PodRole::Taskmanager => job.task_manager,
-                };
-                on_node
-                    .entry(key)
-                    .or_default()
-                    .push((job.priority, &job.id, pod, request));
-            }
-        }
-    }
-    let mut out: HashMap<&JobId, Vec<(PodPlacement, String)>> = HashMap::new();
-    for (key, mut pods) in on_node {
-        let (node, lending, pool) = nodes[&key];
-        let cap = lending.borrowable_on(node);
-        let mut borrowed = pods
-            .iter()
-            .fold(Resources::ZERO, |sum, (_, _, _, r)| sum + *r);
-        if borrowed.fits_in(&cap) {
-            continue;
-        }
-        let usage = node.owner_usage.unwrap_or(Resources::ZERO);
-        // Least important first; among equals the later job and pod leave first.
-        pods.sort_by(|a, b| {
-            (
-                a.0,
-                std::cmp::Reverse(a.1),
-                std::cmp::Reverse((a.2.role, a.2.index)),
-            )
-                .cmp(&(
-                    b.0,
-                    std::cmp::Reverse(b.1),
-                    std::cmp::Reverse((b.2.role, b.2.index)),
-                ))
-        });
-        let reason = format!(
-            "node {} (pool {pool}) needs its capacity back: its own workload uses {usage}, so it lends {cap}, and our pods request {borrowed}",
-            node.name
-        );
-        for (_, job, pod, request) in pods {
-            if borrowed.fits_in(&cap) {
-                break;
-            }
-            borrowed = borrowed.saturating_sub(&request);
-            out.entry(job)
-                .or_default()
-                .push((pod.clone(), reason.clone()));
-        }
-    }
-    out
+            leaving.sort();
+            Some(Candidate {
+                kinds,
+                priority,
+                id,
+                deadline,
+                reason: reasons.join("; "),
+                leaving,
+                start_by: deadline,
+            })
+        })
+        .collect()
 }
 
 fn humanize(d: TimeDelta) -> String {

@@ -26,12 +26,17 @@ pub(crate) fn min_res(a: Resources, b: Resources) -> Resources {
 
 pub(crate) struct NodeInfo<'a> {
     pub node: &'a Node,
+    /// Read by the MILP, which pools nodes per site.
+    #[cfg_attr(not(feature = "milp"), allow(dead_code))]
     pub site: usize,
     pub class: usize,
     /// In an offline pool: only borrowed pods of ours, capped by `borrow_cap`.
     pub offline: bool,
     pub lending_open: bool,
     pub borrow_cap: Resources,
+    /// The node's pool lends by usage: the measured usage of its own workload, or `None`
+    /// when unmeasured (it then lends nothing new, and what runs there is not judged).
+    pub lends_by_usage: Option<Option<Resources>>,
     /// Allocatable minus the foreign pods running there.
     pub free_of_foreign: Resources,
 }
@@ -199,6 +204,9 @@ impl<'a> Cluster<'a> {
                     offline,
                     lending_open,
                     borrow_cap,
+                    lends_by_usage: lending
+                        .filter(|l| l.lend_by == crate::model::LendBasis::Usage)
+                        .map(|_| node.owner_usage),
                     free_of_foreign: node.allocatable - used,
                 });
                 site.nodes.push(gi);
