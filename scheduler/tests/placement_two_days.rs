@@ -347,10 +347,11 @@ fn over_two_days_windows_and_usage_move_and_every_rule_holds_at_every_step() {
             .filter(|v| !matches!(v.kind, scheduler::placement::ViolationKind::JobMissing))
             // Over a cap only while waiting for the budget (checked above).
             .filter(|v| {
-                !(matches!(
+                let over_cap = matches!(
                     v.kind,
                     scheduler::placement::ViolationKind::BorrowCapExceeded
-                ) && !p.waiting.is_empty())
+                );
+                !over_cap || p.waiting.is_empty()
             })
             .collect();
         assert!(broken.is_empty(), "at {now}: {broken:#?}");
@@ -361,7 +362,11 @@ fn over_two_days_windows_and_usage_move_and_every_rule_holds_at_every_step() {
                 .running
                 .iter()
                 .filter(|r| r.site.0 == "dc-b" && !in_dc_b_before.contains(&r.job))
-                .filter(|r| w.jobs.iter().any(|j| j.id == r.job && j.priority < Priority::Critical))
+                .filter(|r| {
+                    w.jobs
+                        .iter()
+                        .any(|j| j.id == r.job && j.priority < Priority::Critical)
+                })
                 .map(|r| &r.job)
                 .collect();
             assert!(
