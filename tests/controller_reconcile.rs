@@ -530,6 +530,62 @@ async fn when_room_runs_out_the_more_important_job_is_placed() {
     assert_eq!(w.status("aaa-best-effort").await.phase, JobPhase::Pending);
 }
 
+#[tokio::test]
+async fn a_higher_tier_takes_a_running_best_effort_jobs_room_which_stops_with_a_savepoint_and_waits()
+ {
+    // One node per site (8 cores). "filler" (high) leaves room for one 3-core job.
+    let w = World::new(1);
+    let sized = |name: &str, priority: &str| {
+        let mut j = job(name, "dc-a", "");
+        j.spec.priority = serde_json::from_value(serde_json::json!(priority)).unwrap();
+        j.spec.placement.sites.allowed = vec!["dc-a".into()];
+        j.spec.parallelism = 1;
+        j
+    };
+    w.add(&job("filler", "dc-a", "")).await;
+    w.add(&sized("batchy", "best-effort")).await;
+    w.pass().await;
+    w.advance(CHECKPOINT_INTERVAL);
+    assert_eq!(w.running("batchy").await, [("dc-a".to_string(), 1)]);
+
+    w.add(&sized("payments", "critical")).await;
+    let report = w.pass().await;
+    let launched: Vec<_> = report.launched.iter().map(|(j, _)| j.0.as_str()).collect();
+    assert_eq!(launched, ["shop/payments"], "{report:?}");
+    assert!(
+        w.running("batchy").await.is_empty(),
+        "the room is freed, not shared"
+    );
+    let status = w.status("batchy").await;
+    assert_eq!(status.phase, JobPhase::Pending);
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("preempted by shop/payments"),
+        "{status:?}"
+    );
+    assert!(w.record("batchy").await.placement.is_none());
+    // Its state is kept: when room comes back it resumes from the savepoint.
+    assert!(
+        status
+            .restore_from
+            .as_deref()
+            .unwrap_or("")
+            .contains("/savepoints/"),
+        "{status:?}"
+    );
+    w.store
+        .delete_job("shop", "payments", Expected::Any)
+        .await
+        .unwrap();
+    w.pass().await;
+    assert_eq!(w.running("batchy").await, [("dc-a".to_string(), 2)]);
+    w.pass().await;
+    assert_eq!(w.status("batchy").await.phase, JobPhase::Running);
+}
+
 #[derive(Debug, Clone)]
 enum Step {
     Pass,

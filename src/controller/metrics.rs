@@ -280,12 +280,12 @@ impl ControllerMetrics {
         );
         registry.register(
             "rebalance_moves",
-            "Jobs moved off borrowed offline capacity before its lending window closes",
+            "Jobs moved because their running placement breaks a rule: borrowed offline capacity closing, a NoExecute taint, a lost label, a shrunk quota, an over-committed node",
             metrics.rebalance_moves.clone(),
         );
         registry.register(
             "rebalance_jobs_stuck",
-            "Jobs that must leave borrowed offline capacity but fit nowhere else, as of the last pass",
+            "Jobs whose running placement breaks a rule but that fit nowhere else, as of the last pass",
             metrics.rebalance_stuck.clone(),
         );
         registry.register(

@@ -491,8 +491,8 @@ impl Controller {
             && due.to.site == placement.site
             && !matches!(jar, JarGate::Waiting(_))
         {
-            // Off borrowed capacity before its window closes: the spec-change path with the
-            // rebalancer's placement (same site, so the savepoint is readable there).
+            // Off borrowed capacity before its window closes, or off a node that breaks another
+            // rule now: the spec-change path with the rebalancer's placement (same site, so the savepoint is readable there).
             let target = format!("{}/savepoints", launch_dir(&job));
             let what = format!("{id}@{}#{generation}", placement.site);
             match view
@@ -522,7 +522,7 @@ impl Controller {
                         })
                         .map(|p| p.node.clone())
                         .collect();
-                    tracing::info!(job = %id, reason = %due.reason, to = ?nodes, "moving off borrowed capacity");
+                    tracing::info!(job = %id, reason = %due.reason, to = ?nodes, "moving: a running job breaks a rule (rebalance)");
                     self.audit(
                         "rebalance-move",
                         &what,
@@ -850,6 +850,9 @@ impl Controller {
                 };
                 decided.insert(t.demand.id.clone(), outcome);
             }
+            // The room a higher tier took is freed before it launches there.
+            self.evict_preempted(placer.preemptions(), views, report)
+                .await?;
         }
 
         for t in waiting {
@@ -1088,6 +1091,89 @@ impl Controller {
 }
 
 /// The directory savepoints of a job go under: its checkpoint directory.
+impl Controller {
+    /// Stops each job the placer preempted (with a savepoint, so it resumes from it) and
+    /// leaves it pending with the reason; the next pass places it where room allows. A job
+    /// the failover engine holds is the engine's, and is left alone.
+    async fn evict_preempted(
+        &self,
+        preemptions: &[scheduler::placement::Preemption],
+        views: &BTreeMap<SiteId, SiteView>,
+        report: &mut PassReport,
+    ) -> Result<(), StateError> {
+        let mut done = std::collections::BTreeSet::new();
+        for preemption in preemptions {
+            let victim = &preemption.victim;
+            if !done.insert(victim.clone()) || self.failover.held(victim).is_some() {
+                continue;
+            }
+            let Some((namespace, name)) = victim.0.split_once('/') else {
+                continue;
+            };
+            let Some(record) = self.store.get_job(namespace, name).await? else {
+                continue;
+            };
+            let Ok(job) = stream_job_of(&record.value) else {
+                continue;
+            };
+            let generation = record.value.generation;
+            let mut status = JobStatus::from_value(&record.value.status);
+            let what = format!("{victim}@{}#{generation}", preemption.site);
+            let result = match views.get(&preemption.site) {
+                None => "site unreachable: it stops when it is reached".to_string(),
+                Some(view) => {
+                    let target = format!("{}/savepoints", launch_dir(&job));
+                    let outcome = match view
+                        .site
+                        .stop_with_savepoint(victim, generation, &target)
+                        .await
+                    {
+                        Ok(path) => {
+                            status.set_restore(Some(super::launch::Restore {
+                                path,
+                                completed_at: Some(self.clock.now()),
+                            }));
+                            "ok: stopped with a savepoint".to_string()
+                        }
+                        Err(error) => {
+                            // The room must be freed either way; it resumes from its latest
+                            // checkpoint instead.
+                            self.count_site_error(&preemption.site, &error);
+                            status.restore_from_last_checkpoint();
+                            format!("ok: stopped (savepoint failed: {error})")
+                        }
+                    };
+                    let _ = view.site.stop(victim, generation).await;
+                    report
+                        .stopped
+                        .push((preemption.site.clone(), victim.clone(), generation));
+                    outcome
+                }
+            };
+            status.phase = JobPhase::Pending;
+            status.site = None;
+            status.relaunches = 0;
+            status.message = Some(format!(
+                "preempted by {} in {}; placed again when room allows",
+                preemption.by, preemption.site
+            ));
+            let mut cleared = record.value.clone();
+            cleared.placement = None;
+            cleared.status = status.to_value();
+            tracing::info!(job = %victim, by = %preemption.by, "preempted");
+            self.audit(
+                "preempt",
+                &what,
+                &format!("{result}; by {} (a higher tier)", preemption.by),
+            )
+            .await;
+            self.put_if_unchanged(&cleared, record.revision, report)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 fn launch_dir(job: &StreamJob) -> String {
     job.spec
         .checkpoints
