@@ -321,4 +321,12 @@ async fn a_quota_shrunk_below_what_runs_is_found_by_the_next_pass_and_reported_w
         1,
         "reported once per deadline"
     );
+    // And the job's status says it must move but cannot, with the reason, while it runs.
+    let record = store.get_job("shop", "reports").await.unwrap().unwrap();
+    let status = twinsite::controller::JobStatus::from_value(&record.value.status);
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.starts_with("must move but cannot: quota of tenant shop in dc-a shrank"),
+        "{message}"
+    );
 }

@@ -28,8 +28,8 @@ use scheduler::placement::rebalance::{RebalanceMove, RebalanceRequest, plan_reba
 use super::{Controller, stream_job_of};
 use crate::state::{JobRecord, Versioned};
 
-/// What the leader remembers between passes: when its moves started (the budget) and the
-/// stuck jobs it already reported. In memory: a new leader starts with a fresh hour's budget
+/// What the leader remembers between passes: when its moves started (the budget), the stuck
+/// jobs it already reported and why each is stuck now (shown in its status). In memory: a new leader starts with a fresh hour's budget
 /// and reports a stuck job once more.
 #[derive(Default)]
 pub struct RebalanceBook {
@@ -37,6 +37,9 @@ pub struct RebalanceBook {
     /// (job, reason) of the stuck jobs reported, kept while they stay stuck. Keyed by the
     /// reason, not the deadline: a violation due at once has a new deadline every pass.
     reported_stuck: Mutex<BTreeSet<(JobId, String)>>,
+    /// Why each job that must move but cannot is stuck, as of the last pass: its status
+    /// says so while it stays.
+    stuck_now: Mutex<BTreeMap<JobId, String>>,
 }
 
 impl RebalanceBook {
@@ -52,6 +55,19 @@ impl RebalanceBook {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Why `job` must move but cannot, if it is stuck as of the last pass.
+    pub fn stuck_reason(&self, job: &JobId) -> Option<String> {
+        self.stuck_now
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(job)
+            .cloned()
+    }
+
+    fn set_stuck(&self, stuck: BTreeMap<JobId, String>) {
+        *self.stuck_now.lock().unwrap_or_else(|e| e.into_inner()) = stuck;
     }
 
     /// Whether `job`'s being stuck for `reason` is news.
@@ -107,6 +123,7 @@ impl Controller {
             demands.push(demand);
         }
         if running.is_empty() {
+            self.rebalance.set_stuck(BTreeMap::new());
             return BTreeMap::new();
         }
         let sites: Vec<SiteSnapshot> = snapshots.values().cloned().collect();
@@ -164,6 +181,19 @@ impl Controller {
             .map(|s| &s.job)
             .chain(across.iter().map(|m| &m.job))
             .collect();
+        self.rebalance.set_stuck(
+            plan.stuck
+                .iter()
+                .map(|s| (s.job.clone(), s.reason.clone()))
+                .chain(across.iter().map(|m| {
+                    let why = format!(
+                        "{}; fits only in {}: move it with `twinsite failover`",
+                        m.reason, m.to.site
+                    );
+                    (m.job.clone(), why)
+                }))
+                .collect(),
+        );
         self.rebalance.keep_reports_of(&still);
         let stuck = plan.stuck.len() + across.len();
         self.metrics

@@ -568,7 +568,11 @@ impl Controller {
                         _ => status.phase,
                     };
                     status.site = Some(placement.site.0.clone());
-                    status.message = None;
+                    // A job that must move but fits nowhere says so while it runs.
+                    status.message = self
+                        .rebalance
+                        .stuck_reason(&id)
+                        .map(|why| format!("must move but cannot: {why}"));
                     if let Some(checkpoint) = &observation.latest_completed_checkpoint {
                         let newer = status.last_checkpoint.as_ref().is_none_or(|c| {
                             c.id < checkpoint.id
