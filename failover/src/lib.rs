@@ -2,6 +2,10 @@
 //! engine turns events and snapshots into commands, the driver executes them in rounds
 //! through an `Effects` implementation: the controller's (store, sites) or the
 //! simulation's (`sim::World`, feature `sim`).
+//!
+//! May use: the scheduler crate's model and placer (without HiGHS), serde, futures for the
+//! driver's concurrency. Must never: do I/O itself, read the wall clock, or keep a second
+//! copy of a rule the controller runs (the simulation drives this same engine).
 
 pub mod agent;
 pub mod driver;

@@ -7,6 +7,10 @@
 //! - [`ledger`]: where replicated checkpoints are recorded; [`jars`]: content-addressed jars.
 //! - [`checksum`]: the integrity checksum (XXH64) of replicated files.
 //! - [`fault`]: a fault-injecting storage wrapper for tests of failure handling.
+//!
+//! May use: the filesystem and HDFS (through [`Storage`]), tokio. Must never: depend on
+//! the scheduler, failover or controller, follow a symlink, or mark a checkpoint replicated
+//! before every one of its files is verified at the peer.
 
 pub mod bandwidth;
 pub mod checksum;
