@@ -9,6 +9,7 @@ pub mod controller;
 pub mod crd;
 pub mod diagnosis;
 pub mod failover_plan;
+pub mod job;
 pub mod kube_jobs;
 pub mod leader;
 pub mod metrics;

@@ -948,7 +948,7 @@ async fn replace_job(
     };
     if let Some(owner) = existing
         .as_ref()
-        .and_then(|c| crate::kube_jobs::watch_owner(controller, &c.value))
+        .and_then(|c| controller.watch_owner(&c.value))
     {
         let error = ApiError::owned_by_object(&namespace, &name, &owner);
         return Err(state.rejected(&caller, "replace", &target, error).await);
@@ -1065,7 +1065,7 @@ async fn delete_job(
         // Only with a watch configured: the check needs a read, and the delete then applies
         // to the revision read, so the job cannot become watch-owned in between.
         Some(_) => match readable_job(controller, &namespace, &name).await? {
-            Ok(Some(current)) => match crate::kube_jobs::watch_owner(controller, &current.value) {
+            Ok(Some(current)) => match controller.watch_owner(&current.value) {
                 Some(owner) => {
                     let error = ApiError::owned_by_object(&namespace, &name, &owner);
                     return Err(state.rejected(&caller, "delete", &target, error).await);

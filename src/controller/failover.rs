@@ -14,9 +14,9 @@ use std::time::Duration;
 use failover::{
     AuditEntry as EngineAudit, CheckpointKind as EngineCheckpointKind,
     CheckpointPointer as EnginePointer, Command, Driver, Effects, Engine, EngineConfig, Event,
-    FailoverMode, FailoverPlan, JobObserved, JobSpec, Launch, NodeHeartbeat, ObservedCheckpoint,
-    Operation, OpsRequest, PassInput, PlacedJob, Record, RecoveryReport, Report, RequestError,
-    RunState, SiteMoves, SiteObservation, StoredJob, Timestamp,
+    FailoverPlan, JobObserved, Launch, NodeHeartbeat, ObservedCheckpoint, Operation, OpsRequest,
+    PassInput, PlacedJob, Record, RecoveryReport, Report, RequestError, RunState, SiteObservation,
+    StoredJob, Timestamp,
 };
 use scheduler::input::streamjob;
 use scheduler::model::{JobDemand, JobId, JobPlacement, PodRole, SiteId};
@@ -25,9 +25,10 @@ use serde::Serialize;
 use super::launch::{in_site_storage, launch_spec, spec_hash};
 use super::status::{JobPhase as StatusPhase, JobStatus};
 use super::{Controller, stream_job_of};
-use crate::failover_plan::SchedulerPlacer;
-use crate::site::{JobObservation, JobState, flink_job_id};
+use crate::job::{engine_spec, replicated_event};
+use crate::site::{JobObservation, JobState};
 use crate::state::{CheckpointKind, Expected, JobRecord, SiteRecord, StateError, Versioned};
+use failover::placer::SchedulerPlacer;
 
 /// Recovery reports kept in memory for the API.
 const KEPT_REPORTS: usize = 10_000;
@@ -373,36 +374,6 @@ fn engine_state(state: JobState) -> RunState {
     }
 }
 
-/// The engine's view of a stored job: its demand, and whether it may start without state.
-pub(crate) fn engine_spec(record: &JobRecord) -> Option<(JobSpec, streamjob::FailoverMode)> {
-    let job = stream_job_of(record).ok()?;
-    let demand = job.demand().ok()?;
-    let mode = if job.spec.checkpoints.is_some() {
-        FailoverMode::RestoreRequired
-    } else {
-        // No checkpoints configured: the job keeps no state twinsite could restore.
-        FailoverMode::FreshStartAllowed
-    };
-    let site_moves = match job.spec.failover.mode {
-        streamjob::FailoverMode::Manual => SiteMoves::OperatorOnly,
-        streamjob::FailoverMode::Auto | streamjob::FailoverMode::None => SiteMoves::Automatic,
-    };
-    // Sites its jar is not verified in: the engine moves it to none of them.
-    let jar_missing = JobStatus::from_value(&record.status)
-        .jar
-        .map(|jar| jar.missing(&job.spec.jar_uri, &spec_hash(&job)))
-        .unwrap_or_default();
-    Some((
-        JobSpec {
-            demand,
-            mode,
-            site_moves,
-            jar_missing,
-        },
-        job.spec.failover.mode,
-    ))
-}
-
 fn stored_placement(record: &JobRecord) -> Option<JobPlacement> {
     record
         .placement
@@ -428,15 +399,6 @@ pub(crate) fn stored_jobs(records: &[Versioned<JobRecord>]) -> Vec<StoredJob> {
             StoredJob { id, placed }
         })
         .collect()
-}
-
-/// The generation a checkpoint path belongs to: Flink job ids are derived per generation
-/// (`flink_job_id`), and checkpoint paths carry them. Looks a few generations back.
-fn generation_of_path(job: &JobId, current: u64, path: &str) -> Option<u64> {
-    (current.saturating_sub(8)..=current).rev().find(|g| {
-        let id = flink_job_id(job, *g);
-        path.contains(&id)
-    })
 }
 
 /// The driver's effects, as this controller performs them at `now`.
@@ -1189,14 +1151,12 @@ impl Controller {
             Err(StateError::Corrupt { .. }) => None,
             stored => stored?,
         };
-        let dir = match stored {
-            Some(record) => stream_job_of(&record.value)
-                .ok()
-                .and_then(|j| j.spec.checkpoints.map(|c| c.dir))
-                .unwrap_or_else(|| format!("hdfs:///flink/checkpoints/{namespace}/{name}")),
-            None => format!("hdfs:///flink/checkpoints/{namespace}/{name}"),
+        let dir = match stored.and_then(|record| stream_job_of(&record.value).ok()) {
+            Some(job) => crate::job::savepoint_dir(&job),
+            None => {
+                crate::job::savepoints_under(&crate::job::default_checkpoint_dir(namespace, name))
+            }
         };
-        let dir = format!("{}/savepoints", dir.trim_end_matches('/'));
         Ok(match self.storage_roots.get(site) {
             Some(root) => in_site_storage(root, &dir),
             None => Ok(dir),
@@ -1304,28 +1264,6 @@ fn reason_kind(reason: &failover::RelaunchReason) -> &'static str {
         R::SiteReturned { .. } => "site-returned",
         R::Revived { .. } => "revived",
     }
-}
-
-/// The engine event for a replicated pointer the store holds, with the generation that
-/// wrote it (from the Flink job id in its path).
-pub(crate) fn replicated_event(
-    job: &JobId,
-    current_generation: u64,
-    site: &str,
-    pointer: &crate::state::CheckpointPointer,
-) -> Option<Event> {
-    let generation = generation_of_path(job, current_generation, &pointer.uri)?;
-    Some(Event::CheckpointReplicated {
-        job: job.clone(),
-        replica: EnginePointer {
-            site: SiteId(site.to_string()),
-            generation,
-            id: pointer.checkpoint_id,
-            path: pointer.uri.clone(),
-            completed_at: chrono::DateTime::from_timestamp_millis(pointer.recorded_at_unix_ms)?,
-            kind: EngineCheckpointKind::Checkpoint,
-        },
-    })
 }
 
 /// Engine knobs from configuration durations, for tests and `twinsite run`.

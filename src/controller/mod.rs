@@ -11,6 +11,7 @@ pub mod launch;
 pub mod metrics;
 pub mod rebalance;
 pub mod reconcile;
+mod replication_context;
 pub mod rightsize;
 pub mod status;
 
@@ -26,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 pub use metrics::ControllerMetrics;
 pub use reconcile::PassReport;
 pub use status::{JobPhase, JobStatus};
+
+pub use crate::job::{new_record, stream_job_of};
 
 use crate::site::Site;
 use crate::state::{Expected, JobRecord, StateError, StateStore};
@@ -46,7 +49,7 @@ pub struct Controller {
     pub redactor: crate::redact::Redactor,
     /// Where this controller watches StreamJob objects (config `streamJobs`): the jobs that
     /// came from there are edited through their objects, not the API.
-    pub stream_jobs: Option<crate::kube_jobs::Scope>,
+    pub stream_jobs: Option<crate::job::Scope>,
     /// RPO exposure of every replicated job, judged by the leader (`exposure.rs`).
     pub exposure: exposure::ExposureBook,
     /// Site health and operations as the leader's failover engine last saw them.
@@ -111,7 +114,7 @@ impl Controller {
     }
 
     /// The cluster (and namespace) whose StreamJob objects this controller watches.
-    pub fn with_stream_jobs(mut self, scope: crate::kube_jobs::Scope) -> Controller {
+    pub fn with_stream_jobs(mut self, scope: crate::job::Scope) -> Controller {
         self.stream_jobs = Some(scope);
         self
     }
@@ -306,6 +309,20 @@ impl Controller {
         }
     }
 
+    /// The API's answer to an edit of a job this controller's StreamJob watch owns:
+    /// `Some(owner)` when the job came from a StreamJob object of the watched cluster (edit
+    /// or delete that object). Jobs marked with a cluster this controller does not watch are
+    /// the API's to edit.
+    pub fn watch_owner(&self, record: &JobRecord) -> Option<String> {
+        let scope = self.stream_jobs.as_ref()?;
+        scope.owns(record).then(|| {
+            format!(
+                "the StreamJob object {}/{} in site {}'s cluster",
+                record.namespace, record.name, scope.home
+            )
+        })
+    }
+
     /// Appends an audit entry by `actor`; failures are logged, not fatal. Secret-looking
     /// values in `target` and `result` (e.g. echoed by a parse error) are redacted first.
     pub async fn audit_as(&self, actor: &str, action: &str, target: &str, result: &str) {
@@ -346,44 +363,4 @@ impl Controller {
                 .redact_text_keeping(result, &[target.rsplit('/').next().unwrap_or(target)]),
         }
     }
-}
-
-/// The stored record of a new job: generation 0 (never launched), no placement.
-pub fn new_record(job: &StreamJob) -> JobRecord {
-    JobRecord {
-        namespace: job.metadata.namespace.clone(),
-        name: job.metadata.name.clone(),
-        spec: serde_json::to_value(job).unwrap_or_default(),
-        generation: 0,
-        placement: None,
-        status: serde_json::Value::Null,
-    }
-}
-
-/// The StreamJob a record holds (the whole object as the user gave it), checked as admission
-/// checks a new job. `Err` (the reason) for a record the controller must not act on: a spec
-/// that does not decode or breaks a rule or bound (one written straight into the store, or
-/// admitted by an older version), a name that is not the spec's, or a generation past
-/// [`scheduler::limits::MAX_GENERATION`]. Every reader of job records goes through here, so
-/// such a record is reported, never obeyed.
-pub fn stream_job_of(record: &JobRecord) -> Result<StreamJob, String> {
-    if record.generation > scheduler::limits::MAX_GENERATION {
-        return Err(format!(
-            "generation {} is past the largest twinsite writes ({})",
-            record.generation,
-            scheduler::limits::MAX_GENERATION
-        ));
-    }
-    let job = serde_json::from_value::<StreamJob>(record.spec.clone())
-        .map_err(|e| format!("the spec does not decode as a StreamJob: {e}"))?;
-    if job.metadata.namespace != record.namespace || job.metadata.name != record.name {
-        return Err(format!(
-            "the spec is of {}, not {}/{}",
-            job.id(),
-            record.namespace,
-            record.name
-        ));
-    }
-    job.validate().map_err(|e| e.to_string())?;
-    Ok(job)
 }

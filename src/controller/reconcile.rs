@@ -431,7 +431,7 @@ impl Controller {
             // new spec from it.
             let restore = match &observation {
                 Some(o) if o.state == JobState::Running => {
-                    let target = format!("{}/savepoints", launch_dir(&job));
+                    let target = crate::job::savepoint_dir(&job);
                     match view
                         .site
                         .stop_with_savepoint(&id, generation, &target)
@@ -478,7 +478,7 @@ impl Controller {
         {
             // Off borrowed capacity before its window closes: the spec-change path with the
             // rebalancer's placement (same site, so the savepoint is readable there).
-            let target = format!("{}/savepoints", launch_dir(&job));
+            let target = crate::job::savepoint_dir(&job);
             let what = format!("{id}@{}#{generation}", placement.site);
             match view
                 .site
@@ -1070,18 +1070,4 @@ impl Controller {
     pub(crate) async fn audit(&self, action: &str, target: &str, result: &str) {
         self.audit_as("controller", action, target, result).await;
     }
-}
-
-/// The directory savepoints of a job go under: its checkpoint directory.
-fn launch_dir(job: &StreamJob) -> String {
-    job.spec
-        .checkpoints
-        .as_ref()
-        .map(|c| c.dir.trim_end_matches('/').to_string())
-        .unwrap_or_else(|| {
-            format!(
-                "hdfs:///flink/checkpoints/{}/{}",
-                job.metadata.namespace, job.metadata.name
-            )
-        })
 }

@@ -127,7 +127,7 @@ impl Controller {
                 message: "dry run: nothing changed".into(),
             });
         }
-        if let Some(owner) = crate::kube_jobs::watch_owner(self, &record.value) {
+        if let Some(owner) = self.watch_owner(&record.value) {
             // The object is the job's truth: a store edit would be undone by the next sync.
             return Ok(RightsizeOutcome {
                 message: format!(

@@ -73,19 +73,6 @@ impl StreamJobWatchConfig {
     }
 }
 
-/// The API's answer to an edit of a job this controller's watch owns: `Some(owner)` when the
-/// job came from a StreamJob object of the watched cluster (edit or delete that object).
-/// Jobs marked with a cluster this controller does not watch are the API's to edit.
-pub fn watch_owner(controller: &Controller, record: &JobRecord) -> Option<String> {
-    let scope = controller.stream_jobs.as_ref()?;
-    scope.owns(record).then(|| {
-        format!(
-            "the StreamJob object {}/{} in site {}'s cluster",
-            record.namespace, record.name, scope.home
-        )
-    })
-}
-
 /// What one sync round did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncReport {

@@ -14,31 +14,11 @@
 use std::collections::{BTreeMap, HashMap};
 
 use scheduler::input::Policy;
-use scheduler::model::SiteId;
 
-use super::admit::{ClusterObject, admit, origin, origin_of};
-use crate::controller::new_record;
+use super::admit::{ClusterObject, admit, origin_of};
+pub use crate::job::Scope;
+use crate::job::new_record;
 use crate::state::{JobRecord, UnreadableRecord, Versioned};
-
-/// Which objects and jobs the watch owns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Scope {
-    /// The site whose cluster holds the StreamJob objects.
-    pub home: SiteId,
-    /// The one namespace watched; `None`: all.
-    pub namespace: Option<String>,
-}
-
-impl Scope {
-    /// Whether a stored job belongs to this watch: marked with its origin, in its namespace.
-    pub fn owns(&self, record: &JobRecord) -> bool {
-        origin_of(&record.spec) == Some(origin(&self.home).as_str())
-            && self
-                .namespace
-                .as_ref()
-                .is_none_or(|n| *n == record.namespace)
-    }
-}
 
 /// One write the store needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -254,7 +234,7 @@ mod tests {
 
     fn scope(namespace: Option<&str>) -> Scope {
         Scope {
-            home: SiteId("dc-a".into()),
+            home: scheduler::model::SiteId("dc-a".into()),
             namespace: namespace.map(str::to_owned),
         }
     }

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::controller::JobStatus;
 use crate::crd::{PublishedCheckpoint, PublishedJar, StreamJobPhase, StreamJobStatus};
+use crate::state::JobStatus;
 use crate::state::{CheckpointEntry, CheckpointKind, JobRecord};
 
 /// The longest `status.message` written, in bytes. An object may be as large as the API
@@ -198,7 +198,7 @@ mod tests {
     fn running(last: Option<PublishedCheckpoint>) -> StreamJobStatus {
         StreamJobStatus {
             observed_generation: Some(2),
-            phase: Some(StreamJobPhase::Job(crate::controller::JobPhase::Running)),
+            phase: Some(StreamJobPhase::Job(crate::state::JobPhase::Running)),
             site: Some("dc-a".into()),
             generation: Some(5),
             last_checkpoint: last,
@@ -359,8 +359,8 @@ mod tests {
         ) {
             let phases = [
                 StreamJobPhase::Invalid,
-                StreamJobPhase::Job(crate::controller::JobPhase::Running),
-                StreamJobPhase::Job(crate::controller::JobPhase::Pending),
+                StreamJobPhase::Job(crate::state::JobPhase::Running),
+                StreamJobPhase::Job(crate::state::JobPhase::Pending),
             ];
             let status = |p: usize, m: &Option<String>, at: i64| StreamJobStatus {
                 phase: Some(phases[p]),

@@ -362,6 +362,12 @@ pub fn flink_job_id(job: &JobId, generation: u64) -> String {
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Where a job's savepoints go: the `savepoints` directory beside its checkpoints (the
+/// controller's stop-with-savepoint and the Flink configuration a site writes agree on it).
+pub fn savepoints_under(checkpoint_dir: &str) -> String {
+    format!("{}/savepoints", checkpoint_dir.trim_end_matches('/'))
+}
+
 /// The local path a storage URI names in a site whose storage is the directory `root`
 /// (simulated and local-Flink sites): `hdfs://any/x` and `/x` map to `<root>/x`, and a
 /// `file:///…` or `file:/…` URI already inside `root` names itself. `Err` (the reason) for a

@@ -11,6 +11,7 @@ mod etcd;
 pub mod keys;
 mod kv;
 mod record;
+pub mod status;
 mod store;
 
 use async_trait::async_trait;
@@ -24,6 +25,10 @@ pub use record::{
     AuditEntry, AuditRecord, CheckpointEntry, CheckpointKind, CheckpointPointer, Expected,
     JobCheckpoint, JobPlacement, JobRecord, JobScan, RecordKind, SiteRecord, UnreadableRecord,
     Versioned,
+};
+pub use status::{
+    Condition, JarSiteStatus, JarState, JarStatus, JobPhase, JobStatus, LastCheckpoint,
+    REPLICATION_BEHIND, Restore,
 };
 pub use store::KvStateStore;
 
