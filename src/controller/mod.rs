@@ -267,13 +267,8 @@ impl Controller {
         let scan = self.store.scan_jobs().await?;
         let readable = scan.jobs.iter().map(|r| {
             let record = &r.value;
-            let stored_tenant = record
-                .spec
-                .pointer("/spec/tenant")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or(&record.namespace);
             (
-                stored_tenant,
+                crate::job::stored_tenant(record),
                 record.namespace.as_str(),
                 record.name.as_str(),
             )

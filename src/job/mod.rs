@@ -123,6 +123,16 @@ pub fn replicated_event(
     })
 }
 
+/// The tenant a stored job counts against (admission through the API and the StreamJob
+/// watch): its spec's, or its namespace when the spec names none.
+pub fn stored_tenant(record: &JobRecord) -> &str {
+    record
+        .spec
+        .pointer("/spec/tenant")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or(&record.namespace)
+}
+
 /// Where a job's checkpoints go when its spec names no `checkpoints.dir`.
 pub fn default_checkpoint_dir(namespace: &str, name: &str) -> String {
     format!("hdfs:///flink/checkpoints/{namespace}/{name}")

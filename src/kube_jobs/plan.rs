@@ -17,7 +17,7 @@ use scheduler::input::Policy;
 
 use super::admit::{ClusterObject, admit, origin_of};
 pub use crate::job::Scope;
-use crate::job::new_record;
+use crate::job::{new_record, stored_tenant};
 use crate::state::{JobRecord, UnreadableRecord, Versioned};
 
 /// One write the store needs.
@@ -60,16 +60,6 @@ pub struct SyncPlan {
     pub refused: BTreeMap<(String, String), String>,
 }
 
-/// The tenant a stored job counts against, as `Controller::tenant_room` counts it.
-fn stored_tenant(record: &JobRecord) -> String {
-    record
-        .spec
-        .pointer("/spec/tenant")
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or(&record.namespace)
-        .to_owned()
-}
-
 /// The store changes that make it hold the jobs of `objects` (a complete list), given the
 /// stored records that decode (`records`) and those that do not (`unreadable`: their jobs
 /// count against their namespace's tenant, as the API counts them, and an object of such a
@@ -89,7 +79,7 @@ pub fn plan_sync(
         .collect();
     let mut per_tenant: HashMap<String, usize> = HashMap::new();
     for record in records {
-        *per_tenant.entry(stored_tenant(&record.value)).or_default() += 1;
+        *per_tenant.entry(stored_tenant(&record.value).to_owned()).or_default() += 1;
     }
     let unreadable: HashMap<(&str, &str), &UnreadableRecord> = unreadable
         .iter()
@@ -126,7 +116,7 @@ pub fn plan_sync(
         let existing = stored.get(&(object.namespace.as_str(), object.name.as_str()));
         // The same room rule as an API create or replace: the job itself does not count.
         let tenant = job.tenant().0;
-        let old_tenant = existing.map(|r| stored_tenant(&r.value));
+        let old_tenant = existing.map(|r| stored_tenant(&r.value).to_owned());
         let others = per_tenant.get(&tenant).copied().unwrap_or(0)
             - usize::from(old_tenant.as_deref() == Some(tenant.as_str()));
         let max = scheduler::limits::MAX_JOBS_PER_TENANT;
