@@ -25,7 +25,7 @@ use hdfs_sync::{FileLedger, ReplicationLedger, Replicator, SyncError, SyncOption
 use scheduler::model::{JobId, SiteId};
 
 use crate::job::{flink_job_id, in_site_storage, stream_job_of};
-use crate::state::{CheckpointKind, CheckpointPointer, JobStatus, StateError, StateStore};
+use crate::state::{CheckpointKind, CheckpointPointer, StateError, StateStore};
 
 /// What the replication driver needs from the controller it runs beside, and what it tells
 /// it. Implemented by `Controller`; the driver never sees more of it.
@@ -152,7 +152,10 @@ impl ReplicationDriver {
             // The savepoint or checkpoint this generation was restored from: a job restored
             // in CLAIM mode from a native savepoint goes on using its files, which Flink 2.3.0
             // names relative to `chk-N/` (see hdfs-sync's README, "References outside chk-N").
-            let restored_from = JobStatus::from_value(&record.value.status)
+            let restored_from = record
+                .value
+                .status
+                .clone()
                 .restore_from
                 .and_then(|path| in_site_storage(from_root, &path).ok());
             for ((from, to), ledger) in &self.ledgers {

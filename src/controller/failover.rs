@@ -23,11 +23,13 @@ use scheduler::model::{JobDemand, JobId, JobPlacement, PodRole, SiteId};
 use serde::Serialize;
 
 use super::launch::{in_site_storage, launch_spec, spec_hash};
-use super::status::{JobPhase as StatusPhase, JobStatus};
+use super::status::JobPhase as StatusPhase;
 use super::{Controller, stream_job_of};
 use crate::job::{engine_spec, replicated_event};
 use crate::site::{JobObservation, JobState};
-use crate::state::{CheckpointKind, Expected, JobRecord, SiteRecord, StateError, Versioned};
+use crate::state::{
+    CheckpointKind, Expected, JobRecord, SiteRecord, SiteState, StateError, Versioned,
+};
 use failover::placer::SchedulerPlacer;
 
 /// Recovery reports kept in memory for the API.
@@ -375,10 +377,7 @@ fn engine_state(state: JobState) -> RunState {
 }
 
 fn stored_placement(record: &JobRecord) -> Option<JobPlacement> {
-    record
-        .placement
-        .as_ref()
-        .and_then(|p| serde_json::from_value::<JobPlacement>(p.detail.clone()).ok())
+    record.placement.as_ref().and_then(|p| p.detail.clone())
 }
 
 /// Every stored job as the engine sees it: placed and managed (`failover.mode` not `none`,
@@ -458,7 +457,11 @@ impl Effects for ControllerEffects<'_> {
     ) -> impl Future<Output = Result<(), StateError>> {
         let site = site.clone();
         async move {
-            let state = if lost { "lost" } else { "active" };
+            let state = if lost {
+                SiteState::Lost
+            } else {
+                SiteState::Active
+            };
             let stored = self.controller.store.get_site(&site.0).await?;
             if stored
                 .as_ref()
@@ -484,7 +487,7 @@ impl Effects for ControllerEffects<'_> {
                 .put_site(&SiteRecord {
                     site: site.0.clone(),
                     epoch,
-                    state: state.into(),
+                    state,
                     detail: serde_json::Value::Null,
                 })
                 .await?;
@@ -1074,9 +1077,9 @@ impl Controller {
             record.generation = generation;
             record.placement = Some(crate::state::JobPlacement {
                 site: placement.site.0.clone(),
-                detail: serde_json::to_value(placement).unwrap_or_default(),
+                detail: Some(placement.clone()),
             });
-            let mut status = JobStatus::from_value(&record.status);
+            let mut status = record.status.clone();
             status.phase = StatusPhase::Launching;
             status.site = Some(placement.site.0.clone());
             status.set_restore(restore.clone());
@@ -1089,7 +1092,7 @@ impl Controller {
             } else {
                 0
             };
-            record.status = status.to_value();
+            record.status = status.clone();
             match self
                 .store
                 .put_job(&record, Expected::Revision(current.revision))

@@ -329,7 +329,7 @@ impl Controller {
         report: &mut PassReport,
     ) -> Result<(), StateError> {
         let PassView { views, moves } = seen;
-        let old_status = JobStatus::from_value(&record.value.status);
+        let old_status = record.value.status.clone();
         let mut status = old_status.clone();
         let (job, demand) = match stream_job_of(&record.value).and_then(|job| {
             let demand = job.demand().map_err(|e| e.to_string())?;
@@ -362,7 +362,7 @@ impl Controller {
             .value
             .placement
             .as_ref()
-            .and_then(|p| serde_json::from_value::<JobPlacement>(p.detail.clone()).ok());
+            .and_then(|p| p.detail.clone());
 
         let Some(placement) = placement else {
             let spec_changed = status.launched_spec.as_deref() != Some(hash.as_str());
@@ -635,7 +635,7 @@ impl Controller {
                         });
                         let mut cleared = record.value.clone();
                         cleared.placement = None;
-                        cleared.status = status.to_value();
+                        cleared.status = status.clone();
                         self.put_if_unchanged(&cleared, record.revision, report)
                             .await?;
                         report.count(JobPhase::Failed);
@@ -730,7 +730,7 @@ impl Controller {
                             status.message = Some(format!("{error}; placing it again"));
                             let mut cleared = record.value.clone();
                             cleared.placement = None;
-                            cleared.status = status.to_value();
+                            cleared.status = status.clone();
                             self.put_if_unchanged(&cleared, record.revision, report)
                                 .await?;
                             report.count(JobPhase::Pending);
@@ -854,11 +854,11 @@ impl Controller {
                     t.status.message = Some(reason.clone());
                     t.status.site = None;
                     report.unplaced.push((id, reason));
-                    let old = JobStatus::from_value(&t.record.value.status);
+                    let old = t.record.value.status.clone();
                     if t.record.value.placement.is_some() {
                         let mut cleared = t.record.value.clone();
                         cleared.placement = None;
-                        cleared.status = t.status.to_value();
+                        cleared.status = t.status.clone();
                         self.put_if_unchanged(&cleared, t.record.revision, report)
                             .await?;
                         report.count(JobPhase::Pending);
@@ -917,7 +917,7 @@ impl Controller {
                 status.site = None;
                 status.message = Some(reason.clone());
                 report.unplaced.push((t.demand.id.clone(), reason));
-                record.status = status.to_value();
+                record.status = status.clone();
                 self.put_if_unchanged(&record, revision, report).await?;
                 report.count(JobPhase::Pending);
                 return Ok(());
@@ -931,7 +931,7 @@ impl Controller {
                 status.site = None;
                 status.message = Some(format!("not launched: {reason}"));
                 report.unplaced.push((t.demand.id.clone(), reason));
-                record.status = status.to_value();
+                record.status = status.clone();
                 self.put_if_unchanged(&record, revision, report).await?;
                 report.count(JobPhase::Pending);
                 return Ok(());
@@ -959,9 +959,9 @@ impl Controller {
         record.generation = generation;
         record.placement = Some(crate::state::JobPlacement {
             site: placement.site.0.clone(),
-            detail: serde_json::to_value(&placement).unwrap_or_default(),
+            detail: Some(placement.clone()),
         });
-        record.status = status.to_value();
+        record.status = status.clone();
         if !self.put_if_unchanged(&record, revision, report).await? {
             return Ok(());
         }
@@ -1004,7 +1004,7 @@ impl Controller {
         status.site = None;
         status.message = Some(message);
         record.placement = None;
-        record.status = status.to_value();
+        record.status = status.clone();
         self.put_if_unchanged(&record, revision, report).await?;
         report.count(JobPhase::Failed);
         Ok(())
@@ -1025,11 +1025,12 @@ impl Controller {
         report: &mut PassReport,
     ) -> Result<(), StateError> {
         report.count(status.phase);
-        if old == status && !record.value.status.is_null() {
+        // A new job's placeholder status is replaced by the first pass even when unchanged.
+        if old == status && !record.value.status.is_accepted() {
             return Ok(());
         }
         let mut updated = record.value.clone();
-        updated.status = status.to_value();
+        updated.status = status.clone();
         self.put_if_unchanged(&updated, record.revision, report)
             .await
             .map(|_| ())

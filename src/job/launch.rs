@@ -362,7 +362,7 @@ spec:
             .put_site(&SiteRecord {
                 site: "dc-a".into(),
                 epoch: 4,
-                state: "active".into(),
+                state: crate::state::SiteState::Active,
                 detail: serde_json::Value::Null,
             })
             .await

@@ -27,10 +27,10 @@ pub fn new_record(job: &StreamJob) -> JobRecord {
     JobRecord {
         namespace: job.metadata.namespace.clone(),
         name: job.metadata.name.clone(),
-        spec: serde_json::to_value(job).unwrap_or_default(),
+        spec: job.clone().into(),
         generation: 0,
         placement: None,
-        status: serde_json::Value::Null,
+        status: JobStatus::accepted(),
     }
 }
 
@@ -48,8 +48,11 @@ pub fn stream_job_of(record: &JobRecord) -> Result<StreamJob, String> {
             scheduler::limits::MAX_GENERATION
         ));
     }
-    let job = serde_json::from_value::<StreamJob>(record.spec.clone())
-        .map_err(|e| format!("the spec does not decode as a StreamJob: {e}"))?;
+    let job = record
+        .spec
+        .stream_job()
+        .map_err(|e| format!("the spec does not decode as a StreamJob: {e}"))?
+        .clone();
     if job.metadata.namespace != record.namespace || job.metadata.name != record.name {
         return Err(format!(
             "the spec is of {}, not {}/{}",
@@ -77,7 +80,9 @@ pub fn engine_spec(record: &JobRecord) -> Option<(JobSpec, streamjob::FailoverMo
         streamjob::FailoverMode::Auto | streamjob::FailoverMode::None => SiteMoves::Automatic,
     };
     // Sites its jar is not verified in: the engine moves it to none of them.
-    let jar_missing = JobStatus::from_value(&record.status)
+    let jar_missing = record
+        .status
+        .clone()
         .jar
         .map(|jar| jar.missing(&job.spec.jar_uri, &spec_hash(&job)))
         .unwrap_or_default();
@@ -126,11 +131,7 @@ pub fn replicated_event(
 /// The tenant a stored job counts against (admission through the API and the StreamJob
 /// watch): its spec's, or its namespace when the spec names none.
 pub fn stored_tenant(record: &JobRecord) -> &str {
-    record
-        .spec
-        .pointer("/spec/tenant")
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or(&record.namespace)
+    record.spec.tenant().unwrap_or(&record.namespace)
 }
 
 /// Where a job's checkpoints go when its spec names no `checkpoints.dir`.

@@ -1,10 +1,8 @@
 //! Which door a stored job came in by: jobs stored from StreamJob objects carry the cluster
 //! that owns them in an annotation, and a watch's [`Scope`] says which of them it owns.
 
+use crate::state::{JobRecord, StoredSpec};
 use scheduler::model::SiteId;
-use serde_json::Value;
-
-use crate::state::JobRecord;
 
 /// The annotation twinsite puts on the stored copy of a job that came from a StreamJob
 /// object, naming the cluster that owns it (`kubernetes/<site>`). Reserved: neither an object
@@ -16,13 +14,9 @@ pub fn origin(site: &SiteId) -> String {
     format!("kubernetes/{site}")
 }
 
-/// The origin annotation of a stored job (the whole StreamJob JSON the store keeps).
-pub fn origin_of(stored: &Value) -> Option<&str> {
-    stored
-        .get("metadata")?
-        .get("annotations")?
-        .get(ORIGIN_ANNOTATION)?
-        .as_str()
+/// The origin annotation of a stored job's StreamJob.
+pub fn origin_of(stored: &StoredSpec) -> Option<&str> {
+    stored.annotation(ORIGIN_ANNOTATION)
 }
 
 /// Which objects and jobs the watch owns.

@@ -163,7 +163,7 @@ mod tests {
             ]
             .into()
         );
-        let stored = serde_json::to_value(&job).unwrap();
+        let stored = crate::state::StoredSpec::from(job);
         assert_eq!(origin_of(&stored), Some("kubernetes/dc-a"));
     }
 

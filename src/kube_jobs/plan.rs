@@ -79,7 +79,9 @@ pub fn plan_sync(
         .collect();
     let mut per_tenant: HashMap<String, usize> = HashMap::new();
     for record in records {
-        *per_tenant.entry(stored_tenant(&record.value).to_owned()).or_default() += 1;
+        *per_tenant
+            .entry(stored_tenant(&record.value).to_owned())
+            .or_default() += 1;
     }
     let unreadable: HashMap<(&str, &str), &UnreadableRecord> = unreadable
         .iter()
@@ -206,20 +208,19 @@ mod tests {
 
     /// A stored job as a door would have written it (`origin` names that door).
     fn stored(namespace: &str, name: &str, parallelism: i64, origin: Option<&str>) -> JobRecord {
-        let mut record = JobRecord {
-            namespace: namespace.into(),
-            name: name.into(),
-            spec: document(namespace, name, parallelism, origin),
-            generation: 4,
-            placement: None,
-            status: json!({"phase": "running", "site": "dc-b"}),
-        };
         // The parser's own form (defaults filled in), as every door stores it.
-        let job = scheduler::input::parse_stream_jobs("t", &record.spec.to_string())
+        let document = document(namespace, name, parallelism, origin).to_string();
+        let job = scheduler::input::parse_stream_jobs("t", &document)
             .unwrap()
             .remove(0);
-        record.spec = serde_json::to_value(&job).unwrap();
-        record
+        JobRecord {
+            namespace: namespace.into(),
+            name: name.into(),
+            spec: job.into(),
+            generation: 4,
+            placement: None,
+            status: serde_json::from_value(json!({"phase": "running", "site": "dc-b"})).unwrap(),
+        }
     }
 
     fn scope(namespace: Option<&str>) -> Scope {
@@ -303,8 +304,8 @@ mod tests {
         };
         assert_eq!(from, "the HTTP API");
         assert_eq!(record.generation, 4);
-        assert_eq!(record.status["site"], "dc-b");
-        assert_eq!(record.spec["spec"]["parallelism"], 2);
+        assert_eq!(record.status.site.as_deref(), Some("dc-b"));
+        assert_eq!(record.spec.stream_job().unwrap().spec.parallelism, 2);
         assert_eq!(origin_of(&record.spec), Some("kubernetes/dc-a"));
     }
 

@@ -23,14 +23,14 @@ pub use keys::KeyLayout;
 pub use kv::{KvBackend, KvEntry};
 pub use record::{
     AuditEntry, AuditRecord, CheckpointEntry, CheckpointKind, CheckpointPointer, Expected,
-    JobCheckpoint, JobPlacement, JobRecord, JobScan, RecordKind, SiteRecord, UnreadableRecord,
-    Versioned,
+    JobCheckpoint, JobPlacement, JobRecord, JobScan, RecordKind, SiteRecord, SiteState, StoredSpec,
+    UnreadableRecord, Versioned,
 };
 pub use status::{
     Condition, JarSiteStatus, JarState, JarStatus, JobPhase, JobStatus, LastCheckpoint,
     REPLICATION_BEHIND, Restore,
 };
-pub use store::KvStateStore;
+pub use store::{KvStateStore, SCHEMA_VERSION};
 
 /// The controller's durable state. Writes fail with [`StateError::NotLeader`] or
 /// [`StateError::Fenced`] when this controller does not lead; the caller must then stop acting.

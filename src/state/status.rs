@@ -87,6 +87,10 @@ pub struct JobStatus {
     /// image (`local://`) or when no site has a storage root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jar: Option<JarStatus>,
+    /// True when the stored status did not decode and this one stands in for it (never
+    /// stored): it is the reconcile pass's to rewrite, nobody else's.
+    #[serde(skip)]
+    pub rederived: bool,
 }
 
 /// What a launch restores from: a checkpoint or savepoint directory (the one holding
@@ -176,6 +180,9 @@ impl JarStatus {
     }
 }
 
+/// The message of a job no pass has seen yet.
+const ACCEPTED: &str = "accepted; waiting for the first reconcile pass";
+
 /// The condition whose status is `True` while a site loss would cost the job more than
 /// `replication.maxLag` of processing (or all of its state).
 pub const REPLICATION_BEHIND: &str = "ReplicationBehind";
@@ -223,6 +230,7 @@ impl JobStatus {
             launched_spec: None,
             conditions: Vec::new(),
             jar: None,
+            rederived: false,
         }
     }
 
@@ -276,22 +284,37 @@ impl JobStatus {
         }
     }
 
+    /// The status of a job no pass has seen yet.
+    pub fn accepted() -> JobStatus {
+        JobStatus::pending(ACCEPTED)
+    }
+
+    /// Whether this is the status a new job is stored with (no pass wrote one yet).
+    pub fn is_accepted(&self) -> bool {
+        *self == JobStatus::accepted()
+    }
+
     /// Reads a stored status; a record written before any pass (or by an older version that
     /// lacks fields) reads as pending rather than failing the whole pass.
     pub fn from_value(value: &serde_json::Value) -> JobStatus {
         if value.is_null() {
-            return JobStatus::pending("accepted; waiting for the first reconcile pass");
+            return JobStatus::accepted();
         }
-        serde_json::from_value(value.clone()).unwrap_or_else(|error| {
-            JobStatus::pending(format!(
+        serde_json::from_value(value.clone()).unwrap_or_else(|error| JobStatus {
+            rederived: true,
+            ..JobStatus::pending(format!(
                 "stored status was unreadable ({error}); re-derived"
             ))
         })
     }
 
-    pub fn to_value(&self) -> serde_json::Value {
-        // A plain struct of strings and numbers always serialises.
-        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    /// [`JobStatus::from_value`] as a field's deserializer: a job record whose status is
+    /// damaged stays readable.
+    pub fn deserialize_lenient<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<JobStatus, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Ok(JobStatus::from_value(&value))
     }
 }
 
@@ -324,8 +347,12 @@ mod tests {
                 last_transition_time: "2026-12-05T10:00:00Z".into(),
             }],
             jar: None,
+            rederived: false,
         };
-        assert_eq!(JobStatus::from_value(&status.to_value()), status);
+        assert_eq!(
+            JobStatus::from_value(&serde_json::to_value(&status).unwrap()),
+            status
+        );
     }
 
     #[test]
@@ -355,6 +382,7 @@ mod tests {
         );
         let damaged = JobStatus::from_value(&serde_json::json!({"phase": 7}));
         assert_eq!(damaged.phase, JobPhase::Pending);
+        assert!(damaged.rederived);
         assert!(damaged.message.unwrap().contains("unreadable"));
     }
 }
