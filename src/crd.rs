@@ -102,7 +102,7 @@ pub struct StreamJobStatus {
 }
 
 /// The job's jar replication as a StreamJob's status shows it (the controller's
-/// [`JarStatus`](crate::state::JarStatus), without its retry bookkeeping).
+/// [`JarStatus`], without its retry bookkeeping).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PublishedJar {

@@ -1,6 +1,10 @@
 //! The HTTP API (axum, JSON): health, metrics, sites, nodes, jobs (read and edit), a dry-run
 //! plan, the audit log, the OpenAPI document and, for simulated sites only, fault injection.
 //!
+//! May use: everything below it (`controller`, `kube_jobs`, `diagnosis`, `failover_plan`,
+//! `job`, `site`, `state`, `metrics`). Must never: be used by them (only `commands` wires it),
+//! or change a job except through the store (the reconcile loop acts on what it wrote).
+//!
 //! Every request but `/healthz`, `/readyz` (and `/metrics` when configured open) needs a
 //! bearer token (`auth`): the read-only token reads, the admin token does everything.
 //! Refusals (401/403) are audited. Job specs and audit entries are shown redacted

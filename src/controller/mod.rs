@@ -1,6 +1,11 @@
 //! The controller: sites, state store and policy held together, and the leader-only loop
 //! that reconciles them (`reconcile`). The HTTP API (`crate::api`) reads and edits through
 //! the same `Controller`.
+//!
+//! May use: `job`, `site`, `state`, `replication` (it implements its
+//! `ReplicationContext`), `agent`, `leader`, `metrics`, `redact` and the crates. Must never:
+//! use the doors and views above it (`api`, `kube_jobs`, `diagnosis`, `failover_plan`,
+//! `commands`): they call it; or act while it does not lead (every write is fenced).
 
 pub mod exposure;
 pub mod failover;

@@ -10,8 +10,10 @@
 //! - [`StreamJobWatch`]: a kube-rs reflector on the objects (untyped, so one bad object is
 //!   refused alone), a leader-only sync round that executes the plan and the status writes.
 //!
-//! Depends on the controller (its store, policy, leadership) and kube; the controller does
-//! not depend on it, except that the API asks [`watch_owner`] before editing a job.
+//! May use: the controller (its store, policy, leadership, admission turn), `crd`, `job`,
+//! `state` and kube. Must never: be used by the controller (which knows only the watch's
+//! `job::Scope`, to answer `Controller::watch_owner` for the API), or write a job the
+//! admission rules refuse.
 
 pub mod admit;
 pub mod plan;

@@ -1,6 +1,9 @@
 //! The site interface (nodes, pods, job launches, health, checkpoints) and its kinds: an
 //! in-process simulated site and a thin Kubernetes adapter. See `src/site/README.md`.
 //!
+//! May use: the crates only (a floor layer; `tests/layering.rs` checks it). Must never: know
+//! the controller, the store or the jobs' records: a site runs the `LaunchSpec` it is given.
+//!
 //! One `Site` is one data-centre site. The controller holds an `Arc<dyn Site>` per site and
 //! only ever talks to a site through this trait, so the simulation exercises the same code
 //! paths as production.

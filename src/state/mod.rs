@@ -4,6 +4,10 @@
 //! [`KvBackend`] seam, with two backends: [`EtcdKv`] (every write a transaction guarded by the
 //! leader key, so a deposed leader's writes fail) and [`EmbeddedKv`] (one process, a local
 //! directory). Key layout and file format: see `src/state/README.md` and [`keys`].
+//!
+//! May use: the crates only (a floor layer; `tests/layering.rs` checks it). Must never: act
+//! on what it stores, or let one record that does not decode fail a listing (it is reported
+//! as an [`UnreadableRecord`]); the record types are the store's schema ([`SCHEMA_VERSION`]).
 
 mod embedded;
 mod error;
