@@ -21,3 +21,42 @@ impl super::Controller {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use scheduler::model::SiteId;
+
+    use crate::job::launch::launch_spec;
+    use crate::job::launch::tests::{job, placement};
+
+    #[tokio::test]
+    async fn a_launch_carries_the_epoch_of_its_sites_record() {
+        use crate::state::{EmbeddedStateStore, SiteRecord, StateStore};
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(EmbeddedStateStore::open(dir.path()).unwrap());
+        let controller = crate::controller::Controller::new(
+            std::collections::BTreeMap::new(),
+            store.clone(),
+            scheduler::input::Policy::default_two_sites(),
+        );
+        let site = SiteId("dc-a".into());
+        assert_eq!(
+            controller.site_epoch(&site).await.unwrap().unwrap(),
+            0,
+            "no record yet"
+        );
+        store
+            .put_site(&SiteRecord {
+                site: "dc-a".into(),
+                epoch: 4,
+                state: crate::state::SiteState::Active,
+                detail: serde_json::Value::Null,
+            })
+            .await
+            .unwrap();
+        let epoch = controller.site_epoch(&site).await.unwrap().unwrap();
+        assert_eq!(epoch, 4);
+        let spec = launch_spec(&job(), 1, &placement(), None, None, epoch).unwrap();
+        assert_eq!(spec.epoch, 4);
+    }
+}

@@ -147,7 +147,7 @@ pub fn spec_hash(job: &StreamJob) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use scheduler::model::{PodPlacement, PodRole, SiteId};
 
@@ -166,13 +166,13 @@ spec:
   checkpoints: {dir: "hdfs:///flink/checkpoints/shop/orders", interval: 30s, retained: 3}
 "#;
 
-    fn job() -> StreamJob {
+    pub(crate) fn job() -> StreamJob {
         scheduler::input::parse_stream_jobs("job.yaml", JOB)
             .unwrap()
             .remove(0)
     }
 
-    fn placement() -> JobPlacement {
+    pub(crate) fn placement() -> JobPlacement {
         JobPlacement {
             job: job().id(),
             site: SiteId("dc-a".into()),
@@ -340,37 +340,6 @@ spec:
             spec.checkpoint_dir,
             "hdfs://ns-a/flink/checkpoints/shop/orders"
         );
-    }
-
-    #[tokio::test]
-    async fn a_launch_carries_the_epoch_of_its_sites_record() {
-        use crate::state::{EmbeddedStateStore, SiteRecord, StateStore};
-        let dir = tempfile::tempdir().unwrap();
-        let store = std::sync::Arc::new(EmbeddedStateStore::open(dir.path()).unwrap());
-        let controller = crate::controller::Controller::new(
-            std::collections::BTreeMap::new(),
-            store.clone(),
-            scheduler::input::Policy::default_two_sites(),
-        );
-        let site = SiteId("dc-a".into());
-        assert_eq!(
-            controller.site_epoch(&site).await.unwrap().unwrap(),
-            0,
-            "no record yet"
-        );
-        store
-            .put_site(&SiteRecord {
-                site: "dc-a".into(),
-                epoch: 4,
-                state: crate::state::SiteState::Active,
-                detail: serde_json::Value::Null,
-            })
-            .await
-            .unwrap();
-        let epoch = controller.site_epoch(&site).await.unwrap().unwrap();
-        assert_eq!(epoch, 4);
-        let spec = launch_spec(&job(), 1, &placement(), None, None, epoch).unwrap();
-        assert_eq!(spec.epoch, 4);
     }
 
     #[test]

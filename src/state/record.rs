@@ -303,3 +303,85 @@ pub struct JobScan {
     /// Ordered by key.
     pub unreadable: Vec<UnreadableRecord>,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// Any JSON, a few levels deep.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[a-z0-9 :/.]{0,10}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 32, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map("[a-zA-Z]{1,8}", inner, 0..4)
+                    .prop_map(|fields| Value::Object(fields.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A StreamJob as a door stores it (the parser's own form), varied where users vary it.
+    fn any_stream_job() -> impl Strategy<Value = StreamJob> {
+        (
+            1u32..=32_768,
+            proptest::option::of("[a-z]{1,8}"),
+            prop::collection::btree_map("[a-z.]{1,12}", "[a-zA-Z0-9 ]{0,12}", 0..3),
+        )
+            .prop_map(|(parallelism, tenant, annotations)| {
+                let yaml = "apiVersion: twinsite.io/v1alpha1\nkind: StreamJob\nmetadata: {name: orders, namespace: shop}\nspec:\n  priority: high\n  image: flink:2.0.0\n  flinkVersion: v2_0\n  jarURI: hdfs:///jars/orders.jar\n  parallelism: 2\n  jobManager: {resources: {cpu: \"1\", memory: 2Gi}}\n  taskManager: {resources: {cpu: \"2\", memory: 4Gi}, slots: 1}\n  checkpoints: {dir: \"hdfs:///flink/checkpoints/shop/orders\", interval: 10s}\n";
+                let mut job = scheduler::input::parse_stream_jobs("t", yaml)
+                    .unwrap()
+                    .remove(0);
+                job.spec.parallelism = parallelism;
+                job.spec.tenant = tenant;
+                job.metadata.annotations = annotations.into_iter().collect::<BTreeMap<_, _>>();
+                job
+            })
+    }
+
+    proptest! {
+        /// Typing the spec loses nothing: JSON that is no StreamJob is written back exactly
+        /// as it was read, with the decoder's reason beside it.
+        #[test]
+        fn a_spec_that_is_no_stream_job_is_kept_as_it_was_stored(raw in any_json()) {
+            let spec: StoredSpec = serde_json::from_value(raw.clone()).unwrap();
+            if let StoredSpec::Undecodable { reason, .. } = &spec {
+                prop_assert!(!reason.is_empty());
+            }
+            prop_assert_eq!(serde_json::to_value(&spec).unwrap(), raw);
+        }
+
+        /// A StreamJob as twinsite stores it reads back as the same StreamJob and is written
+        /// back as the same JSON (schema-1 records are the StreamJob's own JSON).
+        #[test]
+        fn a_stream_job_reads_back_as_itself_and_writes_the_same_json(job in any_stream_job()) {
+            let stored = serde_json::to_value(&job).unwrap();
+            let spec: StoredSpec = serde_json::from_value(stored.clone()).unwrap();
+            prop_assert_eq!(spec.stream_job().ok(), Some(&job));
+            prop_assert_eq!(spec.tenant(), job.spec.tenant.as_deref());
+            prop_assert_eq!(serde_json::to_value(&spec).unwrap(), stored);
+        }
+    }
+
+    #[test]
+    fn a_placement_detail_that_is_no_plan_reads_as_none_and_a_null_status_as_accepted() {
+        let record: JobRecord = serde_json::from_value(json!({
+            "namespace": "shop", "name": "orders", "spec": {"not": "a job"}, "generation": 0,
+            "placement": {"site": "dc-a", "detail": {"jobmanager": "n1"}}, "status": null
+        }))
+        .unwrap();
+        assert_eq!(record.placement.unwrap().detail, None);
+        assert!(record.status.is_accepted());
+        assert!(record.spec.stream_job().is_err());
+    }
+}
