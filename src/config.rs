@@ -60,6 +60,36 @@ pub struct ConfigFile {
     /// Site agents (`twinsite agent`): which sites have one, and the timing of their leases.
     #[serde(default)]
     pub agents: AgentsSpec,
+    /// Where offline pools that lend by usage (policy `offline.lendBy: usage`) read what
+    /// their nodes' own workload uses; required by such pools, refused without one.
+    #[serde(default)]
+    pub node_usage: Option<NodeUsageSpec>,
+}
+
+/// The `nodeUsage` section. Queries may name `{namespace}`, replaced by the site's job
+/// namespace (policy `sites[].kubernetes.namespace`) as a PromQL string.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeUsageSpec {
+    /// Prometheus base URL per policy site (each data centre scrapes its own nodes).
+    pub prometheus: BTreeMap<String, String>,
+    #[serde(default)]
+    pub node_cpu_query: Option<String>,
+    #[serde(default)]
+    pub node_memory_query: Option<String>,
+    #[serde(default)]
+    pub pods_cpu_query: Option<String>,
+    #[serde(default)]
+    pub pods_memory_query: Option<String>,
+    /// The label naming the node in every query's answer.
+    #[serde(default)]
+    pub node_label: Option<String>,
+    /// How often usage is measured.
+    #[serde(default)]
+    pub refresh: Option<String>,
+    /// How old a measurement may be and still count; older, the site's nodes lend nothing.
+    #[serde(default)]
+    pub max_age: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -491,7 +521,49 @@ pub struct Config {
     /// Where StreamJob objects are watched; `None`: nowhere.
     pub stream_jobs: Option<crate::kube_jobs::StreamJobWatchConfig>,
     pub agents: AgentsConfig,
+    /// `None` unless a pool lends by usage.
+    pub node_usage: Option<NodeUsageConfig>,
 }
+
+/// The `nodeUsage` section, resolved: one Prometheus per site, the four queries, timing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeUsageConfig {
+    pub prometheus: BTreeMap<scheduler::model::SiteId, String>,
+    pub queries: NodeUsageQueries,
+    pub node_label: String,
+    pub refresh: Duration,
+    pub max_age: Duration,
+}
+
+/// PromQL giving, per node: what it uses in all (cores, bytes) and what our pods on it use.
+/// A node's own workload is the difference, so our borrowed pods never shrink their own
+/// lending.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeUsageQueries {
+    pub node_cpu: String,
+    pub node_memory: String,
+    pub pods_cpu: String,
+    pub pods_memory: String,
+}
+
+impl NodeUsageQueries {
+    /// Replaced by the site's job namespace, quoted as a PromQL string.
+    pub const NAMESPACE: &'static str = "{namespace}";
+    /// node_exporter and cAdvisor series, with the `node` label kube-prometheus adds.
+    pub const DEFAULT_NODE_CPU: &'static str =
+        r#"sum by (node) (rate(node_cpu_seconds_total{mode!="idle"}[5m]))"#;
+    pub const DEFAULT_NODE_MEMORY: &'static str =
+        r#"sum by (node) (node_memory_MemTotal_bytes - node_memory_MemAvailable_bytes)"#;
+    pub const DEFAULT_PODS_CPU: &'static str = r#"sum by (node) (rate(container_cpu_usage_seconds_total{namespace={namespace}, container!=""}[5m]))"#;
+    pub const DEFAULT_PODS_MEMORY: &'static str = r#"sum by (node) (container_memory_working_set_bytes{namespace={namespace}, container!=""})"#;
+}
+
+/// Longest query text accepted; PromQL this long is a mistake, not a query.
+const MAX_USAGE_QUERY_BYTES: usize = 4096;
+const DEFAULT_USAGE_REFRESH: Duration = Duration::from_secs(60);
+const DEFAULT_USAGE_MAX_AGE: Duration = Duration::from_secs(300);
+/// A measurement older than this says nothing about a node's workload now.
+const MAX_USAGE_AGE: Duration = Duration::from_secs(3600);
 
 /// Where job metrics come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -580,6 +652,7 @@ impl Config {
             metrics: None,
             stream_jobs: None,
             agents: AgentsSpec::default(),
+            node_usage: None,
         };
         let mut problems = Problems::new("embedded default");
         let config = resolve(file, Path::new("."), "embedded default", &mut problems);
@@ -836,6 +909,7 @@ fn resolve(file: ConfigFile, base: &Path, source: &str, problems: &mut Problems)
         .stream_jobs
         .as_ref()
         .map(|spec| resolve_stream_jobs(spec, policy.as_ref(), problems));
+    let node_usage = resolve_node_usage(file.node_usage.as_ref(), policy.as_ref(), problems);
     let agents = resolve_agents(
         &file.agents,
         policy.as_ref(),
@@ -918,7 +992,203 @@ fn resolve(file: ConfigFile, base: &Path, source: &str, problems: &mut Problems)
             None => None,
         },
         agents: agents?,
+        node_usage: node_usage?,
     })
+}
+
+/// The `nodeUsage` section against the policy: present exactly when a pool lends by usage,
+/// a URL for every site such a pool covers, and no other site.
+fn resolve_node_usage(
+    spec: Option<&NodeUsageSpec>,
+    policy: Option<&Policy>,
+    problems: &mut Problems,
+) -> Option<Option<NodeUsageConfig>> {
+    use scheduler::model::{LendBasis, SiteId};
+    let policy = policy?;
+    let sites = policy.site_ids();
+    let placement = policy.placement_policy();
+    let mut needing: Vec<(&str, SiteId)> = Vec::new();
+    for pool in &placement.pools {
+        if pool
+            .offline
+            .as_ref()
+            .is_some_and(|l| l.lend_by == LendBasis::Usage)
+        {
+            match &pool.site {
+                Some(site) => needing.push((&pool.name, site.clone())),
+                None => needing.extend(sites.iter().map(|s| (pool.name.as_str(), s.clone()))),
+            }
+        }
+    }
+    let Some(spec) = spec else {
+        if let Some((pool, _)) = needing.first() {
+            problems.field(
+                "nodeUsage",
+                format!(
+                    "pool {pool:?} lends by usage (policy offline.lendBy: usage), so the \
+                     configuration needs a nodeUsage section naming each site's Prometheus"
+                ),
+            );
+            return None;
+        }
+        return Some(None);
+    };
+    let before = problems.len();
+    if needing.is_empty() {
+        problems.field(
+            "nodeUsage",
+            "no policy pool lends by usage (offline.lendBy: usage); remove the section or set \
+             lendBy in the policy",
+        );
+    }
+    let mut prometheus = BTreeMap::new();
+    for (site, url) in &spec.prometheus {
+        let field = format!("nodeUsage.prometheus.{site}");
+        let id = SiteId(site.clone());
+        if !sites.contains(&id) {
+            problems.field(&field, format!("the policy has no site {site:?}"));
+            continue;
+        }
+        match reqwest::Url::parse(url) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
+                prometheus.insert(id, url.clone());
+            }
+            Ok(parsed) => problems.field(
+                &field,
+                format!(
+                    "expected an http(s) URL, found scheme {:?}",
+                    parsed.scheme()
+                ),
+            ),
+            Err(e) => problems.field(&field, format!("not a URL ({e}): {url:?}")),
+        }
+    }
+    for (pool, site) in &needing {
+        if !spec.prometheus.contains_key(&site.0) {
+            problems.field(
+                format!("nodeUsage.prometheus.{site}"),
+                format!("missing: pool {pool:?} lends by usage in site {site}"),
+            );
+        }
+    }
+    let mut query = |field: &str, given: &Option<String>, default: &str| -> String {
+        match given {
+            None => default.to_string(),
+            Some(q) if q.trim().is_empty() => {
+                problems.field(format!("nodeUsage.{field}"), "must not be empty");
+                String::new()
+            }
+            Some(q) if q.len() > MAX_USAGE_QUERY_BYTES => {
+                problems.field(
+                    format!("nodeUsage.{field}"),
+                    format!(
+                        "{} bytes is over the bound of {MAX_USAGE_QUERY_BYTES}",
+                        q.len()
+                    ),
+                );
+                String::new()
+            }
+            Some(q) => q.clone(),
+        }
+    };
+    let queries = NodeUsageQueries {
+        node_cpu: query(
+            "nodeCpuQuery",
+            &spec.node_cpu_query,
+            NodeUsageQueries::DEFAULT_NODE_CPU,
+        ),
+        node_memory: query(
+            "nodeMemoryQuery",
+            &spec.node_memory_query,
+            NodeUsageQueries::DEFAULT_NODE_MEMORY,
+        ),
+        pods_cpu: query(
+            "podsCpuQuery",
+            &spec.pods_cpu_query,
+            NodeUsageQueries::DEFAULT_PODS_CPU,
+        ),
+        pods_memory: query(
+            "podsMemoryQuery",
+            &spec.pods_memory_query,
+            NodeUsageQueries::DEFAULT_PODS_MEMORY,
+        ),
+    };
+    for site in prometheus.keys() {
+        let namespace = policy
+            .site(site)
+            .and_then(|s| s.kubernetes.as_ref())
+            .and_then(|k| k.namespace.as_deref());
+        let named = [&queries.pods_cpu, &queries.pods_memory]
+            .iter()
+            .any(|q| q.contains(NodeUsageQueries::NAMESPACE));
+        if named && namespace.is_none() {
+            problems.field(
+                format!("nodeUsage.prometheus.{site}"),
+                format!(
+                    "the pods queries name {{namespace}} but site {site} has no \
+                     kubernetes.namespace in the policy: set it, or give podsCpuQuery and \
+                     podsMemoryQuery selecting our pods another way"
+                ),
+            );
+        }
+    }
+    let node_label = spec
+        .node_label
+        .clone()
+        .unwrap_or_else(|| "node".to_string());
+    if !is_prometheus_label(&node_label) {
+        problems.field(
+            "nodeUsage.nodeLabel",
+            format!("{node_label:?} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)"),
+        );
+    }
+    let refresh = match &spec.refresh {
+        None => Some(DEFAULT_USAGE_REFRESH),
+        Some(text) => duration(problems, "nodeUsage.refresh", text),
+    };
+    let max_age = match &spec.max_age {
+        None => Some(DEFAULT_USAGE_MAX_AGE),
+        Some(text) => duration(problems, "nodeUsage.maxAge", text),
+    };
+    if let (Some(refresh), Some(max_age)) = (refresh, max_age) {
+        if max_age < refresh {
+            problems.field(
+                "nodeUsage.maxAge",
+                format!(
+                    "{} is shorter than nodeUsage.refresh ({}): every measurement would be too old",
+                    humantime::format_duration(max_age),
+                    humantime::format_duration(refresh)
+                ),
+            );
+        }
+        if max_age > MAX_USAGE_AGE {
+            problems.field(
+                "nodeUsage.maxAge",
+                format!(
+                    "at most {}: an older measurement says nothing about the node now",
+                    humantime::format_duration(MAX_USAGE_AGE)
+                ),
+            );
+        }
+    }
+    if problems.len() > before {
+        return None;
+    }
+    Some(Some(NodeUsageConfig {
+        prometheus,
+        queries,
+        node_label,
+        refresh: refresh?,
+        max_age: max_age?,
+    }))
+}
+
+fn is_prometheus_label(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// The `agents` section: durations, sites the policy knows, etcd present when any site has
@@ -1361,6 +1631,95 @@ mod tests {
         assert_eq!(watch.status_interval, Duration::from_secs(30));
         assert_eq!(watch.checkpoint_status_interval, Duration::from_secs(120));
         assert!(parse("").unwrap().stream_jobs.is_none(), "off by default");
+    }
+
+    /// Parses `body` beside a copy of the daytime-lending example policy (a pool lending by
+    /// usage in every site, both sites with a job namespace).
+    fn parse_with_daytime_policy(body: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/example-daytime-lending.yaml"),
+            dir.path().join("policy.yaml"),
+        )
+        .unwrap();
+        Config::parse(
+            "twinsite.yaml",
+            &format!("{HEAD}policy: policy.yaml\n{body}"),
+            dir.path(),
+        )
+    }
+
+    const BOTH_PROMETHEUS: &str =
+        "nodeUsage:\n  prometheus: {dc-a: 'http://prom-a:9090', dc-b: 'http://prom-b:9090'}\n";
+
+    #[test]
+    fn node_usage_resolves_with_default_queries_and_timing() {
+        let config = parse_with_daytime_policy(BOTH_PROMETHEUS).unwrap();
+        let usage = config.node_usage.expect("a pool lends by usage");
+        assert_eq!(usage.prometheus.len(), 2);
+        assert_eq!(usage.node_label, "node");
+        assert_eq!(usage.refresh, Duration::from_secs(60));
+        assert_eq!(usage.max_age, Duration::from_secs(300));
+        assert!(usage.queries.pods_cpu.contains(NodeUsageQueries::NAMESPACE));
+        assert!(parse("").unwrap().node_usage.is_none());
+    }
+
+    #[test]
+    fn a_pool_lending_by_usage_without_node_usage_is_refused_naming_the_pool() {
+        let error = parse_with_daytime_policy("").unwrap_err().to_string();
+        assert!(
+            error.contains("nodeUsage") && error.contains("hdfs-offline"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn node_usage_the_policy_never_reads_is_refused() {
+        let error = parse(BOTH_PROMETHEUS).unwrap_err().to_string();
+        assert!(error.contains("no policy pool lends by usage"), "{error}");
+    }
+
+    #[test]
+    fn bad_node_usage_fields_are_named() {
+        let cases = [
+            (
+                "nodeUsage:\n  prometheus: {dc-a: 'http://prom-a:9090'}\n",
+                "nodeUsage.prometheus.dc-b: missing",
+            ),
+            (
+                "nodeUsage:\n  prometheus: {dc-a: 'ftp://a', dc-b: 'http://b'}\n",
+                "nodeUsage.prometheus.dc-a: expected an http(s) URL",
+            ),
+            (
+                "nodeUsage:\n  prometheus: {dc-a: 'http://a', dc-b: 'http://b', dc-c: 'http://c'}\n",
+                "nodeUsage.prometheus.dc-c: the policy has no site",
+            ),
+            (
+                &format!("{BOTH_PROMETHEUS}  refresh: 10m\n  maxAge: 5m\n"),
+                "nodeUsage.maxAge: 5m is shorter than nodeUsage.refresh",
+            ),
+            (
+                &format!("{BOTH_PROMETHEUS}  maxAge: 2h\n"),
+                "nodeUsage.maxAge: at most 1h",
+            ),
+            (
+                &format!("{BOTH_PROMETHEUS}  nodeLabel: 'kubernetes node'\n"),
+                "nodeUsage.nodeLabel",
+            ),
+            (
+                &format!("{BOTH_PROMETHEUS}  nodeCpuQuery: '  '\n"),
+                "nodeUsage.nodeCpuQuery: must not be empty",
+            ),
+            (
+                &format!("{BOTH_PROMETHEUS}  podsCpuQuery: '{}'\n", "x".repeat(5000)),
+                "nodeUsage.podsCpuQuery: 5000 bytes is over the bound",
+            ),
+            (&format!("{BOTH_PROMETHEUS}  colour: blue\n"), "colour"),
+        ];
+        for (body, expected) in cases {
+            let error = parse_with_daytime_policy(body).unwrap_err().to_string();
+            assert!(error.contains(expected), "{body}: {error}");
+        }
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub mod job;
 pub mod kube_jobs;
 pub mod leader;
 pub mod metrics;
+pub mod node_usage;
 pub mod redact;
 pub mod replication;
 pub mod site;

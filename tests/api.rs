@@ -590,7 +590,7 @@ async fn a_failover_dry_run_plans_every_move_and_changes_nothing() {
                 id: 7,
                 path: uri,
                 completed_at,
-                kind: failover::CheckpointKind::Checkpoint,
+                kind: failover::RestorePointKind::Checkpoint,
             },
         });
     api.controller.reconcile_once().await.unwrap();

@@ -377,6 +377,82 @@ async fn a_changed_spec_is_relaunched_from_a_savepoint() {
     assert_eq!(w.running("orders").await, [("dc-a".to_string(), 2)]);
 }
 
+/// The default two-site policy with one scale profile for `shop/orders` around now.
+fn policy_with_profile_around_now(factor: f64) -> Policy {
+    let minimal = include_str!("../policies/minimal.yaml");
+    let now = Utc::now();
+    let text = format!(
+        "{minimal}\nscaleProfiles:\n  - {{name: sale-day, from: '{}', until: '{}', parallelismFactor: {factor}, jobs: [shop/orders]}}\n",
+        (now - chrono::TimeDelta::hours(1)).to_rfc3339(),
+        (now + chrono::TimeDelta::hours(1)).to_rfc3339(),
+    );
+    scheduler::input::parse_policy("policy.yaml", &text).unwrap()
+}
+
+#[tokio::test]
+async fn a_scale_profile_relaunches_the_job_scaled_from_a_savepoint_and_back_when_it_ends() {
+    let mut w = World::new(4);
+    w.add(&job("orders", "dc-a", "")).await;
+    w.add(&job("audit", "dc-a", "")).await;
+    w.pass().await;
+    w.advance(CHECKPOINT_INTERVAL);
+    assert_eq!(
+        placement_of(&w.record("orders").await).pods.len(),
+        3,
+        "JobManager + 2"
+    );
+
+    // The profile starts (a controller with the sale-day policy): orders runs at 2 × 2.5 = 5
+    // slots, from a savepoint; audit, not covered, stays untouched.
+    w.controller.policy = policy_with_profile_around_now(2.5);
+    let report = w.pass().await;
+    assert_eq!(
+        report.launched,
+        [(JobId::new("shop", "orders"), 2)],
+        "{report:?}"
+    );
+    let status = w.status("orders").await;
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("scale profile sale-day"),
+        "{status:?}"
+    );
+    assert!(
+        status
+            .restore_from
+            .as_deref()
+            .unwrap_or("")
+            .contains("/savepoints/"),
+        "{status:?}"
+    );
+    assert_eq!(
+        placement_of(&w.record("orders").await).pods.len(),
+        6,
+        "JobManager + 5"
+    );
+    assert_eq!(w.running("orders").await, [("dc-a".to_string(), 2)]);
+    assert_eq!(w.running("audit").await, [("dc-a".to_string(), 1)]);
+    assert!(
+        w.pass().await.launched.is_empty(),
+        "scaled once, not every pass"
+    );
+
+    // The profile ends: back to its own spec, again through a savepoint.
+    w.advance(CHECKPOINT_INTERVAL);
+    w.restart_controller();
+    let report = w.pass().await;
+    assert_eq!(
+        report.launched,
+        [(JobId::new("shop", "orders"), 3)],
+        "{report:?}"
+    );
+    assert_eq!(placement_of(&w.record("orders").await).pods.len(), 3);
+    assert_eq!(w.running("orders").await, [("dc-a".to_string(), 3)]);
+}
+
 #[tokio::test]
 async fn a_job_that_fits_nowhere_stays_pending_with_the_reason() {
     let w = World::new(1);

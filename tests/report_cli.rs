@@ -203,3 +203,45 @@ fn a_bad_lookback_names_the_flag_and_the_value() {
         "{err}"
     );
 }
+
+#[test]
+fn a_policy_with_a_sale_day_profile_gets_its_what_if_in_the_report() {
+    let f = Fixture::new();
+    let policy = std::fs::read_to_string(f.path("policy.yaml")).unwrap();
+    std::fs::write(
+        f.path("policy.yaml"),
+        format!(
+            "{policy}\nscaleProfiles:\n  - {{name: sale-day, from: '2026-11-11T00:00:00+08:00', until: '2026-11-12T00:00:00+08:00', parallelismFactor: 3}}\n"
+        ),
+    )
+    .unwrap();
+    let mut owned = Vec::new();
+    let json = ok(twinsite(&f.args(&mut owned, &["--format", "json"])));
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let what_if = &report["scale_profiles"][0];
+    assert_eq!(
+        what_if["profile"], "sale-day",
+        "{}",
+        report["scale_profiles"]
+    );
+    assert_eq!(
+        what_if["jobsScaled"], 60,
+        "no tenant or job named: every job"
+    );
+    assert!(what_if["added"]["cpu_milli"].as_i64().unwrap() > 0);
+    let placed = what_if["placed"].as_u64().unwrap();
+    let unplaced = what_if["unplaced"].as_array().unwrap().len() as u64;
+    assert_eq!(placed + unplaced, 60);
+    assert!(
+        placed < report["placed"].as_u64().unwrap(),
+        "tripling 60 jobs on 2 × 40 nodes cannot place as many as the ordinary day"
+    );
+    assert_eq!(what_if["failover"].as_array().unwrap().len(), 2);
+    let mut owned = Vec::new();
+    let table = ok(twinsite(&f.args(&mut owned, &[])));
+    assert!(table.contains("SCALE PROFILES (WHAT-IF)"), "{table}");
+    assert!(
+        table.contains("During sale-day: If dc-a is lost"),
+        "{table}"
+    );
+}

@@ -233,6 +233,7 @@ impl Simulated {
         let storage = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap());
         let node = |name: &str| Node {
+            owner_usage: None,
             name: name.into(),
             labels: BTreeMap::new(),
             taints: vec![],

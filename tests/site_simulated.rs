@@ -19,6 +19,7 @@ const INTERVAL: Duration = Duration::from_secs(10);
 
 fn node(name: &str) -> Node {
     Node {
+        owner_usage: None,
         name: name.to_owned(),
         labels: BTreeMap::from([("kubernetes.io/hostname".to_owned(), name.to_owned())]),
         taints: vec![],

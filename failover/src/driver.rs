@@ -29,7 +29,7 @@ use futures::StreamExt;
 use scheduler::model::{JobId, JobPlacement, SiteId};
 
 use crate::engine::{
-    AuditEntry, Command, Engine, EngineConfig, Event, OpsRequest, Record, RecoveryReport,
+    Command, Engine, EngineConfig, Event, FailoverAudit, OpsRequest, Record, RecoveryReport,
     RequestError,
 };
 use crate::operation::FailoverPlan;
@@ -115,7 +115,7 @@ pub trait Effects {
     ) -> impl Future<Output = Result<(), Self::Error>>;
 
     /// Appends one round's audit entries; losing them is logged, not fatal.
-    fn append_audits(&self, entries: &[AuditEntry]) -> impl Future<Output = ()>;
+    fn append_audits(&self, entries: &[FailoverAudit]) -> impl Future<Output = ()>;
 
     /// Records the site as lost (`true`) or recovered with `epoch`; idempotent (a new
     /// leader marks again what its predecessor may not have).

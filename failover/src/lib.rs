@@ -17,9 +17,9 @@ pub use driver::{
     Driver, DriverLimits, Effects, Launch, MAX_COMMANDS_PER_CALL, Outcome, PassInput, Report,
 };
 pub use engine::{
-    AuditEntry, Command, DEFAULT_LAUNCH_BURST, DEFAULT_LAUNCH_RATE, Engine, EngineConfig, Event,
-    JobPhase, JobRecord, OpsRequest, Record, RecoveryReport, RequestError, SiteRecord, SiteStatus,
-    StaleGeneration,
+    Command, DEFAULT_LAUNCH_BURST, DEFAULT_LAUNCH_RATE, Engine, EngineConfig, Event, FailoverAudit,
+    FailoverPhase, OpsRequest, Record, RecoveryReport, RequestError, SiteStatus, StaleGeneration,
+    TrackedJob, TrackedSite,
 };
 pub use health::{NodeVerdict, SiteSigns, SiteThresholds, SiteVerdict, judge_node, judge_site};
 pub use operation::{

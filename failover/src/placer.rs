@@ -173,6 +173,7 @@ mod tests {
 
     fn node(name: &str) -> Node {
         Node {
+            owner_usage: None,
             name: name.into(),
             labels: BTreeMap::from([("kubernetes.io/hostname".into(), name.into())]),
             taints: vec![],

@@ -56,9 +56,11 @@ pub struct JobSpec {
     pub jar_missing: BTreeMap<SiteId, String>,
 }
 
+/// What a restore point is: a periodic checkpoint or a stop-with-savepoint. Not the store's
+/// `CheckpointKind` (which pointer of a job: completed or replicated).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum CheckpointKind {
+pub enum RestorePointKind {
     Checkpoint,
     Savepoint,
 }
@@ -73,7 +75,7 @@ pub struct CheckpointPointer {
     pub id: u64,
     pub path: String,
     pub completed_at: Timestamp,
-    pub kind: CheckpointKind,
+    pub kind: RestorePointKind,
 }
 
 /// Flink's view of one job generation, as the site reports it.

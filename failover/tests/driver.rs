@@ -69,7 +69,7 @@ impl Effects for Recording {
         }
     }
 
-    async fn append_audits(&self, _entries: &[AuditEntry]) {}
+    async fn append_audits(&self, _entries: &[FailoverAudit]) {}
 
     fn mark_site(
         &self,

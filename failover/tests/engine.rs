@@ -85,8 +85,19 @@ impl Harness {
     }
 
     /// A snapshot of `at_site` at `at`: nodes `<site>-1..3`, heart-beating at `at` unless
-    /// listed in `silent_since`.
+    /// listed in `silent_since`. Returns the actions it led to.
     fn observe(
+        &mut self,
+        at_site: &str,
+        at: Timestamp,
+        silent_since: &[(usize, Timestamp)],
+        jobs: Vec<JobObserved>,
+    ) -> Vec<Command> {
+        actions(&self.observe_all(at_site, at, silent_since, jobs))
+    }
+
+    /// `observe`, returning every command (writes and audits too).
+    fn observe_all(
         &mut self,
         at_site: &str,
         at: Timestamp,
@@ -104,7 +115,7 @@ impl Harness {
                 ),
             })
             .collect();
-        self.act(
+        self.step(
             Event::SnapshotObserved(SiteObservation {
                 site: site(at_site),
                 observed_at: at,
@@ -379,6 +390,11 @@ fn a_site_unreachable_without_quorum_is_never_failed_over_until_quorum_returns()
 }
 
 fn lose_site_b(h: &mut Harness) -> Vec<Command> {
+    actions(&lose_site_b_all(h))
+}
+
+/// `lose_site_b`, returning every command of the pass that judges the loss.
+fn lose_site_b_all(h: &mut Harness) -> Vec<Command> {
     h.register(
         "j-normal",
         Priority::Normal,
@@ -416,7 +432,7 @@ fn lose_site_b(h: &mut Harness) -> Vec<Command> {
         vec![],
         "30 s of silence is still within the grace"
     );
-    h.observe("a", t(91), &[], vec![])
+    h.observe_all("a", t(91), &[], vec![])
 }
 
 #[test]
@@ -496,7 +512,7 @@ fn a_planned_switchover_savepoints_fences_replicates_then_launches_with_zero_rpo
         ]
     );
     let mut sp = checkpoint("a", 1, 9, t(11));
-    sp.kind = CheckpointKind::Savepoint;
+    sp.kind = RestorePointKind::Savepoint;
     assert_eq!(
         h.act(
             Event::SavepointCompleted {
@@ -557,7 +573,7 @@ fn a_planned_switchover_savepoints_fences_replicates_then_launches_with_zero_rpo
         h.engine
             .job(&job("j1"))
             .map(|r| (r.site.clone(), r.phase.clone())),
-        Some((site("b"), JobPhase::Running))
+        Some((site("b"), FailoverPhase::Running))
     );
 }
 
@@ -659,7 +675,7 @@ fn cancelling_mid_operation_leaves_every_job_running_exactly_once() {
         Some(OpState::Cancelling)
     );
     let mut sp = checkpoint("a", 1, 9, t(12));
-    sp.kind = CheckpointKind::Savepoint;
+    sp.kind = RestorePointKind::Savepoint;
     all.extend(h.act(
         Event::SavepointCompleted {
             op: 1,
@@ -712,9 +728,9 @@ fn cancelling_mid_operation_leaves_every_job_running_exactly_once() {
     assert_eq!(
         where_,
         vec![
-            ("ns/j1".into(), "b".into(), 2, JobPhase::Running),
-            ("ns/j2".into(), "a".into(), 1, JobPhase::Running),
-            ("ns/j3".into(), "a".into(), 1, JobPhase::Running),
+            ("ns/j1".into(), "b".into(), 2, FailoverPhase::Running),
+            ("ns/j2".into(), "a".into(), 1, FailoverPhase::Running),
+            ("ns/j3".into(), "a".into(), 1, FailoverPhase::Running),
         ]
     );
 }
@@ -1223,7 +1239,7 @@ fn a_job_that_never_checkpointed_comes_home_without_state_once_its_site_returns(
     );
     assert!(matches!(
         h.engine.job(&job("j-new")).unwrap().phase,
-        JobPhase::Down { .. }
+        FailoverPhase::Down { .. }
     ));
     // Retries while b is lost change nothing and report nothing again.
     for at in [62, 93, 124] {
@@ -1252,7 +1268,7 @@ fn a_job_that_never_checkpointed_comes_home_without_state_once_its_site_returns(
     assert_eq!(report.rpo, None, "started without state");
     assert!(matches!(
         h.engine.job(&job("j-new")).unwrap().phase,
-        JobPhase::Launching { .. }
+        FailoverPhase::Launching { .. }
     ));
 }
 
@@ -1351,7 +1367,7 @@ fn a_job_preempted_by_a_failover_runs_again_once_its_site_has_room() {
     h.act(fenced("j-cheap", 1, "a"), t(32));
     assert!(matches!(
         h.engine.job(&job("j-cheap")).unwrap().phase,
-        JobPhase::Down { .. }
+        FailoverPhase::Down { .. }
     ));
     h.placer.refuse.clear();
     h.observe("a", t(40), &[], vec![]);
@@ -1609,4 +1625,117 @@ fn a_job_whose_jar_is_missing_in_the_target_is_not_moved_there_and_the_plan_says
         reported.is_some_and(|r| r.contains("not verified in a's storage")),
         "{commands:?}"
     );
+}
+
+/// The wait for a fence is relaunch delay, never data lost: a job found failed at one instant
+/// and relaunched when its fence is confirmed later reports its RPO up to the detection and
+/// its RTO from it.
+#[test]
+fn a_failed_job_relaunched_once_its_fence_is_confirmed_reports_rpo_up_to_the_detection_and_rto_from_it()
+ {
+    let mut h = Harness::new(|_| {});
+    h.register("j1", Priority::Normal, FailoverMode::RestoreRequired, "a");
+    h.complete("j1", checkpoint("a", 1, 5, t(0)));
+    h.keep_alive(t(10));
+    let failed = vec![observed("j1", 1, RunState::Failed, 3, "a-1", "a-2")];
+    assert_eq!(
+        h.observe("a", t(10), &[], failed),
+        vec![fence("j1", 1, "a")]
+    );
+    let relaunch = h.step(fenced("j1", 1, "a"), t(25));
+    assert_eq!(
+        relaunches(&relaunch),
+        vec![("ns/j1".into(), 2, "a".into(), Some(5))]
+    );
+    let report = reports(&relaunch);
+    assert_eq!(report.len(), 1, "one report per relaunch: {report:?}");
+    assert_eq!(report[0].rpo, Some(Duration::from_secs(10)));
+    assert_eq!(report[0].rto_from_detection, Duration::from_secs(15));
+    assert_eq!(report[0].rto_from_last_heartbeat, None);
+}
+
+/// A job an operation gives up on keeps running where it is, and a new leader must read it
+/// so: the engine writes it back as running, not only says so in the audit.
+#[test]
+fn a_job_whose_savepoint_fails_is_written_back_as_running_at_the_source() {
+    let mut h = Harness::new(|_| {});
+    h.register("j1", Priority::Normal, FailoverMode::RestoreRequired, "a");
+    h.keep_alive(t(10));
+    let failover = OpsRequest::Failover {
+        from: site("a"),
+        to: site("b"),
+        mode: MoveMode::Planned,
+        dry_run: false,
+    };
+    h.step(Event::OpsRequest(failover), t(10));
+    let phase_in_store = |h: &Harness| match h.store.get("job/ns/j1") {
+        Some(Record::Job(j)) => j.phase.clone(),
+        other => panic!("no job record stored: {other:?}"),
+    };
+    assert_eq!(phase_in_store(&h), FailoverPhase::InOperation { op: 1 });
+    let commands = h.step(
+        Event::SavepointFailed {
+            op: 1,
+            job: job("j1"),
+            reason: "disk full".into(),
+        },
+        t(11),
+    );
+    assert_eq!(phase_in_store(&h), FailoverPhase::Running);
+    assert!(
+        commands.iter().any(|c| matches!(c, Command::Audit(a)
+            if a.message == "savepoint failed, job keeps running at the source: disk full")),
+        "the audit says why: {commands:?}"
+    );
+}
+
+/// A store keeps what earlier versions wrote. These records were written (by the flows of
+/// `lose_site_b`, a planned switchover stopped with a savepoint, and a JobManager node loss)
+/// before the engine's types were renamed (issue #15): every one reads back and writes again
+/// byte for byte, and a new leader resumes from those of one engine without changing them.
+#[test]
+fn records_written_before_the_engine_types_were_renamed_read_back_and_write_byte_for_byte() {
+    let text = include_str!("fixtures/engine-records-before-renames.jsonl");
+    let records: Vec<Record> = text
+        .lines()
+        .map(|line| {
+            let record: Record = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{e}: a stored record no longer reads: {line}"));
+            assert_eq!(serde_json::to_string(&record).unwrap(), line);
+            record
+        })
+        .collect();
+    assert_eq!(records.len(), 14);
+    // The first nine are one engine's records (a site loss in progress).
+    let one_engine: BTreeSet<String> = text.lines().take(9).map(str::to_string).collect();
+    let (engine, _) = Engine::resume(
+        EngineConfig::new(vec![site("a"), site("b")]),
+        records.into_iter().take(9),
+        t(100),
+    );
+    let resumed: BTreeSet<String> = engine
+        .records()
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap())
+        .collect();
+    assert_eq!(resumed, one_engine);
+}
+
+/// The audit log says why a job runs nowhere, in the words the report uses, and where it was.
+#[test]
+fn a_job_left_down_by_a_site_loss_is_audited_with_the_reason_it_is_reported_with() {
+    let mut h = Harness::new(|_| {});
+    let commands = lose_site_b_all(&mut h);
+    let why = "no checkpoint replicated to a and the job must restore from one";
+    assert!(
+        not_relaunched(&commands).contains(&("ns/j-norep".to_string(), why.to_string())),
+        "{commands:?}"
+    );
+    let audited = commands.iter().any(|c| {
+        matches!(c, Command::Audit(a)
+            if a.job == Some(job("j-norep"))
+                && a.site == Some(site("b"))
+                && a.message == format!("not relaunched: {why}"))
+    });
+    assert!(audited, "{commands:?}");
 }

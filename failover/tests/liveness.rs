@@ -81,7 +81,7 @@ fn runs_in(world: &World, s: &SiteId, n: usize) -> bool {
     world.running_generations(s).len() == n
 }
 
-fn phase(world: &World, name: &str) -> JobPhase {
+fn phase(world: &World, name: &str) -> FailoverPhase {
     world.engine().job(&job(name)).unwrap().phase.clone()
 }
 
@@ -101,7 +101,7 @@ fn a_site_loss_whose_target_is_cut_off_gives_its_jobs_back_to_the_source_when_it
     })
     .expect("a judged lost");
     // The operation cannot move them: it ends, and they say they run nowhere, and why.
-    let JobPhase::Down { reason } = phase(&world, "j0") else {
+    let FailoverPhase::Down { reason } = phase(&world, "j0") else {
         panic!("{:?}", phase(&world, "j0"));
     };
     assert!(reason.contains("b does not answer"), "{reason}");
@@ -121,7 +121,7 @@ fn a_site_loss_whose_target_is_cut_off_gives_its_jobs_back_to_the_source_when_it
         "the site-loss operation is over: {:?}",
         world.engine().operations().collect::<Vec<_>>()
     );
-    assert_eq!(phase(&world, "j0"), JobPhase::Running);
+    assert_eq!(phase(&world, "j0"), FailoverPhase::Running);
     println!(
         "a judged lost after {judged} s; its jobs ran at home {home_after} s after it returned"
     );
@@ -161,7 +161,7 @@ fn both_sites_lost_during_an_operation_end_it_and_the_jobs_run_again_when_one_re
     })
     .expect("no operation waits for a lost target");
     for name in ["j0", "j1"] {
-        let JobPhase::Down { reason } = phase(&world, name) else {
+        let FailoverPhase::Down { reason } = phase(&world, name) else {
             panic!("{name} should be down: {:?}", phase(&world, name));
         };
         assert!(reason.contains("lost"), "{name}: {reason}");
@@ -209,7 +209,7 @@ fn a_site_that_always_refuses_launches_gets_one_generation_per_retry_not_one_per
     );
     assert!(grown >= 5, "the job is still tried: {grown}");
     assert!(grown <= bound, "{grown} generations > {bound}");
-    let JobPhase::Down { reason } = phase(&world, "j0") else {
+    let FailoverPhase::Down { reason } = phase(&world, "j0") else {
         panic!("{:?}", phase(&world, "j0"));
     };
     assert!(

@@ -509,6 +509,7 @@ fn policy(sites: &[String], tenants: &[&str], jobs: &[StreamJob]) -> PolicyFile 
                         memory: Some(Quantity("8Gi".to_string())),
                         pods: None,
                     }),
+                    lend_by: None,
                 }),
             },
         ],
@@ -520,5 +521,6 @@ fn policy(sites: &[String], tenants: &[&str], jobs: &[StreamJob]) -> PolicyFile 
         diagnosis: Default::default(),
         redaction: Default::default(),
         rebalance: Default::default(),
+        scale_profiles: Vec::new(),
     }
 }

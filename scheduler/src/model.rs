@@ -187,6 +187,11 @@ pub struct Node {
     /// `status.conditions[type=Ready].status == "True"`.
     pub ready: bool,
     pub allocatable: Resources,
+    /// What the node's own (offline: HDFS/batch) workload uses now, as measured (node usage
+    /// minus the usage of our pods on it). Read only by pools that lend by usage; `None`
+    /// when no fresh measurement exists, and such a node then lends nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_usage: Option<Resources>,
 }
 
 impl Node {
@@ -322,6 +327,22 @@ pub struct OfflineLending {
     /// minus `safety_margin`, and never more than the node has free.
     pub max_borrow_fraction: f64,
     pub safety_margin: Resources,
+    /// What limits lending besides the fraction (policy `offline.lendBy`).
+    #[serde(default)]
+    pub lend_by: LendBasis,
+}
+
+/// What an offline node lends from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LendBasis {
+    /// `max_borrow_fraction × allocatable − safety_margin`: a fixed share of every node.
+    #[default]
+    Requests,
+    /// `min(allocatable − owner usage, max_borrow_fraction × allocatable) − safety_margin`:
+    /// the share shrinks as the node's own workload grows, and a node with no fresh usage
+    /// measurement lends nothing (as co-location schedulers publish "batch" capacity).
+    Usage,
 }
 
 impl OfflineLending {
@@ -338,6 +359,30 @@ impl OfflineLending {
             pods: frac(allocatable.pods),
         }
         .saturating_sub(&self.safety_margin)
+    }
+
+    /// The most borrowed pods may request on `node` now: [`Self::borrowable`], and when the
+    /// pool lends by usage, never more than the node's own workload leaves unused (minus the
+    /// margin). Requests of other pods on the node are a separate limit the caller applies.
+    pub fn borrowable_on(&self, node: &Node) -> Resources {
+        let share = self.borrowable(&node.allocatable);
+        match self.lend_by {
+            LendBasis::Requests => share,
+            LendBasis::Usage => match &node.owner_usage {
+                None => Resources::ZERO,
+                Some(usage) => {
+                    let reclaimable = node
+                        .allocatable
+                        .saturating_sub(usage)
+                        .saturating_sub(&self.safety_margin);
+                    Resources {
+                        cpu_milli: share.cpu_milli.min(reclaimable.cpu_milli).max(0),
+                        memory_bytes: share.memory_bytes.min(reclaimable.memory_bytes).max(0),
+                        pods: share.pods.max(0),
+                    }
+                }
+            },
+        }
     }
 }
 

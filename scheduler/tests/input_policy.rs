@@ -3,10 +3,11 @@
 
 use scheduler::input::policy::LaunchMode;
 use scheduler::input::{Policy, parse_policy};
-use scheduler::model::{Priority, SiteId};
+use scheduler::model::{LendBasis, Priority, SiteId};
 
 const MINIMAL: &str = include_str!("../../policies/minimal.yaml");
 const TWO_SITES: &str = include_str!("../../policies/example-two-sites.yaml");
+const DAYTIME: &str = include_str!("../../policies/example-daytime-lending.yaml");
 
 fn error_of(yaml: &str) -> String {
     parse_policy("policy.yaml", yaml).unwrap_err().to_string()
@@ -17,6 +18,7 @@ fn every_shipped_policy_parses() {
     for (name, text) in [
         ("minimal.yaml", MINIMAL),
         ("example-two-sites.yaml", TWO_SITES),
+        ("example-daytime-lending.yaml", DAYTIME),
     ] {
         let policy = parse_policy(name, text).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
@@ -117,6 +119,44 @@ fn an_empty_window_is_refused() {
     let message = error_of(&TWO_SITES.replace("end: \"07:00\"", "end: \"01:00\""));
     assert!(
         message.contains("pools[2].offline.windows[0].end: the window 01:00–01:00 is empty"),
+        "{message}"
+    );
+}
+
+#[test]
+fn the_daytime_example_lends_by_usage_in_working_hours_only() {
+    let policy = parse_policy("example-daytime-lending.yaml", DAYTIME).unwrap();
+    let placement = policy.placement_policy();
+    let lending = placement.pools[1]
+        .offline
+        .as_ref()
+        .expect("an offline pool");
+    assert_eq!(lending.lend_by, LendBasis::Usage);
+    let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+    // Asia/Shanghai is UTC+8: Tuesday 10:00 local is 02:00 UTC; 23:00 local is 15:00 UTC.
+    assert!(lending.is_open_at(at("2026-12-01T02:00:00Z")));
+    assert!(
+        !lending.is_open_at(at("2026-12-01T15:00:00Z")),
+        "the batch owns the night"
+    );
+    assert!(
+        !lending.is_open_at(at("2026-12-05T02:00:00Z")),
+        "nor is Saturday lent"
+    );
+    let night = parse_policy("example-two-sites.yaml", TWO_SITES).unwrap();
+    let night = night.placement_policy();
+    assert_eq!(
+        night.pools[2].offline.as_ref().unwrap().lend_by,
+        LendBasis::Requests,
+        "lending by requests stays the default"
+    );
+}
+
+#[test]
+fn a_lend_basis_other_than_requests_or_usage_is_refused_naming_the_field() {
+    let message = error_of(&DAYTIME.replace("lendBy: usage", "lendBy: measured"));
+    assert!(
+        message.contains("pools[1].offline.lendBy") && message.contains("measured"),
         "{message}"
     );
 }

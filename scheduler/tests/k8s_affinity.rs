@@ -17,6 +17,7 @@ use NodeSelectorOperator::{DoesNotExist, Exists, Gt, In, Lt, NotIn};
 
 fn node(name: &str, labels: &[(&str, &str)]) -> Node {
     Node {
+        owner_usage: None,
         name: name.into(),
         labels: labels
             .iter()

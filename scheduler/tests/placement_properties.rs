@@ -9,7 +9,9 @@ use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use scheduler::k8s::TaintEffect;
-use scheduler::model::{JobDemand, PlacementPolicy, Priority, SiteSnapshot};
+use scheduler::model::{
+    JobDemand, JobPlacement, LendBasis, PlacementPolicy, PodRole, Priority, Resources, SiteSnapshot,
+};
 use scheduler::placement::{plan, validate_plan};
 
 struct Scenario {
@@ -52,6 +54,10 @@ fn scenario(seed: u64) -> Scenario {
             if rng.random_bool(0.25) {
                 b = b.label("pool", "hdfs");
             }
+            // What the node's own batch workload uses now; read when the pool lends by usage.
+            if rng.random_bool(0.7) {
+                b = b.owner_usage(rng.random_range(0..=16) * 1_000, rng.random_range(0..=64));
+            }
             if rng.random_bool(0.3) {
                 foreign.push(foreign_pod(
                     &name,
@@ -92,8 +98,14 @@ fn scenario(seed: u64) -> Scenario {
         }
         jobs.push(b.obj());
     }
+    let mut pool = offline_pool();
+    if rng.random_bool(0.5)
+        && let Some(lending) = pool.offline.as_mut()
+    {
+        lending.lend_by = LendBasis::Usage;
+    }
     let mut policy = PlacementPolicy {
-        pools: vec![offline_pool()],
+        pools: vec![pool],
         ..Default::default()
     };
     if rng.random_bool(0.5) {
@@ -117,6 +129,61 @@ fn scenario(seed: u64) -> Scenario {
     }
 }
 
+/// Checked here from the policy's words, not through the planner's or validator's code: on a
+/// node of a pool lending by usage, what our pods request stays within what the node's own
+/// workload leaves unused minus the margin, and an unmeasured node holds none of our pods.
+fn borrowing_stays_within_what_each_node_lends(
+    s: &Scenario,
+    placements: &[JobPlacement],
+) -> Result<(), TestCaseError> {
+    let lending = s.policy.pools[0].offline.as_ref().expect("an offline pool");
+    if lending.lend_by != LendBasis::Usage {
+        return Ok(());
+    }
+    for site in &s.sites {
+        for node in site
+            .nodes
+            .iter()
+            .filter(|n| n.labels.get("pool").is_some_and(|p| p == "hdfs"))
+        {
+            let mut borrowed = Resources::ZERO;
+            for placement in placements.iter().filter(|p| p.site == site.id) {
+                let job = s
+                    .jobs
+                    .iter()
+                    .find(|j| j.id == placement.job)
+                    .expect("a placed job");
+                for pod in placement.pods.iter().filter(|p| p.node == node.name) {
+                    borrowed += match pod.role {
+                        PodRole::Jobmanager => job.job_manager,
+                        PodRole::Taskmanager => job.task_manager,
+                    };
+                }
+            }
+            if borrowed == Resources::ZERO {
+                continue;
+            }
+            let usage = node.owner_usage.ok_or_else(|| {
+                TestCaseError::fail(format!(
+                    "{} has no usage measurement yet lends {borrowed}",
+                    node.name
+                ))
+            })?;
+            let left_cpu =
+                node.allocatable.cpu_milli - usage.cpu_milli - lending.safety_margin.cpu_milli;
+            let left_mem = node.allocatable.memory_bytes
+                - usage.memory_bytes
+                - lending.safety_margin.memory_bytes;
+            prop_assert!(
+                borrowed.cpu_milli <= left_cpu && borrowed.memory_bytes <= left_mem,
+                "{} lends {borrowed} while its own workload leaves {left_cpu}m and {left_mem} bytes",
+                node.name
+            );
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -129,6 +196,7 @@ proptest! {
         let violations = validate_plan(&req, &p);
         prop_assert!(violations.is_empty(), "{violations:#?}");
         prop_assert_eq!(p.placements.len() + p.unplaced.len(), s.jobs.len());
+        borrowing_stays_within_what_each_node_lends(&s, &p.placements)?;
     }
 
     #[test]

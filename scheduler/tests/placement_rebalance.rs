@@ -415,3 +415,165 @@ fn over_a_day_no_borrowed_pod_outlives_its_window_minus_the_lead_time() {
     assert!(validate_plan(&req, &after).is_empty());
     assert!(after.moves.is_empty(), "{:#?}", after.moves);
 }
+
+/// Two jobs, each with one 2-cpu TaskManager borrowing `hdfs-1` (16 cpu, lending by usage:
+/// share 8 − 1 = 7 cpu), their JobManagers on an online node; the batch workload on `hdfs-1`
+/// uses `batch_cpu` (None: not measured).
+fn two_borrowers_by_usage(
+    batch_cpu: Option<i64>,
+) -> (
+    Vec<SiteSnapshot>,
+    Vec<JobDemand>,
+    PlacementPolicy,
+    Vec<JobPlacement>,
+) {
+    let hdfs = NodeBuilder::new("hdfs-1")
+        .label("pool", "hdfs")
+        .cpu(16_000)
+        .mem_gi(64);
+    let hdfs = match batch_cpu {
+        Some(cpu) => hdfs.owner_usage(cpu, 8),
+        None => hdfs,
+    };
+    let sites = vec![site(
+        "dc-a",
+        vec![
+            hdfs.obj(),
+            NodeBuilder::new("online-1").cpu(8_000).mem_gi(32).obj(),
+            NodeBuilder::new("online-2").cpu(8_000).mem_gi(32).obj(),
+        ],
+    )];
+    let jobs = vec![
+        JobBuilder::new("ns/important")
+            .priority(Priority::High)
+            .allow_offline()
+            .tm(2_000, 4)
+            .tms(1)
+            .obj(),
+        JobBuilder::new("ns/batchy")
+            .priority(Priority::BestEffort)
+            .allow_offline()
+            .tm(2_000, 4)
+            .tms(1)
+            .obj(),
+    ];
+    let mut pool = offline_pool();
+    pool.offline.as_mut().unwrap().lend_by = scheduler::model::LendBasis::Usage;
+    let policy = PlacementPolicy {
+        pools: vec![pool],
+        ..Default::default()
+    };
+    let running = jobs
+        .iter()
+        .map(|j| JobPlacement {
+            job: j.id.clone(),
+            site: scheduler::model::SiteId("dc-a".into()),
+            pods: vec![
+                scheduler::model::PodPlacement {
+                    role: PodRole::Jobmanager,
+                    index: 0,
+                    node: "online-1".into(),
+                },
+                scheduler::model::PodPlacement {
+                    role: PodRole::Taskmanager,
+                    index: 0,
+                    node: "hdfs-1".into(),
+                },
+            ],
+        })
+        .collect();
+    (sites, jobs, policy, running)
+}
+
+#[test]
+fn when_the_batch_workload_grows_the_least_important_borrower_leaves_and_no_more() {
+    // Batch at 11 cpu: 16 − 11 − 1 = 4 cpu lent, both TaskManagers (4 cpu) still fit.
+    let (sites, jobs, policy, running) = two_borrowers_by_usage(Some(11_000));
+    let quiet = rebalance(
+        &sites,
+        &jobs,
+        &policy,
+        RebalancePolicy::default(),
+        &running,
+        night(),
+        &[],
+    );
+    assert!(
+        quiet.moves.is_empty() && quiet.stuck.is_empty(),
+        "{quiet:#?}"
+    );
+
+    // Batch at 12 cpu: 3 cpu lent, one TaskManager must go, the best-effort one.
+    let (sites, jobs, policy, running) = two_borrowers_by_usage(Some(12_000));
+    let plan = rebalance(
+        &sites,
+        &jobs,
+        &policy,
+        RebalancePolicy::default(),
+        &running,
+        night(),
+        &[],
+    );
+    assert_eq!(plan.moves.len(), 1, "{plan:#?}");
+    let m = &plan.moves[0];
+    assert_eq!(m.job.0, "ns/batchy");
+    assert!(
+        m.reason
+            .contains("node hdfs-1 (pool hdfs) needs its capacity back"),
+        "{}",
+        m.reason
+    );
+    assert_eq!(m.deadline, night(), "due now");
+    assert!(
+        m.to.pods.iter().all(|p| p.node != "hdfs-1"),
+        "it leaves the node: {:?}",
+        m.to
+    );
+}
+
+#[test]
+fn a_node_without_a_usage_measurement_moves_nobody() {
+    let (sites, jobs, policy, running) = two_borrowers_by_usage(None);
+    let plan = rebalance(
+        &sites,
+        &jobs,
+        &policy,
+        RebalancePolicy::default(),
+        &running,
+        night(),
+        &[],
+    );
+    assert!(plan.moves.is_empty() && plan.stuck.is_empty(), "{plan:#?}");
+}
+
+proptest! {
+    #[test]
+    fn a_reclaiming_node_sheds_only_what_it_must_least_important_first(
+        batch_cpu in 0i64..=16_000,
+        important_first in any::<bool>(),
+    ) {
+        let (sites, mut jobs, policy, running) = two_borrowers_by_usage(Some(batch_cpu));
+        if !important_first {
+            jobs[0].priority = Priority::BestEffort;
+            jobs[1].priority = Priority::High;
+        }
+        let plan = rebalance(&sites, &jobs, &policy, RebalancePolicy::default(), &running, night(), &[]);
+        // What hdfs-1 lends now, from the policy's words: min(16 − batch, 8) − 1 cpu.
+        let lends = (16_000 - batch_cpu).min(8_000) - 1_000;
+        let leaving: Vec<&str> = plan
+            .moves
+            .iter()
+            .map(|m| m.job.0.as_str())
+            .chain(plan.stuck.iter().map(|s| s.job.0.as_str()))
+            .collect();
+        let staying_cpu = 2_000 * (2 - leaving.len() as i64);
+        prop_assert!(staying_cpu <= lends.max(0), "{staying_cpu}m stay on a node lending {lends}m: {plan:#?}");
+        if !leaving.is_empty() {
+            prop_assert!(staying_cpu + 2_000 > lends, "more left than needed: {plan:#?}");
+        }
+        if leaving.len() == 1 {
+            let least = jobs.iter().min_by_key(|j| j.priority).unwrap();
+            prop_assert_eq!(leaving[0], least.id.0.as_str());
+        }
+    }
+}

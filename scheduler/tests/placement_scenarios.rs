@@ -4,7 +4,9 @@ mod placement_fixtures;
 
 use placement_fixtures::*;
 use scheduler::k8s::TaintEffect;
-use scheduler::model::{JobPlacement, PlacementPolicy, PodRole, Priority, SiteId};
+use scheduler::model::{
+    JobPlacement, LendBasis, PlacementPolicy, PodRole, Priority, SiteId, SiteSnapshot,
+};
 use scheduler::placement::{PlacementPlan, plan, validate_plan};
 
 fn placement<'p>(plan: &'p PlacementPlan, job: &str) -> Option<&'p JobPlacement> {
@@ -186,6 +188,59 @@ fn borrowing_is_capped_by_fraction_minus_margin() {
     let mut req = request(&sites, &four, &policy, &[]);
     req.at = night();
     assert!(placement(&plan(&req), "ns/j").is_none());
+}
+
+#[test]
+fn a_node_lending_by_usage_lends_less_as_its_batch_workload_grows() {
+    // Share: 16 × 0.5 − 1 = 7 cpu. With the batch workload at 10 cpu, 16 − 10 − 1 = 5 cpu
+    // are left: two 2-cpu TaskManagers fit, three do not. Idle, three fit again.
+    let hdfs = |busy_cpu: Option<i64>| {
+        let node = NodeBuilder::new("hdfs-1")
+            .label("pool", "hdfs")
+            .cpu(16_000)
+            .mem_gi(64);
+        let node = match busy_cpu {
+            Some(cpu) => node.owner_usage(cpu, 8),
+            None => node,
+        };
+        [site(
+            "dc-a",
+            vec![
+                node.obj(),
+                NodeBuilder::new("online").cpu(1_000).mem_gi(2).obj(),
+            ],
+        )]
+    };
+    let mut pool = offline_pool();
+    pool.offline.as_mut().unwrap().lend_by = LendBasis::Usage;
+    let policy = PlacementPolicy {
+        pools: vec![pool],
+        ..Default::default()
+    };
+    let job = |tms| {
+        [JobBuilder::new("ns/j")
+            .allow_offline()
+            .tm(2_000, 1)
+            .tms(tms)
+            .obj()]
+    };
+    let placed = |sites: &[SiteSnapshot], tms: u32| {
+        let jobs = job(tms);
+        let mut req = request(sites, &jobs, &policy, &[]);
+        req.at = night();
+        placement(&plan(&req), "ns/j").is_some()
+    };
+    assert!(placed(&hdfs(Some(10_000)), 2));
+    assert!(!placed(&hdfs(Some(10_000)), 3), "5 cpu left cannot hold 6");
+    assert!(
+        placed(&hdfs(Some(0)), 3),
+        "an idle node lends its whole share"
+    );
+    assert!(!placed(&hdfs(Some(0)), 4), "never beyond the share");
+    assert!(
+        !placed(&hdfs(None), 1),
+        "a node with no usage measurement lends nothing"
+    );
 }
 
 #[test]

@@ -138,7 +138,7 @@ pub async fn capacity(
                 recommendations,
                 failures,
             });
-    let report = build_report(&ReportInputs {
+    let report_inputs = ReportInputs {
         sites: &inputs.sites,
         jobs: &inputs.demands,
         policy: &policy,
@@ -147,7 +147,13 @@ pub async fn capacity(
         at: chrono::Utc::now(),
         rightsizing,
         top_jobs: DEFAULT_TOP_JOBS,
-    });
+    };
+    let mut report = build_report(&report_inputs);
+    report.scale_profiles = scheduler::report::elasticity::scale_profile_what_ifs(
+        &report_inputs,
+        &inputs.jobs,
+        state.controller.policy.scale_profiles(),
+    );
     let content_type = match format {
         Format::Html => "text/html; charset=utf-8",
         Format::Json => "application/json",

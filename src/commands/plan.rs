@@ -74,6 +74,8 @@ pub struct PlanInputs {
     pub at: chrono::DateTime<chrono::Utc>,
     /// The policy's `rebalance` (lead time, budget); defaults without a policy.
     pub rebalance: RebalancePolicy,
+    /// The policy's `scaleProfiles`; none without a policy.
+    pub scale_profiles: scheduler::input::scale_profile::ScaleProfiles,
 }
 
 pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
@@ -225,6 +227,7 @@ pub fn load_inputs(args: &InputFlags) -> anyhow::Result<PlanInputs> {
     }
 
     let mut rebalance = RebalancePolicy::default();
+    let mut scale_profiles = Default::default();
     let policy = match cluster.policy.as_deref() {
         Some(path) => {
             let text = read_input("--policy", path)?;
@@ -244,6 +247,7 @@ pub fn load_inputs(args: &InputFlags) -> anyhow::Result<PlanInputs> {
             }
             parsed.check_jobs(&jobs_source, &stream_jobs)?;
             rebalance = parsed.rebalance();
+            scale_profiles = parsed.scale_profiles().clone();
             parsed.placement_policy()
         }
         None => PlacementPolicy::default(),
@@ -280,6 +284,7 @@ pub fn load_inputs(args: &InputFlags) -> anyhow::Result<PlanInputs> {
         running,
         at,
         rebalance,
+        scale_profiles,
     })
 }
 

@@ -182,7 +182,7 @@ pub fn build(args: &CapacityArgs) -> anyhow::Result<CapacityReport> {
                 recommendations,
                 failures,
             });
-    Ok(build_report(&ReportInputs {
+    let report_inputs = ReportInputs {
         sites: &inputs.sites,
         jobs: &inputs.jobs,
         policy: &inputs.policy,
@@ -191,7 +191,14 @@ pub fn build(args: &CapacityArgs) -> anyhow::Result<CapacityReport> {
         at: inputs.at,
         rightsizing,
         top_jobs: args.top,
-    }))
+    };
+    let mut report = build_report(&report_inputs);
+    report.scale_profiles = scheduler::report::elasticity::scale_profile_what_ifs(
+        &report_inputs,
+        &inputs.stream_jobs,
+        &inputs.scale_profiles,
+    );
+    Ok(report)
 }
 
 fn capacity(args: &CapacityArgs) -> anyhow::Result<()> {

@@ -700,6 +700,22 @@ pub async fn build_sites_of(config: &Config, only: Option<&SiteId>) -> anyhow::R
         sites.insert(id.clone(), Arc::new(site.clone()));
         simulated.insert(id.clone(), site);
     }
+    if let Some(usage) = &config.node_usage {
+        for (id, url) in &usage.prometheus {
+            let Some(site) = sites.remove(id) else {
+                continue;
+            };
+            let namespace = config
+                .policy
+                .site(id)
+                .and_then(|s| s.kubernetes.as_ref())
+                .and_then(|k| k.namespace.as_deref());
+            let probe = crate::node_usage::NodeUsageProbe::new(id.clone(), url, usage, namespace)
+                .with_context(|| format!("nodeUsage.prometheus.{id}"))?;
+            let measured = crate::node_usage::UsageMeasuredSite::start(site, probe, usage);
+            sites.insert(id.clone(), Arc::new(measured));
+        }
+    }
     Ok(BuiltSites {
         sites,
         simulated,

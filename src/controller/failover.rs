@@ -12,10 +12,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use failover::{
-    AuditEntry as EngineAudit, CheckpointKind as EngineCheckpointKind,
     CheckpointPointer as EnginePointer, Command, Driver, Effects, Engine, EngineConfig, Event,
-    FailoverPlan, JobObserved, Launch, NodeHeartbeat, ObservedCheckpoint, Operation, OpsRequest,
-    PassInput, PlacedJob, Record, RecoveryReport, Report, RequestError, RunState, SiteObservation,
+    FailoverAudit as EngineAudit, FailoverPlan, JobObserved, Launch, NodeHeartbeat,
+    ObservedCheckpoint, Operation, OpsRequest, PassInput, PlacedJob, Record, RecoveryReport,
+    Report, RequestError, RestorePointKind as EngineCheckpointKind, RunState, SiteObservation,
     StoredJob, Timestamp,
 };
 use scheduler::input::streamjob;
@@ -149,17 +149,17 @@ pub enum Doing {
 }
 
 impl Held {
-    fn of(record: &failover::JobRecord, engine: &Engine) -> Option<Held> {
+    fn of(record: &failover::TrackedJob, engine: &Engine) -> Option<Held> {
         let doing = match &record.phase {
-            failover::JobPhase::Running => return None,
-            failover::JobPhase::Fencing { reason, target, .. } => Doing::Fencing {
+            failover::FailoverPhase::Running => return None,
+            failover::FailoverPhase::Fencing { reason, target, .. } => Doing::Fencing {
                 target: target.clone(),
                 reason: reason.to_string(),
             },
-            failover::JobPhase::Launching { .. } => Doing::Launching {
+            failover::FailoverPhase::Launching { .. } => Doing::Launching {
                 reason: "relaunched by the failover engine".into(),
             },
-            failover::JobPhase::InOperation { op } => {
+            failover::FailoverPhase::InOperation { op } => {
                 let operation = engine.operation(*op);
                 let step = operation.and_then(|o| o.jobs.iter().find(|j| &j.job == record.id()));
                 Doing::Moving {
@@ -169,7 +169,7 @@ impl Held {
                     started: step.is_some_and(|j| j.step != failover::MoveStep::Pending),
                 }
             }
-            failover::JobPhase::Down { reason } => Doing::Down {
+            failover::FailoverPhase::Down { reason } => Doing::Down {
                 reason: reason.clone(),
             },
         };

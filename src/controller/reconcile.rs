@@ -331,7 +331,16 @@ impl Controller {
         let PassView { views, moves } = seen;
         let old_status = record.value.status.clone();
         let mut status = old_status.clone();
+        // A scale profile active now (policy `scaleProfiles`) makes the job run scaled: its
+        // spec hash then differs from the launched one, so the change goes through the
+        // savepoint relaunch below, and back again when the profile ends.
+        let mut profile = None;
         let (job, demand) = match stream_job_of(&record.value).and_then(|job| {
+            let (job, active) = self
+                .policy
+                .scale_profiles()
+                .effective(&job, chrono::Utc::now());
+            profile = active.map(|p| (p.name.clone(), p.parallelism_factor));
             let demand = job.demand().map_err(|e| e.to_string())?;
             Ok((job, demand))
         }) {
@@ -457,7 +466,13 @@ impl Controller {
                 None => status.restore_from_last_checkpoint(),
             }
             status.relaunches = 0;
-            status.message = Some("spec changed; relaunching with the new spec".into());
+            status.message = Some(match &profile {
+                Some((name, factor)) => format!(
+                    "scale profile {name} (parallelism x{factor}) applies: relaunching at parallelism {}",
+                    job.spec.parallelism
+                ),
+                None => "spec changed; relaunching with the new spec".into(),
+            });
             to_place.push(ToPlace {
                 record,
                 job,

@@ -123,7 +123,7 @@ pub fn replicated_event(
             id: pointer.checkpoint_id,
             path: pointer.uri.clone(),
             completed_at: chrono::DateTime::from_timestamp_millis(pointer.recorded_at_unix_ms)?,
-            kind: failover::CheckpointKind::Checkpoint,
+            kind: failover::RestorePointKind::Checkpoint,
         },
     })
 }

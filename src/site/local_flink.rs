@@ -441,6 +441,7 @@ impl Site for LocalFlinkSite {
         Ok(SiteSnapshot {
             id: self.inner.config.site.clone(),
             nodes: vec![Node {
+                owner_usage: None,
                 name: NODE_NAME.to_string(),
                 labels: BTreeMap::from([(
                     "kubernetes.io/hostname".to_string(),

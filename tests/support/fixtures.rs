@@ -7,6 +7,7 @@ use scheduler::model::{JobId, JobPlacement, Node, PodPlacement, PodRole, Resourc
 /// A ready, untainted node with 8 cores and 32 GiB.
 pub fn node(name: &str) -> Node {
     Node {
+        owner_usage: None,
         name: name.to_owned(),
         labels: BTreeMap::from([("kubernetes.io/hostname".to_owned(), name.to_owned())]),
         taints: vec![],

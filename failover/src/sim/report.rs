@@ -286,8 +286,8 @@ impl Outcome {
                 Some(p) => format!(
                     "{} {} (gen {}, id {})",
                     match p.kind {
-                        crate::types::CheckpointKind::Checkpoint => "checkpoint",
-                        crate::types::CheckpointKind::Savepoint => "savepoint",
+                        crate::types::RestorePointKind::Checkpoint => "checkpoint",
+                        crate::types::RestorePointKind::Savepoint => "savepoint",
                     },
                     p.path,
                     p.generation,

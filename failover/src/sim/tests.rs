@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::types::CheckpointKind;
+use crate::types::RestorePointKind;
 use scheduler::model::{JobId, SiteId};
 
 fn run_ok(yaml: &str) -> Outcome {
@@ -158,7 +158,7 @@ fn a_lost_site_moves_every_fitting_job_losing_only_what_followed_its_latest_repl
                 let replicated_before: Vec<&CheckpointRecord> = o
                     .checkpoints
                     .iter()
-                    .filter(|c| c.job == end.job && c.pointer.kind == CheckpointKind::Checkpoint)
+                    .filter(|c| c.job == end.job && c.pointer.kind == RestorePointKind::Checkpoint)
                     .filter(|c| {
                         c.replicated
                             .iter()
@@ -333,7 +333,7 @@ fn a_planned_switchover_and_its_failback_move_every_job_with_rpo_zero() {
             assert_eq!(r.rpo, Some(Duration::ZERO), "{}", end.job);
             assert_eq!(
                 r.restore_from.as_ref().map(|p| p.kind),
-                Some(CheckpointKind::Savepoint)
+                Some(RestorePointKind::Savepoint)
             );
         }
         assert_eq!(end.running_in, vec![site("a")]);

@@ -58,7 +58,7 @@ pub fn checkpoint(
         id,
         path: format!("hdfs://{at_site}/chk/g{generation}/chk-{id}"),
         completed_at,
-        kind: CheckpointKind::Checkpoint,
+        kind: RestorePointKind::Checkpoint,
     }
 }
 

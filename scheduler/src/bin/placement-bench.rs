@@ -80,6 +80,7 @@ fn cluster(rng: &mut ChaCha8Rng, sites: &[&str], nodes_per_site: usize) -> Vec<S
                     });
                 }
                 nodes.push(Node {
+                    owner_usage: None,
                     name,
                     labels,
                     taints,
@@ -167,6 +168,7 @@ fn policy() -> PlacementPolicy {
                 }],
                 max_borrow_fraction: 0.5,
                 safety_margin: Resources::new(2_000, 8 * GI, 0),
+                lend_by: Default::default(),
             }),
         }],
         quotas: (0..2)

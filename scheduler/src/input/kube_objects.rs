@@ -217,6 +217,7 @@ fn node_from_object(problems: &mut Problems, object: NodeObject) -> Option<Node>
         .iter()
         .any(|c| c.condition_type == "Ready" && c.status == "True");
     Some(Node {
+        owner_usage: None,
         name: object.metadata.name,
         labels: object.metadata.labels,
         taints: object.spec.taints,

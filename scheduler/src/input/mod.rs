@@ -7,6 +7,7 @@ pub mod error;
 pub mod flink_plan;
 pub mod kube_objects;
 pub mod policy;
+pub mod scale_profile;
 pub mod streamjob;
 pub mod template;
 

@@ -54,6 +54,9 @@ pub struct PolicyFile {
     /// Moving jobs off borrowed offline capacity before its window closes.
     #[serde(default, skip_serializing_if = "RebalanceSpec::is_default")]
     pub rebalance: RebalanceSpec,
+    /// Planned elasticity: windows in which jobs run at a multiple of their parallelism.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scale_profiles: Vec<super::scale_profile::ScaleProfileSpec>,
 }
 
 /// `rebalance`: when and how fast running jobs leave borrowed offline capacity.
@@ -174,6 +177,10 @@ pub struct OfflineSpec {
     pub max_borrow_fraction: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safety_margin: Option<MarginSpec>,
+    /// `requests` (default): a fixed share of every node; `usage`: the share shrinks to what
+    /// the node's own workload leaves unused, as measured (config `nodeUsage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lend_by: Option<crate::model::LendBasis>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -416,6 +423,7 @@ pub struct Policy {
     replication: Replication,
     diagnosis: crate::diagnosis::Thresholds,
     rebalance: RebalancePolicy,
+    scale_profiles: super::scale_profile::ScaleProfiles,
 }
 
 /// Reads and validates a policy file; every problem names `source` and the field path.
@@ -475,6 +483,7 @@ impl Policy {
             diagnosis: DiagnosisSpec::default(),
             redaction: RedactionSpec::default(),
             rebalance: RebalanceSpec::default(),
+            scale_profiles: Vec::new(),
         };
         let placement = PlacementPolicy {
             pools: Vec::new(),
@@ -507,6 +516,7 @@ impl Policy {
             },
             diagnosis: crate::diagnosis::Thresholds::default(),
             rebalance: RebalancePolicy::default(),
+            scale_profiles: Default::default(),
         }
     }
 
@@ -550,6 +560,11 @@ impl Policy {
     /// Lead time and budget of moves off borrowed capacity (`rebalance`).
     pub fn rebalance(&self) -> RebalancePolicy {
         self.rebalance
+    }
+
+    /// Planned elasticity (`scaleProfiles`).
+    pub fn scale_profiles(&self) -> &super::scale_profile::ScaleProfiles {
+        &self.scale_profiles
     }
 
     /// The thresholds diagnosis judges jobs by (`diagnosis`).
@@ -857,6 +872,7 @@ fn resolve(file: PolicyFile, problems: &mut Problems) -> Option<Policy> {
 
     check_redaction(&file.redaction, problems);
     let rebalance = resolve_rebalance(&file.rebalance, problems);
+    let scale_profiles = super::scale_profile::resolve(&file.scale_profiles, problems);
     let diagnosis = diagnosis_policy::resolve(&file.diagnosis, problems);
 
     if problems.len() > before {
@@ -883,6 +899,7 @@ fn resolve(file: PolicyFile, problems: &mut Problems) -> Option<Policy> {
         },
         diagnosis: diagnosis?,
         rebalance: rebalance?,
+        scale_profiles: scale_profiles?,
         file,
     })
 }
@@ -988,6 +1005,7 @@ fn resolve_offline(
         windows,
         max_borrow_fraction: fraction,
         safety_margin: margin,
+        lend_by: offline.lend_by.unwrap_or_default(),
     })
 }
 

@@ -10,8 +10,11 @@
 //!
 //! **What must leave.** A pod on a node of an offline pool whose lending is closed now, or
 //! closes within [`LOOKAHEAD`]; a JobManager on any offline node; a pod on an offline node of
-//! a job that no longer allows offline capacity. A job's *deadline* is the earliest close of
-//! the pools its pods borrow, minus the policy's lead time (now, for the other reasons).
+//! a job that no longer allows offline capacity; on a node of a pool lending by usage, the
+//! least important of our pods while what they request is above what the node lends now (its
+//! own workload grew; an unmeasured node reclaims nothing). A job's *deadline* is the earliest
+//! close of the pools its pods borrow, minus the policy's lead time (now, for the other
+//! reasons).
 //!
 //! **When.** Moves are spaced by the budget (`movesPerHour`): with jobs sorted by deadline
 //! (most important first among equal deadlines), each gets the latest start that still
@@ -36,8 +39,8 @@ use serde::{Deserialize, Serialize};
 use super::heuristic::Engine;
 use super::{MoveEnd, PlacementOptions, PlacementRequest};
 use crate::model::{
-    JobDemand, JobId, JobPlacement, OfflineLending, PlacementPolicy, PodPlacement, PodRole,
-    Priority, RebalancePolicy, SiteSnapshot,
+    JobDemand, JobId, JobPlacement, LendBasis, Node, OfflineLending, PlacementPolicy, PodPlacement,
+    PodRole, Priority, RebalancePolicy, Resources, SiteSnapshot,
 };
 
 /// How far ahead closing windows are looked for. A lead time plus the budget's spacing for
@@ -361,6 +364,7 @@ fn candidates(
                 });
         }
     }
+    let reclaimed = reclaimed_pods(req, pools, &job_index);
     let mut seen_jobs = std::collections::BTreeSet::new();
     let mut out = Vec::new();
     for running in req.running {
@@ -419,6 +423,15 @@ fn candidates(
                 urgent = Some((deadline, reason));
             }
         }
+        // Pods a node reclaims leave now, whatever else they leave for later.
+        for (pod, why) in reclaimed.get(&running.job).into_iter().flatten() {
+            if !leaving.contains(pod) {
+                leaving.push(pod.clone());
+            }
+            if urgent.as_ref().is_none_or(|(d, _)| at < *d) {
+                urgent = Some((at, why.clone()));
+            }
+        }
         let Some((deadline, reason)) = urgent else {
             continue;
         };
@@ -435,6 +448,115 @@ fn candidates(
             leaving,
             start_by: deadline,
         });
+    }
+    out
+}
+
+/// One of our pods on a lending node: its job's priority, the job, the pod, its request.
+type Borrower<'r> = (Priority, &'r JobId, &'r PodPlacement, Resources);
+
+/// Pods that must leave a node of an open pool lending by usage because the node's own
+/// workload grew: what our pods request there is above what the node lends now. The least
+/// important pods leave first (then the later job id, then the higher pod index), only as
+/// many as bring the node back under its limit. A node without a measurement moves nobody:
+/// a missing figure is not a grown workload.
+fn reclaimed_pods<'r>(
+    req: &'r RebalanceRequest,
+    pools: &[Option<Lending>],
+    job_index: &HashMap<&JobId, usize>,
+) -> HashMap<&'r JobId, Vec<(PodPlacement, String)>> {
+    let mut nodes: HashMap<(&str, &str), (&Node, &OfflineLending, &str)> = HashMap::new();
+    for snap in req.sites {
+        for node in &snap.nodes {
+            let Some(p) = req
+                .policy
+                .pools
+                .iter()
+                .position(|p| p.matches(&snap.id, node))
+            else {
+                continue;
+            };
+            let pool = &req.policy.pools[p];
+            let (Some(lending), Some(open)) =
+                (pool.offline.as_ref(), pools.get(p).copied().flatten())
+            else {
+                continue;
+            };
+            if lending.lend_by == LendBasis::Usage
+                && node.owner_usage.is_some()
+                && open != Lending::Closed
+            {
+                nodes
+                    .entry((snap.id.0.as_str(), node.name.as_str()))
+                    .or_insert((node, lending, pool.name.as_str()));
+            }
+        }
+    }
+    if nodes.is_empty() {
+        return HashMap::new();
+    }
+    // Our pods on each such node, with their request and the job's priority.
+    let mut on_node: HashMap<(&str, &str), Vec<Borrower>> = HashMap::new();
+    let mut seen_jobs = std::collections::BTreeSet::new();
+    for running in req.running {
+        if !seen_jobs.insert(&running.job) {
+            continue;
+        }
+        let Some(&j) = job_index.get(&running.job) else {
+            continue;
+        };
+        let job = &req.jobs[j];
+        for pod in &running.pods {
+            let key = (running.site.0.as_str(), pod.node.as_str());
+            if nodes.contains_key(&key) {
+                let request = match pod.role {
+                    PodRole::Jobmanager => job.job_manager,
+                    PodRole::Taskmanager => job.task_manager,
+                };
+                on_node
+                    .entry(key)
+                    .or_default()
+                    .push((job.priority, &job.id, pod, request));
+            }
+        }
+    }
+    let mut out: HashMap<&JobId, Vec<(PodPlacement, String)>> = HashMap::new();
+    for (key, mut pods) in on_node {
+        let (node, lending, pool) = nodes[&key];
+        let cap = lending.borrowable_on(node);
+        let mut borrowed = pods
+            .iter()
+            .fold(Resources::ZERO, |sum, (_, _, _, r)| sum + *r);
+        if borrowed.fits_in(&cap) {
+            continue;
+        }
+        let usage = node.owner_usage.unwrap_or(Resources::ZERO);
+        // Least important first; among equals the later job and pod leave first.
+        pods.sort_by(|a, b| {
+            (
+                a.0,
+                std::cmp::Reverse(a.1),
+                std::cmp::Reverse((a.2.role, a.2.index)),
+            )
+                .cmp(&(
+                    b.0,
+                    std::cmp::Reverse(b.1),
+                    std::cmp::Reverse((b.2.role, b.2.index)),
+                ))
+        });
+        let reason = format!(
+            "node {} (pool {pool}) needs its capacity back: its own workload uses {usage}, so it lends {cap}, and our pods request {borrowed}",
+            node.name
+        );
+        for (_, job, pod, request) in pods {
+            if borrowed.fits_in(&cap) {
+                break;
+            }
+            borrowed = borrowed.saturating_sub(&request);
+            out.entry(job)
+                .or_default()
+                .push((pod.clone(), reason.clone()));
+        }
     }
     out
 }

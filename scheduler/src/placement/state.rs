@@ -165,8 +165,7 @@ impl<'a> Cluster<'a> {
                 let lending = pool.and_then(|p| req.policy.pools[p].offline.as_ref());
                 let offline = lending.is_some();
                 let lending_open = lending.is_some_and(|l| l.is_open_at(req.at));
-                let borrow_cap =
-                    lending.map_or(Resources::ZERO, |l| l.borrowable(&node.allocatable));
+                let borrow_cap = lending.map_or(Resources::ZERO, |l| l.borrowable_on(node));
                 let mut taints = node.taints.clone();
                 taints.sort_by(|a, b| (&a.key, &a.value).cmp(&(&b.key, &b.value)));
                 let labels: Vec<(&str, &str)> = node

@@ -270,7 +270,7 @@ pub fn validate_plan(req: &PlacementRequest, plan: &PlacementPlan) -> Vec<Violat
             .iter()
             .find(|pool| pool.matches(site, node));
         if let Some(lending) = pool.and_then(|pool| pool.offline.as_ref()) {
-            let cap = lending.borrowable(&node.allocatable);
+            let cap = lending.borrowable_on(node);
             if !used.fits_in(&cap) {
                 out.push(violation(
                     BorrowCapExceeded,

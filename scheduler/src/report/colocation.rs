@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ReportInputs;
 use super::capacity::{pod_request, pool_of};
-use crate::model::{JobDemand, JobId, LendingWindow, OfflineLending, Resources, SiteId};
+use crate::model::{JobDemand, JobId, LendingWindow, Node, OfflineLending, Resources, SiteId};
 use crate::placement::PlacementPlan;
 
 /// A lending window as a person reads it: `Mon-Fri 01:00-07:00 Asia/Shanghai`.
@@ -88,7 +88,7 @@ pub(super) fn lending(inputs: &ReportInputs, plan: &PlacementPlan) -> Vec<PoolLe
                 let used = other.get(node.name.as_str()).copied().unwrap_or_default();
                 entry.allocatable += node.allocatable;
                 entry.requested_by_other_pods += used;
-                entry.lendable += lendable_on(lending, &node.allocatable, &used);
+                entry.lendable += lendable_on(lending, node, &used);
             }
             for placement in plan.placements.iter().filter(|p| p.site == snap.id) {
                 let Some(job) = jobs.get(&placement.job) else {
@@ -108,13 +108,9 @@ pub(super) fn lending(inputs: &ReportInputs, plan: &PlacementPlan) -> Vec<PoolLe
 
 /// What one node lends while a window is open: the policy's cap, never more than is free
 /// (and never below zero), per dimension.
-pub(crate) fn lendable_on(
-    lending: &OfflineLending,
-    allocatable: &Resources,
-    other: &Resources,
-) -> Resources {
-    let cap = lending.borrowable(allocatable);
-    let free = allocatable.saturating_sub(other);
+pub(crate) fn lendable_on(lending: &OfflineLending, node: &Node, other: &Resources) -> Resources {
+    let cap = lending.borrowable_on(node);
+    let free = node.allocatable.saturating_sub(other);
     let dim = |c: i64, f: i64| c.min(f).max(0);
     Resources {
         cpu_milli: dim(cap.cpu_milli, free.cpu_milli),
@@ -183,6 +179,7 @@ fn days_text(days: &[chrono::Weekday]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::LendBasis;
     use chrono::Weekday::*;
 
     #[test]
@@ -193,19 +190,64 @@ mod tests {
         assert_eq!(days_text(&[Mon, Tue, Wed, Thu, Fri, Sat, Sun]), "every day");
     }
 
-    #[test]
-    fn a_node_lends_no_more_than_it_has_free() {
-        let lending = OfflineLending {
+    fn node(allocatable: Resources, owner_usage: Option<Resources>) -> Node {
+        Node {
+            name: "hdfs-1".into(),
+            labels: Default::default(),
+            taints: Vec::new(),
+            unschedulable: false,
+            ready: true,
+            allocatable,
+            owner_usage,
+        }
+    }
+
+    fn lending(lend_by: LendBasis) -> OfflineLending {
+        OfflineLending {
             windows: Vec::new(),
             max_borrow_fraction: 0.5,
             safety_margin: Resources::new(1000, 0, 0),
-        };
-        let alloc = Resources::new(16_000, 64, 100);
+            lend_by,
+        }
+    }
+
+    #[test]
+    fn a_node_lends_no_more_than_it_has_free() {
+        let lending = lending(LendBasis::Requests);
+        let node = node(Resources::new(16_000, 64, 100), None);
         // Cap is 8000 − 1000 = 7000 m, but others already take 12000 m of 16000 m.
-        let lent = lendable_on(&lending, &alloc, &Resources::new(12_000, 0, 0));
+        let lent = lendable_on(&lending, &node, &Resources::new(12_000, 0, 0));
         assert_eq!(lent.cpu_milli, 4_000);
         assert_eq!(lent.memory_bytes, 32);
-        let over = lendable_on(&lending, &alloc, &Resources::new(20_000, 0, 0));
+        let over = lendable_on(&lending, &node, &Resources::new(20_000, 0, 0));
         assert_eq!(over.cpu_milli, 0, "an over-committed node lends nothing");
+    }
+
+    #[test]
+    fn a_node_lending_by_usage_lends_what_its_own_workload_leaves_up_to_the_share() {
+        let lending = lending(LendBasis::Usage);
+        let idle = node(
+            Resources::new(16_000, 64, 100),
+            Some(Resources::new(2_000, 8, 0)),
+        );
+        // Reclaimable 14000 − 1000 margin is more than the share (8000 − 1000): the share wins.
+        assert_eq!(
+            lendable_on(&lending, &idle, &Resources::ZERO).cpu_milli,
+            7_000
+        );
+        let busy = node(
+            Resources::new(16_000, 64, 100),
+            Some(Resources::new(12_000, 60, 0)),
+        );
+        // The batch workload uses 12000 m: 4000 − 1000 margin are left to lend.
+        let lent = lendable_on(&lending, &busy, &Resources::ZERO);
+        assert_eq!(lent.cpu_milli, 3_000);
+        assert_eq!(lent.memory_bytes, 4);
+        let unmeasured = node(Resources::new(16_000, 64, 100), None);
+        assert_eq!(
+            lendable_on(&lending, &unmeasured, &Resources::ZERO),
+            Resources::ZERO,
+            "a node with no usage measurement lends nothing"
+        );
     }
 }

@@ -18,6 +18,7 @@
 pub mod assemble;
 mod capacity;
 mod colocation;
+pub mod elasticity;
 pub mod render;
 mod rightsizing;
 mod survival;
@@ -83,6 +84,10 @@ pub struct CapacityReport {
     pub rightsizing: Option<RightsizingSummary>,
     /// Facts a reader needs to interpret the figures (what was left out and why).
     pub notes: Vec<String>,
+    /// The policy's scale profiles as what-ifs ([`elasticity::scale_profile_what_ifs`], added
+    /// by the caller, which holds the StreamJobs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scale_profiles: Vec<elasticity::ProfileWhatIf>,
 }
 
 /// Resource use of one pod of one of our jobs, from metrics; `None` where not measured.
@@ -185,5 +190,6 @@ pub fn build_report(inputs: &ReportInputs) -> CapacityReport {
         failover,
         rightsizing,
         notes,
+        scale_profiles: Vec::new(),
     }
 }

@@ -19,6 +19,7 @@ pub struct NodeBuilder(Node);
 impl NodeBuilder {
     pub fn new(name: &str) -> Self {
         NodeBuilder(Node {
+            owner_usage: None,
             name: name.to_string(),
             labels: BTreeMap::new(),
             taints: Vec::new(),
@@ -49,6 +50,11 @@ impl NodeBuilder {
             value: v.to_string(),
             effect,
         });
+        self
+    }
+    /// What the node's own workload uses now (the measurement usage-based lending reads).
+    pub fn owner_usage(mut self, cpu_milli: i64, mem_gi: i64) -> Self {
+        self.0.owner_usage = Some(Resources::new(cpu_milli, mem_gi * GI, 0));
         self
     }
     pub fn cordoned(mut self) -> Self {
@@ -193,6 +199,7 @@ pub fn offline_pool() -> NodePool {
             windows: vec![night_window()],
             max_borrow_fraction: 0.5,
             safety_margin: Resources::new(1_000, 2 * GI, 0),
+            lend_by: Default::default(),
         }),
     }
 }

@@ -390,6 +390,57 @@ pub fn document(r: &CapacityReport) -> Vec<Block> {
         }
     }
 
+    if !r.scale_profiles.is_empty() {
+        d.push(Block::Heading(2, "Scale profiles (what-if)".to_string()));
+        for w in &r.scale_profiles {
+            let mut text = format!(
+                "{} ({} to {}, parallelism x{}): {} job(s) scaled, adding {} cores / {} GiB; \
+                 planned at {} (offline lending {}): {} of {} jobs placed.",
+                w.profile,
+                w.from.format("%Y-%m-%d %H:%M UTC"),
+                w.until.format("%Y-%m-%d %H:%M UTC"),
+                trim(w.parallelism_factor),
+                w.jobs_scaled,
+                cores(w.added.cpu_milli),
+                gib(w.added.memory_bytes),
+                w.judged_at.format("%Y-%m-%d %H:%M UTC"),
+                if w.lending_open { "open" } else { "closed" },
+                w.placed,
+                w.jobs
+            );
+            if !w.not_scaled.is_empty() {
+                let _ = write!(
+                    text,
+                    " {} covered job(s) could not be scaled.",
+                    w.not_scaled.len()
+                );
+            }
+            d.push(Block::Paragraph(text));
+            for s in &w.failover {
+                d.push(Block::Paragraph(format!(
+                    "During {}: {}",
+                    w.profile,
+                    survival_sentence(s)
+                )));
+            }
+            if !w.unplaced.is_empty() {
+                let rows = w
+                    .unplaced
+                    .iter()
+                    .take(LIST_LIMIT)
+                    .map(|u| vec![u.job.0.clone(), u.reason.clone()])
+                    .collect();
+                d.push(Block::Paragraph(format!(
+                    "Not placed during {} ({}):",
+                    w.profile,
+                    w.unplaced.len()
+                )));
+                d.push(table(&["JOB", "REASON"], 2, rows));
+                d.extend(more(w.unplaced.len()));
+            }
+        }
+    }
+
     d.push(Block::Heading(2, "Right-sizing".to_string()));
     match &r.rightsizing {
         None => d.push(Block::Paragraph(
