@@ -13,8 +13,7 @@ use kube::core::CustomResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::controller::jars::{JarState, JarStatus};
-use crate::controller::{JobPhase, JobStatus};
+use crate::state::{JarState, JarStatus, JobPhase, JobStatus};
 
 // The spec of a `StreamJob` object: the parser's spec type, unchanged on the wire. A newtype
 // because kube's derive must sit on a type of this crate while the scheduler crate stays free
@@ -103,7 +102,7 @@ pub struct StreamJobStatus {
 }
 
 /// The job's jar replication as a StreamJob's status shows it (the controller's
-/// [`JarStatus`](crate::controller::jars::JarStatus), without its retry bookkeeping).
+/// [`JarStatus`], without its retry bookkeeping).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PublishedJar {

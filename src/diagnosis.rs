@@ -22,7 +22,7 @@ use scheduler::report::assemble::{JobFacts, assemble};
 use scheduler::rightsize::{RightsizeConfig, Window};
 use serde::{Deserialize, Serialize};
 
-use crate::controller::{Controller, JobStatus, stream_job_of};
+use crate::controller::{Controller, stream_job_of};
 use crate::metrics::{JobKey, MetricsError, MetricsSource, step_for};
 use crate::state::StateError;
 
@@ -196,7 +196,7 @@ pub async fn twinsite_part(
         if only.is_some_and(|o| *o != id) {
             continue;
         }
-        let status = JobStatus::from_value(&record.value.status);
+        let status = record.value.status.clone();
         let site = record.value.placement.as_ref().map(|p| p.site.clone());
         let mut diagnosis = JobDiagnosis {
             job: id.clone(),

@@ -2,6 +2,10 @@
 //! with the simulation). A failover dry run asks the engine itself
 //! (`Controller::failover_dry_run`): the leader's live engine, or on a follower one resumed
 //! from the store, so that the plan it shows is the one a real request would follow.
+//!
+//! A view over the controller (like `diagnosis`), for the operator page and diagnosis:
+//! may use the controller; must never be used by it (the controller takes the placer from
+//! `failover::placer` itself).
 
 pub use failover::placer::SchedulerPlacer;
 

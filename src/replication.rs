@@ -8,6 +8,12 @@
 //!
 //! Beside the rounds, the exposure monitor (`controller/exposure.rs`) judges every job's
 //! RPO exposure every [`EXPOSURE_TICK`]; the rounds feed it each copy's backlog and errors.
+//!
+//! May use: `crate::job`, `crate::site`, `crate::state` and the crates. Must never: reach up
+//! into the controller. What it needs of the controller it runs beside (the store, the
+//! storage roots) and what it tells it (progress, a verified checkpoint for the failover
+//! engine, metrics, the exposure tick) pass through [`ReplicationContext`], which the
+//! controller implements (`controller/exposure.rs`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,11 +24,48 @@ use futures::StreamExt;
 use hdfs_sync::{FileLedger, ReplicationLedger, Replicator, SyncError, SyncOptions};
 use scheduler::model::{JobId, SiteId};
 
-use crate::controller::launch::in_site_storage;
-use crate::controller::status::JobStatus;
-use crate::controller::{Controller, stream_job_of};
-use crate::site::flink_job_id;
-use crate::state::{CheckpointKind, CheckpointPointer, StateError};
+use crate::job::{flink_job_id, in_site_storage, stream_job_of};
+use crate::state::{CheckpointKind, CheckpointPointer, StateError, StateStore};
+
+/// What the replication driver needs from the controller it runs beside, and what it tells
+/// it. Implemented by `Controller`; the driver never sees more of it.
+#[async_trait::async_trait]
+pub trait ReplicationContext: Send + Sync + 'static {
+    fn store(&self) -> &Arc<dyn StateStore>;
+    /// Each site's storage root; sites without one are not replicated.
+    fn storage_roots(&self) -> &BTreeMap<SiteId, String>;
+    /// The newest checkpoint of `job` at `peer` is not verified there yet: `files` files of
+    /// `bytes` bytes to go (0 and 0: nothing left).
+    fn backlog(&self, job: &JobId, peer: &SiteId, files: u64, bytes: u64);
+    /// One file of the copy of `job` to `peer` verified.
+    fn file_verified(&self, job: &JobId, peer: &SiteId, bytes: u64);
+    /// A copy of `job` to `peer` ended, with its error when it failed.
+    fn copy_ended(&self, job: &JobId, peer: &SiteId, error: Option<String>);
+    /// Every file of a checkpoint of `generation` of `job` is verified at `peer` and its
+    /// pointer is stored: the failover engine may restore from it there.
+    fn checkpoint_replicated(
+        &self,
+        job: &JobId,
+        generation: u64,
+        peer: &SiteId,
+        pointer: &CheckpointPointer,
+    );
+    /// Counts one copy's outcome from `site` to `peer`: a pointer recorded, or a failure.
+    fn count_copy(&self, site: &SiteId, peer: &SiteId, outcome: CopyOutcome);
+    /// Counts a finished round and how long it took.
+    fn count_round(&self, elapsed: Duration);
+    /// Judges every job's RPO exposure once (the monitor beside the rounds calls it every
+    /// [`EXPOSURE_TICK`]); fails only on state-store errors.
+    async fn judge_exposure(&self) -> Result<(), StateError>;
+}
+
+/// What one copy to a peer came to, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyOutcome {
+    /// A newer checkpoint's pointer was recorded for the peer.
+    Recorded,
+    Failed,
+}
 
 /// What a round did, for logs and tests.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -38,7 +81,7 @@ pub struct ReplicationRound {
 pub const EXPOSURE_TICK: Duration = Duration::from_secs(5);
 
 pub struct ReplicationDriver {
-    controller: Arc<Controller>,
+    controller: Arc<dyn ReplicationContext>,
     exposure_tick: Duration,
     ledgers: BTreeMap<(SiteId, SiteId), Arc<FileLedger>>,
     options: SyncOptions,
@@ -48,14 +91,14 @@ pub struct ReplicationDriver {
 
 impl ReplicationDriver {
     /// Opens a ledger per ordered pair of sites with a storage root under `ledger_dir`.
-    pub async fn open(
-        controller: Arc<Controller>,
+    pub async fn open<C: ReplicationContext>(
+        controller: Arc<C>,
         ledger_dir: PathBuf,
         bandwidth: Option<u64>,
         concurrency: usize,
     ) -> Result<ReplicationDriver, SyncError> {
         let mut ledgers = BTreeMap::new();
-        let sites: Vec<SiteId> = controller.storage_roots.keys().cloned().collect();
+        let sites: Vec<SiteId> = controller.storage_roots().keys().cloned().collect();
         for from in &sites {
             for to in sites.iter().filter(|s| *s != from) {
                 let path = ledger_dir.join(format!("{from}-to-{to}.json"));
@@ -71,7 +114,7 @@ impl ReplicationDriver {
             ..SyncOptions::default()
         };
         Ok(ReplicationDriver {
-            controller,
+            controller: controller as Arc<dyn ReplicationContext>,
             exposure_tick: EXPOSURE_TICK,
             ledgers,
             options,
@@ -88,8 +131,7 @@ impl ReplicationDriver {
     /// One round over every placed job. Fails only on state-store errors (fencing: stop).
     pub async fn round(&self) -> Result<ReplicationRound, StateError> {
         let started = std::time::Instant::now();
-        let metrics = &self.controller.metrics.replication;
-        let records = self.controller.store.list_jobs().await?;
+        let records = self.controller.store().list_jobs().await?;
         let mut work = Vec::new();
         for record in records {
             let Some(placement) = &record.value.placement else {
@@ -102,7 +144,7 @@ impl ReplicationDriver {
                 continue;
             };
             let from_site = SiteId(placement.site.clone());
-            let Some(from_root) = self.controller.storage_roots.get(&from_site) else {
+            let Some(from_root) = self.controller.storage_roots().get(&from_site) else {
                 continue;
             };
             let id = job.id();
@@ -110,14 +152,17 @@ impl ReplicationDriver {
             // The savepoint or checkpoint this generation was restored from: a job restored
             // in CLAIM mode from a native savepoint goes on using its files, which Flink 2.3.0
             // names relative to `chk-N/` (see hdfs-sync's README, "References outside chk-N").
-            let restored_from = JobStatus::from_value(&record.value.status)
+            let restored_from = record
+                .value
+                .status
+                .clone()
                 .restore_from
                 .and_then(|path| in_site_storage(from_root, &path).ok());
             for ((from, to), ledger) in &self.ledgers {
                 if from != &from_site {
                     continue;
                 }
-                let Some(to_root) = self.controller.storage_roots.get(to) else {
+                let Some(to_root) = self.controller.storage_roots().get(to) else {
                     continue;
                 };
                 let (from_dir, to_dir) = match (
@@ -158,17 +203,13 @@ impl ReplicationDriver {
 
         let mut round = ReplicationRound::default();
         for (copy, result) in outcomes {
-            let pair = crate::controller::metrics::SitePairLabel {
-                site: copy.from_site.0.clone(),
-                peer: copy.peer.0.clone(),
-            };
-            let book = &self.controller.exposure;
+            let book = &self.controller;
             match result {
                 Ok(None) => book.copy_ended(&copy.job, &copy.peer, None),
                 Ok(Some(_)) => {
                     book.copy_ended(&copy.job, &copy.peer, None);
                     if let Some(id) = self.record_latest(&copy).await? {
-                        metrics.checkpoints_replicated.get_or_create(&pair).inc();
+                        book.count_copy(&copy.from_site, &copy.peer, CopyOutcome::Recorded);
                         round
                             .recorded
                             .push((copy.job.clone(), copy.peer.clone(), id));
@@ -177,15 +218,12 @@ impl ReplicationDriver {
                 Err(reason) => {
                     tracing::warn!(job = %copy.job, peer = %copy.peer, %reason, "replication failed; retried next round");
                     book.copy_ended(&copy.job, &copy.peer, Some(reason.clone()));
-                    metrics.copy_failures.get_or_create(&pair).inc();
+                    book.count_copy(&copy.from_site, &copy.peer, CopyOutcome::Failed);
                     round.failed.push((copy.job, copy.peer, reason));
                 }
             }
         }
-        metrics.rounds.inc();
-        metrics
-            .round_duration_seconds
-            .observe(started.elapsed().as_secs_f64());
+        self.controller.count_round(started.elapsed());
         Ok(round)
     }
 
@@ -223,7 +261,7 @@ impl ReplicationDriver {
             let (job, peer) = (copy.job.clone(), copy.peer.clone());
             tokio::spawn(async move {
                 use hdfs_sync::ProgressEvent as P;
-                let book = &controller.exposure;
+                let book = &controller;
                 while let Some(event) = events.recv().await {
                     match event {
                         P::CheckpointBacklog { files, bytes, .. } => {
@@ -264,7 +302,7 @@ impl ReplicationDriver {
         };
         let stored = match self
             .controller
-            .store
+            .store()
             .get_checkpoint(
                 &copy.namespace,
                 &copy.name,
@@ -291,7 +329,7 @@ impl ReplicationDriver {
                 as i64,
         };
         self.controller
-            .store
+            .store()
             .put_checkpoint(
                 &copy.namespace,
                 &copy.name,
@@ -302,14 +340,8 @@ impl ReplicationDriver {
             .await?;
         // Only now, with every file verified at the peer and the pointer stored, may the
         // failover engine restore from it there.
-        if let Some(event) = crate::controller::failover::replicated_event(
-            &copy.job,
-            copy.generation,
-            &copy.peer.0,
-            &pointer,
-        ) {
-            self.controller.failover.notify(event);
-        }
+        self.controller
+            .checkpoint_replicated(&copy.job, copy.generation, &copy.peer, &pointer);
         Ok(Some(latest.checkpoint_id))
     }
 
@@ -328,14 +360,8 @@ impl ReplicationDriver {
 
     async fn monitor(&self, stop: tokio_util::sync::CancellationToken) -> Result<(), StateError> {
         loop {
-            match self.controller.monitor_exposure().await {
-                Ok(report) if !report.transitions.is_empty() => tracing::info!(
-                    tracked = report.tracked,
-                    breached = report.breached.len(),
-                    crossed = report.transitions.len(),
-                    "exposure tick"
-                ),
-                Ok(_) => {}
+            match self.controller.judge_exposure().await {
+                Ok(()) => {}
                 Err(error @ (StateError::NotLeader { .. } | StateError::Fenced { .. })) => {
                     return Err(error);
                 }

@@ -553,7 +553,8 @@ async fn a_site_cut_off_the_controller_whose_agent_still_renews_keeps_its_jobs()
     assert_eq!(after, before, "nothing may move");
     let site = chaos.store.get_site("dc-b").await.unwrap();
     assert!(
-        site.as_ref().is_none_or(|s| s.value.state != "lost"),
+        site.as_ref()
+            .is_none_or(|s| s.value.state != twinsite::state::SiteState::Lost),
         "dc-b must not be judged lost: {site:?}"
     );
     assert!(chaos.controller.is_leading());

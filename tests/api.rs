@@ -402,7 +402,7 @@ async fn the_simulated_metrics_source_generates_a_jobs_history_once_for_repeated
     let mut record = twinsite::controller::new_record(&job);
     record.placement = Some(twinsite::state::JobPlacement {
         site: "dc-a".into(),
-        detail: serde_json::Value::Null,
+        detail: None,
     });
     store
         .put_job(&record, twinsite::state::Expected::Absent)
@@ -472,7 +472,7 @@ async fn right_sizing_is_a_dry_run_unless_applied_and_an_applied_patch_is_audite
     let mut record = twinsite::controller::new_record(&job);
     record.placement = Some(twinsite::state::JobPlacement {
         site: "dc-a".into(),
-        detail: serde_json::Value::Null,
+        detail: None,
     });
     // Find a seed whose synthetic history recommends a change for this job.
     store
@@ -537,9 +537,9 @@ async fn right_sizing_is_a_dry_run_unless_applied_and_an_applied_patch_is_audite
     assert_eq!(applied["patch"], dry["patch"]);
     let after = api.store.get_job("shop", "orders").await.unwrap().unwrap();
     assert_ne!(after.value.spec, before.value.spec);
-    let mut expected = before.value.spec.clone();
+    let mut expected = before.value.spec.to_json().unwrap();
     twinsite::controller::rightsize::merge_patch(&mut expected, &dry["patch"]);
-    assert_eq!(after.value.spec, expected);
+    assert_eq!(after.value.spec.to_json().unwrap(), expected);
     let audit = api.audit().await;
     let entry = audit.iter().find(|e| e.action == "rightsize").unwrap();
     assert!(entry.result.starts_with("ok"), "{entry:?}");
@@ -1004,7 +1004,7 @@ async fn secret_looking_values_are_redacted_in_every_answer_and_kept_in_the_stor
     assert_no_secret("plan", &plan);
 
     let stored = api.store.get_job("shop", "orders").await.unwrap().unwrap();
-    let stored = stored.value.spec.to_string();
+    let stored = stored.value.spec.to_json().unwrap().to_string();
     for secret in SECRETS {
         assert!(stored.contains(secret), "the store lost {secret}: {stored}");
     }
@@ -1075,7 +1075,7 @@ async fn a_get_edit_put_round_trip_keeps_the_stored_secrets() {
         .await;
     assert_eq!(status, StatusCode::OK, "{reply}");
     let stored = api.store.get_job("shop", "orders").await.unwrap().unwrap();
-    let object = &stored.value.spec;
+    let object = &stored.value.spec.to_json().unwrap();
     assert_eq!(object["spec"]["parallelism"], 4);
     assert_eq!(
         object["spec"]["flinkConfiguration"]["s3.secret-key"],
@@ -1192,7 +1192,10 @@ async fn two_editors_of_one_revision_one_wins_and_the_other_gets_409() {
         "{status}"
     );
     let stored = api.store.get_job("shop", "orders").await.unwrap().unwrap();
-    assert_eq!(stored.value.spec["spec"]["parallelism"], winner);
+    assert_eq!(
+        stored.value.spec.to_json().unwrap()["spec"]["parallelism"],
+        winner
+    );
 
     // If-Match works the same; the current ETag passes, a stale one is 409.
     let (status, _) = api
@@ -1225,7 +1228,9 @@ async fn two_editors_of_one_revision_one_wins_and_the_other_gets_409() {
             .unwrap()
             .unwrap()
             .value
-            .spec["spec"]["parallelism"],
+            .spec
+            .to_json()
+            .unwrap()["spec"]["parallelism"],
         2
     );
     // Without a revision a PUT replaces whatever is stored, as Kubernetes does.

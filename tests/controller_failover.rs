@@ -16,7 +16,7 @@ use scheduler::input::{Policy, StreamJob, parse_stream_jobs};
 use scheduler::model::{JobId, PodRole, SiteId, SiteSnapshot};
 use support::fixtures::node;
 use twinsite::controller::failover::RequestOutcome;
-use twinsite::controller::{Controller, JobPhase, JobStatus, new_record};
+use twinsite::controller::{Controller, JobPhase, new_record};
 use twinsite::replication::ReplicationDriver;
 use twinsite::site::simulated::{Fault, SimulatedSite, SimulatedSiteConfig};
 use twinsite::site::{ManualClock, Site};
@@ -243,7 +243,7 @@ async fn a_job_whose_jobmanager_node_is_lost_runs_again_on_a_healthy_node_and_th
     w.checkpoint_and_replicate(2).await;
     let before = w.record("orders").await;
     let placement: scheduler::model::JobPlacement =
-        serde_json::from_value(before.placement.as_ref().unwrap().detail.clone()).unwrap();
+        before.placement.clone().unwrap().detail.unwrap();
     let jm = placement
         .pods
         .iter()
@@ -260,8 +260,7 @@ async fn a_job_whose_jobmanager_node_is_lost_runs_again_on_a_healthy_node_and_th
     let after = w.record("orders").await;
     assert!(after.generation > before.generation, "{after:?}");
     assert_eq!(after.placement.as_ref().unwrap().site, "dc-a");
-    let moved: scheduler::model::JobPlacement =
-        serde_json::from_value(after.placement.as_ref().unwrap().detail.clone()).unwrap();
+    let moved: scheduler::model::JobPlacement = after.placement.clone().unwrap().detail.unwrap();
     assert!(
         moved.pods.iter().all(|p| p.node != jm),
         "nothing goes back on the lost node: {moved:?}"
@@ -270,7 +269,7 @@ async fn a_job_whose_jobmanager_node_is_lost_runs_again_on_a_healthy_node_and_th
         w.running("orders").await,
         [("dc-a".to_string(), after.generation)]
     );
-    let status = JobStatus::from_value(&after.status);
+    let status = after.status.clone();
     assert!(
         status
             .restore_from
@@ -299,7 +298,7 @@ async fn a_job_whose_task_manager_node_is_lost_runs_again_on_another_node_as_the
     w.checkpoint_and_replicate(1).await;
     let before = w.record("orders").await;
     let placement: scheduler::model::JobPlacement =
-        serde_json::from_value(before.placement.as_ref().unwrap().detail.clone()).unwrap();
+        before.placement.clone().unwrap().detail.unwrap();
     let jm = placement
         .pods
         .iter()
@@ -365,7 +364,7 @@ async fn a_lost_site_fails_over_from_the_replicated_checkpoint_and_its_return_is
     w.passes_for(SITE_GRACE.as_secs_f64() + 1.5).await;
 
     let site = w.store.get_site("dc-a").await.unwrap().unwrap().value;
-    assert_eq!(site.state, "lost");
+    assert_eq!(site.state, twinsite::state::SiteState::Lost);
     assert!(site.epoch >= 1);
     for name in ["orders", "clicks"] {
         let after = w.record(name).await;
@@ -379,7 +378,7 @@ async fn a_lost_site_fails_over_from_the_replicated_checkpoint_and_its_return_is
     let after = w.record("orders").await;
     assert!(after.generation > before.generation);
     assert_eq!(
-        JobStatus::from_value(&after.status).restore_from.as_deref(),
+        after.status.clone().restore_from.as_deref(),
         Some(replicated.as_str()),
         "restored from exactly the checkpoint replicated to dc-b"
     );
@@ -406,7 +405,11 @@ async fn a_lost_site_fails_over_from_the_replicated_checkpoint_and_its_return_is
         );
     }
     let site = w.store.get_site("dc-a").await.unwrap().unwrap().value;
-    assert_eq!(site.state, "active", "recovered once clean");
+    assert_eq!(
+        site.state,
+        twinsite::state::SiteState::Active,
+        "recovered once clean"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -427,7 +430,7 @@ async fn a_site_only_the_controller_cannot_reach_is_not_failed_over() {
             .get_site("dc-a")
             .await
             .unwrap()
-            .is_none_or(|s| s.value.state != "lost")
+            .is_none_or(|s| s.value.state != twinsite::state::SiteState::Lost)
     );
     w.sim("dc-a").handle().clear(Fault::Partition).unwrap();
     w.pass().await;
@@ -483,7 +486,7 @@ async fn a_planned_switchover_moves_every_job_with_a_savepoint_and_failback_brin
             w.running(name).await,
             [("dc-b".to_string(), record.generation)]
         );
-        let restore = JobStatus::from_value(&record.status).restore_from.unwrap();
+        let restore = record.status.clone().restore_from.unwrap();
         let dc_b = w.dir.path().join("dc-b").display().to_string();
         assert!(
             restore.contains("savepoint-")
@@ -678,7 +681,7 @@ async fn a_job_that_could_go_nowhere_runs_again_at_home_once_its_site_returns() 
             "{name}: {down:?}"
         );
         // Its status says it runs nowhere and why, not that its site might still run it.
-        let status = JobStatus::from_value(&w.record(name).await.status);
+        let status = w.record(name).await.status.clone();
         assert_eq!(status.phase, JobPhase::Pending, "{name}: {status:?}");
         let message = status.message.unwrap_or_default();
         assert!(
@@ -690,7 +693,7 @@ async fn a_job_that_could_go_nowhere_runs_again_at_home_once_its_site_returns() 
     w.sim("dc-a").handle().clear(Fault::SiteDown).unwrap();
     w.passes_for(2.0).await;
     let site = w.store.get_site("dc-a").await.unwrap().unwrap().value;
-    assert_eq!(site.state, "active");
+    assert_eq!(site.state, twinsite::state::SiteState::Active);
     for (name, before) in [("clicks", &before), ("payments", &payments_before)] {
         let after = w.record(name).await;
         assert!(after.generation > before.generation, "{name}: {after:?}");
@@ -700,12 +703,12 @@ async fn a_job_that_could_go_nowhere_runs_again_at_home_once_its_site_returns() 
             [("dc-a".to_string(), after.generation)],
             "{name} runs again, once, at home"
         );
-        let status = JobStatus::from_value(&after.status);
+        let status = after.status.clone();
         assert_eq!(status.phase, JobPhase::Running, "{name}: {status:?}");
         assert_eq!(status.site.as_deref(), Some("dc-a"), "{name}: {status:?}");
         assert_eq!(status.message, None, "{name}: {status:?}");
     }
-    let clicks = JobStatus::from_value(&w.record("clicks").await.status);
+    let clicks = w.record("clicks").await.status.clone();
     assert!(
         clicks
             .restore_from
@@ -713,7 +716,7 @@ async fn a_job_that_could_go_nowhere_runs_again_at_home_once_its_site_returns() 
             .is_some_and(|p| p.contains("chk-")),
         "clicks restores from its latest checkpoint in dc-a: {clicks:?}"
     );
-    let payments = JobStatus::from_value(&w.record("payments").await.status);
+    let payments = w.record("payments").await.status.clone();
     assert_eq!(
         payments.restore_from, None,
         "payments never checkpointed: it starts as it first did"
@@ -735,7 +738,7 @@ async fn a_dry_run_promises_only_what_the_real_failover_would_do() {
     w.passes_for(SITE_GRACE.as_secs_f64() + 1.5).await;
     assert_eq!(
         w.store.get_site("dc-a").await.unwrap().unwrap().value.state,
-        "lost"
+        twinsite::state::SiteState::Lost
     );
     let into_lost = |dry_run| OpsRequest::Failover {
         from: SiteId("dc-b".into()),

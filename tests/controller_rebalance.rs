@@ -14,7 +14,7 @@ use scheduler::input::{Policy, parse_policy, parse_stream_jobs};
 use scheduler::model::{JobId, JobPlacement, PodRole, SiteId, SiteSnapshot};
 use scheduler::placement::rebalance::{RebalanceRequest, plan_rebalance};
 use support::fixtures::node;
-use twinsite::controller::{Controller, JobStatus, new_record};
+use twinsite::controller::{Controller, new_record};
 use twinsite::site::simulated::{SimulatedSite, SimulatedSiteConfig};
 use twinsite::site::{ManualClock, Site};
 use twinsite::state::{EmbeddedStateStore, Expected, StateStore};
@@ -57,7 +57,7 @@ fn controller(
 }
 
 fn placement_of(value: &Option<twinsite::state::JobPlacement>) -> JobPlacement {
-    serde_json::from_value(value.as_ref().unwrap().detail.clone()).unwrap()
+    value.clone().unwrap().detail.unwrap()
 }
 
 /// A job placed while the window is open spreads its TaskManagers over the online and the
@@ -173,7 +173,7 @@ spec:
         after.pods.iter().all(|p| p.node != "dc-a-hdfs"),
         "{after:?}"
     );
-    let status = JobStatus::from_value(&record.status);
+    let status = record.status.clone();
     assert!(
         status
             .restore_from
@@ -323,7 +323,7 @@ async fn a_quota_shrunk_below_what_runs_is_found_by_the_next_pass_and_reported_w
     );
     // And the job's status says it must move but cannot, with the reason, while it runs.
     let record = store.get_job("shop", "reports").await.unwrap().unwrap();
-    let status = twinsite::controller::JobStatus::from_value(&record.value.status);
+    let status = record.value.status.clone();
     let message = status.message.unwrap_or_default();
     assert!(
         message.starts_with("must move but cannot: quota of tenant shop in dc-a shrank"),

@@ -143,7 +143,7 @@ impl World {
     }
 
     async fn status(&self, name: &str) -> JobStatus {
-        JobStatus::from_value(&self.record(name).await.status)
+        self.record(name).await.status.clone()
     }
 
     /// Every (site, generation) running `name`, over the reachable sites.
@@ -162,7 +162,7 @@ impl World {
 }
 
 fn placement_of(record: &JobRecord) -> JobPlacement {
-    serde_json::from_value(record.placement.as_ref().unwrap().detail.clone()).unwrap()
+    record.placement.clone().unwrap().detail.unwrap()
 }
 
 #[tokio::test]
@@ -216,13 +216,12 @@ async fn a_generation_persisted_but_never_launched_is_launched_as_that_same_gene
     let placement = placement(&j.id(), "dc-a", "dc-a-n1", &["dc-a-n2", "dc-a-n3"]);
     record.placement = Some(twinsite::state::JobPlacement {
         site: "dc-a".into(),
-        detail: serde_json::to_value(&placement).unwrap(),
+        detail: Some(placement),
     });
     record.status = JobStatus {
         launched_spec: Some(twinsite::controller::launch::spec_hash(&j)),
         ..JobStatus::pending("persisted")
-    }
-    .to_value();
+    };
     w.store.put_job(&record, Expected::Absent).await.unwrap();
 
     let report = w.pass().await;
@@ -268,7 +267,7 @@ async fn a_job_whose_jobmanager_node_fails_is_relaunched_from_its_latest_checkpo
         placement.pods.iter().all(|p| p.node != jm_node),
         "{placement:?}"
     );
-    let status = JobStatus::from_value(&record.status);
+    let status = record.status.clone();
     assert_eq!(
         status.restore_from.as_deref(),
         Some(checkpoint.path.as_str())
@@ -357,7 +356,7 @@ async fn a_changed_spec_is_relaunched_from_a_savepoint() {
     let mut changed = original.clone();
     changed.spec.parallelism = 3;
     let mut record = current.value.clone();
-    record.spec = serde_json::to_value(&changed).unwrap();
+    record.spec = changed.into();
     w.store
         .put_job(&record, Expected::Revision(current.revision))
         .await
@@ -660,9 +659,9 @@ async fn run_steps(steps: Vec<Step>) {
             Step::ChangeSpec(j) => {
                 if let Some(current) = w.store.get_job("shop", JOBS[j]).await.unwrap() {
                     let mut record = current.value.clone();
-                    let mut spec: StreamJob = serde_json::from_value(record.spec.clone()).unwrap();
+                    let mut spec: StreamJob = record.spec.stream_job().unwrap().clone();
                     spec.spec.parallelism = spec.spec.parallelism % 3 + 1;
-                    record.spec = serde_json::to_value(&spec).unwrap();
+                    record.spec = spec.into();
                     w.store
                         .put_job(&record, Expected::Revision(current.revision))
                         .await
@@ -696,7 +695,7 @@ async fn run_steps(steps: Vec<Step>) {
         let running = w.running(name).await;
         assert!(running.len() <= 1, "{name} runs as {running:?}");
         if let Some(record) = w.store.get_job("shop", name).await.unwrap() {
-            let status = JobStatus::from_value(&record.value.status);
+            let status = record.value.status.clone();
             if let (Some(p), [(site, generation)]) = (&record.value.placement, running.as_slice()) {
                 assert_eq!(
                     (&p.site, *generation),
@@ -732,12 +731,20 @@ fn the_launch_spec_of_a_stored_job_matches_what_the_site_runs() {
 
 // ---- issue #13: records the controller must survive ---------------------------------------
 
-/// A record written straight into the store, bypassing admission: the valid `orders` job with
-/// `edit` applied to its stored JSON.
-async fn put_bypassing_admission(w: &World, name: &str, edit: impl FnOnce(&mut JobRecord)) {
-    let mut record = new_record(&job(name, "dc-a", ""));
+/// A record written straight into the store's backend, bypassing admission and the typed
+/// layer (as etcdctl, or an older version, could): the valid job `name` as stored, with
+/// `edit` applied to the record's JSON.
+async fn put_bypassing_admission(w: &World, name: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut record = serde_json::to_value(new_record(&job(name, "dc-a", ""))).unwrap();
     edit(&mut record);
-    w.store.put_job(&record, Expected::Absent).await.unwrap();
+    let key = twinsite::state::KeyLayout::default()
+        .job("shop", name)
+        .unwrap();
+    w.store
+        .backend()
+        .put(&key, serde_json::to_vec(&record).unwrap(), Expected::Absent)
+        .await
+        .unwrap();
 }
 
 /// The finding: `parallelism: 4294967295` (no maxParallelism) made placement allocate 32 GiB
@@ -747,7 +754,7 @@ async fn a_stored_job_with_an_impossible_parallelism_is_failed_with_the_reason_a
  {
     let mut w = World::new(4);
     put_bypassing_admission(&w, "poison", |r| {
-        r.spec["spec"]["parallelism"] = serde_json::json!(4_294_967_295u64);
+        r["spec"]["spec"]["parallelism"] = serde_json::json!(4_294_967_295u64);
     })
     .await;
     w.add(&job("orders", "dc-a", "")).await;
@@ -779,21 +786,24 @@ async fn a_stored_job_with_an_impossible_parallelism_is_failed_with_the_reason_a
 async fn stored_records_that_do_not_decode_or_break_a_rule_are_each_failed_with_their_reason() {
     let w = World::new(4);
     put_bypassing_admission(&w, "garbage", |r| {
-        r.spec = serde_json::json!({"not": "a StreamJob"});
+        r["spec"] = serde_json::json!({"not": "a StreamJob"});
     })
     .await;
     put_bypassing_admission(&w, "climbs", |r| {
-        r.spec["spec"]["checkpoints"]["dir"] = serde_json::json!("hdfs:///../../../../tmp/x");
+        r["spec"]["spec"]["checkpoints"]["dir"] = serde_json::json!("hdfs:///../../../../tmp/x");
     })
     .await;
     put_bypassing_admission(&w, "huge-memory", |r| {
-        r.spec["spec"]["taskManager"]["resources"]["memory"] =
+        r["spec"]["spec"]["taskManager"]["resources"]["memory"] =
             serde_json::json!("99999999999999999999Ei");
     })
     .await;
-    put_bypassing_admission(&w, "last-generation", |r| r.generation = u64::MAX).await;
+    put_bypassing_admission(&w, "last-generation", |r| {
+        r["generation"] = serde_json::json!(u64::MAX)
+    })
+    .await;
     put_bypassing_admission(&w, "renamed", |r| {
-        r.spec["metadata"]["name"] = serde_json::json!("someone-else");
+        r["spec"]["metadata"]["name"] = serde_json::json!("someone-else");
     })
     .await;
     w.add(&job("orders", "dc-a", "")).await;
@@ -938,8 +948,10 @@ async fn the_controller_process_starts_and_serves_a_store_holding_a_poison_recor
     let dir = tempfile::tempdir().unwrap();
     {
         let store = EmbeddedStateStore::open(&dir.path().join("data/state")).unwrap();
-        let mut poison = new_record(&job("poison", "dc-a", ""));
-        poison.spec["spec"]["parallelism"] = serde_json::json!(4_294_967_295u64);
+        // Decodes (`parallelism` is a u32), breaks Flink's bound: admission would refuse it.
+        let mut poison = job("poison", "dc-a", "");
+        poison.spec.parallelism = 4_294_967_295;
+        let poison = new_record(&poison);
         store.put_job(&poison, Expected::Absent).await.unwrap();
         store
             .put_job(&new_record(&job("orders", "dc-a", "")), Expected::Absent)
@@ -1174,7 +1186,7 @@ async fn an_unreadable_site_record_holds_launches_there_and_the_pass_goes_on() {
         .put_site(&SiteRecord {
             site: "dc-a".into(),
             epoch: 0,
-            state: "active".into(),
+            state: twinsite::state::SiteState::Active,
             detail: serde_json::Value::Null,
         })
         .await
@@ -1190,7 +1202,7 @@ async fn an_unreadable_site_record_holds_launches_there_and_the_pass_goes_on() {
 async fn a_job_at_the_largest_generation_is_failed_with_the_reason_not_launched_past_it() {
     let w = World::new(4);
     let largest = scheduler::limits::MAX_GENERATION;
-    put_bypassing_admission(&w, "worn", |r| r.generation = largest).await;
+    put_bypassing_admission(&w, "worn", |r| r["generation"] = serde_json::json!(largest)).await;
     w.add(&job("orders", "dc-a", "")).await;
 
     let report = w.pass().await;
@@ -1198,7 +1210,7 @@ async fn a_job_at_the_largest_generation_is_failed_with_the_reason_not_launched_
     let record = w.record("worn").await;
     assert_eq!(record.generation, largest);
     assert!(record.placement.is_none());
-    let status = JobStatus::from_value(&record.status);
+    let status = record.status.clone();
     assert_eq!(status.phase, JobPhase::Failed);
     let message = status.message.unwrap();
     assert!(

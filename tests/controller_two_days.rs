@@ -173,11 +173,11 @@ impl World {
                 .value
                 .placement
                 .as_ref()
-                .map(|p| serde_json::from_value::<JobPlacement>(p.detail.clone()).unwrap());
+                .and_then(|p| p.detail.clone());
             out.push((
                 record.value.name.clone(),
                 placement,
-                JobStatus::from_value(&record.value.status),
+                record.value.status.clone(),
             ));
         }
         out

@@ -121,7 +121,7 @@ impl World {
 
     async fn status(&self, name: &str) -> JobStatus {
         let record = self.store.get_job("shop", name).await.unwrap().unwrap();
-        JobStatus::from_value(&record.value.status)
+        record.value.status.clone()
     }
 
     /// The `jarURI` the site was asked to run, from the simulated cluster's saved state.
@@ -269,7 +269,7 @@ async fn an_update_with_a_new_jar_publishes_the_new_content_and_relaunches_with_
     tracing::info!("--- the update names a jar that is not uploaded yet: the old generation stays");
     let mut record = w.store.get_job("shop", "orders").await.unwrap().unwrap();
     let updated = job("orders", "hdfs:///jars/orders-2.jar");
-    record.value.spec = serde_json::to_value(&updated).unwrap();
+    record.value.spec = updated.into();
     w.store
         .put_job(&record.value, Expected::Revision(record.revision))
         .await

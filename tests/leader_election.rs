@@ -10,7 +10,7 @@ use support::etcd::EtcdServer;
 use tokio::time::timeout;
 use twinsite::leader::{LeaderElector, Leadership};
 use twinsite::state::{
-    EtcdConfig, EtcdStateStore, Expected, JobRecord, KeyLayout, StateError, StateStore,
+    EtcdConfig, EtcdStateStore, Expected, JobRecord, JobStatus, KeyLayout, StateError, StateStore,
     connect_etcd,
 };
 
@@ -33,14 +33,16 @@ async fn store_led_by(server: &EtcdServer, leadership: &Leadership) -> EtcdState
     store
 }
 
-fn job(status: &str) -> JobRecord {
+/// The job record each writer puts; `writer` (in its status message) tells whose is stored.
+fn job(writer: &str) -> JobRecord {
     JobRecord {
         namespace: "team-a".to_owned(),
         name: "etl".to_owned(),
-        spec: json!({}),
+        // The store keeps any spec; these tests are about who may write.
+        spec: serde_json::from_value(json!({})).unwrap(),
         generation: 1,
         placement: None,
-        status: json!({ "phase": status }),
+        status: JobStatus::pending(writer),
     }
 }
 
@@ -165,7 +167,7 @@ async fn a_leader_whose_lease_is_revoked_is_fenced_and_told() {
         .await
         .unwrap();
     let stored = store_b.get_job("team-a", "etl").await.unwrap().unwrap();
-    assert_eq!(stored.value.status, json!({"phase": "Relaunched"}));
+    assert_eq!(stored.value.status, JobStatus::pending("Relaunched"));
 }
 
 /// The real thing: A stops renewing a short lease (a frozen process), the lease expires,

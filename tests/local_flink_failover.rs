@@ -21,7 +21,7 @@ use scheduler::model::{JobId, Resources, SiteId};
 use support::flink::{
     counts, flink_python, is_a_cut_of, keyed_counter_job_yaml, max_counts, min_counts, started_from,
 };
-use twinsite::controller::{Controller, JobStatus, PassReport, new_record};
+use twinsite::controller::{Controller, PassReport, new_record};
 use twinsite::replication::ReplicationDriver;
 use twinsite::site::local_flink::{LocalFlinkConfig, LocalFlinkSite};
 use twinsite::site::{JobState, Site, SiteError, flink_job_id};
@@ -173,7 +173,7 @@ impl World {
                 Instant::now() < deadline,
                 "no checkpoint >= {min} replicated to dc-b within {within:?}: {:?}; status {:?}; log {}",
                 self.replicated_to("dc-b").await,
-                JobStatus::from_value(&self.record().await.status),
+                self.record().await.status.clone(),
                 self.log("dc-a", 1).display()
             );
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -287,7 +287,7 @@ async fn a_lost_site_fails_over_to_the_replicated_checkpoint_and_the_keyed_state
             Instant::now() < deadline,
             "not relaunched within {:?} of the loss: {:?}",
             SITE_GRACE + Duration::from_secs(30),
-            JobStatus::from_value(&w.record().await.status)
+            w.record().await.status.clone()
         );
         w.pass().await;
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -296,7 +296,7 @@ async fn a_lost_site_fails_over_to_the_replicated_checkpoint_and_the_keyed_state
     let record = w.record().await;
     assert_eq!(record.generation, 2);
     assert_eq!(record.placement.as_ref().unwrap().site, "dc-b");
-    let status = JobStatus::from_value(&record.status);
+    let status = record.status.clone();
     let restore = status
         .restore_from
         .clone()
@@ -348,7 +348,7 @@ async fn a_lost_site_fails_over_to_the_replicated_checkpoint_and_the_keyed_state
         "{recovery:?}"
     );
     let site_record = w.store.get_site("dc-a").await.unwrap().unwrap().value;
-    assert_eq!(site_record.state, "lost");
+    assert_eq!(site_record.state, twinsite::state::SiteState::Lost);
 
     // Generation 2's output: every key continues from gen 1's checkpointed counts.
     let log2 = w.log("dc-b", 2);
@@ -398,7 +398,7 @@ async fn a_lost_site_fails_over_to_the_replicated_checkpoint_and_the_keyed_state
         w.pass().await;
         let in_a = w.sites["dc-a"].jobs().await.unwrap();
         let site = w.store.get_site("dc-a").await.unwrap().unwrap().value;
-        if in_a.is_empty() && site.state == "active" {
+        if in_a.is_empty() && site.state == twinsite::state::SiteState::Active {
             break;
         }
         assert!(

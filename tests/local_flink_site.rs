@@ -15,7 +15,7 @@ use scheduler::model::{JobId, Resources, SiteId};
 use support::flink::{
     counts, flink_python, is_a_cut_of, keyed_counter_job_yaml, max_counts, started_from,
 };
-use twinsite::controller::{Controller, JobPhase, JobStatus, new_record};
+use twinsite::controller::{Controller, JobPhase, new_record};
 use twinsite::site::Site;
 use twinsite::site::local_flink::{LocalFlinkConfig, LocalFlinkSite};
 use twinsite::state::{EmbeddedStateStore, Expected, StateStore};
@@ -66,7 +66,7 @@ async fn a_dead_flink_job_is_relaunched_from_its_latest_checkpoint_with_its_stat
             .unwrap()
             .unwrap()
             .value;
-        let status = JobStatus::from_value(&record.status);
+        let status = record.status.clone();
         if let Some(c) = status.last_checkpoint.clone().filter(|c| c.id >= 3) {
             break c;
         }
@@ -113,7 +113,7 @@ async fn a_dead_flink_job_is_relaunched_from_its_latest_checkpoint_with_its_stat
         .unwrap()
         .unwrap()
         .value;
-    let status = JobStatus::from_value(&record.status);
+    let status = record.status.clone();
     let restored = status.restore_from.clone().unwrap();
     assert!(restored.contains("/chk-"), "{restored}");
     assert!(
@@ -150,15 +150,14 @@ async fn a_dead_flink_job_is_relaunched_from_its_latest_checkpoint_with_its_stat
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let status = JobStatus::from_value(
-        &store
-            .get_job("shop", "counter")
-            .await
-            .unwrap()
-            .unwrap()
-            .value
-            .status,
-    );
+    let status = store
+        .get_job("shop", "counter")
+        .await
+        .unwrap()
+        .unwrap()
+        .value
+        .status
+        .clone();
     assert_eq!(status.phase, JobPhase::Running, "{status:?}");
     assert_eq!(site.jobs().await.unwrap().len(), 1);
 }

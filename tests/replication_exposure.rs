@@ -137,7 +137,7 @@ impl World {
 
     async fn status(&self) -> JobStatus {
         let record = self.store.get_job("shop", "orders").await.unwrap().unwrap();
-        JobStatus::from_value(&record.value.status)
+        record.value.status.clone()
     }
 
     async fn audits(&self, action: &str) -> Vec<String> {

@@ -12,7 +12,7 @@ use chrono::{TimeZone, Utc};
 use scheduler::input::{Policy, parse_stream_jobs};
 use scheduler::model::{JobId, SiteId, SiteSnapshot};
 use support::fixtures::{node, placement};
-use twinsite::controller::{Controller, JobStatus, new_record};
+use twinsite::controller::{Controller, new_record};
 use twinsite::replication::ReplicationDriver;
 use twinsite::site::sim_metadata;
 use twinsite::site::simulated::{SimulatedSite, SimulatedSiteConfig};
@@ -134,17 +134,16 @@ async fn the_newest_verified_copy_becomes_the_replicated_pointer_and_restores_in
         sims["dc-a"].tick();
     }
     controller.reconcile_once().await.unwrap();
-    let completed = JobStatus::from_value(
-        &store
-            .get_job("shop", "orders")
-            .await
-            .unwrap()
-            .unwrap()
-            .value
-            .status,
-    )
-    .last_checkpoint
-    .unwrap();
+    let completed = store
+        .get_job("shop", "orders")
+        .await
+        .unwrap()
+        .unwrap()
+        .value
+        .status
+        .clone()
+        .last_checkpoint
+        .unwrap();
     assert!(
         completed
             .path
@@ -227,9 +226,7 @@ async fn a_checkpoint_using_a_savepoints_files_replicates_them_within_the_site_s
     }
     controller.reconcile_once().await.unwrap();
     let record = store.get_job("shop", "orders").await.unwrap().unwrap();
-    let newest = JobStatus::from_value(&record.value.status)
-        .last_checkpoint
-        .unwrap();
+    let newest = record.value.status.clone().last_checkpoint.unwrap();
     let chk = std::path::PathBuf::from(newest.path.strip_prefix("file://").unwrap());
 
     // --- the savepoint generation 1 was restored from, in dc-a's storage
@@ -267,10 +264,10 @@ async fn a_checkpoint_using_a_savepoints_files_replicates_them_within_the_site_s
 
     // A restore path that cannot be in dc-a's storage is no help, and no harm either: the
     // round fails as before, naming the file, instead of refusing the job's replication.
-    let mut status = JobStatus::from_value(&record.value.status);
+    let mut status = record.value.status.clone();
     status.restore_from = Some("file:///../escapes".into());
     let mut value = record.value.clone();
-    value.status = status.to_value();
+    value.status = status.clone();
     let revision = store
         .put_job(&value, Expected::Revision(record.revision))
         .await
@@ -287,7 +284,7 @@ async fn a_checkpoint_using_a_savepoints_files_replicates_them_within_the_site_s
     // The status says where generation 1 came from (as a launch from that savepoint sets it).
     status.restore_from = Some(format!("hdfs:///{savepoint_path}"));
     let mut value = record.value.clone();
-    value.status = status.to_value();
+    value.status = status.clone();
     store
         .put_job(&value, Expected::Revision(revision))
         .await

@@ -15,7 +15,7 @@ use chrono::Utc;
 use scheduler::input::{Policy, StreamJob, parse_stream_jobs};
 use scheduler::model::{JobId, SiteId, SiteSnapshot};
 use support::fixtures::node;
-use twinsite::controller::{Controller, JobStatus, new_record};
+use twinsite::controller::{Controller, new_record};
 use twinsite::replication::ReplicationDriver;
 use twinsite::site::simulated::{Fault, SimulatedSite, SimulatedSiteConfig};
 use twinsite::site::{ManualClock, Site};
@@ -199,7 +199,7 @@ async fn a_job_moved_to_the_other_site_reads_that_sites_kafka_from_the_time_of_i
         .unwrap()
         .value;
     assert_eq!(record.placement.as_ref().unwrap().site, "dc-b");
-    let status = JobStatus::from_value(&record.status);
+    let status = record.status.clone();
     assert_eq!(
         status.restore_from.as_deref(),
         Some(replicated.uri.as_str())
@@ -250,7 +250,9 @@ async fn a_job_relaunched_in_its_site_seeks_to_the_time_of_its_latest_checkpoint
         .unwrap()
         .unwrap()
         .value;
-    let checkpoint = JobStatus::from_value(&record.status)
+    let checkpoint = record
+        .status
+        .clone()
         .last_checkpoint
         .expect("a checkpoint seen");
     let completed = checkpoint.completed_at.expect("with its completion time");

@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -12,18 +13,35 @@ use serde_json::json;
 use twinsite::leader::{LeaderElector, Leadership};
 use twinsite::state::{
     AuditEntry, CheckpointKind, CheckpointPointer, EmbeddedStateStore, EtcdConfig, EtcdStateStore,
-    EtcdTls, Expected, JobPlacement, JobRecord, KeyLayout, KvBackend, KvStateStore, RecordKind,
-    SiteRecord, StateError, StateStore, connect_etcd,
+    EtcdTls, Expected, JobPhase, JobPlacement, JobRecord, JobStatus, KeyLayout, KvBackend,
+    KvStateStore, RecordKind, SiteRecord, SiteState, StateError, StateStore, connect_etcd,
 };
 
 fn job(name: &str) -> JobRecord {
+    let yaml = format!(
+        "apiVersion: twinsite.io/v1alpha1\nkind: StreamJob\nmetadata: {{name: {name}, namespace: team-a}}\n\
+         spec:\n  priority: normal\n  image: flink:2.0.0\n  flinkVersion: v2_0\n  jarURI: hdfs:///jars/{name}.jar\n  \
+         parallelism: 4\n  jobManager: {{resources: {{cpu: \"1\", memory: 2Gi}}}}\n  \
+         taskManager: {{resources: {{cpu: \"1\", memory: 2Gi}}, slots: 1}}\n  \
+         checkpoints: {{dir: \"hdfs:///flink/checkpoints/team-a/{name}\", interval: 30s}}\n"
+    );
+    let spec = scheduler::input::parse_stream_jobs("conformance", &yaml)
+        .unwrap()
+        .remove(0);
     JobRecord {
         namespace: "team-a".to_owned(),
         name: name.to_owned(),
-        spec: json!({"parallelism": 4, "jarURI": format!("hdfs:///jars/{name}.jar")}),
+        spec: spec.into(),
         generation: 0,
         placement: None,
-        status: json!({"phase": "Pending"}),
+        status: JobStatus::pending("accepted"),
+    }
+}
+
+fn running() -> JobStatus {
+    JobStatus {
+        phase: JobPhase::Running,
+        ..JobStatus::pending("running")
     }
 }
 
@@ -37,6 +55,18 @@ fn audit(action: &str) -> AuditEntry {
     }
 }
 
+fn collect_json_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            collect_json_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "json") {
+            out.push(path);
+        }
+    }
+    out.sort();
+}
+
 /// The cases, each a plain async fn over `&dyn StateStore`.
 mod suite {
     use super::*;
@@ -47,7 +77,11 @@ mod suite {
         let mut placed = job("billing");
         placed.placement = Some(JobPlacement {
             site: "east".to_owned(),
-            detail: json!({"jobmanager": "node-1"}),
+            detail: Some(
+                serde_json::from_value(json!({"job": "team-a/billing", "site": "east",
+                    "pods": [{"role": "jobmanager", "index": 0, "node": "node-1"}]}))
+                .unwrap(),
+            ),
         });
         store.put_job(&placed, Expected::Any).await.unwrap();
 
@@ -83,7 +117,7 @@ mod suite {
     pub async fn a_write_with_a_stale_revision_conflicts_and_names_the_key(store: &dyn StateStore) {
         let first = store.put_job(&job("etl"), Expected::Absent).await.unwrap();
         let mut update = job("etl");
-        update.status = json!({"phase": "Running"});
+        update.status = running();
         let second = store
             .put_job(&update, Expected::Revision(first))
             .await
@@ -108,7 +142,7 @@ mod suite {
         }
         assert!(err.to_string().contains("team-a/etl"), "{err}");
         let stored = store.get_job("team-a", "etl").await.unwrap().unwrap();
-        assert_eq!(stored.value.status, json!({"phase": "Running"}));
+        assert_eq!(stored.value.status, running());
 
         let create_again = store.put_job(&job("etl"), Expected::Absent).await;
         assert!(matches!(
@@ -144,15 +178,18 @@ mod suite {
     }
 
     pub async fn a_site_epoch_never_decreases(store: &dyn StateStore) {
-        let site = |epoch, state: &str| SiteRecord {
+        let site = |epoch, state| SiteRecord {
             site: "east".to_owned(),
             epoch,
-            state: state.to_owned(),
+            state,
             detail: json!({}),
         };
-        store.put_site(&site(3, "active")).await.unwrap();
-        store.put_site(&site(3, "degraded")).await.unwrap();
-        let err = store.put_site(&site(2, "active")).await.unwrap_err();
+        store.put_site(&site(3, SiteState::Active)).await.unwrap();
+        store.put_site(&site(3, SiteState::Lost)).await.unwrap();
+        let err = store
+            .put_site(&site(2, SiteState::Active))
+            .await
+            .unwrap_err();
         assert!(
             matches!(
                 err,
@@ -165,19 +202,19 @@ mod suite {
             "{err:?}"
         );
         assert!(err.to_string().contains("/sites/east"), "{err}");
-        store.put_site(&site(4, "lost")).await.unwrap();
+        store.put_site(&site(4, SiteState::Lost)).await.unwrap();
         store
             .put_site(&SiteRecord {
                 site: "west".to_owned(),
                 epoch: 1,
-                state: "active".to_owned(),
+                state: SiteState::Active,
                 detail: json!(null),
             })
             .await
             .unwrap();
 
         let east = store.get_site("east").await.unwrap().unwrap().value;
-        assert_eq!((east.epoch, east.state.as_str()), (4, "lost"));
+        assert_eq!((east.epoch, east.state), (4, SiteState::Lost));
         let sites: Vec<String> = store
             .list_sites()
             .await
@@ -552,6 +589,157 @@ mod suite {
         );
     }
 
+    /// The records a controller of the previous schema (1, before `schemaVersion` existed)
+    /// wrote, byte for byte (`tests/fixtures/store-v1/`), as an upgraded controller finds
+    /// them: every one reads into the typed records, none is unreadable, and one rewritten
+    /// through the store reads back the same, marked with today's schema.
+    pub async fn records_written_by_schema_1_read_into_the_typed_records<B: KvBackend>(
+        store: &KvStateStore<B>,
+    ) {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1");
+        let mut files = Vec::new();
+        collect_json_files(&fixtures, &mut files);
+        assert_eq!(files.len(), 13, "{files:?}");
+        for file in &files {
+            let relative = file.strip_prefix(&fixtures).unwrap().to_str().unwrap();
+            let key = format!("/twinsite/v1/{}", relative.trim_end_matches(".json"));
+            put_raw(store, &key, &std::fs::read(file).unwrap()).await;
+        }
+
+        let scan = store.scan_jobs().await.unwrap();
+        assert!(scan.unreadable.is_empty(), "{:?}", scan.unreadable);
+        let names: Vec<&str> = scan.jobs.iter().map(|j| j.value.name.as_str()).collect();
+        assert_eq!(names, ["clicks", "fresh", "orders"]);
+
+        let orders = store
+            .get_job("shop", "orders")
+            .await
+            .unwrap()
+            .unwrap()
+            .value;
+        let spec = orders.spec.stream_job().unwrap();
+        assert_eq!(
+            (spec.spec.jar_uri.as_str(), spec.spec.parallelism),
+            ("hdfs:///jars/orders.jar", 2)
+        );
+        assert_eq!(orders.generation, 1);
+        let placement = orders.placement.clone().unwrap();
+        let detail = placement.detail.as_ref().unwrap();
+        assert_eq!((placement.site.as_str(), detail.pods.len()), ("dc-a", 3));
+        assert_eq!(orders.status.phase, JobPhase::Running);
+        assert_eq!(orders.status.last_checkpoint.as_ref().unwrap().id, 1);
+        assert_eq!(
+            orders.status.launched_spec.as_deref(),
+            Some("00d171fad5e043ec7cbe6d0e")
+        );
+        assert!(!orders.status.rederived);
+
+        // Schema 1 stored a new job's status as `null`.
+        let fresh = store.get_job("shop", "fresh").await.unwrap().unwrap().value;
+        assert_eq!((fresh.generation, fresh.placement), (0, None));
+        assert!(fresh.status.is_accepted(), "{:?}", fresh.status);
+        assert!(fresh.spec.stream_job().is_ok());
+
+        let site = store.get_site("dc-b").await.unwrap().unwrap().value;
+        assert_eq!((site.epoch, site.state), (3, SiteState::Lost));
+        assert_eq!(site.detail, json!({"reason": "unreachable"}));
+        let pointers = store.list_all_checkpoints().await.unwrap();
+        assert_eq!(pointers.len(), 2, "{pointers:?}");
+        assert_eq!(store.list_audit(1, 0).await.unwrap().len(), 5);
+        let failover: Vec<String> = store
+            .list_failover_records()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(failover, ["job.shop.clicks", "job.shop.orders"]);
+        assert!(
+            store.unreadable_records().is_empty(),
+            "{:?}",
+            store.unreadable_records()
+        );
+
+        // Rewritten by this version: the same record, marked with its schema.
+        let current = store.get_job("shop", "orders").await.unwrap().unwrap();
+        store
+            .put_job(&current.value, Expected::Revision(current.revision))
+            .await
+            .unwrap();
+        let raw = store
+            .backend()
+            .get("/twinsite/v1/jobs/shop/orders")
+            .await
+            .unwrap()
+            .unwrap();
+        let written: serde_json::Value = serde_json::from_slice(&raw.value).unwrap();
+        assert_eq!(written["schemaVersion"], twinsite::state::SCHEMA_VERSION);
+        let v1: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(fixtures.join("jobs/shop/orders.json")).unwrap())
+                .unwrap();
+        for field in [
+            "namespace",
+            "name",
+            "spec",
+            "generation",
+            "placement",
+            "status",
+        ] {
+            assert_eq!(written[field], v1[field], "{field} changed in the rewrite");
+        }
+        let again = store
+            .get_job("shop", "orders")
+            .await
+            .unwrap()
+            .unwrap()
+            .value;
+        assert_eq!(again, current.value);
+    }
+
+    /// A record of a later schema is left alone, as an older controller must treat what it
+    /// may misunderstand: reported with the reason, never acted on or rewritten.
+    pub async fn a_record_of_a_later_schema_is_unreadable_naming_its_schema<B: KvBackend>(
+        store: &KvStateStore<B>,
+    ) {
+        let mut later = serde_json::to_value(job("etl")).unwrap();
+        later["schemaVersion"] = json!(twinsite::state::SCHEMA_VERSION + 1);
+        put_raw(
+            store,
+            "/twinsite/v1/jobs/team-a/etl",
+            later.to_string().as_bytes(),
+        )
+        .await;
+        let mut site = serde_json::to_value(SiteRecord {
+            site: "east".into(),
+            epoch: 2,
+            state: SiteState::Active,
+            detail: json!(null),
+        })
+        .unwrap();
+        site["schemaVersion"] = json!("two");
+        put_raw(
+            store,
+            "/twinsite/v1/sites/east",
+            site.to_string().as_bytes(),
+        )
+        .await;
+
+        let scan = store.scan_jobs().await.unwrap();
+        assert!(scan.jobs.is_empty(), "{:?}", scan.jobs);
+        assert_eq!(scan.unreadable.len(), 1);
+        let reason = &scan.unreadable[0].reason;
+        assert!(
+            reason.contains(&format!(
+                "schemaVersion {}",
+                twinsite::state::SCHEMA_VERSION + 1
+            )) && reason.contains("newer twinsite"),
+            "{reason}"
+        );
+        let err = store.get_site("east").await.unwrap_err();
+        assert!(err.to_string().contains("schemaVersion \"two\""), "{err}");
+        assert!(store.list_sites().await.unwrap().is_empty());
+    }
+
     /// The other records a controller reads at start and in its passes: none that fails to
     /// decode fails a listing; each is reported with its kind.
     pub async fn unreadable_sites_pointers_failover_and_audit_records_are_left_out<B: KvBackend>(
@@ -561,7 +749,7 @@ mod suite {
         let site = |name: &str, epoch| SiteRecord {
             site: name.to_owned(),
             epoch,
-            state: "active".to_owned(),
+            state: SiteState::Active,
             detail: json!({}),
         };
         store.put_site(&site("west", 1)).await.unwrap();
@@ -777,6 +965,8 @@ conformance!(
     an_audit_log_at_its_largest_sequence_refuses_to_append,
     job_records_that_do_not_decode_are_reported_apart_and_never_fail_a_listing,
     unreadable_sites_pointers_failover_and_audit_records_are_left_out,
+    records_written_by_schema_1_read_into_the_typed_records,
+    a_record_of_a_later_schema_is_unreadable_naming_its_schema,
 );
 
 /// The embedded store must survive a restart with every record and revision intact.
@@ -792,7 +982,7 @@ async fn an_embedded_store_reopened_after_drop_has_every_record() {
             .put_site(&SiteRecord {
                 site: "east".to_owned(),
                 epoch: 7,
-                state: "active".to_owned(),
+                state: SiteState::Active,
                 detail: json!({}),
             })
             .await
@@ -845,7 +1035,7 @@ async fn an_embedded_store_never_wraps_its_revision_and_refuses_to_open_at_the_l
         assert_eq!(last, i64::MAX);
         let on_disk = std::fs::read(&record).unwrap();
         let mut update = job("etl");
-        update.status = json!({"phase": "Running"});
+        update.status = running();
         let err = store.put_job(&update, Expected::Any).await.unwrap_err();
         assert!(matches!(err, StateError::CounterLimit { .. }), "{err:?}");
         let err = store

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use serde_json::json;
-use twinsite::state::{EmbeddedStateStore, Expected, JobRecord, StateError, StateStore};
+use twinsite::state::{EmbeddedStateStore, Expected, JobRecord, JobStatus, StateError, StateStore};
 
 #[derive(Debug, Clone)]
 enum Precondition {
@@ -53,10 +53,15 @@ fn record(job: usize, status: u8) -> JobRecord {
     JobRecord {
         namespace: "ns".to_owned(),
         name: format!("job-{job}"),
-        spec: json!({}),
+        // The store keeps any spec; the model is about revisions and preconditions.
+        spec: serde_json::from_value(json!({})).unwrap(),
         generation: 0,
         placement: None,
-        status: json!(status),
+        // `status` told apart by the relaunch count.
+        status: JobStatus {
+            relaunches: u32::from(status),
+            ..JobStatus::pending("model")
+        },
     }
 }
 
@@ -128,7 +133,7 @@ async fn run(ops: Vec<Op>) {
             .into_iter()
             .map(|j| {
                 let job = j.value.name.trim_start_matches("job-").parse().unwrap();
-                let status = j.value.status.as_u64().unwrap() as u8;
+                let status = u8::try_from(j.value.status.relaunches).unwrap();
                 (job, (status, j.revision))
             })
             .collect();

@@ -113,7 +113,7 @@ async fn page() -> Page {
     controller.set_leading(true);
     let mut record = new_record(&parse_stream_jobs("job.yaml", JOB).unwrap().remove(0));
     // A status message echoing hostile text: the page must show it, not run it.
-    record.status = JobStatus::pending("<script>alert('x')</script> & \"quoted\"").to_value();
+    record.status = JobStatus::pending("<script>alert('x')</script> & \"quoted\"");
     store.put_job(&record, Expected::Absent).await.unwrap();
     let state = Arc::new(ApiState {
         controller,

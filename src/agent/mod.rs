@@ -4,6 +4,9 @@
 //! every site's as the controller). The decisions and the timing argument are
 //! `failover::agent` and `failover/README.md`; this folder only performs them.
 //!
+//! May use: `crate::{site, state, leader}` and the crates. Must never: use the controller
+//! (an agent runs where no controller is), or decide anything itself.
+//!
 //! Two forms run the same [`look`]: `twinsite agent --site NAME` (a small Deployment in the
 //! site it guards, `src/commands/agent.rs`, lease in etcd), and the in-process agent the
 //! controller runs for simulated and local-Flink sites (lease: the controller's own

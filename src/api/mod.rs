@@ -1,6 +1,10 @@
 //! The HTTP API (axum, JSON): health, metrics, sites, nodes, jobs (read and edit), a dry-run
 //! plan, the audit log, the OpenAPI document and, for simulated sites only, fault injection.
 //!
+//! May use: everything below it (`controller`, `kube_jobs`, `diagnosis`, `failover_plan`,
+//! `job`, `site`, `state`, `metrics`). Must never: be used by them (only `commands` wires it),
+//! or change a job except through the store (the reconcile loop acts on what it wrote).
+//!
 //! Every request but `/healthz`, `/readyz` (and `/metrics` when configured open) needs a
 //! bearer token (`auth`): the read-only token reads, the admin token does everything.
 //! Refusals (401/403) are audited. Job specs and audit entries are shown redacted
@@ -102,7 +106,7 @@ impl ApiState {
             .get_job(namespace, name)
             .await?
             .ok_or_else(|| ApiError::stale(namespace, name, None))?;
-        Ok(job_view(&self.controller, record))
+        job_view(&self.controller, record)
     }
 
     /// Audits a refused request (401/403) without the presented token, within the rate
@@ -516,8 +520,9 @@ struct JobView {
     metadata: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     site: Option<String>,
+    /// Absent for a job not placed; `null` for one placed on nodes not recorded.
     #[serde(skip_serializing_if = "Option::is_none")]
-    placement: Option<Value>,
+    placement: Option<Option<scheduler::model::JobPlacement>>,
     status: JobStatus,
     /// RPO exposure per peer site, as the leader judged it last (empty on a follower, and
     /// for jobs it does not replicate).
@@ -529,14 +534,22 @@ struct JobView {
 fn job_view(
     controller: &Controller,
     record: crate::state::Versioned<crate::state::JobRecord>,
-) -> JobView {
+) -> ApiResult<JobView> {
     let redactor = &controller.redactor;
     let replication = controller.exposure.of(&scheduler::model::JobId::new(
         &record.value.namespace,
         &record.value.name,
     ));
-    let status = JobStatus::from_value(&record.value.status);
-    let mut object = record.value.spec;
+    let status = record.value.status.clone();
+    let mut object = record.value.spec.to_json().map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "cannot encode the spec of {}/{}: {e}",
+                record.value.namespace, record.value.name
+            ),
+        )
+    })?;
     redactor.redact_job(&mut object);
     let spec = object.get("spec").cloned().unwrap_or(Value::Null);
     let resource_version = record.revision.to_string();
@@ -548,7 +561,7 @@ fn job_view(
         "resourceVersion".into(),
         Value::String(resource_version.clone()),
     );
-    JobView {
+    Ok(JobView {
         namespace: record.value.namespace,
         name: record.value.name,
         generation: Some(record.value.generation),
@@ -560,7 +573,7 @@ fn job_view(
         status,
         replication,
         spec,
-    }
+    })
 }
 
 /// The `ETag` header of a job at `revision`: a strong tag, `"<revision>"`.
@@ -600,8 +613,12 @@ async fn list_jobs(State(state): State<Arc<ApiState>>) -> ApiResult<Json<Vec<Job
         .jobs
         .into_iter()
         .map(|record| job_view(&state.controller, record))
-        .chain(scan.unreadable.into_iter().map(unreadable_job_view))
-        .collect();
+        .chain(
+            scan.unreadable
+                .into_iter()
+                .map(|u| Ok(unreadable_job_view(u))),
+        )
+        .collect::<ApiResult<_>>()?;
     views.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     Ok(Json(views))
 }
@@ -616,7 +633,7 @@ async fn get_job(
             Ok((etag(view.revision), Json(view)))
         }
         Ok(Some(record)) => {
-            let view = job_view(&state.controller, record);
+            let view = job_view(&state.controller, record)?;
             Ok((etag(view.revision), Json(view)))
         }
         Ok(None) => Err(ApiError::new(
@@ -696,8 +713,8 @@ fn check_policy(state: &ApiState, job: &scheduler::input::StreamJob) -> ApiResul
 fn job_to_store(
     state: &ApiState,
     job: &scheduler::input::StreamJob,
-    stored: Option<&Value>,
-) -> ApiResult<Value> {
+    stored: Option<&crate::state::StoredSpec>,
+) -> ApiResult<crate::state::StoredSpec> {
     let mut job = job.clone();
     job.metadata.resource_version = None;
     let mut object = serde_json::to_value(&job).map_err(|e| {
@@ -706,17 +723,33 @@ fn job_to_store(
             format!("cannot encode the job: {e}"),
         )
     })?;
+    let stored = stored
+        .map(crate::state::StoredSpec::to_json)
+        .transpose()
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot encode the stored job: {e}"),
+            )
+        })?;
     state
         .controller
         .redactor
-        .restore(&mut object, stored)
+        .restore(&mut object, stored.as_ref())
         .map_err(|e| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("request body: {e}"),
             )
         })?;
-    Ok(object)
+    // The placeholders stood for strings and were replaced by strings: still a StreamJob.
+    let restored = serde_json::from_value::<scheduler::input::StreamJob>(object).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("request body with its redacted values restored: {e}"),
+        )
+    })?;
+    Ok(restored.into())
 }
 
 async fn create_job(
@@ -948,7 +981,7 @@ async fn replace_job(
     };
     if let Some(owner) = existing
         .as_ref()
-        .and_then(|c| crate::kube_jobs::watch_owner(controller, &c.value))
+        .and_then(|c| controller.watch_owner(&c.value))
     {
         let error = ApiError::owned_by_object(&namespace, &name, &owner);
         return Err(state.rejected(&caller, "replace", &target, error).await);
@@ -1065,7 +1098,7 @@ async fn delete_job(
         // Only with a watch configured: the check needs a read, and the delete then applies
         // to the revision read, so the job cannot become watch-owned in between.
         Some(_) => match readable_job(controller, &namespace, &name).await? {
-            Ok(Some(current)) => match crate::kube_jobs::watch_owner(controller, &current.value) {
+            Ok(Some(current)) => match controller.watch_owner(&current.value) {
                 Some(owner) => {
                     let error = ApiError::owned_by_object(&namespace, &name, &owner);
                     return Err(state.rejected(&caller, "delete", &target, error).await);
@@ -1150,7 +1183,7 @@ async fn dry_run_plan(State(state): State<Arc<ApiState>>) -> ApiResult<Json<Valu
             })),
         }
         if let Some(p) = &record.value.placement
-            && let Ok(p) = serde_json::from_value::<JobPlacement>(p.detail.clone())
+            && let Some(p) = p.detail.clone()
         {
             running.push(p);
         }

@@ -24,8 +24,8 @@ use serde::Deserialize;
 
 use super::session::{self, CSRF_COOKIE, SESSION_COOKIE};
 use super::{ApiError, ApiState, auth};
+use crate::controller::JobPhase;
 use crate::controller::health::op_kind;
-use crate::controller::{JobPhase, JobStatus};
 
 /// Recoveries listed, newest first.
 const RECOVERIES_SHOWN: usize = 100;
@@ -406,7 +406,7 @@ async fn render(
     let mut rows = Vec::new();
     let exposures = controller.exposure.judged();
     for r in &records {
-        let status = JobStatus::from_value(&r.value.status);
+        let status = r.value.status.clone();
         let site = r
             .value
             .placement

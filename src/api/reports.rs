@@ -44,7 +44,7 @@ async fn live_inputs(state: &ApiState) -> Result<LiveInputs, ApiError> {
             continue;
         };
         if let Some(p) = &record.value.placement
-            && let Ok(p) = serde_json::from_value::<JobPlacement>(p.detail.clone())
+            && let Some(p) = p.detail.clone()
         {
             running.push(p);
         }

@@ -155,8 +155,7 @@ async fn main() -> anyhow::Result<()> {
     let victim = records
         .iter()
         .find_map(|r| {
-            let p: scheduler::model::JobPlacement =
-                serde_json::from_value(r.value.placement.as_ref()?.detail.clone()).ok()?;
+            let p = r.value.placement.as_ref()?.detail.clone()?;
             let jm = p.pods.iter().find(|p| p.role == PodRole::Jobmanager)?;
             Some((r.value.clone(), p.site.clone(), jm.node.clone()))
         })
@@ -218,7 +217,7 @@ async fn main() -> anyhow::Result<()> {
         if store
             .get_site(&lost.0)
             .await?
-            .is_some_and(|s| s.value.state == "lost")
+            .is_some_and(|s| s.value.state == twinsite::state::SiteState::Lost)
         {
             break (pass_started - down_at, pass_time);
         }

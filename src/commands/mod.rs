@@ -1,5 +1,8 @@
 //! What each subcommand does: read the user's files, call the pure crates, print results.
 //! Each `<x>.rs` owns its arguments (`<X>Args`) and its `run`; `crate::cli` only lists them.
+//!
+//! May use: every module (this is the wiring, the top layer). Must never: be used by
+//! anything but `cli`, or hold logic another command or the API needs (put it below).
 
 use std::path::{Path, PathBuf};
 

@@ -19,7 +19,7 @@ use scheduler::model::{JobId, SiteId};
 use serde::Serialize;
 
 use super::metrics::{ExposureLabel, SitePairLabel};
-use super::status::{Condition, JobStatus, REPLICATION_BEHIND};
+use super::status::{Condition, REPLICATION_BEHIND};
 use super::{Controller, stream_job_of};
 use crate::state::{CheckpointKind, Expected, StateError};
 
@@ -243,7 +243,9 @@ impl Controller {
                     records
                         .iter()
                         .filter(|r| {
-                            JobStatus::from_value(&r.value.status)
+                            r.value
+                                .status
+                                .clone()
                                 .condition(REPLICATION_BEHIND)
                                 .is_some_and(Condition::is_true)
                         })
@@ -262,10 +264,10 @@ impl Controller {
                 .map(|p| p.iter().filter(|e| e.exposure.breached).collect())
                 .unwrap_or_default();
             // A status that does not parse is left to the reconcile pass, never overwritten.
-            let Ok(mut status) = serde_json::from_value::<JobStatus>(record.value.status.clone())
-            else {
+            if record.value.status.rederived {
                 continue;
-            };
+            }
+            let mut status = record.value.status.clone();
             let had_true = status
                 .condition(REPLICATION_BEHIND)
                 .is_some_and(Condition::is_true);
@@ -317,7 +319,7 @@ impl Controller {
             }
             status.set_condition(condition.clone());
             let mut updated = record.value.clone();
-            updated.status = status.to_value();
+            updated.status = status.clone();
             match self
                 .store
                 .put_job(&updated, Expected::Revision(record.revision))

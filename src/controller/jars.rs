@@ -29,11 +29,11 @@ use hdfs_sync::jars::{JarCopy, JarRef};
 use hdfs_sync::{Storage, StorageUrl};
 use scheduler::input::StreamJob;
 use scheduler::model::{JobId, SiteId};
-use serde::{Deserialize, Serialize};
 
 use super::Controller;
 use super::launch::in_site_storage;
 use super::status::JobStatus;
+pub use crate::state::{JarSiteStatus, JarState, JarStatus};
 
 /// Where published jars live, relative to a site's storage root.
 pub const JAR_ROOT: &str = "twinsite/jars";
@@ -42,84 +42,6 @@ pub const JAR_ROOT: &str = "twinsite/jars";
 const CONCURRENT_PUBLICATIONS: usize = 4;
 const FIRST_RETRY: Duration = Duration::from_secs(2);
 const LONGEST_RETRY: Duration = Duration::from_secs(300);
-
-/// The job's jar as published for its current spec: stored in the job's status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JarStatus {
-    /// The `jarURI` published, as the spec gives it.
-    pub source: String,
-    /// Hash of the spec this publication is for (`launch::spec_hash`).
-    pub spec: String,
-    /// The jar's content address, once its source was read.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jar: Option<JarRef>,
-    /// Why the source could not be read (naming the URI), while it cannot.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Each target site's copy.
-    pub sites: BTreeMap<String, JarSiteStatus>,
-    /// Publications of this spec that did not verify everywhere.
-    #[serde(default)]
-    pub attempts: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JarSiteStatus {
-    pub state: JarState,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JarState {
-    /// Not tried yet for this spec.
-    Publishing,
-    /// The bytes at the site's address hash to the jar.
-    Verified,
-    /// The last try failed (`reason`); retried.
-    Failed,
-}
-
-impl JarState {
-    pub const ALL: [JarState; 3] = [JarState::Publishing, JarState::Verified, JarState::Failed];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JarState::Publishing => "publishing",
-            JarState::Verified => "verified",
-            JarState::Failed => "failed",
-        }
-    }
-}
-
-impl JarStatus {
-    /// Sites the jar of spec `spec` is not verified in, with the reason: what a move there
-    /// is refused for. Every site it names when the status is of another spec or URI.
-    pub fn missing(&self, source: &str, spec: &str) -> BTreeMap<SiteId, String> {
-        let current = self.source == source && self.spec == spec;
-        self.sites
-            .iter()
-            .filter(|(_, s)| !current || s.state != JarState::Verified)
-            .map(|(site, s)| {
-                let reason = if !current {
-                    format!("the job's jar {source} is not published to {site} yet")
-                } else {
-                    match (&s.state, &s.reason, &self.error) {
-                        (_, _, Some(error)) => format!("jar {source}: {error}"),
-                        (JarState::Failed, Some(reason), _) => {
-                            format!("jar {source} is not verified in {site}'s storage: {reason}")
-                        }
-                        _ => format!("jar {source} is still being published to {site}"),
-                    }
-                };
-                (SiteId(site.clone()), reason)
-            })
-            .collect()
-    }
-}
 
 /// What the jar allows a new launch of the job's spec.
 #[derive(Debug, Clone, PartialEq, Eq)]

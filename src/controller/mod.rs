@@ -1,6 +1,11 @@
 //! The controller: sites, state store and policy held together, and the leader-only loop
 //! that reconciles them (`reconcile`). The HTTP API (`crate::api`) reads and edits through
 //! the same `Controller`.
+//!
+//! May use: `job`, `site`, `state`, `replication` (it implements its
+//! `ReplicationContext`), `agent`, `leader`, `metrics`, `redact` and the crates. Must never:
+//! use the doors and views above it (`api`, `kube_jobs`, `diagnosis`, `failover_plan`,
+//! `commands`): they call it; or act while it does not lead (every write is fenced).
 
 pub mod exposure;
 pub mod failover;
@@ -11,6 +16,7 @@ pub mod launch;
 pub mod metrics;
 pub mod rebalance;
 pub mod reconcile;
+mod replication_context;
 pub mod rightsize;
 pub mod status;
 
@@ -26,6 +32,8 @@ use tokio_util::sync::CancellationToken;
 pub use metrics::ControllerMetrics;
 pub use reconcile::PassReport;
 pub use status::{JobPhase, JobStatus};
+
+pub use crate::job::{new_record, stream_job_of};
 
 use crate::site::Site;
 use crate::state::{Expected, JobRecord, StateError, StateStore};
@@ -46,7 +54,7 @@ pub struct Controller {
     pub redactor: crate::redact::Redactor,
     /// Where this controller watches StreamJob objects (config `streamJobs`): the jobs that
     /// came from there are edited through their objects, not the API.
-    pub stream_jobs: Option<crate::kube_jobs::Scope>,
+    pub stream_jobs: Option<crate::job::Scope>,
     /// RPO exposure of every replicated job, judged by the leader (`exposure.rs`).
     pub exposure: exposure::ExposureBook,
     /// Site health and operations as the leader's failover engine last saw them.
@@ -121,7 +129,7 @@ impl Controller {
     }
 
     /// The cluster (and namespace) whose StreamJob objects this controller watches.
-    pub fn with_stream_jobs(mut self, scope: crate::kube_jobs::Scope) -> Controller {
+    pub fn with_stream_jobs(mut self, scope: crate::job::Scope) -> Controller {
         self.stream_jobs = Some(scope);
         self
     }
@@ -274,13 +282,8 @@ impl Controller {
         let scan = self.store.scan_jobs().await?;
         let readable = scan.jobs.iter().map(|r| {
             let record = &r.value;
-            let stored_tenant = record
-                .spec
-                .pointer("/spec/tenant")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or(&record.namespace);
             (
-                stored_tenant,
+                crate::job::stored_tenant(record),
                 record.namespace.as_str(),
                 record.name.as_str(),
             )
@@ -314,6 +317,20 @@ impl Controller {
         Admission {
             _turn: self.admission.lock().await,
         }
+    }
+
+    /// The API's answer to an edit of a job this controller's StreamJob watch owns:
+    /// `Some(owner)` when the job came from a StreamJob object of the watched cluster (edit
+    /// or delete that object). Jobs marked with a cluster this controller does not watch are
+    /// the API's to edit.
+    pub fn watch_owner(&self, record: &JobRecord) -> Option<String> {
+        let scope = self.stream_jobs.as_ref()?;
+        scope.owns(record).then(|| {
+            format!(
+                "the StreamJob object {}/{} in site {}'s cluster",
+                record.namespace, record.name, scope.home
+            )
+        })
     }
 
     /// Appends an audit entry by `actor`; failures are logged, not fatal. Secret-looking
@@ -356,44 +373,4 @@ impl Controller {
                 .redact_text_keeping(result, &[target.rsplit('/').next().unwrap_or(target)]),
         }
     }
-}
-
-/// The stored record of a new job: generation 0 (never launched), no placement.
-pub fn new_record(job: &StreamJob) -> JobRecord {
-    JobRecord {
-        namespace: job.metadata.namespace.clone(),
-        name: job.metadata.name.clone(),
-        spec: serde_json::to_value(job).unwrap_or_default(),
-        generation: 0,
-        placement: None,
-        status: serde_json::Value::Null,
-    }
-}
-
-/// The StreamJob a record holds (the whole object as the user gave it), checked as admission
-/// checks a new job. `Err` (the reason) for a record the controller must not act on: a spec
-/// that does not decode or breaks a rule or bound (one written straight into the store, or
-/// admitted by an older version), a name that is not the spec's, or a generation past
-/// [`scheduler::limits::MAX_GENERATION`]. Every reader of job records goes through here, so
-/// such a record is reported, never obeyed.
-pub fn stream_job_of(record: &JobRecord) -> Result<StreamJob, String> {
-    if record.generation > scheduler::limits::MAX_GENERATION {
-        return Err(format!(
-            "generation {} is past the largest twinsite writes ({})",
-            record.generation,
-            scheduler::limits::MAX_GENERATION
-        ));
-    }
-    let job = serde_json::from_value::<StreamJob>(record.spec.clone())
-        .map_err(|e| format!("the spec does not decode as a StreamJob: {e}"))?;
-    if job.metadata.namespace != record.namespace || job.metadata.name != record.name {
-        return Err(format!(
-            "the spec is of {}, not {}/{}",
-            job.id(),
-            record.namespace,
-            record.name
-        ));
-    }
-    job.validate().map_err(|e| e.to_string())?;
-    Ok(job)
 }

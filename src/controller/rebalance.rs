@@ -105,7 +105,7 @@ impl Controller {
                 .value
                 .placement
                 .as_ref()
-                .and_then(|p| serde_json::from_value::<JobPlacement>(p.detail.clone()).ok())
+                .and_then(|p| p.detail.clone())
             else {
                 continue;
             };

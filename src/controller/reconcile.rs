@@ -329,7 +329,7 @@ impl Controller {
         report: &mut PassReport,
     ) -> Result<(), StateError> {
         let PassView { views, moves } = seen;
-        let old_status = JobStatus::from_value(&record.value.status);
+        let old_status = record.value.status.clone();
         let mut status = old_status.clone();
         // A scale profile active now (policy `scaleProfiles`) makes the job run scaled: its
         // spec hash then differs from the launched one, so the change goes through the
@@ -371,7 +371,7 @@ impl Controller {
             .value
             .placement
             .as_ref()
-            .and_then(|p| serde_json::from_value::<JobPlacement>(p.detail.clone()).ok());
+            .and_then(|p| p.detail.clone());
 
         let Some(placement) = placement else {
             let spec_changed = status.launched_spec.as_deref() != Some(hash.as_str());
@@ -440,7 +440,7 @@ impl Controller {
             // new spec from it.
             let restore = match &observation {
                 Some(o) if o.state == JobState::Running => {
-                    let target = format!("{}/savepoints", launch_dir(&job));
+                    let target = crate::job::savepoint_dir(&job);
                     match view
                         .site
                         .stop_with_savepoint(&id, generation, &target)
@@ -492,8 +492,9 @@ impl Controller {
             && !matches!(jar, JarGate::Waiting(_))
         {
             // Off borrowed capacity before its window closes, or off a node that breaks another
-            // rule now: the spec-change path with the rebalancer's placement (same site, so the savepoint is readable there).
-            let target = format!("{}/savepoints", launch_dir(&job));
+            // rule now: the spec-change path with the rebalancer's placement (same site, so the
+            // savepoint is readable there).
+            let target = crate::job::savepoint_dir(&job);
             let what = format!("{id}@{}#{generation}", placement.site);
             match view
                 .site
@@ -654,7 +655,7 @@ impl Controller {
                         });
                         let mut cleared = record.value.clone();
                         cleared.placement = None;
-                        cleared.status = status.to_value();
+                        cleared.status = status.clone();
                         self.put_if_unchanged(&cleared, record.revision, report)
                             .await?;
                         report.count(JobPhase::Failed);
@@ -749,7 +750,7 @@ impl Controller {
                             status.message = Some(format!("{error}; placing it again"));
                             let mut cleared = record.value.clone();
                             cleared.placement = None;
-                            cleared.status = status.to_value();
+                            cleared.status = status.clone();
                             self.put_if_unchanged(&cleared, record.revision, report)
                                 .await?;
                             report.count(JobPhase::Pending);
@@ -876,11 +877,11 @@ impl Controller {
                     t.status.message = Some(reason.clone());
                     t.status.site = None;
                     report.unplaced.push((id, reason));
-                    let old = JobStatus::from_value(&t.record.value.status);
+                    let old = t.record.value.status.clone();
                     if t.record.value.placement.is_some() {
                         let mut cleared = t.record.value.clone();
                         cleared.placement = None;
-                        cleared.status = t.status.to_value();
+                        cleared.status = t.status.clone();
                         self.put_if_unchanged(&cleared, t.record.revision, report)
                             .await?;
                         report.count(JobPhase::Pending);
@@ -939,7 +940,7 @@ impl Controller {
                 status.site = None;
                 status.message = Some(reason.clone());
                 report.unplaced.push((t.demand.id.clone(), reason));
-                record.status = status.to_value();
+                record.status = status.clone();
                 self.put_if_unchanged(&record, revision, report).await?;
                 report.count(JobPhase::Pending);
                 return Ok(());
@@ -953,7 +954,7 @@ impl Controller {
                 status.site = None;
                 status.message = Some(format!("not launched: {reason}"));
                 report.unplaced.push((t.demand.id.clone(), reason));
-                record.status = status.to_value();
+                record.status = status.clone();
                 self.put_if_unchanged(&record, revision, report).await?;
                 report.count(JobPhase::Pending);
                 return Ok(());
@@ -981,9 +982,9 @@ impl Controller {
         record.generation = generation;
         record.placement = Some(crate::state::JobPlacement {
             site: placement.site.0.clone(),
-            detail: serde_json::to_value(&placement).unwrap_or_default(),
+            detail: Some(placement.clone()),
         });
-        record.status = status.to_value();
+        record.status = status.clone();
         if !self.put_if_unchanged(&record, revision, report).await? {
             return Ok(());
         }
@@ -1026,7 +1027,7 @@ impl Controller {
         status.site = None;
         status.message = Some(message);
         record.placement = None;
-        record.status = status.to_value();
+        record.status = status.clone();
         self.put_if_unchanged(&record, revision, report).await?;
         report.count(JobPhase::Failed);
         Ok(())
@@ -1047,11 +1048,12 @@ impl Controller {
         report: &mut PassReport,
     ) -> Result<(), StateError> {
         report.count(status.phase);
-        if old == status && !record.value.status.is_null() {
+        // A new job's placeholder status is replaced by the first pass even when unchanged.
+        if old == status && !record.value.status.is_accepted() {
             return Ok(());
         }
         let mut updated = record.value.clone();
-        updated.status = status.to_value();
+        updated.status = status.clone();
         self.put_if_unchanged(&updated, record.revision, report)
             .await
             .map(|_| ())
@@ -1094,7 +1096,6 @@ impl Controller {
     }
 }
 
-/// The directory savepoints of a job go under: its checkpoint directory.
 impl Controller {
     /// Stops each job the placer preempted (with a savepoint, so it resumes from it) and
     /// leaves it pending with the reason; the next pass places it where room allows. A job
@@ -1121,12 +1122,12 @@ impl Controller {
                 continue;
             };
             let generation = record.value.generation;
-            let mut status = JobStatus::from_value(&record.value.status);
+            let mut status = record.value.status.clone();
             let what = format!("{victim}@{}#{generation}", preemption.site);
             let result = match views.get(&preemption.site) {
                 None => "site unreachable: it stops when it is reached".to_string(),
                 Some(view) => {
-                    let target = format!("{}/savepoints", launch_dir(&job));
+                    let target = crate::job::savepoint_dir(&job);
                     let outcome = match view
                         .site
                         .stop_with_savepoint(victim, generation, &target)
@@ -1163,7 +1164,7 @@ impl Controller {
             ));
             let mut cleared = record.value.clone();
             cleared.placement = None;
-            cleared.status = status.to_value();
+            cleared.status = status;
             tracing::info!(job = %victim, by = %preemption.by, "preempted");
             self.audit(
                 "preempt",
@@ -1176,17 +1177,4 @@ impl Controller {
         }
         Ok(())
     }
-}
-
-fn launch_dir(job: &StreamJob) -> String {
-    job.spec
-        .checkpoints
-        .as_ref()
-        .map(|c| c.dir.trim_end_matches('/').to_string())
-        .unwrap_or_else(|| {
-            format!(
-                "hdfs:///flink/checkpoints/{}/{}",
-                job.metadata.namespace, job.metadata.name
-            )
-        })
 }

@@ -127,7 +127,7 @@ impl Controller {
                 message: "dry run: nothing changed".into(),
             });
         }
-        if let Some(owner) = crate::kube_jobs::watch_owner(self, &record.value) {
+        if let Some(owner) = self.watch_owner(&record.value) {
             // The object is the job's truth: a store edit would be undone by the next sync.
             return Ok(RightsizeOutcome {
                 message: format!(
@@ -138,10 +138,14 @@ impl Controller {
                 applied: false,
             });
         }
-        let mut spec = record.value.spec.clone();
+        let mut spec = record
+            .value
+            .spec
+            .to_json()
+            .map_err(|e| invalid(e.to_string()))?;
         merge_patch(&mut spec, &patch);
         let patched: scheduler::input::StreamJob =
-            serde_json::from_value(spec.clone()).map_err(|e| invalid(e.to_string()))?;
+            serde_json::from_value(spec).map_err(|e| invalid(e.to_string()))?;
         // Every admission rule and bound, as for an API edit (a recommendation past Flink's
         // parallelism bound is refused here, not stored to be refused by the next pass).
         patched.validate().map_err(|e| invalid(e.to_string()))?;
@@ -149,7 +153,7 @@ impl Controller {
             .check_jobs("right-sized spec", std::slice::from_ref(&patched))
             .map_err(|e| invalid(e.to_string()))?;
         let mut updated = record.value.clone();
-        updated.spec = spec;
+        updated.spec = patched.into();
         let result = self
             .store
             .put_job(&updated, Expected::Revision(record.revision))
@@ -173,13 +177,7 @@ impl Controller {
     pub async fn auto_rightsize(&self, source: &dyn MetricsSource) -> Result<usize, StateError> {
         let mut changed = 0;
         for record in self.store.list_jobs().await? {
-            let opted_in = record
-                .value
-                .spec
-                .pointer("/metadata/annotations")
-                .and_then(|a| a.get(AUTO_ANNOTATION))
-                .and_then(Value::as_str)
-                == Some("auto");
+            let opted_in = record.value.spec.annotation(AUTO_ANNOTATION) == Some("auto");
             if !opted_in {
                 continue;
             }

@@ -6,28 +6,11 @@ use scheduler::input::{Policy, StreamJob, parse_stream_jobs};
 use scheduler::model::SiteId;
 use serde_json::{Map, Value, json};
 
-/// The annotation twinsite puts on the stored copy of a job that came from a StreamJob
-/// object, naming the cluster that owns it (`kubernetes/<site>`). Reserved: neither an object
-/// nor an API body may set it.
-pub const ORIGIN_ANNOTATION: &str = "twinsite.io/origin";
+pub use crate::job::origin::{ORIGIN_ANNOTATION, origin, origin_of};
 
 /// Annotations of an object that are not part of the job: kubectl's copy of the whole last
 /// applied object (it would double the stored size and show every spec value again).
 const DROPPED_ANNOTATIONS: [&str; 1] = ["kubectl.kubernetes.io/last-applied-configuration"];
-
-/// The origin annotation's value for jobs whose objects live in `site`'s cluster.
-pub fn origin(site: &SiteId) -> String {
-    format!("kubernetes/{site}")
-}
-
-/// The origin annotation of a stored job (the whole StreamJob JSON the store keeps).
-pub fn origin_of(stored: &Value) -> Option<&str> {
-    stored
-        .get("metadata")?
-        .get("annotations")?
-        .get(ORIGIN_ANNOTATION)?
-        .as_str()
-}
 
 /// One StreamJob object as the watch sees it (any JSON the API server returned: the watch
 /// reads objects untyped, so one that does not decode is refused alone, never the list).
@@ -180,7 +163,7 @@ mod tests {
             ]
             .into()
         );
-        let stored = serde_json::to_value(&job).unwrap();
+        let stored = crate::state::StoredSpec::from(job);
         assert_eq!(origin_of(&stored), Some("kubernetes/dc-a"));
     }
 

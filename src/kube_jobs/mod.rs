@@ -10,8 +10,10 @@
 //! - [`StreamJobWatch`]: a kube-rs reflector on the objects (untyped, so one bad object is
 //!   refused alone), a leader-only sync round that executes the plan and the status writes.
 //!
-//! Depends on the controller (its store, policy, leadership) and kube; the controller does
-//! not depend on it, except that the API asks [`watch_owner`] before editing a job.
+//! May use: the controller (its store, policy, leadership, admission turn), `crd`, `job`,
+//! `state` and kube. Must never: be used by the controller (which knows only the watch's
+//! `job::Scope`, to answer `Controller::watch_owner` for the API), or write a job the
+//! admission rules refuse.
 
 pub mod admit;
 pub mod plan;
@@ -71,19 +73,6 @@ impl StreamJobWatchConfig {
             store_concurrency: 16,
         }
     }
-}
-
-/// The API's answer to an edit of a job this controller's watch owns: `Some(owner)` when the
-/// job came from a StreamJob object of the watched cluster (edit or delete that object).
-/// Jobs marked with a cluster this controller does not watch are the API's to edit.
-pub fn watch_owner(controller: &Controller, record: &JobRecord) -> Option<String> {
-    let scope = controller.stream_jobs.as_ref()?;
-    scope.owns(record).then(|| {
-        format!(
-            "the StreamJob object {}/{} in site {}'s cluster",
-            record.namespace, record.name, scope.home
-        )
-    })
 }
 
 /// What one sync round did.

@@ -14,31 +14,11 @@
 use std::collections::{BTreeMap, HashMap};
 
 use scheduler::input::Policy;
-use scheduler::model::SiteId;
 
-use super::admit::{ClusterObject, admit, origin, origin_of};
-use crate::controller::new_record;
+use super::admit::{ClusterObject, admit, origin_of};
+pub use crate::job::Scope;
+use crate::job::{new_record, stored_tenant};
 use crate::state::{JobRecord, UnreadableRecord, Versioned};
-
-/// Which objects and jobs the watch owns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Scope {
-    /// The site whose cluster holds the StreamJob objects.
-    pub home: SiteId,
-    /// The one namespace watched; `None`: all.
-    pub namespace: Option<String>,
-}
-
-impl Scope {
-    /// Whether a stored job belongs to this watch: marked with its origin, in its namespace.
-    pub fn owns(&self, record: &JobRecord) -> bool {
-        origin_of(&record.spec) == Some(origin(&self.home).as_str())
-            && self
-                .namespace
-                .as_ref()
-                .is_none_or(|n| *n == record.namespace)
-    }
-}
 
 /// One write the store needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,16 +60,6 @@ pub struct SyncPlan {
     pub refused: BTreeMap<(String, String), String>,
 }
 
-/// The tenant a stored job counts against, as `Controller::tenant_room` counts it.
-fn stored_tenant(record: &JobRecord) -> String {
-    record
-        .spec
-        .pointer("/spec/tenant")
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or(&record.namespace)
-        .to_owned()
-}
-
 /// The store changes that make it hold the jobs of `objects` (a complete list), given the
 /// stored records that decode (`records`) and those that do not (`unreadable`: their jobs
 /// count against their namespace's tenant, as the API counts them, and an object of such a
@@ -109,7 +79,9 @@ pub fn plan_sync(
         .collect();
     let mut per_tenant: HashMap<String, usize> = HashMap::new();
     for record in records {
-        *per_tenant.entry(stored_tenant(&record.value)).or_default() += 1;
+        *per_tenant
+            .entry(stored_tenant(&record.value).to_owned())
+            .or_default() += 1;
     }
     let unreadable: HashMap<(&str, &str), &UnreadableRecord> = unreadable
         .iter()
@@ -146,7 +118,7 @@ pub fn plan_sync(
         let existing = stored.get(&(object.namespace.as_str(), object.name.as_str()));
         // The same room rule as an API create or replace: the job itself does not count.
         let tenant = job.tenant().0;
-        let old_tenant = existing.map(|r| stored_tenant(&r.value));
+        let old_tenant = existing.map(|r| stored_tenant(&r.value).to_owned());
         let others = per_tenant.get(&tenant).copied().unwrap_or(0)
             - usize::from(old_tenant.as_deref() == Some(tenant.as_str()));
         let max = scheduler::limits::MAX_JOBS_PER_TENANT;
@@ -236,25 +208,24 @@ mod tests {
 
     /// A stored job as a door would have written it (`origin` names that door).
     fn stored(namespace: &str, name: &str, parallelism: i64, origin: Option<&str>) -> JobRecord {
-        let mut record = JobRecord {
-            namespace: namespace.into(),
-            name: name.into(),
-            spec: document(namespace, name, parallelism, origin),
-            generation: 4,
-            placement: None,
-            status: json!({"phase": "running", "site": "dc-b"}),
-        };
         // The parser's own form (defaults filled in), as every door stores it.
-        let job = scheduler::input::parse_stream_jobs("t", &record.spec.to_string())
+        let document = document(namespace, name, parallelism, origin).to_string();
+        let job = scheduler::input::parse_stream_jobs("t", &document)
             .unwrap()
             .remove(0);
-        record.spec = serde_json::to_value(&job).unwrap();
-        record
+        JobRecord {
+            namespace: namespace.into(),
+            name: name.into(),
+            spec: job.into(),
+            generation: 4,
+            placement: None,
+            status: serde_json::from_value(json!({"phase": "running", "site": "dc-b"})).unwrap(),
+        }
     }
 
     fn scope(namespace: Option<&str>) -> Scope {
         Scope {
-            home: SiteId("dc-a".into()),
+            home: scheduler::model::SiteId("dc-a".into()),
             namespace: namespace.map(str::to_owned),
         }
     }
@@ -333,8 +304,8 @@ mod tests {
         };
         assert_eq!(from, "the HTTP API");
         assert_eq!(record.generation, 4);
-        assert_eq!(record.status["site"], "dc-b");
-        assert_eq!(record.spec["spec"]["parallelism"], 2);
+        assert_eq!(record.status.site.as_deref(), Some("dc-b"));
+        assert_eq!(record.spec.stream_job().unwrap().spec.parallelism, 2);
         assert_eq!(origin_of(&record.spec), Some("kubernetes/dc-a"));
     }
 

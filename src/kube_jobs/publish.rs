@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::controller::JobStatus;
 use crate::crd::{PublishedCheckpoint, PublishedJar, StreamJobPhase, StreamJobStatus};
+use crate::state::StoredSpec;
 use crate::state::{CheckpointEntry, CheckpointKind, JobRecord};
 
 /// The longest `status.message` written, in bytes. An object may be as large as the API
@@ -58,12 +58,14 @@ pub fn desired_status(
 ) -> Option<StreamJobStatus> {
     let mut status = match record {
         Some(record) => {
-            let job = JobStatus::from_value(&record.status);
+            let job = record.status.clone();
             let mut status = StreamJobStatus::of(&job, record.generation);
-            status.observed_generation = record
-                .spec
-                .pointer("/metadata/generation")
-                .and_then(serde_json::Value::as_i64);
+            status.observed_generation = match &record.spec {
+                StoredSpec::StreamJob(job) => job.metadata.generation,
+                StoredSpec::Undecodable { raw, .. } => raw
+                    .pointer("/metadata/generation")
+                    .and_then(serde_json::Value::as_i64),
+            };
             status.last_checkpoint = newest(checkpoints, CheckpointKind::Completed, |site| {
                 job.site.as_deref().is_none_or(|s| s == site)
             });
@@ -198,7 +200,7 @@ mod tests {
     fn running(last: Option<PublishedCheckpoint>) -> StreamJobStatus {
         StreamJobStatus {
             observed_generation: Some(2),
-            phase: Some(StreamJobPhase::Job(crate::controller::JobPhase::Running)),
+            phase: Some(StreamJobPhase::Job(crate::state::JobPhase::Running)),
             site: Some("dc-a".into()),
             generation: Some(5),
             last_checkpoint: last,
@@ -277,10 +279,10 @@ mod tests {
         let record = JobRecord {
             namespace: "shop".into(),
             name: "orders".into(),
-            spec: json!({"metadata": {"generation": 3}}),
+            spec: serde_json::from_value(json!({"metadata": {"generation": 3}})).unwrap(),
             generation: 5,
             placement: None,
-            status: json!({"phase": "running", "site": "dc-a", "relaunches": 0}),
+            status: serde_json::from_value(json!({"phase": "running", "site": "dc-a"})).unwrap(),
         };
         let entry = |kind, site: &str, id, at_ms| CheckpointEntry {
             kind,
@@ -359,8 +361,8 @@ mod tests {
         ) {
             let phases = [
                 StreamJobPhase::Invalid,
-                StreamJobPhase::Job(crate::controller::JobPhase::Running),
-                StreamJobPhase::Job(crate::controller::JobPhase::Pending),
+                StreamJobPhase::Job(crate::state::JobPhase::Running),
+                StreamJobPhase::Job(crate::state::JobPhase::Pending),
             ];
             let status = |p: usize, m: &Option<String>, at: i64| StreamJobStatus {
                 phase: Some(phases[p]),

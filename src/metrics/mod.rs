@@ -3,6 +3,9 @@
 //! hand back raw series per job, which `scheduler::report::assemble` aggregates and
 //! `scheduler::rightsize::recommend` judges; nothing here decides anything.
 //!
+//! May use: `job`, `state` and the crates. Must never: use the controller, or write
+//! anything (it reads metrics; the controller applies recommendations).
+//!
 //! Series of a job are found by the labels twinsite's pods carry, as Prometheus' usual
 //! Kubernetes relabelling spells them: `namespace` and `twinsite_io_job` (see
 //! `scheduler::report::assemble`). Metric names are those of Flink's Prometheus reporter

@@ -15,7 +15,7 @@ use scheduler::report::assemble::{JobFacts, RawSeries};
 use scheduler::rightsize::Window;
 
 use super::{JobKey, MetricsError, MetricsSource, synthetic};
-use crate::controller::stream_job_of;
+use crate::job::stream_job_of;
 use crate::state::StateStore;
 
 /// How long a generated history serves requests: the simulated jobs' metrics move on in

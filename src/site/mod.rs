@@ -1,6 +1,9 @@
 //! The site interface (nodes, pods, job launches, health, checkpoints) and its kinds: an
 //! in-process simulated site and a thin Kubernetes adapter. See `src/site/README.md`.
 //!
+//! May use: the crates only (a floor layer; `tests/layering.rs` checks it). Must never: know
+//! the controller, the store or the jobs' records: a site runs the `LaunchSpec` it is given.
+//!
 //! One `Site` is one data-centre site. The controller holds an `Arc<dyn Site>` per site and
 //! only ever talks to a site through this trait, so the simulation exercises the same code
 //! paths as production.
@@ -360,6 +363,12 @@ pub fn flink_job_id(job: &JobId, generation: u64) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(format!("{job}#{generation}").as_bytes());
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where a job's savepoints go: the `savepoints` directory beside its checkpoints (the
+/// controller's stop-with-savepoint and the Flink configuration a site writes agree on it).
+pub fn savepoints_under(checkpoint_dir: &str) -> String {
+    format!("{}/savepoints", checkpoint_dir.trim_end_matches('/'))
 }
 
 /// The local path a storage URI names in a site whose storage is the directory `root`

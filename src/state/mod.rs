@@ -4,6 +4,10 @@
 //! [`KvBackend`] seam, with two backends: [`EtcdKv`] (every write a transaction guarded by the
 //! leader key, so a deposed leader's writes fail) and [`EmbeddedKv`] (one process, a local
 //! directory). Key layout and file format: see `src/state/README.md` and [`keys`].
+//!
+//! May use: the crates only (a floor layer; `tests/layering.rs` checks it). Must never: act
+//! on what it stores, or let one record that does not decode fail a listing (it is reported
+//! as an [`UnreadableRecord`]); the record types are the store's schema ([`SCHEMA_VERSION`]).
 
 mod embedded;
 mod error;
@@ -11,6 +15,7 @@ mod etcd;
 pub mod keys;
 mod kv;
 mod record;
+pub mod status;
 mod store;
 
 use async_trait::async_trait;
@@ -22,10 +27,14 @@ pub use keys::KeyLayout;
 pub use kv::{KvBackend, KvEntry};
 pub use record::{
     AuditEntry, AuditRecord, CheckpointEntry, CheckpointKind, CheckpointPointer, Expected,
-    JobCheckpoint, JobPlacement, JobRecord, JobScan, RecordKind, SiteRecord, UnreadableRecord,
-    Versioned,
+    JobCheckpoint, JobPlacement, JobRecord, JobScan, RecordKind, SiteRecord, SiteState, StoredSpec,
+    UnreadableRecord, Versioned,
 };
-pub use store::KvStateStore;
+pub use status::{
+    Condition, JarSiteStatus, JarState, JarStatus, JobPhase, JobStatus, LastCheckpoint,
+    REPLICATION_BEHIND, Restore,
+};
+pub use store::{KvStateStore, SCHEMA_VERSION};
 
 /// The controller's durable state. Writes fail with [`StateError::NotLeader`] or
 /// [`StateError::Fenced`] when this controller does not lead; the caller must then stop acting.

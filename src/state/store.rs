@@ -23,6 +23,20 @@ use super::{
     UnreadableRecord, Versioned,
 };
 
+/// The schema of the job and site records this version writes, in their `schemaVersion`
+/// field. A record without one was written before the field existed: schema 1 (the
+/// fixtures under `tests/fixtures/store-v1/`), which this version reads as it is. A record
+/// of a later schema is unreadable here (reported, never acted on): an older controller
+/// must not act on, or rewrite, what it may misunderstand.
+///
+/// - 1: the spec, placement detail and status kept as the JSON the controller gave.
+/// - 2: the same JSON shape, written from typed fields; a job's status is always an object
+///   (a new job's says it waits for the first pass, where schema 1 wrote `null`).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The field naming a record's schema.
+const SCHEMA_FIELD: &str = "schemaVersion";
+
 /// How often a read-check-write loop retries after losing a race before giving up with the
 /// conflict. Only one leader writes, so races are between its own tasks and short-lived.
 const MAX_RACE_RETRIES: usize = 64;
@@ -58,6 +72,38 @@ fn same_key(key: &str, own: Result<String, StateError>, what: &str) -> Result<()
             "the record is of {own}, not of the key it is stored under"
         )),
         Err(error) => Err(format!("the record names an invalid {what}: {error}")),
+    }
+}
+
+fn cannot_encode(key: &str, error: serde_json::Error) -> StateError {
+    StateError::Corrupt {
+        location: key.to_owned(),
+        reason: format!("cannot encode record: {error}"),
+    }
+}
+
+/// A job or site record's schema is one this version reads (absent: 1).
+fn check_schema(bytes: &[u8]) -> Result<(), String> {
+    #[derive(serde::Deserialize)]
+    struct Schema {
+        #[serde(rename = "schemaVersion", default = "schema_one")]
+        version: serde_json::Value,
+    }
+    fn schema_one() -> serde_json::Value {
+        1.into()
+    }
+    // Bytes that are no JSON object are left to the record's own decoding to name.
+    let Ok(Schema { version }) = serde_json::from_slice::<Schema>(bytes) else {
+        return Ok(());
+    };
+    match version.as_u64() {
+        Some(v) if (1..=u64::from(SCHEMA_VERSION)).contains(&v) => Ok(()),
+        Some(v) if v > u64::from(SCHEMA_VERSION) => Err(format!(
+            "schemaVersion {v} was written by a newer twinsite: this one reads schemas 1 to {SCHEMA_VERSION}"
+        )),
+        _ => Err(format!(
+            "schemaVersion {version} is not a schema twinsite writes (1 to {SCHEMA_VERSION})"
+        )),
     }
 }
 
@@ -129,6 +175,9 @@ impl<B: KvBackend> KvStateStore<B> {
             reason,
             job: self.layout.job_of_key(key),
         };
+        if matches!(kind, RecordKind::Job | RecordKind::Site) {
+            check_schema(&entry.value).map_err(unreadable)?;
+        }
         let value: T = serde_json::from_slice(&entry.value)
             .map_err(|e| unreadable(format!("record does not decode: {e}")))?;
         check(&self.layout, key, &value).map_err(unreadable)?;
@@ -190,10 +239,35 @@ impl<B: KvBackend> KvStateStore<B> {
         value: &T,
         expected: Expected,
     ) -> Result<i64, StateError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| StateError::Corrupt {
-            location: key.to_owned(),
-            reason: format!("cannot encode record: {e}"),
-        })?;
+        let bytes = serde_json::to_vec(value).map_err(|e| cannot_encode(key, e))?;
+        self.write_bytes(key, bytes, expected).await
+    }
+
+    /// [`Self::write`] of a job or site record, marked with [`SCHEMA_VERSION`].
+    async fn write_versioned<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        expected: Expected,
+    ) -> Result<i64, StateError> {
+        let mut record = serde_json::to_value(value).map_err(|e| cannot_encode(key, e))?;
+        let Some(fields) = record.as_object_mut() else {
+            return Err(StateError::Corrupt {
+                location: key.to_owned(),
+                reason: "cannot encode record: not a JSON object".into(),
+            });
+        };
+        fields.insert(SCHEMA_FIELD.into(), SCHEMA_VERSION.into());
+        let bytes = serde_json::to_vec(&record).map_err(|e| cannot_encode(key, e))?;
+        self.write_bytes(key, bytes, expected).await
+    }
+
+    async fn write_bytes(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        expected: Expected,
+    ) -> Result<i64, StateError> {
         let revision = self.backend.put(key, bytes, expected).await?;
         self.forget_unreadable(key);
         Ok(revision)
@@ -339,7 +413,7 @@ impl<B: KvBackend> StateStore for KvStateStore<B> {
 
     async fn put_job(&self, job: &JobRecord, expected: Expected) -> Result<i64, StateError> {
         let key = self.layout.job(&job.namespace, &job.name)?;
-        self.write(&key, job, expected).await
+        self.write_versioned(&key, job, expected).await
     }
 
     async fn delete_job(
@@ -374,7 +448,7 @@ impl<B: KvBackend> StateStore for KvStateStore<B> {
                         consequence: "a launch needs a generation larger than every earlier one; delete and re-create the job",
                     })?;
             match self
-                .write(&key, &next, Expected::Revision(current.revision))
+                .write_versioned(&key, &next, Expected::Revision(current.revision))
                 .await
             {
                 Ok(revision) => {
@@ -500,7 +574,7 @@ impl<B: KvBackend> StateStore for KvStateStore<B> {
                 },
                 Err(error) => return Err(error),
             };
-            match self.write(&key, record, expected).await {
+            match self.write_versioned(&key, record, expected).await {
                 Err(StateError::Conflict { .. }) if attempt < MAX_RACE_RETRIES => attempt += 1,
                 result => return result,
             }

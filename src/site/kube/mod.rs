@@ -3,6 +3,9 @@
 //! objects [`objects::launch_objects`] builds, stops are deletes by label; checkpoints are
 //! read from the site's storage and the operator's status ([`observe::CheckpointFinder`]).
 //!
+//! May use: `crate::site` and the crates (kube, hdfs-sync). Must never: decide anything
+//! (placement, fencing and relaunch are the controller's), or reach the store.
+//!
 //! Tested against recorded-shape requests and responses (tower-test) and a fake API server
 //! in the tests, never against a live API server: see `src/site/README.md`.
 

@@ -390,7 +390,7 @@ fn under(dir: &str, child: &str) -> String {
 /// Where a generation's savepoints go: beside its checkpoints, as the controller's own
 /// stop-with-savepoint does.
 pub fn savepoint_dir(spec: &LaunchSpec) -> String {
-    under(&spec.checkpoint_dir, "savepoints")
+    crate::site::savepoints_under(&spec.checkpoint_dir)
 }
 
 /// twinsite's Flink configuration over the user's: job id, checkpoint and savepoint
