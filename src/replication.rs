@@ -420,10 +420,11 @@ struct Copy {
     ledger: Arc<FileLedger>,
 }
 
-/// Copies a savepoint directory (everything below it: savepoints are self-contained) from
-/// `from`'s storage to the same path in `to`'s, verifying each file by length and checksum
-/// (hdfs-sync's XXH64) read back from the target, and returns the savepoint's URI at `to`. Sites without a
-/// storage root share one namespace: the savepoint is already readable there.
+/// Copies a savepoint from `from`'s storage to the same path in `to`'s
+/// (`hdfs_sync::savepoint::copy_savepoint`: every file verified, `_metadata` last) and returns
+/// the savepoint's URI at `to`. Sites without a storage root share one namespace: the
+/// savepoint is already readable there. The error names both sites and hdfs-sync's typed
+/// error, as the failover status shows it.
 pub async fn copy_savepoint(
     roots: &BTreeMap<SiteId, String>,
     from: &SiteId,
@@ -435,136 +436,10 @@ pub async fn copy_savepoint(
     };
     let source = hdfs_sync::StorageUrl::parse(&in_site_storage(from_root, savepoint)?)
         .map_err(|e| e.to_string())?;
-    // The same path below the target's root as below the source's.
     let from_base = hdfs_sync::StorageUrl::parse(from_root).map_err(|e| e.to_string())?;
-    let relative = source
-        .relative_to(&from_base)
-        .ok_or_else(|| format!("savepoint {savepoint} is not in {from}'s storage {from_root}"))?;
-    let target = hdfs_sync::StorageUrl::parse(to_root)
-        .and_then(|root| root.join(&relative))
-        .map_err(|e| e.to_string())?;
     let to_base = hdfs_sync::StorageUrl::parse(to_root).map_err(|e| e.to_string())?;
-    // Each side confined to its storage (local: nothing below the root is followed); the
-    // target's root is the site's, as the directory above the savepoint is synced too.
-    let source_fs = hdfs_sync::storage_for(&source).map_err(|e| e.to_string())?;
-    let target_fs = hdfs_sync::storage_for(&to_base).map_err(|e| e.to_string())?;
-    let mut pending = vec![String::new()];
-    while let Some(relative) = pending.pop() {
-        let dir = if relative.is_empty() {
-            source.clone()
-        } else {
-            source.join(&relative).map_err(|e| e.to_string())?
-        };
-        for entry in source_fs.list(&dir).await.map_err(|e| e.to_string())? {
-            let path = if relative.is_empty() {
-                entry.name.clone()
-            } else {
-                format!("{relative}/{}", entry.name)
-            };
-            if entry.is_dir {
-                pending.push(path);
-                continue;
-            }
-            if path == "_metadata" {
-                continue;
-            }
-            let from_url = source.join(&path).map_err(|e| e.to_string())?;
-            let to_url = target.join(&path).map_err(|e| e.to_string())?;
-            copy_verified(&*source_fs, &from_url, &*target_fs, &to_url).await?;
-        }
-    }
-    // `_metadata` last, so the copy counts as a savepoint only once everything is there; an
-    // absolute reference into the source's storage is rewritten to the same path in the
-    // target's (savepoints Flink writes are relative and pass through unchanged).
-    let metadata_url = source.join("_metadata").map_err(|e| e.to_string())?;
-    let original = source_fs
-        .read_bounded(&metadata_url, hdfs_sync::metadata::MAX_METADATA_BYTES)
+    hdfs_sync::savepoint::copy_savepoint(&source, &from_base, &to_base)
         .await
-        .map_err(|e| format!("{metadata_url}: {e}"))?;
-    let (original, metadata_permissions) = (original.bytes, original.permissions);
-    let parsed = hdfs_sync::CheckpointMetadata::parse(&original, &metadata_url.to_string())
-        .map_err(|e| e.to_string())?;
-    let rewritten = parsed
-        .rewrite_uris(&original, |uri| {
-            let url = hdfs_sync::StorageUrl::parse(uri).ok()?;
-            let relative = url.relative_to(&from_base)?;
-            Some(to_base.join(&relative).ok()?.to_flink_string())
-        })
-        .map_err(|e| e.to_string())?;
-    let target_metadata = target.join("_metadata").map_err(|e| e.to_string())?;
-    target_fs
-        .write_all_with_permissions(
-            &target_metadata,
-            bytes::Bytes::from(rewritten.clone()),
-            metadata_permissions,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let written = target_fs
-        .read_bounded(
-            &target_metadata,
-            (rewritten.len() as u64).max(hdfs_sync::metadata::MAX_METADATA_BYTES),
-        )
-        .await
-        .map_err(|e| e.to_string())?
-        .bytes;
-    if written != rewritten {
-        return Err(format!(
-            "{target_metadata}: copy does not match after writing"
-        ));
-    }
-    if let Some(parent) = target.parent() {
-        target_fs
-            .sync_dir(&parent)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(target.to_flink_string())
-}
-
-async fn copy_verified(
-    source_fs: &dyn hdfs_sync::Storage,
-    from: &hdfs_sync::StorageUrl,
-    target_fs: &dyn hdfs_sync::Storage,
-    to: &hdfs_sync::StorageUrl,
-) -> Result<(), String> {
-    use hdfs_sync::checksum::{self, Xxh64};
-    let mut reader = source_fs.open_read(from).await.map_err(|e| e.to_string())?;
-    // No wider than the source's permission bits.
-    let mut writer = target_fs
-        .create_with_permissions(to, reader.permissions())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut hash = Xxh64::new();
-    let mut len = 0u64;
-    loop {
-        match reader.next_chunk().await {
-            Ok(Some(chunk)) => {
-                hash.update(&chunk);
-                len += chunk.len() as u64;
-                if let Err(e) = writer.write(chunk).await {
-                    writer.abort().await;
-                    return Err(e.to_string());
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                writer.abort().await;
-                return Err(e.to_string());
-            }
-        }
-    }
-    writer.commit().await.map_err(|e| e.to_string())?;
-    let mut written = target_fs.open_read(to).await.map_err(|e| e.to_string())?;
-    let (written_len, written_sum) = checksum::of_stream(&mut *written)
-        .await
-        .map_err(|e| e.to_string())?;
-    let copied_sum = hash.hex();
-    if (written_len, &written_sum) != (len, &copied_sum) {
-        return Err(format!(
-            "{to}: copy does not match its source after writing \
-             ({written_len} bytes {written_sum} read back, {len} bytes {copied_sum} copied)"
-        ));
-    }
-    Ok(())
+        .map(|copy| copy.to_flink_string())
+        .map_err(|e| format!("{from} to {to}: {e}"))
 }

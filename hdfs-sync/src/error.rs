@@ -122,6 +122,8 @@ pub enum SyncError {
         /// `, nor … in <dir>` when a restored-from directory was searched, else empty.
         searched: String,
     },
+    #[error("savepoint {savepoint} is not below the site's storage root {root}")]
+    SavepointOutsideRoot { savepoint: String, root: String },
     #[error("{what} {url} took longer than {seconds} s")]
     Timeout {
         what: &'static str,
@@ -173,6 +175,7 @@ impl SyncError {
             SyncError::Metadata(_) => "metadata",
             SyncError::VerifyFailed { .. } => "verify_failed",
             SyncError::ReferenceOutsideRoot { .. } => "reference_outside_root",
+            SyncError::SavepointOutsideRoot { .. } => "savepoint_outside_root",
             SyncError::UnresolvedRelativeReference { .. } => "unresolved_reference",
             SyncError::Timeout { .. } => "timeout",
             SyncError::Ledger { .. } => "ledger",

@@ -6,6 +6,7 @@
 //! - [`replicate`]: the [`Replicator`], its options, outcomes and metrics.
 //! - [`ledger`]: where replicated checkpoints are recorded; [`jars`]: content-addressed jars.
 //! - [`checksum`]: the integrity checksum (XXH64) of replicated files.
+//! - [`savepoint`]: one savepoint copied to the other site's storage, verified.
 //! - [`fault`]: a fault-injecting storage wrapper for tests of failure handling.
 //!
 //! May use: the filesystem and HDFS (through [`Storage`]), tokio. Must never: depend on
@@ -22,6 +23,7 @@ pub mod jars;
 pub mod ledger;
 pub mod metadata;
 pub mod replicate;
+pub mod savepoint;
 pub mod storage;
 pub mod url;
 
