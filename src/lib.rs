@@ -10,6 +10,7 @@
 //!        api                          HTTP doors and views
 //!          ↓
 //!   kube_jobs · diagnosis · failover_plan · config     doors/views over the controller
+//!   node_usage (above config)         sites wrapped with measured node usage
 //!          ↓
 //!     controller                      the leader's loop, the failover driver's effects
 //!          ↓
