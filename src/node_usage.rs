@@ -59,7 +59,9 @@ impl NodeUsageProbe {
         config: &NodeUsageConfig,
         namespace: Option<&str>,
     ) -> Result<NodeUsageProbe, crate::metrics::MetricsError> {
-        let quoted = namespace.map(promql_string).unwrap_or_default();
+        let quoted = namespace
+            .map(crate::metrics::prometheus::quote)
+            .unwrap_or_default();
         let fill = |q: &str| q.replace(NodeUsageQueries::NAMESPACE, &quoted);
         Ok(NodeUsageProbe {
             site,
@@ -122,11 +124,6 @@ impl NodeUsageProbe {
             problem,
         })
     }
-}
-
-/// A PromQL string literal.
-fn promql_string(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// One value per node from an instant vector; a node named twice is summed (a query without
@@ -360,6 +357,29 @@ mod tests {
 
     #[test]
     fn the_namespace_is_filled_in_as_a_quoted_promql_string() {
-        assert_eq!(promql_string(r#"a"b\c"#), r#""a\"b\\c""#);
+        let config = NodeUsageConfig {
+            prometheus: BTreeMap::new(),
+            queries: NodeUsageQueries {
+                node_cpu: "a".into(),
+                node_memory: "b".into(),
+                pods_cpu: "x{namespace={namespace}}".into(),
+                pods_memory: "y".into(),
+            },
+            node_label: "node".into(),
+            refresh: Duration::from_secs(60),
+            max_age: Duration::from_secs(300),
+        };
+        let probe = NodeUsageProbe::new(
+            SiteId("dc-a".into()),
+            "http://127.0.0.1:9",
+            &config,
+            Some(r#"a"b"#),
+        )
+        .unwrap();
+        assert_eq!(probe.queries.pods_cpu, r#"x{namespace="a\"b"}"#);
+        assert_eq!(
+            probe.queries.node_cpu, "a",
+            "a query without it is kept as written"
+        );
     }
 }

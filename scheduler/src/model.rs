@@ -318,6 +318,16 @@ impl NodePool {
     }
 }
 
+impl PlacementPolicy {
+    /// Whether any offline pool lends at `at`.
+    pub fn lending_open_at(&self, at: chrono::DateTime<chrono::Utc>) -> bool {
+        self.pools
+            .iter()
+            .filter_map(|p| p.offline.as_ref())
+            .any(|l| l.is_open_at(at))
+    }
+}
+
 /// How much of an offline pool twinsite may borrow, and when.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OfflineLending {

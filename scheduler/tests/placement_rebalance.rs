@@ -485,11 +485,10 @@ fn two_borrowers_by_usage(
     (sites, jobs, policy, running)
 }
 
-#[test]
-fn when_the_batch_workload_grows_the_least_important_borrower_leaves_and_no_more() {
-    // Batch at 11 cpu: 16 − 11 − 1 = 4 cpu lent, both TaskManagers (4 cpu) still fit.
-    let (sites, jobs, policy, running) = two_borrowers_by_usage(Some(11_000));
-    let quiet = rebalance(
+/// One rebalance round at night over [`two_borrowers_by_usage`], with the default rules.
+fn night_round_by_usage(batch_cpu: Option<i64>) -> RebalancePlan {
+    let (sites, jobs, policy, running) = two_borrowers_by_usage(batch_cpu);
+    rebalance(
         &sites,
         &jobs,
         &policy,
@@ -497,23 +496,20 @@ fn when_the_batch_workload_grows_the_least_important_borrower_leaves_and_no_more
         &running,
         night(),
         &[],
-    );
+    )
+}
+
+#[test]
+fn when_the_batch_workload_grows_the_least_important_borrower_leaves_and_no_more() {
+    // Batch at 11 cpu: 16 − 11 − 1 = 4 cpu lent, both TaskManagers (4 cpu) still fit.
+    let quiet = night_round_by_usage(Some(11_000));
     assert!(
         quiet.moves.is_empty() && quiet.stuck.is_empty(),
         "{quiet:#?}"
     );
 
     // Batch at 12 cpu: 3 cpu lent, one TaskManager must go, the best-effort one.
-    let (sites, jobs, policy, running) = two_borrowers_by_usage(Some(12_000));
-    let plan = rebalance(
-        &sites,
-        &jobs,
-        &policy,
-        RebalancePolicy::default(),
-        &running,
-        night(),
-        &[],
-    );
+    let plan = night_round_by_usage(Some(12_000));
     assert_eq!(plan.moves.len(), 1, "{plan:#?}");
     let m = &plan.moves[0];
     assert_eq!(m.job.0, "ns/batchy");
@@ -532,16 +528,7 @@ fn when_the_batch_workload_grows_the_least_important_borrower_leaves_and_no_more
 
 #[test]
 fn a_node_without_a_usage_measurement_moves_nobody() {
-    let (sites, jobs, policy, running) = two_borrowers_by_usage(None);
-    let plan = rebalance(
-        &sites,
-        &jobs,
-        &policy,
-        RebalancePolicy::default(),
-        &running,
-        night(),
-        &[],
-    );
+    let plan = night_round_by_usage(None);
     assert!(plan.moves.is_empty() && plan.stuck.is_empty(), "{plan:#?}");
 }
 

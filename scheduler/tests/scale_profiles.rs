@@ -236,10 +236,6 @@ mod report_what_if {
         }
     }
 
-    fn total(d: &JobDemand) -> Resources {
-        d.job_manager + d.task_manager.times(i64::from(d.task_managers))
-    }
-
     #[test]
     fn the_sale_day_what_if_plans_the_scaled_fleet_and_its_site_loss() {
         let policy = policy();
@@ -276,7 +272,7 @@ mod report_what_if {
             .iter()
             .map(|j| {
                 let scaled = policy.scale_profiles().0[0].scale(j).demand().unwrap();
-                total(&scaled).saturating_sub(&total(&j.demand().unwrap()))
+                scaled.total().saturating_sub(&j.demand().unwrap().total())
             })
             .fold(Resources::ZERO, |a, b| a + b);
         assert_eq!(sale.added, expected_added);

@@ -56,7 +56,7 @@ fn seconds(ms: i64) -> String {
 }
 
 /// A PromQL string literal.
-fn quote(s: &str) -> String {
+pub(crate) fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 

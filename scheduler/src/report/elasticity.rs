@@ -77,7 +77,7 @@ fn what_if(
         jobs_scaled += 1;
         match profile.scale(job).demand() {
             Ok(scaled) => {
-                added += total(&scaled).saturating_sub(&total(demand));
+                added += scaled.total().saturating_sub(&demand.total());
                 scaled_ids.insert(scaled.id.clone());
                 *demand = scaled;
             }
@@ -106,7 +106,7 @@ fn what_if(
         from: profile.from,
         until: profile.until,
         judged_at,
-        lending_open: lending_open_at(inputs, judged_at),
+        lending_open: inputs.policy.lending_open_at(judged_at),
         jobs_scaled,
         added,
         jobs: jobs.len(),
@@ -117,24 +117,11 @@ fn what_if(
     }
 }
 
-fn total(demand: &JobDemand) -> Resources {
-    demand.job_manager + demand.task_manager.times(i64::from(demand.task_managers))
-}
-
-fn lending_open_at(inputs: &ReportInputs, at: DateTime<Utc>) -> bool {
-    inputs
-        .policy
-        .pools
-        .iter()
-        .filter_map(|p| p.offline.as_ref())
-        .any(|l| l.is_open_at(at))
-}
-
 /// The first instant of the window with no lending open, else the window's start.
 fn least_lending_instant(inputs: &ReportInputs, profile: &ScaleProfile) -> DateTime<Utc> {
     let mut at = profile.from;
     while at < profile.until {
-        if !lending_open_at(inputs, at) {
+        if !inputs.policy.lending_open_at(at) {
             return at;
         }
         at += SEARCH_STEP;

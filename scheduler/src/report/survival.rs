@@ -238,12 +238,7 @@ pub fn summarise(inputs: &ReportInputs, what_if: &SiteLossWhatIf) -> Survivabili
         .filter(|id| !what_if.failing_over.contains(*id))
         .cloned()
         .collect();
-    let lending_open = inputs
-        .policy
-        .pools
-        .iter()
-        .filter_map(|p| p.offline.as_ref())
-        .any(|l| l.is_open_at(inputs.at));
+    let lending_open = inputs.policy.lending_open_at(inputs.at);
     Survivability {
         lost: what_if.lost.clone(),
         survivors: what_if.sites.iter().map(|s| s.id.clone()).collect(),
