@@ -286,6 +286,38 @@ async fn a_job_whose_jobmanager_node_is_lost_runs_again_on_a_healthy_node_and_th
     );
 }
 
+/// Issue #15: the failover engine owns every generation. A job deleted and created again
+/// under its name before the engine saw it gone starts a new record at generation 0; the
+/// generation its first launch is granted is past every one the engine knew its old self
+/// by, so no Flink job id, checkpoint directory or fence of the old job is mistaken for the
+/// new one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_created_again_under_its_name_launches_past_every_generation_its_old_self_had() {
+    let w = World::new().await;
+    w.add(&job("orders", "dc-a")).await;
+    w.pass().await;
+    // One more pass: the engine has read the launched generation from the store.
+    w.pass().await;
+    let old = w.record("orders").await.generation;
+    assert_eq!(w.running("orders").await, [("dc-a".to_string(), old)]);
+
+    w.store
+        .delete_job("shop", "orders", Expected::Any)
+        .await
+        .unwrap();
+    // Stored again (its jar publication is redone for the new record), then launched.
+    w.add(&job("orders", "dc-a")).await;
+    w.pass().await;
+
+    let new = w.record("orders").await.generation;
+    assert!(
+        new > old,
+        "generation {new} after {old}: {:?}",
+        w.record("orders").await.status
+    );
+    assert_eq!(w.running("orders").await, [("dc-a".to_string(), new)]);
+}
+
 /// Issue #14 part 3(e): a node holding only a TaskManager of a job dies. Its site
 /// schedules that TaskManager on another node once the pod's toleration runs out (30 s by
 /// the site's clock), and the job runs again as the same generation: the controller

@@ -219,7 +219,7 @@ async fn a_generation_persisted_but_never_launched_is_launched_as_that_same_gene
         detail: Some(placement),
     });
     record.status = JobStatus {
-        launched_spec: Some(twinsite::controller::launch::spec_hash(&j)),
+        launched_spec: Some(twinsite::controller::launch::spec_hash(&j).unwrap()),
         ..JobStatus::pending("persisted")
     };
     w.store.put_job(&record, Expected::Absent).await.unwrap();

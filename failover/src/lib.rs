@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod driver;
 pub mod engine;
+pub mod generation;
 pub mod health;
 pub mod operation;
 pub mod placer;
@@ -25,6 +26,7 @@ pub use engine::{
     FailoverPhase, OpsRequest, Record, RecoveryReport, RequestError, SiteStatus, StaleGeneration,
     TrackedJob, TrackedSite,
 };
+pub use generation::{GrantRefused, MAX_GENERATION, next_generation};
 pub use health::{NodeVerdict, SiteSigns, SiteThresholds, SiteVerdict, judge_node, judge_site};
 pub use operation::{
     FailoverPlan, MoveMode, MoveStep, OpJob, OpKind, OpState, Operation, PlannedMove, Progress,

@@ -258,7 +258,7 @@ impl Controller {
         if is_in_image(uri) {
             return Ok(uri.clone());
         }
-        let spec = super::launch::spec_hash(job);
+        let spec = super::launch::spec_hash(job)?;
         let verified = status.jar.as_ref().and_then(|jar| {
             let ok = jar.source == *uri
                 && jar.spec == spec

@@ -16,6 +16,7 @@ use scheduler::model::{JobDemand, JobId, JobPlacement, SiteId, SiteSnapshot};
 use scheduler::placement::rebalance::{self, RebalanceMove};
 use scheduler::placement::{self, IncrementalPlacer, PlacementOptions, PlacementRequest};
 
+use super::failover::NoGeneration;
 use super::jars::{JarGate, JarStatus};
 use super::launch::{launch_spec, spec_hash};
 use super::status::{JobPhase, JobStatus, LastCheckpoint};
@@ -335,14 +336,15 @@ impl Controller {
         // spec hash then differs from the launched one, so the change goes through the
         // savepoint relaunch below, and back again when the profile ends.
         let mut profile = None;
-        let (job, demand) = match stream_job_of(&record.value).and_then(|job| {
+        let (job, demand, hash) = match stream_job_of(&record.value).and_then(|job| {
             let (job, active) = self
                 .policy
                 .scale_profiles()
                 .effective(&job, self.clock.now());
             profile = active.map(|p| (p.name.clone(), p.parallelism_factor));
             let demand = job.demand().map_err(|e| e.to_string())?;
-            Ok((job, demand))
+            let hash = spec_hash(&job)?;
+            Ok((job, demand, hash))
         }) {
             Ok(parsed) => parsed,
             Err(message) => {
@@ -364,7 +366,6 @@ impl Controller {
             }
         };
         let id = job.id();
-        let hash = spec_hash(&job);
         let jar = self.jar_pass(&job, &hash, &mut status);
         report.jars.insert(id.clone(), status.jar.clone());
         let placement = record
@@ -915,22 +916,40 @@ impl Controller {
         let mut status = t.status;
         status.phase = JobPhase::Launching;
         status.site = Some(placement.site.0.clone());
-        status.launched_spec = Some(spec_hash(&t.job));
-        status.last_checkpoint = None;
-        let Some(generation) = record
-            .generation
-            .checked_add(1)
-            .filter(|next| *next <= scheduler::limits::MAX_GENERATION)
-        else {
-            let message = format!(
-                "generation {} is the largest twinsite launches ({}): the job cannot be launched again; delete and re-create it",
-                record.generation,
-                scheduler::limits::MAX_GENERATION
-            );
-            return self
-                .refuse_launch(record, revision, status, message, report)
-                .await;
+        status.launched_spec = match spec_hash(&t.job) {
+            Ok(hash) => Some(hash),
+            Err(message) => {
+                return self
+                    .refuse_launch(record, revision, status, message, report)
+                    .await;
+            }
         };
+        status.last_checkpoint = None;
+        // The failover engine owns every generation change: it grants this one, and keeps
+        // its own steps out until the write below is done (`GrantedGeneration`).
+        let granted = match self
+            .failover
+            .grant_generation(&t.demand.id, record.generation)
+            .await
+        {
+            Ok(granted) => granted,
+            Err(NoGeneration::Exhausted(message)) => {
+                return self
+                    .refuse_launch(record, revision, status, message, report)
+                    .await;
+            }
+            Err(NoGeneration::Wait(reason)) => {
+                status.phase = JobPhase::Pending;
+                status.site = None;
+                status.message = Some(format!("not launched this pass: {reason}"));
+                report.unplaced.push((t.demand.id.clone(), reason));
+                record.status = status.clone();
+                self.put_if_unchanged(&record, revision, report).await?;
+                report.count(JobPhase::Pending);
+                return Ok(());
+            }
+        };
+        let generation = granted.generation;
         let epoch = match self.site_epoch(&placement.site).await? {
             Ok(epoch) => epoch,
             Err(reason) => {
@@ -985,7 +1004,10 @@ impl Controller {
             detail: Some(placement.clone()),
         });
         record.status = status.clone();
-        if !self.put_if_unchanged(&record, revision, report).await? {
+        let written = self.put_if_unchanged(&record, revision, report).await?;
+        // Stored (or refused): the engine adopts it from the record at its next step.
+        drop(granted);
+        if !written {
             return Ok(());
         }
         report.count(JobPhase::Launching);

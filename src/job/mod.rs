@@ -80,11 +80,12 @@ pub fn engine_spec(record: &JobRecord) -> Option<(JobSpec, streamjob::FailoverTr
         streamjob::FailoverTrigger::Auto | streamjob::FailoverTrigger::None => SiteMoves::Automatic,
     };
     // Sites its jar is not verified in: the engine moves it to none of them.
+    let hash = spec_hash(&job).ok()?;
     let jar_missing = record
         .status
         .clone()
         .jar
-        .map(|jar| jar.missing(&job.spec.jar_uri, &spec_hash(&job)))
+        .map(|jar| jar.missing(&job.spec.jar_uri, &hash))
         .unwrap_or_default();
     Some((
         JobSpec {

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use scheduler::model::{JobId, JobPlacement, Resources, SiteId};
 
+use crate::generation::{GrantRefused, next_generation};
 use crate::health::{NodeVerdict, judge_node};
 use crate::operation::MoveStep;
 use crate::types::{
@@ -342,7 +343,7 @@ impl Engine {
         cause: Cause,
         cx: &mut Step<'_>,
     ) {
-        let generation = self.adopt_new_generation(
+        let generation = match self.adopt_new_generation(
             job,
             target,
             restore.clone(),
@@ -351,7 +352,13 @@ impl Engine {
                 placement: placement.clone(),
                 restore_from: restore.clone(),
             },
-        );
+        ) {
+            Ok(generation) => generation,
+            Err(reason) => {
+                self.mark_down(job, reason, Resources::ZERO, cx);
+                return;
+            }
+        };
         self.down_tried.remove(job);
         self.audit(
             cx,
@@ -403,21 +410,29 @@ impl Engine {
 
     /// Bumps the generation, moves the job to `target`, and resets its checkpoint lineage to
     /// the restore point: checkpoints of other lineages must never be restored again.
+    /// `Err` (nothing changed): the job is unknown or its generation is the last one
+    /// (`next_generation`); the reason says which.
     pub(super) fn adopt_new_generation(
         &mut self,
         job: &JobId,
         target: &SiteId,
         restore: Option<CheckpointPointer>,
         phase: FailoverPhase,
-    ) -> u64 {
+    ) -> Result<u64, String> {
         let Some(r) = self.jobs.get_mut(job) else {
-            return 0;
+            return Err(format!("{job} is not tracked"));
+        };
+        let Some(next) = next_generation(r.generation) else {
+            return Err(GrantRefused::Exhausted {
+                current: r.generation,
+            }
+            .to_string());
         };
         let in_site = &r.site == target;
         if !in_site {
             r.failures_in_site = 0;
         }
-        r.generation += 1;
+        r.generation = next;
         r.site = target.clone();
         r.epoch = self.sites.get(target).map(|s| s.epoch);
         r.phase = phase;
@@ -436,7 +451,7 @@ impl Engine {
             r.latest_replicated.insert(target.clone(), p);
         }
         self.dirty.jobs.insert(job.clone());
-        r.generation
+        Ok(r.generation)
     }
 
     pub(super) fn lost_nodes(&self, site: &SiteId, now: Timestamp) -> BTreeSet<String> {

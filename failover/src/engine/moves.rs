@@ -173,12 +173,18 @@ impl Engine {
                 pods: Vec::new(),
             }
         };
-        let generation = self.adopt_new_generation(
+        let generation = match self.adopt_new_generation(
             job,
             &target,
             restore.clone(),
             FailoverPhase::InOperation { op },
-        );
+        ) {
+            Ok(generation) => generation,
+            Err(reason) => {
+                fail(self, cx, reason);
+                return;
+            }
+        };
         if let Some(j) = self.operations.get_mut(&op).and_then(|o| o.job_mut(job)) {
             j.step = MoveStep::Launching {
                 generation,

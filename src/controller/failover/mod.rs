@@ -93,8 +93,9 @@ pub struct FailoverDriver {
     shared: std::sync::Arc<Mutex<Background>>,
     reports: Mutex<VecDeque<RecoveryReport>>,
     not_relaunched: Mutex<VecDeque<NotRelaunched>>,
-    /// Jobs the engine is moving or holding (not `Running` in its view): the reconcile pass
-    /// leaves their placement and generation to the engine and shows what it says.
+    /// Jobs the engine is moving or holding (not `Running` in its view), as of its last step:
+    /// what the reconcile pass shows in their status. Not the authority on generations:
+    /// `grant_generation` asks the engine itself.
     busy: Mutex<BTreeMap<JobId, Held>>,
     /// Notified when a background command (savepoint, copy) answered, or when launch
     /// pacing lets the next moves start: run a pass now.
@@ -251,6 +252,26 @@ impl Held {
     }
 }
 
+/// A generation the controller's own launch (a new job, a spec change, a planned move, a
+/// relaunch after a failure) may use, granted by its one owner: the failover engine when it
+/// runs, else the rule alone (nothing else launches then). While this lives the engine's
+/// driver is held, so no engine step runs between the grant and the write of the generation
+/// to the job's record; drop it once that write is done (or refused).
+pub(crate) struct GrantedGeneration<'a> {
+    pub generation: u64,
+    _driver: Option<tokio::sync::MutexGuard<'a, Option<Live>>>,
+}
+
+/// Why no generation was granted.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum NoGeneration {
+    /// The job's generation is the last one twinsite launches: it can never launch again.
+    Exhausted(String),
+    /// Not now (the engine holds the job, or reads the store again first, or this
+    /// controller's engine is not running): asked again next pass.
+    Wait(String),
+}
+
 /// What a pass gives the driver: each reachable site's snapshot and jobs.
 pub(crate) struct Observed<'a> {
     pub snapshots: BTreeMap<SiteId, &'a scheduler::model::SiteSnapshot>,
@@ -272,6 +293,43 @@ impl FailoverDriver {
             wake: std::sync::Arc::new(tokio::sync::Notify::new()),
             paced_wake: Mutex::new(None),
         }
+    }
+
+    /// Asks the generation's one owner for the generation after `stored` (the one `job`'s
+    /// record holds); see `GrantedGeneration`.
+    pub(crate) async fn grant_generation(
+        &self,
+        job: &JobId,
+        stored: u64,
+    ) -> Result<GrantedGeneration<'_>, NoGeneration> {
+        let refused = |refused: failover::GrantRefused| match refused {
+            failover::GrantRefused::Exhausted { .. } => {
+                NoGeneration::Exhausted(refused.to_string())
+            }
+            _ => NoGeneration::Wait(refused.to_string()),
+        };
+        if !self.enabled {
+            let generation = failover::next_generation(stored)
+                .ok_or(failover::GrantRefused::Exhausted { current: stored })
+                .map_err(refused)?;
+            return Ok(GrantedGeneration {
+                generation,
+                _driver: None,
+            });
+        }
+        let driver = self.live.lock().await;
+        let granted = match driver.as_ref().filter(|l| l.term == self.term()) {
+            Some(live) => live.driver.engine().grant_generation(job, stored),
+            None => {
+                return Err(NoGeneration::Wait(
+                    "the failover engine does not run here (leadership lost, or not resumed yet); asked again next pass".into(),
+                ));
+            }
+        };
+        Ok(GrantedGeneration {
+            generation: granted.map_err(refused)?,
+            _driver: Some(driver),
+        })
     }
 
     /// Runs a pass at `at` (an operation's pacing lets more moves start then) instead of
@@ -490,6 +548,36 @@ mod tests {
         assert!(
             message.contains("runs nowhere: no checkpoint replicated to dc-b"),
             "{message}"
+        );
+    }
+
+    fn driver(enabled: bool) -> FailoverDriver {
+        let sites = vec![SiteId("a".into()), SiteId("b".into())];
+        FailoverDriver::new(EngineConfig::new(sites), enabled)
+    }
+
+    #[tokio::test]
+    async fn with_failover_off_the_rule_alone_grants_the_next_generation_up_to_the_last() {
+        let job = JobId::new("shop", "orders");
+        let off = driver(false);
+        let granted = off.grant_generation(&job, 4).await.map(|g| g.generation);
+        assert_eq!(granted, Ok(5));
+        let last = off.grant_generation(&job, failover::MAX_GENERATION).await;
+        assert!(
+            matches!(&last, Err(NoGeneration::Exhausted(m)) if m.contains("delete and re-create it")),
+            "{:?}",
+            last.map(|g| g.generation)
+        );
+    }
+
+    #[tokio::test]
+    async fn with_failover_on_nothing_is_granted_until_this_controllers_engine_runs() {
+        let on = driver(true);
+        let refused = on.grant_generation(&JobId::new("shop", "orders"), 4).await;
+        assert!(
+            matches!(&refused, Err(NoGeneration::Wait(m)) if m.contains("does not run here")),
+            "{:?}",
+            refused.map(|g| g.generation)
         );
     }
 }

@@ -77,7 +77,6 @@ impl Controller {
             return Err(DriverError::NotLeading);
         }
         let now = chrono::Utc::now();
-        let records = self.store.list_jobs().await?;
         let mut snapshots = BTreeMap::new();
         for (id, site) in &self.sites {
             if let Ok(snapshot) = site.snapshot().await {
@@ -88,6 +87,9 @@ impl Controller {
         let Some(live) = guard.as_mut().filter(|l| l.term == self.failover.term()) else {
             return Err(DriverError::NotLeading);
         };
+        // Read with the driver held: a generation the reconcile pass was granted is in the
+        // records by now, and the engine adopts it before it decides anything.
+        let records = self.store.list_jobs().await?;
         let observed = Observed {
             snapshots: snapshots.iter().map(|(k, v)| (k.clone(), v)).collect(),
             jobs: BTreeMap::new(),
@@ -340,6 +342,17 @@ impl Controller {
                     current.value.generation
                 )));
             }
+            // The same generation placed in another site was not written by this engine (it
+            // relaunches a generation only where it issued it): never launch it twice.
+            if let Some(stored) = current.value.placement.as_ref()
+                && current.value.generation == generation
+                && stored.site != placement.site.0
+            {
+                return Ok(Err(format!(
+                    "the store already holds generation {generation} in {}",
+                    stored.site
+                )));
+            }
             let restore = restore_from.map(|c| crate::controller::launch::Restore {
                 path: c.path.clone(),
                 completed_at: Some(c.completed_at),
@@ -355,7 +368,10 @@ impl Controller {
             status.site = Some(placement.site.0.clone());
             status.set_restore(restore.clone());
             status.last_checkpoint = None;
-            status.launched_spec = Some(spec_hash(&job_spec));
+            status.launched_spec = match spec_hash(&job_spec) {
+                Ok(hash) => Some(hash),
+                Err(reason) => return Ok(Err(reason)),
+            };
             status.message = Some(format!("failover: {reason}"));
             // Relaunches after failures count (a new checkpoint resets them); a move doesn't.
             status.relaunches = if failure {
