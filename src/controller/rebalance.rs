@@ -14,7 +14,7 @@
 //!
 //! This file gathers that input at the start of a pass and reports the jobs that cannot move
 //! (stuck, or fitting only in another site, whose savepoint the target cannot read: a
-//! failover); the moves themselves run in `reconcile.rs` through the path a spec change
+//! failover); the moves themselves run in `reconcile/job.rs` through the path a spec change
 //! takes: stop with a savepoint, persist the new generation and the planned placement, launch
 //! restoring from the savepoint. Each move is audited with its reason (`rebalance-move`).
 
