@@ -114,3 +114,78 @@ pub(super) async fn not_found() -> ApiError {
         "no such endpoint; see /api/v1/openapi.json",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A replica that does not lead (or was fenced) refuses writes with 503 and the store's
+    /// reason, so a client retries against the leader; no test server can make a follower
+    /// without etcd, so the mapping is pinned here.
+    #[test]
+    fn a_write_refused_for_want_of_leadership_is_503_with_the_stores_reason() {
+        let refusals = [
+            StateError::NotLeader {
+                key: "/twinsite/jobs/ns/a".into(),
+            },
+            StateError::Fenced {
+                key: "/twinsite/jobs/ns/a".into(),
+                leader_key: "/twinsite/leader/1".into(),
+                leader_rev: 7,
+            },
+        ];
+        for error in refusals {
+            let reason = error.to_string();
+            let answer = ApiError::from(error);
+            assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{reason}");
+            assert_eq!(answer.message, reason);
+        }
+    }
+
+    #[test]
+    fn each_other_store_error_maps_to_the_status_its_cause_calls_for() {
+        let cases = [
+            (
+                StateError::Conflict {
+                    key: "k".into(),
+                    expected: Some(1),
+                    actual: Some(2),
+                },
+                StatusCode::CONFLICT,
+            ),
+            (
+                StateError::NotFound { key: "k".into() },
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                StateError::InvalidName {
+                    what: "namespace",
+                    value: "A_B".into(),
+                    reason: "not a DNS label",
+                },
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                StateError::Unavailable {
+                    operation: "put",
+                    key: "k".into(),
+                    reason: "timed out".into(),
+                },
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                StateError::EpochRegression {
+                    key: "k".into(),
+                    stored: 2,
+                    offered: 1,
+                },
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+        ];
+        for (error, status) in cases {
+            let reason = error.to_string();
+            assert_eq!(state_status(&error), status, "{reason}");
+            assert_eq!(ApiError::from(error).status, status, "{reason}");
+        }
+    }
+}
