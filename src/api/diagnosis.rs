@@ -1,4 +1,4 @@
-//! `GET /api/v1/diagnosis`: every job's findings with evidence and a suggested action, as JSON or a table.
+//! `GET /api/v1/diagnosis`: every job's findings with evidence and a suggested action.
 //! Must never: act on a finding; `crate::diagnosis` judges, this only asks and shows.
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! `/api/v1/sim/{site}/faults`: fault injection into simulated sites, routed only when there are some.
+//! `/api/v1/sim/{site}/faults`: fault injection into simulated sites (routed only if any).
 //! Must never: reach a real site; a site without a simulated handle is a 404.
 
 use std::sync::Arc;

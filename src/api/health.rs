@@ -1,4 +1,4 @@
-//! `/healthz`, `/readyz` and `/metrics`: what probes and Prometheus ask, without a token when so configured.
+//! `/healthz`, `/readyz` and `/metrics`: what probes and Prometheus ask.
 //! Must never: change anything, or say ready while the store does not answer.
 
 use std::sync::Arc;

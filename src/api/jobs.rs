@@ -1,5 +1,5 @@
-//! `/api/v1/jobs`: list, read, create, replace and delete jobs, shown redacted, written through the store.
-//! Must never: write a job but through the store with its revision checked, or show a secret.
+//! `/api/v1/jobs`: list, read, create, replace and delete jobs, shown redacted.
+//! Must never: change a job except through the store, or show a secret-looking value unredacted.
 
 use std::sync::Arc;
 
@@ -15,6 +15,7 @@ use super::{ApiError, ApiResult, ApiState, auth};
 use crate::controller::{Controller, JobStatus, new_record};
 use crate::state::{Expected, StateError};
 
+// Only job writes use it, so it sits with them rather than with the shared state.
 impl ApiState {
     /// After a job write: audits its outcome and, when it succeeded, wakes the reconcile loop
     /// and returns the job as now stored. A lost compare-and-set is a 409 in the shape of

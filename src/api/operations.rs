@@ -1,5 +1,5 @@
-//! `/api/v1/failover` and `/api/v1/recoveries`: start, dry-run, follow and cancel failover operations; past relaunches.
-//! Must never: move a job itself; the leader's failover engine does, and a follower answers 503.
+//! `/api/v1/failover` and `/api/v1/recoveries`: start, dry-run, follow and cancel operations.
+//! Must never: move a job itself; the leader's failover engine does (a follower answers 503).
 
 use std::sync::Arc;
 

@@ -1,5 +1,5 @@
-//! The revision a job edit or delete names (`If-Match`, `resourceVersion`, DeleteOptions), parsed and checked.
-//! Must never: let a named revision that is stale through; it is a 409, as in Kubernetes.
+//! The revision a job edit or delete names (`If-Match`, `resourceVersion`, DeleteOptions).
+//! Must never: let a stale named revision through; it is a 409, as in Kubernetes.
 
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;

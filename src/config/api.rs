@@ -1,5 +1,5 @@
-//! The `api` section: the listen address, where the admin and read-only tokens come from, the body bound.
-//! Must never: read a token here; `token` reads it at start, so a token never sits in `Config`.
+//! The `api` section: listen address, where the admin and read-only tokens come from, body bound.
+//! Must never: read a token here; `token` reads it at start, so no token sits in `Config`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

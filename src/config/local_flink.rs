@@ -1,4 +1,4 @@
-//! The `localFlink` section: policy sites run as real Flink processes on this machine, and their capacity.
+//! The `localFlink` section: policy sites run as Flink processes on this machine, their capacity.
 //! Must never: start Flink; `crate::site::local_flink` runs the sites this names.
 
 use std::collections::BTreeMap;

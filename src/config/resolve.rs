@@ -1,5 +1,5 @@
 //! From the file as written to the `Config` the code reads, one section after another.
-//! Must never: report problems out of the file's order, or return a `Config` while a problem stands.
+//! Must never: report problems out of file order, or return a `Config` while a problem stands.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! The configuration the controller reads: paths absolute, durations parsed, the policy loaded.
-//! Must never: be built except by `resolve` (or a test), so every value here has been checked.
+//! Must never: hold an unchecked value: outside tests only `resolve` builds it, after its checks.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -1,4 +1,4 @@
-//! The `streamJobs` section: the Kubernetes site whose StreamJob objects are watched, and how often.
+//! The `streamJobs` section: the Kubernetes site whose StreamJob objects are watched, how often.
 //! Must never: reach the cluster; the watch itself is `crate::kube_jobs`.
 
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! Reading the API tokens at start, from a private file or an environment variable.
-//! Must never: log, echo or put a token in an error; messages name the setting only.
+//! Must never: log, echo or put a token in an error; messages name its setting, file or variable.
 
 use std::path::Path;
 
