@@ -23,7 +23,7 @@ use scheduler::rightsize::{RightsizeConfig, Window};
 use serde::{Deserialize, Serialize};
 
 use crate::controller::{Controller, stream_job_of};
-use crate::metrics::{JobKey, MetricsError, MetricsSource, step_for};
+use crate::job_metrics::{JobKey, MetricsError, MetricsSource, step_for};
 use crate::state::StateError;
 
 /// A whole diagnosis, as the API answers and the CLI prints it.

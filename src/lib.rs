@@ -14,7 +14,7 @@
 //!          ↓
 //!     controller                      the leader's loop, the failover driver's effects
 //!          ↓
-//!   replication · agent · leader · metrics · redact · crd
+//!   replication · agent · leader · job_metrics · redact · crd
 //!          ↓
 //!        job                          StreamJob ↔ record ↔ launch, written once
 //!          ↓
@@ -37,9 +37,9 @@ pub mod crd;
 pub mod diagnosis;
 pub mod failover_plan;
 pub mod job;
+pub mod job_metrics;
 pub mod kube_jobs;
 pub mod leader;
-pub mod metrics;
 pub mod node_usage;
 pub mod redact;
 pub mod replication;

@@ -18,7 +18,7 @@ use scheduler::model::{JobId, Resources, SiteId, SiteSnapshot};
 use tokio::sync::watch;
 
 use crate::config::{NodeUsageConfig, NodeUsageQueries};
-use crate::metrics::prometheus::{PrometheusSource, VectorEntry};
+use crate::job_metrics::prometheus::{PrometheusSource, VectorEntry};
 use crate::site::{JobObservation, LaunchSpec, Site, SiteError, SiteHealth};
 
 /// Most series one usage query may answer with: far above the nodes of one site (~2000),
@@ -34,7 +34,7 @@ pub enum UsageError {
         site: SiteId,
         query: &'static str,
         #[source]
-        source: crate::metrics::MetricsError,
+        source: crate::job_metrics::MetricsError,
     },
     #[error("site {site}: {query}: {problem}")]
     Answer {
@@ -58,9 +58,9 @@ impl NodeUsageProbe {
         url: &str,
         config: &NodeUsageConfig,
         namespace: Option<&str>,
-    ) -> Result<NodeUsageProbe, crate::metrics::MetricsError> {
+    ) -> Result<NodeUsageProbe, crate::job_metrics::MetricsError> {
         let quoted = namespace
-            .map(crate::metrics::prometheus::quote)
+            .map(crate::job_metrics::prometheus::quote)
             .unwrap_or_default();
         let fill = |q: &str| q.replace(NodeUsageQueries::NAMESPACE, &quoted);
         Ok(NodeUsageProbe {

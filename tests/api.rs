@@ -50,12 +50,12 @@ fn api() -> Api {
     api_with(None)
 }
 
-fn api_with(metrics: Option<Arc<dyn twinsite::metrics::MetricsSource>>) -> Api {
+fn api_with(metrics: Option<Arc<dyn twinsite::job_metrics::MetricsSource>>) -> Api {
     api_with_options(metrics, Policy::default_two_sites(), false)
 }
 
 fn api_with_options(
-    metrics: Option<Arc<dyn twinsite::metrics::MetricsSource>>,
+    metrics: Option<Arc<dyn twinsite::job_metrics::MetricsSource>>,
     policy: Policy,
     open_metrics: bool,
 ) -> Api {
@@ -362,7 +362,7 @@ async fn the_capacity_report_is_served_from_the_live_view() {
 #[tokio::test]
 async fn recommendations_come_from_the_configured_metrics_source() {
     use scheduler::report::assemble::JobFacts;
-    use twinsite::metrics::synthetic::{history, write_json_lines};
+    use twinsite::job_metrics::synthetic::{history, write_json_lines};
     let dir = tempfile::tempdir().unwrap();
     let job = scheduler::input::parse_stream_jobs("job", JOB)
         .unwrap()
@@ -373,7 +373,7 @@ async fn recommendations_come_from_the_configured_metrics_source() {
     let now = chrono::Utc::now().timestamp_millis();
     write_json_lines(&mut file, &history(&facts, 3, now, 2, 60_000)).unwrap();
     drop(file);
-    let source = twinsite::metrics::file::FileSource::open(&path).unwrap();
+    let source = twinsite::job_metrics::file::FileSource::open(&path).unwrap();
     let api = api_with(Some(Arc::new(source)));
     api.send("POST", "/api/v1/jobs", Some(TOKEN), JOB).await;
     let (status, body) = api
@@ -392,8 +392,8 @@ async fn recommendations_come_from_the_configured_metrics_source() {
 /// serves is what a fresh generation gives.
 #[tokio::test]
 async fn the_simulated_metrics_source_generates_a_jobs_history_once_for_repeated_requests() {
-    use twinsite::metrics::MetricsSource;
-    use twinsite::metrics::simulated::{REFRESH_MS, SimulatedMetricsSource};
+    use twinsite::job_metrics::MetricsSource;
+    use twinsite::job_metrics::simulated::{REFRESH_MS, SimulatedMetricsSource};
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(EmbeddedStateStore::open(&dir.path().join("s")).unwrap());
     let job = scheduler::input::parse_stream_jobs("job", JOB)
@@ -409,7 +409,7 @@ async fn the_simulated_metrics_source_generates_a_jobs_history_once_for_repeated
         .await
         .unwrap();
     let source = SimulatedMetricsSource::new(store.clone(), ["dc-a".to_string()].into(), 7);
-    let key = twinsite::metrics::JobKey {
+    let key = twinsite::job_metrics::JobKey {
         namespace: "shop".into(),
         name: "orders".into(),
     };
@@ -481,7 +481,7 @@ async fn right_sizing_is_a_dry_run_unless_applied_and_an_applied_patch_is_audite
         .unwrap();
     let mut chosen = None;
     for seed in 0..40 {
-        let source = twinsite::metrics::simulated::SimulatedMetricsSource::new(
+        let source = twinsite::job_metrics::simulated::SimulatedMetricsSource::new(
             store.clone(),
             ["dc-a".to_string()].into(),
             seed,

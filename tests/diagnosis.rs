@@ -23,9 +23,9 @@ use twinsite::api::auth::Access;
 use twinsite::api::{ApiState, router};
 use twinsite::controller::{Controller, new_record};
 use twinsite::diagnosis::Diagnosis;
-use twinsite::metrics::JobKey;
-use twinsite::metrics::file::FileSource;
-use twinsite::metrics::synthetic::{
+use twinsite::job_metrics::JobKey;
+use twinsite::job_metrics::file::FileSource;
+use twinsite::job_metrics::synthetic::{
     Shape, Trouble, history, shape_of, trouble_of, write_json_lines,
 };
 use twinsite::site::simulated::{SimulatedSite, SimulatedSiteConfig};

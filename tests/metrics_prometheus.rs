@@ -12,10 +12,10 @@ use scheduler::model::JobId;
 use scheduler::report::assemble::{JobFacts, RawSeries};
 use scheduler::rightsize::{InsufficientData, ProcessSpec, RightsizeConfig, Window};
 use support::prometheus::PrometheusServer;
-use twinsite::metrics::file::FileSource;
-use twinsite::metrics::prometheus::PrometheusSource;
-use twinsite::metrics::synthetic::{Shape, history, shape_of, write_json_lines};
-use twinsite::metrics::{JobKey, MetricsError, MetricsSource, recommend_all};
+use twinsite::job_metrics::file::FileSource;
+use twinsite::job_metrics::prometheus::PrometheusSource;
+use twinsite::job_metrics::synthetic::{Shape, history, shape_of, write_json_lines};
+use twinsite::job_metrics::{JobKey, MetricsError, MetricsSource, recommend_all};
 
 const SEED: u64 = 17;
 const STEP_MS: i64 = 60_000;

@@ -8,8 +8,8 @@ use std::process::{Command, Output};
 use scheduler::input::parse_stream_jobs;
 use scheduler::report::CapacityReport;
 use scheduler::report::assemble::JobFacts;
-use twinsite::metrics::JobKey;
-use twinsite::metrics::synthetic::{Shape, history, shape_of, write_json_lines};
+use twinsite::job_metrics::JobKey;
+use twinsite::job_metrics::synthetic::{Shape, history, shape_of, write_json_lines};
 
 /// 2026-11-18T20:00:00Z, a Wednesday evening (lending windows closed).
 const END_MS: i64 = 1_795_032_000_000;

@@ -64,7 +64,7 @@ pub struct ApiState {
     /// Tells the reconcile loop to run a pass now (after an edit).
     pub wake: Arc<tokio::sync::Notify>,
     /// Where right-sizing reads job metrics; `None`: reports say so, recommendations 503.
-    pub metrics: Option<Arc<dyn crate::metrics::MetricsSource>>,
+    pub metrics: Option<Arc<dyn crate::job_metrics::MetricsSource>>,
 }
 
 impl ApiState {

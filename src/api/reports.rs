@@ -21,7 +21,7 @@ use serde_json::json;
 
 use super::{ApiError, ApiState};
 use crate::controller::stream_job_of;
-use crate::metrics::recommend_all;
+use crate::job_metrics::recommend_all;
 
 /// Everything a report reads, from the controller's store and sites.
 struct LiveInputs {

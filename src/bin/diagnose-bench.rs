@@ -22,8 +22,8 @@ use scheduler::generate::{GenerateParams, generate};
 use scheduler::input::parse_stream_jobs;
 use scheduler::rightsize::RightsizeConfig;
 use twinsite::diagnosis::{JobContext, finish, flink_part, merge, render_table};
-use twinsite::metrics::MetricsSource;
-use twinsite::metrics::file::FileSource;
+use twinsite::job_metrics::MetricsSource;
+use twinsite::job_metrics::file::FileSource;
 
 const SEED: u64 = 7;
 /// 2026-11-18T20:00:00Z, a Wednesday evening.

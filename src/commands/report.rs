@@ -15,9 +15,9 @@ use scheduler::rightsize::RightsizeConfig;
 
 use super::plan::{ClusterFiles, InputFlags, PlanInputs, load_inputs};
 use super::{parse_duration, write_atomically};
-use crate::metrics::file::FileSource;
-use crate::metrics::prometheus::PrometheusSource;
-use crate::metrics::{MetricsSource, recommend_all};
+use crate::job_metrics::file::FileSource;
+use crate::job_metrics::prometheus::PrometheusSource;
+use crate::job_metrics::{MetricsSource, recommend_all};
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
@@ -57,7 +57,7 @@ pub struct CapacityArgs {
     /// Where jobs run now (a `plan --format json`); without it the report plans from scratch.
     #[arg(long, value_name = "PLAN.json")]
     pub running: Option<PathBuf>,
-    /// Prometheus base URL (`http://…`) or a metrics file (JSON lines, see src/metrics/file.rs).
+    /// Prometheus base URL (`http://…`) or a metrics file (JSON lines, see src/job_metrics/file.rs).
     /// Without it, used and right-sizing are not reported.
     #[arg(long, value_name = "URL|FILE")]
     pub metrics: Option<String>,

@@ -211,10 +211,10 @@ async fn run_controller(
         } else {
             BTreeMap::new()
         };
-    let metrics: Option<Arc<dyn crate::metrics::MetricsSource>> = match &config.metrics {
+    let metrics: Option<Arc<dyn crate::job_metrics::MetricsSource>> = match &config.metrics {
         // Simulated sites produce their jobs' metrics themselves.
         None if !built.simulated.is_empty() => Some(Arc::new(
-            crate::metrics::simulated::SimulatedMetricsSource::new(
+            crate::job_metrics::simulated::SimulatedMetricsSource::new(
                 Arc::clone(&controller.store),
                 built.simulated.keys().map(|s| s.0.clone()).collect(),
                 config.simulation.generate.seed,
@@ -222,11 +222,11 @@ async fn run_controller(
         )),
         None => None,
         Some(crate::config::MetricsConfig::Prometheus(url)) => Some(Arc::new(
-            crate::metrics::prometheus::PrometheusSource::new(url)
+            crate::job_metrics::prometheus::PrometheusSource::new(url)
                 .with_context(|| format!("metrics {url}"))?,
         )),
         Some(crate::config::MetricsConfig::File(path)) => Some(Arc::new(
-            crate::metrics::file::FileSource::open(path)
+            crate::job_metrics::file::FileSource::open(path)
                 .with_context(|| format!("metrics {}", path.display()))?,
         )),
     };

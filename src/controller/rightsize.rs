@@ -8,7 +8,7 @@ use scheduler::rightsize::{Recommendation, RightsizeConfig};
 use serde_json::Value;
 
 use super::{Controller, stream_job_of};
-use crate::metrics::{MetricsSource, recommend_all};
+use crate::job_metrics::{MetricsSource, recommend_all};
 use crate::state::{Expected, StateError};
 
 /// Right-sizing as the controller runs it: the model's defaults, read at one-minute

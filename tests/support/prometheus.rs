@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use scheduler::report::assemble::RawSeries;
-use twinsite::metrics::synthetic::{prometheus_value, seconds_text};
+use twinsite::job_metrics::synthetic::{prometheus_value, seconds_text};
 
 /// Prometheus usually answers in about a second once its blocks are loaded.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);

@@ -6,6 +6,10 @@
 //! time from the root's directory (`openat` with `O_NOFOLLOW`), so a link swapped in between
 //! a check and a use is refused too. Files are read only when they are regular files, and a
 //! copy is created no wider than its source's permission bits.
+//!
+//! Files: this one holds the interface (`Storage`, its streams, `storage_for`, temporary
+//! names); `local.rs` the local backend's readers, writers and unfinished writes; `walk.rs`
+//! the no-follow walk below the root and what each call does there.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};

@@ -61,9 +61,9 @@ pub fn write_metrics(
     let mut series = 0usize;
     for job in &jobs {
         let facts = scheduler::report::assemble::JobFacts::of(job, &job.demand()?);
-        let history = twinsite::metrics::synthetic::history(&facts, seed, end_ms, days, step);
+        let history = twinsite::job_metrics::synthetic::history(&facts, seed, end_ms, days, step);
         series += history.len();
-        twinsite::metrics::synthetic::write_json_lines(&mut out, &history)?;
+        twinsite::job_metrics::synthetic::write_json_lines(&mut out, &history)?;
     }
     out.flush()?;
     Ok(MetricsWritten {

@@ -1,4 +1,5 @@
-//! Metrics sources for right-sizing and capacity reports: the Prometheus HTTP API
+//! The jobs' metrics, read for right-sizing and capacity reports (twinsite's own Prometheus
+//! export is `controller::metrics`): the sources are the Prometheus HTTP API
 //! ([`prometheus::PrometheusSource`]) and a file of samples ([`file::FileSource`]). Both
 //! hand back raw series per job, which `scheduler::report::assemble` aggregates and
 //! `scheduler::rightsize::recommend` judges; nothing here decides anything.
