@@ -77,6 +77,36 @@ fn with_status(mut plan: PlacementPlan, status: String, bound: Option<f64>) -> P
 
 type Hint = BTreeMap<JobId, Option<SiteId>>;
 
+/// Jobs the heuristic left exactly where they run: fixed, their room taken first.
+struct Fixed<'r> {
+    site_of: BTreeMap<&'r JobId, usize>,
+    /// Their priority-weighted demand, added to the model's bound.
+    value: f64,
+    /// Quota they use, per (tenant, site).
+    used_quota: HashMap<(&'r str, usize), Resources>,
+}
+
+/// One free job's columns: a binary per allowed site, per pool a JobManager binary and a
+/// TaskManager count.
+struct JobVars<'j> {
+    job: &'j JobDemand,
+    sites: Vec<(usize, Variable)>,
+    /// Column of each site binary, in `sites` order.
+    site_cols: Vec<usize>,
+    jm: Vec<(usize, Variable)>,
+    tm: Vec<(usize, Variable)>,
+}
+
+/// The model's columns, with the heuristic's plan as their start.
+struct Columns<'j> {
+    vars: ProblemVariables,
+    initial: Vec<f64>,
+    objective: Expression,
+    jobs: Vec<JobVars<'j>>,
+}
+
+/// Builds the model, solves it within `budget` from the heuristic's start, and reads back
+/// which site each job goes to (`None`: not placed), HiGHS's bound and its status.
 fn solve(
     req: &PlacementRequest,
     heuristic: &PlacementPlan,
@@ -84,12 +114,82 @@ fn solve(
 ) -> Result<(Hint, Option<f64>, String), String> {
     let cluster = Cluster::new(req);
     let mut cap = Capacity::new(&cluster);
-    let jobs: BTreeMap<&JobId, &JobDemand> = req.jobs.iter().map(|j| (&j.id, j)).collect();
+    let fixed = fix_unchanged(req, heuristic, &cluster, &mut cap);
+    let pools = pools_of(&cluster, &cap);
+    let columns = columns(req, heuristic, &cluster, &cap, &pools, &fixed);
+    let Columns {
+        vars,
+        initial,
+        objective,
+        jobs: job_vars,
+    } = columns;
+    let mut model = vars.maximise(objective).using(good_lp::highs);
+    add_pool_capacity(&mut model, &job_vars, &pools);
+    add_quotas(&mut model, req, &cluster, &job_vars, &fixed);
 
-    // Jobs the heuristic left exactly where they run are fixed.
-    let mut fixed_value = 0.0;
-    let mut fixed: BTreeMap<&JobId, usize> = BTreeMap::new();
-    let mut used_quota: HashMap<(&str, usize), Resources> = HashMap::new();
+    let mut highs = model.try_into_inner().map_err(|e| e.to_string())?;
+    let secs = budget.as_secs_f64().max(0.05);
+    highs
+        .try_set_option("time_limit", secs)
+        .map_err(|e| format!("time_limit: {e:?}"))?;
+    highs
+        .try_set_option("mip_rel_gap", 1e-4)
+        .map_err(|e| format!("mip_rel_gap: {e:?}"))?;
+    highs
+        .try_set_option("threads", 1)
+        .map_err(|e| format!("threads: {e:?}"))?;
+    // A rejected start only costs the warm start, not the solve.
+    let _ = highs.try_set_solution(Some(&initial), None, None, None);
+    let solved = highs.try_solve().map_err(|e| format!("{e:?}"))?;
+    let status_text = format!("{:?}", solved.status());
+    let status = match status_text.as_str() {
+        "Optimal" => "optimal".to_string(),
+        "ReachedTimeLimit" => "time-limit".to_string(),
+        other => other.to_lowercase(),
+    };
+    let bound = trusted_bound(
+        req,
+        heuristic,
+        solved.double_info_value(c"mip_dual_bound").ok(),
+        fixed.value,
+    );
+    let feasible = solved
+        .int_info_value(c"primal_solution_status")
+        .is_ok_and(|s| s == 2);
+    if !feasible {
+        return Err(format!("no solution ({status})"));
+    }
+    let values = solved.get_solution();
+    let cols = values.columns();
+    let mut hint: Hint = BTreeMap::new();
+    for jv in &job_vars {
+        let site = jv
+            .sites
+            .iter()
+            .zip(&jv.site_cols)
+            .find(|(_, col)| cols.get(**col).is_some_and(|v| *v > 0.5))
+            .map(|(&(s, _), _)| cluster.sites[s].id.clone());
+        hint.insert(jv.job.id.clone(), site);
+    }
+    for (id, &s) in &fixed.site_of {
+        hint.insert((*id).clone(), Some(cluster.sites[s].id.clone()));
+    }
+    Ok((hint, bound, status))
+}
+
+/// Fixes the jobs the heuristic left exactly where they run, taking their room.
+fn fix_unchanged<'r>(
+    req: &'r PlacementRequest,
+    heuristic: &'r PlacementPlan,
+    cluster: &Cluster,
+    cap: &mut Capacity,
+) -> Fixed<'r> {
+    let jobs: BTreeMap<&JobId, &JobDemand> = req.jobs.iter().map(|j| (&j.id, j)).collect();
+    let mut fixed = Fixed {
+        site_of: BTreeMap::new(),
+        value: 0.0,
+        used_quota: HashMap::new(),
+    };
     for p in &heuristic.placements {
         let Some(job) = jobs.get(&p.job) else {
             continue;
@@ -105,21 +205,27 @@ fn solve(
         if !unchanged {
             continue;
         }
-        fixed.insert(&p.job, s);
-        fixed_value += priority_weight(job.priority) * demand_units(job);
-        *used_quota.entry((job.tenant.0.as_str(), s)).or_default() += job.total();
+        fixed.site_of.insert(&p.job, s);
+        fixed.value += priority_weight(job.priority) * demand_units(job);
+        *fixed
+            .used_quota
+            .entry((job.tenant.0.as_str(), s))
+            .or_default() += job.total();
         for pod in &p.pods {
             if let Some(&n) = cluster.sites[s].node_by_name.get(pod.node.as_str()) {
                 let r = match pod.role {
                     PodRole::Jobmanager => job.job_manager,
                     PodRole::Taskmanager => job.task_manager,
                 };
-                cap.take(&cluster, n, r);
+                cap.take(cluster, n, r);
             }
         }
     }
+    fixed
+}
 
-    // Pools: (site, class, allocatable).
+/// Pools: the nodes of one (site, class, allocatable), with their summed room.
+fn pools_of(cluster: &Cluster, cap: &Capacity) -> Vec<Pool> {
     let mut pool_of: BTreeMap<(usize, usize, i64, i64, i64), usize> = BTreeMap::new();
     let mut pools: Vec<Pool> = Vec::new();
     for (n, info) in cluster.nodes.iter().enumerate() {
@@ -134,7 +240,7 @@ fn solve(
             });
             pools.len() - 1
         });
-        let room = cap.room(&cluster, n);
+        let room = cap.room(cluster, n);
         pools[p].nodes.push(n);
         pools[p].room += Resources::new(
             room.cpu_milli.max(0),
@@ -142,44 +248,133 @@ fn solve(
             room.pods.max(0),
         );
     }
-    let per_node_fit = |pool: &Pool, pod: Resources| -> i64 {
-        let per = |free: i64, need: i64| {
-            if need <= 0 {
-                i64::MAX
-            } else {
-                free.max(0) / need
-            }
-        };
-        pool.nodes
-            .iter()
-            .map(|&n| {
-                let r = cap.room(&cluster, n);
-                per(r.cpu_milli, pod.cpu_milli)
-                    .min(per(r.memory_bytes, pod.memory_bytes))
-                    .min(per(r.pods, pod.pods))
-            })
-            .fold(0i64, |a, b| a.saturating_add(b))
-    };
+    pools
+}
 
-    let mut vars = ProblemVariables::new();
-    let mut initial: Vec<f64> = Vec::new();
-    let mut objective = Expression::default();
-    // Per free job: its site binaries and per-pool variables.
-    struct JobVars<'j> {
-        job: &'j JobDemand,
-        sites: Vec<(usize, Variable)>,
-        /// Column of each site binary, in `sites` order.
-        site_cols: Vec<usize>,
-        jm: Vec<(usize, Variable)>,
-        tm: Vec<(usize, Variable)>,
+/// How many `pod`s fit in `pool`, node by node.
+fn per_node_fit(cluster: &Cluster, cap: &Capacity, pool: &Pool, pod: Resources) -> i64 {
+    let per = |free: i64, need: i64| {
+        if need <= 0 {
+            i64::MAX
+        } else {
+            free.max(0) / need
+        }
+    };
+    pool.nodes
+        .iter()
+        .map(|&n| {
+            let r = cap.room(cluster, n);
+            per(r.cpu_milli, pod.cpu_milli)
+                .min(per(r.memory_bytes, pod.memory_bytes))
+                .min(per(r.pods, pod.pods))
+        })
+        .fold(0i64, |a, b| a.saturating_add(b))
+}
+
+/// The pools of site `s` that may host `job`, roomiest first: (pool, JobManagers that fit,
+/// TaskManagers that fit up to the job's count). Empty when the site cannot host the whole
+/// job.
+fn candidate_pools(
+    job: &JobDemand,
+    s: usize,
+    cluster: &Cluster,
+    cap: &Capacity,
+    pools: &[Pool],
+) -> Vec<(usize, i64, i64)> {
+    let k = i64::from(job.task_managers);
+    let mut feasible: Vec<(usize, i64, i64)> = Vec::new();
+    for (pi, pool) in pools.iter().enumerate().filter(|(_, p)| p.site == s) {
+        let Some(&rep) = pool.nodes.first() else {
+            continue;
+        };
+        if cluster.judge_node(job, rep).is_err() {
+            continue;
+        }
+        let jm_fit = if pool.offline {
+            0
+        } else {
+            per_node_fit(cluster, cap, pool, job.job_manager)
+        };
+        let tm_fit = if k > 0 {
+            per_node_fit(cluster, cap, pool, job.task_manager).min(k)
+        } else {
+            0
+        };
+        if jm_fit > 0 || tm_fit > 0 {
+            feasible.push((pi, jm_fit, tm_fit));
+        }
     }
+    feasible.sort_by_key(|&(pi, _, tm)| {
+        (
+            std::cmp::Reverse(tm),
+            std::cmp::Reverse(pools[pi].room.cpu_milli),
+            pi,
+        )
+    });
+    let mut kept: Vec<(usize, i64, i64)> = feasible.iter().take(POOLS_PER_SITE).copied().collect();
+    // Keep the best JobManager pool even when it is not among the roomiest.
+    if !kept.iter().any(|&(_, jm, _)| jm > 0)
+        && let Some(&best) = feasible.iter().find(|&&(_, jm, _)| jm > 0)
+    {
+        kept.push(best);
+    }
+    let total_tm: i64 = kept.iter().map(|&(_, _, t)| t).sum();
+    if !kept.iter().any(|&(_, jm, _)| jm > 0) || total_tm < k {
+        return Vec::new();
+    }
+    kept
+}
+
+/// The nodes of site `s` the heuristic put `job`'s pods on, by role.
+fn heuristic_pods(
+    heuristic: &PlacementPlan,
+    job: &JobDemand,
+    s: usize,
+    cluster: &Cluster,
+) -> Vec<(PodRole, usize)> {
+    heuristic
+        .placements
+        .iter()
+        .find(|p| p.job == job.id)
+        .map(|p| {
+            p.pods
+                .iter()
+                .filter_map(|pod| {
+                    cluster.sites[s]
+                        .node_by_name
+                        .get(pod.node.as_str())
+                        .map(|&n| (pod.role, n))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every free job's columns, started at the heuristic's plan.
+fn columns<'j>(
+    req: &'j PlacementRequest,
+    heuristic: &PlacementPlan,
+    cluster: &Cluster,
+    cap: &Capacity,
+    pools: &[Pool],
+    fixed: &Fixed<'_>,
+) -> Columns<'j> {
+    let mut out = Columns {
+        vars: ProblemVariables::new(),
+        initial: Vec::new(),
+        objective: Expression::default(),
+        jobs: Vec::new(),
+    };
     let heuristic_site: BTreeMap<&JobId, &SiteId> = heuristic
         .placements
         .iter()
         .map(|p| (&p.job, &p.site))
         .collect();
-    let mut job_vars: Vec<JobVars> = Vec::new();
-    for job in req.jobs.iter().filter(|j| !fixed.contains_key(&j.id)) {
+    for job in req
+        .jobs
+        .iter()
+        .filter(|j| !fixed.site_of.contains_key(&j.id))
+    {
         let mut jv = JobVars {
             job,
             sites: Vec::new(),
@@ -187,7 +382,6 @@ fn solve(
             jm: Vec::new(),
             tm: Vec::new(),
         };
-        let k = i64::from(job.task_managers);
         let warm_site = heuristic_site
             .get(&job.id)
             .and_then(|s| cluster.site_index.get(*s).copied());
@@ -195,71 +389,21 @@ fn solve(
             if !job.sites.allows(site.id) || cluster.site_index.get(site.id) != Some(&s) {
                 continue;
             }
-            let mut feasible: Vec<(usize, i64, i64)> = Vec::new(); // pool, jm fit, tm fit
-            for (pi, pool) in pools.iter().enumerate().filter(|(_, p)| p.site == s) {
-                let Some(&rep) = pool.nodes.first() else {
-                    continue;
-                };
-                if cluster.judge_node(job, rep).is_err() {
-                    continue;
-                }
-                let jm_fit = if pool.offline {
-                    0
-                } else {
-                    per_node_fit(pool, job.job_manager)
-                };
-                let tm_fit = if k > 0 {
-                    per_node_fit(pool, job.task_manager).min(k)
-                } else {
-                    0
-                };
-                if jm_fit > 0 || tm_fit > 0 {
-                    feasible.push((pi, jm_fit, tm_fit));
-                }
-            }
-            feasible.sort_by_key(|&(pi, _, tm)| {
-                (
-                    std::cmp::Reverse(tm),
-                    std::cmp::Reverse(pools[pi].room.cpu_milli),
-                    pi,
-                )
-            });
-            let mut kept: Vec<(usize, i64, i64)> =
-                feasible.iter().take(POOLS_PER_SITE).copied().collect();
-            // Keep the best JobManager pool even when it is not among the roomiest.
-            if !kept.iter().any(|&(_, jm, _)| jm > 0)
-                && let Some(&best) = feasible.iter().find(|&&(_, jm, _)| jm > 0)
-            {
-                kept.push(best);
-            }
-            let total_tm: i64 = kept.iter().map(|&(_, _, t)| t).sum();
-            if !kept.iter().any(|&(_, jm, _)| jm > 0) || total_tm < k {
+            let kept = candidate_pools(job, s, cluster, cap, pools);
+            if kept.is_empty() {
                 continue;
             }
             let warm = warm_site == Some(s);
-            jv.site_cols.push(initial.len());
-            let z = vars.add(variable().binary().initial(if warm { 1.0 } else { 0.0 }));
-            initial.push(if warm { 1.0 } else { 0.0 });
-            objective.add_mul(priority_weight(job.priority) * demand_units(job), z);
+            let start = if warm { 1.0 } else { 0.0 };
+            jv.site_cols.push(out.initial.len());
+            let z = out.vars.add(variable().binary().initial(start));
+            out.initial.push(start);
+            out.objective
+                .add_mul(priority_weight(job.priority) * demand_units(job), z);
             jv.sites.push((s, z));
             // Warm values per pool from the heuristic's pods.
-            let warm_pods: Vec<(PodRole, usize)> = if warm {
-                heuristic
-                    .placements
-                    .iter()
-                    .find(|p| p.job == job.id)
-                    .map(|p| {
-                        p.pods
-                            .iter()
-                            .filter_map(|pod| {
-                                cluster.sites[s]
-                                    .node_by_name
-                                    .get(pod.node.as_str())
-                                    .map(|&n| (pod.role, n))
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default()
+            let warm_pods = if warm {
+                heuristic_pods(heuristic, job, s, cluster)
             } else {
                 Vec::new()
             };
@@ -272,25 +416,26 @@ fn solve(
                 };
                 if jm_fit > 0 {
                     let w = in_pool(PodRole::Jobmanager);
-                    jv.jm.push((pi, vars.add(variable().binary().initial(w))));
-                    initial.push(w);
+                    jv.jm
+                        .push((pi, out.vars.add(variable().binary().initial(w))));
+                    out.initial.push(w);
                 }
                 if tm_fit > 0 {
                     let w = in_pool(PodRole::Taskmanager);
-                    jv.tm.push((
-                        pi,
-                        vars.add(variable().integer().min(0).max(tm_fit as f64).initial(w)),
-                    ));
-                    initial.push(w);
+                    let count = variable().integer().min(0).max(tm_fit as f64).initial(w);
+                    jv.tm.push((pi, out.vars.add(count)));
+                    out.initial.push(w);
                 }
             }
         }
-        job_vars.push(jv);
+        out.jobs.push(jv);
     }
+    out
+}
 
-    let n_vars = initial.len();
-    let mut model = vars.maximise(objective.clone()).using(good_lp::highs);
-    // Pool capacity, per dimension.
+/// Each job in at most one site, all of its pods in that site's pools, and every pool's
+/// summed room per dimension.
+fn add_pool_capacity(model: &mut impl SolverModel, job_vars: &[JobVars<'_>], pools: &[Pool]) {
     let mut pool_use: Vec<[Expression; 3]> = (0..pools.len())
         .map(|_| {
             [
@@ -300,7 +445,7 @@ fn solve(
             ]
         })
         .collect();
-    for jv in &job_vars {
+    for jv in job_vars {
         let job = jv.job;
         let one_site: Expression = jv.sites.iter().map(|&(_, z)| Expression::from(z)).sum();
         model.add_constraint(constraint!(one_site <= 1));
@@ -322,17 +467,12 @@ fn solve(
             let k = f64::from(job.task_managers);
             model.add_constraint(constraint!(tms == k * z));
         }
-        for &(p, v) in &jv.jm {
-            let r = job.job_manager;
-            pool_use[p][0].add_mul(r.cpu_milli as f64 / 1000.0, v);
-            pool_use[p][1].add_mul(r.memory_bytes as f64 / super::GIB, v);
-            pool_use[p][2].add_mul(r.pods as f64, v);
-        }
-        for &(p, v) in &jv.tm {
-            let r = job.task_manager;
-            pool_use[p][0].add_mul(r.cpu_milli as f64 / 1000.0, v);
-            pool_use[p][1].add_mul(r.memory_bytes as f64 / super::GIB, v);
-            pool_use[p][2].add_mul(r.pods as f64, v);
+        for (pods, r) in [(&jv.jm, job.job_manager), (&jv.tm, job.task_manager)] {
+            for &(p, v) in pods {
+                pool_use[p][0].add_mul(r.cpu_milli as f64 / 1000.0, v);
+                pool_use[p][1].add_mul(r.memory_bytes as f64 / super::GIB, v);
+                pool_use[p][2].add_mul(r.pods as f64, v);
+            }
         }
     }
     for (p, uses) in pool_use.into_iter().enumerate() {
@@ -342,12 +482,22 @@ fn solve(
         model.add_constraint(constraint!(mem <= room.memory_bytes as f64 / super::GIB));
         model.add_constraint(constraint!(pods <= room.pods as f64));
     }
-    // Quotas: the fixed jobs' use is taken off the limit.
+}
+
+/// Quotas, exact: the fixed jobs' use is taken off the limit.
+fn add_quotas(
+    model: &mut impl SolverModel,
+    req: &PlacementRequest,
+    cluster: &Cluster,
+    job_vars: &[JobVars<'_>],
+    fixed: &Fixed<'_>,
+) {
     for q in &req.policy.quotas {
         let Some(&s) = cluster.site_index.get(&q.site) else {
             continue;
         };
-        let used = used_quota
+        let used = fixed
+            .used_quota
             .get(&(q.tenant.0.as_str(), s))
             .copied()
             .unwrap_or_default();
@@ -369,70 +519,32 @@ fn solve(
             model.add_constraint(constraint!(pods <= left.pods as f64));
         }
     }
+}
 
-    let mut highs = model.try_into_inner().map_err(|e| e.to_string())?;
-    let secs = budget.as_secs_f64().max(0.05);
-    highs
-        .try_set_option("time_limit", secs)
-        .map_err(|e| format!("time_limit: {e:?}"))?;
-    highs
-        .try_set_option("mip_rel_gap", 1e-4)
-        .map_err(|e| format!("mip_rel_gap: {e:?}"))?;
-    highs
-        .try_set_option("threads", 1)
-        .map_err(|e| format!("threads: {e:?}"))?;
-    if initial.len() == n_vars {
-        // A rejected start only costs the warm start, not the solve.
-        let _ = highs.try_set_solution(Some(&initial), None, None, None);
-    }
-    let solved = highs.try_solve().map_err(|e| format!("{e:?}"))?;
-    let status_text = format!("{:?}", solved.status());
-    let status = match status_text.as_str() {
-        "Optimal" => "optimal".to_string(),
-        "ReachedTimeLimit" => "time-limit".to_string(),
-        other => other.to_lowercase(),
-    };
-    // HiGHS's dual bound is only trusted when it is consistent: not below the heuristic's
-    // objective (a feasible point of the model, since the model relaxes the real rules) and
-    // not above placing every job. Under a short budget HiGHS can stop before its root
-    // relaxation settles and report a value outside that range; the trivial bound is used then.
+/// HiGHS's dual bound plus the fixed jobs, trusted only when it is consistent: not below
+/// the heuristic's objective (a feasible point of the model, since the model relaxes the
+/// real rules) and not above placing every job. Under a short budget HiGHS can stop before
+/// its root relaxation settles and report a value outside that range; the trivial bound
+/// (everything placed) is used then.
+fn trusted_bound(
+    req: &PlacementRequest,
+    heuristic: &PlacementPlan,
+    dual_bound: Option<f64>,
+    fixed_value: f64,
+) -> Option<f64> {
     let everything: f64 = req
         .jobs
         .iter()
         .map(|j| priority_weight(j.priority) * demand_units(j))
         .sum();
-    let bound = solved
-        .double_info_value(c"mip_dual_bound")
-        .ok()
+    dual_bound
         .map(|b| b + fixed_value)
         .filter(|b| {
             b.is_finite()
                 && *b >= heuristic.solver.objective - 1e-6 * everything.max(1.0)
                 && *b <= everything * (1.0 + 1e-9)
         })
-        .or(Some(everything));
-    let feasible = solved
-        .int_info_value(c"primal_solution_status")
-        .is_ok_and(|s| s == 2);
-    if !feasible {
-        return Err(format!("no solution ({status})"));
-    }
-    let values = solved.get_solution();
-    let cols = values.columns();
-    let mut hint: Hint = BTreeMap::new();
-    for jv in &job_vars {
-        let site = jv
-            .sites
-            .iter()
-            .zip(&jv.site_cols)
-            .find(|(_, col)| cols.get(**col).is_some_and(|v| *v > 0.5))
-            .map(|(&(s, _), _)| cluster.sites[s].id.clone());
-        hint.insert(jv.job.id.clone(), site);
-    }
-    for (id, &s) in &fixed {
-        hint.insert((*id).clone(), Some(cluster.sites[s].id.clone()));
-    }
-    Ok((hint, bound, status))
+        .or(Some(everything))
 }
 
 /// Placed demand per tier, highest tier first: plans compare lexicographically on it, so a
