@@ -434,7 +434,7 @@ fn example_documents() -> Vec<(String, String)> {
             examples.push((name, text));
         }
     }
-    let module = std::fs::read_to_string(repo("scheduler/src/input/streamjob.rs")).unwrap();
+    let module = std::fs::read_to_string(repo("scheduler/src/input/streamjob/mod.rs")).unwrap();
     let doc_example: String = module
         .lines()
         .skip_while(|l| *l != "//! ```yaml")
@@ -451,7 +451,10 @@ fn example_documents() -> Vec<(String, String)> {
         doc_example.contains("kind: StreamJob"),
         "the StreamJob module docs lost their example"
     );
-    examples.push(("scheduler/src/input/streamjob.rs docs".into(), doc_example));
+    examples.push((
+        "scheduler/src/input/streamjob/mod.rs docs".into(),
+        doc_example,
+    ));
     for seed in 1..=3 {
         let generated = generate(&GenerateParams {
             sites: 2,

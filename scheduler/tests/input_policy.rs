@@ -469,3 +469,51 @@ fn a_bad_rebalance_lead_time_or_budget_is_named_by_its_field() {
         assert!(message.contains(expected), "{to}: {message}");
     }
 }
+
+#[test]
+fn problems_in_several_sections_are_reported_in_the_order_the_file_lists_the_sections() {
+    let message = error_of(
+        "apiVersion: twinsite.io/v1alpha1
+kind: Policy
+sites:
+  - {name: dc-a}
+  - {name: dc-a}
+pools:
+  - {name: night, site: dc-z, selector: {pool: night}}
+quotas:
+  - {tenant: trade, site: dc-y, cpu: '10', memory: 10Gi}
+failoverReserve:
+  - {site: dc-a, protects: dc-a}
+detection:
+  nodeGrace: 40s
+replication:
+  parallelCopies: 0
+redaction:
+  keys: ['has space']
+rebalance:
+  movesPerHour: 0
+",
+    );
+    let fields = [
+        "sites[1].name",
+        "pools[0].site",
+        "quotas[0].site",
+        "failoverReserve[0].protects",
+        "detection.nodeGrace",
+        "replication.parallelCopies",
+        "redaction.keys[0]",
+        "rebalance.movesPerHour",
+    ];
+    let positions: Vec<usize> = fields
+        .iter()
+        .map(|field| {
+            message
+                .find(&format!("policy.yaml: {field}: "))
+                .unwrap_or_else(|| panic!("{field} is not reported: {message}"))
+        })
+        .collect();
+    assert!(
+        positions.is_sorted(),
+        "sections reported out of file order: {message}"
+    );
+}
