@@ -38,20 +38,46 @@ fn etcd_binary() -> PathBuf {
     );
 }
 
-/// A port nobody listens on right now. Another process could take it before etcd binds it;
-/// startup then fails loudly rather than silently talking to the wrong server.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-    listener.local_addr().expect("local address").port()
+/// `n` distinct ports nobody listens on right now (every listener is held until all are
+/// chosen, or the kernel may hand out one port twice). Another process could take one
+/// before etcd binds it: `EtcdServer::start` then tries again on fresh ports.
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local address").port())
+        .collect()
 }
+
+/// Starts on fresh ports this many times when a port was taken between its choice and
+/// etcd's bind.
+const START_ATTEMPTS: usize = 5;
 
 impl EtcdServer {
     /// Starts a single-member etcd and waits until it answers.
     pub async fn start() -> EtcdServer {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once().await {
+                Ok(server) => return server,
+                Err(log) if log.contains("address already in use") && attempt < START_ATTEMPTS => {
+                    attempt += 1;
+                }
+                Err(log) => panic!("etcd did not start; log:\n{log}"),
+            }
+        }
+    }
+
+    /// One start on fresh ports; `Err` is etcd's log when it exited or did not answer.
+    async fn start_once() -> Result<EtcdServer, String> {
         let binary = etcd_binary();
         let dir = tempfile::tempdir().expect("temporary directory for etcd");
-        let client_url = format!("http://127.0.0.1:{}", free_port());
-        let peer_url = format!("http://127.0.0.1:{}", free_port());
+        let ports = free_ports(2);
+        let (client_port, peer_port) = (ports[0], ports[1]);
+        let client_url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
         let log_path = dir.path().join("etcd.log");
         let log = std::fs::File::create(&log_path).expect("etcd log file");
         let child = Command::new(&binary)
@@ -79,26 +105,27 @@ impl EtcdServer {
             log_path,
             _dir: dir,
         };
-        server.wait_until_ready().await;
-        server
+        server.wait_until_ready().await?;
+        Ok(server)
     }
 
-    async fn wait_until_ready(&mut self) {
+    /// `Err`: etcd exited, or did not answer in time (then it is stopped); with its log.
+    async fn wait_until_ready(&mut self) -> Result<(), String> {
         let started = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("etcd exited early with {status}; log:\n{}", self.log());
+                return Err(format!("exited early with {status}:\n{}", self.log()));
             }
             if let Ok(mut client) = self.try_client().await
                 && client.status().await.is_ok()
             {
-                return;
+                return Ok(());
             }
             if started.elapsed() > READY_TIMEOUT {
-                panic!(
-                    "etcd not ready after {READY_TIMEOUT:?}; log:\n{}",
+                return Err(format!(
+                    "not ready after {READY_TIMEOUT:?}:\n{}",
                     self.log()
-                );
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -137,12 +164,10 @@ impl EtcdCluster {
         let binary = etcd_binary();
         let dir = tempfile::tempdir().expect("temporary directory for etcd");
         let names: Vec<String> = (0..size).map(|i| format!("m{i}")).collect();
-        let client_urls: Vec<String> = (0..size)
-            .map(|_| format!("http://127.0.0.1:{}", free_port()))
-            .collect();
-        let peer_urls: Vec<String> = (0..size)
-            .map(|_| format!("http://127.0.0.1:{}", free_port()))
-            .collect();
+        let ports = free_ports(2 * size);
+        let url = |port: &u16| format!("http://127.0.0.1:{port}");
+        let client_urls: Vec<String> = ports[..size].iter().map(url).collect();
+        let peer_urls: Vec<String> = ports[size..].iter().map(url).collect();
         let initial_cluster = names
             .iter()
             .zip(&peer_urls)
