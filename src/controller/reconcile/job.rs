@@ -483,13 +483,7 @@ impl Controller {
             } else {
                 "failed; spec.failover.mode is none, so twinsite does not relaunch it".into()
             });
-            let mut cleared = j.record.value.clone();
-            cleared.placement = None;
-            cleared.status = j.status.clone();
-            self.put_if_unchanged(&cleared, j.record.revision, report)
-                .await?;
-            report.count(JobPhase::Failed);
-            return Ok(());
+            return self.clear_placement(&j, report).await;
         }
         j.status.relaunches += 1;
         j.status.restore_from_last_checkpoint();
@@ -498,6 +492,22 @@ impl Controller {
             placement.site, j.status.relaunches
         ));
         out.place(j, None);
+        Ok(())
+    }
+
+    /// Writes the job's status with no placement (whatever ran under it was stopped):
+    /// `failed` waits for a fix, `pending` is placed afresh next pass.
+    async fn clear_placement(
+        &self,
+        j: &JobPass,
+        report: &mut PassReport,
+    ) -> Result<(), StateError> {
+        let mut cleared = j.record.value.clone();
+        cleared.placement = None;
+        cleared.status = j.status.clone();
+        self.put_if_unchanged(&cleared, j.record.revision, report)
+            .await?;
+        report.count(j.status.phase);
         Ok(())
     }
 
@@ -562,13 +572,7 @@ impl Controller {
                     self.count_site_error(&placement.site, &error);
                     j.status.phase = JobPhase::Pending;
                     j.status.message = Some(format!("{error}; placing it again"));
-                    let mut cleared = j.record.value.clone();
-                    cleared.placement = None;
-                    cleared.status = j.status.clone();
-                    self.put_if_unchanged(&cleared, j.record.revision, report)
-                        .await?;
-                    report.count(JobPhase::Pending);
-                    return Ok(());
+                    return self.clear_placement(&j, report).await;
                 }
                 Err(error) => {
                     self.count_site_error(&placement.site, &error);

@@ -180,14 +180,10 @@ impl Controller {
                     .await;
             }
             Err(NoGeneration::Wait(reason)) => {
-                status.phase = JobPhase::Pending;
-                status.site = None;
-                status.message = Some(format!("not launched this pass: {reason}"));
-                report.unplaced.push((t.demand.id.clone(), reason));
-                record.status = status.clone();
-                self.put_if_unchanged(&record, revision, report).await?;
-                report.count(JobPhase::Pending);
-                return Ok(());
+                let message = format!("not launched this pass: {reason}");
+                return self
+                    .wait_unplaced(record, revision, status, message, reason, report)
+                    .await;
             }
         };
         let generation = granted.generation;
@@ -196,28 +192,19 @@ impl Controller {
             Err(reason) => {
                 // Not a fault of the job: it waits, unplaced, until the site's record is
                 // readable again.
-                status.phase = JobPhase::Pending;
-                status.site = None;
-                status.message = Some(reason.clone());
-                report.unplaced.push((t.demand.id.clone(), reason));
-                record.status = status.clone();
-                self.put_if_unchanged(&record, revision, report).await?;
-                report.count(JobPhase::Pending);
-                return Ok(());
+                return self
+                    .wait_unplaced(record, revision, status, reason.clone(), reason, report)
+                    .await;
             }
         };
         let jar_uri = match self.site_jar_uri(&t.job, &status, &placement.site) {
             Ok(uri) => uri,
             Err(reason) => {
                 // Placement honours the jar's sites, so only a race lands here: wait, unplaced.
-                status.phase = JobPhase::Pending;
-                status.site = None;
-                status.message = Some(format!("not launched: {reason}"));
-                report.unplaced.push((t.demand.id.clone(), reason));
-                record.status = status.clone();
-                self.put_if_unchanged(&record, revision, report).await?;
-                report.count(JobPhase::Pending);
-                return Ok(());
+                let message = format!("not launched: {reason}");
+                return self
+                    .wait_unplaced(record, revision, status, message, reason, report)
+                    .await;
             }
         };
         let spec = launch_spec(
@@ -273,6 +260,28 @@ impl Controller {
                 tracing::warn!(job = %spec.job, generation, %error, "launch failed; retried next pass");
             }
         }
+        Ok(())
+    }
+
+    /// Leaves a job pending and unplaced this pass, its status saying why (`message`);
+    /// `reason` goes to the pass report. Placed again next pass.
+    async fn wait_unplaced(
+        &self,
+        mut record: JobRecord,
+        revision: i64,
+        mut status: JobStatus,
+        message: String,
+        reason: String,
+        report: &mut PassReport,
+    ) -> Result<(), StateError> {
+        status.phase = JobPhase::Pending;
+        status.site = None;
+        status.message = Some(message);
+        let job = JobId::new(&record.namespace, &record.name);
+        report.unplaced.push((job, reason));
+        record.status = status;
+        self.put_if_unchanged(&record, revision, report).await?;
+        report.count(JobPhase::Pending);
         Ok(())
     }
 
