@@ -405,7 +405,7 @@ fn a_leader_crash_in_the_middle_of_a_failover_leaves_every_job_running_exactly_o
 /// launches answering), critical jobs first; the RPO is counted to the loss.
 /// About 100 s of CPU in a debug build (a thousand jobs through the scheduler every step),
 /// a few in release: `cargo test -p twinsite-failover --release --lib a_thousand`. The
-/// engine-level twin in `tests/engine.rs` runs in every build.
+/// engine-level twin in `tests/engine/` runs in every build.
 #[test]
 #[cfg_attr(debug_assertions, ignore = "slow in debug; run with --release")]
 fn a_thousand_job_site_loss_issues_every_relaunch_within_45_s_of_the_last_heartbeat() {
