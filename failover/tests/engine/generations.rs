@@ -38,14 +38,7 @@ fn no_generation_is_granted_while_the_engine_fences_or_relaunches_the_job() {
     let mut h = Harness::new(|_| {});
     h.register("j1", Priority::Normal, FailoverMode::RestoreRequired, "a");
     h.complete("j1", checkpoint("a", 1, 5, t(-3)));
-    let running = || vec![observed("j1", 1, RunState::Running, 0, "a-1", "a-2")];
-    for at in [0, 10, 20] {
-        h.keep_alive(t(at));
-        h.observe("a", t(at), &[(1, t(0))], running());
-    }
-    let mut acted = h.observe("a", t(21), &[(1, t(0))], running());
-    acted.extend(h.keep_alive(t(21)));
-    assert_eq!(acted, vec![fence("j1", 1, "a")]);
+    assert_eq!(h.lose_job_manager_node("j1", 1), vec![fence("j1", 1, "a")]);
     assert_eq!(
         h.engine.grant_generation(&job("j1"), 1),
         Err(GrantRefused::Held {
@@ -119,20 +112,10 @@ fn the_last_generation_is_never_exceeded_by_the_controller_nor_by_the_engine() {
     // The engine's own relaunch after a lost JobManager node stops at the bound too: the job
     // is held down with the reason, not relaunched as a generation past it.
     h.complete("j1", checkpoint("a", MAX_GENERATION, 5, t(-3)));
-    let running = || {
-        vec![observed(
-            "j1",
-            MAX_GENERATION,
-            RunState::Running,
-            0,
-            "a-1",
-            "a-2",
-        )]
-    };
-    for at in [0, 10, 20, 21] {
-        h.keep_alive(t(at));
-        h.observe("a", t(at), &[(1, t(0))], running());
-    }
+    assert_eq!(
+        h.lose_job_manager_node("j1", MAX_GENERATION),
+        vec![fence("j1", MAX_GENERATION, "a")]
+    );
     let after_fence = h.step(fenced("j1", MAX_GENERATION, "a"), t(22));
     assert_eq!(relaunches(&after_fence), vec![]);
     match &h.engine.job(&job("j1")).expect("tracked").phase {

@@ -121,6 +121,28 @@ impl Harness {
         )
     }
 
+    /// `name` runs at `generation` in site a with its JobManager on node a-1, silent since
+    /// 0 s, until the node grace runs out at 21 s; returns the actions of that instant.
+    pub fn lose_job_manager_node(&mut self, name: &str, generation: u64) -> Vec<Command> {
+        let running = || {
+            vec![observed(
+                name,
+                generation,
+                RunState::Running,
+                0,
+                "a-1",
+                "a-2",
+            )]
+        };
+        for at in [0, 10, 20] {
+            self.keep_alive(t(at));
+            self.observe("a", t(at), &[(1, t(0))], running());
+        }
+        let mut acted = self.observe("a", t(21), &[(1, t(0))], running());
+        acted.extend(self.keep_alive(t(21)));
+        acted
+    }
+
     /// Peer reports for both sites; returns the actions they led to (ticks judge too).
     pub fn keep_alive(&mut self, at: Timestamp) -> Vec<Command> {
         let mut acted = Vec::new();
